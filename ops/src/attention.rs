@@ -1,0 +1,308 @@
+//! Attention over packed variable-length batches: GQA, causal, sliding window, softcap and
+//! FlashMask column ranges.
+
+use crate::validated::{expect, expect_float};
+use crate::{DType, Error, Result, TensorMeta, Validated};
+
+const OP: &str = "attention";
+
+/// Head dims the attention kernels are built for.
+pub const HEAD_DIMS: [usize; 3] = [64, 128, 256];
+
+/// A sliding window around the (bottom-right aligned) diagonal: query row `i` of a sequence
+/// with `Lq` queries and `Lk` keys sees key `j` iff `i' - left <= j <= i' + right`, where
+/// `i' = i + Lk - Lq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Keys visible to the left of the diagonal.
+    pub left: usize,
+    /// Keys visible to the right of the diagonal.
+    pub right: usize,
+}
+
+/// FlashMask column ranges: for each key column `j` (packed over the batch, `[Tk]` each),
+/// query rows `lts[j]..lte[j]` and `uts[j]..ute[j]` (row indices local to the sequence) are
+/// masked out. An interval with `start >= end` masks nothing.
+///
+/// This expresses causal (`uts = 0, ute = j`), document masks, prefix-LM and the scale-wise
+/// bidirectional blocks of next-frame-and-scale prediction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColumnRanges {
+    /// Lower interval start per key column.
+    pub lts: Vec<i32>,
+    /// Lower interval end (exclusive).
+    pub lte: Vec<i32>,
+    /// Upper interval start.
+    pub uts: Vec<i32>,
+    /// Upper interval end (exclusive).
+    pub ute: Vec<i32>,
+}
+
+/// The mask of an attention problem: the allowed (query, key) pairs are those every present
+/// part allows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttentionMask {
+    /// Causal, bottom-right aligned: key `j` visible iff `j <= i + Lk - Lq`.
+    pub causal: bool,
+    /// Sliding window.
+    pub window: Option<Window>,
+    /// FlashMask column ranges.
+    pub column_ranges: Option<ColumnRanges>,
+}
+
+impl AttentionMask {
+    /// No mask.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Causal only.
+    pub fn causal() -> Self {
+        AttentionMask { causal: true, ..Self::default() }
+    }
+}
+
+/// Packed variable-length attention.
+///
+/// Inputs: `q [Tq, Hq, D]`, `k, v [Tk, Hkv, D]` of `dtype`; sequence `b` owns query rows
+/// `cu_seqlens_q[b]..cu_seqlens_q[b+1]` and key rows `cu_seqlens_k[b]..cu_seqlens_k[b+1]`.
+/// Query head `h` reads key/value head `h / (Hq / Hkv)`. Score
+/// `s = scale · q·k` (then `softcap · tanh(s / softcap)` with a softcap), masked, softmax
+/// over the keys. Outputs: `o [Tq, Hq, D]` and `lse [Hq, Tq] f32` (natural log of the row's
+/// sum of `exp(s)` over allowed keys).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionProblem {
+    /// Cumulative query lengths `[B+1]`, from 0, non-decreasing.
+    pub cu_seqlens_q: Vec<usize>,
+    /// Cumulative key lengths `[B+1]`, from 0, non-decreasing.
+    pub cu_seqlens_k: Vec<usize>,
+    /// Query heads `Hq`.
+    pub heads_q: usize,
+    /// Key/value heads `Hkv`, dividing `Hq`.
+    pub heads_kv: usize,
+    /// Head dim `D`, one of [`HEAD_DIMS`].
+    pub head_dim: usize,
+    /// Softmax scale (usually `1/sqrt(D)`).
+    pub scale: f32,
+    /// Logit softcap (> 0) or none.
+    pub softcap: Option<f32>,
+    /// Mask.
+    pub mask: AttentionMask,
+    /// Float dtype of q, k, v and o.
+    pub dtype: DType,
+}
+
+impl AttentionProblem {
+    /// Sequences `B`.
+    pub fn batch(&self) -> usize {
+        self.cu_seqlens_q.len().saturating_sub(1)
+    }
+
+    /// Total query rows `Tq`.
+    pub fn total_q(&self) -> usize {
+        self.cu_seqlens_q.last().copied().unwrap_or(0)
+    }
+
+    /// Total key rows `Tk`.
+    pub fn total_k(&self) -> usize {
+        self.cu_seqlens_k.last().copied().unwrap_or(0)
+    }
+
+    /// Query and key lengths of sequence `b`.
+    pub fn seq_lens(&self, b: usize) -> (usize, usize) {
+        (self.cu_seqlens_q[b + 1] - self.cu_seqlens_q[b], self.cu_seqlens_k[b + 1] - self.cu_seqlens_k[b])
+    }
+
+    /// Whether query row `i` (local) of sequence `b` may attend to key `j` (local).
+    pub fn allowed(&self, b: usize, i: usize, j: usize) -> bool {
+        let (lq, lk) = self.seq_lens(b);
+        let diag = i as i64 + lk as i64 - lq as i64;
+        let j64 = j as i64;
+        if self.mask.causal && j64 > diag {
+            return false;
+        }
+        if let Some(w) = self.mask.window {
+            if j64 < diag - w.left as i64 || j64 > diag + w.right as i64 {
+                return false;
+            }
+        }
+        if let Some(c) = &self.mask.column_ranges {
+            let col = self.cu_seqlens_k[b] + j;
+            let row = i as i32;
+            if (c.lts[col] <= row && row < c.lte[col]) || (c.uts[col] <= row && row < c.ute[col]) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The key range `lo..hi` that causal and window allow for row `i` of sequence `b`
+    /// (column ranges may mask more inside it).
+    pub fn key_range(&self, b: usize, i: usize) -> (usize, usize) {
+        let (lq, lk) = self.seq_lens(b);
+        let diag = i as i64 + lk as i64 - lq as i64;
+        let mut lo = 0i64;
+        let mut hi = lk as i64; // exclusive
+        if self.mask.causal {
+            hi = hi.min(diag + 1);
+        }
+        if let Some(w) = self.mask.window {
+            lo = lo.max(diag - w.left as i64);
+            hi = hi.min(diag + w.right as i64 + 1);
+        }
+        let lo = lo.clamp(0, lk as i64) as usize;
+        let hi = hi.clamp(0, lk as i64) as usize;
+        (lo, hi.max(lo))
+    }
+
+    /// Number of allowed (query, key) pairs over the batch (per head).
+    pub fn allowed_pairs(&self) -> u64 {
+        let mut n = 0u64;
+        for b in 0..self.batch() {
+            let (lq, _) = self.seq_lens(b);
+            for i in 0..lq {
+                let (lo, hi) = self.key_range(b, i);
+                n += if self.mask.column_ranges.is_some() {
+                    (lo..hi).filter(|&j| self.allowed(b, i, j)).count() as u64
+                } else {
+                    (hi - lo) as u64
+                };
+            }
+        }
+        n
+    }
+
+    /// Check the problem, including that every query row sees at least one key.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for bad cumulative lengths, `Hq % Hkv != 0`, zero heads, a
+    /// non-finite scale or softcap, column ranges of the wrong length or outside the
+    /// sequence; [`Error::Unsupported`] for a head dim outside [`HEAD_DIMS`] or a non-float
+    /// dtype; [`Error::EmptyMaskRow`] when a query row has no key to attend to.
+    pub fn validate(&self) -> Result<Validated<AttentionProblem>> {
+        expect_float(OP, self.dtype)?;
+        if !HEAD_DIMS.contains(&self.head_dim) {
+            return Err(Error::unsupported(OP, format!("head dim {} (supported: {HEAD_DIMS:?})", self.head_dim)));
+        }
+        if self.heads_q == 0 || self.heads_kv == 0 || self.heads_q % self.heads_kv != 0 {
+            return Err(Error::invalid(
+                OP,
+                format!("heads_q = {} must be a positive multiple of heads_kv = {}", self.heads_q, self.heads_kv),
+            ));
+        }
+        if !self.scale.is_finite() {
+            return Err(Error::invalid(OP, format!("scale {} is not finite", self.scale)));
+        }
+        if let Some(c) = self.softcap {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::invalid(OP, format!("softcap {c} must be finite and > 0")));
+            }
+        }
+        check_cu_seqlens("cu_seqlens_q", &self.cu_seqlens_q)?;
+        check_cu_seqlens("cu_seqlens_k", &self.cu_seqlens_k)?;
+        if self.cu_seqlens_q.len() != self.cu_seqlens_k.len() {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "cu_seqlens_q has {} entries, cu_seqlens_k {}",
+                    self.cu_seqlens_q.len(),
+                    self.cu_seqlens_k.len()
+                ),
+            ));
+        }
+        if self.total_q() > i32::MAX as usize || self.total_k() > i32::MAX as usize {
+            return Err(Error::invalid(OP, "sequence lengths exceed i32 range"));
+        }
+        if let Some(c) = &self.mask.column_ranges {
+            self.check_column_ranges(c)?;
+        }
+        self.check_no_empty_row()?;
+        Ok(Validated::new(self.clone()))
+    }
+
+    fn check_column_ranges(&self, c: &ColumnRanges) -> Result<()> {
+        let tk = self.total_k();
+        for (what, v) in [("lts", &c.lts), ("lte", &c.lte), ("uts", &c.uts), ("ute", &c.ute)] {
+            if v.len() != tk {
+                return Err(Error::Shape { op: OP, what, expected: vec![tk], got: vec![v.len()] });
+            }
+        }
+        for b in 0..self.batch() {
+            let (lq, _) = self.seq_lens(b);
+            for col in self.cu_seqlens_k[b]..self.cu_seqlens_k[b + 1] {
+                for (what, v) in [("lts", &c.lts), ("lte", &c.lte), ("uts", &c.uts), ("ute", &c.ute)] {
+                    if v[col] < 0 || v[col] as usize > lq {
+                        return Err(Error::IndexOutOfRange {
+                            op: OP,
+                            what,
+                            index: col,
+                            value: v[col] as i64,
+                            lo: 0,
+                            hi: lq as i64 + 1,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_no_empty_row(&self) -> Result<()> {
+        for b in 0..self.batch() {
+            let (lq, _) = self.seq_lens(b);
+            for i in 0..lq {
+                let (lo, hi) = self.key_range(b, i);
+                let any =
+                    if self.mask.column_ranges.is_some() { (lo..hi).any(|j| self.allowed(b, i, j)) } else { lo < hi };
+                if !any {
+                    return Err(Error::EmptyMaskRow { op: OP, seq: b, row: i });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_cu_seqlens(what: &'static str, cu: &[usize]) -> Result<()> {
+    if cu.is_empty() || cu[0] != 0 {
+        return Err(Error::BadOffsets { op: OP, what, msg: "must start with 0 and hold B+1 entries".into() });
+    }
+    if let Some(i) = cu.windows(2).position(|w| w[1] < w[0]) {
+        return Err(Error::BadOffsets {
+            op: OP,
+            what,
+            msg: format!("decreases at {}: {} > {}", i + 1, cu[i], cu[i + 1]),
+        });
+    }
+    Ok(())
+}
+
+/// Buffers of one attention call.
+#[derive(Debug)]
+pub struct AttentionIo<'a, B> {
+    /// `[Tq, Hq, D]`.
+    pub q: &'a B,
+    /// `[Tk, Hkv, D]`.
+    pub k: &'a B,
+    /// `[Tk, Hkv, D]`.
+    pub v: &'a B,
+    /// Out: `[Tq, Hq, D]`.
+    pub o: &'a mut B,
+    /// Out: `[Hq, Tq] f32`.
+    pub lse: &'a mut B,
+}
+
+impl Validated<AttentionProblem> {
+    /// Check every buffer against the problem.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] or [`Error::DType`] naming the first bad buffer.
+    pub fn check_io<B: TensorMeta>(&self, io: &AttentionIo<'_, B>) -> Result<()> {
+        let (tq, tk, hq, hkv, d) = (self.total_q(), self.total_k(), self.heads_q, self.heads_kv, self.head_dim);
+        expect(OP, "q", io.q, self.dtype, &[tq, hq, d])?;
+        expect(OP, "k", io.k, self.dtype, &[tk, hkv, d])?;
+        expect(OP, "v", io.v, self.dtype, &[tk, hkv, d])?;
+        expect(OP, "o", io.o, self.dtype, &[tq, hq, d])?;
+        expect(OP, "lse", io.lse, DType::F32, &[hq, tq])
+    }
+}

@@ -1,0 +1,147 @@
+//! The backend seam: one trait per op family over a [`Device`], composed into [`Backend`].
+//!
+//! Backends implement the traits taking `&Validated<P>`; callers use the free functions in
+//! [`crate::api`], which validate the problem and every buffer before the backend runs.
+
+use crate::attention::{AttentionIo, AttentionProblem};
+use crate::glue::{EmbeddingProblem, GemmProblem, RmsNormIo, RmsNormProblem, RotaryIo, RotaryProblem, SwigluProblem};
+use crate::grouped_gemm::{GroupedGemmIo, GroupedGemmProblem};
+use crate::permute::{CombineIo, CombineProblem, PermuteIo, PermuteProblem};
+use crate::route::{BiasUpdateProblem, RouteIo, RouteProblem};
+use crate::{DType, HostTensor, Result, TensorMeta, Validated};
+
+/// Device memory and a stream. Every op family builds on it.
+pub trait Device {
+    /// A device-resident buffer that knows its dtype and shape.
+    type Buffer: TensorMeta + std::fmt::Debug;
+
+    /// Backend name (`"reference"`, `"cpu"`, `"cuda"`, `"cubecl-wgpu"`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Float dtypes the float ops accept on this backend (index data is always `I32`).
+    fn float_dtypes(&self) -> &'static [DType];
+
+    /// A zero-filled buffer.
+    ///
+    /// # Errors
+    /// [`crate::Error::Device`] when the device cannot allocate.
+    fn alloc(&self, dtype: DType, shape: &[usize]) -> Result<Self::Buffer>;
+
+    /// Copy a host tensor to the device.
+    ///
+    /// # Errors
+    /// [`crate::Error::Device`] or [`crate::Error::Unsupported`] for a dtype the device lacks.
+    fn upload(&self, tensor: &HostTensor) -> Result<Self::Buffer>;
+
+    /// Copy a buffer back to the host (waits for the work that writes it).
+    ///
+    /// # Errors
+    /// [`crate::Error::Device`].
+    fn download(&self, buffer: &Self::Buffer) -> Result<HostTensor>;
+
+    /// Wait for all queued work.
+    ///
+    /// # Errors
+    /// [`crate::Error::Device`].
+    fn sync(&self) -> Result<()>;
+}
+
+/// Routing and the aux-loss-free bias update.
+pub trait RouteOps: Device {
+    /// Top-k routing; see [`RouteProblem`].
+    ///
+    /// # Errors
+    /// Content errors the backend can see ([`crate::Error::NonFinite`] logits on host
+    /// backends), device errors.
+    fn route(&self, p: &Validated<RouteProblem>, io: RouteIo<'_, Self::Buffer>) -> Result<()>;
+
+    /// `bias[e] += speed * sign(mean - counts[e])` in place; see [`BiasUpdateProblem`].
+    ///
+    /// # Errors
+    /// Device errors.
+    fn update_bias(
+        &self,
+        p: &Validated<BiasUpdateProblem>,
+        bias: &mut Self::Buffer,
+        counts: &Self::Buffer,
+    ) -> Result<()>;
+}
+
+/// Dispatch and weighted combine.
+pub trait PermuteOps: Device {
+    /// Dispatch; see [`PermuteProblem`].
+    ///
+    /// # Errors
+    /// [`crate::Error::IndexOutOfRange`] for ids outside `0..E` (backends that can see them),
+    /// device errors.
+    fn permute(&self, p: &Validated<PermuteProblem>, io: PermuteIo<'_, Self::Buffer>) -> Result<()>;
+
+    /// Weighted combine; see [`CombineProblem`].
+    ///
+    /// # Errors
+    /// [`crate::Error::IndexOutOfRange`] for rows outside `0..R`, device errors.
+    fn unpermute_combine(&self, p: &Validated<CombineProblem>, io: CombineIo<'_, Self::Buffer>) -> Result<()>;
+}
+
+/// Grouped expert GEMM.
+pub trait GroupedGemmOps: Device {
+    /// See [`GroupedGemmProblem`].
+    ///
+    /// # Errors
+    /// [`crate::Error::BadOffsets`] / [`crate::Error::IndexOutOfRange`] for bad offsets,
+    /// counts or gather rows, device errors.
+    fn grouped_gemm(&self, p: &Validated<GroupedGemmProblem>, io: GroupedGemmIo<'_, Self::Buffer>) -> Result<()>;
+}
+
+/// Attention.
+pub trait AttentionOps: Device {
+    /// See [`AttentionProblem`].
+    ///
+    /// # Errors
+    /// Device errors.
+    fn attention(&self, p: &Validated<AttentionProblem>, io: AttentionIo<'_, Self::Buffer>) -> Result<()>;
+}
+
+/// Model glue.
+pub trait GlueOps: Device {
+    /// See [`RmsNormProblem`].
+    ///
+    /// # Errors
+    /// Device errors.
+    fn rms_norm(&self, p: &Validated<RmsNormProblem>, io: RmsNormIo<'_, Self::Buffer>) -> Result<()>;
+
+    /// See [`RotaryProblem`].
+    ///
+    /// # Errors
+    /// Device errors.
+    fn rotary(&self, p: &Validated<RotaryProblem>, io: RotaryIo<'_, Self::Buffer>) -> Result<()>;
+
+    /// See [`SwigluProblem`]: `x [rows, 2I]` → `y [rows, I]`.
+    ///
+    /// # Errors
+    /// Device errors.
+    fn swiglu(&self, p: &Validated<SwigluProblem>, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
+
+    /// See [`EmbeddingProblem`]: `table [V, H]`, `ids [T]` → `out [T, H]`.
+    ///
+    /// # Errors
+    /// [`crate::Error::IndexOutOfRange`] for ids outside `0..V`, device errors.
+    fn embedding(
+        &self,
+        p: &Validated<EmbeddingProblem>,
+        table: &Self::Buffer,
+        ids: &Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    /// See [`GemmProblem`]: `c = a · b`.
+    ///
+    /// # Errors
+    /// Device errors.
+    fn gemm(&self, p: &Validated<GemmProblem>, a: &Self::Buffer, b: &Self::Buffer, c: &mut Self::Buffer) -> Result<()>;
+}
+
+/// Every op family on one device.
+pub trait Backend: RouteOps + PermuteOps + GroupedGemmOps + AttentionOps + GlueOps + crate::moe::MoeOps {}
+
+impl<T: RouteOps + PermuteOps + GroupedGemmOps + AttentionOps + GlueOps + crate::moe::MoeOps> Backend for T {}

@@ -1,0 +1,252 @@
+//! Host tensors and the metadata every backend buffer exposes.
+
+use crate::{DType, Error, Result};
+use half::{bf16, f16};
+
+/// What every backend buffer reports about itself: dtype and logical shape.
+///
+/// Validation compares these against the shapes a problem implies before any backend runs.
+pub trait TensorMeta {
+    /// Element type.
+    fn dtype(&self) -> DType;
+    /// Logical row-major shape.
+    fn shape(&self) -> &[usize];
+    /// Number of elements (product of the shape).
+    fn numel(&self) -> usize {
+        self.shape().iter().product()
+    }
+}
+
+/// Typed storage of a [`HostTensor`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostData {
+    /// f32 elements.
+    F32(Vec<f32>),
+    /// f16 elements.
+    F16(Vec<f16>),
+    /// bf16 elements.
+    BF16(Vec<bf16>),
+    /// i32 elements.
+    I32(Vec<i32>),
+}
+
+impl HostData {
+    fn len(&self) -> usize {
+        match self {
+            HostData::F32(v) => v.len(),
+            HostData::F16(v) => v.len(),
+            HostData::BF16(v) => v.len(),
+            HostData::I32(v) => v.len(),
+        }
+    }
+}
+
+/// A dense row-major tensor in host memory: the unit of upload and download, and the buffer
+/// type of the host backends (reference and CPU).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    shape: Vec<usize>,
+    data: HostData,
+}
+
+impl TensorMeta for HostTensor {
+    fn dtype(&self) -> DType {
+        match self.data {
+            HostData::F32(_) => DType::F32,
+            HostData::F16(_) => DType::F16,
+            HostData::BF16(_) => DType::BF16,
+            HostData::I32(_) => DType::I32,
+        }
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+}
+
+impl HostTensor {
+    /// A tensor from typed data.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `data` does not hold `shape.product()` elements.
+    pub fn new(shape: &[usize], data: HostData) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if data.len() != n {
+            return Err(Error::Shape { op: "host_tensor", what: "data", expected: vec![n], got: vec![data.len()] });
+        }
+        Ok(HostTensor { shape: shape.to_vec(), data })
+    }
+
+    /// A zero-filled tensor.
+    pub fn zeros(dtype: DType, shape: &[usize]) -> Self {
+        let n: usize = shape.iter().product();
+        let data = match dtype {
+            DType::F32 => HostData::F32(vec![0.0; n]),
+            DType::F16 => HostData::F16(vec![f16::ZERO; n]),
+            DType::BF16 => HostData::BF16(vec![bf16::ZERO; n]),
+            DType::I32 => HostData::I32(vec![0; n]),
+        };
+        HostTensor { shape: shape.to_vec(), data }
+    }
+
+    /// A tensor filled with one value (rounded to `dtype`; truncated for `I32`).
+    pub fn full(dtype: DType, shape: &[usize], value: f64) -> Self {
+        let n: usize = shape.iter().product();
+        Self::from_f64(dtype, shape, &vec![value; n])
+    }
+
+    /// A float tensor of `dtype` from f32 values, rounding to nearest.
+    ///
+    /// # Panics
+    /// Never for valid input; a length mismatch is a programming error and panics in debug
+    /// builds only through the assertion below.
+    pub fn from_f32(dtype: DType, shape: &[usize], values: &[f32]) -> Self {
+        debug_assert_eq!(values.len(), shape.iter().product::<usize>());
+        let data = match dtype {
+            DType::F32 => HostData::F32(values.to_vec()),
+            DType::F16 => HostData::F16(values.iter().map(|&v| f16::from_f32(v)).collect()),
+            DType::BF16 => HostData::BF16(values.iter().map(|&v| bf16::from_f32(v)).collect()),
+            DType::I32 => HostData::I32(values.iter().map(|&v| v as i32).collect()),
+        };
+        HostTensor { shape: shape.to_vec(), data }
+    }
+
+    /// A float tensor of `dtype` from f64 values, rounding to nearest.
+    pub fn from_f64(dtype: DType, shape: &[usize], values: &[f64]) -> Self {
+        debug_assert_eq!(values.len(), shape.iter().product::<usize>());
+        let data = match dtype {
+            DType::F32 => HostData::F32(values.iter().map(|&v| v as f32).collect()),
+            DType::F16 => HostData::F16(values.iter().map(|&v| f16::from_f64(v)).collect()),
+            DType::BF16 => HostData::BF16(values.iter().map(|&v| bf16::from_f64(v)).collect()),
+            DType::I32 => HostData::I32(values.iter().map(|&v| v as i32).collect()),
+        };
+        HostTensor { shape: shape.to_vec(), data }
+    }
+
+    /// An i32 tensor.
+    pub fn from_i32(shape: &[usize], values: &[i32]) -> Self {
+        debug_assert_eq!(values.len(), shape.iter().product::<usize>());
+        HostTensor { shape: shape.to_vec(), data: HostData::I32(values.to_vec()) }
+    }
+
+    /// The typed storage.
+    pub fn data(&self) -> &HostData {
+        &self.data
+    }
+
+    /// The typed storage, mutable.
+    pub fn data_mut(&mut self) -> &mut HostData {
+        &mut self.data
+    }
+
+    /// Same data, new shape with the same element count.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the element counts differ.
+    pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if n != self.numel() {
+            return Err(Error::Shape {
+                op: "reshape",
+                what: "tensor",
+                expected: vec![self.numel()],
+                got: shape.to_vec(),
+            });
+        }
+        self.shape = shape.to_vec();
+        Ok(self)
+    }
+
+    /// Every element widened to f32 (integers converted exactly where they fit).
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        match &self.data {
+            HostData::F32(v) => v.clone(),
+            HostData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            HostData::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            HostData::I32(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
+
+    /// Every element widened to f64.
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        match &self.data {
+            HostData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            HostData::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
+            HostData::BF16(v) => v.iter().map(|x| x.to_f64()).collect(),
+            HostData::I32(v) => v.iter().map(|&x| x as f64).collect(),
+        }
+    }
+
+    /// The i32 elements.
+    ///
+    /// # Errors
+    /// [`Error::DType`] when the tensor is not `I32`.
+    pub fn as_i32(&self) -> Result<&[i32]> {
+        match &self.data {
+            HostData::I32(v) => Ok(v),
+            _ => Err(Error::DType { op: "as_i32", what: "tensor", expected: DType::I32, got: self.dtype() }),
+        }
+    }
+
+    /// The i32 elements, mutable.
+    ///
+    /// # Errors
+    /// [`Error::DType`] when the tensor is not `I32`.
+    pub fn as_i32_mut(&mut self) -> Result<&mut [i32]> {
+        let got = self.dtype();
+        match &mut self.data {
+            HostData::I32(v) => Ok(v),
+            _ => Err(Error::DType { op: "as_i32_mut", what: "tensor", expected: DType::I32, got }),
+        }
+    }
+
+    /// The f32 elements.
+    ///
+    /// # Errors
+    /// [`Error::DType`] when the tensor is not `F32`.
+    pub fn as_f32(&self) -> Result<&[f32]> {
+        match &self.data {
+            HostData::F32(v) => Ok(v),
+            _ => Err(Error::DType { op: "as_f32", what: "tensor", expected: DType::F32, got: self.dtype() }),
+        }
+    }
+
+    /// The f32 elements, mutable.
+    ///
+    /// # Errors
+    /// [`Error::DType`] when the tensor is not `F32`.
+    pub fn as_f32_mut(&mut self) -> Result<&mut [f32]> {
+        let got = self.dtype();
+        match &mut self.data {
+            HostData::F32(v) => Ok(v),
+            _ => Err(Error::DType { op: "as_f32_mut", what: "tensor", expected: DType::F32, got }),
+        }
+    }
+
+    /// Overwrite every element from f32 values (rounded to this tensor's dtype).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the lengths differ.
+    pub fn assign_f32(&mut self, values: &[f32]) -> Result<()> {
+        if values.len() != self.numel() {
+            return Err(Error::Shape {
+                op: "assign_f32",
+                what: "values",
+                expected: vec![self.numel()],
+                got: vec![values.len()],
+            });
+        }
+        let shape = self.shape.clone();
+        *self = HostTensor::from_f32(self.dtype(), &shape, values);
+        Ok(())
+    }
+
+    /// Raw bytes (little-endian, as laid out in memory), for dumps and uploads.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.data {
+            HostData::F32(v) => bytemuck::cast_slice(v),
+            HostData::F16(v) => bytemuck::cast_slice(v),
+            HostData::BF16(v) => bytemuck::cast_slice(v),
+            HostData::I32(v) => bytemuck::cast_slice(v),
+        }
+    }
+}
