@@ -1,0 +1,90 @@
+//! Bad content in index data and logits gets a typed error.
+
+use crate::f32s;
+use moekit_ops::{
+    CombineProblem, DType, EmbeddingProblem, Error, GemmLayout, GroupedGemmProblem, HostTensor, PermuteProblem,
+    RouteProblem,
+};
+use moekit_reference::{embedding, grouped_gemm, permute, route, unpermute_combine};
+
+#[test]
+fn nan_logit_is_non_finite() {
+    let p = RouteProblem::new(2, 3, 1, DType::F32).validate().unwrap();
+    let logits = f32s(&[2, 3], &[0.0, 1.0, 2.0, 0.0, f64::NAN, 1.0]);
+    let err = route(&p, &logits, None, None).unwrap_err();
+    assert_eq!(err, Error::NonFinite { op: "route", what: "logits", index: 4 });
+}
+
+#[test]
+fn permute_id_out_of_range() {
+    let p = PermuteProblem { tokens: 2, hidden: 1, experts: 3, k: 1, align: 1, dtype: DType::F32 };
+    let err = permute(&p.validate().unwrap(), &f32s(&[2, 1], &[1.0, 2.0]), &HostTensor::from_i32(&[2, 1], &[0, 3]))
+        .unwrap_err();
+    assert_eq!(err, Error::IndexOutOfRange { op: "permute", what: "ids", index: 1, value: 3, lo: 0, hi: 3 });
+}
+
+#[test]
+fn combine_row_out_of_range() {
+    let p = CombineProblem { tokens: 1, hidden: 1, k: 1, rows: 2, add: false, dtype: DType::F32 };
+    let tsr = HostTensor::from_i32(&[1, 1], &[-1]);
+    let err =
+        unpermute_combine(&p.validate().unwrap(), &f32s(&[2, 1], &[1.0, 2.0]), &f32s(&[1, 1], &[1.0]), &tsr, None)
+            .unwrap_err();
+    assert!(matches!(err, Error::IndexOutOfRange { what: "token_slot_to_row", value: -1, .. }), "{err:?}");
+}
+
+fn gemm_inputs() -> (HostTensor, HostTensor) {
+    (f32s(&[3, 1], &[1.0, 2.0, 3.0]), f32s(&[2, 1, 1], &[1.0, 1.0]))
+}
+
+#[test]
+fn bad_offsets() {
+    let p = GroupedGemmProblem::contiguous(3, 2, 1, 1, DType::F32).validate().unwrap();
+    let (x, w) = gemm_inputs();
+    for bad in [[1, 2, 3], [0, 2, 1], [0, 1, 4]] {
+        let err = grouped_gemm(&p, &x, &w, &HostTensor::from_i32(&[3], &bad), None, None).unwrap_err();
+        assert!(matches!(err, Error::BadOffsets { what: "offsets", .. }), "{bad:?}: {err:?}");
+    }
+}
+
+#[test]
+fn masked_count_past_capacity() {
+    let p = GroupedGemmProblem {
+        layout: GemmLayout::Masked { capacity: 1 },
+        ..GroupedGemmProblem::contiguous(0, 2, 1, 1, DType::F32)
+    };
+    let x = f32s(&[2, 1, 1], &[1.0, 2.0]);
+    let w = f32s(&[2, 1, 1], &[1.0, 1.0]);
+    let err =
+        grouped_gemm(&p.validate().unwrap(), &x, &w, &HostTensor::from_i32(&[2], &[1, 2]), None, None).unwrap_err();
+    assert_eq!(err, Error::IndexOutOfRange { op: "grouped_gemm", what: "counts", index: 1, value: 2, lo: 0, hi: 2 });
+}
+
+#[test]
+fn gather_row_out_of_range() {
+    let mut p = GroupedGemmProblem::contiguous(3, 2, 1, 1, DType::F32);
+    p.gather_tokens = Some(3);
+    let (x, w) = gemm_inputs();
+    let offsets = HostTensor::from_i32(&[3], &[0, 1, 3]);
+    let map = HostTensor::from_i32(&[3], &[0, 3, -1]);
+    let err = grouped_gemm(&p.validate().unwrap(), &x, &w, &offsets, Some(&map), None).unwrap_err();
+    assert_eq!(
+        err,
+        Error::IndexOutOfRange { op: "grouped_gemm", what: "row_to_token", index: 1, value: 3, lo: -1, hi: 3 }
+    );
+}
+
+#[test]
+fn embedding_id_out_of_range() {
+    let p = EmbeddingProblem { tokens: 1, vocab: 2, hidden: 1, dtype: DType::F32 };
+    let err =
+        embedding(&p.validate().unwrap(), &f32s(&[2, 1], &[1.0, 2.0]), &HostTensor::from_i32(&[1], &[2])).unwrap_err();
+    assert!(matches!(err, Error::IndexOutOfRange { op: "embedding", what: "ids", value: 2, .. }), "{err:?}");
+}
+
+#[test]
+fn wrong_input_shape_is_a_shape_error() {
+    let p = RouteProblem::new(2, 3, 1, DType::F32).validate().unwrap();
+    let err = route(&p, &f32s(&[3, 2], &[0.0; 6]), None, None).unwrap_err();
+    assert!(matches!(err, Error::Shape { what: "logits", .. }), "{err:?}");
+}
