@@ -1,0 +1,98 @@
+//! [`CubeBackend`]: the type, its constructors whatever is compiled, and the ops (not
+//! implemented until issue #4).
+
+use crate::{CubeRuntime, CudaRuntime, WgpuRuntime};
+use moekit_ops::DType;
+use std::fmt;
+
+/// The cubecl backend over runtime `R`: a cubecl compute client and what it supports.
+///
+/// Build one with [`CubeBackend::wgpu`], [`CubeBackend::cuda`] or, with a cubecl feature on,
+/// `CubeBackend::from_client` for a caller's client.
+pub struct CubeBackend<R: CubeRuntime> {
+    #[cfg_attr(not(any(feature = "cubecl-wgpu", feature = "cubecl-cuda")), allow(dead_code))]
+    pub(crate) client: R::Client,
+    pub(crate) name: &'static str,
+    pub(crate) float_dtypes: &'static [DType],
+}
+
+impl<R: CubeRuntime> fmt::Debug for CubeBackend<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CubeBackend")
+            .field("name", &self.name)
+            .field("float_dtypes", &self.float_dtypes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Backend name of the wgpu runtime.
+pub(crate) const WGPU: &str = "cubecl-wgpu";
+/// Backend name of the CUDA runtime.
+pub(crate) const CUDA: &str = "cubecl-cuda";
+
+#[cfg(not(feature = "cubecl-wgpu"))]
+impl CubeBackend<WgpuRuntime> {
+    /// The backend on the default wgpu adapter.
+    ///
+    /// # Errors
+    /// Always [`moekit_ops::Error::NotCompiled`]: this build lacks the feature `cubecl-wgpu`.
+    pub fn wgpu() -> moekit_ops::Result<Self> {
+        Err(not_compiled(WGPU))
+    }
+}
+
+#[cfg(not(feature = "cubecl-cuda"))]
+impl CubeBackend<CudaRuntime> {
+    /// The backend on CUDA device `index`.
+    ///
+    /// # Errors
+    /// Always [`moekit_ops::Error::NotCompiled`]: this build lacks the feature `cubecl-cuda`.
+    pub fn cuda(index: usize) -> moekit_ops::Result<Self> {
+        let _ = index;
+        Err(not_compiled(CUDA))
+    }
+}
+
+#[cfg(not(all(feature = "cubecl-wgpu", feature = "cubecl-cuda")))]
+fn not_compiled(backend: &'static str) -> moekit_ops::Error {
+    // NOTE: the backend names are the feature names.
+    moekit_ops::Error::NotCompiled { backend, feature: backend }
+}
+
+/// [`moekit_ops::Device`] for a runtime whose feature is off. No such backend can be built
+/// (its constructor always fails), so these are never reached; they answer the same typed
+/// error rather than panic.
+#[cfg(any(not(feature = "cubecl-wgpu"), not(feature = "cubecl-cuda")))]
+macro_rules! not_compiled_device {
+    ($rt:ty, $name:expr) => {
+        impl moekit_ops::Device for CubeBackend<$rt> {
+            type Buffer = crate::CubeBuffer;
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn float_dtypes(&self) -> &'static [DType] {
+                &[]
+            }
+            fn alloc(&self, _: DType, _: &[usize]) -> moekit_ops::Result<crate::CubeBuffer> {
+                Err(not_compiled($name))
+            }
+            fn upload(&self, _: &moekit_ops::HostTensor) -> moekit_ops::Result<crate::CubeBuffer> {
+                Err(not_compiled($name))
+            }
+            fn download(&self, _: &crate::CubeBuffer) -> moekit_ops::Result<moekit_ops::HostTensor> {
+                Err(not_compiled($name))
+            }
+            fn sync(&self) -> moekit_ops::Result<()> {
+                Err(not_compiled($name))
+            }
+        }
+    };
+}
+
+#[cfg(not(feature = "cubecl-wgpu"))]
+not_compiled_device!(WgpuRuntime, WGPU);
+#[cfg(not(feature = "cubecl-cuda"))]
+not_compiled_device!(CudaRuntime, CUDA);
+
+moekit_ops::not_implemented_ops!(CubeBackend<WgpuRuntime>);
+moekit_ops::not_implemented_ops!(CubeBackend<CudaRuntime>);

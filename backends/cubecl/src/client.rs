@@ -1,0 +1,167 @@
+//! With a cubecl feature on: constructors, and [`Device`] through the cubecl client for any
+//! `R: cubecl::Runtime`.
+
+use crate::backend::{CUDA, WGPU};
+use crate::{CubeBackend, CubeBuffer};
+use cubecl::client::ComputeClient;
+use cubecl::ir::{ElemType, FloatKind};
+use cubecl::Runtime;
+use moekit_ops::{DType, Device, Error, HostData, HostTensor, Result, TensorMeta};
+
+const F32_F16_BF16: &[DType] = &[DType::F32, DType::F16, DType::BF16];
+const F32_F16: &[DType] = &[DType::F32, DType::F16];
+const F32: &[DType] = &[DType::F32];
+
+impl<R: Runtime> CubeBackend<R> {
+    /// The backend on a caller's cubecl client (a framework's own, so moekit ops run on its
+    /// buffers and queue with no copy).
+    pub fn from_client(client: ComputeClient<R>) -> Self {
+        let name = match R::name(&client) {
+            n if n.starts_with("wgpu") => WGPU,
+            n if n.starts_with("cuda") => CUDA,
+            _ => "cubecl",
+        };
+        let props = client.properties();
+        let has = |k: FloatKind| props.supports_type(ElemType::Float(k));
+        let float_dtypes = match (has(FloatKind::F16), has(FloatKind::BF16)) {
+            (true, true) => F32_F16_BF16,
+            (true, false) => F32_F16,
+            // NOTE: a device without f16 cannot hold bf16 data either in moekit's kernels,
+            // which convert half types through f16/bf16 loads.
+            _ => F32,
+        };
+        CubeBackend { client, name, float_dtypes }
+    }
+
+    /// The cubecl client.
+    pub fn client(&self) -> &ComputeClient<R> {
+        &self.client
+    }
+}
+
+/// Runs cubecl's client creation, turning its panics (no adapter, no driver) into
+/// [`Error::NoDevice`].
+fn start<R: Runtime>(name: &'static str, device: &R::Device) -> Result<CubeBackend<R>> {
+    // NOTE: cubecl 0.10 panics in client creation when the device cannot be opened. The
+    // device descriptor is only read, and nothing of ours is left half-built by a panic, so
+    // asserting unwind safety is sound.
+    let open = std::panic::AssertUnwindSafe(|| CubeBackend::from_client(R::client(device)));
+    std::panic::catch_unwind(open)
+        .map_err(|_| Error::NoDevice { backend: name, reason: "the cubecl runtime could not open the device".into() })
+}
+
+#[cfg(feature = "cubecl-wgpu")]
+impl CubeBackend<cubecl::wgpu::WgpuRuntime> {
+    /// The backend on the default wgpu adapter (`CUBECL_WGPU_DEFAULT_DEVICE` overrides it).
+    ///
+    /// # Errors
+    /// [`Error::NoDevice`] when the graphics API lists no adapter (on Linux: no Vulkan driver;
+    /// `mesa-vulkan-drivers` provides lavapipe) or the adapter cannot be opened.
+    pub fn wgpu() -> Result<Self> {
+        use cubecl::wgpu::{AutoGraphicsApi, GraphicsApi, WgpuRuntime};
+        let api = AutoGraphicsApi::backend();
+        // NOTE: type id 4 lists adapters of every kind; cubecl panics when none exists.
+        if WgpuRuntime::enumerate_devices(4, &api).is_empty() {
+            return Err(Error::NoDevice { backend: WGPU, reason: format!("no {api:?} adapter found") });
+        }
+        start(WGPU, &cubecl::wgpu::WgpuDevice::DefaultDevice)
+    }
+}
+
+#[cfg(feature = "cubecl-cuda")]
+impl CubeBackend<cubecl::cuda::CudaRuntime> {
+    /// The backend on CUDA device `index`.
+    ///
+    /// # Errors
+    /// [`Error::NoDevice`] when the CUDA driver is missing or has no device `index`.
+    pub fn cuda(index: usize) -> Result<Self> {
+        let no_device = |reason: String| Error::NoDevice { backend: CUDA, reason };
+        // SAFETY: this only tries to load the driver library by its usual names.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(no_device("the CUDA driver library (libcuda) is not installed".into()));
+        }
+        let count = cudarc::driver::CudaContext::device_count().map_err(|e| no_device(e.to_string()))?;
+        if index >= count.max(0) as usize {
+            return Err(no_device(format!("device {index} requested, the driver reports {count}")));
+        }
+        start(CUDA, &cubecl::cuda::CudaDevice { index })
+    }
+}
+
+/// Bytes to allocate for `bytes` of data.
+///
+/// NOTE: zero-element tensors (`T = 0`) are valid everywhere in moekit; they keep one unused
+/// byte so no runtime is asked for an empty allocation.
+fn alloc_len(bytes: usize) -> usize {
+    bytes.max(1)
+}
+
+impl<R: Runtime> Device for CubeBackend<R> {
+    type Buffer = CubeBuffer;
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn float_dtypes(&self) -> &'static [DType] {
+        self.float_dtypes
+    }
+
+    fn alloc(&self, dtype: DType, shape: &[usize]) -> Result<CubeBuffer> {
+        let bytes = shape.iter().product::<usize>() * dtype.size();
+        let handle = self.client.create_from_slice(&vec![0u8; alloc_len(bytes)]);
+        Ok(CubeBuffer { dtype, shape: shape.to_vec(), handle })
+    }
+
+    fn upload(&self, tensor: &HostTensor) -> Result<CubeBuffer> {
+        let bytes = tensor.as_bytes();
+        let handle =
+            if bytes.is_empty() { self.client.create_from_slice(&[0u8]) } else { self.client.create_from_slice(bytes) };
+        Ok(CubeBuffer { dtype: tensor.dtype(), shape: tensor.shape().to_vec(), handle })
+    }
+
+    fn download(&self, buffer: &CubeBuffer) -> Result<HostTensor> {
+        let n = buffer.num_bytes();
+        if n == 0 {
+            return Ok(HostTensor::zeros(buffer.dtype, &buffer.shape));
+        }
+        let bytes = self.client.read_one(buffer.handle.clone()).map_err(|e| Error::Device {
+            op: "download",
+            backend: self.name,
+            msg: e.to_string(),
+        })?;
+        host_from_bytes(buffer.dtype, &buffer.shape, bytes.get(..n).unwrap_or(&bytes))
+    }
+
+    fn sync(&self) -> Result<()> {
+        cubecl::future::block_on(self.client.sync()).map_err(|e| Error::Device {
+            op: "sync",
+            backend: self.name,
+            msg: e.to_string(),
+        })
+    }
+}
+
+/// The host tensor of `dtype` and `shape` whose memory is `bytes`.
+///
+/// # Errors
+/// [`Error::Shape`] when `bytes` does not hold `numel * dtype.size()` bytes.
+fn host_from_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<HostTensor> {
+    let want = shape.iter().product::<usize>() * dtype.size();
+    if bytes.len() != want {
+        return Err(Error::Shape { op: "download", what: "bytes", expected: vec![want], got: vec![bytes.len()] });
+    }
+    let data = match dtype {
+        DType::F32 => HostData::F32(collect(bytes)),
+        DType::F16 => HostData::F16(collect(bytes)),
+        DType::BF16 => HostData::BF16(collect(bytes)),
+        DType::I32 => HostData::I32(collect(bytes)),
+    };
+    HostTensor::new(shape, data)
+}
+
+/// Every `size_of::<T>()` bytes read as one `T` (unaligned reads: the runtime's byte buffer
+/// gives no alignment guarantee).
+fn collect<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
+    bytes.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect()
+}

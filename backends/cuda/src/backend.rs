@@ -1,0 +1,181 @@
+//! [`CudaBackend`]: construction and device memory ([`Device`]); the ops come in issue #3.
+
+use crate::{CudaBuffer, NAME};
+use moekit_ops::{DType, Device, Error, HostTensor, Result};
+use std::fmt;
+
+#[cfg(feature = "cuda")]
+use {
+    crate::bytes::host_from_bytes,
+    cudarc::driver::{CudaContext, CudaStream, DriverError},
+    moekit_ops::TensorMeta,
+    std::sync::Arc,
+};
+
+/// The CUDA backend on one GPU: a CUDA context and the stream every op is queued on.
+///
+/// Float ops take f32, f16 and bf16; index data is i32.
+pub struct CudaBackend {
+    ordinal: usize,
+    #[cfg(feature = "cuda")]
+    stream: Arc<CudaStream>,
+}
+
+#[cfg(not(feature = "cuda"))]
+impl CudaBackend {
+    /// The backend on GPU `ordinal`.
+    ///
+    /// # Errors
+    /// Always [`Error::NotCompiled`]: this build lacks the cargo feature `cuda`.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let _ = ordinal;
+        Err(not_compiled())
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn not_compiled() -> Error {
+    Error::NotCompiled { backend: NAME, feature: "cuda" }
+}
+
+#[cfg(feature = "cuda")]
+impl CudaBackend {
+    /// The backend on GPU `ordinal`, queueing work on that device's default stream.
+    ///
+    /// # Errors
+    /// [`Error::NoDevice`] when the CUDA driver library is not installed, or the driver reports
+    /// no device `ordinal` (or cannot start).
+    pub fn new(ordinal: usize) -> Result<Self> {
+        // SAFETY: this only tries to load the driver library by its usual names.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(no_device("the CUDA driver library (libcuda) is not installed".into()));
+        }
+        // NOTE: cudarc panics when a driver entry point it binds is missing (a driver far
+        // older than the bindings); that is "no usable device" to the caller, not a crash.
+        let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
+            .map_err(|_| no_device(format!("the CUDA driver could not open device {ordinal}")))?
+            .map_err(|e| no_device(format!("device {ordinal}: {e}")))?;
+        let stream = ctx.default_stream();
+        Ok(CudaBackend { ordinal, stream })
+    }
+
+    /// The backend on a caller's stream (and its context), so moekit ops queue behind and
+    /// before the caller's own work with no extra synchronisation.
+    pub fn from_stream(stream: Arc<CudaStream>) -> Self {
+        CudaBackend { ordinal: stream.context().ordinal(), stream }
+    }
+
+    /// The stream every op is queued on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The CUDA context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        self.stream.context()
+    }
+}
+
+impl CudaBackend {
+    /// The GPU ordinal this backend runs on.
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+}
+
+impl fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CudaBackend").field("ordinal", &self.ordinal).finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn no_device(reason: String) -> Error {
+    Error::NoDevice { backend: NAME, reason }
+}
+
+#[cfg(feature = "cuda")]
+fn device_err(op: &'static str) -> impl FnOnce(DriverError) -> Error {
+    move |e| Error::Device { op, backend: NAME, msg: e.to_string() }
+}
+
+/// Bytes to allocate for `bytes` of data.
+///
+/// NOTE: the driver refuses a 0-byte allocation, and zero-element tensors (`T = 0`) are valid
+/// everywhere in moekit, so they keep one unused byte.
+#[cfg(feature = "cuda")]
+fn alloc_len(bytes: usize) -> usize {
+    bytes.max(1)
+}
+
+impl Device for CudaBackend {
+    type Buffer = CudaBuffer;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn float_dtypes(&self) -> &'static [DType] {
+        &DType::FLOATS
+    }
+
+    #[cfg(feature = "cuda")]
+    fn alloc(&self, dtype: DType, shape: &[usize]) -> Result<CudaBuffer> {
+        let bytes = shape.iter().product::<usize>() * dtype.size();
+        let data = self.stream.alloc_zeros::<u8>(alloc_len(bytes)).map_err(device_err("alloc"))?;
+        Ok(CudaBuffer { dtype, shape: shape.to_vec(), data })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn upload(&self, tensor: &HostTensor) -> Result<CudaBuffer> {
+        let bytes = tensor.as_bytes();
+        let mut buf = self.alloc(tensor.dtype(), tensor.shape())?;
+        if !bytes.is_empty() {
+            let mut dst = buf.data.slice_mut(..bytes.len());
+            self.stream.memcpy_htod(bytes, &mut dst).map_err(device_err("upload"))?;
+        }
+        Ok(buf)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn download(&self, buffer: &CudaBuffer) -> Result<HostTensor> {
+        let n = buffer.num_bytes();
+        let mut host = vec![0u8; n];
+        if n > 0 {
+            self.stream.memcpy_dtoh(&buffer.data.slice(..n), &mut host).map_err(device_err("download"))?;
+            // NOTE: the copy into pageable memory is queued on the stream; wait for it before
+            // the bytes are read.
+            self.stream.synchronize().map_err(device_err("download"))?;
+        }
+        host_from_bytes(buffer.dtype, &buffer.shape, &host)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn sync(&self) -> Result<()> {
+        self.stream.synchronize().map_err(device_err("sync"))
+    }
+
+    // Without the feature no `CudaBackend` can be built (`new` always fails), so these are
+    // never reached; they answer the same typed error rather than panic.
+    #[cfg(not(feature = "cuda"))]
+    fn alloc(&self, _: DType, _: &[usize]) -> Result<CudaBuffer> {
+        Err(not_compiled())
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn upload(&self, _: &HostTensor) -> Result<CudaBuffer> {
+        Err(not_compiled())
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn download(&self, _: &CudaBuffer) -> Result<HostTensor> {
+        Err(not_compiled())
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn sync(&self) -> Result<()> {
+        Err(not_compiled())
+    }
+}
+
+moekit_ops::not_implemented_ops!(CudaBackend);

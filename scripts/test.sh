@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs every test suite this machine can run, after installing what they need, and says what
+# ran and what was skipped. This is the README's test command and what CI (.ci/run) runs.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+ran=()
+skipped=()
+
+step() {
+    local name=$1
+    shift
+    echo
+    echo "==> ${name}: $*"
+    "$@"
+    ran+=("${name}")
+}
+
+# --- what the tests need -------------------------------------------------------------------
+# The cubecl wgpu suite (issue #4) runs on Mesa's lavapipe (software Vulkan). Installed now so
+# that a fresh machine is ready for it; a failure here only matters to that suite.
+if ldconfig -p 2>/dev/null | grep -q 'libvulkan_lvp'; then
+    echo "==> mesa-vulkan-drivers: already installed"
+elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing mesa-vulkan-drivers (lavapipe, for the cubecl wgpu suite)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers >/dev/null; }; then
+        echo "WARNING: could not install mesa-vulkan-drivers; the cubecl wgpu suite would find no Vulkan adapter"
+    fi
+else
+    echo "WARNING: mesa-vulkan-drivers missing and not installable here (needs root and apt-get);"
+    echo "         the cubecl wgpu suite would find no Vulkan adapter"
+fi
+
+# --- checks and tests ----------------------------------------------------------------------
+step "rustfmt" cargo fmt --all -- --check
+step "clippy" cargo clippy --workspace --all-targets -- -D warnings
+# `cargo test` runs the unit, integration and doc tests of every crate: the reference and CPU
+# property suites on every op and dtype, and the runnable examples of the docs.
+step "tests" cargo test --workspace
+
+# --- what did not run here -----------------------------------------------------------------
+skipped+=("CUDA suite (moekit-cuda, feature cuda): no GPU on this machine, and its kernels are not implemented yet (issue #3); run it on the GPU machine (README, 'For GPU')")
+skipped+=("cubecl-cuda suite (moekit-cubecl, feature cubecl-cuda): no GPU on this machine, kernels not implemented yet (issue #4)")
+skipped+=("cubecl-wgpu suite (moekit-cubecl, feature cubecl-wgpu, on lavapipe): not written yet, kernels come in issue #4")
+
+echo
+echo "==================== summary ===================="
+for r in "${ran[@]}"; do
+    echo "RAN      ${r}"
+done
+for s in "${skipped[@]}"; do
+    echo "SKIPPED  ${s}"
+done
+echo "================================================="
