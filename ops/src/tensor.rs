@@ -240,6 +240,24 @@ impl HostTensor {
         Ok(())
     }
 
+    /// The tensor of `dtype` and `shape` whose little-endian memory is `bytes` (a download).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `bytes` does not hold `shape.product() * dtype.size()` bytes.
+    pub fn from_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<Self> {
+        let want = shape.iter().product::<usize>() * dtype.size();
+        if bytes.len() != want {
+            return Err(Error::Shape { op: "from_bytes", what: "bytes", expected: vec![want], got: vec![bytes.len()] });
+        }
+        let data = match dtype {
+            DType::F32 => HostData::F32(read_unaligned(bytes)),
+            DType::F16 => HostData::F16(read_unaligned(bytes)),
+            DType::BF16 => HostData::BF16(read_unaligned(bytes)),
+            DType::I32 => HostData::I32(read_unaligned(bytes)),
+        };
+        HostTensor::new(shape, data)
+    }
+
     /// Raw bytes (little-endian, as laid out in memory), for dumps and uploads.
     pub fn as_bytes(&self) -> &[u8] {
         match &self.data {
@@ -247,6 +265,35 @@ impl HostTensor {
             HostData::F16(v) => bytemuck::cast_slice(v),
             HostData::BF16(v) => bytemuck::cast_slice(v),
             HostData::I32(v) => bytemuck::cast_slice(v),
+        }
+    }
+}
+
+/// Every `size_of::<T>()` bytes read as one `T`.
+///
+/// NOTE: unaligned reads, because a `Vec<u8>` gives no alignment guarantee for wider types
+/// (`cast_slice` would fail on a misaligned start).
+fn read_unaligned<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
+    bytes.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip_every_dtype() {
+        for dtype in [DType::F32, DType::F16, DType::BF16, DType::I32] {
+            let t = HostTensor::from_f32(dtype, &[2, 3], &[1.0, -2.0, 3.5, 0.0, 7.0, -0.25]);
+            assert_eq!(HostTensor::from_bytes(dtype, &[2, 3], t.as_bytes()).unwrap(), t, "{dtype}");
+        }
+    }
+
+    #[test]
+    fn wrong_byte_count_is_an_error() {
+        for len in [20, 22, 26] {
+            let e = HostTensor::from_bytes(DType::F32, &[2, 3], &vec![0u8; len]).unwrap_err();
+            assert!(matches!(e, Error::Shape { .. }), "{e}");
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::{CubeBackend, CubeBuffer};
 use cubecl::client::ComputeClient;
 use cubecl::ir::{ElemType, FloatKind};
 use cubecl::Runtime;
-use moekit_ops::{DType, Device, Error, HostData, HostTensor, Result, TensorMeta};
+use moekit_ops::{DType, Device, Error, HostTensor, Result, TensorMeta};
 
 const F32_F16_BF16: &[DType] = &[DType::F32, DType::F16, DType::BF16];
 const F32_F16: &[DType] = &[DType::F32, DType::F16];
@@ -130,7 +130,7 @@ impl<R: Runtime> Device for CubeBackend<R> {
             backend: self.name,
             msg: e.to_string(),
         })?;
-        host_from_bytes(buffer.dtype, &buffer.shape, bytes.get(..n).unwrap_or(&bytes))
+        HostTensor::from_bytes(buffer.dtype, &buffer.shape, bytes.get(..n).unwrap_or(&bytes))
     }
 
     fn sync(&self) -> Result<()> {
@@ -140,28 +140,4 @@ impl<R: Runtime> Device for CubeBackend<R> {
             msg: e.to_string(),
         })
     }
-}
-
-/// The host tensor of `dtype` and `shape` whose memory is `bytes`.
-///
-/// # Errors
-/// [`Error::Shape`] when `bytes` does not hold `numel * dtype.size()` bytes.
-fn host_from_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<HostTensor> {
-    let want = shape.iter().product::<usize>() * dtype.size();
-    if bytes.len() != want {
-        return Err(Error::Shape { op: "download", what: "bytes", expected: vec![want], got: vec![bytes.len()] });
-    }
-    let data = match dtype {
-        DType::F32 => HostData::F32(collect(bytes)),
-        DType::F16 => HostData::F16(collect(bytes)),
-        DType::BF16 => HostData::BF16(collect(bytes)),
-        DType::I32 => HostData::I32(collect(bytes)),
-    };
-    HostTensor::new(shape, data)
-}
-
-/// Every `size_of::<T>()` bytes read as one `T` (unaligned reads: the runtime's byte buffer
-/// gives no alignment guarantee).
-fn collect<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
-    bytes.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect()
 }

@@ -6,7 +6,6 @@ use std::fmt;
 
 #[cfg(feature = "cuda")]
 use {
-    crate::bytes::host_from_bytes,
     cudarc::driver::{CudaContext, CudaStream, DriverError},
     moekit_ops::TensorMeta,
     std::sync::Arc,
@@ -147,7 +146,7 @@ impl Device for CudaBackend {
             // the bytes are read.
             self.stream.synchronize().map_err(device_err("download"))?;
         }
-        host_from_bytes(buffer.dtype, &buffer.shape, &host)
+        HostTensor::from_bytes(buffer.dtype, &buffer.shape, &host)
     }
 
     #[cfg(feature = "cuda")]

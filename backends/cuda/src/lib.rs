@@ -24,8 +24,6 @@
 
 mod backend;
 mod buffer;
-#[cfg(feature = "cuda")]
-mod bytes;
 
 pub use backend::CudaBackend;
 pub use buffer::CudaBuffer;
