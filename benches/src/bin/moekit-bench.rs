@@ -1,0 +1,250 @@
+//! `moekit-bench`: time moekit ops over a shape table on one backend, check every run against
+//! the reference, print a table and optionally JSON lines.
+//!
+//! Exit status: 0 when every check passed, 1 when a check failed or an op errored, 2 for a
+//! usage error or a backend that cannot start (not compiled in, no device).
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use moekit_bench::peers::{self, PeerLine};
+use moekit_bench::record::{host, utc_now, Record};
+use moekit_bench::runner::{RunConfig, Runner};
+use moekit_bench::shapes::{self, AttnShape, MoeShape};
+use moekit_bench::{table, Op};
+use moekit_ops::{Backend, DType, Error};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Benchmark moekit ops over named MoE shapes, checked against the reference.
+#[derive(Debug, Parser)]
+#[command(name = "moekit-bench", version, about, after_help = AFTER_HELP)]
+struct Cli {
+    /// Backend: reference, cpu, cuda, cubecl-cuda, cubecl-wgpu.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// Op to run (repeatable or comma-separated): route, permute, unpermute_combine,
+    /// grouped_gemm_up, grouped_gemm_down, gemm, attention, rms_norm, moe_layer, or all.
+    #[arg(long, default_value = "all", value_delimiter = ',')]
+    op: Vec<String>,
+    /// Shape (repeatable): a table name, small-set, public-set, or
+    /// custom:T=..,H=..,E=..,k=..,I=..,skew=..
+    #[arg(long, default_value = "small-set")]
+    shape: Vec<String>,
+    /// Dtype (repeatable or comma-separated): f32, f16, bf16.
+    #[arg(long, default_value = "f32", value_delimiter = ',')]
+    dtype: Vec<DType>,
+    /// Timed runs per case (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Untimed warm-up runs per case.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Seed of every random input.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Rows or tokens compared with the reference when the whole problem is too big for it.
+    #[arg(long, default_value_t = 256)]
+    samples: usize,
+    /// Largest reference work (multiply-adds) checked in full; above it, a sample.
+    #[arg(long, default_value_t = 5e8)]
+    full_check_work: f64,
+    /// Reference work (multiply-adds) a sampled check aims at; fewer rows are drawn where
+    /// each is expensive (at least 16).
+    #[arg(long, default_value_t = 2e9)]
+    sample_work: f64,
+    /// Attention batch for every shape: B,Hq,Hkv,S,D[,causal].
+    #[arg(long)]
+    attn: Option<String>,
+    /// Write one JSON object per line to FILE (parent folders are created).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// PyTorch peer lines (torch_peers.py output) to compare with.
+    #[arg(long, value_name = "FILE")]
+    peers: Option<PathBuf>,
+    /// Also time the reference backend on the same problem and print the speedup.
+    #[arg(long)]
+    compare_reference: bool,
+    /// Timed reference runs with --compare-reference.
+    #[arg(long, default_value_t = 2)]
+    ref_iters: usize,
+    /// Skip timing the reference above this work (multiply-adds).
+    #[arg(long, default_value_t = 2e10)]
+    ref_max_work: f64,
+    /// Measure the backend's dense GEMM at each op's FLOPs and print % of it.
+    #[arg(long)]
+    ceiling: bool,
+    /// Print the shape table and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+const AFTER_HELP: &str = "Peer op names: moe_layer <-> moe_layer_fwd [T,H,E,k,I]; attention <-> attention_fwd \
+[B,Hq,Hkv,S,D,causal]; grouped_gemm_up [T*k,H,2I,E]; route, permute [T,H,E,k]. ratio = peer_ms / ms.";
+
+/// Everything the run needs, resolved from the command line.
+struct Plan {
+    ops: Vec<Op>,
+    shapes: Vec<MoeShape>,
+    dtypes: Vec<DType>,
+    cfg: RunConfig,
+    peers: Vec<PeerLine>,
+    json: Option<PathBuf>,
+}
+
+fn plan(cli: &Cli) -> Result<Plan, String> {
+    let ops = if cli.op.iter().any(|o| o == "all") {
+        Op::ALL.to_vec()
+    } else {
+        cli.op.iter().map(|o| o.parse::<Op>()).collect::<Result<Vec<_>, _>>()?
+    };
+    let attn = cli.attn.as_deref().map(AttnShape::parse).transpose()?;
+    let mut shapes = Vec::new();
+    for s in &cli.shape {
+        for mut shape in shapes::resolve(s)? {
+            if let Some(a) = attn {
+                shape.attn = a;
+            }
+            shapes.push(shape);
+        }
+    }
+    let peers = cli.peers.as_deref().map(peers::load).transpose()?.unwrap_or_default();
+    let cfg = RunConfig {
+        warmup: cli.warmup,
+        iters: cli.iters.max(1),
+        seed: cli.seed,
+        samples: cli.samples.max(1),
+        full_check_work: cli.full_check_work,
+        sample_work: cli.sample_work,
+        compare_reference: cli.compare_reference,
+        ref_iters: cli.ref_iters.max(1),
+        ref_max_work: cli.ref_max_work,
+        ceiling: cli.ceiling,
+    };
+    Ok(Plan { ops, shapes, dtypes: cli.dtype.clone(), cfg, peers, json: cli.json.clone() })
+}
+
+/// Run every case; returns whether all passed.
+fn run_all<B: Backend>(backend: &B, plan: &Plan) -> Result<bool, String> {
+    let mut json = match &plan.json {
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| format!("--json {}: {e}", dir.display()))?;
+            }
+            Some(std::fs::File::create(path).map_err(|e| format!("--json {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let (host, date) = (host(), utc_now());
+    let total = plan.ops.len() * plan.shapes.len() * plan.dtypes.len();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    println!("moekit-bench: backend {}, host {host}, {date}", backend.name());
+    println!("{}", table::header());
+    let mut runner = Runner::new(backend, plan.cfg.clone());
+    let mut all_ok = true;
+    for shape in &plan.shapes {
+        for &dtype in &plan.dtypes {
+            for &op in &plan.ops {
+                bar.set_message(format!("{op} {} {dtype}", shape.name));
+                match runner.run(op, shape, dtype) {
+                    Ok(out) => {
+                        let rec = Record::new(&out, &plan.peers, &host, &date);
+                        all_ok &= out.verdict.pass;
+                        bar.suspend(|| {
+                            println!("{}", table::row(&rec));
+                            if let Some(d) = &out.verdict.detail {
+                                println!("  check failed ({}):\n  {}", out.verdict.scope, d.replace('\n', "\n  "));
+                            }
+                            if let Some(why) = &out.reference_skipped {
+                                println!("  reference not timed: {why}");
+                            }
+                        });
+                        if let Some(f) = json.as_mut() {
+                            writeln!(f, "{}", rec.to_json()).map_err(|e| format!("--json: {e}"))?;
+                        }
+                    }
+                    Err(e) => {
+                        all_ok = false;
+                        bar.suspend(|| println!("{:<18} {:<16} {:<5} error: {e}", op.name(), shape.name, dtype));
+                        if let Some(f) = json.as_mut() {
+                            let line = error_line(op, shape, dtype, backend.name(), &e, &host, &date);
+                            writeln!(f, "{line}").map_err(|e| format!("--json: {e}"))?;
+                        }
+                    }
+                }
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(all_ok)
+}
+
+/// The JSON line of a case whose op returned an error (`check: "error"`).
+fn error_line(op: Op, shape: &MoeShape, dtype: DType, backend: &str, e: &Error, host: &str, date: &str) -> String {
+    serde_json::json!({
+        "op": op.name(),
+        "shape": shape.name,
+        "backend": backend,
+        "dtype": dtype.name(),
+        "check": "error",
+        "error": e.to_string(),
+        "host": host,
+        "date": date,
+    })
+    .to_string()
+}
+
+/// Start the named backend and run the plan on it.
+fn dispatch(name: &str, plan: &Plan) -> Result<Result<bool, String>, Error> {
+    match name {
+        "reference" => Ok(run_all(&moekit_reference::ReferenceBackend, plan)),
+        "cpu" => Ok(run_all(&moekit_cpu::CpuBackend::new(), plan)),
+        // NOTE: the GPU constructors exist whatever is compiled and answer
+        // `Error::NotCompiled` when the bench's feature of the same name is off.
+        "cuda" => Ok(run_all(&moekit_cuda::CudaBackend::new(0)?, plan)),
+        "cubecl-cuda" => Ok(run_all(&moekit_cubecl::CubeBackend::<moekit_cubecl::CudaRuntime>::cuda(0)?, plan)),
+        "cubecl-wgpu" => Ok(run_all(&moekit_cubecl::CubeBackend::<moekit_cubecl::WgpuRuntime>::wgpu()?, plan)),
+        other => Err(Error::unsupported(
+            "moekit-bench",
+            format!("unknown backend `{other}` (reference, cpu, cuda, cubecl-cuda, cubecl-wgpu)"),
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.list {
+        for s in shapes::named() {
+            println!("{s}  attention {:?}", s.attn.dims());
+        }
+        println!("small-set = {:?}, public-set = {:?}", shapes::SMALL_SET, shapes::PUBLIC_SET);
+        return ExitCode::SUCCESS;
+    }
+    let plan = match plan(&cli) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("moekit-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match dispatch(&cli.backend, &plan) {
+        Err(e) => {
+            eprintln!("moekit-bench: cannot start backend `{}`: {e}", cli.backend);
+            ExitCode::from(2)
+        }
+        Ok(Err(e)) => {
+            eprintln!("moekit-bench: {e}");
+            ExitCode::from(2)
+        }
+        Ok(Ok(true)) => ExitCode::SUCCESS,
+        Ok(Ok(false)) => {
+            eprintln!("moekit-bench: some checks failed or ops errored");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Packed varlen attention: `B` sequences of `S` tokens, GQA, causal by default.
+
+use super::scope;
+use crate::data::{select_cols, select_rows, uniform};
+use crate::shapes::AttnShape;
+use crate::verify::{OutCheck, Verdict};
+use crate::workload::{arity, Op, Workload};
+use moekit_ops::tolerance::Tolerance;
+use moekit_ops::{api, AttentionIo, AttentionMask, AttentionProblem, Backend, DType, HostTensor, Result};
+use moekit_reference::ReferenceBackend;
+
+/// `q [B·S, Hq, D]`, `k, v [B·S, Hkv, D]` → `o [B·S, Hq, D]`, `lse [Hq, B·S] f32`.
+#[derive(Debug)]
+pub struct AttentionCase {
+    shape: AttnShape,
+    problem: AttentionProblem,
+    pairs: f64,
+    inputs: Vec<HostTensor>,
+}
+
+impl AttentionCase {
+    /// Seeded inputs for `shape`, scale `1/sqrt(D)`.
+    ///
+    /// # Errors
+    /// Validation errors of the problem (an unsupported head dim, heads that do not divide).
+    pub fn new(shape: &AttnShape, dtype: DType, seed: u64) -> Result<Self> {
+        let cu: Vec<usize> = (0..=shape.batch).map(|b| b * shape.seq).collect();
+        let problem = AttentionProblem {
+            cu_seqlens_q: cu.clone(),
+            cu_seqlens_k: cu,
+            heads_q: shape.heads_q,
+            heads_kv: shape.heads_kv,
+            head_dim: shape.head_dim,
+            scale: 1.0 / (shape.head_dim as f32).sqrt(),
+            softcap: None,
+            mask: if shape.causal { AttentionMask::causal() } else { AttentionMask::none() },
+            dtype,
+        };
+        problem.validate()?;
+        let n = shape.batch * shape.seq;
+        let q = uniform(dtype, &[n, shape.heads_q, shape.head_dim], 1.0, seed ^ 0xB1)?;
+        let k = uniform(dtype, &[n, shape.heads_kv, shape.head_dim], 1.0, seed ^ 0xB2)?;
+        let v = uniform(dtype, &[n, shape.heads_kv, shape.head_dim], 1.0, seed ^ 0xB3)?;
+        let pairs = problem.allowed_pairs() as f64;
+        Ok(AttentionCase { shape: *shape, problem, pairs, inputs: vec![q, k, v] })
+    }
+
+    fn checks(&self) -> (OutCheck, OutCheck) {
+        let dt = self.problem.dtype;
+        let o = Tolerance::for_dtype(dt, self.shape.seq);
+        // NOTE: lse is f32 whatever the dtype, but it sums exp of scores computed from
+        // inputs of `dt`; its error grows with the dot length and the key count.
+        let lse = Tolerance::for_dtype(DType::F32, self.shape.seq + self.shape.head_dim);
+        (OutCheck::Float(o), OutCheck::Float(lse))
+    }
+}
+
+impl Workload for AttentionCase {
+    fn op(&self) -> Op {
+        Op::Attention
+    }
+    fn dims(&self) -> Vec<usize> {
+        self.shape.dims()
+    }
+    fn flops(&self) -> Option<f64> {
+        Some(4.0 * self.pairs * (self.shape.heads_q * self.shape.head_dim) as f64)
+    }
+    fn bytes(&self) -> f64 {
+        let s = &self.shape;
+        let n = s.batch * s.seq;
+        ((2 * n * s.heads_q * s.head_dim + 2 * n * s.heads_kv * s.head_dim) * self.problem.dtype.size()
+            + s.heads_q * n * 4) as f64
+    }
+    fn inputs(&self) -> &[HostTensor] {
+        &self.inputs
+    }
+    fn outputs(&self) -> Vec<(DType, Vec<usize>)> {
+        let s = &self.shape;
+        let n = s.batch * s.seq;
+        vec![(self.problem.dtype, vec![n, s.heads_q, s.head_dim]), (DType::F32, vec![s.heads_q, n])]
+    }
+    fn output_checks(&self) -> Vec<(&'static str, OutCheck)> {
+        let (o, lse) = self.checks();
+        vec![("o", o), ("lse", lse)]
+    }
+    fn call<B: Backend>(&self, b: &B, ins: &[B::Buffer], outs: &mut [B::Buffer]) -> Result<()> {
+        let ([q, k, v], [o, lse]) = (ins, outs) else { return Err(arity("attention")) };
+        api::attention(b, &self.problem, AttentionIo { q, k, v, o, lse })
+    }
+    fn reference_work(&self) -> f64 {
+        self.flops().unwrap_or(0.0) / 2.0
+    }
+    fn sample_units(&self) -> usize {
+        self.shape.batch * self.shape.seq
+    }
+    /// The last `m` query rows of every sequence against all its keys: with the causal mask
+    /// aligned bottom-right, that sub-problem gives exactly those rows (and the longest ones).
+    fn verify_sample(&self, got: &[HostTensor], samples: usize, _seed: u64) -> Result<Verdict> {
+        let s = &self.shape;
+        let m = (samples / s.batch).clamp(1, s.seq);
+        let rows: Vec<usize> = (0..s.batch).flat_map(|b| (b * s.seq + s.seq - m)..(b + 1) * s.seq).collect();
+        let mut sub = self.problem.clone();
+        sub.cu_seqlens_q = (0..=s.batch).map(|b| b * m).collect();
+        let q = select_rows(&self.inputs[0], &rows)?;
+        let mut o = HostTensor::zeros(sub.dtype, &[rows.len(), s.heads_q, s.head_dim]);
+        let mut lse = HostTensor::zeros(DType::F32, &[s.heads_q, rows.len()]);
+        api::attention(
+            &ReferenceBackend,
+            &sub,
+            AttentionIo { q: &q, k: &self.inputs[1], v: &self.inputs[2], o: &mut o, lse: &mut lse },
+        )?;
+        let (oc, lc) = self.checks();
+        let mut v = Verdict::new(scope(s.batch * s.seq, rows.len(), "query rows (last of each sequence)"));
+        v.add("o", &o, &select_rows(&got[0], &rows)?, oc)?;
+        v.add("lse", &lse, &select_cols(&got[1], &rows)?, lc)?;
+        Ok(v)
+    }
+    /// `[B·S, Hq·D] · [Hq·D, N]` with `N` chosen so the FLOPs match.
+    fn ceiling_gemm(&self) -> Option<(usize, usize, usize)> {
+        let m = self.shape.batch * self.shape.seq;
+        let k = self.shape.heads_q * self.shape.head_dim;
+        let n = (self.flops().unwrap_or(0.0) / (2.0 * m as f64 * k as f64)).round().max(1.0) as usize;
+        Some((m, k, n))
+    }
+}

@@ -1,0 +1,173 @@
+//! The whole routed-expert layer through `api::moe_layer`: route (gate fused) → permute →
+//! grouped GEMM gate/up with SwiGLU → grouped GEMM down → weighted combine.
+
+use super::chunked::{reference_grouped, WEIGHT_BUDGET};
+use super::{router_inputs, scope};
+use crate::data::{expert_of_row, sample_indices, select_rows, uniform};
+use crate::shapes::MoeShape;
+use crate::verify::{OutCheck, Verdict};
+use crate::workload::{arity, Op, Workload};
+use moekit_ops::tolerance::Tolerance;
+use moekit_ops::{
+    api, Backend, CombineIo, DType, HostTensor, MoeLayerIo, MoeLayerProblem, PermuteIo, Result, RouteIo, RouteProblem,
+};
+use moekit_reference::ReferenceBackend;
+
+/// `x [T, H]`, `gate [H, E]`, `w_up [E, H, 2I]`, `w_down [E, I, H]` → `out [T, H]`.
+#[derive(Debug)]
+pub struct MoeCase {
+    problem: MoeLayerProblem,
+    inputs: Vec<HostTensor>,
+}
+
+impl MoeCase {
+    /// Seeded inputs for `shape` (softmax routing, renormalised top-k, no bias, no `add`).
+    ///
+    /// # Errors
+    /// Validation errors of the problem.
+    pub fn new(shape: &MoeShape, dtype: DType, seed: u64) -> Result<Self> {
+        let (h, e, i) = (shape.hidden, shape.experts, shape.inter);
+        let mut route = RouteProblem::new(shape.tokens, e, shape.k, dtype);
+        route.hidden = Some(h);
+        route.renormalize = true;
+        let problem = MoeLayerProblem { route, inter: i, add: false };
+        problem.validate()?;
+        let (x, gate) = router_inputs(shape, dtype, seed);
+        let w_up = uniform(dtype, &[e, h, 2 * i], (3.0 / h as f32).sqrt(), seed ^ 0xA1)?;
+        let w_down = uniform(dtype, &[e, i, h], (3.0 / i as f32).sqrt(), seed ^ 0xA2)?;
+        Ok(MoeCase { problem, inputs: vec![x, gate, w_up, w_down] })
+    }
+
+    fn dims_tuple(&self) -> (usize, usize, usize, usize, usize) {
+        let r = &self.problem.route;
+        (r.tokens, self.problem.hidden(), r.experts, r.k, self.problem.inter)
+    }
+
+    /// The reference layer for weights too large to widen at once: the same composition as
+    /// `moekit_ops::moe::moe_layer_from_primitives` (which the reference's `moe_layer` is),
+    /// with the grouped GEMMs run a few experts at a time.
+    fn reference_by_parts(&self, sub: &MoeLayerProblem, x: &HostTensor) -> Result<HostTensor> {
+        let (rp, pp, up, down, cp) = sub.parts();
+        let (n, h, e, k) = (rp.tokens, sub.hidden(), rp.experts, rp.k);
+        let z = |dt: DType, s: &[usize]| HostTensor::zeros(dt, s);
+        let (mut ids, mut weights) = (z(DType::I32, &[n, k]), z(DType::F32, &[n, k]));
+        let (mut counts, mut load) = (z(DType::I32, &[e]), z(DType::F32, &[e]));
+        let gate = Some(&self.inputs[1]);
+        let io = RouteIo {
+            logits: x,
+            gate,
+            bias: None,
+            ids: &mut ids,
+            weights: &mut weights,
+            counts: &mut counts,
+            load: &mut load,
+        };
+        api::route(&ReferenceBackend, &rp, io)?;
+        let rows = pp.max_rows();
+        let (mut permuted, mut offs) = (z(rp.dtype, &[rows, h]), z(DType::I32, &[e + 1]));
+        let (mut r2t, mut tsr) = (z(DType::I32, &[rows]), z(DType::I32, &[n, k]));
+        let io = PermuteIo {
+            hidden: x,
+            ids: &ids,
+            permuted: &mut permuted,
+            offsets: &mut offs,
+            row_to_token: &mut r2t,
+            token_slot_to_row: &mut tsr,
+        };
+        api::permute(&ReferenceBackend, &pp, io)?;
+        let offs = offs.as_i32()?;
+        let owners: Vec<usize> = (0..rows).map(|r| expert_of_row(offs, r)).collect();
+        let act = reference_grouped(&up, &permuted, &owners, &self.inputs[2], WEIGHT_BUDGET)?;
+        let y = reference_grouped(&down, &act, &owners, &self.inputs[3], WEIGHT_BUDGET)?;
+        let mut out = z(rp.dtype, &[n, h]);
+        let io = CombineIo { y: &y, weights: &weights, token_slot_to_row: &tsr, add: None, out: &mut out };
+        api::unpermute_combine(&ReferenceBackend, &cp, io)?;
+        Ok(out)
+    }
+
+    fn out_tol(&self) -> Tolerance {
+        let (_, h, _, _, i) = self.dims_tuple();
+        // NOTE: two GEMMs, SwiGLU and the combine, each rounding to the dtype in between.
+        Tolerance::chained(self.problem.route.dtype, h.max(i), 3)
+    }
+}
+
+impl Workload for MoeCase {
+    fn op(&self) -> Op {
+        Op::MoeLayer
+    }
+    fn dims(&self) -> Vec<usize> {
+        let (t, h, e, k, i) = self.dims_tuple();
+        vec![t, h, e, k, i]
+    }
+    fn flops(&self) -> Option<f64> {
+        Some(self.problem.flops())
+    }
+    fn bytes(&self) -> f64 {
+        let (t, h, e, _, i) = self.dims_tuple();
+        ((2 * t * h + h * e + 3 * e * h * i) * self.problem.route.dtype.size()) as f64
+    }
+    fn inputs(&self) -> &[HostTensor] {
+        &self.inputs
+    }
+    fn outputs(&self) -> Vec<(DType, Vec<usize>)> {
+        let (t, h, ..) = self.dims_tuple();
+        vec![(self.problem.route.dtype, vec![t, h])]
+    }
+    fn output_checks(&self) -> Vec<(&'static str, OutCheck)> {
+        vec![("out", OutCheck::Float(self.out_tol()))]
+    }
+    fn call<B: Backend>(&self, b: &B, ins: &[B::Buffer], outs: &mut [B::Buffer]) -> Result<()> {
+        let ([x, gate, w_up, w_down], [out]) = (ins, outs) else { return Err(arity("moe_layer")) };
+        api::moe_layer(b, &self.problem, MoeLayerIo { x, gate, bias: None, w_up, w_down, add: None, out })
+    }
+    fn reference_work(&self) -> f64 {
+        self.problem.flops() / 2.0
+    }
+    fn sample_units(&self) -> usize {
+        self.problem.route.tokens
+    }
+    /// Tokens are independent: the layer on the sampled tokens alone gives their rows.
+    fn verify_sample(&self, got: &[HostTensor], samples: usize, seed: u64) -> Result<Verdict> {
+        let (t, h, e, _, i) = self.dims_tuple();
+        let toks = sample_indices(t, samples, seed);
+        let mut sub = self.problem.clone();
+        sub.route.tokens = toks.len();
+        let x = select_rows(&self.inputs[0], &toks)?;
+        let out = if e * h * 2 * i <= WEIGHT_BUDGET {
+            let mut out = HostTensor::zeros(sub.route.dtype, &[toks.len(), h]);
+            let [_, gate, w_up, w_down] = &self.inputs[..] else { return Err(arity("moe_layer")) };
+            let io = MoeLayerIo { x: &x, gate, bias: None, w_up, w_down, add: None, out: &mut out };
+            api::moe_layer(&ReferenceBackend, &sub, io)?;
+            out
+        } else {
+            self.reference_by_parts(&sub, &x)?
+        };
+        let mut v = Verdict::new(scope(t, toks.len(), "tokens"));
+        v.add("out", &out, &select_rows(&got[0], &toks)?, OutCheck::Float(self.out_tol()))?;
+        Ok(v)
+    }
+    /// `[T·k, H] · [H, N]` with `N` chosen so the FLOPs match the layer's.
+    fn ceiling_gemm(&self) -> Option<(usize, usize, usize)> {
+        let (t, h, _, k, _) = self.dims_tuple();
+        let m = t * k;
+        let n = (self.problem.flops() / (2.0 * m as f64 * h as f64)).round().max(1.0) as usize;
+        Some((m, h, n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_by_parts_is_the_reference_layer() {
+        let shape = crate::shapes::resolve("custom:T=50,H=64,E=8,k=3,I=32,skew=1").unwrap().remove(0);
+        for dtype in [DType::F32, DType::BF16] {
+            let case = MoeCase::new(&shape, dtype, 4).unwrap();
+            let whole = crate::workload::reference_outputs(&case).unwrap();
+            let parts = case.reference_by_parts(&case.problem, &case.inputs[0]).unwrap();
+            assert_eq!(whole[0], parts, "{dtype}");
+        }
+    }
+}
