@@ -6,9 +6,12 @@ use std::fmt;
 
 #[cfg(feature = "cuda")]
 use {
+    crate::flag::ErrorFlag,
+    crate::runtime::Kernels,
     cudarc::driver::{CudaContext, CudaStream, DriverError},
     moekit_ops::TensorMeta,
     std::sync::Arc,
+    std::sync::Mutex,
 };
 
 /// The CUDA backend on one GPU: a CUDA context and the stream every op is queued on.
@@ -17,7 +20,11 @@ use {
 pub struct CudaBackend {
     ordinal: usize,
     #[cfg(feature = "cuda")]
-    stream: Arc<CudaStream>,
+    pub(crate) stream: Arc<CudaStream>,
+    #[cfg(feature = "cuda")]
+    pub(crate) kernels: Arc<Kernels>,
+    #[cfg(feature = "cuda")]
+    pub(crate) flag: Mutex<ErrorFlag>,
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -54,14 +61,33 @@ impl CudaBackend {
         let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
             .map_err(|_| no_device(format!("the CUDA driver could not open device {ordinal}")))?
             .map_err(|e| no_device(format!("device {ordinal}: {e}")))?;
-        let stream = ctx.default_stream();
-        Ok(CudaBackend { ordinal, stream })
+        Self::from_stream(ctx.default_stream())
     }
 
     /// The backend on a caller's stream (and its context), so moekit ops queue behind and
     /// before the caller's own work with no extra synchronisation.
-    pub fn from_stream(stream: Arc<CudaStream>) -> Self {
-        CudaBackend { ordinal: stream.context().ordinal(), stream }
+    ///
+    /// # Errors
+    /// [`Error::NoDevice`] when the device's compute capability cannot be read.
+    pub fn from_stream(stream: Arc<CudaStream>) -> Result<Self> {
+        let kernels = Arc::new(Kernels::new(stream.context().clone())?);
+        let flag = Mutex::new(ErrorFlag::new(&stream)?);
+        Ok(CudaBackend { ordinal: stream.context().ordinal(), stream, kernels, flag })
+    }
+
+    /// The device error record kernels write bad indices to (see `flag.rs`).
+    pub(crate) fn flag(&self) -> Result<std::sync::MutexGuard<'_, ErrorFlag>> {
+        self.flag.lock().map_err(|_| Error::Device { op: "launch", backend: NAME, msg: "error flag poisoned".into() })
+    }
+
+    /// Report (and clear) a content error a kernel recorded since the last check.
+    fn take_content_error(&self) -> Result<()> {
+        self.flag()?.take(&self.stream)
+    }
+
+    /// The architecture kernels are compiled for (`sm_90a` on Hopper).
+    pub fn arch(&self) -> &'static str {
+        self.kernels.arch()
     }
 
     /// The stream every op is queued on.
@@ -94,7 +120,7 @@ fn no_device(reason: String) -> Error {
 }
 
 #[cfg(feature = "cuda")]
-fn device_err(op: &'static str) -> impl FnOnce(DriverError) -> Error {
+pub(crate) fn device_err(op: &'static str) -> impl FnOnce(DriverError) -> Error {
     move |e| Error::Device { op, backend: NAME, msg: e.to_string() }
 }
 
@@ -146,12 +172,14 @@ impl Device for CudaBackend {
             // the bytes are read.
             self.stream.synchronize().map_err(device_err("download"))?;
         }
+        self.take_content_error()?;
         HostTensor::from_bytes(buffer.dtype, &buffer.shape, &host)
     }
 
     #[cfg(feature = "cuda")]
     fn sync(&self) -> Result<()> {
-        self.stream.synchronize().map_err(device_err("sync"))
+        self.stream.synchronize().map_err(device_err("sync"))?;
+        self.take_content_error()
     }
 
     // Without the feature no `CudaBackend` can be built (`new` always fails), so these are
@@ -177,4 +205,5 @@ impl Device for CudaBackend {
     }
 }
 
+#[cfg(not(feature = "cuda"))]
 moekit_ops::not_implemented_ops!(CudaBackend);

@@ -1,0 +1,1 @@
+// attention kernels: see src/ops/attention.rs

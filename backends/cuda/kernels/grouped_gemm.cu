@@ -1,0 +1,1 @@
+// grouped_gemm kernels: see src/ops/grouped_gemm.rs

@@ -1,0 +1,1 @@
+// permute kernels: see src/ops/permute.rs

@@ -1,0 +1,1 @@
+// route kernels: see src/ops/route.rs

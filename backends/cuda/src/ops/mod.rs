@@ -1,0 +1,13 @@
+//! The op families on the CUDA backend, one file each; every launcher takes a validated
+//! problem and queues its kernels on the backend's stream without a host synchronisation.
+
+mod attention;
+mod gemm;
+mod glue;
+mod grouped_gemm;
+mod permute;
+mod route;
+
+use crate::CudaBackend;
+
+impl moekit_ops::MoeOps for CudaBackend {}

@@ -1,0 +1,109 @@
+//! NVRTC compilation of the embedded kernel sources, with an on-disk PTX cache keyed by the
+//! source, the architecture and the options, so a second run starts without compiling.
+
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileError, CompileOptions, Ptx};
+use std::path::{Path, PathBuf};
+
+/// The prelude every kernel source starts with.
+const COMMON: &str = include_str!("../../kernels/common.cuh");
+
+/// Options every kernel is compiled with (part of the cache key).
+const OPTIONS: [&str; 2] = ["-std=c++17", "-default-device"];
+
+/// One embedded `.cu` file.
+#[derive(Debug)]
+pub(crate) struct Source {
+    /// File name, for errors and the cache.
+    pub name: &'static str,
+    /// CUDA C++ without the prelude.
+    pub code: &'static str,
+}
+
+impl Source {
+    /// The full text NVRTC compiles: the prelude, then the file.
+    pub fn full_text(&self) -> String {
+        format!("{COMMON}\n#line 1 \"{}\"\n{}", self.name, self.code)
+    }
+}
+
+/// The NVRTC architecture name for a compute capability: the `a` variant on Hopper (so
+/// `wgmma` and TMA are available), the plain one elsewhere.
+pub(crate) fn arch_for(major: i32, minor: i32) -> &'static str {
+    match (major, minor) {
+        (9, 0) => "sm_90a",
+        (8, 0) => "sm_80",
+        (8, 6) => "sm_86",
+        (8, 7) => "sm_87",
+        (8, 9) => "sm_89",
+        (10, 0) => "sm_100",
+        (12, 0) => "sm_120",
+        (7, 5) => "sm_75",
+        (7, 0) => "sm_70",
+        (m, n) => Box::leak(format!("sm_{m}{n}").into_boxed_str()),
+    }
+}
+
+/// Where compiled PTX is kept: `$MOEKIT_CUDA_CACHE`, else `$XDG_CACHE_HOME/moekit/cuda`, else
+/// `~/.cache/moekit/cuda`; `None` when no folder can be found or `MOEKIT_CUDA_CACHE` is empty.
+pub(crate) fn cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("MOEKIT_CUDA_CACHE") {
+        return (!dir.is_empty()).then(|| PathBuf::from(dir));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("moekit").join("cuda"))
+}
+
+/// FNV-1a, 64 bit: a hash that stays the same across Rust versions (the cache outlives the
+/// binary).
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0u8)) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Compile `src` for `arch`, through the cache in `cache` when given.
+///
+/// # Errors
+/// The NVRTC log (with the file name) when compilation fails.
+pub(crate) fn compile(src: &Source, arch: &'static str, cache: Option<&Path>) -> Result<Ptx, String> {
+    let text = src.full_text();
+    let key = fnv1a(&[&text, arch, &OPTIONS.join(" ")]);
+    let path = cache.map(|d| d.join(format!("{}-{arch}-{key:016x}.ptx", src.name.trim_end_matches(".cu"))));
+    if let Some(ptx) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+        return Ok(Ptx::from_src(ptx));
+    }
+    let opts = CompileOptions {
+        arch: Some(arch),
+        options: OPTIONS.iter().map(|s| s.to_string()).collect(),
+        name: Some(src.name.to_string()),
+        ..Default::default()
+    };
+    let ptx = compile_ptx_with_opts(&text, opts).map_err(|e| match e {
+        CompileError::CompileError { log, .. } => format!("{}: NVRTC:\n{}", src.name, log.to_string_lossy()),
+        other => format!("{}: {other}", src.name),
+    })?;
+    if let Some(path) = path {
+        store(&path, &ptx.to_src());
+    }
+    Ok(ptx)
+}
+
+/// Write a cache entry atomically (write a temporary file, then rename); a failure only
+/// means the next run compiles again.
+fn store(path: &Path, ptx: &str) {
+    let Some(dir) = path.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::write(&tmp, ptx).is_ok() && std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}

@@ -1,0 +1,66 @@
+//! The CUDA runtime layer: kernel sources embedded in the crate, compiled with NVRTC for the
+//! device's own architecture (cached on disk), loaded once per process, and launched on the
+//! backend's stream.
+
+mod compile;
+pub(crate) mod sources;
+
+pub(crate) use compile::{arch_for, cache_dir, compile, Source};
+
+use crate::NAME;
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
+use moekit_ops::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Compiled modules of one context, by source name.
+#[derive(Debug)]
+pub(crate) struct Kernels {
+    ctx: Arc<CudaContext>,
+    arch: &'static str,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+}
+
+impl Kernels {
+    /// The registry for `ctx`, compiling for its device's architecture.
+    ///
+    /// # Errors
+    /// [`Error::NoDevice`] when the compute capability cannot be read.
+    pub fn new(ctx: Arc<CudaContext>) -> Result<Self> {
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| Error::NoDevice { backend: NAME, reason: format!("compute capability: {e}") })?;
+        Ok(Kernels { ctx, arch: arch_for(major, minor), modules: Mutex::new(HashMap::new()) })
+    }
+
+    /// The architecture kernels are compiled for (`sm_90a` on Hopper).
+    pub fn arch(&self) -> &'static str {
+        self.arch
+    }
+
+    /// Function `name` of `src`, compiling and loading the module on first use.
+    ///
+    /// # Errors
+    /// [`Error::Device`] naming `op` when NVRTC is missing, compilation fails (with the log)
+    /// or the driver cannot load the module or find the function.
+    pub fn function(&self, op: &'static str, src: &'static Source, name: &str) -> Result<CudaFunction> {
+        let err = |msg: String| Error::Device { op, backend: NAME, msg };
+        let module = {
+            let mut modules = self.modules.lock().map_err(|_| err("kernel registry poisoned".into()))?;
+            match modules.get(src.name) {
+                Some(m) => m.clone(),
+                None => {
+                    // SAFETY: only tries to load the NVRTC library by its usual names.
+                    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+                        return Err(err("the NVRTC library (libnvrtc) is not installed".into()));
+                    }
+                    let ptx = compile(src, self.arch, cache_dir().as_deref()).map_err(err)?;
+                    let m = self.ctx.load_module(ptx).map_err(|e| err(format!("{}: load: {e}", src.name)))?;
+                    modules.insert(src.name, m.clone());
+                    m
+                }
+            }
+        };
+        module.load_function(name).map_err(|e| err(format!("{}: function `{name}`: {e}", src.name)))
+    }
+}

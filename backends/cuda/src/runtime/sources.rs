@@ -1,0 +1,18 @@
+//! The embedded kernel sources, one per op family.
+
+use super::Source;
+
+/// Routing and the bias update.
+pub(crate) static ROUTE: Source = Source { name: "route.cu", code: include_str!("../../kernels/route.cu") };
+/// Dispatch and combine.
+pub(crate) static PERMUTE: Source = Source { name: "permute.cu", code: include_str!("../../kernels/permute.cu") };
+/// Grouped GEMM.
+pub(crate) static GROUPED_GEMM: Source =
+    Source { name: "grouped_gemm.cu", code: include_str!("../../kernels/grouped_gemm.cu") };
+/// Attention.
+pub(crate) static ATTENTION: Source = Source { name: "attention.cu", code: include_str!("../../kernels/attention.cu") };
+/// Model glue.
+pub(crate) static GLUE: Source = Source { name: "glue.cu", code: include_str!("../../kernels/glue.cu") };
+
+/// Every source, for the compile check.
+pub(crate) static ALL: [&Source; 5] = [&ROUTE, &PERMUTE, &GROUPED_GEMM, &ATTENTION, &GLUE];

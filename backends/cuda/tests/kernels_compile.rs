@@ -1,0 +1,23 @@
+//! Every embedded kernel source compiles with NVRTC for Hopper (`sm_90a`) and Ampere
+//! (`sm_80`), without a GPU. Skipped (and said so) where libnvrtc is not installed.
+
+#[cfg(feature = "cuda")]
+#[test]
+fn every_kernel_source_compiles() {
+    use std::io::Write;
+    if !moekit_cuda::nvrtc_present() {
+        let _ = writeln!(std::io::stderr(), "SKIPPED every_kernel_source_compiles: libnvrtc is not installed");
+        return;
+    }
+    for arch in ["sm_90a", "sm_80"] {
+        let ptx = moekit_cuda::compile_kernels(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        assert_eq!(ptx.len(), 5, "{arch}");
+        for (name, text) in ptx {
+            assert!(text.contains(".version"), "{arch} {name}: not PTX");
+            if let Some(dir) = std::env::var_os("MOEKIT_PTX_OUT") {
+                let path = std::path::Path::new(&dir).join(format!("{}-{arch}.ptx", name.trim_end_matches(".cu")));
+                std::fs::write(path, text).expect("write PTX");
+            }
+        }
+    }
+}
