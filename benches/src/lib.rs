@@ -13,8 +13,11 @@
 //! `moekit_ops::tolerance`.
 //!
 //! [`runner::Runner`] adds the reference's own time (`--compare-reference`) and the
-//! backend's dense GEMM rate at the same FLOPs (`--ceiling`); [`record::Record`] is the JSON
-//! line, [`peers`] matches PyTorch peer lines.
+//! backend's dense GEMM rate at the same FLOPs (`--ceiling`) and, for memory-bound ops, the
+//! percentage of a copy rate (`--copy-ceiling-gbps`, 4280 GB/s on GPU backends: the H200's
+//! measured device-to-device copy); [`record::Record`] is the JSON line, [`peers`] matches
+//! PyTorch peer lines, [`dump`] writes each case's inputs and outputs as safetensors
+//! (`--dump DIR`).
 //!
 //! ```no_run
 //! use moekit_bench::{runner::{RunConfig, Runner}, shapes, Op};
@@ -28,6 +31,7 @@
 
 pub mod cases;
 pub mod data;
+pub mod dump;
 pub mod peers;
 pub mod record;
 pub mod runner;

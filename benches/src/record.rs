@@ -57,6 +57,12 @@ pub struct Record {
     /// This op's TFLOP/s as a percent of the ceiling.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pct_of_ceiling: Option<f64>,
+    /// Copy rate (GB/s) this memory-bound op is measured against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_ceiling_gbps: Option<f64>,
+    /// This op's GB/s as a percent of the copy rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pct_copy_ceiling: Option<f64>,
     /// Reference median milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ref_ms: Option<f64>,
@@ -75,6 +81,9 @@ pub struct Record {
     /// Every matching peer, fastest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerRef>,
+    /// The `--dump` file of this case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dump: Option<String>,
     /// Host name.
     pub host: String,
     /// UTC date and time, ISO 8601.
@@ -109,12 +118,18 @@ impl Record {
             ceiling_mkn: o.ceiling.as_ref().map(|c| [c.mkn.0, c.mkn.1, c.mkn.2]),
             ceiling_tflops: o.ceiling.as_ref().map(|c| c.tflops),
             pct_of_ceiling: o.pct_of_ceiling(),
+            copy_ceiling_gbps: o.copy_ceiling_gbps,
+            pct_copy_ceiling: o.pct_of_copy_ceiling(),
             ref_ms: o.reference.as_ref().map(|r| r.median_s * 1e3),
             speedup_vs_reference: o.speedup_vs_reference(),
             peer: best.map(|p| p.peer.clone()),
             peer_ms: best.map(|p| p.ms),
             ratio: best.map(|p| p.ratio),
             peers: refs,
+            dump: match &o.dump {
+                Some(Ok(path)) => Some(path.display().to_string()),
+                _ => None,
+            },
             host: host.to_string(),
             date: date.to_string(),
         }

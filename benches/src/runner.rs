@@ -2,11 +2,13 @@
 //! optionally time the reference and the dense-GEMM ceiling at the same FLOPs.
 
 use crate::cases::{AnyWorkload, GemmCase, Visit};
+use crate::dump::{self, DumpError, DumpInfo};
 use crate::shapes::MoeShape;
 use crate::verify::Verdict;
 use crate::workload::{measure, measure_interleaved, reference_outputs, Measured, Op, Timing, Workload};
 use moekit_ops::{Backend, DType, HostTensor, Result};
 use moekit_reference::ReferenceBackend;
+use std::path::PathBuf;
 
 /// How every case runs.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,6 +34,11 @@ pub struct RunConfig {
     pub ref_max_work: f64,
     /// Measure the backend's dense GEMM at the same FLOPs, its runs interleaved with the op's.
     pub ceiling: bool,
+    /// Copy rate (GB/s, bytes read plus written) that memory-bound ops are reported
+    /// against; `None`: no copy ceiling.
+    pub copy_ceiling_gbps: Option<f64>,
+    /// Write each case's inputs and checked outputs as safetensors into this folder.
+    pub dump: Option<PathBuf>,
 }
 
 impl Default for RunConfig {
@@ -47,6 +54,8 @@ impl Default for RunConfig {
             ref_iters: 2,
             ref_max_work: 2e10,
             ceiling: false,
+            copy_ceiling_gbps: None,
+            dump: None,
         }
     }
 }
@@ -87,6 +96,11 @@ pub struct Outcome {
     pub reference_skipped: Option<String>,
     /// The dense-GEMM ceiling, with `--ceiling`.
     pub ceiling: Option<Ceiling>,
+    /// The copy rate (GB/s) of the config, for memory-bound ops only ([`Op::memory_bound`],
+    /// or no dense-GEMM equivalent).
+    pub copy_ceiling_gbps: Option<f64>,
+    /// The dump file written, or why it was not, with `--dump`.
+    pub dump: Option<std::result::Result<PathBuf, DumpError>>,
 }
 
 impl Outcome {
@@ -101,6 +115,10 @@ impl Outcome {
     /// Percent of the dense-GEMM ceiling.
     pub fn pct_of_ceiling(&self) -> Option<f64> {
         Some(100.0 * self.tflops()? / self.ceiling.as_ref()?.tflops)
+    }
+    /// Percent of the copy ceiling (memory-bound ops with a copy ceiling).
+    pub fn pct_of_copy_ceiling(&self) -> Option<f64> {
+        Some(100.0 * self.gbps() / self.copy_ceiling_gbps?)
     }
     /// Reference time over backend time.
     pub fn speedup_vs_reference(&self) -> Option<f64> {
@@ -132,9 +150,7 @@ impl<'a, B: Backend> Runner<'a, B> {
     /// Errors of the op on the backend or on the reference.
     pub fn run(&mut self, op: Op, shape: &MoeShape, dtype: DType) -> Result<Outcome> {
         let work = AnyWorkload::build(op, shape, dtype, self.cfg.seed)?;
-        let mut out = work.visit(RunCase { backend: self.backend, cfg: &self.cfg, dtype })?;
-        out.shape = shape.name.clone();
-        Ok(out)
+        work.visit(RunCase { backend: self.backend, cfg: &self.cfg, dtype, shape: &shape.name })
     }
 }
 
@@ -149,6 +165,7 @@ struct RunCase<'a, B: Backend> {
     backend: &'a B,
     cfg: &'a RunConfig,
     dtype: DType,
+    shape: &'a str,
 }
 
 impl<B: Backend> RunCase<'_, B> {
@@ -179,6 +196,10 @@ impl<B: Backend> Visit for RunCase<'_, B> {
     fn visit<W: Workload>(self, w: &W) -> Result<Outcome> {
         let cfg = self.cfg;
         let (measured, ceiling) = self.time(w)?;
+        let dump = cfg.dump.as_deref().map(|dir| {
+            let info = DumpInfo { shape: self.shape, backend: self.backend.name(), seed: cfg.seed };
+            dump::write(dir, w, self.dtype, &measured.outputs, &info)
+        });
         let (mut reference, mut reference_skipped, mut full): (_, _, Option<Vec<HostTensor>>) = (None, None, None);
         if cfg.compare_reference {
             if w.reference_work() <= cfg.ref_max_work {
@@ -202,7 +223,7 @@ impl<B: Backend> Visit for RunCase<'_, B> {
         };
         Ok(Outcome {
             op: w.op(),
-            shape: String::new(),
+            shape: self.shape.to_string(),
             dims: w.dims(),
             dtype: self.dtype,
             backend: self.backend.name(),
@@ -213,6 +234,8 @@ impl<B: Backend> Visit for RunCase<'_, B> {
             reference,
             reference_skipped,
             ceiling,
+            copy_ceiling_gbps: cfg.copy_ceiling_gbps.filter(|_| w.op().memory_bound() || w.ceiling_gemm().is_none()),
+            dump,
         })
     }
 }

@@ -2,11 +2,12 @@
 
 use crate::record::Record;
 
-/// Column header.
+/// Column header: `%ceil` is the percent of the dense-GEMM rate at the same FLOPs
+/// (`--ceiling`), `%copy` the percent of the copy rate for memory-bound ops.
 pub fn header() -> String {
     format!(
-        "{:<18} {:<16} {:<5} {:>10} {:>8} {:>8} {:>7} {:>9} {:>20} {:<5} {:>9}",
-        "op", "shape", "dtype", "time", "TFLOP/s", "GB/s", "%ceil", "vs ref", "vs peer", "check", "max_rel"
+        "{:<18} {:<16} {:<5} {:>10} {:>8} {:>8} {:>7} {:>6} {:>9} {:>20} {:<5} {:>9}",
+        "op", "shape", "dtype", "time", "TFLOP/s", "GB/s", "%ceil", "%copy", "vs ref", "vs peer", "check", "max_rel"
     )
 }
 
@@ -37,7 +38,7 @@ fn short(name: &str, width: usize) -> String {
 /// One row.
 pub fn row(r: &Record) -> String {
     format!(
-        "{:<18} {:<16} {:<5} {:>10} {:>8} {:>8.2} {:>7} {:>9} {:>20} {:<5} {:>9}",
+        "{:<18} {:<16} {:<5} {:>10} {:>8} {:>8.2} {:>7} {:>6} {:>9} {:>20} {:<5} {:>9}",
         r.op,
         short(&r.shape, 16),
         r.dtype,
@@ -45,6 +46,7 @@ pub fn row(r: &Record) -> String {
         opt(r.tflops, |t| format!("{t:.3}")),
         r.gbps,
         opt(r.pct_of_ceiling, |p| format!("{p:.0}%")),
+        opt(r.pct_copy_ceiling, |p| format!("{p:.0}%")),
         opt(r.speedup_vs_reference, |s| format!("{s:.1}x")),
         match (&r.peer, r.ratio) {
             (Some(p), Some(x)) => format!("{x:.2}x {}", short(p, 14)),

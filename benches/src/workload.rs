@@ -7,7 +7,6 @@ use moekit_ops::{Backend, DType, HostTensor, Result};
 use moekit_reference::ReferenceBackend;
 use std::fmt;
 use std::str::FromStr;
-use std::time::Instant;
 
 /// The benchmarked ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,6 +60,12 @@ impl Op {
         }
     }
 
+    /// Data-movement ops, measured against the copy rate rather than a GEMM: routing (its
+    /// gate GEMM is thin, `[T, H] · [H, E]`), permute, unpermute-combine and RMSNorm.
+    pub fn memory_bound(self) -> bool {
+        matches!(self, Op::Route | Op::Permute | Op::UnpermuteCombine | Op::RmsNorm)
+    }
+
     /// The op name the PyTorch peer lines use (`../shared/peers/torch_peers.py`).
     pub fn peer_name(self) -> &'static str {
         match self {
@@ -102,6 +107,9 @@ pub trait Workload: Sync {
     fn bytes(&self) -> f64;
     /// Host inputs, in the order `call` takes them.
     fn inputs(&self) -> &[HostTensor];
+    /// The op's argument name of each input (the `*Io` field it is passed as), in input
+    /// order; `--dump` names the tensors `in.<name>`.
+    fn input_names(&self) -> &'static [&'static str];
     /// Dtype and shape of each output, in the order `call` takes them.
     fn outputs(&self) -> Vec<(DType, Vec<usize>)>;
     /// Output names and how each is compared, in output order.
@@ -269,10 +277,12 @@ pub fn measure_interleaved<B: Backend, W: Workload, C: Workload>(
     Ok((Measured { timing: timing(tp), outputs: p.checked_run()? }, timing(tq)))
 }
 
+/// Seconds of one run, timed by the backend ([`moekit_ops::Device::time_ms`]: device events on
+/// GPU backends, the wall clock around a sync elsewhere).
 fn timed<B: Backend, W: Workload>(p: &mut Prepared<'_, B, W>) -> Result<f64> {
-    let t0 = Instant::now();
-    p.run()?;
-    Ok(t0.elapsed().as_secs_f64())
+    let (backend, work) = (p.backend, p.work);
+    let (ins, outs) = (&p.ins, &mut p.outs);
+    Ok(backend.time_ms(&mut || work.call(backend, ins, outs))? / 1e3)
 }
 
 fn timing(mut times: Vec<f64>) -> Timing {

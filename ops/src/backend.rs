@@ -42,8 +42,22 @@ pub trait Device {
     /// Wait for all queued work.
     ///
     /// # Errors
-    /// [`crate::Error::Device`].
+    /// [`crate::Error::Device`], or a content error (bad index data) a kernel recorded since
+    /// the last `sync` on backends that defer them (CUDA).
     fn sync(&self) -> Result<()>;
+
+    /// Milliseconds of device time `work` takes: the default waits for the device, runs
+    /// `work`, waits again and reads the wall clock; GPU backends time with device events.
+    ///
+    /// # Errors
+    /// The errors of `work` and of [`Device::sync`].
+    fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        self.sync()?;
+        let start = std::time::Instant::now();
+        work()?;
+        self.sync()?;
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    }
 }
 
 /// Routing and the aux-loss-free bias update.

@@ -1,1 +1,409 @@
-// attention kernels: see src/ops/attention.rs
+// Packed varlen attention (see src/ops/attention.rs and ops/src/attention.rs for the semantics).
+//
+// Work items come from the host: `items [n][5] = {q0, Lq, k0, Lk, m0}` (the sequence's first
+// query row and key row in the packed tensors, its lengths, and the item's first local query
+// row). One CTA handles one (item, query head): `blockIdx.x = item * Hq + h`, so the heaviest
+// items (the host sorts them first) start on every head before the light ones.
+//
+// Mask arguments: `causal` (0/1), window `wl`, `wr` (`wl < 0`: no window), column ranges `cr`
+// (null or `[4][Tk]` = lts, lte, uts, ute, rows local to the sequence).
+
+#define ATT_BM 64
+#define ATT_BN 64
+#define ATT_THREADS 128
+#define ATT_LOG2E 1.4426950408889634f
+#define ATT_LN2 0.6931471805599453f
+#define ATT_NEG_INF (-__int_as_float(0x7f800000))
+
+// The keys `[lo, hi)` that causal and window allow to local query row `i` (clamped to 0..Lk).
+__device__ __forceinline__ void att_row_range(long long i, int lq, int lk, int causal, long long wl, long long wr,
+                                              int& lo, int& hi) {
+    long long diag = i + (long long)lk - (long long)lq;
+    long long l = 0, h = lk;
+    if (causal) h = h < diag + 1 ? h : diag + 1;
+    if (wl >= 0) {
+        l = l > diag - wl ? l : diag - wl;
+        h = h < diag + wr + 1 ? h : diag + wr + 1;
+    }
+    l = l < 0 ? 0 : (l > lk ? lk : l);
+    h = h < 0 ? 0 : (h > lk ? lk : h);
+    lo = (int)l;
+    hi = (int)(h > l ? h : l);
+}
+
+// Whether FlashMask column `col` (packed) masks local query row `i`.
+__device__ __forceinline__ bool att_col_masked(const i32* cr, int tk, int col, int i) {
+    return (cr[col] <= i && i < cr[tk + col]) || (cr[2 * tk + col] <= i && i < cr[3 * tk + col]);
+}
+
+__device__ __forceinline__ float att_score(float dot, float scale, float softcap) {
+    float s = dot * scale;
+    return softcap > 0.0f ? softcap * tanhf(s / softcap) : s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Simple path (f32, and GPUs without bf16 tensor cores): one warp per query row, keys streamed
+// 32 at a time (one key per lane for the score, then all lanes over D for P·V). Exact f32.
+
+template <typename T, int D>
+__device__ void attention_rows_impl(const T* q, const T* k, const T* v, T* o, float* lse, const i32* items,
+                                    const i32* cr, int tq, int tk, int hq, int hkv, float scale, float softcap,
+                                    int causal, long long wl, long long wr) {
+    constexpr int PER = D / 32;
+    __shared__ float sq[ATT_THREADS / 32][D];
+    const int item = blockIdx.x / hq, h = blockIdx.x % hq, kvh = h / (hq / hkv);
+    const i32* it = items + (size_t)item * 5;
+    const int q0 = it[0], lq = it[1], k0 = it[2], lk = it[3], m0 = it[4];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int r = warp; r < ATT_BM; r += ATT_THREADS / 32) {
+        const int i = m0 + r;
+        if (i >= lq) break;
+        const T* qr = q + ((size_t)(q0 + i) * hq + h) * D;
+        __syncwarp();
+        for (int c = lane; c < D; c += 32) sq[warp][c] = to_f32(qr[c]);
+        __syncwarp();
+        int lo, hi;
+        att_row_range(i, lq, lk, causal, wl, wr, lo, hi);
+        float m = ATT_NEG_INF, l = 0.0f, acc[PER];
+#pragma unroll
+        for (int c = 0; c < PER; ++c) acc[c] = 0.0f;
+        for (int j0 = lo; j0 < hi; j0 += 32) {
+            const int j = j0 + lane;
+            float s = ATT_NEG_INF;
+            if (j < hi && !(cr && att_col_masked(cr, tk, k0 + j, i))) {
+                const T* kr = k + ((size_t)(k0 + j) * hkv + kvh) * D;
+                float dot = 0.0f;
+#pragma unroll 8
+                for (int c = 0; c < D; ++c) dot += sq[warp][c] * to_f32(kr[c]);
+                s = att_score(dot, scale, softcap);
+            }
+            const float mn = fmaxf(m, warp_max(s));
+            // NOTE: a chunk with no allowed key so far keeps the max at -inf; shift by 0 then, so
+            // exp(-inf - -inf) never makes a NaN (every p and alpha is 0 or 1 as it should be).
+            const float mu = mn == ATT_NEG_INF ? 0.0f : mn;
+            const float alpha = expf(m - mu);
+            const float p = expf(s - mu);
+            l = l * alpha + warp_sum(p);
+            m = mn;
+#pragma unroll
+            for (int c = 0; c < PER; ++c) acc[c] *= alpha;
+            const int cnt = hi - j0 < 32 ? hi - j0 : 32;
+            for (int jj = 0; jj < cnt; ++jj) {
+                const float pj = __shfl_sync(0xffffffffu, p, jj);
+                if (pj == 0.0f) continue;  // warp-uniform: every lane holds the same pj
+                const T* vr = v + ((size_t)(k0 + j0 + jj) * hkv + kvh) * D;
+#pragma unroll
+                for (int c = 0; c < PER; ++c) acc[c] += pj * to_f32(vr[lane + 32 * c]);
+            }
+        }
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        T* orow = o + ((size_t)(q0 + i) * hq + h) * D;
+#pragma unroll
+        for (int c = 0; c < PER; ++c) orow[lane + 32 * c] = from_f32<T>(acc[c] * inv);
+        if (lane == 0) lse[(size_t)h * tq + q0 + i] = l > 0.0f ? m + logf(l) : ATT_NEG_INF;
+    }
+}
+
+#define ATT_ROWS_PARAMS                                                                                       \
+    (const T* q, const T* k, const T* v, T* o, float* lse, const i32* items, const i32* cr, int tq, int tk, \
+     int hq, int hkv, float scale, float softcap, int causal, long long wl, long long wr)
+#define ATT_ARGS (q, k, v, o, lse, items, cr, tq, tk, hq, hkv, scale, softcap, causal, wl, wr)
+
+template <typename T> __device__ void attention_rows_d64_impl ATT_ROWS_PARAMS {
+    attention_rows_impl<T, 64> ATT_ARGS;
+}
+template <typename T> __device__ void attention_rows_d128_impl ATT_ROWS_PARAMS {
+    attention_rows_impl<T, 128> ATT_ARGS;
+}
+template <typename T> __device__ void attention_rows_d256_impl ATT_ROWS_PARAMS {
+    attention_rows_impl<T, 256> ATT_ARGS;
+}
+MOEKIT_FLOAT_KERNELS(attention_rows_d64, ATT_ROWS_PARAMS, ATT_ARGS)
+MOEKIT_FLOAT_KERNELS(attention_rows_d128, ATT_ROWS_PARAMS, ATT_ARGS)
+MOEKIT_FLOAT_KERNELS(attention_rows_d256, ATT_ROWS_PARAMS, ATT_ARGS)
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-core path (f16, bf16; sm_80+): FlashAttention-2 forward. A CTA of 4 warps owns 64
+// query rows (16 per warp) of one head; key blocks of 64 stream through shared memory with
+// cp.async (V of block n loads while S = Q·K^T is computed, K of block n+1 while O += P·V);
+// Q·K^T and P·V on `mma.sync.m16n8k16` with f32 accumulation; online softmax in f32 in the
+// log2 domain. Shared tiles are [64][D + 8]: the 16-byte pad makes ldmatrix conflict-free.
+//
+// Fragment layouts (g = lane / 4, t = lane % 4): an S or O accumulator tile of 8 columns holds
+// (row g, cols 2t, 2t+1) in c0, c1 and (row g + 8, same cols) in c2, c3.
+
+__device__ __forceinline__ u32 att_smem_addr(const void* p) {
+    u32 r;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+    return r;
+}
+
+// 16 bytes global → shared; `pred` false zero-fills (reading nothing).
+__device__ __forceinline__ void att_cp16(void* dst, const void* src, bool pred) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(att_smem_addr(dst)), "l"(src),
+                 "r"(pred ? 16 : 0));
+}
+__device__ __forceinline__ void att_cp_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ __forceinline__ void att_cp_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+
+__device__ __forceinline__ void att_ldsm4(u32* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(att_smem_addr(p)));
+}
+__device__ __forceinline__ void att_ldsm4_t(u32* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(att_smem_addr(p)));
+}
+
+template <typename T> __device__ __forceinline__ void att_mma(float* c, const u32* a, u32 b0, u32 b1);
+template <> __device__ __forceinline__ void att_mma<bf16>(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <> __device__ __forceinline__ void att_mma<f16>(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats as a packed pair (`lo` in the low half, the lower column).
+template <typename T> __device__ __forceinline__ u32 att_pack(float lo, float hi);
+template <> __device__ __forceinline__ u32 att_pack<bf16>(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+template <> __device__ __forceinline__ u32 att_pack<f16>(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+__device__ __forceinline__ float att_exp2(float x) {
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+}
+
+// Rows `row0..row0 + 64` (local, `valid` of them present) of a [tokens, heads, D] tensor at
+// `head` → the shared tile [64][D + 8]; absent rows are zero-filled.
+template <typename T, int D>
+__device__ __forceinline__ void att_load_tile(T* tile, const T* g, int tok0, int row0, int valid, int heads,
+                                              int head) {
+    constexpr int CH = D / 8, LD = D + 8;
+    for (int c = threadIdx.x; c < ATT_BM * CH; c += ATT_THREADS) {
+        const int r = c / CH, ch = c % CH;
+        const bool ok = row0 + r < valid;
+        const T* src = ok ? g + ((size_t)(tok0 + row0 + r) * heads + head) * D + ch * 8 : g;
+        att_cp16(tile + r * LD + ch * 8, src, ok);
+    }
+}
+
+template <typename T, int D>
+__device__ void attention_mma_impl(const T* q, const T* k, const T* v, T* o, float* lse, const i32* items,
+                                   const i32* cr, int tq, int tk, int hq, int hkv, float scale, float softcap,
+                                   int causal, long long wl, long long wr) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    constexpr int LD = D + 8, KD = D / 16, NT = ATT_BN / 8, OT = D / 8;
+    // NOTE: Q stays in registers up to D = 128; at D = 256 the O accumulator alone takes 128
+    // registers, so Q fragments are re-read from shared memory each key block instead.
+    constexpr bool Q_REGS = D <= 128;
+    extern __shared__ __align__(16) unsigned char att_smem[];
+    T* sQ = reinterpret_cast<T*>(att_smem);
+    T* sK = sQ + ATT_BM * LD;
+    T* sV = sK + ATT_BN * LD;
+
+    const int item = blockIdx.x / hq, h = blockIdx.x % hq, kvh = h / (hq / hkv);
+    const i32* it = items + (size_t)item * 5;
+    const int q0 = it[0], lq = it[1], k0 = it[2], lk = it[3], m0 = it[4];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int wrow = warp * 16;
+
+    // Key blocks: from the first row's lower bound to the last row's upper bound (both bounds
+    // are non-decreasing in the row).
+    const int last = (m0 + ATT_BM < lq ? m0 + ATT_BM : lq) - 1;
+    int blo, bhi, first_hi, last_lo;
+    att_row_range(m0, lq, lk, causal, wl, wr, blo, first_hi);
+    att_row_range(last, lq, lk, causal, wl, wr, last_lo, bhi);
+    const int nstart = (blo / ATT_BN) * ATT_BN;
+
+    // This thread's two rows (g and g + 8 of the warp's 16): local index and key range.
+    int ri[2], rlo[2], rhi[2];
+    for (int x = 0; x < 2; ++x) {
+        ri[x] = m0 + wrow + g + 8 * x;
+        att_row_range(ri[x], lq, lk, causal, wl, wr, rlo[x], rhi[x]);
+    }
+
+    float oacc[OT][4];
+#pragma unroll
+    for (int n = 0; n < OT; ++n) oacc[n][0] = oacc[n][1] = oacc[n][2] = oacc[n][3] = 0.0f;
+    float mrow[2] = {ATT_NEG_INF, ATT_NEG_INF}, lrow[2] = {0.0f, 0.0f};
+    u32 qf[Q_REGS ? KD : 1][4];
+
+    const float scale_log2 = scale * ATT_LOG2E;
+    att_load_tile<T, D>(sQ, q, q0, m0, lq, hq, h);
+    if (nstart < bhi) att_load_tile<T, D>(sK, k, k0, nstart, lk, hkv, kvh);
+    att_cp_commit();
+
+    for (int n = nstart; n < bhi; n += ATT_BN) {
+        att_cp_wait_all();
+        __syncthreads();  // K[n] (and Q) visible; every warp is done with V of the last block
+        att_load_tile<T, D>(sV, v, k0, n, lk, hkv, kvh);
+        att_cp_commit();
+        if (Q_REGS && n == nstart) {
+#pragma unroll
+            for (int kk = 0; kk < (Q_REGS ? KD : 1); ++kk)
+                att_ldsm4(qf[kk], sQ + (wrow + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
+        }
+
+        // S = Q·K^T for this warp's 16 rows × 64 keys.
+        float s[NT][4];
+#pragma unroll
+        for (int j = 0; j < NT; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < KD; ++kk) {
+            u32 a[4];
+            if (Q_REGS) {
+                a[0] = qf[Q_REGS ? kk : 0][0];
+                a[1] = qf[Q_REGS ? kk : 0][1];
+                a[2] = qf[Q_REGS ? kk : 0][2];
+                a[3] = qf[Q_REGS ? kk : 0][3];
+            } else {
+                att_ldsm4(a, sQ + (wrow + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
+            }
+#pragma unroll
+            for (int np = 0; np < NT / 2; ++np) {
+                u32 b[4];
+                att_ldsm4(b, sK + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LD + kk * 16 + ((lane >> 3) & 1) * 8);
+                att_mma<T>(s[2 * np], a, b[0], b[1]);
+                att_mma<T>(s[2 * np + 1], a, b[2], b[3]);
+            }
+        }
+
+        // Scores in the log2 domain, masked; online softmax.
+        const bool full = !cr && n + ATT_BN <= lk && n >= last_lo && n + ATT_BN <= first_hi;
+        float mx[2] = {ATT_NEG_INF, ATT_NEG_INF};
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int x = e >> 1, key = n + j * 8 + 2 * t + (e & 1);
+                float sc = softcap > 0.0f ? att_score(s[j][e], scale, softcap) * ATT_LOG2E : s[j][e] * scale_log2;
+                if (!full) {
+                    const bool ok = key >= rlo[x] && key < rhi[x] && !(cr && att_col_masked(cr, tk, k0 + key, ri[x]));
+                    if (!ok) sc = ATT_NEG_INF;
+                }
+                s[j][e] = sc;
+                mx[x] = fmaxf(mx[x], sc);
+            }
+        }
+        float alpha[2], mu[2];
+#pragma unroll
+        for (int x = 0; x < 2; ++x) {
+            mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 1));
+            mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 2));
+            const float mn = fmaxf(mrow[x], mx[x]);
+            // NOTE: a row with no allowed key yet keeps the max at -inf; shift by 0 then, so
+            // exp2(-inf - -inf) never makes a NaN.
+            mu[x] = mn == ATT_NEG_INF ? 0.0f : mn;
+            alpha[x] = att_exp2(mrow[x] - mu[x]);
+            mrow[x] = mn;
+        }
+        float rs[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int x = e >> 1;
+                s[j][e] = att_exp2(s[j][e] - mu[x]);
+                rs[x] += s[j][e];
+            }
+        }
+#pragma unroll
+        for (int x = 0; x < 2; ++x) lrow[x] = lrow[x] * alpha[x] + rs[x];
+#pragma unroll
+        for (int d = 0; d < OT; ++d) {
+            oacc[d][0] *= alpha[0];
+            oacc[d][1] *= alpha[0];
+            oacc[d][2] *= alpha[1];
+            oacc[d][3] *= alpha[1];
+        }
+
+        att_cp_wait_all();
+        __syncthreads();  // V[n] visible; every warp is done with K[n]
+        if (n + ATT_BN < bhi) att_load_tile<T, D>(sK, k, k0, n + ATT_BN, lk, hkv, kvh);
+        att_cp_commit();
+
+        // O += P·V: P (16 × 64) from the S accumulators, V through transposed ldmatrix.
+#pragma unroll
+        for (int kk = 0; kk < ATT_BN / 16; ++kk) {
+            u32 a[4];
+            a[0] = att_pack<T>(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = att_pack<T>(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = att_pack<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = att_pack<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int dp = 0; dp < D / 16; ++dp) {
+                u32 b[4];
+                att_ldsm4_t(b, sV + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dp * 16 + (lane >> 4) * 8);
+                att_mma<T>(oacc[2 * dp], a, b[0], b[1]);
+                att_mma<T>(oacc[2 * dp + 1], a, b[2], b[3]);
+            }
+        }
+    }
+    att_cp_wait_all();
+
+    // Normalise; stage the warp's 16 output rows in its own rows of sQ (no other warp reads
+    // them), then write them out in 16-byte chunks.
+    float inv[2];
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        lrow[x] += __shfl_xor_sync(0xffffffffu, lrow[x], 1);
+        lrow[x] += __shfl_xor_sync(0xffffffffu, lrow[x], 2);
+        inv[x] = lrow[x] > 0.0f ? 1.0f / lrow[x] : 0.0f;
+    }
+    __syncwarp();
+    u32* stage = reinterpret_cast<u32*>(sQ);
+#pragma unroll
+    for (int d = 0; d < OT; ++d) {
+        const int col = d * 8 + 2 * t;
+        stage[((wrow + g) * LD + col) / 2] = att_pack<T>(oacc[d][0] * inv[0], oacc[d][1] * inv[0]);
+        stage[((wrow + g + 8) * LD + col) / 2] = att_pack<T>(oacc[d][2] * inv[1], oacc[d][3] * inv[1]);
+    }
+    __syncwarp();
+    constexpr int CH = D / 8;
+    for (int c = lane; c < 16 * CH; c += 32) {
+        const int r = c / CH, ch = c % CH, i = m0 + wrow + r;
+        if (i < lq) {
+            const uint4 val = *reinterpret_cast<const uint4*>(sQ + (wrow + r) * LD + ch * 8);
+            *reinterpret_cast<uint4*>(o + ((size_t)(q0 + i) * hq + h) * D + ch * 8) = val;
+        }
+    }
+    if (t == 0) {
+#pragma unroll
+        for (int x = 0; x < 2; ++x) {
+            if (ri[x] < lq)
+                lse[(size_t)h * tq + q0 + ri[x]] = lrow[x] > 0.0f ? (mrow[x] + log2f(lrow[x])) * ATT_LN2 : ATT_NEG_INF;
+        }
+    }
+#endif
+}
+
+// Instantiates `attention_mma_dD_f16` and `attention_mma_dD_bf16`.
+#define ATT_MMA_KERNEL_1(DIM, TY, SUFFIX)                                                           \
+    namespace attention_mma_d##DIM##_##SUFFIX##_ns {                                                \
+    using T = TY;                                                                                   \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention_mma_d##DIM##_##SUFFIX       \
+        ATT_ROWS_PARAMS {                                                                           \
+        attention_mma_impl<TY, DIM> ATT_ARGS;                                                       \
+    }                                                                                               \
+    }
+#define ATT_MMA_KERNELS(DIM) ATT_MMA_KERNEL_1(DIM, f16, f16) ATT_MMA_KERNEL_1(DIM, bf16, bf16)
+ATT_MMA_KERNELS(64)
+ATT_MMA_KERNELS(128)
+ATT_MMA_KERNELS(256)

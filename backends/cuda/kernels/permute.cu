@@ -1,1 +1,208 @@
-// permute kernels: see src/ops/permute.rs
+// Dispatch (permute) and the weighted combine back (unpermute_combine). Launchers:
+// src/ops/permute.rs.
+//
+// permute, deterministic and stable without a host sync, over the N = T·k slots in token-major
+// order cut into chunks of PERMUTE_CHUNK consecutive slots:
+//   1. permute_init: row_to_token[0..R) = -1; cc[e][c] = slots of chunk c that chose e.
+//   2. permute_scan_chunks (one block per expert): cc[e][c] becomes the exclusive prefix over
+//      chunks; offsets[e+1] = the aligned segment size roundup(count_e, align).
+//   3. permute_scan_offsets (one block): offsets = the inclusive scan, offsets[0] = 0.
+//   4. permute_scatter (one block per chunk): each slot's row = offsets[e] + cc[e][c] + its
+//      rank among the earlier slots of the chunk with the same expert; writes
+//      token_slot_to_row and row_to_token.
+//   5. permute_copy_* (one block per row): copies hidden[row_to_token[r]] or writes zeros.
+
+#define PERMUTE_CHUNK 256
+#define PERMUTE_FULL 0xffffffffu
+
+extern "C" __global__ void permute_init(const i32* ids, i32* cc, i32* row_to_token, int slots, int rows,
+                                        int experts, int chunks) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < rows) row_to_token[i] = -1;
+    if (i < slots) {
+        int e = ids[i];
+        if (e >= 0 && e < experts) atomicAdd(&cc[(long long)e * chunks + i / PERMUTE_CHUNK], 1);
+    }
+}
+
+// Inclusive scan over the block (blockDim.x a multiple of 32); `total` gets the block's sum.
+// `warp_tot` holds 32 ints of shared memory. Every thread of the block must call it.
+__device__ __forceinline__ int permute_block_scan(int v, int* warp_tot, int* total) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int o = 1; o < 32; o <<= 1) {
+        int n = __shfl_up_sync(PERMUTE_FULL, v, o);
+        if (lane >= o) v += n;
+    }
+    if (lane == 31) warp_tot[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        int w = lane < nw ? warp_tot[lane] : 0;
+        for (int o = 1; o < 32; o <<= 1) {
+            int n = __shfl_up_sync(PERMUTE_FULL, w, o);
+            if (lane >= o) w += n;
+        }
+        warp_tot[lane] = w;
+    }
+    __syncthreads();
+    if (warp > 0) v += warp_tot[warp - 1];
+    *total = warp_tot[nw - 1];
+    __syncthreads();
+    return v;
+}
+
+extern "C" __global__ void permute_scan_chunks(i32* cc, i32* offsets, int chunks, int align) {
+    __shared__ int warp_tot[32];
+    const int e = blockIdx.x;
+    i32* row = cc + (long long)e * chunks;
+    long long carry = 0;
+    for (int base = 0; base < chunks; base += blockDim.x) {
+        int c = base + threadIdx.x;
+        int v = c < chunks ? row[c] : 0;
+        int total;
+        int incl = permute_block_scan(v, warp_tot, &total);
+        if (c < chunks) row[c] = (int)(carry + incl - v);
+        carry += total;
+    }
+    if (threadIdx.x == 0) offsets[e + 1] = (int)((carry + align - 1) / align * align);
+}
+
+extern "C" __global__ void permute_scan_offsets(i32* offsets, int experts) {
+    __shared__ int warp_tot[32];
+    long long carry = 0;
+    for (int base = 0; base < experts; base += blockDim.x) {
+        int e = base + threadIdx.x;
+        int v = e < experts ? offsets[e + 1] : 0;
+        int total;
+        int incl = permute_block_scan(v, warp_tot, &total);
+        if (e < experts) offsets[e + 1] = (int)(carry + incl);
+        carry += total;
+    }
+    if (threadIdx.x == 0) offsets[0] = 0;
+}
+
+// One block of PERMUTE_CHUNK threads per chunk, one slot per thread. The warps of the block take
+// turns (in slot order) so that ranks follow slot order: a warp reads the running base of each
+// of its experts, ranks its slots with __match_any_sync, and the last slot of each expert
+// advances the base. The bases are this chunk's own entries of cc, so no other block races.
+extern "C" __global__ void permute_scatter(const i32* ids, i32* cc, const i32* offsets,
+                                           i32* token_slot_to_row, i32* row_to_token, int slots, int experts,
+                                           int k, int chunks, i32* rec) {
+    const int c = blockIdx.x;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const long long s = (long long)c * PERMUTE_CHUNK + threadIdx.x;
+    const bool valid = s < slots;
+    const int e = valid ? ids[s] : -1;
+    const bool ok = valid && e >= 0 && e < experts;
+    if (valid && !ok) {
+        report_bad(rec, MOEKIT_BAD_PERMUTE_IDS, (int)s, e, experts);
+        token_slot_to_row[s] = -1;
+    }
+    const unsigned peers = __match_any_sync(PERMUTE_FULL, ok ? e : -1);
+    const int rank = __popc(peers & ((1u << lane) - 1u));
+    const int last = 31 - __clz(peers);
+    const long long idx = ok ? (long long)e * chunks + c : 0;
+    for (int w = 0; w < nw; ++w) {
+        if (warp == w) {
+            int base = ok ? cc[idx] : 0;
+            __syncwarp();
+            if (ok) {
+                int r = offsets[e] + base + rank;
+                token_slot_to_row[s] = r;
+                row_to_token[r] = (int)(s / k);
+                if (lane == last) cc[idx] = base + __popc(peers);
+            }
+        }
+        __syncthreads();
+    }
+}
+
+// One block per row r of [R, words]: hidden[row_to_token[r]] or zeros, as words of type W.
+template <typename W>
+__device__ void permute_copy_impl(const W* hidden, const i32* row_to_token, W* out, int words) {
+    long long r = blockIdx.x;
+    int t = row_to_token[r];
+    W* dst = out + r * words;
+    if (t >= 0) {
+        const W* src = hidden + (long long)t * words;
+        for (int i = threadIdx.x; i < words; i += blockDim.x) dst[i] = src[i];
+    } else {
+        const W zero = W();
+        for (int i = threadIdx.x; i < words; i += blockDim.x) dst[i] = zero;
+    }
+}
+
+struct alignas(16) permute_w16 { u32 a, b, c, d; };
+struct alignas(8) permute_w8 { u32 a, b; };
+
+extern "C" __global__ void permute_copy_w16(const permute_w16* hidden, const i32* rtt, permute_w16* out, int words) {
+    permute_copy_impl<permute_w16>(hidden, rtt, out, words);
+}
+extern "C" __global__ void permute_copy_w8(const permute_w8* hidden, const i32* rtt, permute_w8* out, int words) {
+    permute_copy_impl<permute_w8>(hidden, rtt, out, words);
+}
+extern "C" __global__ void permute_copy_w4(const u32* hidden, const i32* rtt, u32* out, int words) {
+    permute_copy_impl<u32>(hidden, rtt, out, words);
+}
+extern "C" __global__ void permute_copy_w2(const u16* hidden, const i32* rtt, u16* out, int words) {
+    permute_copy_impl<u16>(hidden, rtt, out, words);
+}
+
+// ---- unpermute_combine: one block per token -----------------------------------------------------
+// out[t] = add[t] + Σ_j weights[t, j] · y[token_slot_to_row[t, j]], f32 accumulation in slot
+// order, rounded once. Each thread handles V consecutive elements (V = 16 bytes of T when H
+// allows; else 1). A row outside 0..R is recorded and its term skipped.
+template <typename T, int V>
+struct alignas(sizeof(T) * V) combine_pack {
+    T v[V];
+};
+
+template <typename T, int V>
+__device__ void combine_body(const T* y, const float* w, const i32* tsr, const T* add, T* out, int k, int rows,
+                             int h) {
+    typedef combine_pack<T, V> P;
+    const long long t = blockIdx.x;
+    const int packs = h / V;
+    for (int i = threadIdx.x; i < packs; i += blockDim.x) {
+        float acc[V];
+        if (add) {
+            P a = ((const P*)(add + t * h))[i];
+#pragma unroll
+            for (int q = 0; q < V; ++q) acc[q] = to_f32(a.v[q]);
+        } else {
+#pragma unroll
+            for (int q = 0; q < V; ++q) acc[q] = 0.0f;
+        }
+        for (int j = 0; j < k; ++j) {
+            int r = tsr[t * k + j];
+            if (r < 0 || r >= rows) continue;
+            float wj = w[t * k + j];
+            P yv = ((const P*)(y + (long long)r * h))[i];
+#pragma unroll
+            for (int q = 0; q < V; ++q) acc[q] = fmaf(wj, to_f32(yv.v[q]), acc[q]);
+        }
+        P o;
+#pragma unroll
+        for (int q = 0; q < V; ++q) o.v[q] = from_f32<T>(acc[q]);
+        ((P*)(out + t * h))[i] = o;
+    }
+}
+
+template <typename T>
+__device__ void combine_impl(const T* y, const float* w, const i32* tsr, const T* add, T* out, int tokens, int k,
+                             int rows, int h, int vec, i32* rec) {
+    if ((long long)blockIdx.x >= tokens) return;
+    const long long t = blockIdx.x;
+    for (int j = threadIdx.x; j < k; j += blockDim.x) {
+        int r = tsr[t * k + j];
+        if (r < 0 || r >= rows) report_bad(rec, MOEKIT_BAD_COMBINE_ROWS, (int)(t * k + j), r, rows);
+    }
+    if (vec) {
+        combine_body<T, 16 / sizeof(T)>(y, w, tsr, add, out, k, rows, h);
+    } else {
+        combine_body<T, 1>(y, w, tsr, add, out, k, rows, h);
+    }
+}
+MOEKIT_FLOAT_KERNELS(combine,
+                     (const T* y, const float* w, const i32* tsr, const T* add, T* out, int tokens, int k, int rows,
+                      int h, int vec, i32* rec),
+                     (y, w, tsr, add, out, tokens, k, rows, h, vec, rec))

@@ -1,1 +1,284 @@
-// route kernels: see src/ops/route.rs
+// Routing: the fused gate (logits = hidden · gate in f32), the per-token routing kernel (one
+// warp per token) and the aux-loss-free bias update. Launchers: src/ops/route.rs.
+
+#define ROUTE_FULL 0xffffffffu
+
+__device__ __forceinline__ float route_neg_inf() { return __int_as_float(0xff800000); }
+__device__ __forceinline__ bool route_finite(float x) { return (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u; }
+
+// ---- fused gate: logits [T, E] f32 = hidden [T, H] · gate [H, E], f32 accumulation ----------
+// A 64 × 64 output tile per block of 256 threads, 4 × 4 outputs per thread, K steps of 16.
+// Grid: (ceil(T / 64), ceil(E / 64), splits). Split z sums the H range [z·kchunk, (z+1)·kchunk)
+// into its own slice logits + z·T·E (deterministic split-K; the routing kernel adds the
+// slices), so few tokens (decode) still fill the GPU.
+#define GATE_BM 64
+#define GATE_BN 64
+#define GATE_BK 16
+
+template <typename T>
+__device__ void route_gate_impl(const T* x, const T* g, float* logits, int tokens, int h, int experts,
+                                int kchunk) {
+    __shared__ float xs[GATE_BK][GATE_BM + 4];
+    __shared__ float gs[GATE_BK][GATE_BN + 4];
+    int tid = threadIdx.x;
+    int tx = tid & 15, ty = tid >> 4;
+    long long m0 = (long long)blockIdx.x * GATE_BM;
+    int n0 = blockIdx.y * GATE_BN;
+    float acc[4][4];
+    for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+    const int k_begin = blockIdx.z * kchunk;
+    const int k_end = min(h, k_begin + kchunk);
+    logits += (long long)blockIdx.z * tokens * experts;
+    for (int k0 = k_begin; k0 < k_end; k0 += GATE_BK) {
+        for (int i = tid; i < GATE_BM * GATE_BK; i += 256) {
+            int m = i / GATE_BK, kk = i % GATE_BK;
+            long long row = m0 + m;
+            int col = k0 + kk;
+            xs[kk][m] = (row < tokens && col < k_end) ? to_f32(x[row * h + col]) : 0.0f;
+        }
+        for (int i = tid; i < GATE_BK * GATE_BN; i += 256) {
+            int kk = i / GATE_BN, n = i % GATE_BN;
+            int row = k0 + kk, col = n0 + n;
+            gs[kk][n] = (row < k_end && col < experts) ? to_f32(g[(long long)row * experts + col]) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < GATE_BK; ++kk) {
+            float a[4], b[4];
+            for (int i = 0; i < 4; ++i) a[i] = xs[kk][ty * 4 + i];
+            for (int j = 0; j < 4; ++j) b[j] = gs[kk][tx * 4 + j];
+            for (int i = 0; i < 4; ++i)
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+    for (int i = 0; i < 4; ++i) {
+        long long row = m0 + ty * 4 + i;
+        if (row >= tokens) continue;
+        for (int j = 0; j < 4; ++j) {
+            int col = n0 + tx * 4 + j;
+            if (col < experts) logits[row * experts + col] = acc[i][j];
+        }
+    }
+}
+MOEKIT_FLOAT_KERNELS(route_gate, (const T* x, const T* g, float* logits, int tokens, int h, int experts, int kchunk),
+                     (x, g, logits, tokens, h, experts, kchunk))
+
+// ---- routing: one warp per token, tokens grid-strided ----------------------------------------
+// Dynamic shared memory (words of 4 bytes):
+//   block_acc: load [E] f32 and counts [E] i32 accumulated per block, flushed with one atomic
+//              per expert at the end;
+//   then, unless `gwork` is given, each warp's work area of `2E + 2G + k` words:
+//   scores [E], selection [E], group scores [G], kept groups [G] i32, chosen experts [k] i32.
+// With `gwork` (problems too large for shared memory) the work areas live there, one per warp
+// of the grid. Without block_acc, counts and load take global atomics directly.
+// `groups` = 0 turns group-limited routing off (the launcher passes 0 when every group is kept).
+// `splits` > 1: the logits are that many [T, E] slices to add (the split-K gate's partials).
+template <typename T>
+__device__ void route_impl(const T* logits, const float* bias, const i32* mask, i32* ids, float* weights,
+                           i32* counts, float* load, int tokens, int experts, int k, int softmax, int groups,
+                           int topk_group, int renorm, float scaling, int splits, float* gwork, int block_acc,
+                           i32* rec) {
+    extern __shared__ float route_smem[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wpb = blockDim.x >> 5;
+    const int E = experts, G = groups;
+    const float ninf = route_neg_inf();
+    float* acc_load = route_smem;
+    i32* acc_cnt = (i32*)(route_smem + E);
+    if (block_acc) {
+        for (int e = threadIdx.x; e < E; e += blockDim.x) {
+            acc_load[e] = 0.0f;
+            acc_cnt[e] = 0;
+        }
+        __syncthreads();
+    }
+    float* lacc = block_acc ? acc_load : load;
+    i32* cacc = block_acc ? acc_cnt : counts;
+
+    const long long pw = 2LL * E + 2LL * G + k;
+    const long long gwarp = (long long)blockIdx.x * wpb + warp;
+    float* sc = gwork ? gwork + gwarp * pw : route_smem + (block_acc ? 2 * E : 0) + warp * pw;
+    float* sel = sc + E;
+    float* gsc = sel + E;
+    i32* gkeep = (i32*)(gsc + G);
+    i32* chosen = gkeep + G;
+
+    for (long long t = gwarp; t < tokens; t += (long long)gridDim.x * wpb) {
+        const T* row = logits + t * E;
+        // Scores: softmax over the allowed experts (0 for masked ones), or sigmoid.
+        float m = ninf;
+        for (int e = lane; e < E; e += 32) {
+            float x = to_f32(row[e]);
+            for (int z = 1; z < splits; ++z) x += to_f32(row[(long long)z * tokens * E + e]);
+            if (!route_finite(x)) {
+                report_bad(rec, MOEKIT_BAD_ROUTE_NONFINITE, (int)(t * E + e), 0, 0);
+                x = 0.0f;
+            }
+            sc[e] = x;
+            if (!mask || mask[e]) m = fmaxf(m, x);
+        }
+        if (softmax) {
+            m = warp_max(m);
+            float s = 0.0f;
+            for (int e = lane; e < E; e += 32) {
+                float v = (!mask || mask[e]) ? expf(sc[e] - m) : 0.0f;
+                sc[e] = v;
+                s += v;
+            }
+            s = warp_sum(s);
+            for (int e = lane; e < E; e += 32) sc[e] = sc[e] / s;
+        } else {
+            for (int e = lane; e < E; e += 32) sc[e] = (!mask || mask[e]) ? 1.0f / (1.0f + expf(-sc[e])) : 0.0f;
+        }
+        // Selection scores (bias for selection only); masked experts are never candidates.
+        for (int e = lane; e < E; e += 32) {
+            bool ok = !mask || mask[e];
+            float b = 0.0f;
+            if (bias) {
+                b = bias[e];
+                if (!route_finite(b)) {
+                    report_bad(rec, MOEKIT_BAD_ROUTE_NONFINITE, e, 0, 0);
+                    b = 0.0f;
+                }
+            }
+            sel[e] = ok ? sc[e] + b : ninf;
+            if (ok) atomicAdd(&lacc[e], sc[e]);
+        }
+        if (G > 0) {
+            // Group score: the sum of the two best allowed selection scores (one if only one,
+            // -inf if none); keep the topk_group best groups, ties to the lower group index.
+            __syncwarp();
+            const int size = E / G;
+            for (int g = lane; g < G; g += 32) {
+                float b1 = ninf, b2 = ninf;
+                int n = 0;
+                for (int e = g * size; e < (g + 1) * size; ++e) {
+                    if (mask && !mask[e]) continue;
+                    float v = sel[e];
+                    ++n;
+                    if (v > b1) {
+                        b2 = b1;
+                        b1 = v;
+                    } else if (v > b2) {
+                        b2 = v;
+                    }
+                }
+                gsc[g] = n == 0 ? ninf : (n == 1 ? b1 : b1 + b2);
+            }
+            __syncwarp();
+            for (int g = lane; g < G; g += 32) {
+                float v = gsc[g];
+                int rank = 0;
+                for (int g2 = 0; g2 < G; ++g2) {
+                    float u = gsc[g2];
+                    rank += (u > v || (u == v && g2 < g)) ? 1 : 0;
+                }
+                gkeep[g] = rank < topk_group;
+            }
+            __syncwarp();
+            for (int e = lane; e < E; e += 32)
+                if (!gkeep[e / size]) sel[e] = ninf;
+        }
+        // Top-k by repeated warp argmax, ties to the lower index. Each lane owns experts
+        // lane, lane + 32, ...: it keeps its own best and rescans only when that one is taken.
+        // NOTE: the sync makes every lane's scores visible: the weights read other lanes' ones.
+        __syncwarp();
+        float bv = ninf;
+        int bi = -1;
+        for (int e = lane; e < E; e += 32) {
+            float v = sel[e];
+            if (v > bv) {
+                bv = v;
+                bi = e;
+            }
+        }
+        float wsum = 0.0f;
+        for (int j = 0; j < k; ++j) {
+            float v = bv;
+            int i = bi;
+            for (int o = 16; o > 0; o >>= 1) {
+                float ov = __shfl_xor_sync(ROUTE_FULL, v, o);
+                int oi = __shfl_xor_sync(ROUTE_FULL, i, o);
+                if (ov > v || (ov == v && (unsigned)oi < (unsigned)i)) {
+                    v = ov;
+                    i = oi;
+                }
+            }
+            // NOTE: validation guarantees k candidates with finite selection scores; the guard
+            // only keeps a corrupted state in bounds.
+            int pick = i < 0 ? 0 : i;
+            if (lane == 0) chosen[j] = pick;
+            wsum += sc[pick];
+            if (i >= 0 && i == bi) {
+                sel[i] = ninf;
+                bv = ninf;
+                bi = -1;
+                for (int e = lane; e < E; e += 32) {
+                    float u = sel[e];
+                    if (u > bv) {
+                        bv = u;
+                        bi = e;
+                    }
+                }
+            }
+        }
+        __syncwarp();
+        for (int j = lane; j < k; j += 32) {
+            int e = chosen[j];
+            float w = sc[e];
+            // NOTE: a sum of 0 only happens when every chosen score underflowed; keep the zeros.
+            if (renorm && wsum > 0.0f) w = w / wsum;
+            ids[t * k + j] = e;
+            weights[t * k + j] = w * scaling;
+            atomicAdd(&cacc[e], 1);
+        }
+        __syncwarp();
+    }
+    if (block_acc) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < E; e += blockDim.x) {
+            if (acc_cnt[e] != 0) atomicAdd(&counts[e], acc_cnt[e]);
+            if (acc_load[e] != 0.0f) atomicAdd(&load[e], acc_load[e]);
+        }
+    }
+}
+MOEKIT_FLOAT_KERNELS(route,
+                     (const T* logits, const float* bias, const i32* mask, i32* ids, float* weights, i32* counts,
+                      float* load, int tokens, int experts, int k, int softmax, int groups, int topk_group,
+                      int renorm, float scaling, int splits, float* gwork, int block_acc, i32* rec),
+                     (logits, bias, mask, ids, weights, counts, load, tokens, experts, k, softmax, groups,
+                      topk_group, renorm, scaling, splits, gwork, block_acc, rec))
+
+// ---- aux-loss-free bias update: one block ------------------------------------------------------
+// bias[e] += speed * sign(Σ_allowed counts − n_allowed · counts[e]) for allowed e: the exact
+// integer form of sign(mean − counts[e]) the reference uses.
+__device__ __forceinline__ long long route_block_sum_i64(long long v, long long* scratch) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(ROUTE_FULL, v, o);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < nw ? scratch[lane] : 0;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(ROUTE_FULL, v, o);
+    return v;
+}
+
+extern "C" __global__ void route_update_bias(float* bias, const i32* counts, const i32* mask, int experts,
+                                             float speed) {
+    __shared__ long long scratch[32];
+    long long sum = 0, n = 0;
+    for (int e = threadIdx.x; e < experts; e += blockDim.x) {
+        if (mask && !mask[e]) continue;
+        sum += counts[e];
+        n += 1;
+    }
+    sum = route_block_sum_i64(sum, scratch);
+    n = route_block_sum_i64(n, scratch);
+    for (int e = threadIdx.x; e < experts; e += blockDim.x) {
+        if (mask && !mask[e]) continue;
+        long long d = sum - n * (long long)counts[e];
+        float sign = d > 0 ? 1.0f : (d < 0 ? -1.0f : 0.0f);
+        bias[e] = bias[e] + speed * sign;
+    }
+}

@@ -25,6 +25,9 @@ pub struct CudaBackend {
     pub(crate) kernels: Arc<Kernels>,
     #[cfg(feature = "cuda")]
     pub(crate) flag: Mutex<ErrorFlag>,
+    /// The cuBLASLt handle for dense GEMMs, made on first use (`ops/gemm.rs`).
+    #[cfg(feature = "cuda")]
+    pub(crate) blas: std::sync::OnceLock<cudarc::cublaslt::CudaBlasLT>,
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -72,7 +75,8 @@ impl CudaBackend {
     pub fn from_stream(stream: Arc<CudaStream>) -> Result<Self> {
         let kernels = Arc::new(Kernels::new(stream.context().clone())?);
         let flag = Mutex::new(ErrorFlag::new(&stream)?);
-        Ok(CudaBackend { ordinal: stream.context().ordinal(), stream, kernels, flag })
+        let blas = std::sync::OnceLock::new();
+        Ok(CudaBackend { ordinal: stream.context().ordinal(), stream, kernels, flag, blas })
     }
 
     /// The device error record kernels write bad indices to (see `flag.rs`).
@@ -174,6 +178,17 @@ impl Device for CudaBackend {
         }
         self.take_content_error()?;
         HostTensor::from_bytes(buffer.dtype, &buffer.shape, &host)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        use cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT;
+        let start = self.stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(device_err("time"))?;
+        work()?;
+        let end = self.stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(device_err("time"))?;
+        let ms = start.elapsed_ms(&end).map_err(device_err("time"))?;
+        self.take_content_error()?;
+        Ok(ms as f64)
     }
 
     #[cfg(feature = "cuda")]

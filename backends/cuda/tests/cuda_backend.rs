@@ -1,9 +1,9 @@
 //! What `CudaBackend` does on this machine: without the `cuda` feature, or without the CUDA
 //! driver, `new` answers a typed error (never a panic); with a GPU, memory round-trips and
-//! every op answers `NotImplemented` until the kernels land (issue #3).
+//! a bad index a kernel meets surfaces as a typed error at the next sync.
 
 use moekit_cuda::CudaBackend;
-use moekit_ops::{api, DType, Device, Error, HostTensor, SwigluProblem, TensorMeta};
+use moekit_ops::{api, DType, Device, EmbeddingProblem, Error, HostTensor, TensorMeta};
 use std::io::Write;
 
 /// The backend, or `None` (with the reason printed) when this machine cannot have one.
@@ -66,11 +66,18 @@ fn memory_round_trips_every_dtype() {
 }
 
 #[test]
-fn ops_answer_not_implemented() {
-    let Some(gpu) = backend_or_skip("ops_answer_not_implemented") else { return };
-    let p = SwigluProblem { rows: 2, inter: 3, dtype: DType::F32 };
-    let x = gpu.alloc(DType::F32, &[2, 6]).unwrap();
-    let mut y = gpu.alloc(DType::F32, &[2, 3]).unwrap();
-    let e = api::swiglu(&gpu, &p, &x, &mut y).unwrap_err();
-    assert_eq!(e, Error::NotImplemented { op: "swiglu", backend: "cuda" });
+fn a_bad_index_surfaces_at_the_next_sync_and_then_clears() {
+    let Some(gpu) = backend_or_skip("a_bad_index_surfaces_at_the_next_sync_and_then_clears") else { return };
+    let p = EmbeddingProblem { tokens: 3, vocab: 4, hidden: 5, dtype: DType::F32 };
+    let table = gpu.upload(&HostTensor::from_f32(DType::F32, &[4, 5], &[1.5; 20])).unwrap();
+    let ids = gpu.upload(&HostTensor::from_i32(&[3], &[0, 7, 2])).unwrap();
+    let mut out = gpu.alloc(DType::F32, &[3, 5]).unwrap();
+    // NOTE: the op itself queues the kernel and returns; the kernel records the bad id.
+    api::embedding(&gpu, &p, &table, &ids, &mut out).unwrap();
+    let e = gpu.sync().unwrap_err();
+    assert_eq!(e, Error::IndexOutOfRange { op: "embedding", what: "ids", index: 1, value: 7, lo: 0, hi: 4 });
+    gpu.sync().unwrap();
+    let row = gpu.download(&out).unwrap().to_f32_vec();
+    assert_eq!(&row[5..10], &[0.0; 5], "the bad token's row is zeros");
+    assert_eq!(&row[..5], &[1.5; 5]);
 }

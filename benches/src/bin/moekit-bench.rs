@@ -71,16 +71,38 @@ struct Cli {
     /// Skip timing the reference above this work (multiply-adds).
     #[arg(long, default_value_t = 2e10)]
     ref_max_work: f64,
-    /// Measure the backend's dense GEMM at each op's FLOPs and print % of it.
+    /// Measure the backend's dense GEMM at each op's FLOPs and print % of it (FLOP-bound ops).
     #[arg(long)]
     ceiling: bool,
+    /// Copy rate in GB/s (bytes read + written) that memory-bound ops (route, permute,
+    /// unpermute_combine, rms_norm) are reported against as `%copy` / `pct_copy_ceiling`.
+    /// Default: 4280 (the H200's measured device-to-device copy) on cuda, cubecl-cuda and
+    /// cubecl-wgpu; none on cpu and reference.
+    #[arg(long, value_name = "GBPS")]
+    copy_ceiling_gbps: Option<f64>,
+    /// Write each case's inputs and checked outputs to DIR/<op>-<shape>-<dtype>.safetensors
+    /// (tensors `in.<arg>`, `out.<arg>`; files are as large as the op's inputs and outputs).
+    #[arg(long, value_name = "DIR")]
+    dump: Option<PathBuf>,
     /// Print the shape table and exit.
     #[arg(long)]
     list: bool,
 }
 
 const AFTER_HELP: &str = "Peer op names: moe_layer <-> moe_layer_fwd [T,H,E,k,I]; attention <-> attention_fwd \
-[B,Hq,Hkv,S,D,causal]; grouped_gemm_up [T*k,H,2I,E]; route, permute [T,H,E,k]. ratio = peer_ms / ms.";
+[B,Hq,Hkv,S,D,causal]; grouped_gemm_up [T*k,H,2I,E]; route, permute [T,H,E,k]. ratio = peer_ms / ms.
+
+--dump DIR: one safetensors file per op, shape and dtype, e.g. DIR/moe_layer-qwen3-30b-a3b-bf16.safetensors, \
+holding the op's inputs (in.x, in.gate, in.w_up, in.w_down) and the checked run's outputs (out.out), bf16/f16/f32/i32 \
+as stored; the header metadata has op, shape, dims, dtype, backend, seed.
+
+GPU backends need the bench built with the feature of the same name (cargo build -p moekit-bench --features cuda).";
+
+/// Copy rate of the H200 (device-to-device copy, bytes read + written), `../shared/gpu/GPU.md`.
+const H200_COPY_GBPS: f64 = 4280.0;
+
+/// The backends that run on a GPU, whose memory-bound ops get the copy ceiling by default.
+const GPU_BACKENDS: [&str; 3] = ["cuda", "cubecl-cuda", "cubecl-wgpu"];
 
 /// Everything the run needs, resolved from the command line.
 struct Plan {
@@ -120,8 +142,19 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
         ref_iters: cli.ref_iters.max(1),
         ref_max_work: cli.ref_max_work,
         ceiling: cli.ceiling,
+        copy_ceiling_gbps: copy_ceiling(cli)?,
+        dump: cli.dump.clone(),
     };
     Ok(Plan { ops, shapes, dtypes: cli.dtype.clone(), cfg, peers, json: cli.json.clone() })
+}
+
+/// `--copy-ceiling-gbps`, else the H200's copy rate on GPU backends.
+fn copy_ceiling(cli: &Cli) -> Result<Option<f64>, String> {
+    match cli.copy_ceiling_gbps {
+        Some(g) if !(g.is_finite() && g > 0.0) => Err(format!("--copy-ceiling-gbps {g}: expected a rate > 0")),
+        Some(g) => Ok(Some(g)),
+        None => Ok(GPU_BACKENDS.contains(&cli.backend.as_str()).then_some(H200_COPY_GBPS)),
+    }
 }
 
 /// Run every case; returns whether all passed.
@@ -153,11 +186,14 @@ fn run_all<B: Backend>(backend: &B, plan: &Plan) -> Result<bool, String> {
                 match runner.run(op, shape, dtype) {
                     Ok(out) => {
                         let rec = Record::new(&out, &plan.peers, &host, &date);
-                        all_ok &= out.verdict.pass;
+                        all_ok &= out.verdict.pass && !matches!(out.dump, Some(Err(_)));
                         bar.suspend(|| {
                             println!("{}", table::row(&rec));
                             if let Some(d) = &out.verdict.detail {
                                 println!("  check failed ({}):\n  {}", out.verdict.scope, d.replace('\n', "\n  "));
+                            }
+                            if let Some(Err(e)) = &out.dump {
+                                println!("  dump failed: {e}");
                             }
                             if let Some(why) = &out.reference_skipped {
                                 println!("  reference not timed: {why}");
@@ -235,6 +271,9 @@ fn main() -> ExitCode {
     match dispatch(&cli.backend, &plan) {
         Err(e) => {
             eprintln!("moekit-bench: cannot start backend `{}`: {e}", cli.backend);
+            if let Error::NotCompiled { feature, .. } = &e {
+                eprintln!("moekit-bench: rebuild with `cargo build --release -p moekit-bench --features {feature}`");
+            }
             ExitCode::from(2)
         }
         Ok(Err(e)) => {

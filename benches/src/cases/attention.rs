@@ -74,6 +74,9 @@ impl Workload for AttentionCase {
     fn inputs(&self) -> &[HostTensor] {
         &self.inputs
     }
+    fn input_names(&self) -> &'static [&'static str] {
+        &["q", "k", "v"]
+    }
     fn outputs(&self) -> Vec<(DType, Vec<usize>)> {
         let s = &self.shape;
         let n = s.batch * s.seq;

@@ -51,6 +51,9 @@ impl Workload for CombineCase {
     fn inputs(&self) -> &[HostTensor] {
         &self.inputs
     }
+    fn input_names(&self) -> &'static [&'static str] {
+        &["y", "weights", "token_slot_to_row"]
+    }
     fn outputs(&self) -> Vec<(DType, Vec<usize>)> {
         vec![(self.problem.dtype, vec![self.problem.tokens, self.problem.hidden])]
     }

@@ -46,6 +46,9 @@ impl Workload for GemmCase {
     fn inputs(&self) -> &[HostTensor] {
         &self.inputs
     }
+    fn input_names(&self) -> &'static [&'static str] {
+        &["a", "b"]
+    }
     fn outputs(&self) -> Vec<(DType, Vec<usize>)> {
         vec![(self.problem.dtype, vec![self.problem.m, self.problem.n])]
     }

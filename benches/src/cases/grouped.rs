@@ -77,6 +77,9 @@ impl Workload for GroupedCase {
     fn inputs(&self) -> &[HostTensor] {
         &self.inputs
     }
+    fn input_names(&self) -> &'static [&'static str] {
+        &["x", "w", "group"]
+    }
     fn outputs(&self) -> Vec<(DType, Vec<usize>)> {
         vec![(self.problem.dtype, self.problem.y_shape())]
     }

@@ -90,6 +90,24 @@ impl AnyWorkload {
     }
 }
 
+/// The problem dims of `op` on `shape` in the peer lines' spelling, without building any
+/// input (the same as the built workload's [`Workload::dims`]): `[T, H, E, k]` for route,
+/// permute and unpermute-combine, `[T·k, K, N, E]` for the grouped GEMMs (`K = H, N = 2I`
+/// up, `K = I, N = H` down), `[T·k, H, 2I]` for gemm, `[B, Hq, Hkv, S, D, causal]` for
+/// attention, `[T, H]` for RMSNorm, `[T, H, E, k, I]` for the layer.
+pub fn peer_dims(op: Op, shape: &MoeShape) -> Vec<usize> {
+    let (t, h, e, k, i) = (shape.tokens, shape.hidden, shape.experts, shape.k, shape.inter);
+    match op {
+        Op::Route | Op::Permute | Op::UnpermuteCombine => vec![t, h, e, k],
+        Op::GroupedGemmUp => vec![t * k, h, 2 * i, e],
+        Op::GroupedGemmDown => vec![t * k, i, h, e],
+        Op::Gemm => vec![t * k, h, 2 * i],
+        Op::Attention => shape.attn.dims(),
+        Op::RmsNorm => vec![t, h],
+        Op::MoeLayer => vec![t, h, e, k, i],
+    }
+}
+
 /// Router inputs `hidden [T, H]` and `gate [H, E]` whose logits have unit spread and whose
 /// expert popularity follows a Zipf law with exponent `skew`.
 ///

@@ -110,6 +110,9 @@ impl Workload for MoeCase {
     fn inputs(&self) -> &[HostTensor] {
         &self.inputs
     }
+    fn input_names(&self) -> &'static [&'static str] {
+        &["x", "gate", "w_up", "w_down"]
+    }
     fn outputs(&self) -> Vec<(DType, Vec<usize>)> {
         let (t, h, ..) = self.dims_tuple();
         vec![(self.problem.route.dtype, vec![t, h])]

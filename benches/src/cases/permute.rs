@@ -59,6 +59,9 @@ impl Workload for PermuteCase {
     fn inputs(&self) -> &[HostTensor] {
         &self.inputs
     }
+    fn input_names(&self) -> &'static [&'static str] {
+        &["hidden", "ids"]
+    }
     fn outputs(&self) -> Vec<(DType, Vec<usize>)> {
         Self::outputs_of(&self.problem).iter().map(|t| (t.dtype(), t.shape().to_vec())).collect()
     }

@@ -45,6 +45,9 @@ impl Workload for RmsNormCase {
     fn inputs(&self) -> &[HostTensor] {
         &self.inputs
     }
+    fn input_names(&self) -> &'static [&'static str] {
+        &["x", "weight", "residual"]
+    }
     fn outputs(&self) -> Vec<(DType, Vec<usize>)> {
         let s = vec![self.problem.rows, self.problem.hidden];
         vec![(self.problem.dtype, s.clone()), (self.problem.dtype, s)]

@@ -102,6 +102,9 @@ impl Workload for RouteCase {
     fn inputs(&self) -> &[HostTensor] {
         &self.inputs
     }
+    fn input_names(&self) -> &'static [&'static str] {
+        &["logits", "gate"]
+    }
     fn outputs(&self) -> Vec<(DType, Vec<usize>)> {
         let (t, e, k) = (self.problem.tokens, self.problem.experts, self.problem.k);
         vec![(DType::I32, vec![t, k]), (DType::F32, vec![t, k]), (DType::I32, vec![e]), (DType::F32, vec![e])]

@@ -1,15 +1,190 @@
-//! Dense GEMM on CUDA (cuBLASLt).
+//! Dense GEMM on CUDA: cuBLASLt with f32 compute (f32 in full f32, not TF32), through cudarc's
+//! safe `Matmul` API; where cuBLASLt is missing or has no algorithm for the shape, the grouped
+//! GEMM kernel with one expert.
+//!
+//! Row-major `c [M, N] = a [M, K] · b` is the column-major `cᵀ [N, M] = bᵀ · aᵀ`: cuBLASLt's
+//! A is `b` (`[N, K]` column-major with ld N, or transposed from `[K, N]` with ld K when
+//! `b_transposed`), its B is `a` (`[K, M]`, ld K), its C is `c` (`[N, M]`, ld N).
 
-use crate::{CudaBackend, CudaBuffer};
-use moekit_ops::{Device, Error, GemmProblem, Result, Validated};
+use crate::backend::device_err;
+use crate::{CudaBackend, CudaBuffer, NAME};
+use cudarc::cublaslt::result::CublasError;
+use cudarc::cublaslt::{sys, CudaBlasLT, Matmul, MatmulConfig, MatmulShared, Workspace};
+use cudarc::driver::CudaStream;
+use moekit_ops::{
+    DType, Device, Error, GemmProblem, GroupedGemmIo, GroupedGemmOps, GroupedGemmProblem, HostTensor, Result,
+    Validated, WeightLayout,
+};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+const OP: &str = "gemm";
 
 /// `c = a · b` (see [`GemmProblem`]).
+///
+/// # Errors
+/// [`Error::Device`] when cuBLASLt (or the fallback kernel) fails to launch.
 pub(crate) fn gemm(
     be: &CudaBackend,
-    _p: &Validated<GemmProblem>,
-    _a: &CudaBuffer,
-    _b: &CudaBuffer,
-    _c: &mut CudaBuffer,
+    p: &Validated<GemmProblem>,
+    a: &CudaBuffer,
+    b: &CudaBuffer,
+    c: &mut CudaBuffer,
 ) -> Result<()> {
-    Err(Error::NotImplemented { op: "gemm", backend: be.name() })
+    if p.m == 0 || p.n == 0 {
+        return Ok(());
+    }
+    if p.k == 0 {
+        return be.stream.memset_zeros(&mut c.data).map_err(device_err(OP));
+    }
+    // NOTE: cuBLASLt runs in the calling thread's current context, which cudarc's kernel
+    // launches set but its matmul does not.
+    be.stream.context().bind_to_thread().map_err(device_err(OP))?;
+    match handle(be) {
+        Some(lt) => match lt_gemm(&Lt(lt), p, a, b, c) {
+            Ok(()) => Ok(()),
+            // NOTE: cuBLASLt answers NOT_SUPPORTED when its heuristic finds no algorithm (odd
+            // leading dimensions on some versions); the grouped kernel takes any shape.
+            Err(e) if e.0 == sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED => fallback(be, p, a, b, c),
+            Err(e) => Err(Error::Device { op: OP, backend: NAME, msg: format!("cuBLASLt: {e}") }),
+        },
+        None => fallback(be, p, a, b, c),
+    }
+}
+
+/// The backend's cuBLASLt handle, created on first use; `None` where the library is missing or
+/// the handle cannot be made.
+fn handle(be: &CudaBackend) -> Option<&CudaBlasLT> {
+    if let Some(h) = be.blas.get() {
+        return Some(h);
+    }
+    // SAFETY: only tries to load the cuBLASLt library by its usual names.
+    if !unsafe { sys::is_culib_present() } {
+        return None;
+    }
+    // NOTE: cudarc unwraps the workspace allocation and panics on a missing entry point; both
+    // mean "no cuBLASLt here", served by the fallback kernel.
+    let stream = be.stream.clone();
+    let h = catch_unwind(AssertUnwindSafe(|| CudaBlasLT::new(stream))).ok()?.ok()?;
+    // A racing thread may have set it first; then this handle is dropped.
+    let _ = be.blas.set(h);
+    be.blas.get()
+}
+
+/// Element types as cuBLASLt sees them (the buffers hold raw bytes).
+#[repr(transparent)]
+struct F32(#[allow(dead_code)] f32);
+#[repr(transparent)]
+struct F16(#[allow(dead_code)] u16);
+#[repr(transparent)]
+struct Bf16(#[allow(dead_code)] u16);
+
+/// A borrowed cuBLASLt handle whose GEMMs all compute in f32.
+///
+/// NOTE: cudarc's own `Matmul<f32>` computes in TF32 (`CUBLAS_COMPUTE_32F_FAST_TF32`), whose
+/// 10-bit mantissa misses the f32 tolerance; this wrapper uses `CUBLAS_COMPUTE_32F` everywhere.
+struct Lt<'a>(&'a CudaBlasLT);
+
+impl MatmulShared for Lt<'_> {
+    fn handle(&self) -> &sys::cublasLtHandle_t {
+        self.0.handle()
+    }
+    fn workspace(&self) -> &Workspace {
+        self.0.workspace()
+    }
+    fn stream(&self) -> &Arc<CudaStream> {
+        self.0.stream()
+    }
+}
+
+macro_rules! lt_matmul {
+    ($ty:ty, $data:ident) => {
+        impl Matmul<$ty> for Lt<'_> {
+            fn matrix_type() -> sys::cudaDataType {
+                sys::cudaDataType_t::$data
+            }
+            fn compute_type() -> sys::cublasComputeType_t {
+                sys::cublasComputeType_t::CUBLAS_COMPUTE_32F
+            }
+        }
+    };
+}
+lt_matmul!(F32, CUDA_R_32F);
+lt_matmul!(F16, CUDA_R_16F);
+lt_matmul!(Bf16, CUDA_R_16BF);
+
+fn lt_gemm(
+    lt: &Lt<'_>,
+    p: &GemmProblem,
+    a: &CudaBuffer,
+    b: &CudaBuffer,
+    c: &mut CudaBuffer,
+) -> std::result::Result<(), CublasError> {
+    let (m, n, k) = (p.m as u64, p.n as u64, p.k as u64);
+    let cfg = MatmulConfig {
+        transa: p.b_transposed,
+        transb: false,
+        transc: false,
+        m: n,
+        n: m,
+        k,
+        alpha: 1.0,
+        lda: (if p.b_transposed { k } else { n }) as i64,
+        ldb: k as i64,
+        // NOTE: with beta = 0 cuBLASLt does not read C, so whatever c held (NaN poison) is gone.
+        beta: 0.0,
+        ldc: n as i64,
+        stride_a: None,
+        stride_b: None,
+        stride_c: None,
+        stride_bias: None,
+        batch_size: None,
+    };
+    match p.dtype {
+        DType::F16 => run::<F16>(lt, cfg, p, a, b, c),
+        DType::BF16 => run::<Bf16>(lt, cfg, p, a, b, c),
+        _ => run::<F32>(lt, cfg, p, a, b, c),
+    }
+}
+
+fn run<E>(
+    lt: &Lt<'_>,
+    cfg: MatmulConfig,
+    p: &GemmProblem,
+    a: &CudaBuffer,
+    b: &CudaBuffer,
+    c: &mut CudaBuffer,
+) -> std::result::Result<(), CublasError>
+where
+    for<'a> Lt<'a>: Matmul<E>,
+{
+    let bad = || CublasError(sys::cublasStatus_t::CUBLAS_STATUS_INVALID_VALUE);
+    // SAFETY: the bytes are only handed to cuBLASLt as elements of `E`'s dtype; `transmute`
+    // checks each slice holds that many.
+    let a_v = unsafe { a.data.transmute::<E>(p.m * p.k) }.ok_or_else(bad)?;
+    // SAFETY: as above.
+    let b_v = unsafe { b.data.transmute::<E>(p.k * p.n) }.ok_or_else(bad)?;
+    // SAFETY: as above, `m · n` elements of the dtype.
+    let mut c_v = unsafe { c.data.transmute_mut::<E>(p.m * p.n) }.ok_or_else(bad)?;
+    // SAFETY: check_io proved a [M, K], b [K, N] or [N, K] and c [M, N] of the dtype; the
+    // config describes exactly those matrices (see the module doc).
+    unsafe { lt.matmul(cfg, &b_v, &a_v, &mut c_v, None, None) }
+}
+
+/// The grouped GEMM kernel with one expert over all `M` rows.
+///
+/// NOTE: the offsets `[0, M]` are uploaded from the host (a small pageable copy); this path only
+/// runs without cuBLASLt.
+fn fallback(be: &CudaBackend, p: &GemmProblem, a: &CudaBuffer, b: &CudaBuffer, c: &mut CudaBuffer) -> Result<()> {
+    let m = i32::try_from(p.m).map_err(|_| Error::unsupported(OP, "M past i32 without cuBLASLt"))?;
+    let mut g = GroupedGemmProblem::contiguous(p.m, 1, p.k, p.n, p.dtype);
+    if p.b_transposed {
+        g.weight_layout = WeightLayout::NK;
+    }
+    let g = g.validate()?;
+    let offsets = be.upload(&HostTensor::from_i32(&[2], &[0, m]))?;
+    // NOTE: w is [1, K, N] / [1, N, K]: b's bytes with a leading 1, which the launcher (given a
+    // validated problem, taking raw pointers) never looks at.
+    let io = GroupedGemmIo { x: a, w: b, group: &offsets, row_to_token: None, row_scale: None, y: c };
+    be.grouped_gemm(&g, io)
 }

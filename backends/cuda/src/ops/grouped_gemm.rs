@@ -1,10 +1,168 @@
-//! GroupedGemmOps on CUDA.
+//! GroupedGemmOps on CUDA (`kernels/grouped_gemm.cu`): three kernels on the stream, no host
+//! synchronisation.
+//!
+//! 1. `grouped_gemm_plan` (one block) checks the offsets (or counts) on the device and writes a
+//!    tile plan `[3E+2] i32`: each expert's first m-tile, first output row and row count.
+//! 2. The GEMM kernel runs one block per (m-tile, n-tile) over an upper bound of the m-tiles
+//!    (`ceil(R / BM) + min(E, R)` contiguous, `E · ceil(C / BM)` masked); a block finds its expert
+//!    in the plan or exits. f16/bf16 on tensor cores (`mma.sync` m16n8k16, 128 × 128 × 32 tiles),
+//!    f32 with plain FMAs (64 × 64 × 16 tiles).
+//! 3. `grouped_gemm_zero_*` writes the rows outside every expert.
 
+use crate::backend::device_err;
+use crate::launch::{blocks, i32_of, launch_err};
+use crate::runtime::sources::GROUPED_GEMM;
 use crate::{CudaBackend, CudaBuffer};
-use moekit_ops::{Device, Error, GroupedGemmIo, GroupedGemmOps, GroupedGemmProblem, Result, Validated};
+use cudarc::driver::PushKernelArg;
+use moekit_ops::{
+    DType, Error, GemmLayout, GroupedGemmIo, GroupedGemmOps, GroupedGemmProblem, Result, Validated, WeightLayout,
+};
+
+const OP: &str = "grouped_gemm";
+
+/// A null device pointer for an absent optional argument.
+const NULL: u64 = 0;
+
+/// Threads of the plan kernel (`GG_PLAN_THREADS`).
+const PLAN_THREADS: u32 = 256;
+
+/// Most blocks the zero kernel launches (it loops grid-stride).
+const ZERO_BLOCKS: usize = 1024;
+
+/// The GEMM kernel for a problem and its tiling.
+struct Tiling {
+    /// Kernel name.
+    kernel: String,
+    /// Rows per m-tile.
+    bm: usize,
+    /// Output columns per n-tile.
+    bn_out: usize,
+    /// Threads per block.
+    threads: u32,
+}
+
+fn tiling(p: &GroupedGemmProblem) -> Tiling {
+    let nk = match p.weight_layout {
+        WeightLayout::KN => "kn",
+        WeightLayout::NK => "nk",
+    };
+    // NOTE: with SwiGLU a block computes matching gate and up column tiles, so it covers half
+    // as many output columns (keep in step with the kernels' BN).
+    let (family, bm, bn) = match p.dtype {
+        DType::F32 => ("fma", 64, 64),
+        _ => ("mma", 128, 128),
+    };
+    let bn_out = if p.swiglu { bn / 2 } else { bn };
+    Tiling { kernel: format!("grouped_gemm_{family}_{nk}_{}", p.dtype.name()), bm, bn_out, threads: 256 }
+}
+
+/// Upper bound of the m-tiles over all experts.
+fn m_tiles_bound(p: &GroupedGemmProblem, bm: usize) -> usize {
+    match p.layout {
+        // sum_e ceil(rows_e / BM) <= R / BM + (non-empty experts).
+        GemmLayout::Contiguous { rows } => rows.div_ceil(bm) + p.experts.min(rows),
+        GemmLayout::Masked { capacity } => p.experts * capacity.div_ceil(bm),
+    }
+}
 
 impl GroupedGemmOps for CudaBackend {
-    fn grouped_gemm(&self, _p: &Validated<GroupedGemmProblem>, _io: GroupedGemmIo<'_, CudaBuffer>) -> Result<()> {
-        Err(Error::NotImplemented { op: "grouped_gemm", backend: self.name() })
+    fn grouped_gemm(&self, p: &Validated<GroupedGemmProblem>, io: GroupedGemmIo<'_, CudaBuffer>) -> Result<()> {
+        let t = tiling(p);
+        let (masked, limit) = match p.layout {
+            GemmLayout::Contiguous { rows } => (0i32, i32_of(rows)),
+            GemmLayout::Masked { capacity } => (1i32, i32_of(capacity)),
+        };
+        let experts = i32_of(p.experts);
+        let (k_dim, n_dim, swiglu) = (i32_of(p.k_dim), i32_of(p.n_dim), i32::from(p.swiglu));
+        let tokens = i32_of(p.gather_tokens.unwrap_or(0));
+        let n_tiles = p.n_out().div_ceil(t.bn_out);
+        let grid = m_tiles_bound(p, t.bm) * n_tiles;
+        if grid > i32::MAX as usize {
+            return Err(Error::unsupported(OP, format!("{grid} tiles exceed one launch")));
+        }
+        // NOTE: a fresh plan per call (a few KiB); a per-backend workspace cache would save the
+        // allocation.
+        let mut plan = self.stream.alloc_zeros::<i32>(3 * p.experts + 2).map_err(device_err(OP))?;
+        let flag = self.flag()?;
+
+        let f = self.kernels.function(OP, &GROUPED_GEMM, "grouped_gemm_plan")?;
+        let bm = i32_of(t.bm);
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&io.group.data).arg(&mut plan).arg(&experts).arg(&limit).arg(&masked).arg(&bm).arg(&flag.record);
+        // SAFETY: arguments match `grouped_gemm_plan`; group holds E+1 (contiguous) or E (masked)
+        // i32, as check_io proved, and plan 3E+2 i32.
+        unsafe { b.launch(blocks(1, PLAN_THREADS)) }.map_err(launch_err(OP))?;
+
+        let out_rows = p.out_rows();
+        if out_rows == 0 {
+            // Nothing to compute or zero; the plan kernel still checked the offsets / counts.
+            return Ok(());
+        }
+
+        if grid > 0 {
+            let f = self.kernels.function(OP, &GROUPED_GEMM, &t.kernel)?;
+            let n_tiles = i32_of(n_tiles);
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&io.x.data).arg(&io.w.data).arg(&plan);
+            match io.row_to_token {
+                Some(r) => b.arg(&r.data),
+                None => b.arg(&NULL),
+            };
+            match io.row_scale {
+                Some(s) => b.arg(&s.data),
+                None => b.arg(&NULL),
+            };
+            b.arg(&mut io.y.data);
+            b.arg(&experts).arg(&k_dim).arg(&n_dim).arg(&swiglu).arg(&n_tiles).arg(&tokens).arg(&flag.record);
+            // SAFETY: arguments match the GEMM kernel; check_io proved x, w, y, row_to_token and
+            // row_scale hold their shapes; every block reads rows and columns only inside them
+            // (loads are predicated on K, N and the plan's row counts, which the plan kernel
+            // clamped), and gather rows outside -1..T read nothing.
+            unsafe { b.launch(blocks(grid, t.threads)) }.map_err(launch_err(OP))?;
+        }
+
+        let f = self.kernels.function(OP, &GROUPED_GEMM, &crate::launch::kernel_name("grouped_gemm_zero", p.dtype))?;
+        let (rows, n_out) = (i32_of(out_rows), i32_of(p.n_out()));
+        let total = out_rows * p.n_out();
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&mut io.y.data).arg(&plan);
+        match io.row_to_token {
+            Some(r) => b.arg(&r.data),
+            None => b.arg(&NULL),
+        };
+        b.arg(&experts).arg(&rows).arg(&n_out).arg(&limit).arg(&masked).arg(&tokens).arg(&flag.record);
+        // SAFETY: arguments match `grouped_gemm_zero_impl`; it writes y [rows, n_out] elements
+        // in range only, and reads the plan (3E+2 i32) and row_to_token [R].
+        unsafe { b.launch(blocks(total.div_ceil(256).min(ZERO_BLOCKS), 256)) }.map(drop).map_err(launch_err(OP))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_bound_covers_every_split() {
+        let mut p = GroupedGemmProblem::contiguous(300, 4, 8, 8, DType::BF16);
+        // Worst case: every expert a partial tile.
+        let bound = m_tiles_bound(&p, 128);
+        let split = [1usize, 1, 1, 297];
+        let tiles: usize = split.iter().map(|r| r.div_ceil(128)).sum();
+        assert!(tiles <= bound, "{tiles} > {bound}");
+        p.layout = GemmLayout::Masked { capacity: 129 };
+        assert_eq!(m_tiles_bound(&p, 128), 8);
+    }
+
+    #[test]
+    fn tiling_names_the_kernel() {
+        let mut p = GroupedGemmProblem::contiguous(4, 2, 8, 8, DType::BF16);
+        p.weight_layout = WeightLayout::NK;
+        p.swiglu = true;
+        let t = tiling(&p);
+        assert_eq!((t.kernel.as_str(), t.bm, t.bn_out), ("grouped_gemm_mma_nk_bf16", 128, 64));
+        p.dtype = DType::F32;
+        p.swiglu = false;
+        let t = tiling(&p);
+        assert_eq!((t.kernel.as_str(), t.bm, t.bn_out), ("grouped_gemm_fma_nk_f32", 64, 64));
     }
 }

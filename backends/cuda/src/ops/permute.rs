@@ -1,13 +1,135 @@
-//! PermuteOps on CUDA.
+//! PermuteOps on CUDA (`kernels/permute.cu`): a deterministic, stable dispatch in five small
+//! kernels with no host sync (histogram per chunk of slots, two scans, scatter, row copy), and
+//! the combine, one block per token.
 
+use crate::backend::device_err;
+use crate::launch::{blocks, cover, i32_of, kernel_name, launch_err};
+use crate::runtime::sources::PERMUTE;
 use crate::{CudaBackend, CudaBuffer};
-use moekit_ops::{CombineIo, CombineProblem, Device, Error, PermuteIo, PermuteOps, PermuteProblem, Result, Validated};
+use cudarc::driver::PushKernelArg;
+use moekit_ops::{CombineIo, CombineProblem, PermuteIo, PermuteOps, PermuteProblem, Result, Validated};
+
+/// A null device pointer for an absent optional argument.
+const NULL: u64 = 0;
+/// Consecutive `(t, j)` slots per chunk (`PERMUTE_CHUNK` in permute.cu; the scatter block size).
+const CHUNK: usize = 256;
+
+/// The widest word (16, 8, 4 or 2 bytes) that divides a row of `row_bytes`, and its kernel.
+fn copy_word(row_bytes: usize) -> (usize, &'static str) {
+    [(16, "permute_copy_w16"), (8, "permute_copy_w8"), (4, "permute_copy_w4")]
+        .into_iter()
+        .find(|(w, _)| row_bytes % w == 0)
+        .unwrap_or((2, "permute_copy_w2"))
+}
+
+/// Threads for a loop over `n` items per block: a multiple of 32 from 32 to 256.
+fn threads_for(n: usize) -> u32 {
+    (n.div_ceil(32) * 32).clamp(32, 256) as u32
+}
 
 impl PermuteOps for CudaBackend {
-    fn permute(&self, _p: &Validated<PermuteProblem>, _io: PermuteIo<'_, CudaBuffer>) -> Result<()> {
-        Err(Error::NotImplemented { op: "permute", backend: self.name() })
+    fn permute(&self, p: &Validated<PermuteProblem>, io: PermuteIo<'_, CudaBuffer>) -> Result<()> {
+        const OP: &str = "permute";
+        let (slots, rows) = (p.tokens * p.k, p.max_rows());
+        let chunks = slots.div_ceil(CHUNK);
+        let (n, r, e, k, c) = (i32_of(slots), i32_of(rows), i32_of(p.experts), i32_of(p.k), i32_of(chunks));
+        // NOTE: a fresh zeroed temporary per call (stream-ordered); a workspace cache would save
+        // the allocation. Layout [E, chunks]: slot counts, then their prefix, then running bases.
+        let mut cc = self.stream.alloc_zeros::<i32>((p.experts * chunks).max(1)).map_err(device_err(OP))?;
+
+        if slots.max(rows) > 0 {
+            let f = self.kernels.function(OP, &PERMUTE, "permute_init")?;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&io.ids.data).arg(&mut cc).arg(&mut io.row_to_token.data).arg(&n).arg(&r).arg(&e).arg(&c);
+            // SAFETY: arguments match `permute_init`; one thread per index below max(N, R), each
+            // bounds-checked; ids outside 0..E are skipped; cc holds E × chunks i32.
+            unsafe { b.launch(cover(slots.max(rows), 256)) }.map_err(launch_err(OP))?;
+        }
+
+        let align = i32_of(p.align);
+        let f = self.kernels.function(OP, &PERMUTE, "permute_scan_chunks")?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&mut cc).arg(&mut io.offsets.data).arg(&c).arg(&align);
+        // SAFETY: arguments match `permute_scan_chunks`; block e scans row e of cc (chunks i32)
+        // and writes offsets[e + 1]; offsets holds E + 1 i32.
+        unsafe { b.launch(blocks(p.experts, 256)) }.map_err(launch_err(OP))?;
+
+        let f = self.kernels.function(OP, &PERMUTE, "permute_scan_offsets")?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&mut io.offsets.data).arg(&e);
+        // SAFETY: arguments match `permute_scan_offsets`; one block scans offsets[1..=E].
+        unsafe { b.launch(blocks(1, 1024)) }.map_err(launch_err(OP))?;
+
+        if slots > 0 {
+            let flag = self.flag()?;
+            let f = self.kernels.function(OP, &PERMUTE, "permute_scatter")?;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&io.ids.data).arg(&mut cc).arg(&io.offsets.data);
+            b.arg(&mut io.token_slot_to_row.data).arg(&mut io.row_to_token.data);
+            b.arg(&n).arg(&e).arg(&k).arg(&c).arg(&flag.record);
+            // SAFETY: arguments match `permute_scatter`; one block of CHUNK threads per chunk, one
+            // slot each; ids outside 0..E are recorded and skipped, and a valid slot's row is
+            // below offsets[E] <= R, so every write is in bounds.
+            unsafe { b.launch(blocks(chunks, CHUNK as u32)) }.map_err(launch_err(OP))?;
+        }
+
+        if rows > 0 {
+            let row_bytes = p.hidden * p.dtype.size();
+            let (word, name) = copy_word(row_bytes);
+            let words = row_bytes / word;
+            let f = self.kernels.function(OP, &PERMUTE, name)?;
+            let wi = i32_of(words);
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&io.hidden.data).arg(&io.row_to_token.data).arg(&mut io.permuted.data).arg(&wi);
+            // SAFETY: arguments match `permute_copy_*`; one block per row of R; row_to_token is -1
+            // or a token below T (written above); hidden holds T and permuted R rows of `words`
+            // words, and device allocations are 256-byte aligned, so every row is word-aligned.
+            unsafe { b.launch(blocks(rows, threads_for(words))) }.map_err(launch_err(OP))?;
+        }
+        Ok(())
     }
-    fn unpermute_combine(&self, _p: &Validated<CombineProblem>, _io: CombineIo<'_, CudaBuffer>) -> Result<()> {
-        Err(Error::NotImplemented { op: "unpermute_combine", backend: self.name() })
+
+    fn unpermute_combine(&self, p: &Validated<CombineProblem>, io: CombineIo<'_, CudaBuffer>) -> Result<()> {
+        const OP: &str = "unpermute_combine";
+        if p.tokens == 0 {
+            return Ok(());
+        }
+        let f = self.kernels.function(OP, &PERMUTE, &kernel_name("combine", p.dtype))?;
+        let lanes = 16 / p.dtype.size();
+        let vec = p.hidden % lanes == 0;
+        let packs = if vec { p.hidden / lanes } else { p.hidden };
+        let (t, k, r, h, v) = (i32_of(p.tokens), i32_of(p.k), i32_of(p.rows), i32_of(p.hidden), i32::from(vec));
+        let flag = self.flag()?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&io.y.data).arg(&io.weights.data).arg(&io.token_slot_to_row.data);
+        match io.add {
+            Some(a) => b.arg(&a.data),
+            None => b.arg(&NULL),
+        };
+        b.arg(&mut io.out.data).arg(&t).arg(&k).arg(&r).arg(&h).arg(&v).arg(&flag.record);
+        // SAFETY: arguments match `combine_impl`; one block per token; rows outside 0..R are
+        // recorded and skipped; y holds R × H, add and out T × H elements (check_io); the packed
+        // path runs only when H is a multiple of the pack, so packs stay 16-byte aligned.
+        unsafe { b.launch(blocks(p.tokens, threads_for(packs))) }.map(drop).map_err(launch_err(OP))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_word_is_the_widest_that_divides_the_row() {
+        assert_eq!(copy_word(4096).0, 16);
+        assert_eq!(copy_word(24).0, 8);
+        assert_eq!(copy_word(12).0, 4);
+        assert_eq!(copy_word(6).0, 2);
+    }
+
+    #[test]
+    fn threads_stay_within_one_to_eight_warps() {
+        assert_eq!(threads_for(1), 32);
+        assert_eq!(threads_for(33), 64);
+        assert_eq!(threads_for(100_000), 256);
     }
 }

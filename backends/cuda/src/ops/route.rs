@@ -1,18 +1,237 @@
-//! RouteOps on CUDA.
+//! RouteOps on CUDA (`kernels/route.cu`): the fused gate GEMM into f32 logits, the routing
+//! kernel (one warp per token) and the one-block bias update.
 
+use crate::backend::device_err;
+use crate::launch::{blocks, i32_of, kernel_name, launch_err};
+use crate::runtime::sources::ROUTE;
 use crate::{CudaBackend, CudaBuffer};
-use moekit_ops::{BiasUpdateProblem, Device, Error, Result, RouteIo, RouteOps, RouteProblem, Validated};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use moekit_ops::{BiasUpdateProblem, DType, Result, RouteIo, RouteOps, RouteProblem, ScoreFn, Validated};
+
+/// A null device pointer for an absent optional argument.
+const NULL: u64 = 0;
+/// Dynamic shared memory the routing kernel may use without an opt-in, in 4-byte words.
+const SMEM_WORDS: usize = 48 * 1024 / 4;
+/// Most warps (tokens in flight) per routing block.
+const MAX_WARPS: usize = 8;
+/// Most routing blocks; tokens are grid-strided over them so each block flushes its per-expert
+/// counts and load once.
+const MAX_BLOCKS: usize = 1024;
+/// Output tile of the gate kernel (`GATE_BM`, `GATE_BN` in route.cu).
+const GATE_TILE: usize = 64;
+/// Gate blocks to aim for (two per SM on an H200) before splitting the hidden dimension.
+const GATE_TARGET_BLOCKS: usize = 264;
+/// Fewest hidden elements per gate split, and the most splits.
+const GATE_MIN_SPLIT: usize = 256;
+const GATE_MAX_SPLITS: usize = 32;
+
+/// How the routing kernel lays out its memory for one problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RoutePlan {
+    /// Warps (tokens in flight) per block.
+    warps: usize,
+    /// Words of each warp's work area: `2E + 2G + k`.
+    per_warp: usize,
+    /// Whether counts and load are accumulated per block in shared memory first.
+    block_acc: bool,
+    /// Whether the work areas live in a global scratch buffer (too large for shared memory).
+    global_work: bool,
+    /// Dynamic shared memory in words.
+    smem_words: usize,
+}
+
+/// The layout for `e` experts, `g` groups (0: no group limit) and top-`k`.
+fn plan(e: usize, g: usize, k: usize) -> RoutePlan {
+    let per_warp = 2 * e + 2 * g + k;
+    let acc = 2 * e;
+    let fit = SMEM_WORDS.saturating_sub(acc) / per_warp;
+    if acc < SMEM_WORDS && fit >= 1 {
+        let warps = fit.min(MAX_WARPS);
+        return RoutePlan { warps, per_warp, block_acc: true, global_work: false, smem_words: acc + warps * per_warp };
+    }
+    let block_acc = acc <= SMEM_WORDS;
+    RoutePlan { warps: MAX_WARPS, per_warp, block_acc, global_work: true, smem_words: if block_acc { acc } else { 0 } }
+}
+
+/// Split-K of the gate for `t` tokens, `e` experts, hidden `h`: `(splits, kchunk)` with
+/// `kchunk` a multiple of 16 and `splits · kchunk >= h`, every split non-empty.
+fn gate_split(t: usize, e: usize, h: usize) -> (usize, usize) {
+    let tiles = t.div_ceil(GATE_TILE) * e.div_ceil(GATE_TILE);
+    let want = (GATE_TARGET_BLOCKS / tiles).clamp(1, GATE_MAX_SPLITS).min(h.div_ceil(GATE_MIN_SPLIT)).max(1);
+    let kchunk = h.div_ceil(want).div_ceil(16) * 16;
+    (h.div_ceil(kchunk), kchunk)
+}
+
+impl CudaBackend {
+    /// The expert mask as `[E] i32` on the device (`None` when every expert is allowed).
+    ///
+    /// NOTE: uploaded per call (a few hundred bytes, no stream sync); a per-mask cache would
+    /// save the copy when the model reuses one elastic width.
+    fn upload_mask(&self, mask: Option<&[bool]>, op: &'static str) -> Result<Option<CudaSlice<i32>>> {
+        mask.map(|m| {
+            let host: Vec<i32> = m.iter().map(|&a| i32::from(a)).collect();
+            self.stream.clone_htod(&host).map_err(device_err(op))
+        })
+        .transpose()
+    }
+
+    /// `splits` slices `[T, E] f32` whose sum is `hidden [T, H] · gate [H, E]` (f32
+    /// accumulation), and `splits`.
+    fn gate_logits(
+        &self,
+        p: &RouteProblem,
+        h: usize,
+        hidden: &CudaBuffer,
+        gate: &CudaBuffer,
+    ) -> Result<(CudaSlice<f32>, usize)> {
+        const OP: &str = "route";
+        let (splits, kchunk) = gate_split(p.tokens, p.experts, h);
+        // NOTE: a fresh temporary per call (stream-ordered alloc and free); a workspace cache
+        // would save the allocation.
+        let len = (splits * p.tokens * p.experts).max(1);
+        let mut logits = self.stream.alloc_zeros::<f32>(len).map_err(device_err(OP))?;
+        let f = self.kernels.function(OP, &ROUTE, &kernel_name("route_gate", p.dtype))?;
+        let (t, hh, e, kc) = (i32_of(p.tokens), i32_of(h), i32_of(p.experts), i32_of(kchunk));
+        let cfg = LaunchConfig {
+            grid_dim: (p.tokens.div_ceil(GATE_TILE) as u32, p.experts.div_ceil(GATE_TILE) as u32, splits as u32),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&hidden.data).arg(&gate.data).arg(&mut logits).arg(&t).arg(&hh).arg(&e).arg(&kc);
+        // SAFETY: arguments match `route_gate_impl`; hidden holds T × H and gate H × E elements of
+        // the dtype (check_io), logits splits × T × E f32; every access is bounds-checked.
+        unsafe { b.launch(cfg) }.map_err(launch_err(OP))?;
+        Ok((logits, splits))
+    }
+}
 
 impl RouteOps for CudaBackend {
-    fn route(&self, _p: &Validated<RouteProblem>, _io: RouteIo<'_, CudaBuffer>) -> Result<()> {
-        Err(Error::NotImplemented { op: "route", backend: self.name() })
+    fn route(&self, p: &Validated<RouteProblem>, io: RouteIo<'_, CudaBuffer>) -> Result<()> {
+        const OP: &str = "route";
+        self.stream.memset_zeros(&mut io.counts.data).map_err(device_err(OP))?;
+        self.stream.memset_zeros(&mut io.load.data).map_err(device_err(OP))?;
+        if p.tokens == 0 {
+            return Ok(());
+        }
+        let mask = self.upload_mask(p.expert_mask.as_deref(), OP)?;
+        let fused = match (p.hidden, io.gate) {
+            (Some(h), Some(gate)) => Some(self.gate_logits(p, h, io.logits, gate)?),
+            _ => None,
+        };
+        // The routing kernel reads the fused logits as f32, else the input logits' dtype.
+        let logits_dtype = if fused.is_some() { DType::F32 } else { p.dtype };
+        let splits = i32_of(fused.as_ref().map_or(1, |f| f.1));
+        let f = self.kernels.function(OP, &ROUTE, &kernel_name(OP, logits_dtype))?;
+
+        // NOTE: when every group is kept the group limit changes nothing; the kernel skips it.
+        let (groups, topk_group) = match p.groups {
+            Some(g) if g.topk_group < g.n_group => (g.n_group, g.topk_group),
+            _ => (0, 0),
+        };
+        let pl = plan(p.experts, groups, p.k);
+        let grid = p.tokens.div_ceil(pl.warps).min(MAX_BLOCKS);
+        let gwork = if pl.global_work {
+            Some(self.stream.alloc_zeros::<f32>(grid * pl.warps * pl.per_warp).map_err(device_err(OP))?)
+        } else {
+            None
+        };
+        let (t, e, k) = (i32_of(p.tokens), i32_of(p.experts), i32_of(p.k));
+        let softmax = i32::from(p.score == ScoreFn::Softmax);
+        let (groups, topk_group) = (i32_of(groups), i32_of(topk_group));
+        let renorm = i32::from(p.renormalize);
+        let block_acc = i32::from(pl.block_acc);
+        let flag = self.flag()?;
+
+        let mut b = self.stream.launch_builder(&f);
+        match &fused {
+            Some((l, _)) => b.arg(l),
+            None => b.arg(&io.logits.data),
+        };
+        match io.bias {
+            Some(bias) => b.arg(&bias.data),
+            None => b.arg(&NULL),
+        };
+        match &mask {
+            Some(m) => b.arg(m),
+            None => b.arg(&NULL),
+        };
+        b.arg(&mut io.ids.data).arg(&mut io.weights.data).arg(&mut io.counts.data).arg(&mut io.load.data);
+        b.arg(&t).arg(&e).arg(&k).arg(&softmax).arg(&groups).arg(&topk_group).arg(&renorm).arg(&p.scaling).arg(&splits);
+        match &gwork {
+            Some(w) => b.arg(w),
+            None => b.arg(&NULL),
+        };
+        b.arg(&block_acc).arg(&flag.record);
+        let cfg = LaunchConfig {
+            grid_dim: (grid as u32, 1, 1),
+            block_dim: ((pl.warps * 32) as u32, 1, 1),
+            shared_mem_bytes: (pl.smem_words * 4) as u32,
+        };
+        // SAFETY: arguments match `route_impl`; logits hold (splits ×) T × E elements, bias
+        // and mask E, ids and weights T × k, counts and load E (check_io); the shared memory (or
+        // the global work buffer) holds the per-block accumulators and every warp's work area as
+        // `plan` laid them out; indices come from loop bounds, never from data.
+        unsafe { b.launch(cfg) }.map(drop).map_err(launch_err(OP))
     }
-    fn update_bias(
-        &self,
-        _p: &Validated<BiasUpdateProblem>,
-        _bias: &mut CudaBuffer,
-        _counts: &CudaBuffer,
-    ) -> Result<()> {
-        Err(Error::NotImplemented { op: "update_bias", backend: self.name() })
+
+    fn update_bias(&self, p: &Validated<BiasUpdateProblem>, bias: &mut CudaBuffer, counts: &CudaBuffer) -> Result<()> {
+        const OP: &str = "update_bias";
+        let mask = self.upload_mask(p.expert_mask.as_deref(), OP)?;
+        let f = self.kernels.function(OP, &ROUTE, "route_update_bias")?;
+        let e = i32_of(p.experts);
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&mut bias.data).arg(&counts.data);
+        match &mask {
+            Some(m) => b.arg(m),
+            None => b.arg(&NULL),
+        };
+        b.arg(&e).arg(&p.speed);
+        // SAFETY: arguments match `route_update_bias`; bias, counts and mask hold E elements
+        // (check_io); one block strides over them.
+        unsafe { b.launch(blocks(1, 1024)) }.map(drop).map_err(launch_err(OP))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_splits_cover_the_hidden_size_and_only_when_tiles_are_few() {
+        for (t, e, h) in [(1, 64, 7168), (16384, 128, 2048), (3, 256, 100), (1, 8, 1), (64, 1024, 4096)] {
+            let (splits, kchunk) = gate_split(t, e, h);
+            assert!((1..=GATE_MAX_SPLITS).contains(&splits) && kchunk % 16 == 0, "{t} {e} {h}");
+            assert!(splits * kchunk >= h && (splits - 1) * kchunk < h, "{t} {e} {h}");
+        }
+        assert_eq!(gate_split(16384, 128, 2048).0, 1);
+        assert!(gate_split(1, 64, 7168).0 > 1);
+    }
+
+    #[test]
+    fn small_problems_keep_everything_in_shared_memory() {
+        let pl = plan(256, 8, 8);
+        assert_eq!(pl.per_warp, 2 * 256 + 2 * 8 + 8);
+        assert!(pl.block_acc && !pl.global_work);
+        assert_eq!(pl.warps, MAX_WARPS);
+        assert!(pl.smem_words <= SMEM_WORDS);
+    }
+
+    #[test]
+    fn large_expert_counts_fall_back_to_global_work() {
+        let pl = plan(8192, 0, 8);
+        assert!(pl.global_work);
+        assert!(pl.smem_words <= SMEM_WORDS);
+        let huge = plan(1 << 20, 0, 8);
+        assert!(huge.global_work && !huge.block_acc);
+        assert_eq!(huge.smem_words, 0);
+    }
+
+    #[test]
+    fn mid_sized_problems_shrink_the_block() {
+        let pl = plan(2048, 0, 1024);
+        assert!(!pl.global_work && pl.block_acc);
+        assert!(pl.warps >= 1 && pl.warps < MAX_WARPS);
+        assert!(pl.smem_words <= SMEM_WORDS);
     }
 }
