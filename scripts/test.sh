@@ -40,7 +40,7 @@ step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "tests" cargo test --workspace
 
 # --- what did not run here -----------------------------------------------------------------
-skipped+=("CUDA suite (moekit-cuda, feature cuda): no GPU on this machine, and its kernels are not implemented yet (issue #3); run it on the GPU machine (README, 'For GPU')")
+skipped+=("CUDA suite (moekit-cuda, feature cuda): no GPU on this machine; its tests print SKIPPED above; run it on the GPU machine (README, 'For GPU', scripts/gpu-run.sh)")
 skipped+=("cubecl-cuda suite (moekit-cubecl, feature cubecl-cuda): no GPU on this machine, kernels not implemented yet (issue #4)")
 skipped+=("cubecl-wgpu suite (moekit-cubecl, feature cubecl-wgpu, on lavapipe): not written yet, kernels come in issue #4")
 
