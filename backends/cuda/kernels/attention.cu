@@ -407,3 +407,304 @@ __device__ void attention_mma_impl(const T* q, const T* k, const T* v, T* o, flo
 ATT_MMA_KERNELS(64)
 ATT_MMA_KERNELS(128)
 ATT_MMA_KERNELS(256)
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-core path v2 (f16, bf16; D <= 128): FlashAttention-2 tiling as in the FA2 sm80/sm90
+// kernels. A CTA of 4 warps owns 128 query rows; each warp owns 32 rows as two 16-row MMA
+// tiles, so every K and V fragment read from shared memory feeds two MMAs (half the ldmatrix
+// traffic per FLOP of v1, which was shared-memory bound). Q fragments are re-read from shared
+// memory each key block (32 more registers for the second tile do not fit). K/V blocks of 64
+// keys are double-buffered: block n + 1 loads with cp.async while block n is computed, one
+// wait + barrier per key block. Per warp, key blocks that no row of the warp can see are
+// skipped and blocks every row fully sees skip the element mask.
+//
+// Shared memory: sQ [128][D + 8], then two stages of (K [64][D + 8], V [64][D + 8]).
+
+#define ATT2_BM 128
+#define ATT2_BN 64
+#define ATT2_BS 32
+#define ATT2_THREADS 128
+#define ATT2_MT 2
+
+// ldmatrix on a 32-bit shared address (the constant offsets fold into the instruction).
+__device__ __forceinline__ void att2_ldsm4(u32* r, u32 a) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+__device__ __forceinline__ void att2_ldsm4_t(u32* r, u32 a) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+// Rows `row0..row0 + ROWS` (local, `valid` of them present) of a [tokens, heads, D] tensor at
+// `head` → the shared tile [ROWS][D + 8] by ATT2_THREADS threads; absent rows are zero-filled.
+template <typename T, int D, int ROWS>
+__device__ __forceinline__ void att2_load_tile(T* tile, const T* g, int tok0, int row0, int valid, int heads,
+                                               int head) {
+    constexpr int CH = D / 8, LD = D + 8;
+#pragma unroll 1
+    for (int c = threadIdx.x; c < ROWS * CH; c += ATT2_THREADS) {
+        const int r = c / CH, ch = c % CH;
+        const bool ok = row0 + r < valid;
+        const T* src = ok ? g + ((size_t)(tok0 + row0 + r) * heads + head) * D + ch * 8 : g;
+        att_cp16(tile + r * LD + ch * 8, src, ok);
+    }
+}
+
+template <typename T, int D>
+__device__ void attention_fa2_impl(const T* q, const T* k, const T* v, T* o, float* lse, const i32* items,
+                                   const i32* cr, int tq, int tk, int hq, int hkv, float scale, float softcap,
+                                   int causal, long long wl, long long wr) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    constexpr int LD = D + 8, KD = D / 16, NT = ATT2_BS / 8, OT = D / 8, MT = ATT2_MT;
+    constexpr int STAGE = 2 * ATT2_BN * LD;  // elements of one K + V stage
+    extern __shared__ __align__(16) unsigned char att_smem[];
+    T* sQ = reinterpret_cast<T*>(att_smem);
+    T* sKV = sQ + ATT2_BM * LD;
+
+    const int item = blockIdx.x / hq, h = blockIdx.x % hq, kvh = h / (hq / hkv);
+    const i32* it = items + (size_t)item * 5;
+    const int q0 = it[0], lq = it[1], k0 = it[2], lk = it[3], m0 = it[4];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int wrow = warp * (16 * MT);
+
+    // CTA key blocks: from the first row's lower bound to the last row's upper bound (both
+    // bounds are non-decreasing in the row).
+    const int last = (m0 + ATT2_BM < lq ? m0 + ATT2_BM : lq) - 1;
+    int blo, bhi, unused0, unused1;
+    att_row_range(m0, lq, lk, causal, wl, wr, blo, unused0);
+    att_row_range(last, lq, lk, causal, wl, wr, unused1, bhi);
+    const int nstart = (blo / ATT2_BN) * ATT2_BN;
+
+    // This warp's valid rows and their key span; a warp with no valid row sees no key.
+    const int wfirst = m0 + wrow;
+    const int wlast = (wfirst + 16 * MT < lq ? wfirst + 16 * MT : lq) - 1;
+    int wlo = 0, wfirst_hi = 0, wlast_lo = 0, whi = 0;
+    if (wfirst < lq) {
+        att_row_range(wfirst, lq, lk, causal, wl, wr, wlo, wfirst_hi);
+        att_row_range(wlast, lq, lk, causal, wl, wr, wlast_lo, whi);
+    }
+
+    float oacc[MT][OT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int n = 0; n < OT; ++n) oacc[mt][n][0] = oacc[mt][n][1] = oacc[mt][n][2] = oacc[mt][n][3] = 0.0f;
+    float mrow[MT][2], lrow[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+        mrow[mt][0] = mrow[mt][1] = ATT_NEG_INF;
+        lrow[mt][0] = lrow[mt][1] = 0.0f;
+    }
+    const float scale_log2 = scale * ATT_LOG2E;
+
+    // Per-lane shared byte addresses of the ldmatrix sources (stage 0 for K and V): Q rows of
+    // the warp (A layout), K rows as the B operand, V rows through the transposed load.
+    const u32 q_lane = att_smem_addr(sQ) + ((wrow + (lane & 15)) * LD + (lane >> 4) * 8) * 2;
+    const u32 kv_lane =
+        att_smem_addr(sKV) + (((lane >> 4) * 8 + (lane & 7)) * LD + ((lane >> 3) & 1) * 8) * 2;
+    const u32 v_lane =
+        att_smem_addr(sKV + ATT2_BN * LD) + ((((lane >> 3) & 1) * 8 + (lane & 7)) * LD + (lane >> 4) * 8) * 2;
+
+    att2_load_tile<T, D, ATT2_BM>(sQ, q, q0, m0, lq, hq, h);
+    if (nstart < bhi) {
+        att2_load_tile<T, D, ATT2_BN>(sKV, k, k0, nstart, lk, hkv, kvh);
+        att2_load_tile<T, D, ATT2_BN>(sKV + ATT2_BN * LD, v, k0, nstart, lk, hkv, kvh);
+    }
+    att_cp_commit();
+
+    int stage = 0;
+    for (int n = nstart; n < bhi; n += ATT2_BN, stage ^= 1) {
+        att_cp_wait_all();
+        // K/V[n] (and Q) visible to all; every warp is done with block n - 1, whose stage the
+        // next load overwrites.
+        __syncthreads();
+        if (n + ATT2_BN < bhi) {
+            T* nxt = sKV + (stage ^ 1) * STAGE;
+            att2_load_tile<T, D, ATT2_BN>(nxt, k, k0, n + ATT2_BN, lk, hkv, kvh);
+            att2_load_tile<T, D, ATT2_BN>(nxt + ATT2_BN * LD, v, k0, n + ATT2_BN, lk, hkv, kvh);
+        }
+        att_cp_commit();
+        // Keys in two compute steps of 32 (S for 2 × 16 rows × 64 keys would not fit in the
+        // registers next to the O accumulators).
+#pragma unroll 1
+        for (int sub = 0; sub < ATT2_BN; sub += ATT2_BS) {
+            // NOTE: warp-uniform skip of keys no row of this warp can see (causal: the keys right
+            // of the diagonal of the warp's 32 rows); the barrier above is the only one in the
+            // loop, so a skipping warp still meets every other warp there.
+            const int nb = n + sub;
+            if (nb >= whi || nb + ATT2_BS <= wlo) continue;
+            const u32 kaddr = kv_lane + (stage * STAGE + sub * LD) * 2, vaddr = v_lane + (stage * STAGE + sub * LD) * 2;
+
+            // S = Q·K^T for this warp's 2 × 16 rows × 32 keys; each K fragment feeds both tiles.
+            float s[MT][NT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int j = 0; j < NT; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KD; ++kk) {
+                u32 a[MT][4];
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt)
+                    att2_ldsm4(a[mt], q_lane + (mt * 16 * LD + kk * 16) * 2);
+#pragma unroll
+                for (int np = 0; np < NT / 2; ++np) {
+                    u32 b[4];
+                    att2_ldsm4(b, kaddr + (np * 16 * LD + kk * 16) * 2);
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) {
+                        att_mma<T>(s[mt][2 * np], a[mt], b[0], b[1]);
+                        att_mma<T>(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+                    }
+                }
+            }
+
+            // Scores in the log2 domain, masked (only blocks some row of the warp sees partly);
+            // online softmax; P packed into A fragments right away so S dies before P·V.
+            const bool full = !cr && nb + ATT2_BS <= lk && nb >= wlast_lo && nb + ATT2_BS <= wfirst_hi;
+            u32 p[MT][ATT2_BS / 16][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                // NOTE: the rows' key ranges are recomputed here rather than kept in registers
+                // across the loop (only blocks on a mask edge need them).
+                int rlo[2] = {0, 0}, rhi[2] = {0, 0};
+                if (!full) {
+                    for (int x = 0; x < 2; ++x)
+                        att_row_range(wfirst + mt * 16 + g + 8 * x, lq, lk, causal, wl, wr, rlo[x], rhi[x]);
+                }
+                float mx[2] = {ATT_NEG_INF, ATT_NEG_INF};
+#pragma unroll
+                for (int j = 0; j < NT; ++j) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int x = e >> 1, key = nb + j * 8 + 2 * t + (e & 1);
+                        float sc =
+                            softcap > 0.0f ? att_score(s[mt][j][e], scale, softcap) * ATT_LOG2E : s[mt][j][e] * scale_log2;
+                        if (!full) {
+                            const bool ok = key >= rlo[x] && key < rhi[x] &&
+                                            !(cr && att_col_masked(cr, tk, k0 + key, wfirst + mt * 16 + g + 8 * x));
+                            if (!ok) sc = ATT_NEG_INF;
+                        }
+                        s[mt][j][e] = sc;
+                        mx[x] = fmaxf(mx[x], sc);
+                    }
+                }
+                float alpha[2], mu[2];
+#pragma unroll
+                for (int x = 0; x < 2; ++x) {
+                    mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 1));
+                    mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 2));
+                    const float mn = fmaxf(mrow[mt][x], mx[x]);
+                    // NOTE: a row with no allowed key yet keeps the max at -inf; shift by 0 then, so
+                    // exp2(-inf - -inf) never makes a NaN.
+                    mu[x] = mn == ATT_NEG_INF ? 0.0f : mn;
+                    alpha[x] = att_exp2(mrow[mt][x] - mu[x]);
+                    mrow[mt][x] = mn;
+                }
+                float rs[2] = {0.0f, 0.0f};
+#pragma unroll
+                for (int j = 0; j < NT; ++j) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int x = e >> 1;
+                        s[mt][j][e] = att_exp2(s[mt][j][e] - mu[x]);
+                        rs[x] += s[mt][j][e];
+                    }
+                }
+#pragma unroll
+                for (int kk = 0; kk < ATT2_BS / 16; ++kk) {
+                    p[mt][kk][0] = att_pack<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                    p[mt][kk][1] = att_pack<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                    p[mt][kk][2] = att_pack<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                    p[mt][kk][3] = att_pack<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                }
+#pragma unroll
+                for (int x = 0; x < 2; ++x) lrow[mt][x] = lrow[mt][x] * alpha[x] + rs[x];
+#pragma unroll
+                for (int d = 0; d < OT; ++d) {
+                    oacc[mt][d][0] *= alpha[0];
+                    oacc[mt][d][1] *= alpha[0];
+                    oacc[mt][d][2] *= alpha[1];
+                    oacc[mt][d][3] *= alpha[1];
+                }
+            }
+
+            // O += P·V: V through transposed ldmatrix, each fragment feeding both tiles.
+#pragma unroll
+            for (int kk = 0; kk < ATT2_BS / 16; ++kk) {
+#pragma unroll
+                for (int dp = 0; dp < D / 16; ++dp) {
+                    u32 b[4];
+                    att2_ldsm4_t(b, vaddr + (kk * 16 * LD + dp * 16) * 2);
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) {
+                        att_mma<T>(oacc[mt][2 * dp], p[mt][kk], b[0], b[1]);
+                        att_mma<T>(oacc[mt][2 * dp + 1], p[mt][kk], b[2], b[3]);
+                    }
+                }
+            }
+        }
+    }
+    att_cp_wait_all();
+    // NOTE: without a key block no barrier made the other threads' Q copies visible before
+    // the staging below overwrites sQ (validation rules this case out; kept for safety).
+    if (nstart >= bhi) __syncthreads();
+
+    // Normalise; stage the warp's 32 output rows in its own rows of sQ (only this warp ever
+    // reads them), then write them out in 16-byte chunks.
+    __syncwarp();
+    u32* stage_out = reinterpret_cast<u32*>(sQ);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+        float inv[2];
+#pragma unroll
+        for (int x = 0; x < 2; ++x) {
+            lrow[mt][x] += __shfl_xor_sync(0xffffffffu, lrow[mt][x], 1);
+            lrow[mt][x] += __shfl_xor_sync(0xffffffffu, lrow[mt][x], 2);
+            inv[x] = lrow[mt][x] > 0.0f ? 1.0f / lrow[mt][x] : 0.0f;
+        }
+        const int r0 = wrow + mt * 16 + g;
+#pragma unroll
+        for (int d = 0; d < OT; ++d) {
+            const int col = d * 8 + 2 * t;
+            stage_out[(r0 * LD + col) / 2] = att_pack<T>(oacc[mt][d][0] * inv[0], oacc[mt][d][1] * inv[0]);
+            stage_out[((r0 + 8) * LD + col) / 2] = att_pack<T>(oacc[mt][d][2] * inv[1], oacc[mt][d][3] * inv[1]);
+        }
+        if (t == 0) {
+#pragma unroll
+            for (int x = 0; x < 2; ++x) {
+                const int i = wfirst + mt * 16 + g + 8 * x;
+                if (i < lq)
+                    lse[(size_t)h * tq + q0 + i] =
+                        lrow[mt][x] > 0.0f ? (mrow[mt][x] + log2f(lrow[mt][x])) * ATT_LN2 : ATT_NEG_INF;
+            }
+        }
+    }
+    __syncwarp();
+    constexpr int CH = D / 8;
+    for (int c = lane; c < 16 * MT * CH; c += 32) {
+        const int r = c / CH, ch = c % CH, i = wfirst + r;
+        if (i < lq) {
+            const uint4 val = *reinterpret_cast<const uint4*>(sQ + (wrow + r) * LD + ch * 8);
+            *reinterpret_cast<uint4*>(o + ((size_t)(q0 + i) * hq + h) * D + ch * 8) = val;
+        }
+    }
+#endif
+}
+
+// Instantiates `attention_fa2_dD_f16` and `attention_fa2_dD_bf16`; at most 255 registers so
+// that two CTAs (8 warps) share an SM.
+#define ATT_FA2_KERNEL_1(DIM, TY, SUFFIX)                                                          \
+    namespace attention_fa2_d##DIM##_##SUFFIX##_ns {                                               \
+    using T = TY;                                                                                  \
+    extern "C" __global__ void __launch_bounds__(ATT2_THREADS, 2) attention_fa2_d##DIM##_##SUFFIX \
+        ATT_ROWS_PARAMS {                                                                          \
+        attention_fa2_impl<TY, DIM> ATT_ARGS;                                                      \
+    }                                                                                              \
+    }
+#define ATT_FA2_KERNELS(DIM) ATT_FA2_KERNEL_1(DIM, f16, f16) ATT_FA2_KERNEL_1(DIM, bf16, bf16)
+ATT_FA2_KERNELS(64)
+ATT_FA2_KERNELS(128)

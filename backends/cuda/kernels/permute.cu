@@ -147,6 +147,106 @@ extern "C" __global__ void permute_copy_w2(const u16* hidden, const i32* rtt, u1
     permute_copy_impl<u16>(hidden, rtt, out, words);
 }
 
+// ---- fast index path: histogram (+ row_to_token fill), one fused scan, scatter above ----------
+// cc is [E, chunks] i32 followed by one i32 counter (the fused scan's arrival count).
+//   permute_hist (one block of PERMUTE_CHUNK threads per chunk, dynamic shared E i32): counts
+//     the chunk's slots per expert in shared memory and writes its whole column cc[.][c] (so cc
+//     needs no zeroing); the blocks also fill row_to_token[0..R) = -1 grid-stride, and block 0
+//     zeroes the counter.
+//   permute_scan (one block per expert): as permute_scan_chunks, then the last block to arrive
+//     (counter) scans offsets[1..=E] in place, as permute_scan_offsets.
+extern "C" __global__ void permute_hist(const i32* ids, i32* cc, i32* row_to_token, int slots, int rows,
+                                        int experts, int chunks) {
+    extern __shared__ int permute_hist_smem[];
+    const int c = blockIdx.x;
+    for (int e = threadIdx.x; e < experts; e += blockDim.x) permute_hist_smem[e] = 0;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < rows;
+         i += (long long)gridDim.x * blockDim.x)
+        row_to_token[i] = -1;
+    if (c == 0 && threadIdx.x == 0) cc[(long long)experts * chunks] = 0;
+    __syncthreads();
+    const long long s = (long long)c * PERMUTE_CHUNK + threadIdx.x;
+    if (c < chunks && threadIdx.x < PERMUTE_CHUNK && s < slots) {
+        int e = ids[s];
+        if (e >= 0 && e < experts) atomicAdd(&permute_hist_smem[e], 1);
+    }
+    __syncthreads();
+    if (c < chunks)
+        for (int e = threadIdx.x; e < experts; e += blockDim.x) cc[(long long)e * chunks + c] = permute_hist_smem[e];
+}
+
+extern "C" __global__ void permute_scan(i32* cc, i32* offsets, int chunks, int experts, int align) {
+    __shared__ int warp_tot[32];
+    __shared__ int is_last;
+    const int e = blockIdx.x;
+    i32* row = cc + (long long)e * chunks;
+    long long carry = 0;
+    for (int base = 0; base < chunks; base += blockDim.x) {
+        int c = base + threadIdx.x;
+        int v = c < chunks ? row[c] : 0;
+        int total;
+        int incl = permute_block_scan(v, warp_tot, &total);
+        if (c < chunks) row[c] = (int)(carry + incl - v);
+        carry += total;
+    }
+    if (threadIdx.x == 0) {
+        offsets[e + 1] = (int)((carry + align - 1) / align * align);
+        // NOTE: the fence orders this block's offsets write before its arrival; the last block
+        // to arrive then sees every segment size.
+        __threadfence();
+        is_last = atomicAdd(&cc[(long long)experts * chunks], 1) == experts - 1;
+    }
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    volatile i32* off = offsets;
+    long long run = 0;
+    for (int b = 0; b < experts; b += blockDim.x) {
+        int i = b + threadIdx.x;
+        int v = i < experts ? off[i + 1] : 0;
+        int total;
+        int incl = permute_block_scan(v, warp_tot, &total);
+        if (i < experts) off[i + 1] = (int)(run + incl);
+        run += total;
+    }
+    if (threadIdx.x == 0) off[0] = 0;
+}
+
+// ---- token-major row copy (align = 1): one block per token ---------------------------------------
+// Reads hidden[t] once and writes it to each of its k rows token_slot_to_row[t, .] (rows outside
+// 0..R, i.e. bad slots already recorded by the scatter, are skipped). With align = 1 and valid ids
+// every row of R = T·k is some slot's, so no row needs zeros.
+template <typename W>
+__device__ void permute_copy_tok_impl(const W* hidden, const i32* tsr, W* out, int words, int k, int rows) {
+    const long long t = blockIdx.x;
+    const W* src = hidden + t * words;
+    const i32* slot_rows = tsr + t * k;
+    for (int i = threadIdx.x; i < words; i += blockDim.x) {
+        const W v = src[i];
+        for (int j = 0; j < k; ++j) {
+            int r = slot_rows[j];
+            if (r >= 0 && r < rows) out[(long long)r * words + i] = v;
+        }
+    }
+}
+
+extern "C" __global__ void permute_copy_tok_w16(const permute_w16* hidden, const i32* tsr, permute_w16* out,
+                                                int words, int k, int rows) {
+    permute_copy_tok_impl<permute_w16>(hidden, tsr, out, words, k, rows);
+}
+extern "C" __global__ void permute_copy_tok_w8(const permute_w8* hidden, const i32* tsr, permute_w8* out, int words,
+                                               int k, int rows) {
+    permute_copy_tok_impl<permute_w8>(hidden, tsr, out, words, k, rows);
+}
+extern "C" __global__ void permute_copy_tok_w4(const u32* hidden, const i32* tsr, u32* out, int words, int k,
+                                               int rows) {
+    permute_copy_tok_impl<u32>(hidden, tsr, out, words, k, rows);
+}
+extern "C" __global__ void permute_copy_tok_w2(const u16* hidden, const i32* tsr, u16* out, int words, int k,
+                                               int rows) {
+    permute_copy_tok_impl<u16>(hidden, tsr, out, words, k, rows);
+}
+
 // ---- unpermute_combine: one block per token -----------------------------------------------------
 // out[t] = add[t] + Σ_j weights[t, j] · y[token_slot_to_row[t, j]], f32 accumulation in slot
 // order, rounded once. Each thread handles V consecutive elements (V = 16 bytes of T when H

@@ -250,6 +250,235 @@ MOEKIT_FLOAT_KERNELS(route,
                      (logits, bias, mask, ids, weights, counts, load, tokens, experts, k, softmax, groups,
                       topk_group, renorm, scaling, splits, gwork, block_acc, rec))
 
+// ---- routing, register path: one warp per token, E <= 32·EPL, k <= 32 --------------------------
+// Lane l owns experts l, l + 32, ..., l + 32·(EPL−1): their scores, selection scores, bias and
+// its share of the load and counts stay in registers, so the token loop takes no atomics and
+// touches shared memory only for group-limited routing. The block reduces counts and load in
+// shared memory at the end and flushes one global atomic per expert.
+// Dynamic shared memory (words): load [E] f32, counts [E] i32, then with groups > 0 each warp's
+// selection [E], group scores [G] and kept groups [G] i32.
+// Same results as route_impl: ties to the lower expert index everywhere, the same f32 formulas.
+template <typename T, int EPL>
+__device__ void route_reg_impl(const T* logits, const float* bias, const i32* mask, i32* ids, float* weights,
+                               i32* counts, float* load, int tokens, int experts, int k, int softmax, int groups,
+                               int topk_group, int renorm, float scaling, int splits, i32* rec) {
+    extern __shared__ float route_smem[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wpb = blockDim.x >> 5;
+    const int E = experts, G = groups;
+    const float ninf = route_neg_inf();
+    float* acc_load = route_smem;
+    i32* acc_cnt = (i32*)(route_smem + E);
+    float* gsel = route_smem + 2 * E + warp * (E + 2 * G);
+    float* gsc = gsel + E;
+    i32* gkeep = (i32*)(gsc + G);
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        acc_load[e] = 0.0f;
+        acc_cnt[e] = 0;
+    }
+    const long long gwarp = (long long)blockIdx.x * wpb + warp;
+
+    // Bit i of `allowed`: expert lane + 32·i exists and the mask allows it.
+    unsigned allowed = 0;
+    float b[EPL], lacc[EPL];
+    int cnt[EPL];
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+        const int e = lane + 32 * i;
+        b[i] = 0.0f;
+        lacc[i] = 0.0f;
+        cnt[i] = 0;
+        if (e < E) {
+            if (!mask || mask[e]) allowed |= 1u << i;
+            if (bias) {
+                float v = bias[e];
+                if (!route_finite(v)) {
+                    if (gwarp < tokens) report_bad(rec, MOEKIT_BAD_ROUTE_NONFINITE, e, 0, 0);
+                    v = 0.0f;
+                }
+                b[i] = v;
+            }
+        }
+    }
+    __syncthreads();
+
+    for (long long t = gwarp; t < tokens; t += (long long)gridDim.x * wpb) {
+        const T* row = logits + t * E;
+        float sc[EPL], sel[EPL];
+        float m = ninf;
+#pragma unroll
+        for (int i = 0; i < EPL; ++i) {
+            const int e = lane + 32 * i;
+            float x = 0.0f;
+            if (e < E) {
+                x = to_f32(row[e]);
+                for (int z = 1; z < splits; ++z) x += to_f32(row[(long long)z * tokens * E + e]);
+                if (!route_finite(x)) {
+                    report_bad(rec, MOEKIT_BAD_ROUTE_NONFINITE, (int)(t * E + e), 0, 0);
+                    x = 0.0f;
+                }
+            }
+            sc[i] = x;
+            if ((allowed >> i) & 1u) m = fmaxf(m, x);
+        }
+        if (softmax) {
+            m = warp_max(m);
+            float s = 0.0f;
+#pragma unroll
+            for (int i = 0; i < EPL; ++i) {
+                float v = ((allowed >> i) & 1u) ? expf(sc[i] - m) : 0.0f;
+                sc[i] = v;
+                s += v;
+            }
+            s = warp_sum(s);
+#pragma unroll
+            for (int i = 0; i < EPL; ++i) sc[i] = sc[i] / s;
+        } else {
+#pragma unroll
+            for (int i = 0; i < EPL; ++i) sc[i] = ((allowed >> i) & 1u) ? 1.0f / (1.0f + expf(-sc[i])) : 0.0f;
+        }
+        // Selection scores (bias for selection only); masked and absent experts never compete.
+#pragma unroll
+        for (int i = 0; i < EPL; ++i) {
+            sel[i] = ((allowed >> i) & 1u) ? sc[i] + b[i] : ninf;
+            lacc[i] += sc[i];
+        }
+        if (G > 0) {
+            // As route_impl: the group score is the sum of the two best allowed selection scores
+            // (one if only one, -inf if none); keep the topk_group best, ties to the lower group.
+#pragma unroll
+            for (int i = 0; i < EPL; ++i)
+                if (lane + 32 * i < E) gsel[lane + 32 * i] = sel[i];
+            __syncwarp();
+            const int size = E / G;
+            for (int g = lane; g < G; g += 32) {
+                float b1 = ninf, b2 = ninf;
+                int n = 0;
+                for (int e = g * size; e < (g + 1) * size; ++e) {
+                    if (mask && !mask[e]) continue;
+                    float v = gsel[e];
+                    ++n;
+                    if (v > b1) {
+                        b2 = b1;
+                        b1 = v;
+                    } else if (v > b2) {
+                        b2 = v;
+                    }
+                }
+                gsc[g] = n == 0 ? ninf : (n == 1 ? b1 : b1 + b2);
+            }
+            __syncwarp();
+            for (int g = lane; g < G; g += 32) {
+                float v = gsc[g];
+                int rank = 0;
+                for (int g2 = 0; g2 < G; ++g2) {
+                    float u = gsc[g2];
+                    rank += (u > v || (u == v && g2 < g)) ? 1 : 0;
+                }
+                gkeep[g] = rank < topk_group;
+            }
+            __syncwarp();
+#pragma unroll
+            for (int i = 0; i < EPL; ++i) {
+                const int e = lane + 32 * i;
+                if (e < E && !gkeep[e / size]) sel[i] = ninf;
+            }
+        }
+        // Top-k by repeated warp argmax, ties to the lower index; the owner of the pick drops it
+        // and rescans its own registers. Lane j keeps pick j.
+        float bv = ninf;
+        int bi = -1;
+#pragma unroll
+        for (int i = 0; i < EPL; ++i)
+            if (sel[i] > bv) {
+                bv = sel[i];
+                bi = lane + 32 * i;
+            }
+        float wsum = 0.0f, my_w = 0.0f;
+        int my_id = 0;
+        for (int j = 0; j < k; ++j) {
+            float v = bv;
+            int id = bi;
+            for (int o = 16; o > 0; o >>= 1) {
+                float ov = __shfl_xor_sync(ROUTE_FULL, v, o);
+                int oi = __shfl_xor_sync(ROUTE_FULL, id, o);
+                if (ov > v || (ov == v && (unsigned)oi < (unsigned)id)) {
+                    v = ov;
+                    id = oi;
+                }
+            }
+            // NOTE: validation guarantees k candidates with finite selection scores; the guard
+            // only keeps a corrupted state in bounds.
+            const int pick = id < 0 ? 0 : id;
+            const int slot = pick >> 5, owner = pick & 31;
+            float own = 0.0f;
+#pragma unroll
+            for (int i = 0; i < EPL; ++i)
+                if (i == slot) own = sc[i];
+            const float w = __shfl_sync(ROUTE_FULL, own, owner);
+            wsum += w;
+            if (lane == j) {
+                my_id = pick;
+                my_w = w;
+            }
+            if (id >= 0 && lane == owner) {
+                bv = ninf;
+                bi = -1;
+#pragma unroll
+                for (int i = 0; i < EPL; ++i) {
+                    if (i == slot) {
+                        sel[i] = ninf;
+                        cnt[i] += 1;
+                    }
+                    if (sel[i] > bv) {
+                        bv = sel[i];
+                        bi = lane + 32 * i;
+                    }
+                }
+            }
+        }
+        if (lane < k) {
+            float w = my_w;
+            // NOTE: a sum of 0 only happens when every chosen score underflowed; keep the zeros.
+            if (renorm && wsum > 0.0f) w = w / wsum;
+            ids[t * k + lane] = my_id;
+            weights[t * k + lane] = w * scaling;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+        const int e = lane + 32 * i;
+        if (e < E) {
+            if (lacc[i] != 0.0f) atomicAdd(&acc_load[e], lacc[i]);
+            if (cnt[i] != 0) atomicAdd(&acc_cnt[e], cnt[i]);
+        }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        if (acc_cnt[e] != 0) atomicAdd(&counts[e], acc_cnt[e]);
+        if (acc_load[e] != 0.0f) atomicAdd(&load[e], acc_load[e]);
+    }
+}
+
+// route_r<EPL>_<dtype>: the register path for E <= 32·EPL.
+#define ROUTE_REG_KERNEL(TY, SUFFIX, EPL)                                                                      \
+    extern "C" __global__ void __launch_bounds__(256) route_r##EPL##_##SUFFIX(                                \
+        const TY* logits, const float* bias, const i32* mask, i32* ids, float* weights, i32* counts,           \
+        float* load, int tokens, int experts, int k, int softmax, int groups, int topk_group, int renorm,       \
+        float scaling, int splits, i32* rec) {                                                                 \
+        route_reg_impl<TY, EPL>(logits, bias, mask, ids, weights, counts, load, tokens, experts, k, softmax,  \
+                                groups, topk_group, renorm, scaling, splits, rec);                             \
+    }
+#define ROUTE_REG_KERNELS(EPL)             \
+    ROUTE_REG_KERNEL(float, f32, EPL)      \
+    ROUTE_REG_KERNEL(f16, f16, EPL)        \
+    ROUTE_REG_KERNEL(bf16, bf16, EPL)
+ROUTE_REG_KERNELS(1)
+ROUTE_REG_KERNELS(2)
+ROUTE_REG_KERNELS(4)
+ROUTE_REG_KERNELS(8)
+ROUTE_REG_KERNELS(16)
+ROUTE_REG_KERNELS(32)
+
 // ---- aux-loss-free bias update: one block ------------------------------------------------------
 // bias[e] += speed * sign(Σ_allowed counts − n_allowed · counts[e]) for allowed e: the exact
 // integer form of sign(mean − counts[e]) the reference uses.

@@ -81,3 +81,47 @@ fn a_bad_index_surfaces_at_the_next_sync_and_then_clears() {
     assert_eq!(&row[5..10], &[0.0; 5], "the bad token's row is zeros");
     assert_eq!(&row[..5], &[1.5; 5]);
 }
+
+/// Grouped GEMM shapes the property suite never reaches (it keeps K ≤ 64, N ≤ 48): many k-tiles
+/// (the 4-stage ring of the Hopper kernel wraps), several n-tiles with a partial last one,
+/// m-tiles split across experts, both weight layouts, SwiGLU, gather and row scale, masked.
+#[test]
+fn grouped_gemm_matches_the_reference_on_large_shapes() {
+    use moekit_ops::{GemmLayout, GroupedGemmProblem, WeightLayout};
+    use moekit_testing::props::grouped_gemm::{grouped_gemm_matches_reference, GroupedGemmCase};
+    let Some(gpu) = backend_or_skip("grouped_gemm_matches_the_reference_on_large_shapes") else { return };
+    // (k, n, nk, swiglu, gather, row_scale, masked)
+    let shapes = [
+        (520, 600, false, false, false, false, false),
+        (520, 600, true, false, false, true, false),
+        (264, 2 * 304, false, true, false, false, false),
+        (264, 2 * 304, true, true, true, true, false),
+        (136, 272, false, false, true, false, false),
+        (200, 2 * 136, false, true, false, true, true),
+        (1032, 2 * 264, false, true, false, false, false),
+        // K not a multiple of 8: the mma.sync kernel on every GPU.
+        (130, 200, false, false, true, true, false),
+    ];
+    for (i, &(k, n, nk, swiglu, gather, row_scale, masked)) in shapes.iter().enumerate() {
+        let (experts, valid) = (5, 700);
+        let layout =
+            if masked { GemmLayout::Masked { capacity: 300 } } else { GemmLayout::Contiguous { rows: valid + 9 } };
+        let problem = GroupedGemmProblem {
+            layout,
+            experts,
+            k_dim: k,
+            n_dim: n,
+            weight_layout: if nk { WeightLayout::NK } else { WeightLayout::KN },
+            swiglu,
+            row_scale,
+            gather_tokens: gather.then_some(400),
+            dtype: DType::F32,
+        };
+        let case = GroupedGemmCase { problem, valid_rows: valid, align: 1, skew: 0.8, seed: 17 + i as u64 };
+        for dtype in [DType::BF16, DType::F16] {
+            if let Err(e) = grouped_gemm_matches_reference(&gpu, dtype, &case) {
+                panic!("shape {i} {dtype}: {e}");
+            }
+        }
+    }
+}

@@ -14,6 +14,11 @@ fn every_kernel_source_compiles() {
         assert_eq!(ptx.len(), 5, "{arch}");
         for (name, text) in ptx {
             assert!(text.contains(".version"), "{arch} {name}: not PTX");
+            // NOTE: the wgmma kernels sit behind `__CUDA_ARCH_FEAT_SM90_ALL`; they must be there
+            // for sm_90a (the launcher picks them on Hopper) and absent elsewhere.
+            if name == "grouped_gemm.cu" {
+                assert_eq!(text.contains("grouped_gemm_wgmma_kn_bf16"), arch == "sm_90a", "{arch} {name}: wgmma");
+            }
             if let Some(dir) = std::env::var_os("MOEKIT_PTX_OUT") {
                 let path = std::path::Path::new(&dir).join(format!("{}-{arch}.ptx", name.trim_end_matches(".cu")));
                 std::fs::write(path, text).expect("write PTX");

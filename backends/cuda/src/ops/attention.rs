@@ -2,9 +2,11 @@
 //! (`kernels/attention.cu`).
 //!
 //! The host turns `cu_seqlens` (host data, so no synchronisation) into a list of work items,
-//! one per 64-query-row block of a sequence, heaviest first; one CTA runs per (item, query
-//! head). f16/bf16 run on tensor cores (`attention_mma_d{D}_{dtype}`, sm_80+); f32 (and f16/bf16
-//! on older GPUs) on the exact warp-per-row kernel (`attention_rows_d{D}_{dtype}`).
+//! one per query-row block of a sequence, heaviest first; one CTA runs per (item, query head).
+//! f16/bf16 run on tensor cores, sm_80+: D <= 128 on `attention_fa2_d{D}_{dtype}` (128-row
+//! blocks, 32 rows per warp, double-buffered K/V), D = 256 on `attention_mma_d{D}_{dtype}`
+//! (64-row blocks; also forced by `MOEKIT_CUDA_ATTN=v1`); f32 (and f16/bf16 on older GPUs) on
+//! the exact warp-per-row kernel (`attention_rows_d{D}_{dtype}`).
 
 use crate::backend::device_err;
 use crate::launch::{i32_of, kernel_name, launch_err};
@@ -15,12 +17,16 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use moekit_ops::{AttentionIo, AttentionOps, AttentionProblem, DType, Error, Result, Validated};
 
 const OP: &str = "attention";
-/// Query rows per work item (CTA); matches `ATT_BM` in the kernel.
+/// Query rows per work item (CTA) of the v1 and row kernels; matches `ATT_BM`.
 const BLOCK_M: usize = 64;
-/// Keys per block of the tensor-core kernel; matches `ATT_BN`.
+/// Query rows per work item of the v2 (`fa2`) kernel; matches `ATT2_BM`.
+const BLOCK_M2: usize = 128;
+/// Keys per block of the tensor-core kernels; matches `ATT_BN` and `ATT2_BN`.
 const BLOCK_N: usize = 64;
-/// Threads per CTA; matches `ATT_THREADS`.
+/// Threads per CTA of every kernel; matches `ATT_THREADS` and `ATT2_THREADS`.
 const THREADS: u32 = 128;
+/// Environment override: `v1` forces the 64-row tensor-core kernel.
+const ENV_PATH: &str = "MOEKIT_CUDA_ATTN";
 /// i32 fields of one work item: `q0, Lq, k0, Lk, m0`.
 const ITEM: usize = 5;
 /// Dynamic shared memory a kernel gets without opting in.
@@ -33,7 +39,8 @@ const WINDOW_CAP: usize = 1 << 40;
 
 impl AttentionOps for CudaBackend {
     fn attention(&self, p: &Validated<AttentionProblem>, io: AttentionIo<'_, CudaBuffer>) -> Result<()> {
-        let items = schedule(p);
+        let path = choose_path(p, self.arch(), std::env::var(ENV_PATH).ok().as_deref());
+        let items = schedule(p, path.block_m());
         let n_items = items.len() / ITEM;
         if n_items == 0 {
             return Ok(());
@@ -42,11 +49,8 @@ impl AttentionOps for CudaBackend {
         if ctas > i32::MAX as usize {
             return Err(Error::unsupported(OP, format!("{ctas} blocks exceed the grid limit")));
         }
-        let mma = p.dtype != DType::F32 && !matches!(self.arch(), "sm_70" | "sm_75");
-        let base =
-            if mma { format!("attention_mma_d{}", p.head_dim) } else { format!("attention_rows_d{}", p.head_dim) };
-        let f = self.kernels.function(OP, &ATTENTION, &kernel_name(&base, p.dtype))?;
-        let shared = if mma { ((BLOCK_M + 2 * BLOCK_N) * (p.head_dim + 8) * p.dtype.size()) as u32 } else { 0 };
+        let f = self.kernels.function(OP, &ATTENTION, &kernel_name(&path.kernel_base(p.head_dim), p.dtype))?;
+        let shared = path.shared_bytes(p.head_dim, p.dtype.size());
         if shared > DEFAULT_SHARED {
             f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32)
                 .map_err(device_err(OP))?;
@@ -71,7 +75,8 @@ impl AttentionOps for CudaBackend {
         };
         b.arg(&tq).arg(&tk).arg(&hq).arg(&hkv).arg(&p.scale).arg(&softcap).arg(&causal).arg(&wl).arg(&wr);
         let cfg = LaunchConfig { grid_dim: (ctas as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: shared };
-        // SAFETY: the arguments match `attention_rows_impl` / `attention_mma_impl`; check_io proved
+        // SAFETY: the arguments match `attention_rows_impl` / `attention_mma_impl` /
+        // `attention_fa2_impl`, whose rows per CTA the schedule used; check_io proved
         // q, o hold Tq × Hq × D and k, v Tk × Hkv × D elements of the dtype and lse Hq × Tq f32;
         // every item row is inside its sequence (rows and keys past it are zero-filled or skipped),
         // column ranges hold 4 × Tk i32, and the shared size was raised above for this function.
@@ -79,14 +84,67 @@ impl AttentionOps for CudaBackend {
     }
 }
 
-/// Work items `[n][5] = {q0, Lq, k0, Lk, m0}` for every 64-row query block of every non-empty
-/// sequence, heaviest (most key blocks) first so that the long causal rows do not trail.
-fn schedule(p: &AttentionProblem) -> Vec<i32> {
+/// Which kernel runs an attention problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// Exact f32 warp-per-row kernel.
+    Rows,
+    /// 64-row tensor-core kernel (the first one; D = 256 and the `v1` override).
+    MmaV1,
+    /// 128-row tensor-core kernel, double-buffered K/V (f16/bf16, D <= 128).
+    Fa2,
+}
+
+impl Path {
+    fn block_m(self) -> usize {
+        if self == Path::Fa2 {
+            BLOCK_M2
+        } else {
+            BLOCK_M
+        }
+    }
+
+    fn kernel_base(self, d: usize) -> String {
+        match self {
+            Path::Rows => format!("attention_rows_d{d}"),
+            Path::MmaV1 => format!("attention_mma_d{d}"),
+            Path::Fa2 => format!("attention_fa2_d{d}"),
+        }
+    }
+
+    /// Dynamic shared memory: Q tile and one (v1) or two (v2) stages of K and V, rows padded
+    /// to D + 8 elements.
+    fn shared_bytes(self, d: usize, elem: usize) -> u32 {
+        let rows = match self {
+            Path::Rows => return 0,
+            Path::MmaV1 => BLOCK_M + 2 * BLOCK_N,
+            Path::Fa2 => BLOCK_M2 + 4 * BLOCK_N,
+        };
+        (rows * (d + 8) * elem) as u32
+    }
+}
+
+/// The kernel for `p` on `arch`, given the `MOEKIT_CUDA_ATTN` override (`v1`: never the v2
+/// kernel).
+fn choose_path(p: &AttentionProblem, arch: &str, env: Option<&str>) -> Path {
+    if p.dtype == DType::F32 || matches!(arch, "sm_70" | "sm_75") {
+        Path::Rows
+    } else if p.head_dim <= 128 && env != Some("v1") {
+        Path::Fa2
+    } else {
+        Path::MmaV1
+    }
+}
+
+/// Work items `[n][5] = {q0, Lq, k0, Lk, m0}` for every `block_m`-row query block of every
+/// non-empty sequence, heaviest (most key blocks) first so that the long causal rows do not
+/// trail.
+fn schedule(p: &AttentionProblem, block_m: usize) -> Vec<i32> {
     let mut items: Vec<(usize, [i32; ITEM])> = Vec::new();
     for b in 0..p.batch() {
         let (lq, lk) = p.seq_lens(b);
-        for m0 in (0..lq).step_by(BLOCK_M) {
-            let last = (m0 + BLOCK_M).min(lq) - 1;
+        for m0 in (0..lq).step_by(block_m) {
+            let last = (m0 + block_m).min(lq) - 1;
             let (lo, _) = p.key_range(b, m0);
             let (_, hi) = p.key_range(b, last);
             let work = hi.saturating_sub(lo / BLOCK_N * BLOCK_N).div_ceil(BLOCK_N);
@@ -107,4 +165,43 @@ fn column_ranges(gpu: &CudaBackend, p: &AttentionProblem) -> Result<Option<CudaS
     }
     let all: Vec<i32> = [&c.lts, &c.lte, &c.uts, &c.ute].into_iter().flatten().copied().collect();
     gpu.stream.clone_htod(&all).map(Some).map_err(device_err(OP))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moekit_ops::AttentionMask;
+
+    fn problem(dtype: DType, head_dim: usize) -> AttentionProblem {
+        AttentionProblem {
+            cu_seqlens_q: vec![0, 300],
+            cu_seqlens_k: vec![0, 300],
+            heads_q: 4,
+            heads_kv: 2,
+            head_dim,
+            scale: 0.1,
+            softcap: None,
+            mask: AttentionMask::causal(),
+            dtype,
+        }
+    }
+
+    #[test]
+    fn path_choice_and_override() {
+        assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", None), Path::Fa2);
+        assert_eq!(choose_path(&problem(DType::F16, 64), "sm_80", None), Path::Fa2);
+        assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", Some("v1")), Path::MmaV1);
+        assert_eq!(choose_path(&problem(DType::BF16, 256), "sm_90a", None), Path::MmaV1);
+        assert_eq!(choose_path(&problem(DType::F32, 128), "sm_90a", None), Path::Rows);
+        assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_75", None), Path::Rows);
+    }
+
+    #[test]
+    fn schedule_blocks_heaviest_first() {
+        let items = schedule(&problem(DType::BF16, 128), BLOCK_M2);
+        // 300 causal rows in 128-row blocks: m0 = 256 (most keys), 128, 0.
+        let m0: Vec<i32> = items.chunks(ITEM).map(|it| it[4]).collect();
+        assert_eq!(m0, vec![256, 128, 0]);
+        assert_eq!(Path::Fa2.shared_bytes(128, 2), (128 + 256) * 136 * 2);
+    }
 }

@@ -10,7 +10,7 @@ use crate::backend::device_err;
 use crate::{CudaBackend, CudaBuffer, NAME};
 use cudarc::cublaslt::result::CublasError;
 use cudarc::cublaslt::{sys, CudaBlasLT, Matmul, MatmulConfig, MatmulShared, Workspace};
-use cudarc::driver::CudaStream;
+use cudarc::driver::{CudaSlice, CudaStream};
 use moekit_ops::{
     DType, Device, Error, GemmProblem, GroupedGemmIo, GroupedGemmOps, GroupedGemmProblem, HostTensor, Result,
     Validated, WeightLayout,
@@ -187,4 +187,141 @@ fn fallback(be: &CudaBackend, p: &GemmProblem, a: &CudaBuffer, b: &CudaBuffer, c
     // validated problem, taking raw pointers) never looks at.
     let io = GroupedGemmIo { x: a, w: b, group: &offsets, row_to_token: None, row_scale: None, y: c };
     be.grouped_gemm(&g, io)
+}
+
+/// Row-major `c [M, N] f32 = a [M, K] · b [K, N]` through cuBLASLt with f32 compute, the
+/// inputs of `dtype` and the output kept in f32 (never rounded to the input dtype).
+///
+/// Returns `Ok(false)`, having queued nothing, where cuBLASLt is missing or has no algorithm
+/// for the shape: the caller then runs its own kernel.
+///
+/// # Errors
+/// [`Error::Device`] when cuBLASLt fails otherwise.
+pub(crate) fn gemm_f32_out(
+    be: &CudaBackend,
+    op: &'static str,
+    dtype: DType,
+    (m, n, k): (usize, usize, usize),
+    a: &CudaBuffer,
+    b: &CudaBuffer,
+    c: &mut CudaSlice<f32>,
+) -> Result<bool> {
+    if m == 0 || n == 0 || k == 0 {
+        return Ok(false);
+    }
+    be.stream.context().bind_to_thread().map_err(device_err(op))?;
+    let Some(lt) = handle(be) else {
+        return Ok(false);
+    };
+    let ab = match dtype {
+        DType::F16 => sys::cudaDataType_t::CUDA_R_16F,
+        DType::BF16 => sys::cudaDataType_t::CUDA_R_16BF,
+        _ => sys::cudaDataType_t::CUDA_R_32F,
+    };
+    match lt_f32_out(lt, &be.stream, ab, (m as u64, n as u64, k as u64), a, b, c) {
+        Ok(()) => Ok(true),
+        Err(e) if e.0 == sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED => Ok(false),
+        Err(e) => Err(Error::Device { op, backend: NAME, msg: format!("cuBLASLt: {e}") }),
+    }
+}
+
+/// The cuBLASLt descriptors of one call, destroyed on drop.
+struct LtDescs {
+    layouts: Vec<sys::cublasLtMatrixLayout_t>,
+    desc: Option<sys::cublasLtMatmulDesc_t>,
+    pref: Option<sys::cublasLtMatmulPreference_t>,
+}
+
+impl Drop for LtDescs {
+    fn drop(&mut self) {
+        // NOTE: destroy errors are ignored: the descriptors are host objects and nothing
+        // useful can be done about a failure here.
+        for &l in &self.layouts {
+            // SAFETY: created by `create_matrix_layout` and destroyed once.
+            let _ = unsafe { cudarc::cublaslt::result::destroy_matrix_layout(l) };
+        }
+        if let Some(d) = self.desc {
+            // SAFETY: created by `create_matmul_desc` and destroyed once.
+            let _ = unsafe { cudarc::cublaslt::result::destroy_matmul_desc(d) };
+        }
+        if let Some(p) = self.pref {
+            // SAFETY: created by `create_matmul_pref` and destroyed once.
+            let _ = unsafe { cudarc::cublaslt::result::destroy_matmul_pref(p) };
+        }
+    }
+}
+
+/// Bytes of the per-call cuBLASLt workspace of [`gemm_f32_out`].
+const F32_OUT_WORKSPACE: usize = 4 << 20;
+
+fn lt_f32_out(
+    lt: &CudaBlasLT,
+    stream: &Arc<CudaStream>,
+    ab: sys::cudaDataType,
+    (m, n, k): (u64, u64, u64),
+    a: &CudaBuffer,
+    b: &CudaBuffer,
+    c: &mut CudaSlice<f32>,
+) -> std::result::Result<(), CublasError> {
+    use cudarc::cublaslt::result as r;
+    use cudarc::driver::{DevicePtr, DevicePtrMut};
+    let f32t = sys::cudaDataType_t::CUDA_R_32F;
+    let mut d = LtDescs { layouts: Vec::with_capacity(3), desc: None, pref: None };
+    // Column-major view (see the module doc): A = b [N, K] ld N, B = a [K, M] ld K, C = D =
+    // c [N, M] ld N, all untransposed.
+    d.layouts.push(r::create_matrix_layout(ab, n, k, n as i64)?);
+    d.layouts.push(r::create_matrix_layout(ab, k, m, k as i64)?);
+    d.layouts.push(r::create_matrix_layout(f32t, n, m, n as i64)?);
+    let desc = r::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, f32t)?;
+    d.desc = Some(desc);
+    let pref = r::create_matmul_pref()?;
+    d.pref = Some(pref);
+    let ws_size = F32_OUT_WORKSPACE;
+    // SAFETY: the attribute is a usize read during the call.
+    unsafe {
+        r::set_matmul_pref_attribute(
+            pref,
+            sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+            (&ws_size) as *const usize as *const _,
+            std::mem::size_of::<usize>(),
+        )?;
+    }
+    let (la, lb, lc) = (d.layouts[0], d.layouts[1], d.layouts[2]);
+    // SAFETY: every descriptor is alive (owned by `d`).
+    let heur = unsafe { r::get_matmul_algo_heuristic(*lt.handle(), desc, la, lb, lc, lc, pref) }?;
+    // NOTE: cudarc keeps its own workspace private, so each call takes a stream-ordered
+    // scratch (uninitialised: cuBLASLt writes its workspace before reading it); a workspace
+    // cache on the backend would save the allocation.
+    let ws_len = heur.workspaceSize.clamp(1, ws_size);
+    // SAFETY: cuBLASLt only uses the workspace as scratch.
+    let ws = unsafe { stream.alloc::<u8>(ws_len) }
+        .map_err(|_| CublasError(sys::cublasStatus_t::CUBLAS_STATUS_ALLOC_FAILED))?;
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    let (pa, _ra) = a.data.device_ptr(stream);
+    let (pb, _rb) = b.data.device_ptr(stream);
+    let (pc, _rc) = c.device_ptr_mut(stream);
+    let (pw, _rw) = ws.device_ptr(stream);
+    // SAFETY: the caller's shapes hold a [M, K] and b [K, N] of the input dtype and c [M, N]
+    // f32, exactly the layouts above; beta = 0, so C is not read; the workspace holds ws_len
+    // bytes and outlives the queued call (freed stream-ordered after it).
+    unsafe {
+        r::matmul(
+            *lt.handle(),
+            desc,
+            (&alpha) as *const f32 as *const _,
+            (&beta) as *const f32 as *const _,
+            pb as *const _,
+            la,
+            pa as *const _,
+            lb,
+            pc as *const _,
+            lc,
+            pc as *mut _,
+            lc,
+            &heur.algo,
+            pw as *mut _,
+            ws_len,
+            stream.cu_stream() as *mut _,
+        )
+    }
 }

@@ -5,15 +5,21 @@
 //!    tile plan `[3E+2] i32`: each expert's first m-tile, first output row and row count.
 //! 2. The GEMM kernel runs one block per (m-tile, n-tile) over an upper bound of the m-tiles
 //!    (`ceil(R / BM) + min(E, R)` contiguous, `E · ceil(C / BM)` masked); a block finds its expert
-//!    in the plan or exits. f16/bf16 on tensor cores (`mma.sync` m16n8k16, 128 × 128 × 32 tiles),
-//!    f32 with plain FMAs (64 × 64 × 16 tiles).
+//!    in the plan or exits. f16/bf16 on Hopper (`sm_90a`): `wgmma.mma_async` from 128-byte-swizzled
+//!    shared memory fed by a 4-stage `cp.async` pipeline, 128 × 256 × 64 tiles
+//!    (`kernels/grouped_gemm_sm90.cu`); elsewhere, or for sizes it cannot take, tensor cores through
+//!    `mma.sync` m16n8k16, 128 × 128 × 32 tiles; f32 with plain FMAs (64 × 64 × 16 tiles).
+//!    `MOEKIT_CUDA_GEMM=mma` forces the `mma.sync` kernel on Hopper too; `MOEKIT_CUDA_GEMM=wgmma-fence`
+//!    keeps wgmma and adds `fence.proxy.async` between the copies and the tensor cores (see the NOTE
+//!    in the kernel file).
 //! 3. `grouped_gemm_zero_*` writes the rows outside every expert.
 
 use crate::backend::device_err;
 use crate::launch::{blocks, i32_of, launch_err};
 use crate::runtime::sources::GROUPED_GEMM;
 use crate::{CudaBackend, CudaBuffer};
-use cudarc::driver::PushKernelArg;
+use cudarc::driver::sys::CUfunction_attribute_enum;
+use cudarc::driver::{LaunchConfig, PushKernelArg};
 use moekit_ops::{
     DType, Error, GemmLayout, GroupedGemmIo, GroupedGemmOps, GroupedGemmProblem, Result, Validated, WeightLayout,
 };
@@ -29,6 +35,58 @@ const PLAN_THREADS: u32 = 256;
 /// Most blocks the zero kernel launches (it loops grid-stride).
 const ZERO_BLOCKS: usize = 1024;
 
+/// Dynamic shared memory of the wgmma kernel (`gw::SMEM_BYTES`: 4 stages of 48 KiB, plus 1 KiB
+/// to align the base).
+const WGMMA_SHARED: u32 = 4 * (128 * 64 + 256 * 64) * 2 + 1024;
+
+/// Environment variable that picks the f16/bf16 kernel family: `mma` forces the `mma.sync`
+/// kernel, `wgmma-fence` adds the proxy fence to the wgmma kernel; anything else (or unset) lets
+/// [`family`] choose.
+const GEMM_ENV: &str = "MOEKIT_CUDA_GEMM";
+
+/// What `MOEKIT_CUDA_GEMM` asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct GemmEnv {
+    /// `mma`: never the wgmma kernel.
+    forced_mma: bool,
+    /// `wgmma-fence`: `fence.proxy.async` after each k-tile's copies in the wgmma kernel.
+    proxy_fence: bool,
+}
+
+impl GemmEnv {
+    fn parse(v: Option<&str>) -> Self {
+        match v.map(str::to_ascii_lowercase).as_deref() {
+            Some("mma") => GemmEnv { forced_mma: true, proxy_fence: false },
+            Some("wgmma-fence") => GemmEnv { forced_mma: false, proxy_fence: true },
+            _ => GemmEnv::default(),
+        }
+    }
+
+    fn from_env() -> Self {
+        GemmEnv::parse(std::env::var(GEMM_ENV).ok().as_deref())
+    }
+}
+
+/// The GEMM kernel family for f16/bf16 (f32 always runs `fma`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// `mma.sync` m16n8k16, any architecture from sm_80, any sizes.
+    Mma,
+    /// `wgmma.mma_async`, sm_90a only, 8-element-aligned K and column chunks.
+    Wgmma,
+}
+
+/// The heuristic: wgmma on Hopper whenever the kernel's 16-byte copies fit the sizes (K and the
+/// weight columns it reads in whole chunks of 8), unless `forced_mma`.
+fn family(p: &GroupedGemmProblem, arch: &str, forced_mma: bool) -> Family {
+    let chunked = p.k_dim % 8 == 0 && p.n_dim % 8 == 0 && (!p.swiglu || (p.n_dim / 2) % 8 == 0);
+    if arch == "sm_90a" && chunked && !forced_mma {
+        Family::Wgmma
+    } else {
+        Family::Mma
+    }
+}
+
 /// The GEMM kernel for a problem and its tiling.
 struct Tiling {
     /// Kernel name.
@@ -39,21 +97,25 @@ struct Tiling {
     bn_out: usize,
     /// Threads per block.
     threads: u32,
+    /// Dynamic shared memory in bytes.
+    shared: u32,
 }
 
-fn tiling(p: &GroupedGemmProblem) -> Tiling {
+fn tiling(p: &GroupedGemmProblem, arch: &str, forced_mma: bool) -> Tiling {
     let nk = match p.weight_layout {
         WeightLayout::KN => "kn",
         WeightLayout::NK => "nk",
     };
     // NOTE: with SwiGLU a block computes matching gate and up column tiles, so it covers half
-    // as many output columns (keep in step with the kernels' BN).
-    let (family, bm, bn) = match p.dtype {
-        DType::F32 => ("fma", 64, 64),
-        _ => ("mma", 128, 128),
+    // as many output columns (keep in step with the kernels' BN). The plan kernel's m-tile is
+    // `bm`, so every family here must agree with its kernel's BM.
+    let (family, bm, bn, shared) = match (p.dtype, family(p, arch, forced_mma)) {
+        (DType::F32, _) => ("fma", 64, 64, 0),
+        (_, Family::Mma) => ("mma", 128, 128, 0),
+        (_, Family::Wgmma) => ("wgmma", 128, 256, WGMMA_SHARED),
     };
     let bn_out = if p.swiglu { bn / 2 } else { bn };
-    Tiling { kernel: format!("grouped_gemm_{family}_{nk}_{}", p.dtype.name()), bm, bn_out, threads: 256 }
+    Tiling { kernel: format!("grouped_gemm_{family}_{nk}_{}", p.dtype.name()), bm, bn_out, threads: 256, shared }
 }
 
 /// Upper bound of the m-tiles over all experts.
@@ -67,7 +129,8 @@ fn m_tiles_bound(p: &GroupedGemmProblem, bm: usize) -> usize {
 
 impl GroupedGemmOps for CudaBackend {
     fn grouped_gemm(&self, p: &Validated<GroupedGemmProblem>, io: GroupedGemmIo<'_, CudaBuffer>) -> Result<()> {
-        let t = tiling(p);
+        let env = GemmEnv::from_env();
+        let t = tiling(p, self.arch(), env.forced_mma);
         let (masked, limit) = match p.layout {
             GemmLayout::Contiguous { rows } => (0i32, i32_of(rows)),
             GemmLayout::Masked { capacity } => (1i32, i32_of(capacity)),
@@ -101,6 +164,13 @@ impl GroupedGemmOps for CudaBackend {
 
         if grid > 0 {
             let f = self.kernels.function(OP, &GROUPED_GEMM, &t.kernel)?;
+            if t.shared > 0 {
+                f.set_attribute(
+                    CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    t.shared as i32,
+                )
+                .map_err(device_err(OP))?;
+            }
             let n_tiles = i32_of(n_tiles);
             let mut b = self.stream.launch_builder(&f);
             b.arg(&io.x.data).arg(&io.w.data).arg(&plan);
@@ -113,12 +183,21 @@ impl GroupedGemmOps for CudaBackend {
                 None => b.arg(&NULL),
             };
             b.arg(&mut io.y.data);
-            b.arg(&experts).arg(&k_dim).arg(&n_dim).arg(&swiglu).arg(&n_tiles).arg(&tokens).arg(&flag.record);
+            b.arg(&experts).arg(&k_dim).arg(&n_dim).arg(&swiglu).arg(&n_tiles).arg(&tokens);
+            let proxy_fence = i32::from(env.proxy_fence);
+            if t.shared > 0 {
+                // The wgmma kernel's extra argument.
+                b.arg(&proxy_fence);
+            }
+            b.arg(&flag.record);
             // SAFETY: arguments match the GEMM kernel; check_io proved x, w, y, row_to_token and
             // row_scale hold their shapes; every block reads rows and columns only inside them
             // (loads are predicated on K, N and the plan's row counts, which the plan kernel
-            // clamped), and gather rows outside -1..T read nothing.
-            unsafe { b.launch(blocks(grid, t.threads)) }.map_err(launch_err(OP))?;
+            // clamped), and gather rows outside -1..T read nothing; the wgmma kernel's 16-byte
+            // copies need K and the column chunks multiples of 8, which `family` checked, and
+            // its shared size was raised above.
+            let cfg = LaunchConfig { shared_mem_bytes: t.shared, ..blocks(grid, t.threads) };
+            unsafe { b.launch(cfg) }.map_err(launch_err(OP))?;
         }
 
         let f = self.kernels.function(OP, &GROUPED_GEMM, &crate::launch::kernel_name("grouped_gemm_zero", p.dtype))?;
@@ -155,14 +234,48 @@ mod tests {
 
     #[test]
     fn tiling_names_the_kernel() {
-        let mut p = GroupedGemmProblem::contiguous(4, 2, 8, 8, DType::BF16);
+        let mut p = GroupedGemmProblem::contiguous(4, 2, 8, 16, DType::BF16);
         p.weight_layout = WeightLayout::NK;
         p.swiglu = true;
-        let t = tiling(&p);
+        let t = tiling(&p, "sm_80", false);
         assert_eq!((t.kernel.as_str(), t.bm, t.bn_out), ("grouped_gemm_mma_nk_bf16", 128, 64));
+        let t = tiling(&p, "sm_90a", false);
+        assert_eq!(
+            (t.kernel.as_str(), t.bm, t.bn_out, t.shared),
+            ("grouped_gemm_wgmma_nk_bf16", 128, 128, WGMMA_SHARED)
+        );
+        let t = tiling(&p, "sm_90a", true);
+        assert_eq!(t.kernel, "grouped_gemm_mma_nk_bf16");
         p.dtype = DType::F32;
         p.swiglu = false;
-        let t = tiling(&p);
+        let t = tiling(&p, "sm_90a", false);
         assert_eq!((t.kernel.as_str(), t.bm, t.bn_out), ("grouped_gemm_fma_nk_f32", 64, 64));
+    }
+
+    #[test]
+    fn wgmma_needs_whole_chunks() {
+        // qwen3 up and down GEMMs take the fast path.
+        let mut p = GroupedGemmProblem::contiguous(16, 128, 2048, 1536, DType::BF16);
+        p.swiglu = true;
+        assert_eq!(family(&p, "sm_90a", false), Family::Wgmma);
+        let p = GroupedGemmProblem::contiguous(16, 128, 768, 2048, DType::BF16);
+        assert_eq!(family(&p, "sm_90a", false), Family::Wgmma);
+        // K, N or the SwiGLU half not a multiple of 8: mma.sync.
+        let p = GroupedGemmProblem::contiguous(16, 4, 20, 16, DType::F16);
+        assert_eq!(family(&p, "sm_90a", false), Family::Mma);
+        let mut p = GroupedGemmProblem::contiguous(16, 4, 16, 24, DType::F16);
+        assert_eq!(family(&p, "sm_90a", false), Family::Wgmma);
+        p.swiglu = true;
+        assert_eq!(family(&p, "sm_90a", false), Family::Mma);
+        assert_eq!(family(&p, "sm_89", false), Family::Mma);
+    }
+
+    #[test]
+    fn env_override_parses() {
+        assert_eq!(GemmEnv::parse(None), GemmEnv::default());
+        assert!(GemmEnv::parse(Some("MMA")).forced_mma);
+        let e = GemmEnv::parse(Some("wgmma-fence"));
+        assert!(e.proxy_fence && !e.forced_mma);
+        assert_eq!(GemmEnv::parse(Some("other")), GemmEnv::default());
     }
 }

@@ -5,9 +5,6 @@ mod attention;
 mod gemm;
 mod glue;
 mod grouped_gemm;
+mod moe;
 mod permute;
 mod route;
-
-use crate::CudaBackend;
-
-impl moekit_ops::MoeOps for CudaBackend {}

@@ -1,6 +1,10 @@
-//! PermuteOps on CUDA (`kernels/permute.cu`): a deterministic, stable dispatch in five small
-//! kernels with no host sync (histogram per chunk of slots, two scans, scatter, row copy), and
-//! the combine, one block per token.
+//! PermuteOps on CUDA (`kernels/permute.cu`): a deterministic, stable dispatch with no host
+//! sync in four kernels (shared-memory histogram per chunk of slots, one fused scan, scatter,
+//! token-major row copy), and the combine, one block per token.
+//!
+//! `MOEKIT_CUDA_PERMUTE=legacy` forces the first version (global-atomic histogram, two scans,
+//! row-major copy); E above 8192 takes its histogram, and `align > 1` its row-major copy (which
+//! also writes the padding zeros).
 
 use crate::backend::device_err;
 use crate::launch::{blocks, cover, i32_of, kernel_name, launch_err};
@@ -27,66 +31,152 @@ fn threads_for(n: usize) -> u32 {
     (n.div_ceil(32) * 32).clamp(32, 256) as u32
 }
 
-impl PermuteOps for CudaBackend {
-    fn permute(&self, p: &Validated<PermuteProblem>, io: PermuteIo<'_, CudaBuffer>) -> Result<()> {
+/// Which dispatch kernels run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// Shared-memory histogram, one fused scan, token-major copy (where the problem allows).
+    Fast,
+    /// The first version: global-atomic histogram, two scans, row-major copy
+    /// (`MOEKIT_CUDA_PERMUTE=legacy`).
+    Legacy,
+}
+
+fn path() -> Path {
+    match std::env::var("MOEKIT_CUDA_PERMUTE").as_deref() {
+        Ok("legacy") => Path::Legacy,
+        _ => Path::Fast,
+    }
+}
+
+/// Most experts of the shared-memory histogram (`E` i32 of dynamic shared memory).
+const HIST_MAX_EXPERTS: usize = 8192;
+
+impl CudaBackend {
+    /// The index part of [`PermuteOps::permute`]: `offsets [E+1]`, `row_to_token [R]` (−1 on
+    /// padding) and `token_slot_to_row [T, k]` from `ids [T, k]`, without touching any rows.
+    ///
+    /// # Errors
+    /// [`moekit_ops::Error::Device`] when a launch fails.
+    pub(crate) fn permute_index(
+        &self,
+        p: &PermuteProblem,
+        ids: &CudaBuffer,
+        offsets: &mut CudaBuffer,
+        row_to_token: &mut CudaBuffer,
+        token_slot_to_row: &mut CudaBuffer,
+    ) -> Result<()> {
         const OP: &str = "permute";
+        let fast = path() == Path::Fast;
         let (slots, rows) = (p.tokens * p.k, p.max_rows());
         let chunks = slots.div_ceil(CHUNK);
         let (n, r, e, k, c) = (i32_of(slots), i32_of(rows), i32_of(p.experts), i32_of(p.k), i32_of(chunks));
-        // NOTE: a fresh zeroed temporary per call (stream-ordered); a workspace cache would save
-        // the allocation. Layout [E, chunks]: slot counts, then their prefix, then running bases.
-        let mut cc = self.stream.alloc_zeros::<i32>((p.experts * chunks).max(1)).map_err(device_err(OP))?;
-
-        if slots.max(rows) > 0 {
-            let f = self.kernels.function(OP, &PERMUTE, "permute_init")?;
+        // Layout: cc [E, chunks] (slot counts, then their prefix, then running bases), then the
+        // fused scan's arrival counter.
+        // NOTE: a fresh temporary per call (stream-ordered); a workspace cache would save the
+        // allocation.
+        let cc_len = p.experts * chunks + 1;
+        let mut cc = if fast && p.experts <= HIST_MAX_EXPERTS {
+            // SAFETY: permute_hist writes every entry of cc before anything reads it.
+            let mut cc = unsafe { self.stream.alloc::<i32>(cc_len) }.map_err(device_err(OP))?;
+            let f = self.kernels.function(OP, &PERMUTE, "permute_hist")?;
             let mut b = self.stream.launch_builder(&f);
-            b.arg(&io.ids.data).arg(&mut cc).arg(&mut io.row_to_token.data).arg(&n).arg(&r).arg(&e).arg(&c);
-            // SAFETY: arguments match `permute_init`; one thread per index below max(N, R), each
-            // bounds-checked; ids outside 0..E are skipped; cc holds E × chunks i32.
-            unsafe { b.launch(cover(slots.max(rows), 256)) }.map_err(launch_err(OP))?;
-        }
+            b.arg(&ids.data).arg(&mut cc).arg(&mut row_to_token.data).arg(&n).arg(&r).arg(&e).arg(&c);
+            let mut cfg = blocks(chunks, CHUNK as u32);
+            cfg.shared_mem_bytes = (p.experts * 4) as u32;
+            // SAFETY: arguments match `permute_hist`; block c counts slots [c·CHUNK, (c+1)·CHUNK)
+            // below N into E i32 of shared memory (E <= HIST_MAX_EXPERTS) and writes column c of
+            // cc (E × chunks i32) and, block 0, the counter after it; ids outside 0..E are
+            // skipped; row_to_token (R i32) is filled grid-stride below R.
+            unsafe { b.launch(cfg) }.map_err(launch_err(OP))?;
+            cc
+        } else {
+            let mut cc = self.stream.alloc_zeros::<i32>(cc_len).map_err(device_err(OP))?;
+            if slots.max(rows) > 0 {
+                let f = self.kernels.function(OP, &PERMUTE, "permute_init")?;
+                let mut b = self.stream.launch_builder(&f);
+                b.arg(&ids.data).arg(&mut cc).arg(&mut row_to_token.data).arg(&n).arg(&r).arg(&e).arg(&c);
+                // SAFETY: arguments match `permute_init`; one thread per index below max(N, R),
+                // each bounds-checked; ids outside 0..E are skipped; cc holds E × chunks i32.
+                unsafe { b.launch(cover(slots.max(rows), 256)) }.map_err(launch_err(OP))?;
+            }
+            cc
+        };
 
         let align = i32_of(p.align);
-        let f = self.kernels.function(OP, &PERMUTE, "permute_scan_chunks")?;
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(&mut cc).arg(&mut io.offsets.data).arg(&c).arg(&align);
-        // SAFETY: arguments match `permute_scan_chunks`; block e scans row e of cc (chunks i32)
-        // and writes offsets[e + 1]; offsets holds E + 1 i32.
-        unsafe { b.launch(blocks(p.experts, 256)) }.map_err(launch_err(OP))?;
+        if fast {
+            let f = self.kernels.function(OP, &PERMUTE, "permute_scan")?;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&mut cc).arg(&mut offsets.data).arg(&c).arg(&e).arg(&align);
+            // SAFETY: arguments match `permute_scan`; block e scans row e of cc (chunks i32) and
+            // writes offsets[e + 1]; the last block to bump the counter (zeroed above, after the
+            // E × chunks entries) scans offsets, which holds E + 1 i32.
+            unsafe { b.launch(blocks(p.experts, 256)) }.map_err(launch_err(OP))?;
+        } else {
+            let f = self.kernels.function(OP, &PERMUTE, "permute_scan_chunks")?;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&mut cc).arg(&mut offsets.data).arg(&c).arg(&align);
+            // SAFETY: arguments match `permute_scan_chunks`; block e scans row e of cc (chunks
+            // i32) and writes offsets[e + 1]; offsets holds E + 1 i32.
+            unsafe { b.launch(blocks(p.experts, 256)) }.map_err(launch_err(OP))?;
 
-        let f = self.kernels.function(OP, &PERMUTE, "permute_scan_offsets")?;
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(&mut io.offsets.data).arg(&e);
-        // SAFETY: arguments match `permute_scan_offsets`; one block scans offsets[1..=E].
-        unsafe { b.launch(blocks(1, 1024)) }.map_err(launch_err(OP))?;
+            let f = self.kernels.function(OP, &PERMUTE, "permute_scan_offsets")?;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&mut offsets.data).arg(&e);
+            // SAFETY: arguments match `permute_scan_offsets`; one block scans offsets[1..=E].
+            unsafe { b.launch(blocks(1, 1024)) }.map_err(launch_err(OP))?;
+        }
 
         if slots > 0 {
             let flag = self.flag()?;
             let f = self.kernels.function(OP, &PERMUTE, "permute_scatter")?;
             let mut b = self.stream.launch_builder(&f);
-            b.arg(&io.ids.data).arg(&mut cc).arg(&io.offsets.data);
-            b.arg(&mut io.token_slot_to_row.data).arg(&mut io.row_to_token.data);
+            b.arg(&ids.data).arg(&mut cc).arg(&offsets.data);
+            b.arg(&mut token_slot_to_row.data).arg(&mut row_to_token.data);
             b.arg(&n).arg(&e).arg(&k).arg(&c).arg(&flag.record);
             // SAFETY: arguments match `permute_scatter`; one block of CHUNK threads per chunk, one
             // slot each; ids outside 0..E are recorded and skipped, and a valid slot's row is
             // below offsets[E] <= R, so every write is in bounds.
             unsafe { b.launch(blocks(chunks, CHUNK as u32)) }.map_err(launch_err(OP))?;
         }
-
-        if rows > 0 {
-            let row_bytes = p.hidden * p.dtype.size();
-            let (word, name) = copy_word(row_bytes);
-            let words = row_bytes / word;
-            let f = self.kernels.function(OP, &PERMUTE, name)?;
-            let wi = i32_of(words);
-            let mut b = self.stream.launch_builder(&f);
-            b.arg(&io.hidden.data).arg(&io.row_to_token.data).arg(&mut io.permuted.data).arg(&wi);
-            // SAFETY: arguments match `permute_copy_*`; one block per row of R; row_to_token is -1
-            // or a token below T (written above); hidden holds T and permuted R rows of `words`
-            // words, and device allocations are 256-byte aligned, so every row is word-aligned.
-            unsafe { b.launch(blocks(rows, threads_for(words))) }.map_err(launch_err(OP))?;
-        }
         Ok(())
+    }
+}
+
+impl PermuteOps for CudaBackend {
+    fn permute(&self, p: &Validated<PermuteProblem>, io: PermuteIo<'_, CudaBuffer>) -> Result<()> {
+        const OP: &str = "permute";
+        self.permute_index(p, io.ids, io.offsets, io.row_to_token, io.token_slot_to_row)?;
+        let rows = p.max_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let row_bytes = p.hidden * p.dtype.size();
+        let (word, name) = copy_word(row_bytes);
+        let words = row_bytes / word;
+        let wi = i32_of(words);
+        if path() == Path::Fast && p.align == 1 {
+            // Every row of R = T·k is some slot's: one block per token writes its k rows.
+            if p.tokens == 0 {
+                return Ok(());
+            }
+            let f = self.kernels.function(OP, &PERMUTE, &name.replace("permute_copy_", "permute_copy_tok_"))?;
+            let (k, r) = (i32_of(p.k), i32_of(rows));
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&io.hidden.data).arg(&io.token_slot_to_row.data).arg(&mut io.permuted.data);
+            b.arg(&wi).arg(&k).arg(&r);
+            // SAFETY: arguments match `permute_copy_tok_*`; one block per token of T; hidden holds
+            // T and permuted R rows of `words` words (check_io), token_slot_to_row T × k i32 whose
+            // rows outside 0..R are skipped; allocations are 256-byte aligned and the word divides
+            // a row, so every access is word-aligned.
+            return unsafe { b.launch(blocks(p.tokens, threads_for(words))) }.map(drop).map_err(launch_err(OP));
+        }
+        let f = self.kernels.function(OP, &PERMUTE, name)?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&io.hidden.data).arg(&io.row_to_token.data).arg(&mut io.permuted.data).arg(&wi);
+        // SAFETY: arguments match `permute_copy_*`; one block per row of R; row_to_token is -1
+        // or a token below T (written above); hidden holds T and permuted R rows of `words`
+        // words, and device allocations are 256-byte aligned, so every row is word-aligned.
+        unsafe { b.launch(blocks(rows, threads_for(words))) }.map(drop).map_err(launch_err(OP))
     }
 
     fn unpermute_combine(&self, p: &Validated<CombineProblem>, io: CombineIo<'_, CudaBuffer>) -> Result<()> {

@@ -1,8 +1,13 @@
-//! RouteOps on CUDA (`kernels/route.cu`): the fused gate GEMM into f32 logits, the routing
-//! kernel (one warp per token) and the one-block bias update.
+//! RouteOps on CUDA (`kernels/route.cu`): the fused gate GEMM into f32 logits (cuBLASLt, or a
+//! SIMT split-K kernel), the routing kernel (one warp per token: the register path `route_r*`
+//! for E <= 1024 and k <= 32, else the generic `route_*`) and the one-block bias update.
+//!
+//! Overrides: `MOEKIT_CUDA_ROUTE_GATE=simt` (SIMT gate), `MOEKIT_CUDA_ROUTE=generic` (generic
+//! routing kernel).
 
 use crate::backend::device_err;
 use crate::launch::{blocks, i32_of, kernel_name, launch_err};
+use crate::ops::gemm::gemm_f32_out;
 use crate::runtime::sources::ROUTE;
 use crate::{CudaBackend, CudaBuffer};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -62,6 +67,59 @@ fn gate_split(t: usize, e: usize, h: usize) -> (usize, usize) {
     (h.div_ceil(kchunk), kchunk)
 }
 
+/// How the gate logits are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GatePath {
+    /// cuBLASLt, f32 output (the SIMT kernel where cuBLASLt is missing or declines the shape).
+    CublasLt,
+    /// The SIMT split-K kernel (`MOEKIT_CUDA_ROUTE_GATE=simt`).
+    Simt,
+}
+
+/// The gate path: cuBLASLt unless `MOEKIT_CUDA_ROUTE_GATE=simt`.
+fn gate_path() -> GatePath {
+    match std::env::var("MOEKIT_CUDA_ROUTE_GATE").as_deref() {
+        Ok("simt") => GatePath::Simt,
+        _ => GatePath::CublasLt,
+    }
+}
+
+/// Most experts of the register routing path (32 lanes × `EPL` <= 32 each).
+const REG_MAX_EXPERTS: usize = 1024;
+/// Most picks of the register routing path (lane j keeps pick j).
+const REG_MAX_K: usize = 32;
+
+/// Layout of the register routing kernel `route_r<epl>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RegPlan {
+    /// Experts per lane: a power of two with `32 · epl >= E`.
+    epl: usize,
+    /// Warps (tokens in flight) per block.
+    warps: usize,
+    /// Dynamic shared memory in words: `2E` accumulators, plus `E + 2G` per warp with groups.
+    smem_words: usize,
+}
+
+/// The register path for `e` experts, `g` groups (0: none) and top-`k`, unless it does not
+/// apply or `MOEKIT_CUDA_ROUTE=generic` forces the generic kernel.
+fn reg_plan(e: usize, g: usize, k: usize) -> Option<RegPlan> {
+    if std::env::var("MOEKIT_CUDA_ROUTE").as_deref() == Ok("generic") {
+        return None;
+    }
+    reg_plan_for(e, g, k)
+}
+
+fn reg_plan_for(e: usize, g: usize, k: usize) -> Option<RegPlan> {
+    if e > REG_MAX_EXPERTS || k > REG_MAX_K {
+        return None;
+    }
+    let epl = e.div_ceil(32).next_power_of_two();
+    let acc = 2 * e;
+    let per_warp = if g > 0 { e + 2 * g } else { 0 };
+    let warps = SMEM_WORDS.checked_sub(acc)?.checked_div(per_warp).map_or(MAX_WARPS, |w| w.min(MAX_WARPS));
+    (warps >= 1).then_some(RegPlan { epl, warps, smem_words: acc + warps * per_warp })
+}
+
 impl CudaBackend {
     /// The expert mask as `[E] i32` on the device (`None` when every expert is allowed).
     ///
@@ -76,7 +134,8 @@ impl CudaBackend {
     }
 
     /// `splits` slices `[T, E] f32` whose sum is `hidden [T, H] · gate [H, E]` (f32
-    /// accumulation), and `splits`.
+    /// accumulation), and `splits`: one slice from cuBLASLt where it runs, else the SIMT kernel's
+    /// split-K partials.
     fn gate_logits(
         &self,
         p: &RouteProblem,
@@ -85,6 +144,15 @@ impl CudaBackend {
         gate: &CudaBuffer,
     ) -> Result<(CudaSlice<f32>, usize)> {
         const OP: &str = "route";
+        if gate_path() == GatePath::CublasLt {
+            // NOTE: uninitialised: cuBLASLt writes every logit (beta = 0). A fresh temporary per
+            // call (stream-ordered); a workspace cache would save the allocation.
+            // SAFETY: read only after the GEMM below has written all T × E elements.
+            let mut logits = unsafe { self.stream.alloc::<f32>(p.tokens * p.experts) }.map_err(device_err(OP))?;
+            if gemm_f32_out(self, OP, p.dtype, (p.tokens, p.experts, h), hidden, gate, &mut logits)? {
+                return Ok((logits, 1));
+            }
+        }
         let (splits, kchunk) = gate_split(p.tokens, p.experts, h);
         // NOTE: a fresh temporary per call (stream-ordered alloc and free); a workspace cache
         // would save the allocation.
@@ -122,13 +190,51 @@ impl RouteOps for CudaBackend {
         // The routing kernel reads the fused logits as f32, else the input logits' dtype.
         let logits_dtype = if fused.is_some() { DType::F32 } else { p.dtype };
         let splits = i32_of(fused.as_ref().map_or(1, |f| f.1));
-        let f = self.kernels.function(OP, &ROUTE, &kernel_name(OP, logits_dtype))?;
 
         // NOTE: when every group is kept the group limit changes nothing; the kernel skips it.
         let (groups, topk_group) = match p.groups {
             Some(g) if g.topk_group < g.n_group => (g.n_group, g.topk_group),
             _ => (0, 0),
         };
+        let (t, e, k) = (i32_of(p.tokens), i32_of(p.experts), i32_of(p.k));
+        let softmax = i32::from(p.score == ScoreFn::Softmax);
+        let renorm = i32::from(p.renormalize);
+        let flag = self.flag()?;
+        let logits: &CudaSlice<u8> = &io.logits.data;
+
+        if let Some(rp) = reg_plan(p.experts, groups, p.k) {
+            let f = self.kernels.function(OP, &ROUTE, &kernel_name(&format!("route_r{}", rp.epl), logits_dtype))?;
+            let grid = p.tokens.div_ceil(rp.warps).min(MAX_BLOCKS);
+            let (groups, topk_group) = (i32_of(groups), i32_of(topk_group));
+            let mut b = self.stream.launch_builder(&f);
+            match &fused {
+                Some((l, _)) => b.arg(l),
+                None => b.arg(logits),
+            };
+            match io.bias {
+                Some(bias) => b.arg(&bias.data),
+                None => b.arg(&NULL),
+            };
+            match &mask {
+                Some(m) => b.arg(m),
+                None => b.arg(&NULL),
+            };
+            b.arg(&mut io.ids.data).arg(&mut io.weights.data).arg(&mut io.counts.data).arg(&mut io.load.data);
+            b.arg(&t).arg(&e).arg(&k).arg(&softmax).arg(&groups).arg(&topk_group).arg(&renorm);
+            b.arg(&p.scaling).arg(&splits).arg(&flag.record);
+            let cfg = LaunchConfig {
+                grid_dim: (grid as u32, 1, 1),
+                block_dim: ((rp.warps * 32) as u32, 1, 1),
+                shared_mem_bytes: (rp.smem_words * 4) as u32,
+            };
+            // SAFETY: arguments match `route_reg_impl`; logits hold (splits ×) T × E elements,
+            // bias and mask E, ids and weights T × k, counts and load E (check_io); E <= 32 · EPL
+            // and k <= 32 (reg_plan); the shared memory holds the accumulators and every warp's
+            // group area as reg_plan laid them out; indices come from loop bounds, never data.
+            return unsafe { b.launch(cfg) }.map(drop).map_err(launch_err(OP));
+        }
+
+        let f = self.kernels.function(OP, &ROUTE, &kernel_name(OP, logits_dtype))?;
         let pl = plan(p.experts, groups, p.k);
         let grid = p.tokens.div_ceil(pl.warps).min(MAX_BLOCKS);
         let gwork = if pl.global_work {
@@ -136,17 +242,12 @@ impl RouteOps for CudaBackend {
         } else {
             None
         };
-        let (t, e, k) = (i32_of(p.tokens), i32_of(p.experts), i32_of(p.k));
-        let softmax = i32::from(p.score == ScoreFn::Softmax);
         let (groups, topk_group) = (i32_of(groups), i32_of(topk_group));
-        let renorm = i32::from(p.renormalize);
         let block_acc = i32::from(pl.block_acc);
-        let flag = self.flag()?;
-
         let mut b = self.stream.launch_builder(&f);
         match &fused {
             Some((l, _)) => b.arg(l),
-            None => b.arg(&io.logits.data),
+            None => b.arg(logits),
         };
         match io.bias {
             Some(bias) => b.arg(&bias.data),
@@ -196,6 +297,23 @@ impl RouteOps for CudaBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn register_path_covers_up_to_1024_experts_and_32_picks() {
+        let pl = reg_plan_for(128, 0, 8).unwrap();
+        assert_eq!((pl.epl, pl.warps, pl.smem_words), (4, MAX_WARPS, 256));
+        assert_eq!(reg_plan_for(1, 0, 1).unwrap().epl, 1);
+        assert_eq!(reg_plan_for(33, 0, 1).unwrap().epl, 2);
+        assert_eq!(reg_plan_for(257, 0, 8).unwrap().epl, 16);
+        assert_eq!(reg_plan_for(1024, 0, 8).unwrap().epl, 32);
+        assert!(reg_plan_for(1025, 0, 8).is_none());
+        assert!(reg_plan_for(64, 0, 33).is_none());
+        let grouped = reg_plan_for(256, 8, 8).unwrap();
+        assert_eq!(grouped.smem_words, 512 + grouped.warps * (256 + 16));
+        assert!(grouped.smem_words <= SMEM_WORDS);
+        let wide = reg_plan_for(1024, 1024, 8).unwrap();
+        assert!(wide.warps >= 1 && wide.smem_words <= SMEM_WORDS);
+    }
 
     #[test]
     fn gate_splits_cover_the_hidden_size_and_only_when_tiles_are_few() {

@@ -6,9 +6,16 @@ use super::Source;
 pub(crate) static ROUTE: Source = Source { name: "route.cu", code: include_str!("../../kernels/route.cu") };
 /// Dispatch and combine.
 pub(crate) static PERMUTE: Source = Source { name: "permute.cu", code: include_str!("../../kernels/permute.cu") };
-/// Grouped GEMM.
-pub(crate) static GROUPED_GEMM: Source =
-    Source { name: "grouped_gemm.cu", code: include_str!("../../kernels/grouped_gemm.cu") };
+/// Grouped GEMM: the portable kernels, then the Hopper (`sm_90a`) wgmma kernels, in one module so
+/// they share the plan and zero kernels (the second file compiles to nothing elsewhere).
+pub(crate) static GROUPED_GEMM: Source = Source {
+    name: "grouped_gemm.cu",
+    code: concat!(
+        include_str!("../../kernels/grouped_gemm.cu"),
+        "\n",
+        include_str!("../../kernels/grouped_gemm_sm90.cu")
+    ),
+};
 /// Attention.
 pub(crate) static ATTENTION: Source = Source { name: "attention.cu", code: include_str!("../../kernels/attention.cu") };
 /// Model glue.

@@ -1,0 +1,79 @@
+//! MoeOps on CUDA: the layer forward without the permuted copy of the hidden states.
+//!
+//! route (fused gate) → dispatch indices only (offsets, row_to_token, token_slot_to_row) →
+//! grouped GEMM gate/up reading `x` through the gather prologue, with SwiGLU → grouped GEMM down
+//! → weighted combine. The GEMMs go through [`GroupedGemmOps`], so the layer uses whatever
+//! grouped kernel the backend has. The result equals [`moe_layer_from_primitives`]: the gather
+//! reads the same rows the permute would have copied.
+//!
+//! `MOEKIT_CUDA_MOE=primitives` forces the composition of the public ops.
+
+use crate::{CudaBackend, CudaBuffer};
+use moekit_ops::moe::moe_layer_from_primitives;
+use moekit_ops::{
+    CombineIo, DType, Device, GroupedGemmIo, GroupedGemmOps, MoeLayerIo, MoeLayerProblem, MoeOps, PermuteOps, Result,
+    RouteIo, RouteOps, Validated,
+};
+
+/// Whether the fused layer runs (unless `MOEKIT_CUDA_MOE=primitives`).
+fn fused() -> bool {
+    std::env::var("MOEKIT_CUDA_MOE").as_deref() != Ok("primitives")
+}
+
+impl MoeOps for CudaBackend {
+    fn moe_layer(&self, p: &Validated<MoeLayerProblem>, io: MoeLayerIo<'_, CudaBuffer>) -> Result<()> {
+        if !fused() {
+            return moe_layer_from_primitives(self, p, io);
+        }
+        let (rp, pp, mut up, dp, cp) = p.parts();
+        up.gather_tokens = Some(rp.tokens);
+        let (rp, up, dp, cp) = (rp.validate()?, up.validate()?, dp.validate()?, cp.validate()?);
+        let pp = pp.validate()?;
+        let (t, e, k, i, dt) = (rp.tokens, rp.experts, rp.k, p.inter, rp.dtype);
+        let (h, rows) = (p.hidden(), pp.max_rows());
+        // NOTE: every intermediate is a fresh zeroed allocation per call; a per-backend
+        // workspace cache keyed by the problem would save the allocations and memsets.
+        let mut ids = self.alloc(DType::I32, &[t, k])?;
+        let mut weights = self.alloc(DType::F32, &[t, k])?;
+        let mut counts = self.alloc(DType::I32, &[e])?;
+        let mut load = self.alloc(DType::F32, &[e])?;
+        let route_io = RouteIo {
+            logits: io.x,
+            gate: Some(io.gate),
+            bias: io.bias,
+            ids: &mut ids,
+            weights: &mut weights,
+            counts: &mut counts,
+            load: &mut load,
+        };
+        rp.check_io(&route_io)?;
+        self.route(&rp, route_io)?;
+
+        let mut offsets = self.alloc(DType::I32, &[e + 1])?;
+        let mut row_to_token = self.alloc(DType::I32, &[rows])?;
+        let mut tsr = self.alloc(DType::I32, &[t, k])?;
+        self.permute_index(&pp, &ids, &mut offsets, &mut row_to_token, &mut tsr)?;
+
+        let mut act = self.alloc(dt, &[rows, i])?;
+        let up_io = GroupedGemmIo {
+            x: io.x,
+            w: io.w_up,
+            group: &offsets,
+            row_to_token: Some(&row_to_token),
+            row_scale: None,
+            y: &mut act,
+        };
+        up.check_io(&up_io)?;
+        self.grouped_gemm(&up, up_io)?;
+
+        let mut y = self.alloc(dt, &[rows, h])?;
+        let down_io =
+            GroupedGemmIo { x: &act, w: io.w_down, group: &offsets, row_to_token: None, row_scale: None, y: &mut y };
+        dp.check_io(&down_io)?;
+        self.grouped_gemm(&dp, down_io)?;
+
+        let combine_io = CombineIo { y: &y, weights: &weights, token_slot_to_row: &tsr, add: io.add, out: io.out };
+        cp.check_io(&combine_io)?;
+        self.unpermute_combine(&cp, combine_io)
+    }
+}
