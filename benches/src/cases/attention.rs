@@ -123,6 +123,9 @@ impl Workload for AttentionCase {
         let m = self.shape.batch * self.shape.seq;
         let k = self.shape.heads_q * self.shape.head_dim;
         let n = (self.flops().unwrap_or(0.0) / (2.0 * m as f64 * k as f64)).round().max(1.0) as usize;
+        // NOTE: N rounded up to a multiple of 64: an odd N sends cuBLASLt to a slow path, so the
+        // ceiling would undershoot (its rate is computed from its own FLOPs, so rounding is free).
+        let n = n.next_multiple_of(64);
         Some((m, k, n))
     }
 }

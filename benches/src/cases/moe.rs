@@ -155,6 +155,9 @@ impl Workload for MoeCase {
         let (t, h, _, k, _) = self.dims_tuple();
         let m = t * k;
         let n = (self.problem.flops() / (2.0 * m as f64 * h as f64)).round().max(1.0) as usize;
+        // NOTE: N rounded up to a multiple of 64: an odd N sends cuBLASLt to a slow path, so the
+        // ceiling would undershoot (its rate is computed from its own FLOPs, so rounding is free).
+        let n = n.next_multiple_of(64);
         Some((m, h, n))
     }
 }
