@@ -5,7 +5,7 @@
 //! CPU) call these before computing, so bad data gets a typed error there; device backends
 //! keep their kernels in bounds and document what they do with bad indices.
 
-use crate::{Error, Result};
+use crate::{DType, Error, Result, TensorMeta};
 
 /// Every value in `lo..hi`.
 ///
@@ -46,4 +46,18 @@ pub fn finite(op: &'static str, what: &'static str, values: &[f32]) -> Result<()
         None => Ok(()),
         Some(index) => Err(Error::NonFinite { op, what, index }),
     }
+}
+
+/// A buffer's dtype and shape are the ones the problem implies.
+///
+/// # Errors
+/// [`Error::DType`] or [`Error::Shape`] naming `what`.
+pub fn meta<B: TensorMeta + ?Sized>(
+    op: &'static str,
+    what: &'static str,
+    buf: &B,
+    dtype: DType,
+    shape: &[usize],
+) -> Result<()> {
+    crate::validated::expect(op, what, buf, dtype, shape)
 }

@@ -50,6 +50,36 @@ pub use route::{BiasUpdateProblem, GroupLimit, RouteIo, RouteProblem, ScoreFn};
 pub use tensor::{HostData, HostTensor, TensorMeta};
 pub use validated::Validated;
 
+/// Implements [`Device`] for a host-memory backend: buffers are [`HostTensor`]s, `alloc` is
+/// zero-filled, upload and download clone, `sync` has nothing to wait for. The reference and
+/// CPU backends share it.
+#[macro_export]
+macro_rules! host_device {
+    ($ty:ty, $name:expr) => {
+        impl $crate::Device for $ty {
+            type Buffer = $crate::HostTensor;
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn float_dtypes(&self) -> &'static [$crate::DType] {
+                &$crate::DType::FLOATS
+            }
+            fn alloc(&self, dtype: $crate::DType, shape: &[usize]) -> $crate::Result<$crate::HostTensor> {
+                Ok($crate::HostTensor::zeros(dtype, shape))
+            }
+            fn upload(&self, tensor: &$crate::HostTensor) -> $crate::Result<$crate::HostTensor> {
+                Ok(tensor.clone())
+            }
+            fn download(&self, buffer: &$crate::HostTensor) -> $crate::Result<$crate::HostTensor> {
+                Ok(buffer.clone())
+            }
+            fn sync(&self) -> $crate::Result<()> {
+                Ok(())
+            }
+        }
+    };
+}
+
 /// Implements every op-family trait of a backend that has no kernels yet: each op answers
 /// [`Error::NotImplemented`] naming the op and the backend. Never a panic, never a fake
 /// result.

@@ -42,16 +42,16 @@ pub use permute::{permute, unpermute_combine, PermuteOut};
 pub use route::{route, update_bias, RouteOut};
 
 use moekit_ops::{
-    AttentionIo, AttentionOps, AttentionProblem, BiasUpdateProblem, CombineIo, CombineProblem, DType, Device,
-    EmbeddingProblem, Error, GemmProblem, GlueOps, GroupedGemmIo, GroupedGemmOps, GroupedGemmProblem, HostTensor,
-    MoeOps, PermuteIo, PermuteOps, PermuteProblem, Result, RmsNormIo, RmsNormProblem, RotaryIo, RotaryProblem, RouteIo,
-    RouteOps, RouteProblem, SwigluProblem, TensorMeta, Validated,
+    AttentionIo, AttentionOps, AttentionProblem, BiasUpdateProblem, CombineIo, CombineProblem, DType, EmbeddingProblem,
+    GemmProblem, GlueOps, GroupedGemmIo, GroupedGemmOps, GroupedGemmProblem, HostTensor, MoeOps, PermuteIo, PermuteOps,
+    PermuteProblem, Result, RmsNormIo, RmsNormProblem, RotaryIo, RotaryProblem, RouteIo, RouteOps, RouteProblem,
+    SwigluProblem, Validated,
 };
 
 /// Checks that an input has the dtype and shape the problem implies.
 ///
 /// # Errors
-/// [`Error::DType`] or [`Error::Shape`].
+/// [`moekit_ops::Error::DType`] or [`moekit_ops::Error::Shape`].
 pub(crate) fn expect(
     op: &'static str,
     what: &'static str,
@@ -59,13 +59,7 @@ pub(crate) fn expect(
     dtype: DType,
     shape: &[usize],
 ) -> Result<()> {
-    if t.dtype() != dtype {
-        return Err(Error::DType { op, what, expected: dtype, got: t.dtype() });
-    }
-    if t.shape() != shape {
-        return Err(Error::Shape { op, what, expected: shape.to_vec(), got: t.shape().to_vec() });
-    }
-    Ok(())
+    moekit_ops::check::meta(op, what, t, dtype, shape)
 }
 
 /// The reference backend: host memory, buffers are [`HostTensor`]s, every op is the f64 oracle
@@ -73,33 +67,7 @@ pub(crate) fn expect(
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReferenceBackend;
 
-impl Device for ReferenceBackend {
-    type Buffer = HostTensor;
-
-    fn name(&self) -> &'static str {
-        "reference"
-    }
-
-    fn float_dtypes(&self) -> &'static [DType] {
-        &DType::FLOATS
-    }
-
-    fn alloc(&self, dtype: DType, shape: &[usize]) -> Result<HostTensor> {
-        Ok(HostTensor::zeros(dtype, shape))
-    }
-
-    fn upload(&self, tensor: &HostTensor) -> Result<HostTensor> {
-        Ok(tensor.clone())
-    }
-
-    fn download(&self, buffer: &HostTensor) -> Result<HostTensor> {
-        Ok(buffer.clone())
-    }
-
-    fn sync(&self) -> Result<()> {
-        Ok(())
-    }
-}
+moekit_ops::host_device!(ReferenceBackend, "reference");
 
 impl RouteOps for ReferenceBackend {
     fn route(&self, p: &Validated<RouteProblem>, io: RouteIo<'_, HostTensor>) -> Result<()> {

@@ -1,11 +1,9 @@
 //! The CPU device: host memory, no stream.
 
-use moekit_ops::{DType, Device, HostTensor, Result};
-
 /// moekit's default backend: host memory, rayon parallelism, f32 accumulation, every op for
 /// f32, f16 and bf16.
 ///
-/// Buffers are [`HostTensor`]s; upload and download copy, `sync` returns at once (every op
+/// Buffers are [`moekit_ops::HostTensor`]s; upload and download copy, `sync` returns at once (every op
 /// has finished when it returns).
 ///
 /// ```
@@ -27,30 +25,4 @@ impl CpuBackend {
     }
 }
 
-impl Device for CpuBackend {
-    type Buffer = HostTensor;
-
-    fn name(&self) -> &'static str {
-        "cpu"
-    }
-
-    fn float_dtypes(&self) -> &'static [DType] {
-        &DType::FLOATS
-    }
-
-    fn alloc(&self, dtype: DType, shape: &[usize]) -> Result<HostTensor> {
-        Ok(HostTensor::zeros(dtype, shape))
-    }
-
-    fn upload(&self, tensor: &HostTensor) -> Result<HostTensor> {
-        Ok(tensor.clone())
-    }
-
-    fn download(&self, buffer: &HostTensor) -> Result<HostTensor> {
-        Ok(buffer.clone())
-    }
-
-    fn sync(&self) -> Result<()> {
-        Ok(())
-    }
-}
+moekit_ops::host_device!(CpuBackend, "cpu");
