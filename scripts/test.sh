@@ -38,6 +38,7 @@ step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 # `cargo test` runs the unit, integration and doc tests of every crate: the reference and CPU
 # property suites on every op and dtype, and the runnable examples of the docs.
 step "tests" cargo test --workspace
+step "docs" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 
 # --- what did not run here -----------------------------------------------------------------
 skipped+=("CUDA suite (moekit-cuda, feature cuda): no GPU on this machine; its tests print SKIPPED above; run it on the GPU machine (README, 'For GPU', scripts/gpu-run.sh)")

@@ -14,7 +14,7 @@
 //!
 //! Index data (expert ids, offsets, counts, gather rows, embedding ids) and routing logits are
 //! checked with [`moekit_ops::check`] before any arithmetic, so bad content is a typed
-//! [`Error`], never a panic or a wrong answer. Input shapes and dtypes are checked too, so the
+//! [`moekit_ops::Error`], never a panic or a wrong answer. Input shapes and dtypes are checked too, so the
 //! free functions are safe to call directly, not only through [`ReferenceBackend`].
 //!
 //! The free functions ([`route()`], [`permute()`], [`grouped_gemm()`], [`attention()`], ...)

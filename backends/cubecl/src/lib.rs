@@ -11,7 +11,7 @@
 //! [`Error::NoDevice`] when the machine has no adapter or GPU. [`WgpuRuntime`] and
 //! [`CudaRuntime`] are cubecl's runtimes when their feature is on, and empty placeholders
 //! otherwise. With a feature on, `CubeBackend<R>` works over any `R: cubecl::Runtime` (a
-//! caller's client through [`CubeBackend::from_client`]).
+//! caller's client through `CubeBackend::from_client` (with a cubecl feature)).
 //!
 //! ```
 //! use moekit_cubecl::{CubeBackend, WgpuRuntime};
