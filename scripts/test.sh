@@ -38,12 +38,14 @@ step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 # `cargo test` runs the unit, integration and doc tests of every crate: the reference and CPU
 # property suites on every op and dtype, and the runnable examples of the docs.
 step "tests" cargo test --workspace
+# The cubecl backend on wgpu over lavapipe: the whole property suite plus its own tests (each
+# prints SKIPPED when no Vulkan adapter is found).
+step "cubecl-wgpu tests" cargo test -p moekit-cubecl --features cubecl-wgpu
 step "docs" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 
 # --- what did not run here -----------------------------------------------------------------
 skipped+=("CUDA suite (moekit-cuda, feature cuda): no GPU on this machine; its tests print SKIPPED above; run it on the GPU machine (README, 'For GPU', scripts/gpu-run.sh)")
-skipped+=("cubecl-cuda suite (moekit-cubecl, feature cubecl-cuda): no GPU on this machine, kernels not implemented yet (issue #4)")
-skipped+=("cubecl-wgpu suite (moekit-cubecl, feature cubecl-wgpu, on lavapipe): not written yet, kernels come in issue #4")
+skipped+=("cubecl-cuda suite (moekit-cubecl, feature cubecl-cuda): no GPU on this machine; run it on the GPU machine")
 
 echo
 echo "==================== summary ===================="

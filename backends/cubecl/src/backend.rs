@@ -1,7 +1,11 @@
-//! [`CubeBackend`]: the type, its constructors whatever is compiled, and the ops (not
-//! implemented until issue #4).
+//! [`CubeBackend`]: the type, and its constructors whatever is compiled (the ops are in
+//! `crate::ops`, with a cubecl feature on).
 
-use crate::{CubeRuntime, CudaRuntime, WgpuRuntime};
+use crate::CubeRuntime;
+#[cfg(not(feature = "cubecl-cuda"))]
+use crate::CudaRuntime;
+#[cfg(not(feature = "cubecl-wgpu"))]
+use crate::WgpuRuntime;
 use moekit_ops::DType;
 use std::fmt;
 
@@ -14,6 +18,9 @@ pub struct CubeBackend<R: CubeRuntime> {
     pub(crate) client: R::Client,
     pub(crate) name: &'static str,
     pub(crate) float_dtypes: &'static [DType],
+    /// Content errors kernels record, reported at the next sync or download.
+    #[cfg(any(feature = "cubecl-wgpu", feature = "cubecl-cuda"))]
+    pub(crate) flag: crate::flag::ErrorFlag,
 }
 
 impl<R: CubeRuntime> fmt::Debug for CubeBackend<R> {
@@ -94,5 +101,10 @@ not_compiled_device!(WgpuRuntime, WGPU);
 #[cfg(not(feature = "cubecl-cuda"))]
 not_compiled_device!(CudaRuntime, CUDA);
 
+// NOTE: with a feature on, the ops are implemented once for every `R: cubecl::Runtime`
+// (`crate::ops`); only a placeholder runtime (never a cubecl runtime, so the impls do not
+// overlap) answers NotImplemented, and its backend cannot be built anyway.
+#[cfg(not(feature = "cubecl-wgpu"))]
 moekit_ops::not_implemented_ops!(CubeBackend<WgpuRuntime>);
+#[cfg(not(feature = "cubecl-cuda"))]
 moekit_ops::not_implemented_ops!(CubeBackend<CudaRuntime>);

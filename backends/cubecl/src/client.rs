@@ -30,7 +30,8 @@ impl<R: Runtime> CubeBackend<R> {
             // which convert half types through f16/bf16 loads.
             _ => F32,
         };
-        CubeBackend { client, name, float_dtypes }
+        let flag = crate::flag::ErrorFlag::new(&client);
+        CubeBackend { client, name, float_dtypes, flag }
     }
 
     /// The cubecl client.
@@ -122,6 +123,8 @@ impl<R: Runtime> Device for CubeBackend<R> {
 
     fn download(&self, buffer: &CubeBuffer) -> Result<HostTensor> {
         let n = buffer.num_bytes();
+        // NOTE: the record is read first, so even an empty download reports a content error.
+        self.flag.check(&self.client, self.name)?;
         if n == 0 {
             return Ok(HostTensor::zeros(buffer.dtype, &buffer.shape));
         }
@@ -138,6 +141,7 @@ impl<R: Runtime> Device for CubeBackend<R> {
             op: "sync",
             backend: self.name,
             msg: e.to_string(),
-        })
+        })?;
+        self.flag.check(&self.client, self.name)
     }
 }

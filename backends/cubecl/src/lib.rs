@@ -2,9 +2,10 @@
 //!
 //! [`CubeBackend<R>`] runs moekit on a [cubecl](https://docs.rs/cubecl) 0.10 runtime: CUDA
 //! (cargo feature `cubecl-cuda`) or wgpu (feature `cubecl-wgpu`: Vulkan through SPIR-V on
-//! Linux, Metal, DX12). Its `#[cube]` kernels arrive in issue #4; until then every op answers
-//! [`Error::NotImplemented`], while memory ([`moekit_ops::Device`]: alloc, upload, download,
-//! sync) already goes through the cubecl client.
+//! Linux, Metal, DX12). Its `#[cube]` kernels are written once for every runtime and need no
+//! plane operations; memory ([`moekit_ops::Device`]: alloc, upload, download, sync) goes
+//! through the cubecl client. Bad index data a kernel meets (ids, rows, offsets out of range,
+//! non-finite router logits) is reported as a typed error at the next `sync` or `download`.
 //!
 //! The API is the same whatever is compiled: [`CubeBackend::wgpu`] and [`CubeBackend::cuda`]
 //! always exist and answer [`Error::NotCompiled`] when their feature is off, or
@@ -28,6 +29,12 @@ mod backend;
 mod buffer;
 #[cfg(any(feature = "cubecl-wgpu", feature = "cubecl-cuda"))]
 mod client;
+#[cfg(any(feature = "cubecl-wgpu", feature = "cubecl-cuda"))]
+mod flag;
+#[cfg(any(feature = "cubecl-wgpu", feature = "cubecl-cuda"))]
+mod kernels;
+#[cfg(any(feature = "cubecl-wgpu", feature = "cubecl-cuda"))]
+mod ops;
 mod runtime;
 
 pub use backend::CubeBackend;

@@ -1,9 +1,9 @@
 //! What `CubeBackend` does on this machine: without its feature, or without a device, each
-//! constructor answers a typed error (never a panic); with one, memory round-trips and every op
-//! answers `NotImplemented` until the kernels land (issue #4).
+//! constructor answers a typed error (never a panic); with one, memory round-trips, an op runs,
+//! and bad index data comes back as a typed error at the next download.
 
 use moekit_cubecl::{CubeBackend, CudaRuntime, WgpuRuntime};
-use moekit_ops::{api, Backend, DType, Error, HostTensor, SwigluProblem, TensorMeta};
+use moekit_ops::{api, Backend, DType, EmbeddingProblem, Error, HostTensor, SwigluProblem, TensorMeta};
 use std::io::Write;
 
 /// The error is `NotCompiled` exactly when the feature is off, else `NoDevice`.
@@ -15,7 +15,7 @@ fn check_unavailable(e: &Error, name: &str, compiled: bool) {
     }
 }
 
-/// Memory round trips and ops refuse, on a backend that could be built.
+/// Memory round trips, an op, and a deferred content error, on a backend that could be built.
 fn exercise<B: Backend>(b: &B) {
     for &dtype in b.float_dtypes().iter().chain(&[DType::I32]) {
         for shape in [vec![3, 5], vec![0, 4]] {
@@ -29,11 +29,26 @@ fn exercise<B: Backend>(b: &B) {
         }
     }
     b.sync().unwrap();
+    // silu(1) · 2 in every element.
     let p = SwigluProblem { rows: 2, inter: 3, dtype: DType::F32 };
-    let x = b.alloc(DType::F32, &[2, 6]).unwrap();
+    let x = b
+        .upload(&HostTensor::from_f32(DType::F32, &[2, 6], &[1., 1., 1., 2., 2., 2., 1., 1., 1., 2., 2., 2.]))
+        .unwrap();
     let mut y = b.alloc(DType::F32, &[2, 3]).unwrap();
-    let e = api::swiglu(b, &p, &x, &mut y).unwrap_err();
-    assert_eq!(e, Error::NotImplemented { op: "swiglu", backend: b.name() });
+    api::swiglu(b, &p, &x, &mut y).unwrap();
+    let want = 2.0 / (1.0 + (-1.0f32).exp());
+    for v in b.download(&y).unwrap().to_f32_vec() {
+        assert!((v - want).abs() < 1e-5, "{v} vs {want}");
+    }
+    // An id past the vocabulary: the op is queued, the download reports it, then it is cleared.
+    let p = EmbeddingProblem { tokens: 2, vocab: 3, hidden: 4, dtype: DType::F32 };
+    let table = b.alloc(DType::F32, &[3, 4]).unwrap();
+    let ids = b.upload(&HostTensor::from_i32(&[2], &[1, 7])).unwrap();
+    let mut out = b.alloc(DType::F32, &[2, 4]).unwrap();
+    api::embedding(b, &p, &table, &ids, &mut out).unwrap();
+    let e = b.download(&out).unwrap_err();
+    assert!(matches!(e, Error::IndexOutOfRange { op: "embedding", value: 7, .. }), "{e:?}");
+    b.sync().unwrap();
 }
 
 fn skip(test: &str, e: &Error) {

@@ -1,0 +1,251 @@
+//! Tiled grouped GEMM (and dense GEMM as its one-expert case): shared-memory tiles of
+//! [`TILE`]×[`TILE`], one output element per unit, f32 accumulation, the SwiGLU and row-scale
+//! epilogues and the gather prologue fused.
+//!
+//! Contiguous layout: cube `(x, y)` owns output rows `x·TILE..` and columns `y·TILE..`; it
+//! walks the experts whose row segments meet its rows (found by a binary search over the
+//! device offsets, no host sync), loading only the rows of the current expert, so each row
+//! accumulates against its own expert's weight. Masked layout: cube `z` is the expert.
+//!
+//! NOTE: matrix instructions (`cmma`) where the runtime has them are not used yet; this is the
+//! portable path (lavapipe has neither plane ops nor matrix units).
+
+use super::flag::record;
+use cubecl::ir::ElemType;
+use cubecl::prelude::*;
+
+/// Rows, columns and reduction depth of one tile; the cube is `TILE × TILE` units.
+pub(crate) const TILE: usize = 16;
+
+/// Row grouping of a launch.
+pub(crate) const MODE_CONTIGUOUS: u32 = 0;
+/// `x [E, C, K]` with device counts.
+pub(crate) const MODE_MASKED: u32 = 1;
+/// One expert owning every row (dense GEMM): no group buffer is read.
+pub(crate) const MODE_DENSE: u32 = 2;
+
+/// Codes recorded in the content-error flag (`crate::flag::BadIndex`): offsets that break
+/// `0 = offsets[0] <= ... <= offsets[E] <= R`.
+pub(crate) const BAD_OFFSETS: i32 = 3;
+/// A masked count outside `0..=C`.
+pub(crate) const BAD_COUNTS: i32 = 4;
+/// A gather row outside `-1..T`.
+pub(crate) const BAD_GATHER: i32 = 5;
+
+/// The grouped GEMM; see the module doc. Launch with a cube of `TILE × TILE` units and
+/// `(max(1, ceil(rows / TILE)), ceil(N_out / TILE), E or 1)` cubes (rows on x, the axis
+/// with the largest limit).
+///
+/// `x`: `[R or T, K]` or `[E, C, K]`; `w`: `[E, K, N]` (or `[E, N, K]` with `nk`); `group`:
+/// offsets `[E+1]` or counts `[E]`; `row_to_token [R]` (gather), `row_scale [R or E·C]`
+/// (scale), each a one-element placeholder when unused; `y`: `[R or E·C, N_out]`; `rows`: `R`
+/// (contiguous, dense) or `C` (masked); `tokens`: `T` with gather.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn grouped_gemm_kernel<F: Float>(
+    x: &Array<F>,
+    w: &Array<F>,
+    group: &Array<i32>,
+    row_to_token: &Array<i32>,
+    row_scale: &Array<f32>,
+    y: &mut Array<F>,
+    flag: &mut Array<i32>,
+    experts: u32,
+    rows: u32,
+    tokens: u32,
+    k_dim: u32,
+    n_dim: u32,
+    #[comptime] mode: u32,
+    #[comptime] nk: bool,
+    #[comptime] swiglu: bool,
+    #[comptime] scale: bool,
+    #[comptime] gather: bool,
+    #[define(F)] _dtype: ElemType,
+) {
+    let tile = comptime!(TILE);
+    let tx = UNIT_POS_X as usize;
+    let ty = UNIT_POS_Y as usize;
+    let n_out = if swiglu { n_dim as usize / 2 } else { n_dim as usize };
+    let rows_u = rows as usize;
+    let k_u = k_dim as usize;
+    let n_u = n_dim as usize;
+    let m0 = CUBE_POS_X as usize * tile;
+    let col = CUBE_POS_Y as usize * tile + tx;
+    let row = m0 + ty;
+
+    let mut xs = SharedMemory::<f32>::new(tile * tile);
+    let mut wg = SharedMemory::<f32>::new(tile * tile);
+    let mut wu = SharedMemory::<f32>::new(tile * tile);
+
+    let mut acc_g = 0.0f32;
+    let mut acc_u = 0.0f32;
+    let mut valid = false;
+
+    // The experts this cube visits: `e_first..e_end` (contiguous: while their segment starts
+    // before the tile's last row).
+    let mut e_first = 0usize;
+    let mut e_end = 1usize;
+    if mode == MODE_MASKED {
+        e_first = CUBE_POS_Z as usize;
+        e_end = e_first + 1;
+    } else if mode == MODE_CONTIGUOUS {
+        if CUBE_POS_X == 0 && CUBE_POS_Y == 0 && UNIT_POS == 0 {
+            check_offsets(group, flag, experts as usize, rows_u);
+        }
+        // The first expert whose segment ends past `m0`.
+        let mut lo = 0usize;
+        let mut hi = experts as usize;
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if clamp_row(group[mid + 1], rows_u) > m0 {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        e_first = lo;
+        e_end = experts as usize;
+    }
+
+    let mut e = e_first;
+    let mut more = e < e_end;
+    while more {
+        // Rows `start..end` (masked: of expert `e`'s block from `y_base`) belong to expert `e`.
+        let mut start = 0usize;
+        let mut end = rows_u;
+        let mut y_base = 0usize;
+        if mode == MODE_CONTIGUOUS {
+            start = clamp_row(group[e], rows_u);
+            end = start.max(clamp_row(group[e + 1], rows_u));
+        } else if mode == MODE_MASKED {
+            let count = group[e];
+            if CUBE_POS_X == 0 && CUBE_POS_Y == 0 && UNIT_POS == 0 && (count < 0 || count > rows as i32) {
+                record(flag, BAD_COUNTS, e as i32, count, rows as i32 + 1);
+            }
+            end = clamp_row(count, rows_u);
+            y_base = e * rows_u;
+        }
+        if row >= start && row < end {
+            valid = true;
+        }
+        let w_base = e * k_u * n_u;
+
+        let mut k0 = 0usize;
+        while k0 < k_u {
+            // X tile: unit (ty, tx) loads row m0+ty, column k0+tx.
+            let xr = m0 + ty;
+            let xc = k0 + tx;
+            let mut xv = 0.0f32;
+            if xr >= start && xr < end && xc < k_u {
+                if gather {
+                    let t = row_to_token[xr];
+                    if t >= 0 && t < tokens as i32 {
+                        xv = f32::cast_from(x[t as usize * k_u + xc]);
+                    }
+                } else {
+                    xv = f32::cast_from(x[(y_base + xr) * k_u + xc]);
+                }
+            }
+            xs[ty * tile + tx] = xv;
+
+            // W tiles: [kk, c] = W_e[k0+kk, n0+c] (gate) and W_e[k0+kk, n_out+n0+c] (up).
+            let n0 = CUBE_POS_Y as usize * tile;
+            if nk {
+                // Unit (ty, tx) reads W_e[n0+ty, k0+tx] (contiguous along K) and stores it
+                // transposed.
+                let wn = n0 + ty;
+                let wk = k0 + tx;
+                let mut g = 0.0f32;
+                let mut u = 0.0f32;
+                if wk < k_u && wn < n_out {
+                    g = f32::cast_from(w[w_base + wn * k_u + wk]);
+                    if swiglu {
+                        u = f32::cast_from(w[w_base + (n_out + wn) * k_u + wk]);
+                    }
+                }
+                wg[tx * tile + ty] = g;
+                wu[tx * tile + ty] = u;
+            } else {
+                let wk = k0 + ty;
+                let wn = n0 + tx;
+                let mut g = 0.0f32;
+                let mut u = 0.0f32;
+                if wk < k_u && wn < n_out {
+                    g = f32::cast_from(w[w_base + wk * n_u + wn]);
+                    if swiglu {
+                        u = f32::cast_from(w[w_base + wk * n_u + n_out + wn]);
+                    }
+                }
+                wg[ty * tile + tx] = g;
+                wu[ty * tile + tx] = u;
+            }
+            sync_cube();
+
+            #[unroll]
+            for kk in 0..tile {
+                let a = xs[ty * tile + kk];
+                acc_g += a * wg[kk * tile + tx];
+                if swiglu {
+                    acc_u += a * wu[kk * tile + tx];
+                }
+            }
+            sync_cube();
+            k0 += tile;
+        }
+
+        e += 1;
+        more = e < e_end;
+        if mode == MODE_CONTIGUOUS && more {
+            more = clamp_row(group[e], rows_u) < m0 + tile;
+        }
+    }
+
+    // Every output element of the cube's tile is written, zero outside every expert.
+    if row < rows_u && col < n_out {
+        let y_row = if mode == MODE_MASKED { CUBE_POS_Z as usize * rows_u + row } else { row };
+        if gather && col == 0 {
+            let t = row_to_token[row];
+            if t < -1 || t >= tokens as i32 {
+                record(flag, BAD_GATHER, row as i32, t, tokens as i32);
+            }
+        }
+        let mut out = acc_g;
+        if swiglu {
+            out = acc_g / (1.0 + f32::exp(-acc_g)) * acc_u;
+        }
+        if scale {
+            out *= row_scale[y_row];
+        }
+        if !valid {
+            out = 0.0;
+        }
+        y[y_row * n_out + col] = F::cast_from(out);
+    }
+}
+
+/// `v` clamped into `0..=rows`.
+#[cube]
+fn clamp_row(v: i32, rows: usize) -> usize {
+    let mut r = 0usize;
+    if v > 0 {
+        r = (v as usize).min(rows);
+    }
+    r
+}
+
+/// Records the first offset that breaks `0 = offsets[0] <= ... <= offsets[E] <= R`.
+#[cube]
+fn check_offsets(offsets: &Array<i32>, flag: &mut Array<i32>, experts: usize, rows: usize) {
+    let mut found = offsets[0] != 0;
+    let mut bad = 0usize;
+    for e in 0..experts {
+        let next = offsets[e + 1];
+        if !found && (next < offsets[e] || next > rows as i32) {
+            found = true;
+            bad = e + 1;
+        }
+    }
+    if found {
+        record(flag, BAD_OFFSETS, bad as i32, offsets[bad], rows as i32);
+    }
+}

@@ -1,0 +1,155 @@
+//! Dense GEMM on cubecl (`GlueOps::gemm` calls [`gemm`]): the tiled grouped-GEMM kernel with
+//! one expert owning every row, and the launch both share.
+
+use crate::kernels::grouped_gemm::{grouped_gemm_kernel, MODE_DENSE, MODE_MASKED, TILE};
+use crate::{CubeBackend, CubeBuffer};
+use cubecl::ir::{ElemType, FloatKind};
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+use moekit_ops::{DType, Error, GemmProblem, Result, TensorMeta, Validated};
+
+/// The cubecl element type of a float dtype.
+///
+/// # Errors
+/// [`Error::Unsupported`] for a non-float dtype.
+pub(crate) fn float_elem(op: &'static str, dtype: DType) -> Result<ElemType> {
+    match dtype {
+        DType::F32 => Ok(ElemType::Float(FloatKind::F32)),
+        DType::F16 => Ok(ElemType::Float(FloatKind::F16)),
+        DType::BF16 => Ok(ElemType::Float(FloatKind::BF16)),
+        other => Err(Error::unsupported(op, format!("dtype {other:?}"))),
+    }
+}
+
+/// A cube count dimension, checked against the runtime's limit.
+///
+/// # Errors
+/// [`Error::Unsupported`] past `u32`.
+pub(crate) fn cubes(op: &'static str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::unsupported(op, format!("{n} cubes along one axis")))
+}
+
+/// A `u32` kernel scalar.
+///
+/// # Errors
+/// [`Error::Unsupported`] past `u32`.
+pub(crate) fn scalar(op: &'static str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::unsupported(op, format!("size {n} exceeds u32")))
+}
+
+/// Every argument of one launch of [`grouped_gemm_kernel`].
+pub(crate) struct TiledLaunch<'a> {
+    pub(crate) op: &'static str,
+    pub(crate) dtype: DType,
+    pub(crate) x: &'a CubeBuffer,
+    pub(crate) w: &'a CubeBuffer,
+    pub(crate) group: Option<&'a CubeBuffer>,
+    pub(crate) row_to_token: Option<&'a CubeBuffer>,
+    pub(crate) row_scale: Option<&'a CubeBuffer>,
+    pub(crate) y: &'a CubeBuffer,
+    pub(crate) experts: usize,
+    /// `R` (contiguous, dense) or `C` (masked).
+    pub(crate) rows: usize,
+    pub(crate) tokens: usize,
+    pub(crate) k_dim: usize,
+    pub(crate) n_dim: usize,
+    pub(crate) n_out: usize,
+    pub(crate) mode: u32,
+    pub(crate) nk: bool,
+    pub(crate) swiglu: bool,
+}
+
+/// `(handle, elements)` of a buffer, or of a one-element placeholder.
+fn arg<R: Runtime>(b: &CubeBackend<R>, buf: Option<&CubeBuffer>) -> (Handle, usize) {
+    match buf {
+        Some(buf) => (buf.handle.clone(), buf.numel().max(1)),
+        // NOTE: a fresh placeholder, never a buffer the launch also writes: wgpu refuses one
+        // buffer bound both read-only and read-write in one dispatch.
+        None => (b.client.create_from_slice(&[0u8; 4]), 1),
+    }
+}
+
+/// Launches the tiled kernel over `(max(1, ceil(rows/TILE)), ceil(N_out/TILE), E or 1)`
+/// cubes.
+///
+/// # Errors
+/// [`Error::Unsupported`] for a dtype the runtime lacks or sizes past `u32`.
+pub(crate) fn launch_tiled<R: Runtime>(b: &CubeBackend<R>, l: TiledLaunch<'_>) -> Result<()> {
+    let elem = float_elem(l.op, l.dtype)?;
+    let col_cubes = cubes(l.op, l.n_out.div_ceil(TILE))?;
+    let row_cubes = cubes(l.op, l.rows.div_ceil(TILE).max(1))?;
+    let expert_cubes = cubes(l.op, if l.mode == MODE_MASKED { l.experts } else { 1 })?;
+    if col_cubes == 0 || expert_cubes == 0 {
+        return Ok(());
+    }
+    let (x, w, y) =
+        ((l.x.handle.clone(), l.x.numel()), (l.w.handle.clone(), l.w.numel()), (l.y.handle.clone(), l.y.numel()));
+    let (group, rtt, scale) = (arg(b, l.group), arg(b, l.row_to_token), arg(b, l.row_scale));
+    // SAFETY: every handle is a live allocation of at least the given number of elements of
+    // the kernel's element type (checked by `check_io`); the kernel keeps every access inside
+    // those lengths whatever the index data says, and runs bounds-checked besides.
+    unsafe {
+        grouped_gemm_kernel::launch::<R>(
+            &b.client,
+            CubeCount::Static(row_cubes, col_cubes, expert_cubes),
+            CubeDim::new_2d(TILE as u32, TILE as u32),
+            ArrayArg::from_raw_parts(x.0, x.1.max(1)),
+            ArrayArg::from_raw_parts(w.0, w.1.max(1)),
+            ArrayArg::from_raw_parts(group.0, group.1),
+            ArrayArg::from_raw_parts(rtt.0, rtt.1),
+            ArrayArg::from_raw_parts(scale.0, scale.1),
+            ArrayArg::from_raw_parts(y.0, y.1.max(1)),
+            b.flag_arg(),
+            scalar(l.op, l.experts)?,
+            scalar(l.op, l.rows)?,
+            scalar(l.op, l.tokens)?,
+            scalar(l.op, l.k_dim)?,
+            scalar(l.op, l.n_dim)?,
+            l.mode,
+            l.nk,
+            l.swiglu,
+            l.row_scale.is_some(),
+            l.row_to_token.is_some(),
+            elem,
+        );
+    }
+    Ok(())
+}
+
+/// Dense `c [M, N] = a [M, K] · b` (`b [K, N]`, or `[N, K]` transposed), f32 accumulation.
+///
+/// # Errors
+/// [`Error::Unsupported`] for sizes past `u32`.
+pub(crate) fn gemm<R: Runtime>(
+    b: &CubeBackend<R>,
+    p: &Validated<GemmProblem>,
+    a: &CubeBuffer,
+    bm: &CubeBuffer,
+    c: &mut CubeBuffer,
+) -> Result<()> {
+    if p.m == 0 || p.n == 0 {
+        return Ok(());
+    }
+    launch_tiled(
+        b,
+        TiledLaunch {
+            op: "gemm",
+            dtype: p.dtype,
+            x: a,
+            w: bm,
+            group: None,
+            row_to_token: None,
+            row_scale: None,
+            y: c,
+            experts: 1,
+            rows: p.m,
+            tokens: 0,
+            k_dim: p.k,
+            n_dim: p.n,
+            n_out: p.n,
+            mode: MODE_DENSE,
+            nk: p.b_transposed,
+            swiglu: false,
+        },
+    )
+}

@@ -1,0 +1,108 @@
+//! [`RouteOps`] on cubecl: per-token routing with the gate GEMM fused, then per-expert counts
+//! and load (kernels in [`crate::kernels::route`]).
+
+use super::gemm::{float_elem, scalar};
+use super::{array, grid, placeholder, BLOCK};
+use crate::flag::BadIndex;
+use crate::kernels::route;
+use crate::{CubeBackend, CubeBuffer};
+use cubecl::prelude::*;
+use moekit_ops::{BiasUpdateProblem, Result, RouteIo, RouteOps, RouteProblem, ScoreFn, Validated};
+
+/// A mask `[E] i32` (1 = allowed) on the device, or a placeholder without one.
+fn mask_arg<R: Runtime>(b: &CubeBackend<R>, mask: Option<&[bool]>) -> ArrayArg<R> {
+    match mask {
+        Some(m) => {
+            let words: Vec<u8> = m.iter().flat_map(|&a| i32::from(a).to_le_bytes()).collect();
+            let handle = b.client.create_from_slice(&words);
+            // SAFETY: the handle holds `m.len()` i32.
+            unsafe { ArrayArg::from_raw_parts(handle, m.len().max(1)) }
+        }
+        None => placeholder(b),
+    }
+}
+
+/// Uninitialised f32 scratch of `n` elements (every launch writes before it reads).
+fn scratch<R: Runtime>(b: &CubeBackend<R>, n: usize) -> ArrayArg<R> {
+    let handle = b.client.empty(4 * n.max(1));
+    // SAFETY: the handle holds `n` f32 (at least one).
+    unsafe { ArrayArg::from_raw_parts(handle, n.max(1)) }
+}
+
+impl<R: Runtime> RouteOps for CubeBackend<R> {
+    fn route(&self, p: &Validated<RouteProblem>, io: RouteIo<'_, CubeBuffer>) -> Result<()> {
+        const OP: &str = "route";
+        let elem = float_elem(OP, p.dtype)?;
+        let (t, e) = (p.tokens, p.experts);
+        // NOTE: the scores stay on the device for the per-expert load; with no token the
+        // load and counts are still written (zeros) by the stats launch.
+        let scores_handle = self.client.empty(4 * (t * e).max(1));
+        // SAFETY: `scores_handle` holds `T·E` f32 (at least one).
+        let scores = |h: &cubecl::server::Handle| unsafe { ArrayArg::<R>::from_raw_parts(h.clone(), (t * e).max(1)) };
+        if let Some(count) = grid(OP, t)? {
+            let (n_group, topk_group) = p.groups.map_or((1, 1), |g| (g.n_group, g.topk_group));
+            route::route_tokens::launch::<R>(
+                &self.client,
+                count,
+                CubeDim::new_1d(BLOCK as u32),
+                array(io.logits),
+                io.gate.map_or_else(|| placeholder(self), array),
+                io.bias.map_or_else(|| placeholder(self), array),
+                mask_arg(self, p.expert_mask.as_deref()),
+                scores(&scores_handle),
+                scratch(self, t * e),
+                scratch(self, t * n_group),
+                array(io.ids),
+                array(io.weights),
+                self.flag_arg(),
+                scalar(OP, t)?,
+                scalar(OP, e)?,
+                scalar(OP, p.k)?,
+                scalar(OP, p.hidden.unwrap_or(0))?,
+                scalar(OP, n_group)?,
+                scalar(OP, topk_group)?,
+                p.scaling,
+                BadIndex::RouteNonFinite.code(),
+                p.hidden.is_some(),
+                p.score == ScoreFn::Sigmoid,
+                p.use_bias,
+                p.expert_mask.is_some(),
+                p.groups.is_some(),
+                p.renormalize,
+                elem,
+            );
+        }
+        if let Some(count) = grid(OP, e)? {
+            route::route_stats::launch::<R>(
+                &self.client,
+                count,
+                CubeDim::new_1d(BLOCK as u32),
+                array(io.ids),
+                scores(&scores_handle),
+                array(io.counts),
+                array(io.load),
+                scalar(OP, t)?,
+                scalar(OP, e)?,
+                scalar(OP, p.k)?,
+            );
+        }
+        Ok(())
+    }
+
+    fn update_bias(&self, p: &Validated<BiasUpdateProblem>, bias: &mut CubeBuffer, counts: &CubeBuffer) -> Result<()> {
+        const OP: &str = "update_bias";
+        let Some(count) = grid(OP, p.experts)? else { return Ok(()) };
+        route::update_bias::launch::<R>(
+            &self.client,
+            count,
+            CubeDim::new_1d(BLOCK as u32),
+            array(bias),
+            array(counts),
+            mask_arg(self, p.expert_mask.as_deref()),
+            scalar(OP, p.experts)?,
+            p.speed,
+            p.expert_mask.is_some(),
+        );
+        Ok(())
+    }
+}
