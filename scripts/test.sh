@@ -41,7 +41,8 @@ step "tests" cargo test --workspace
 # The cubecl backend on wgpu over lavapipe: the whole property suite plus its own tests.
 # NOTE: MOEKIT_NO_SKIP turns the suite's "no adapter" skips into failures: CI must run it for real.
 step "cubecl-wgpu clippy" cargo clippy -p moekit-cubecl --features cubecl-wgpu --all-targets -- -D warnings
-step "cubecl-wgpu tests" env MOEKIT_NO_SKIP=1 cargo test -p moekit-cubecl --features cubecl-wgpu
+step "cubecl-wgpu suite" env MOEKIT_NO_SKIP=1 cargo test -p moekit-cubecl --features cubecl-wgpu --test suite_wgpu
+step "cubecl-wgpu tests" cargo test -p moekit-cubecl --features cubecl-wgpu --lib --test cube_backend
 step "docs" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 
 # --- what did not run here -----------------------------------------------------------------
