@@ -46,7 +46,10 @@ pub fn route_tokens<F: Float>(
     if t < tokens as usize {
         let e_count = experts as usize;
         let base = t * e_count;
-        let neg_inf = f32::new(f32::NEG_INFINITY);
+        // NOTE: finite sentinels, not ±inf: cubecl 0.10's CUDA C++ code generator writes an
+        // infinite literal as `inf`, which NVRTC rejects (seen on the H200). Every real value
+        // here is finite and far inside ±f32::MAX, so the sentinels never collide with one.
+        let neg_inf = f32::new(-f32::MAX);
 
         // Logits, checked finite, and their maximum over the allowed experts.
         let mut max = neg_inf;
@@ -164,7 +167,7 @@ fn keep_best_groups(
     n_group: usize,
     topk_group: usize,
 ) {
-    let neg_inf = f32::new(f32::NEG_INFINITY);
+    let neg_inf = f32::new(-f32::MAX);
     let size = e_count / n_group;
     let gbase = t * n_group;
     for g in 0..n_group {
@@ -192,7 +195,7 @@ fn keep_best_groups(
         groups[gbase + g] = score;
     }
     // NOTE: kept groups are marked by +inf; a group score is finite or -inf.
-    let pos_inf = f32::new(f32::INFINITY);
+    let pos_inf = f32::new(f32::MAX);
     for _ in 0..topk_group {
         let mut best = n_group;
         let mut best_v = neg_inf;
