@@ -61,3 +61,92 @@ pub fn meta<B: TensorMeta + ?Sized>(
 ) -> Result<()> {
     crate::validated::expect(op, what, buf, dtype, shape)
 }
+
+/// Where a device kernel found bad index data. GPU backends cannot return a content error
+/// from an op without a host synchronisation, so their kernels record the first bad value as
+/// `[code, index, value, hi]` (`code` from [`BadIndex::code`]) in a small device buffer, stay in
+/// bounds, and the next `sync` or `download` turns the record into the typed error through
+/// [`BadIndex::error_of`]. The codes are shared by every device backend (and mirrored as
+/// `MOEKIT_BAD_*` in the CUDA kernels' prelude).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum BadIndex {
+    /// `permute`: an expert id outside `0..E`.
+    PermuteIds = 1,
+    /// `unpermute_combine`: a row outside `0..R`.
+    CombineRows = 2,
+    /// `grouped_gemm`: offsets that start past 0, decrease or overrun `R`.
+    GemmOffsets = 3,
+    /// `grouped_gemm`: a masked count outside `0..=C`.
+    GemmCounts = 4,
+    /// `grouped_gemm`: a gather row outside `-1..T`.
+    GemmGather = 5,
+    /// `embedding`: an id outside `0..V`.
+    EmbeddingIds = 6,
+    /// `route`: a non-finite logit.
+    RouteNonFinite = 7,
+}
+
+impl BadIndex {
+    const ALL: [BadIndex; 7] = [
+        BadIndex::PermuteIds,
+        BadIndex::CombineRows,
+        BadIndex::GemmOffsets,
+        BadIndex::GemmCounts,
+        BadIndex::GemmGather,
+        BadIndex::EmbeddingIds,
+        BadIndex::RouteNonFinite,
+    ];
+
+    /// The code a kernel records.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// The error a device record `[code, index, value, hi]` stands for: `None` for code 0
+    /// (nothing recorded), [`Error::Device`] naming `backend` for an unknown code.
+    pub fn error_of(record: [i32; 4], backend: &'static str) -> Option<Error> {
+        let [code, index, value, hi] = record;
+        if code == 0 {
+            return None;
+        }
+        let Some(bad) = Self::ALL.into_iter().find(|b| b.code() == code) else {
+            return Some(Error::Device { op: "sync", backend, msg: format!("unknown kernel error code {code}") });
+        };
+        let index_usize = index.max(0) as usize;
+        let (op, what, lo) = match bad {
+            BadIndex::PermuteIds => ("permute", "ids", 0),
+            BadIndex::CombineRows => ("unpermute_combine", "token_slot_to_row", 0),
+            BadIndex::GemmOffsets => {
+                return Some(Error::BadOffsets {
+                    op: "grouped_gemm",
+                    what: "offsets",
+                    msg: format!("offsets[{index}] = {value} breaks 0 = offsets[0] <= ... <= offsets[E] <= R = {hi}"),
+                })
+            }
+            BadIndex::GemmCounts => ("grouped_gemm", "counts", 0),
+            BadIndex::GemmGather => ("grouped_gemm", "row_to_token", -1),
+            BadIndex::EmbeddingIds => ("embedding", "ids", 0),
+            BadIndex::RouteNonFinite => {
+                return Some(Error::NonFinite { op: "route", what: "logits", index: index_usize })
+            }
+        };
+        Some(Error::IndexOutOfRange { op, what, index: index_usize, value: value as i64, lo, hi: hi as i64 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_records_become_typed_errors() {
+        assert_eq!(BadIndex::error_of([0, 5, 6, 7], "x"), None);
+        assert_eq!(
+            BadIndex::error_of([BadIndex::EmbeddingIds.code(), 1, 7, 4], "x"),
+            Some(Error::IndexOutOfRange { op: "embedding", what: "ids", index: 1, value: 7, lo: 0, hi: 4 })
+        );
+        assert!(matches!(BadIndex::error_of([3, 2, -1, 9], "x"), Some(Error::BadOffsets { .. })));
+        assert!(matches!(BadIndex::error_of([99, 0, 0, 0], "x"), Some(Error::Device { .. })));
+    }
+}

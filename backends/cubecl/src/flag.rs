@@ -11,62 +11,7 @@ use cubecl::prelude::*;
 use cubecl::server::Handle;
 use moekit_ops::{Error, Result};
 
-/// Where a kernel found a bad value: the `code` kernels record (the same numbers as the CUDA
-/// backend's `BadIndex`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(i32)]
-pub(crate) enum BadIndex {
-    /// `permute`: an expert id outside `0..E`.
-    PermuteIds = 1,
-    /// `unpermute_combine`: a row outside `0..R`.
-    CombineRows = 2,
-    /// `grouped_gemm`: offsets that start past 0, decrease or overrun `R`.
-    GemmOffsets = 3,
-    /// `grouped_gemm`: a masked count outside `0..=C`.
-    GemmCounts = 4,
-    /// `grouped_gemm`: a gather row outside `-1..T`.
-    GemmGather = 5,
-    /// `embedding`: an id outside `0..V`.
-    EmbeddingIds = 6,
-    /// `route`: a non-finite logit.
-    RouteNonFinite = 7,
-}
-
-impl BadIndex {
-    /// The code a kernel records.
-    pub(crate) fn code(self) -> i32 {
-        self as i32
-    }
-
-    fn from_code(code: i32) -> Option<Self> {
-        use BadIndex::*;
-        [PermuteIds, CombineRows, GemmOffsets, GemmCounts, GemmGather, EmbeddingIds, RouteNonFinite]
-            .into_iter()
-            .find(|b| *b as i32 == code)
-    }
-
-    /// The typed error for a record `[code, index, value, hi]`.
-    fn error(self, index: i32, value: i32, hi: i32) -> Error {
-        let (op, what, lo) = match self {
-            BadIndex::PermuteIds => ("permute", "ids", 0),
-            BadIndex::CombineRows => ("unpermute_combine", "token_slot_to_row", 0),
-            BadIndex::GemmOffsets => {
-                return Error::BadOffsets {
-                    op: "grouped_gemm",
-                    what: "offsets",
-                    msg: format!("offsets[{index}] = {value} breaks 0 = offsets[0] <= ... <= offsets[E] <= R = {hi}"),
-                }
-            }
-            BadIndex::GemmCounts => ("grouped_gemm", "counts", 0),
-            BadIndex::GemmGather => ("grouped_gemm", "row_to_token", -1),
-            BadIndex::EmbeddingIds => ("embedding", "ids", 0),
-            BadIndex::RouteNonFinite => {
-                return Error::NonFinite { op: "route", what: "logits", index: index.max(0) as usize }
-            }
-        };
-        Error::IndexOutOfRange { op, what, index: index.max(0) as usize, value: value as i64, lo, hi: hi as i64 }
-    }
-}
+pub(crate) use moekit_ops::check::BadIndex;
 
 /// Bytes of the record: four i32.
 const FLAG_BYTES: usize = 16;
@@ -101,15 +46,13 @@ impl ErrorFlag {
             msg: e.to_string(),
         })?;
         let word = |i: usize| bytes.get(4 * i..4 * i + 4).map_or(0, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-        let code = word(0);
-        if code == 0 {
-            return Ok(());
+        match BadIndex::error_of([word(0), word(1), word(2), word(3)], backend) {
+            None => Ok(()),
+            Some(e) => {
+                clear_flag::launch::<R>(client, CubeCount::Static(1, 1, 1), CubeDim::new_1d(4), self.arg());
+                Err(e)
+            }
         }
-        clear_flag::launch::<R>(client, CubeCount::Static(1, 1, 1), CubeDim::new_1d(4), self.arg());
-        Err(match BadIndex::from_code(code) {
-            Some(b) => b.error(word(1), word(2), word(3)),
-            None => Error::Device { op: "sync", backend, msg: format!("unknown kernel error code {code}") },
-        })
     }
 }
 

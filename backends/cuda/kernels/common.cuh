@@ -69,7 +69,7 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     return warp_sum(v);
 }
 
-// Deferred content errors (see src/flag.rs; keep the codes in step with `BadIndex`). A kernel
+// Deferred content errors (see src/flag.rs; keep the codes in step with `moekit_ops::check::BadIndex`). A kernel
 // that meets a bad index records the first one in `rec = [code, index, value, hi]` and goes
 // on in bounds (reading zeros, skipping the write).
 #define MOEKIT_BAD_PERMUTE_IDS 1
