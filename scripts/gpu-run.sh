@@ -1,22 +1,35 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, from the checkout root, after `../shared/gpu/pack` built `.gpu/`
-# here (see README, "For GPU"): the CUDA test suite, compute-sanitizer (memcheck, racecheck)
-# over it, the PyTorch peers and the CUDA benchmark, all in one command. Logs go to $OUT.
+# here (see README, "For GPU"): the test suites (CUDA, cubecl on CUDA, cubecl on Vulkan),
+# compute-sanitizer (memcheck, racecheck) over the CUDA suite, the PyTorch peers and the
+# benchmarks of every GPU backend, all in one command. Logs go to $OUT.
 #
-#   bash scripts/gpu-run.sh [tests|sanitize|bench]...   (default: all three)
+#   bash scripts/gpu-run.sh [tests|sanitize|bench|bench-cubecl]...   (default: all four)
+#
+# Environment: SANITIZE_CASES (proptest cases under the sanitizers, default 6),
+# BENCH_SHAPES (shape flags of the benchmark), CUBECL_SHAPES (the same for cubecl).
+# With `.gl/` present (the Vulkan loader debs, see GPU.md) the wgpu runtime runs over
+# NVIDIA's Vulkan driver.
 set -uo pipefail
 out=${OUT:-/tmp/moekit-out}
 mkdir -p "$out"
 export MOEKIT_CUDA_CACHE=${MOEKIT_CUDA_CACHE:-/tmp/moekit-cuda-cache}
-steps=${*:-tests sanitize bench}
+steps=${*:-tests sanitize bench bench-cubecl}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
+if compgen -G ".gl/*.deb" >/dev/null; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
 rc=0
+shapes=${BENCH_SHAPES:---shape qwen3-30b-a3b --shape ernie45-21b-a3b}
+attn="--attn 4,32,8,4096,128,1"
 
 for step in $steps; do
     case $step in
     tests)
         echo "== tests"
-        (cd .gpu && OUT="$out" bash run-all) || rc=1
+        (cd .gpu && OUT="$out" MOEKIT_NO_SKIP=1 bash run-all) || rc=1
         ;;
     sanitize)
         # NOTE: few proptest cases: the sanitizers slow kernels down by 10-100x.
@@ -32,9 +45,23 @@ for step in $steps; do
         PYTHONUNBUFFERED=1 python3 .gpu/torch_peers.py >"$out/peers.jsonl" 2>"$out/peers.err" || rc=1
         tail -2 "$out/peers.err"
         echo "== moekit-bench --backend cuda"
-        .gpu/bin/bin-moekit-bench --backend cuda --dtype bf16 ${BENCH_SHAPES:---shape qwen3-30b-a3b --shape ernie45-21b-a3b} \
-            --op all --attn 4,32,8,4096,128,1 --ceiling --iters 20 --peers "$out/peers.jsonl" \
-            --json "$out/bench.json" 2>&1 | tee "$out/bench.txt" || rc=1
+        # shellcheck disable=SC2086
+        .gpu/bin/bin-moekit-bench --backend cuda --dtype bf16 $shapes --op all $attn --ceiling --iters 20 \
+            --peers "$out/peers.jsonl" --json "$out/bench.json" 2>&1 | tee "$out/bench.txt" || rc=1
+        ;;
+    bench-cubecl)
+        # NOTE: the peers come from the `bench` step of the same command when it ran first.
+        peers=()
+        [ -s "$out/peers.jsonl" ] && peers=(--peers "$out/peers.jsonl")
+        # NOTE: wgpu over Vulkan has f16 but no bf16, so that backend runs in f16.
+        for be in cubecl-cuda:bf16 cubecl-wgpu:f16; do
+            dt=${be#*:} be=${be%:*}
+            echo "== moekit-bench --backend $be --dtype $dt"
+            # shellcheck disable=SC2086
+            timeout ${CUBECL_TIMEOUT:-300} .gpu/bin/bin-moekit-bench --backend $be --dtype $dt \
+                ${CUBECL_SHAPES:-$shapes} --op all $attn --iters 10 "${peers[@]}" --json "$out/bench-$be.json" \
+                2>&1 | tee "$out/bench-$be.txt" || rc=1
+        done
         ;;
     *) echo "unknown step $step" ;;
     esac

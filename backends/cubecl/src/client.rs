@@ -69,6 +69,34 @@ impl CubeBackend<cubecl::wgpu::WgpuRuntime> {
     }
 }
 
+#[cfg(feature = "cubecl-wgpu")]
+impl CubeBackend<cubecl::wgpu::WgpuRuntime> {
+    /// The backend on a wgpu device and queue the caller already owns (a renderer's, a
+    /// burn-wgpu model's), so moekit's kernels are submitted to that queue and no second
+    /// device is opened.
+    ///
+    /// `setup` carries the caller's instance, adapter, device and queue. The device should have
+    /// been requested with the features cubecl uses (`SHADER_F16` for f16 data, `SUBGROUP` for
+    /// plane operations, and on Vulkan the SPIR-V passthrough): the simplest way is to let
+    /// cubecl make it once with `cubecl::wgpu::init_setup` and share that setup with the rest
+    /// of the program. Call this once per setup (cubecl registers a new device each call).
+    ///
+    /// # Errors
+    /// [`Error::NoDevice`] when cubecl cannot start a compute server on the device.
+    pub fn from_wgpu_setup(setup: cubecl::wgpu::WgpuSetup) -> Result<Self> {
+        // NOTE: cubecl 0.10 panics when it cannot build its server on the device; the setup
+        // is moved in and nothing of ours is half-built by a panic, so unwind safety holds.
+        let open = std::panic::AssertUnwindSafe(|| {
+            let device = cubecl::wgpu::init_device(setup, cubecl::wgpu::RuntimeOptions::default());
+            CubeBackend::from_client(cubecl::wgpu::WgpuRuntime::client(&device))
+        });
+        std::panic::catch_unwind(open).map_err(|_| Error::NoDevice {
+            backend: WGPU,
+            reason: "cubecl could not start on the given wgpu device".into(),
+        })
+    }
+}
+
 #[cfg(feature = "cubecl-cuda")]
 impl CubeBackend<cubecl::cuda::CudaRuntime> {
     /// The backend on CUDA device `index`.

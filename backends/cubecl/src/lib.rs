@@ -12,7 +12,9 @@
 //! [`Error::NoDevice`] when the machine has no adapter or GPU. [`WgpuRuntime`] and
 //! [`CudaRuntime`] are cubecl's runtimes when their feature is on, and empty placeholders
 //! otherwise. With a feature on, `CubeBackend<R>` works over any `R: cubecl::Runtime` (a
-//! caller's client through `CubeBackend::from_client` (with a cubecl feature)).
+//! caller's client through `CubeBackend::from_client` (with a cubecl feature)). A program that
+//! already owns a wgpu device and queue hands them over with `CubeBackend::from_wgpu_setup`
+//! (feature `cubecl-wgpu`), so moekit runs on its queue instead of opening a device of its own.
 //!
 //! ```
 //! use moekit_cubecl::{CubeBackend, WgpuRuntime};
@@ -39,5 +41,11 @@ mod runtime;
 
 pub use backend::CubeBackend;
 pub use buffer::CubeBuffer;
+/// A caller's wgpu instance, adapter, device and queue, for `CubeBackend::from_wgpu_setup`.
+#[cfg(feature = "cubecl-wgpu")]
+pub use cubecl::wgpu::WgpuSetup;
+/// The wgpu crate (the version cubecl's wgpu runtime uses), for building a [`WgpuSetup`].
+#[cfg(feature = "cubecl-wgpu")]
+pub use wgpu;
 pub use moekit_ops::Error;
 pub use runtime::{CubeRuntime, CudaRuntime, WgpuRuntime};

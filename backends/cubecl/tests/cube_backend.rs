@@ -78,3 +78,48 @@ fn cuda_backend_or_typed_error() {
         }
     }
 }
+
+/// A program that owns its wgpu device and queue hands them to the backend: moekit's ops run
+/// on that device, and the caller's device keeps working beside it.
+#[cfg(feature = "cubecl-wgpu")]
+#[test]
+fn wgpu_backend_on_a_callers_device() {
+    use moekit_cubecl::wgpu;
+    use pollster::block_on;
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = match block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())) {
+        Ok(a) => a,
+        Err(e) => {
+            let e = Error::NoDevice { backend: "cubecl-wgpu", reason: e.to_string() };
+            return skip("wgpu_backend_on_a_callers_device", &e);
+        }
+    };
+    let desc = wgpu::DeviceDescriptor {
+        label: Some("the caller's device"),
+        required_features: adapter.features(),
+        required_limits: adapter.limits(),
+        // SAFETY: cubecl submits SPIR-V through wgpu's passthrough, an experimental feature;
+        // the shaders it passes are its own compiler's output.
+        experimental_features: unsafe { wgpu::ExperimentalFeatures::enabled() },
+        ..Default::default()
+    };
+    let (device, queue) = block_on(adapter.request_device(&desc)).expect("the adapter opens a device");
+    let backend = adapter.get_info().backend;
+    let setup = moekit_cubecl::WgpuSetup { instance, adapter, device: device.clone(), queue: queue.clone(), backend };
+    let b = CubeBackend::<WgpuRuntime>::from_wgpu_setup(setup).expect("the backend starts on the caller's device");
+    exercise(&b);
+    // The caller's device and queue still serve the caller: a buffer written and read back.
+    let data: Vec<u8> = (0..64u8).collect();
+    let buf = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 64,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    queue.write_buffer(&buf, 0, &data);
+    queue.submit([]);
+    let slice = buf.slice(..);
+    slice.map_async(wgpu::MapMode::Read, |r| r.expect("the buffer maps"));
+    device.poll(wgpu::PollType::wait_indefinitely()).expect("the device finishes");
+    assert_eq!(&slice.get_mapped_range()[..], &data[..]);
+}

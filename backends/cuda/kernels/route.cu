@@ -6,6 +6,99 @@
 __device__ __forceinline__ float route_neg_inf() { return __int_as_float(0xff800000); }
 __device__ __forceinline__ bool route_finite(float x) { return (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u; }
 
+// ---- helpers of both routing kernels ------------------------------------------------------------
+// Logit e of token t (row = logits + t·E): the sum of the `splits` slices; a non-finite value is
+// recorded and read as 0.
+template <typename T>
+__device__ __forceinline__ float route_logit(const T* row, int e, long long t, int tokens, int E, int splits,
+                                             i32* rec) {
+    float x = to_f32(row[e]);
+    for (int z = 1; z < splits; ++z) x += to_f32(row[(long long)z * tokens * E + e]);
+    if (!route_finite(x)) {
+        report_bad(rec, MOEKIT_BAD_ROUTE_NONFINITE, (int)(t * E + e), 0, 0);
+        x = 0.0f;
+    }
+    return x;
+}
+
+__device__ __forceinline__ float route_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// Warp argmax of (v, i) over the lanes, ties to the lower index (an index of -1, "none", loses
+// every tie as the largest unsigned value).
+__device__ __forceinline__ void route_warp_argmax(float& v, int& i) {
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(ROUTE_FULL, v, o);
+        int oi = __shfl_xor_sync(ROUTE_FULL, i, o);
+        if (ov > v || (ov == v && (unsigned)oi < (unsigned)i)) {
+            v = ov;
+            i = oi;
+        }
+    }
+}
+
+// Group limit of one token, by its warp: from the selection scores sel [E] (shared memory,
+// written by the warp and synced), gkeep[g] = whether group g is among the topk_group best.
+// The group score is the sum of the two best allowed selection scores (one if only one, -inf
+// if none); ties to the lower group index. gsc [G] is scratch. Ends with a __syncwarp.
+__device__ __forceinline__ void route_keep_groups(const float* sel, const i32* mask, int E, int G, int topk_group,
+                                                  float* gsc, i32* gkeep, int lane) {
+    const float ninf = route_neg_inf();
+    const int size = E / G;
+    for (int g = lane; g < G; g += 32) {
+        float b1 = ninf, b2 = ninf;
+        int n = 0;
+        for (int e = g * size; e < (g + 1) * size; ++e) {
+            if (mask && !mask[e]) continue;
+            float v = sel[e];
+            ++n;
+            if (v > b1) {
+                b2 = b1;
+                b1 = v;
+            } else if (v > b2) {
+                b2 = v;
+            }
+        }
+        gsc[g] = n == 0 ? ninf : (n == 1 ? b1 : b1 + b2);
+    }
+    __syncwarp();
+    for (int g = lane; g < G; g += 32) {
+        float v = gsc[g];
+        int rank = 0;
+        for (int g2 = 0; g2 < G; ++g2) {
+            float u = gsc[g2];
+            rank += (u > v || (u == v && g2 < g)) ? 1 : 0;
+        }
+        gkeep[g] = rank < topk_group;
+    }
+    __syncwarp();
+}
+
+// Store pick j (expert e, score w) of token t: renormalised by wsum when asked, then scaled.
+__device__ __forceinline__ void route_store(i32* ids, float* weights, long long t, int k, int j, int e, float w,
+                                            float wsum, int renorm, float scaling) {
+    // NOTE: a sum of 0 only happens when every chosen score underflowed; keep the zeros.
+    if (renorm && wsum > 0.0f) w = w / wsum;
+    ids[t * k + j] = e;
+    weights[t * k + j] = w * scaling;
+}
+
+// Per-block accumulators load [E] f32 and counts [E] i32 in shared memory: zero them, and add
+// them to the global totals with one atomic per non-zero expert.
+__device__ __forceinline__ void route_acc_zero(float* acc_load, i32* acc_cnt, int E) {
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        acc_load[e] = 0.0f;
+        acc_cnt[e] = 0;
+    }
+}
+
+__device__ __forceinline__ void route_acc_flush(const float* acc_load, const i32* acc_cnt, float* load, i32* counts,
+                                                int E) {
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        if (acc_cnt[e] != 0) atomicAdd(&counts[e], acc_cnt[e]);
+        if (acc_load[e] != 0.0f) atomicAdd(&load[e], acc_load[e]);
+    }
+}
+
 // ---- fused gate: logits [T, E] f32 = hidden [T, H] · gate [H, E], f32 accumulation ----------
 // A 64 × 64 output tile per block of 256 threads, 4 × 4 outputs per thread, K steps of 16.
 // Grid: (ceil(T / 64), ceil(E / 64), splits). Split z sums the H range [z·kchunk, (z+1)·kchunk)
@@ -87,10 +180,7 @@ __device__ void route_impl(const T* logits, const float* bias, const i32* mask, 
     float* acc_load = route_smem;
     i32* acc_cnt = (i32*)(route_smem + E);
     if (block_acc) {
-        for (int e = threadIdx.x; e < E; e += blockDim.x) {
-            acc_load[e] = 0.0f;
-            acc_cnt[e] = 0;
-        }
+        route_acc_zero(acc_load, acc_cnt, E);
         __syncthreads();
     }
     float* lacc = block_acc ? acc_load : load;
@@ -109,12 +199,7 @@ __device__ void route_impl(const T* logits, const float* bias, const i32* mask, 
         // Scores: softmax over the allowed experts (0 for masked ones), or sigmoid.
         float m = ninf;
         for (int e = lane; e < E; e += 32) {
-            float x = to_f32(row[e]);
-            for (int z = 1; z < splits; ++z) x += to_f32(row[(long long)z * tokens * E + e]);
-            if (!route_finite(x)) {
-                report_bad(rec, MOEKIT_BAD_ROUTE_NONFINITE, (int)(t * E + e), 0, 0);
-                x = 0.0f;
-            }
+            const float x = route_logit(row, e, t, tokens, E, splits, rec);
             sc[e] = x;
             if (!mask || mask[e]) m = fmaxf(m, x);
         }
@@ -129,7 +214,7 @@ __device__ void route_impl(const T* logits, const float* bias, const i32* mask, 
             s = warp_sum(s);
             for (int e = lane; e < E; e += 32) sc[e] = sc[e] / s;
         } else {
-            for (int e = lane; e < E; e += 32) sc[e] = (!mask || mask[e]) ? 1.0f / (1.0f + expf(-sc[e])) : 0.0f;
+            for (int e = lane; e < E; e += 32) sc[e] = (!mask || mask[e]) ? route_sigmoid(sc[e]) : 0.0f;
         }
         // Selection scores (bias for selection only); masked experts are never candidates.
         for (int e = lane; e < E; e += 32) {
@@ -146,37 +231,9 @@ __device__ void route_impl(const T* logits, const float* bias, const i32* mask, 
             if (ok) atomicAdd(&lacc[e], sc[e]);
         }
         if (G > 0) {
-            // Group score: the sum of the two best allowed selection scores (one if only one,
-            // -inf if none); keep the topk_group best groups, ties to the lower group index.
             __syncwarp();
+            route_keep_groups(sel, mask, E, G, topk_group, gsc, gkeep, lane);
             const int size = E / G;
-            for (int g = lane; g < G; g += 32) {
-                float b1 = ninf, b2 = ninf;
-                int n = 0;
-                for (int e = g * size; e < (g + 1) * size; ++e) {
-                    if (mask && !mask[e]) continue;
-                    float v = sel[e];
-                    ++n;
-                    if (v > b1) {
-                        b2 = b1;
-                        b1 = v;
-                    } else if (v > b2) {
-                        b2 = v;
-                    }
-                }
-                gsc[g] = n == 0 ? ninf : (n == 1 ? b1 : b1 + b2);
-            }
-            __syncwarp();
-            for (int g = lane; g < G; g += 32) {
-                float v = gsc[g];
-                int rank = 0;
-                for (int g2 = 0; g2 < G; ++g2) {
-                    float u = gsc[g2];
-                    rank += (u > v || (u == v && g2 < g)) ? 1 : 0;
-                }
-                gkeep[g] = rank < topk_group;
-            }
-            __syncwarp();
             for (int e = lane; e < E; e += 32)
                 if (!gkeep[e / size]) sel[e] = ninf;
         }
@@ -197,14 +254,7 @@ __device__ void route_impl(const T* logits, const float* bias, const i32* mask, 
         for (int j = 0; j < k; ++j) {
             float v = bv;
             int i = bi;
-            for (int o = 16; o > 0; o >>= 1) {
-                float ov = __shfl_xor_sync(ROUTE_FULL, v, o);
-                int oi = __shfl_xor_sync(ROUTE_FULL, i, o);
-                if (ov > v || (ov == v && (unsigned)oi < (unsigned)i)) {
-                    v = ov;
-                    i = oi;
-                }
-            }
+            route_warp_argmax(v, i);
             // NOTE: validation guarantees k candidates with finite selection scores; the guard
             // only keeps a corrupted state in bounds.
             int pick = i < 0 ? 0 : i;
@@ -226,21 +276,14 @@ __device__ void route_impl(const T* logits, const float* bias, const i32* mask, 
         __syncwarp();
         for (int j = lane; j < k; j += 32) {
             int e = chosen[j];
-            float w = sc[e];
-            // NOTE: a sum of 0 only happens when every chosen score underflowed; keep the zeros.
-            if (renorm && wsum > 0.0f) w = w / wsum;
-            ids[t * k + j] = e;
-            weights[t * k + j] = w * scaling;
+            route_store(ids, weights, t, k, j, e, sc[e], wsum, renorm, scaling);
             atomicAdd(&cacc[e], 1);
         }
         __syncwarp();
     }
     if (block_acc) {
         __syncthreads();
-        for (int e = threadIdx.x; e < E; e += blockDim.x) {
-            if (acc_cnt[e] != 0) atomicAdd(&counts[e], acc_cnt[e]);
-            if (acc_load[e] != 0.0f) atomicAdd(&load[e], acc_load[e]);
-        }
+        route_acc_flush(acc_load, acc_cnt, load, counts, E);
     }
 }
 MOEKIT_FLOAT_KERNELS(route,
@@ -271,10 +314,7 @@ __device__ void route_reg_impl(const T* logits, const float* bias, const i32* ma
     float* gsel = route_smem + 2 * E + warp * (E + 2 * G);
     float* gsc = gsel + E;
     i32* gkeep = (i32*)(gsc + G);
-    for (int e = threadIdx.x; e < E; e += blockDim.x) {
-        acc_load[e] = 0.0f;
-        acc_cnt[e] = 0;
-    }
+    route_acc_zero(acc_load, acc_cnt, E);
     const long long gwarp = (long long)blockIdx.x * wpb + warp;
 
     // Bit i of `allowed`: expert lane + 32·i exists and the mask allows it.
@@ -309,14 +349,7 @@ __device__ void route_reg_impl(const T* logits, const float* bias, const i32* ma
         for (int i = 0; i < EPL; ++i) {
             const int e = lane + 32 * i;
             float x = 0.0f;
-            if (e < E) {
-                x = to_f32(row[e]);
-                for (int z = 1; z < splits; ++z) x += to_f32(row[(long long)z * tokens * E + e]);
-                if (!route_finite(x)) {
-                    report_bad(rec, MOEKIT_BAD_ROUTE_NONFINITE, (int)(t * E + e), 0, 0);
-                    x = 0.0f;
-                }
-            }
+            if (e < E) x = route_logit(row, e, t, tokens, E, splits, rec);
             sc[i] = x;
             if ((allowed >> i) & 1u) m = fmaxf(m, x);
         }
@@ -334,7 +367,7 @@ __device__ void route_reg_impl(const T* logits, const float* bias, const i32* ma
             for (int i = 0; i < EPL; ++i) sc[i] = sc[i] / s;
         } else {
 #pragma unroll
-            for (int i = 0; i < EPL; ++i) sc[i] = ((allowed >> i) & 1u) ? 1.0f / (1.0f + expf(-sc[i])) : 0.0f;
+            for (int i = 0; i < EPL; ++i) sc[i] = ((allowed >> i) & 1u) ? route_sigmoid(sc[i]) : 0.0f;
         }
         // Selection scores (bias for selection only); masked and absent experts never compete.
 #pragma unroll
@@ -343,40 +376,12 @@ __device__ void route_reg_impl(const T* logits, const float* bias, const i32* ma
             lacc[i] += sc[i];
         }
         if (G > 0) {
-            // As route_impl: the group score is the sum of the two best allowed selection scores
-            // (one if only one, -inf if none); keep the topk_group best, ties to the lower group.
 #pragma unroll
             for (int i = 0; i < EPL; ++i)
                 if (lane + 32 * i < E) gsel[lane + 32 * i] = sel[i];
             __syncwarp();
+            route_keep_groups(gsel, mask, E, G, topk_group, gsc, gkeep, lane);
             const int size = E / G;
-            for (int g = lane; g < G; g += 32) {
-                float b1 = ninf, b2 = ninf;
-                int n = 0;
-                for (int e = g * size; e < (g + 1) * size; ++e) {
-                    if (mask && !mask[e]) continue;
-                    float v = gsel[e];
-                    ++n;
-                    if (v > b1) {
-                        b2 = b1;
-                        b1 = v;
-                    } else if (v > b2) {
-                        b2 = v;
-                    }
-                }
-                gsc[g] = n == 0 ? ninf : (n == 1 ? b1 : b1 + b2);
-            }
-            __syncwarp();
-            for (int g = lane; g < G; g += 32) {
-                float v = gsc[g];
-                int rank = 0;
-                for (int g2 = 0; g2 < G; ++g2) {
-                    float u = gsc[g2];
-                    rank += (u > v || (u == v && g2 < g)) ? 1 : 0;
-                }
-                gkeep[g] = rank < topk_group;
-            }
-            __syncwarp();
 #pragma unroll
             for (int i = 0; i < EPL; ++i) {
                 const int e = lane + 32 * i;
@@ -398,14 +403,7 @@ __device__ void route_reg_impl(const T* logits, const float* bias, const i32* ma
         for (int j = 0; j < k; ++j) {
             float v = bv;
             int id = bi;
-            for (int o = 16; o > 0; o >>= 1) {
-                float ov = __shfl_xor_sync(ROUTE_FULL, v, o);
-                int oi = __shfl_xor_sync(ROUTE_FULL, id, o);
-                if (ov > v || (ov == v && (unsigned)oi < (unsigned)id)) {
-                    v = ov;
-                    id = oi;
-                }
-            }
+            route_warp_argmax(v, id);
             // NOTE: validation guarantees k candidates with finite selection scores; the guard
             // only keeps a corrupted state in bounds.
             const int pick = id < 0 ? 0 : id;
@@ -436,13 +434,7 @@ __device__ void route_reg_impl(const T* logits, const float* bias, const i32* ma
                 }
             }
         }
-        if (lane < k) {
-            float w = my_w;
-            // NOTE: a sum of 0 only happens when every chosen score underflowed; keep the zeros.
-            if (renorm && wsum > 0.0f) w = w / wsum;
-            ids[t * k + lane] = my_id;
-            weights[t * k + lane] = w * scaling;
-        }
+        if (lane < k) route_store(ids, weights, t, k, lane, my_id, my_w, wsum, renorm, scaling);
     }
 #pragma unroll
     for (int i = 0; i < EPL; ++i) {
@@ -453,10 +445,7 @@ __device__ void route_reg_impl(const T* logits, const float* bias, const i32* ma
         }
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < E; e += blockDim.x) {
-        if (acc_cnt[e] != 0) atomicAdd(&counts[e], acc_cnt[e]);
-        if (acc_load[e] != 0.0f) atomicAdd(&load[e], acc_load[e]);
-    }
+    route_acc_flush(acc_load, acc_cnt, load, counts, E);
 }
 
 // route_r<EPL>_<dtype>: the register path for E <= 32·EPL.

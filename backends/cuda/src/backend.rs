@@ -7,8 +7,9 @@ use std::fmt;
 #[cfg(feature = "cuda")]
 use {
     crate::flag::ErrorFlag,
+    crate::ops::gemm::LtCache,
     crate::runtime::Kernels,
-    cudarc::driver::{CudaContext, CudaStream, DriverError},
+    cudarc::driver::{CudaContext, CudaSlice, CudaStream, DriverError},
     moekit_ops::TensorMeta,
     std::sync::Arc,
     std::sync::Mutex,
@@ -28,6 +29,12 @@ pub struct CudaBackend {
     /// The cuBLASLt handle for dense GEMMs, made on first use (`ops/gemm.rs`).
     #[cfg(feature = "cuda")]
     pub(crate) blas: std::sync::OnceLock<cudarc::cublaslt::CudaBlasLT>,
+    /// cuBLASLt plans and workspace of `gemm_f32_out` (`ops/gemm.rs`).
+    #[cfg(feature = "cuda")]
+    pub(crate) lt_cache: Mutex<LtCache>,
+    /// The route op's f32 gate logits (bytes; grown with [`grown`], never shrunk).
+    #[cfg(feature = "cuda")]
+    pub(crate) route_logits: Mutex<Option<CudaSlice<u8>>>,
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -76,7 +83,8 @@ impl CudaBackend {
         let kernels = Arc::new(Kernels::new(stream.context().clone())?);
         let flag = Mutex::new(ErrorFlag::new(&stream)?);
         let blas = std::sync::OnceLock::new();
-        Ok(CudaBackend { ordinal: stream.context().ordinal(), stream, kernels, flag, blas })
+        let (lt_cache, route_logits) = (Mutex::default(), Mutex::new(None));
+        Ok(CudaBackend { ordinal: stream.context().ordinal(), stream, kernels, flag, blas, lt_cache, route_logits })
     }
 
     /// The device error record kernels write bad indices to (see `flag.rs`).
@@ -126,6 +134,38 @@ fn no_device(reason: String) -> Error {
 #[cfg(feature = "cuda")]
 pub(crate) fn device_err(op: &'static str) -> impl FnOnce(DriverError) -> Error {
     move |e| Error::Device { op, backend: NAME, msg: e.to_string() }
+}
+
+/// The scratch buffer in `slot`, at least `len` elements (at least one), allocated on `stream`
+/// or grown there (the old one freed stream-ordered); contents undefined.
+///
+/// NOTE: reusing one buffer across calls is safe because every op of a backend is queued on
+/// its one stream: the next call's writes run after this call's reads.
+///
+/// # Errors
+/// The driver's allocation error.
+#[cfg(feature = "cuda")]
+pub(crate) fn grown<'a, T: cudarc::driver::DeviceRepr>(
+    slot: &'a mut Option<CudaSlice<T>>,
+    stream: &Arc<CudaStream>,
+    len: usize,
+) -> std::result::Result<&'a mut CudaSlice<T>, DriverError> {
+    let len = len.max(1);
+    let buf = match slot.take() {
+        Some(buf) if buf.len() >= len => buf,
+        old => {
+            drop(old);
+            // SAFETY: scratch whose users write every element they read.
+            unsafe { stream.alloc::<T>(len) }?
+        }
+    };
+    Ok(slot.insert(buf))
+}
+
+/// Lock `m`, or a device error naming `what` when a panicking thread poisoned it.
+#[cfg(feature = "cuda")]
+pub(crate) fn lock<'a, T>(m: &'a Mutex<T>, op: &'static str, what: &str) -> Result<std::sync::MutexGuard<'a, T>> {
+    m.lock().map_err(|_| Error::Device { op, backend: NAME, msg: format!("{what} poisoned") })
 }
 
 /// Bytes to allocate for `bytes` of data.

@@ -125,3 +125,89 @@ fn grouped_gemm_matches_the_reference_on_large_shapes() {
         }
     }
 }
+
+/// The fused gate keeps cuBLASLt plans per `(dtype, M, N, K)` and one grow-only logits buffer
+/// per backend: routing calls of different shapes and dtypes on one backend, then the first
+/// shape again, each match the reference (a cache that mixed shapes would misroute).
+#[test]
+fn fused_route_of_several_shapes_on_one_backend_matches_the_reference() {
+    use moekit_ops::{GroupLimit, RouteProblem, ScoreFn};
+    use moekit_testing::props::route::{route_matches_reference, RouteCase};
+    let Some(gpu) = backend_or_skip("fused_route_of_several_shapes_on_one_backend_matches_the_reference") else {
+        return;
+    };
+    let case = |t: usize, e: usize, k: usize, h: usize, seed: u64| {
+        let mut problem = RouteProblem::new(t, e, k, DType::F32);
+        problem.hidden = Some(h);
+        problem.renormalize = true;
+        RouteCase { problem, skew: 0.5, seed }
+    };
+    let first = case(300, 64, 6, 200, 1);
+    let mut larger = case(1000, 128, 8, 72, 2);
+    larger.problem.score = ScoreFn::Sigmoid;
+    larger.problem.use_bias = true;
+    larger.problem.groups = Some(GroupLimit { n_group: 8, topk_group: 4 });
+    let smaller = case(5, 16, 2, 40, 3);
+    let runs = [
+        (&first, DType::BF16),
+        (&larger, DType::BF16),
+        (&smaller, DType::F16),
+        (&first, DType::BF16),
+        (&first, DType::F16),
+    ];
+    for (i, (c, dtype)) in runs.into_iter().enumerate() {
+        if let Err(e) = route_matches_reference(&gpu, dtype, c) {
+            panic!("run {i} ({dtype}, T {} E {}): {e}", c.problem.tokens, c.problem.experts);
+        }
+    }
+    gpu.sync().unwrap();
+}
+
+/// Attention shapes the property suite never reaches (it keeps sequences under ~40 tokens):
+/// several sequences of 300–1100 tokens (many 128-key tiles, ragged ends, Lk > Lq), GQA 4:1,
+/// causal and not, windows, softcap and FlashMask column ranges, D 64 and 128, f16 and bf16.
+/// On Hopper this runs the wgmma kernel (`attention_sm90_*`), elsewhere the mma.sync one.
+#[test]
+fn attention_matches_the_reference_on_long_sequences() {
+    use moekit_ops::{AttentionMask, AttentionProblem, Window};
+    use moekit_testing::gen::{self, MaskPattern};
+    use moekit_testing::props::attention::{attention_matches_reference, AttentionCase};
+    let Some(gpu) = backend_or_skip("attention_matches_the_reference_on_long_sequences") else { return };
+    let window = |left, right| Some(Window { left, right });
+    // (q lengths, k lengths, D, causal, window, softcap, column-range pattern)
+    type Shape = (&'static [usize], &'static [usize], usize, bool, Option<Window>, Option<f32>, Option<MaskPattern>);
+    let shapes: [Shape; 9] = [
+        (&[300, 1100, 517], &[300, 1100, 517], 128, true, None, None, None),
+        (&[700, 333], &[1029, 333], 128, false, None, None, None),
+        (&[450, 1000], &[600, 1000], 64, true, None, None, None),
+        (&[900, 640], &[900, 700], 128, true, window(200, 0), None, None),
+        (&[1100, 388], &[1100, 388], 64, false, window(90, 150), None, None),
+        (&[777, 301], &[777, 301], 128, true, None, Some(20.0), None),
+        (&[1024, 470], &[1024, 470], 64, false, None, None, Some(MaskPattern::Document)),
+        (&[640, 1100], &[640, 1100], 128, true, None, None, Some(MaskPattern::Blocks)),
+        (&[530, 813], &[530, 813], 128, false, None, Some(30.0), Some(MaskPattern::PrefixLm)),
+    ];
+    for (i, &(lq, lk, d, causal, win, softcap, pattern)) in shapes.iter().enumerate() {
+        let (cu_q, cu_k) = (gen::cumsum(lq), gen::cumsum(lk));
+        let mut rng = gen::rng(71 + i as u64);
+        let column_ranges = pattern.map(|pat| gen::column_ranges(&mut rng, pat, &cu_q, &cu_k));
+        let problem = AttentionProblem {
+            cu_seqlens_q: cu_q,
+            cu_seqlens_k: cu_k,
+            heads_q: 8,
+            heads_kv: 2,
+            head_dim: d,
+            scale: 1.3 / (d as f32).sqrt(),
+            softcap,
+            mask: AttentionMask { causal, window: win, column_ranges },
+            dtype: DType::F32,
+        };
+        problem.validate().unwrap_or_else(|e| panic!("shape {i}: {e}"));
+        let case = AttentionCase { problem, pattern, seed: 300 + i as u64 };
+        for dtype in [DType::BF16, DType::F16] {
+            if let Err(e) = attention_matches_reference(&gpu, dtype, &case) {
+                panic!("shape {i} {dtype}: {e}");
+            }
+        }
+    }
+}

@@ -19,6 +19,9 @@ fn every_kernel_source_compiles() {
             if name == "grouped_gemm.cu" {
                 assert_eq!(text.contains("grouped_gemm_wgmma_kn_bf16"), arch == "sm_90a", "{arch} {name}: wgmma");
             }
+            if name == "attention.cu" {
+                assert_eq!(text.contains("attention_sm90_d128_bf16"), arch == "sm_90a", "{arch} {name}: wgmma");
+            }
             if let Some(dir) = std::env::var_os("MOEKIT_PTX_OUT") {
                 let path = std::path::Path::new(&dir).join(format!("{}-{arch}.ptx", name.trim_end_matches(".cu")));
                 std::fs::write(path, text).expect("write PTX");

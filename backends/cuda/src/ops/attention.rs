@@ -3,10 +3,12 @@
 //!
 //! The host turns `cu_seqlens` (host data, so no synchronisation) into a list of work items,
 //! one per query-row block of a sequence, heaviest first; one CTA runs per (item, query head).
-//! f16/bf16 run on tensor cores, sm_80+: D <= 128 on `attention_fa2_d{D}_{dtype}` (128-row
-//! blocks, 32 rows per warp, double-buffered K/V), D = 256 on `attention_mma_d{D}_{dtype}`
-//! (64-row blocks; also forced by `MOEKIT_CUDA_ATTN=v1`); f32 (and f16/bf16 on older GPUs) on
-//! the exact warp-per-row kernel (`attention_rows_d{D}_{dtype}`).
+//! f16/bf16 run on tensor cores: on Hopper (`sm_90a`), D <= 128 on `attention_sm90_d{D}_{dtype}`
+//! (`kernels/attention_sm90.cu`: wgmma, 128-row blocks, two warpgroups); elsewhere (sm_80+, or
+//! `MOEKIT_CUDA_ATTN=fa2`) D <= 128 on `attention_fa2_d{D}_{dtype}` (128-row blocks, 32 rows
+//! per warp, double-buffered K/V); D = 256 on `attention_mma_d{D}_{dtype}` (64-row blocks; also
+//! forced by `MOEKIT_CUDA_ATTN=v1`); f32 (and f16/bf16 on older GPUs) on the exact
+//! warp-per-row kernel (`attention_rows_d{D}_{dtype}`).
 
 use crate::backend::device_err;
 use crate::launch::{i32_of, kernel_name, launch_err};
@@ -19,13 +21,19 @@ use moekit_ops::{AttentionIo, AttentionOps, AttentionProblem, DType, Error, Resu
 const OP: &str = "attention";
 /// Query rows per work item (CTA) of the v1 and row kernels; matches `ATT_BM`.
 const BLOCK_M: usize = 64;
-/// Query rows per work item of the v2 (`fa2`) kernel; matches `ATT2_BM`.
+/// Query rows per work item of the v2 (`fa2`) and Hopper kernels; matches `ATT2_BM` and
+/// `a90::BM`.
 const BLOCK_M2: usize = 128;
 /// Keys per block of the tensor-core kernels; matches `ATT_BN` and `ATT2_BN`.
 const BLOCK_N: usize = 64;
-/// Threads per CTA of every kernel; matches `ATT_THREADS` and `ATT2_THREADS`.
+/// Threads per CTA of the sm_80 kernels; matches `ATT_THREADS` and `ATT2_THREADS`.
 const THREADS: u32 = 128;
-/// Environment override: `v1` forces the 64-row tensor-core kernel.
+/// Threads per CTA of the Hopper kernel (two warpgroups); matches `a90::THREADS`.
+const THREADS_SM90: u32 = 256;
+/// Key and value stages of the Hopper kernel; match `a90::K_STAGES` and `a90::V_STAGES`.
+const SM90_STAGES: usize = 2 + 3;
+/// Environment override: `v1` forces the 64-row tensor-core kernel, `fa2` the 128-row mma.sync
+/// kernel (instead of the Hopper one).
 const ENV_PATH: &str = "MOEKIT_CUDA_ATTN";
 /// i32 fields of one work item: `q0, Lq, k0, Lk, m0`.
 const ITEM: usize = 5;
@@ -74,10 +82,12 @@ impl AttentionOps for CudaBackend {
             None => b.arg(&NULL),
         };
         b.arg(&tq).arg(&tk).arg(&hq).arg(&hkv).arg(&p.scale).arg(&softcap).arg(&causal).arg(&wl).arg(&wr);
-        let cfg = LaunchConfig { grid_dim: (ctas as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: shared };
+        let cfg =
+            LaunchConfig { grid_dim: (ctas as u32, 1, 1), block_dim: (path.threads(), 1, 1), shared_mem_bytes: shared };
         // SAFETY: the arguments match `attention_rows_impl` / `attention_mma_impl` /
-        // `attention_fa2_impl`, whose rows per CTA the schedule used; check_io proved
-        // q, o hold Tq × Hq × D and k, v Tk × Hkv × D elements of the dtype and lse Hq × Tq f32;
+        // `attention_fa2_impl` / `a90_impl`, whose rows per CTA and threads the schedule and
+        // config used; check_io proved q, o hold Tq × Hq × D and k, v Tk × Hkv × D elements of
+        // the dtype and lse Hq × Tq f32;
         // every item row is inside its sequence (rows and keys past it are zero-filled or skipped),
         // column ranges hold 4 × Tk i32, and the shared size was raised above for this function.
         unsafe { b.launch(cfg) }.map(drop).map_err(launch_err(OP))
@@ -93,14 +103,23 @@ enum Path {
     MmaV1,
     /// 128-row tensor-core kernel, double-buffered K/V (f16/bf16, D <= 128).
     Fa2,
+    /// 128-row wgmma kernel, two warpgroups (Hopper, f16/bf16, D <= 128).
+    Sm90,
 }
 
 impl Path {
     fn block_m(self) -> usize {
-        if self == Path::Fa2 {
-            BLOCK_M2
+        match self {
+            Path::Fa2 | Path::Sm90 => BLOCK_M2,
+            Path::Rows | Path::MmaV1 => BLOCK_M,
+        }
+    }
+
+    fn threads(self) -> u32 {
+        if self == Path::Sm90 {
+            THREADS_SM90
         } else {
-            BLOCK_M
+            THREADS
         }
     }
 
@@ -109,30 +128,35 @@ impl Path {
             Path::Rows => format!("attention_rows_d{d}"),
             Path::MmaV1 => format!("attention_mma_d{d}"),
             Path::Fa2 => format!("attention_fa2_d{d}"),
+            Path::Sm90 => format!("attention_sm90_d{d}"),
         }
     }
 
     /// Dynamic shared memory: Q tile and one (v1) or two (v2) stages of K and V, rows padded
-    /// to D + 8 elements.
+    /// to D + 8 elements; Hopper: unpadded 128-row tiles of Q, 2 K and 3 V stages, and 1 KiB
+    /// to align the base (`a90::Smem`).
     fn shared_bytes(self, d: usize, elem: usize) -> u32 {
         let rows = match self {
             Path::Rows => return 0,
             Path::MmaV1 => BLOCK_M + 2 * BLOCK_N,
             Path::Fa2 => BLOCK_M2 + 4 * BLOCK_N,
+            Path::Sm90 => return ((1 + SM90_STAGES) * BLOCK_M2 * d * elem + 1024) as u32,
         };
         (rows * (d + 8) * elem) as u32
     }
 }
 
-/// The kernel for `p` on `arch`, given the `MOEKIT_CUDA_ATTN` override (`v1`: never the v2
-/// kernel).
+/// The kernel for `p` on `arch`, given the `MOEKIT_CUDA_ATTN` override (`v1`: the 64-row
+/// kernel; `fa2`: never the Hopper kernel).
 fn choose_path(p: &AttentionProblem, arch: &str, env: Option<&str>) -> Path {
     if p.dtype == DType::F32 || matches!(arch, "sm_70" | "sm_75") {
         Path::Rows
-    } else if p.head_dim <= 128 && env != Some("v1") {
-        Path::Fa2
-    } else {
+    } else if p.head_dim > 128 || env == Some("v1") {
         Path::MmaV1
+    } else if arch == "sm_90a" && env != Some("fa2") {
+        Path::Sm90
+    } else {
+        Path::Fa2
     }
 }
 
@@ -188,8 +212,11 @@ mod tests {
 
     #[test]
     fn path_choice_and_override() {
-        assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", None), Path::Fa2);
+        assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", None), Path::Sm90);
+        assert_eq!(choose_path(&problem(DType::F16, 64), "sm_90a", None), Path::Sm90);
+        assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", Some("fa2")), Path::Fa2);
         assert_eq!(choose_path(&problem(DType::F16, 64), "sm_80", None), Path::Fa2);
+        assert_eq!(choose_path(&problem(DType::BF16, 64), "sm_89", None), Path::Fa2);
         assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", Some("v1")), Path::MmaV1);
         assert_eq!(choose_path(&problem(DType::BF16, 256), "sm_90a", None), Path::MmaV1);
         assert_eq!(choose_path(&problem(DType::F32, 128), "sm_90a", None), Path::Rows);
@@ -203,5 +230,9 @@ mod tests {
         let m0: Vec<i32> = items.chunks(ITEM).map(|it| it[4]).collect();
         assert_eq!(m0, vec![256, 128, 0]);
         assert_eq!(Path::Fa2.shared_bytes(128, 2), (128 + 256) * 136 * 2);
+        // Q + 2 K + 3 V tiles of 128 × 128 bf16 and the alignment slack: one CTA per SM.
+        assert_eq!(Path::Sm90.shared_bytes(128, 2), 6 * 32768 + 1024);
+        assert_eq!(Path::Sm90.shared_bytes(64, 2), 6 * 16384 + 1024);
+        assert_eq!((Path::Sm90.block_m(), Path::Sm90.threads()), (128, 256));
     }
 }

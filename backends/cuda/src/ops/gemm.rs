@@ -6,7 +6,7 @@
 //! A is `b` (`[N, K]` column-major with ld N, or transposed from `[K, N]` with ld K when
 //! `b_transposed`), its B is `a` (`[K, M]`, ld K), its C is `c` (`[N, M]`, ld N).
 
-use crate::backend::device_err;
+use crate::backend::{device_err, grown, lock};
 use crate::{CudaBackend, CudaBuffer, NAME};
 use cudarc::cublaslt::result::CublasError;
 use cudarc::cublaslt::{sys, CudaBlasLT, Matmul, MatmulConfig, MatmulShared, Workspace};
@@ -15,6 +15,7 @@ use moekit_ops::{
     DType, Device, Error, GemmProblem, GroupedGemmIo, GroupedGemmOps, GroupedGemmProblem, HostTensor, Result,
     Validated, WeightLayout,
 };
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -190,7 +191,11 @@ fn fallback(be: &CudaBackend, p: &GemmProblem, a: &CudaBuffer, b: &CudaBuffer, c
 }
 
 /// Row-major `c [M, N] f32 = a [M, K] · b [K, N]` through cuBLASLt with f32 compute, the
-/// inputs of `dtype` and the output kept in f32 (never rounded to the input dtype).
+/// inputs of `dtype` and the output kept in f32 (never rounded to the input dtype); `c` holds
+/// the f32 elements as bytes (at least `M · N · 4`).
+///
+/// The descriptors and algorithm of each `(dtype, M, N, K)` are made once per backend and
+/// cached ([`LtCache`]), as is the workspace, so a repeated call only queues the matmul.
 ///
 /// Returns `Ok(false)`, having queued nothing, where cuBLASLt is missing or has no algorithm
 /// for the shape: the caller then runs its own kernel.
@@ -204,7 +209,7 @@ pub(crate) fn gemm_f32_out(
     (m, n, k): (usize, usize, usize),
     a: &CudaBuffer,
     b: &CudaBuffer,
-    c: &mut CudaSlice<f32>,
+    c: &mut CudaSlice<u8>,
 ) -> Result<bool> {
     if m == 0 || n == 0 || k == 0 {
         return Ok(false);
@@ -213,24 +218,77 @@ pub(crate) fn gemm_f32_out(
     let Some(lt) = handle(be) else {
         return Ok(false);
     };
-    let ab = match dtype {
-        DType::F16 => sys::cudaDataType_t::CUDA_R_16F,
-        DType::BF16 => sys::cudaDataType_t::CUDA_R_16BF,
-        _ => sys::cudaDataType_t::CUDA_R_32F,
+    let lt_err = |e: CublasError| Error::Device { op, backend: NAME, msg: format!("cuBLASLt: {e}") };
+    // NOTE: the lock is held until the matmul is queued: the cached descriptors and the
+    // workspace are used by one thread at a time.
+    let mut cache = lock(&be.lt_cache, op, "cuBLASLt cache")?;
+    let LtCache { plans, workspace } = &mut *cache;
+    let key = (dtype, m, n, k);
+    if !plans.contains_key(&key) {
+        // NOTE: a serving loop sees a new M (token count) at nearly every step; the cap keeps
+        // the cache small, and a refill costs one heuristic query per shape.
+        if plans.len() >= LT_CACHE_CAP {
+            plans.clear();
+        }
+        let plan = match lt_plan(lt, lt_type(dtype), (m as u64, n as u64, k as u64)) {
+            Ok(plan) => Some(plan),
+            Err(e) if e.0 == sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED => None,
+            Err(e) => return Err(lt_err(e)),
+        };
+        plans.insert(key, plan);
+    }
+    let Some(Some(plan)) = plans.get(&key) else {
+        return Ok(false);
     };
-    match lt_f32_out(lt, &be.stream, ab, (m as u64, n as u64, k as u64), a, b, c) {
+    let ws = grown(workspace, &be.stream, plan.ws_len).map_err(device_err(op))?;
+    match lt_f32_out(lt, &be.stream, plan, ws, a, b, c) {
         Ok(()) => Ok(true),
         Err(e) if e.0 == sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED => Ok(false),
-        Err(e) => Err(Error::Device { op, backend: NAME, msg: format!("cuBLASLt: {e}") }),
+        Err(e) => Err(lt_err(e)),
     }
 }
 
-/// The cuBLASLt descriptors of one call, destroyed on drop.
+/// cuBLASLt's type of the inputs of `dtype`.
+fn lt_type(dtype: DType) -> sys::cudaDataType {
+    match dtype {
+        DType::F16 => sys::cudaDataType_t::CUDA_R_16F,
+        DType::BF16 => sys::cudaDataType_t::CUDA_R_16BF,
+        _ => sys::cudaDataType_t::CUDA_R_32F,
+    }
+}
+
+/// Most shapes [`LtCache`] keeps before it starts over.
+const LT_CACHE_CAP: usize = 64;
+
+/// Per-backend state of [`gemm_f32_out`]: the plan of each `(dtype, M, N, K)` (`None`: cuBLASLt
+/// has no algorithm for it) and one workspace, grown when a plan needs more.
+#[derive(Default)]
+pub(crate) struct LtCache {
+    plans: HashMap<(DType, usize, usize, usize), Option<LtPlan>>,
+    workspace: Option<CudaSlice<u8>>,
+}
+
+/// The descriptors of one shape and the algorithm cuBLASLt chose for it.
+struct LtPlan {
+    descs: LtDescs,
+    algo: sys::cublasLtMatmulAlgo_t,
+    /// Workspace bytes the algorithm needs (at least 1).
+    ws_len: usize,
+}
+
+/// cuBLASLt descriptors, destroyed on drop.
 struct LtDescs {
+    /// A, B and C (= D).
     layouts: Vec<sys::cublasLtMatrixLayout_t>,
     desc: Option<sys::cublasLtMatmulDesc_t>,
     pref: Option<sys::cublasLtMatmulPreference_t>,
 }
+
+// SAFETY: the descriptors are pointers to heap objects of cuBLASLt's host memory, tied to no
+// thread (any thread may create, use and destroy them); `LtDescs` owns them alone and frees
+// them once on drop. They are only reached through `CudaBackend::lt_cache`'s mutex, so one
+// thread uses them at a time; nothing needs `Sync`.
+unsafe impl Send for LtDescs {}
 
 impl Drop for LtDescs {
     fn drop(&mut self) {
@@ -251,20 +309,17 @@ impl Drop for LtDescs {
     }
 }
 
-/// Bytes of the per-call cuBLASLt workspace of [`gemm_f32_out`].
+/// Most workspace bytes an algorithm of [`gemm_f32_out`] may ask for.
 const F32_OUT_WORKSPACE: usize = 4 << 20;
 
-fn lt_f32_out(
+/// The descriptors of `c [M, N] f32 = a [M, K] · b [K, N]` with inputs of type `ab`, and
+/// cuBLASLt's best algorithm for them.
+fn lt_plan(
     lt: &CudaBlasLT,
-    stream: &Arc<CudaStream>,
     ab: sys::cudaDataType,
     (m, n, k): (u64, u64, u64),
-    a: &CudaBuffer,
-    b: &CudaBuffer,
-    c: &mut CudaSlice<f32>,
-) -> std::result::Result<(), CublasError> {
+) -> std::result::Result<LtPlan, CublasError> {
     use cudarc::cublaslt::result as r;
-    use cudarc::driver::{DevicePtr, DevicePtrMut};
     let f32t = sys::cudaDataType_t::CUDA_R_32F;
     let mut d = LtDescs { layouts: Vec::with_capacity(3), desc: None, pref: None };
     // Column-major view (see the module doc): A = b [N, K] ld N, B = a [K, M] ld K, C = D =
@@ -289,23 +344,32 @@ fn lt_f32_out(
     let (la, lb, lc) = (d.layouts[0], d.layouts[1], d.layouts[2]);
     // SAFETY: every descriptor is alive (owned by `d`).
     let heur = unsafe { r::get_matmul_algo_heuristic(*lt.handle(), desc, la, lb, lc, lc, pref) }?;
-    // NOTE: cudarc keeps its own workspace private, so each call takes a stream-ordered
-    // scratch (uninitialised: cuBLASLt writes its workspace before reading it); a workspace
-    // cache on the backend would save the allocation.
-    let ws_len = heur.workspaceSize.clamp(1, ws_size);
-    // SAFETY: cuBLASLt only uses the workspace as scratch.
-    let ws = unsafe { stream.alloc::<u8>(ws_len) }
-        .map_err(|_| CublasError(sys::cublasStatus_t::CUBLAS_STATUS_ALLOC_FAILED))?;
+    Ok(LtPlan { descs: d, algo: heur.algo, ws_len: heur.workspaceSize.clamp(1, ws_size) })
+}
+
+/// Queue `plan`'s matmul on `stream` with workspace `ws` (at least `plan.ws_len` bytes).
+fn lt_f32_out(
+    lt: &CudaBlasLT,
+    stream: &Arc<CudaStream>,
+    plan: &LtPlan,
+    ws: &CudaSlice<u8>,
+    a: &CudaBuffer,
+    b: &CudaBuffer,
+    c: &mut CudaSlice<u8>,
+) -> std::result::Result<(), CublasError> {
+    use cudarc::driver::{DevicePtr, DevicePtrMut};
+    let (la, lb, lc) = (plan.descs.layouts[0], plan.descs.layouts[1], plan.descs.layouts[2]);
+    let desc = plan.descs.desc.ok_or(CublasError(sys::cublasStatus_t::CUBLAS_STATUS_NOT_INITIALIZED))?;
     let (alpha, beta) = (1.0f32, 0.0f32);
     let (pa, _ra) = a.data.device_ptr(stream);
     let (pb, _rb) = b.data.device_ptr(stream);
     let (pc, _rc) = c.device_ptr_mut(stream);
     let (pw, _rw) = ws.device_ptr(stream);
     // SAFETY: the caller's shapes hold a [M, K] and b [K, N] of the input dtype and c [M, N]
-    // f32, exactly the layouts above; beta = 0, so C is not read; the workspace holds ws_len
-    // bytes and outlives the queued call (freed stream-ordered after it).
+    // f32, exactly the plan's layouts (made for this key); beta = 0, so C is not read; the
+    // workspace holds at least ws_len bytes and is only reused by later work on this stream.
     unsafe {
-        r::matmul(
+        cudarc::cublaslt::result::matmul(
             *lt.handle(),
             desc,
             (&alpha) as *const f32 as *const _,
@@ -318,9 +382,9 @@ fn lt_f32_out(
             lc,
             pc as *mut _,
             lc,
-            &heur.algo,
+            &plan.algo,
             pw as *mut _,
-            ws_len,
+            plan.ws_len,
             stream.cu_stream() as *mut _,
         )
     }

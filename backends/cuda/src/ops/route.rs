@@ -1,16 +1,18 @@
 //! RouteOps on CUDA (`kernels/route.cu`): the fused gate GEMM into f32 logits (cuBLASLt, or a
 //! SIMT split-K kernel), the routing kernel (one warp per token: the register path `route_r*`
 //! for E <= 1024 and k <= 32, else the generic `route_*`) and the one-block bias update.
+//! The fused logits live in a grow-only scratch buffer of the backend, and cuBLASLt's plans are
+//! cached per shape (`gemm_f32_out`), so a repeated call queues the GEMM with no host setup.
 //!
 //! Overrides: `MOEKIT_CUDA_ROUTE_GATE=simt` (SIMT gate), `MOEKIT_CUDA_ROUTE=generic` (generic
 //! routing kernel).
 
-use crate::backend::device_err;
+use crate::backend::{device_err, grown, lock};
 use crate::launch::{blocks, i32_of, kernel_name, launch_err};
 use crate::ops::gemm::gemm_f32_out;
 use crate::runtime::sources::ROUTE;
 use crate::{CudaBackend, CudaBuffer};
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 use moekit_ops::{BiasUpdateProblem, DType, Result, RouteIo, RouteOps, RouteProblem, ScoreFn, Validated};
 
 /// A null device pointer for an absent optional argument.
@@ -133,31 +135,27 @@ impl CudaBackend {
         .transpose()
     }
 
-    /// `splits` slices `[T, E] f32` whose sum is `hidden [T, H] · gate [H, E]` (f32
-    /// accumulation), and `splits`: one slice from cuBLASLt where it runs, else the SIMT kernel's
-    /// split-K partials.
-    fn gate_logits(
+    /// The gate logits in `slot` (grown as needed): `splits` slices `[T, E] f32` whose sum is
+    /// `hidden [T, H] · gate [H, E]` (f32 accumulation), and `splits`: one slice from cuBLASLt
+    /// where it runs, else the SIMT kernel's split-K partials.
+    fn gate_logits<'s>(
         &self,
         p: &RouteProblem,
         h: usize,
         hidden: &CudaBuffer,
         gate: &CudaBuffer,
-    ) -> Result<(CudaSlice<f32>, usize)> {
+        slot: &'s mut Option<CudaSlice<u8>>,
+    ) -> Result<(&'s CudaSlice<u8>, usize)> {
         const OP: &str = "route";
-        if gate_path() == GatePath::CublasLt {
-            // NOTE: uninitialised: cuBLASLt writes every logit (beta = 0). A fresh temporary per
-            // call (stream-ordered); a workspace cache would save the allocation.
-            // SAFETY: read only after the GEMM below has written all T × E elements.
-            let mut logits = unsafe { self.stream.alloc::<f32>(p.tokens * p.experts) }.map_err(device_err(OP))?;
-            if gemm_f32_out(self, OP, p.dtype, (p.tokens, p.experts, h), hidden, gate, &mut logits)? {
-                return Ok((logits, 1));
-            }
-        }
         let (splits, kchunk) = gate_split(p.tokens, p.experts, h);
-        // NOTE: a fresh temporary per call (stream-ordered alloc and free); a workspace cache
-        // would save the allocation.
-        let len = (splits * p.tokens * p.experts).max(1);
-        let mut logits = self.stream.alloc_zeros::<f32>(len).map_err(device_err(OP))?;
+        // NOTE: sized for the SIMT kernel's partials, which also covers cuBLASLt's one slice.
+        // Uninitialised: both write every element the routing kernel reads.
+        let logits = grown(slot, &self.stream, splits * p.tokens * p.experts * 4).map_err(device_err(OP))?;
+        if gate_path() == GatePath::CublasLt
+            && gemm_f32_out(self, OP, p.dtype, (p.tokens, p.experts, h), hidden, gate, logits)?
+        {
+            return Ok((logits, 1));
+        }
         let f = self.kernels.function(OP, &ROUTE, &kernel_name("route_gate", p.dtype))?;
         let (t, hh, e, kc) = (i32_of(p.tokens), i32_of(h), i32_of(p.experts), i32_of(kchunk));
         let cfg = LaunchConfig {
@@ -166,99 +164,83 @@ impl CudaBackend {
             shared_mem_bytes: 0,
         };
         let mut b = self.stream.launch_builder(&f);
-        b.arg(&hidden.data).arg(&gate.data).arg(&mut logits).arg(&t).arg(&hh).arg(&e).arg(&kc);
+        b.arg(&hidden.data).arg(&gate.data).arg(&mut *logits).arg(&t).arg(&hh).arg(&e).arg(&kc);
         // SAFETY: arguments match `route_gate_impl`; hidden holds T × H and gate H × E elements of
-        // the dtype (check_io), logits splits × T × E f32; every access is bounds-checked.
+        // the dtype (check_io), logits at least splits × T × E f32; every access is bounds-checked.
         unsafe { b.launch(cfg) }.map_err(launch_err(OP))?;
         Ok((logits, splits))
     }
-}
 
-impl RouteOps for CudaBackend {
-    fn route(&self, p: &Validated<RouteProblem>, io: RouteIo<'_, CudaBuffer>) -> Result<()> {
+    /// Zero the op's counts and load (the routing kernels add into them).
+    fn zero_totals(&self, io: &mut RouteIo<'_, CudaBuffer>) -> Result<()> {
+        self.stream.memset_zeros(&mut io.counts.data).map_err(device_err("route"))?;
+        self.stream.memset_zeros(&mut io.load.data).map_err(device_err("route"))
+    }
+
+    /// Queue the routing kernel over `logits` of `dtype` (f32 from the fused gate, else the
+    /// problem's dtype): the register path where it applies, else the generic kernel.
+    fn launch_routing(
+        &self,
+        dtype: DType,
+        logits: &CudaSlice<u8>,
+        io: &mut RouteIo<'_, CudaBuffer>,
+        a: &RouteArgs,
+    ) -> Result<()> {
+        match reg_plan(a.experts, a.groups, a.picks) {
+            Some(rp) => self.launch_reg(rp, dtype, logits, io, a),
+            None => self.launch_generic(dtype, logits, io, a),
+        }
+    }
+
+    /// Queue the register routing kernel `route_r<epl>` over `logits` of `dtype`.
+    fn launch_reg(
+        &self,
+        rp: RegPlan,
+        dtype: DType,
+        logits: &CudaSlice<u8>,
+        io: &mut RouteIo<'_, CudaBuffer>,
+        a: &RouteArgs,
+    ) -> Result<()> {
         const OP: &str = "route";
-        self.stream.memset_zeros(&mut io.counts.data).map_err(device_err(OP))?;
-        self.stream.memset_zeros(&mut io.load.data).map_err(device_err(OP))?;
-        if p.tokens == 0 {
-            return Ok(());
-        }
-        let mask = self.upload_mask(p.expert_mask.as_deref(), OP)?;
-        let fused = match (p.hidden, io.gate) {
-            (Some(h), Some(gate)) => Some(self.gate_logits(p, h, io.logits, gate)?),
-            _ => None,
-        };
-        // The routing kernel reads the fused logits as f32, else the input logits' dtype.
-        let logits_dtype = if fused.is_some() { DType::F32 } else { p.dtype };
-        let splits = i32_of(fused.as_ref().map_or(1, |f| f.1));
-
-        // NOTE: when every group is kept the group limit changes nothing; the kernel skips it.
-        let (groups, topk_group) = match p.groups {
-            Some(g) if g.topk_group < g.n_group => (g.n_group, g.topk_group),
-            _ => (0, 0),
-        };
-        let (t, e, k) = (i32_of(p.tokens), i32_of(p.experts), i32_of(p.k));
-        let softmax = i32::from(p.score == ScoreFn::Softmax);
-        let renorm = i32::from(p.renormalize);
+        let f = self.kernels.function(OP, &ROUTE, &kernel_name(&format!("route_r{}", rp.epl), dtype))?;
+        let grid = a.tokens.div_ceil(rp.warps).min(MAX_BLOCKS);
         let flag = self.flag()?;
-        let logits: &CudaSlice<u8> = &io.logits.data;
+        let mut b = self.stream.launch_builder(&f);
+        push_route_prefix(&mut b, logits, io, a);
+        b.arg(&flag.record);
+        let cfg = LaunchConfig {
+            grid_dim: (grid as u32, 1, 1),
+            block_dim: ((rp.warps * 32) as u32, 1, 1),
+            shared_mem_bytes: (rp.smem_words * 4) as u32,
+        };
+        // SAFETY: arguments match `route_reg_impl`; logits hold (splits ×) T × E elements,
+        // bias and mask E, ids and weights T × k, counts and load E (check_io); E <= 32 · EPL
+        // and k <= 32 (reg_plan); the shared memory holds the accumulators and every warp's
+        // group area as reg_plan laid them out; indices come from loop bounds, never data.
+        unsafe { b.launch(cfg) }.map(drop).map_err(launch_err(OP))
+    }
 
-        if let Some(rp) = reg_plan(p.experts, groups, p.k) {
-            let f = self.kernels.function(OP, &ROUTE, &kernel_name(&format!("route_r{}", rp.epl), logits_dtype))?;
-            let grid = p.tokens.div_ceil(rp.warps).min(MAX_BLOCKS);
-            let (groups, topk_group) = (i32_of(groups), i32_of(topk_group));
-            let mut b = self.stream.launch_builder(&f);
-            match &fused {
-                Some((l, _)) => b.arg(l),
-                None => b.arg(logits),
-            };
-            match io.bias {
-                Some(bias) => b.arg(&bias.data),
-                None => b.arg(&NULL),
-            };
-            match &mask {
-                Some(m) => b.arg(m),
-                None => b.arg(&NULL),
-            };
-            b.arg(&mut io.ids.data).arg(&mut io.weights.data).arg(&mut io.counts.data).arg(&mut io.load.data);
-            b.arg(&t).arg(&e).arg(&k).arg(&softmax).arg(&groups).arg(&topk_group).arg(&renorm);
-            b.arg(&p.scaling).arg(&splits).arg(&flag.record);
-            let cfg = LaunchConfig {
-                grid_dim: (grid as u32, 1, 1),
-                block_dim: ((rp.warps * 32) as u32, 1, 1),
-                shared_mem_bytes: (rp.smem_words * 4) as u32,
-            };
-            // SAFETY: arguments match `route_reg_impl`; logits hold (splits ×) T × E elements,
-            // bias and mask E, ids and weights T × k, counts and load E (check_io); E <= 32 · EPL
-            // and k <= 32 (reg_plan); the shared memory holds the accumulators and every warp's
-            // group area as reg_plan laid them out; indices come from loop bounds, never data.
-            return unsafe { b.launch(cfg) }.map(drop).map_err(launch_err(OP));
-        }
-
-        let f = self.kernels.function(OP, &ROUTE, &kernel_name(OP, logits_dtype))?;
-        let pl = plan(p.experts, groups, p.k);
-        let grid = p.tokens.div_ceil(pl.warps).min(MAX_BLOCKS);
+    /// Queue the generic routing kernel `route_*` over `logits` of `dtype`.
+    fn launch_generic(
+        &self,
+        dtype: DType,
+        logits: &CudaSlice<u8>,
+        io: &mut RouteIo<'_, CudaBuffer>,
+        a: &RouteArgs,
+    ) -> Result<()> {
+        const OP: &str = "route";
+        let f = self.kernels.function(OP, &ROUTE, &kernel_name(OP, dtype))?;
+        let pl = plan(a.experts, a.groups, a.picks);
+        let grid = a.tokens.div_ceil(pl.warps).min(MAX_BLOCKS);
         let gwork = if pl.global_work {
             Some(self.stream.alloc_zeros::<f32>(grid * pl.warps * pl.per_warp).map_err(device_err(OP))?)
         } else {
             None
         };
-        let (groups, topk_group) = (i32_of(groups), i32_of(topk_group));
         let block_acc = i32::from(pl.block_acc);
+        let flag = self.flag()?;
         let mut b = self.stream.launch_builder(&f);
-        match &fused {
-            Some((l, _)) => b.arg(l),
-            None => b.arg(logits),
-        };
-        match io.bias {
-            Some(bias) => b.arg(&bias.data),
-            None => b.arg(&NULL),
-        };
-        match &mask {
-            Some(m) => b.arg(m),
-            None => b.arg(&NULL),
-        };
-        b.arg(&mut io.ids.data).arg(&mut io.weights.data).arg(&mut io.counts.data).arg(&mut io.load.data);
-        b.arg(&t).arg(&e).arg(&k).arg(&softmax).arg(&groups).arg(&topk_group).arg(&renorm).arg(&p.scaling).arg(&splits);
+        push_route_prefix(&mut b, logits, io, a);
         match &gwork {
             Some(w) => b.arg(w),
             None => b.arg(&NULL),
@@ -274,6 +256,101 @@ impl RouteOps for CudaBackend {
         // the global work buffer) holds the per-block accumulators and every warp's work area as
         // `plan` laid them out; indices come from loop bounds, never from data.
         unsafe { b.launch(cfg) }.map(drop).map_err(launch_err(OP))
+    }
+}
+
+/// What both routing kernels take besides the logits and the buffers of [`RouteIo`].
+struct RouteArgs {
+    /// `[E] i32` expert mask on the device, `None` when every expert is allowed.
+    mask: Option<CudaSlice<i32>>,
+    /// T, E, k and the group count (0: no group limit) as sizes.
+    tokens: usize,
+    experts: usize,
+    picks: usize,
+    groups: usize,
+    /// The kernels' scalar arguments, in their order.
+    t: i32,
+    e: i32,
+    k: i32,
+    softmax: i32,
+    groups_arg: i32,
+    topk_group: i32,
+    renorm: i32,
+    scaling: f32,
+    splits: i32,
+}
+
+impl RouteArgs {
+    fn new(p: &RouteProblem, mask: Option<CudaSlice<i32>>, splits: usize) -> Self {
+        // NOTE: when every group is kept the group limit changes nothing; the kernels skip it.
+        let (groups, topk_group) = match p.groups {
+            Some(g) if g.topk_group < g.n_group => (g.n_group, g.topk_group),
+            _ => (0, 0),
+        };
+        RouteArgs {
+            mask,
+            tokens: p.tokens,
+            experts: p.experts,
+            picks: p.k,
+            groups,
+            t: i32_of(p.tokens),
+            e: i32_of(p.experts),
+            k: i32_of(p.k),
+            softmax: i32::from(p.score == ScoreFn::Softmax),
+            groups_arg: i32_of(groups),
+            topk_group: i32_of(topk_group),
+            renorm: i32::from(p.renormalize),
+            scaling: p.scaling,
+            splits: i32_of(splits),
+        }
+    }
+}
+
+/// The argument prefix both routing kernels share: `logits, bias, mask, ids, weights, counts,
+/// load, tokens, experts, k, softmax, groups, topk_group, renorm, scaling, splits`.
+fn push_route_prefix<'a>(
+    b: &mut LaunchArgs<'a>,
+    logits: &'a CudaSlice<u8>,
+    io: &'a mut RouteIo<'_, CudaBuffer>,
+    a: &'a RouteArgs,
+) {
+    b.arg(logits);
+    match io.bias {
+        Some(bias) => b.arg(&bias.data),
+        None => b.arg(&NULL),
+    };
+    match &a.mask {
+        Some(m) => b.arg(m),
+        None => b.arg(&NULL),
+    };
+    b.arg(&mut io.ids.data).arg(&mut io.weights.data).arg(&mut io.counts.data).arg(&mut io.load.data);
+    b.arg(&a.t).arg(&a.e).arg(&a.k).arg(&a.softmax).arg(&a.groups_arg).arg(&a.topk_group).arg(&a.renorm);
+    b.arg(&a.scaling).arg(&a.splits);
+}
+
+impl RouteOps for CudaBackend {
+    fn route(&self, p: &Validated<RouteProblem>, mut io: RouteIo<'_, CudaBuffer>) -> Result<()> {
+        const OP: &str = "route";
+        if p.tokens == 0 {
+            return self.zero_totals(&mut io);
+        }
+        let mask = self.upload_mask(p.expert_mask.as_deref(), OP)?;
+        let input: &CudaBuffer = io.logits;
+        match (p.hidden, io.gate) {
+            (Some(h), Some(gate)) => {
+                // NOTE: the scratch stays locked until the routing kernel that reads it is queued.
+                let mut slot = lock(&self.route_logits, OP, "route logits")?;
+                let (logits, splits) = self.gate_logits(p, h, input, gate, &mut slot)?;
+                // NOTE: zeroed after the gate is queued, so the GEMM starts sooner; stream order
+                // still runs the memsets before the routing kernel.
+                self.zero_totals(&mut io)?;
+                self.launch_routing(DType::F32, logits, &mut io, &RouteArgs::new(p, mask, splits))
+            }
+            _ => {
+                self.zero_totals(&mut io)?;
+                self.launch_routing(p.dtype, &input.data, &mut io, &RouteArgs::new(p, mask, 1))
+            }
+        }
     }
 
     fn update_bias(&self, p: &Validated<BiasUpdateProblem>, bias: &mut CudaBuffer, counts: &CudaBuffer) -> Result<()> {
