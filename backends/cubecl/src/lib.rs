@@ -44,8 +44,8 @@ pub use buffer::CubeBuffer;
 /// A caller's wgpu instance, adapter, device and queue, for `CubeBackend::from_wgpu_setup`.
 #[cfg(feature = "cubecl-wgpu")]
 pub use cubecl::wgpu::WgpuSetup;
+pub use moekit_ops::Error;
+pub use runtime::{CubeRuntime, CudaRuntime, WgpuRuntime};
 /// The wgpu crate (the version cubecl's wgpu runtime uses), for building a [`WgpuSetup`].
 #[cfg(feature = "cubecl-wgpu")]
 pub use wgpu;
-pub use moekit_ops::Error;
-pub use runtime::{CubeRuntime, CudaRuntime, WgpuRuntime};
