@@ -190,6 +190,129 @@ __device__ __forceinline__ float att_exp2(float x) {
     return r;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Softmax steps on mma.sync fragments, shared by the v1 and v2 kernels (x = 0, 1: a thread's
+// rows g and g + 8 of a 16-row tile; a row's 4 threads are a quad of consecutive lanes).
+
+// Raw score `s` in the log2 domain: scaled, soft-capped when `softcap` > 0.
+__device__ __forceinline__ float att_score_log2(float s, float scale, float scale_log2, float softcap) {
+    return softcap > 0.0f ? att_score(s, scale, softcap) * ATT_LOG2E : s * scale_log2;
+}
+
+// Whether key `key` (local) is allowed for local query row `row` with key range [lo, hi).
+__device__ __forceinline__ bool att_key_ok(int key, int lo, int hi, const i32* cr, int tk, int k0, int row) {
+    return key >= lo && key < hi && !(cr && att_col_masked(cr, tk, k0 + key, row));
+}
+
+// Scores S [NT][4] of keys nb.. in the log2 domain, masked unless `full` (rows ri[x], key ranges
+// [rlo[x], rhi[x])); mx[x] = the thread's row maxima.
+template <int NT>
+__device__ __forceinline__ void att_mask_scores(float (*s)[4], float* mx, int nb, int t, bool full, const int* rlo,
+                                                const int* rhi, const int* ri, const i32* cr, int tk, int k0,
+                                                float scale, float scale_log2, float softcap) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int x = e >> 1, key = nb + j * 8 + 2 * t + (e & 1);
+            float sc = att_score_log2(s[j][e], scale, scale_log2, softcap);
+            if (!full) {
+                if (!att_key_ok(key, rlo[x], rhi[x], cr, tk, k0, ri[x])) sc = ATT_NEG_INF;
+            }
+            s[j][e] = sc;
+            mx[x] = fmaxf(mx[x], sc);
+        }
+    }
+}
+
+// Online softmax: the quad's row maxima mx, the new running max mrow, the shift mu and the
+// rescale factor alpha of the old sums.
+__device__ __forceinline__ void att_online_max(float* mx, float* mrow, float* mu, float* alpha) {
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 1));
+        mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 2));
+        const float mn = fmaxf(mrow[x], mx[x]);
+        // NOTE: a row with no allowed key yet keeps the max at -inf; shift by 0 then, so
+        // exp2(-inf - -inf) never makes a NaN.
+        mu[x] = mn == ATT_NEG_INF ? 0.0f : mn;
+        alpha[x] = att_exp2(mrow[x] - mu[x]);
+        mrow[x] = mn;
+    }
+}
+
+// P = exp2(S - mu) in place; rs[x] = the thread's part of the row sums.
+template <int NT> __device__ __forceinline__ void att_exp_rowsum(float (*s)[4], const float* mu, float* rs) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int x = e >> 1;
+            s[j][e] = att_exp2(s[j][e] - mu[x]);
+            rs[x] += s[j][e];
+        }
+    }
+}
+
+// The A fragment of P·V from two S tiles of 8 keys (keys 0..8 and 8..16 of the k16 step).
+template <typename T> __device__ __forceinline__ void att_pack_a(u32* a, const float* s0, const float* s1) {
+    a[0] = att_pack<T>(s0[0], s0[1]);
+    a[1] = att_pack<T>(s0[2], s0[3]);
+    a[2] = att_pack<T>(s1[0], s1[1]);
+    a[3] = att_pack<T>(s1[2], s1[3]);
+}
+
+// O [OT][4] *= alpha of its row.
+template <int OT> __device__ __forceinline__ void att_scale_o(float (*oacc)[4], const float* alpha) {
+#pragma unroll
+    for (int d = 0; d < OT; ++d) {
+        oacc[d][0] *= alpha[0];
+        oacc[d][1] *= alpha[0];
+        oacc[d][2] *= alpha[1];
+        oacc[d][3] *= alpha[1];
+    }
+}
+
+// Final row sums over the quad (in place) and their inverses (0 for an empty row).
+__device__ __forceinline__ void att_final_inv(float* lrow, float* inv) {
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        lrow[x] += __shfl_xor_sync(0xffffffffu, lrow[x], 1);
+        lrow[x] += __shfl_xor_sync(0xffffffffu, lrow[x], 2);
+        inv[x] = lrow[x] > 0.0f ? 1.0f / lrow[x] : 0.0f;
+    }
+}
+
+// The natural-log LSE of a row from its log2-domain max `m` and sum `l` (-inf for an empty row).
+__device__ __forceinline__ float att_lse(float m, float l) {
+    return l > 0.0f ? (m + log2f(l)) * ATT_LN2 : ATT_NEG_INF;
+}
+
+// Normalised O [OT][4] of rows r0, r0 + 8 → the staging tile (u32 pairs, row stride LD halves).
+template <typename T, int OT, int LD>
+__device__ __forceinline__ void att_stage_o(u32* stage, int r0, int t, float (*oacc)[4], const float* inv) {
+#pragma unroll
+    for (int d = 0; d < OT; ++d) {
+        const int col = d * 8 + 2 * t;
+        stage[(r0 * LD + col) / 2] = att_pack<T>(oacc[d][0] * inv[0], oacc[d][1] * inv[0]);
+        stage[((r0 + 8) * LD + col) / 2] = att_pack<T>(oacc[d][2] * inv[1], oacc[d][3] * inv[1]);
+    }
+}
+
+// The warp's ROWS staged rows (tile rows wrow.., local rows first..; those < lq) → o, 16-byte chunks.
+template <typename T, int D, int ROWS>
+__device__ __forceinline__ void att_store_o(T* o, const T* tile, int wrow, int first, int lq, int q0, int hq, int h,
+                                            int lane) {
+    constexpr int LD = D + 8, CH = D / 8;
+    for (int c = lane; c < ROWS * CH; c += 32) {
+        const int r = c / CH, ch = c % CH, i = first + r;
+        if (i < lq) {
+            const uint4 val = *reinterpret_cast<const uint4*>(tile + (wrow + r) * LD + ch * 8);
+            *reinterpret_cast<uint4*>(o + ((size_t)(q0 + i) * hq + h) * D + ch * 8) = val;
+        }
+    }
+}
+
 // Rows `row0..row0 + 64` (local, `valid` of them present) of a [tokens, heads, D] tensor at
 // `head` → the shared tile [64][D + 8]; absent rows are zero-filled.
 template <typename T, int D>
@@ -288,51 +411,14 @@ __device__ void attention_mma_impl(const T* q, const T* k, const T* v, T* o, flo
         // Scores in the log2 domain, masked; online softmax.
         const bool full = !cr && n + ATT_BN <= lk && n >= last_lo && n + ATT_BN <= first_hi;
         float mx[2] = {ATT_NEG_INF, ATT_NEG_INF};
-#pragma unroll
-        for (int j = 0; j < NT; ++j) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int x = e >> 1, key = n + j * 8 + 2 * t + (e & 1);
-                float sc = softcap > 0.0f ? att_score(s[j][e], scale, softcap) * ATT_LOG2E : s[j][e] * scale_log2;
-                if (!full) {
-                    const bool ok = key >= rlo[x] && key < rhi[x] && !(cr && att_col_masked(cr, tk, k0 + key, ri[x]));
-                    if (!ok) sc = ATT_NEG_INF;
-                }
-                s[j][e] = sc;
-                mx[x] = fmaxf(mx[x], sc);
-            }
-        }
+        att_mask_scores<NT>(s, mx, n, t, full, rlo, rhi, ri, cr, tk, k0, scale, scale_log2, softcap);
         float alpha[2], mu[2];
-#pragma unroll
-        for (int x = 0; x < 2; ++x) {
-            mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 1));
-            mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 2));
-            const float mn = fmaxf(mrow[x], mx[x]);
-            // NOTE: a row with no allowed key yet keeps the max at -inf; shift by 0 then, so
-            // exp2(-inf - -inf) never makes a NaN.
-            mu[x] = mn == ATT_NEG_INF ? 0.0f : mn;
-            alpha[x] = att_exp2(mrow[x] - mu[x]);
-            mrow[x] = mn;
-        }
+        att_online_max(mx, mrow, mu, alpha);
         float rs[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int j = 0; j < NT; ++j) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int x = e >> 1;
-                s[j][e] = att_exp2(s[j][e] - mu[x]);
-                rs[x] += s[j][e];
-            }
-        }
+        att_exp_rowsum<NT>(s, mu, rs);
 #pragma unroll
         for (int x = 0; x < 2; ++x) lrow[x] = lrow[x] * alpha[x] + rs[x];
-#pragma unroll
-        for (int d = 0; d < OT; ++d) {
-            oacc[d][0] *= alpha[0];
-            oacc[d][1] *= alpha[0];
-            oacc[d][2] *= alpha[1];
-            oacc[d][3] *= alpha[1];
-        }
+        att_scale_o<OT>(oacc, alpha);
 
         att_cp_wait_all();
         __syncthreads();  // V[n] visible; every warp is done with K[n]
@@ -343,10 +429,7 @@ __device__ void attention_mma_impl(const T* q, const T* k, const T* v, T* o, flo
 #pragma unroll
         for (int kk = 0; kk < ATT_BN / 16; ++kk) {
             u32 a[4];
-            a[0] = att_pack<T>(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = att_pack<T>(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = att_pack<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = att_pack<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            att_pack_a<T>(a, s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
             for (int dp = 0; dp < D / 16; ++dp) {
                 u32 b[4];
@@ -361,34 +444,15 @@ __device__ void attention_mma_impl(const T* q, const T* k, const T* v, T* o, flo
     // Normalise; stage the warp's 16 output rows in its own rows of sQ (no other warp reads
     // them), then write them out in 16-byte chunks.
     float inv[2];
-#pragma unroll
-    for (int x = 0; x < 2; ++x) {
-        lrow[x] += __shfl_xor_sync(0xffffffffu, lrow[x], 1);
-        lrow[x] += __shfl_xor_sync(0xffffffffu, lrow[x], 2);
-        inv[x] = lrow[x] > 0.0f ? 1.0f / lrow[x] : 0.0f;
-    }
+    att_final_inv(lrow, inv);
     __syncwarp();
-    u32* stage = reinterpret_cast<u32*>(sQ);
-#pragma unroll
-    for (int d = 0; d < OT; ++d) {
-        const int col = d * 8 + 2 * t;
-        stage[((wrow + g) * LD + col) / 2] = att_pack<T>(oacc[d][0] * inv[0], oacc[d][1] * inv[0]);
-        stage[((wrow + g + 8) * LD + col) / 2] = att_pack<T>(oacc[d][2] * inv[1], oacc[d][3] * inv[1]);
-    }
+    att_stage_o<T, OT, LD>(reinterpret_cast<u32*>(sQ), wrow + g, t, oacc, inv);
     __syncwarp();
-    constexpr int CH = D / 8;
-    for (int c = lane; c < 16 * CH; c += 32) {
-        const int r = c / CH, ch = c % CH, i = m0 + wrow + r;
-        if (i < lq) {
-            const uint4 val = *reinterpret_cast<const uint4*>(sQ + (wrow + r) * LD + ch * 8);
-            *reinterpret_cast<uint4*>(o + ((size_t)(q0 + i) * hq + h) * D + ch * 8) = val;
-        }
-    }
+    att_store_o<T, D, 16>(o, sQ, wrow, m0 + wrow, lq, q0, hq, h, lane);
     if (t == 0) {
 #pragma unroll
         for (int x = 0; x < 2; ++x) {
-            if (ri[x] < lq)
-                lse[(size_t)h * tq + q0 + ri[x]] = lrow[x] > 0.0f ? (mrow[x] + log2f(lrow[x])) * ATT_LN2 : ATT_NEG_INF;
+            if (ri[x] < lq) lse[(size_t)h * tq + q0 + ri[x]] = att_lse(mrow[x], lrow[x]);
         }
     }
 #endif
@@ -570,66 +634,22 @@ __device__ void attention_fa2_impl(const T* q, const T* k, const T* v, T* o, flo
             for (int mt = 0; mt < MT; ++mt) {
                 // NOTE: the rows' key ranges are recomputed here rather than kept in registers
                 // across the loop (only blocks on a mask edge need them).
+                const int ri[2] = {wfirst + mt * 16 + g, wfirst + mt * 16 + g + 8};
                 int rlo[2] = {0, 0}, rhi[2] = {0, 0};
                 if (!full) {
-                    for (int x = 0; x < 2; ++x)
-                        att_row_range(wfirst + mt * 16 + g + 8 * x, lq, lk, causal, wl, wr, rlo[x], rhi[x]);
+                    for (int x = 0; x < 2; ++x) att_row_range(ri[x], lq, lk, causal, wl, wr, rlo[x], rhi[x]);
                 }
                 float mx[2] = {ATT_NEG_INF, ATT_NEG_INF};
-#pragma unroll
-                for (int j = 0; j < NT; ++j) {
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int x = e >> 1, key = nb + j * 8 + 2 * t + (e & 1);
-                        float sc =
-                            softcap > 0.0f ? att_score(s[mt][j][e], scale, softcap) * ATT_LOG2E : s[mt][j][e] * scale_log2;
-                        if (!full) {
-                            const bool ok = key >= rlo[x] && key < rhi[x] &&
-                                            !(cr && att_col_masked(cr, tk, k0 + key, wfirst + mt * 16 + g + 8 * x));
-                            if (!ok) sc = ATT_NEG_INF;
-                        }
-                        s[mt][j][e] = sc;
-                        mx[x] = fmaxf(mx[x], sc);
-                    }
-                }
+                att_mask_scores<NT>(s[mt], mx, nb, t, full, rlo, rhi, ri, cr, tk, k0, scale, scale_log2, softcap);
                 float alpha[2], mu[2];
-#pragma unroll
-                for (int x = 0; x < 2; ++x) {
-                    mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 1));
-                    mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 2));
-                    const float mn = fmaxf(mrow[mt][x], mx[x]);
-                    // NOTE: a row with no allowed key yet keeps the max at -inf; shift by 0 then, so
-                    // exp2(-inf - -inf) never makes a NaN.
-                    mu[x] = mn == ATT_NEG_INF ? 0.0f : mn;
-                    alpha[x] = att_exp2(mrow[mt][x] - mu[x]);
-                    mrow[mt][x] = mn;
-                }
+                att_online_max(mx, mrow[mt], mu, alpha);
                 float rs[2] = {0.0f, 0.0f};
+                att_exp_rowsum<NT>(s[mt], mu, rs);
 #pragma unroll
-                for (int j = 0; j < NT; ++j) {
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int x = e >> 1;
-                        s[mt][j][e] = att_exp2(s[mt][j][e] - mu[x]);
-                        rs[x] += s[mt][j][e];
-                    }
-                }
-#pragma unroll
-                for (int kk = 0; kk < ATT2_BS / 16; ++kk) {
-                    p[mt][kk][0] = att_pack<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-                    p[mt][kk][1] = att_pack<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-                    p[mt][kk][2] = att_pack<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-                    p[mt][kk][3] = att_pack<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-                }
+                for (int kk = 0; kk < ATT2_BS / 16; ++kk) att_pack_a<T>(p[mt][kk], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
                 for (int x = 0; x < 2; ++x) lrow[mt][x] = lrow[mt][x] * alpha[x] + rs[x];
-#pragma unroll
-                for (int d = 0; d < OT; ++d) {
-                    oacc[mt][d][0] *= alpha[0];
-                    oacc[mt][d][1] *= alpha[0];
-                    oacc[mt][d][2] *= alpha[1];
-                    oacc[mt][d][3] *= alpha[1];
-                }
+                att_scale_o<OT>(oacc[mt], alpha);
             }
 
             // O += P·V: V through transposed ldmatrix, each fragment feeding both tiles.
@@ -660,38 +680,18 @@ __device__ void attention_fa2_impl(const T* q, const T* k, const T* v, T* o, flo
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
         float inv[2];
-#pragma unroll
-        for (int x = 0; x < 2; ++x) {
-            lrow[mt][x] += __shfl_xor_sync(0xffffffffu, lrow[mt][x], 1);
-            lrow[mt][x] += __shfl_xor_sync(0xffffffffu, lrow[mt][x], 2);
-            inv[x] = lrow[mt][x] > 0.0f ? 1.0f / lrow[mt][x] : 0.0f;
-        }
-        const int r0 = wrow + mt * 16 + g;
-#pragma unroll
-        for (int d = 0; d < OT; ++d) {
-            const int col = d * 8 + 2 * t;
-            stage_out[(r0 * LD + col) / 2] = att_pack<T>(oacc[mt][d][0] * inv[0], oacc[mt][d][1] * inv[0]);
-            stage_out[((r0 + 8) * LD + col) / 2] = att_pack<T>(oacc[mt][d][2] * inv[1], oacc[mt][d][3] * inv[1]);
-        }
+        att_final_inv(lrow[mt], inv);
+        att_stage_o<T, OT, LD>(stage_out, wrow + mt * 16 + g, t, oacc[mt], inv);
         if (t == 0) {
 #pragma unroll
             for (int x = 0; x < 2; ++x) {
                 const int i = wfirst + mt * 16 + g + 8 * x;
-                if (i < lq)
-                    lse[(size_t)h * tq + q0 + i] =
-                        lrow[mt][x] > 0.0f ? (mrow[mt][x] + log2f(lrow[mt][x])) * ATT_LN2 : ATT_NEG_INF;
+                if (i < lq) lse[(size_t)h * tq + q0 + i] = att_lse(mrow[mt][x], lrow[mt][x]);
             }
         }
     }
     __syncwarp();
-    constexpr int CH = D / 8;
-    for (int c = lane; c < 16 * MT * CH; c += 32) {
-        const int r = c / CH, ch = c % CH, i = wfirst + r;
-        if (i < lq) {
-            const uint4 val = *reinterpret_cast<const uint4*>(sQ + (wrow + r) * LD + ch * 8);
-            *reinterpret_cast<uint4*>(o + ((size_t)(q0 + i) * hq + h) * D + ch * 8) = val;
-        }
-    }
+    att_store_o<T, D, 16 * MT>(o, sQ, wrow, wfirst, lq, q0, hq, h, lane);
 #endif
 }
 

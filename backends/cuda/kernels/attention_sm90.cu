@@ -315,17 +315,7 @@ __device__ __forceinline__ void a90_impl(const T* q_, const T* k_, const T* v_, 
             }
         }
         float alpha[2], mu[2];
-#pragma unroll
-        for (int x = 0; x < 2; ++x) {
-            mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 1));
-            mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 2));
-            const float mn = fmaxf(mrow[x], mx[x]);
-            // NOTE: a row with no allowed key yet keeps the max at -inf; shift by 0 then, so
-            // exp2(-inf - -inf) never makes a NaN.
-            mu[x] = mn == ATT_NEG_INF ? 0.0f : mn;
-            alpha[x] = att_exp2(mrow[x] - mu[x]);
-            mrow[x] = mn;
-        }
+        att_online_max(mx, mrow, mu, alpha);
         float rs[2] = {0.0f, 0.0f};
 #pragma unroll
         for (int e = 0; e < 64; ++e) {
@@ -370,12 +360,7 @@ __device__ __forceinline__ void a90_impl(const T* q_, const T* k_, const T* v_, 
     // Normalise; stage the warpgroup's 64 output rows in its own rows of sQ (only its own
     // wgmma read them, all finished), in the tile's swizzled layout, then write 16-byte chunks.
     float inv[2];
-#pragma unroll
-    for (int x = 0; x < 2; ++x) {
-        lrow[x] += __shfl_xor_sync(0xffffffffu, lrow[x], 1);
-        lrow[x] += __shfl_xor_sync(0xffffffffu, lrow[x], 2);
-        inv[x] = lrow[x] > 0.0f ? 1.0f / lrow[x] : 0.0f;
-    }
+    att_final_inv(lrow, inv);
     a90_wg_sync(wg);
 #pragma unroll
     for (int x = 0; x < 2; ++x) {
@@ -388,7 +373,7 @@ __device__ __forceinline__ void a90_impl(const T* q_, const T* k_, const T* v_, 
         }
         const int i = m0 + row;
         if (t == 0 && i < lq)
-            lse[(size_t)h * tq + q0 + i] = lrow[x] > 0.0f ? (mrow[x] + log2f(lrow[x])) * ATT_LN2 : ATT_NEG_INF;
+            lse[(size_t)h * tq + q0 + i] = att_lse(mrow[x], lrow[x]);
     }
     a90_wg_sync(wg);
     constexpr int CPR = D / 8, RPW = 128 / CPR, PASSES = 64 / RPW;

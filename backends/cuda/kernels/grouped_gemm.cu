@@ -204,6 +204,39 @@ template <typename T> __device__ __forceinline__ void gg_store2(T* yr, int c, fl
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Epilogue helpers, shared by the mma.sync, FMA and wgmma (grouped_gemm_sm90.cu) kernels.
+
+// SwiGLU of one (gate, up) accumulator pair times the row scale: silu(gate) · up · s, in that order.
+__device__ __forceinline__ float gg_swiglu(float gate, float up, float s) { return silu(gate) * up * s; }
+
+// Output row of tile row `i` (local to the expert's rows `row_begin..row_begin + rows`, contiguous
+// or masked alike): `yr` = y row [n_out] and its scale `s` (1 without `scale`). False past `rows`.
+template <typename T>
+__device__ __forceinline__ bool gg_out_row(T* y, const float* scale, int row_begin, int rows, int i, int n_out,
+                                           T*& yr, float& s) {
+    if (i >= rows) return false;
+    const int r = row_begin + i;
+    s = scale ? scale[r] : 1.0f;
+    yr = y + (long long)r * n_out;
+    return true;
+}
+
+// Columns c, c+1 (c even) of `yr`: SwiGLU of gate (g0, g1) with up (u0, u1), scaled by `s`.
+template <typename T>
+__device__ __forceinline__ void gg_store2_swiglu(T* yr, int c, float g0, float g1, float u0, float u1, float s,
+                                                 int n_out) {
+    const float v0 = gg_swiglu(g0, u0, s);
+    const float v1 = gg_swiglu(g1, u1, s);
+    gg_store2<T>(yr, c, v0, v1, n_out);
+}
+
+// Columns c, c+1 (c even) of `yr`: accumulators (a0, a1) scaled by `s`.
+template <typename T>
+__device__ __forceinline__ void gg_store2_scaled(T* yr, int c, float a0, float a1, float s, int n_out) {
+    gg_store2<T>(yr, c, a0 * s, a1 * s, n_out);
+}
+
 template <typename T, bool NK>
 __device__ __forceinline__ void gg_mma_impl(const T* x_, const T* w_, const i32* plan, const i32* gather,
                                             const float* scale, T* y, int experts, int K, int N, int swiglu,
@@ -353,24 +386,21 @@ __device__ __forceinline__ void gg_mma_impl(const T* x_, const T* w_, const i32*
     for (int mi = 0; mi < 4; ++mi) {
 #pragma unroll
         for (int hr = 0; hr < 2; ++hr) {
-            const int i = i0 + wm * 64 + mi * 16 + g + hr * 8;
-            if (i >= rows) continue;
-            const int r = row_begin + i;
-            const float s = scale ? scale[r] : 1.0f;
-            T* yr = y + (long long)r * n_out;
+            T* yr;
+            float s;
+            if (!gg_out_row<T>(y, scale, row_begin, rows, i0 + wm * 64 + mi * 16 + g + hr * 8, n_out, yr, s)) continue;
             if (swiglu) {
 #pragma unroll
                 for (int ni = 0; ni < 2; ++ni) {
                     const int c = nt * 64 + wn * 16 + ni * 8 + tg * 2;
-                    const float v0 = silu(acc[mi][ni][hr * 2]) * acc[mi][ni + 2][hr * 2] * s;
-                    const float v1 = silu(acc[mi][ni][hr * 2 + 1]) * acc[mi][ni + 2][hr * 2 + 1] * s;
-                    gg_store2<T>(yr, c, v0, v1, n_out);
+                    gg_store2_swiglu<T>(yr, c, acc[mi][ni][hr * 2], acc[mi][ni][hr * 2 + 1], acc[mi][ni + 2][hr * 2],
+                                        acc[mi][ni + 2][hr * 2 + 1], s, n_out);
                 }
             } else {
 #pragma unroll
                 for (int ni = 0; ni < 4; ++ni) {
                     const int c = nt * BN + wn * 32 + ni * 8 + tg * 2;
-                    gg_store2<T>(yr, c, acc[mi][ni][hr * 2] * s, acc[mi][ni][hr * 2 + 1] * s, n_out);
+                    gg_store2_scaled<T>(yr, c, acc[mi][ni][hr * 2], acc[mi][ni][hr * 2 + 1], s, n_out);
                 }
             }
         }
@@ -475,16 +505,14 @@ __device__ __forceinline__ void gg_fma_impl(const float* x, const float* w, cons
     const int n_out = col_limit;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        const int ri = i0 + ty + 16 * i;
-        if (ri >= rows) continue;
-        const int r = row_begin + ri;
-        const float s = scale ? scale[r] : 1.0f;
-        float* yr = y + (long long)r * n_out;
+        float* yr;
+        float s;
+        if (!gg_out_row<float>(y, scale, row_begin, rows, i0 + ty + 16 * i, n_out, yr, s)) continue;
         if (swiglu) {
 #pragma unroll
             for (int j = 0; j < 2; ++j) {
                 const int c = nt * 32 + tx + 16 * j;
-                if (c < n_out) yr[c] = silu(acc[i][j]) * acc[i][j + 2] * s;
+                if (c < n_out) yr[c] = gg_swiglu(acc[i][j], acc[i][j + 2], s);
             }
         } else {
 #pragma unroll

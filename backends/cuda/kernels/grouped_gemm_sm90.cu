@@ -1,7 +1,8 @@
 #line 1 "grouped_gemm_sm90.cu"
 // grouped_gemm on Hopper (sm_90a only): `grouped_gemm_wgmma_{kn,nk}_<dtype>`, f16 / bf16.
 // Appended to grouped_gemm.cu in one module (see src/runtime/sources.rs): it reuses the plan,
-// gg_find_expert, gg_src_row, gg_store2 and the zero kernel, and replaces only step 2.
+// gg_find_expert, gg_src_row, the epilogue helpers (gg_out_row, gg_store2_swiglu,
+// gg_store2_scaled) and the zero kernel, and replaces only step 2.
 //
 // Block tile BM × BN × BK = 128 × 256 × 64, 256 threads = 2 warpgroups; warpgroup g computes
 // rows 64g..64g+64 of the tile with two wgmma.mma_async.m64n128k16 per k16 step (virtual columns
@@ -266,19 +267,15 @@ __device__ __forceinline__ void gw_impl(const T* x_, const T* w_, const i32* pla
     const int n_out = col_limit;
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
-        const int i = i0 + r_base + 8 * hr;
-        if (i >= rows) continue;
-        const int r = row_begin + i;
-        const float s = scale ? scale[r] : 1.0f;
-        T* yr = y + (long long)r * n_out;
+        T* yr;
+        float s;
+        if (!gg_out_row<T>(y, scale, row_begin, rows, i0 + r_base + 8 * hr, n_out, yr, s)) continue;
         if (swiglu) {
 #pragma unroll
             for (int ni = 0; ni < 16; ++ni) {
                 const int c = nt * 128 + ni * 8 + tg * 2;
                 const int q = 4 * ni + 2 * hr;
-                const float v0 = silu(acc[0][q]) * acc[1][q] * s;
-                const float v1 = silu(acc[0][q + 1]) * acc[1][q + 1] * s;
-                gg_store2<T>(yr, c, v0, v1, n_out);
+                gg_store2_swiglu<T>(yr, c, acc[0][q], acc[0][q + 1], acc[1][q], acc[1][q + 1], s, n_out);
             }
         } else {
 #pragma unroll
@@ -287,7 +284,7 @@ __device__ __forceinline__ void gw_impl(const T* x_, const T* w_, const i32* pla
                 for (int ni = 0; ni < 16; ++ni) {
                     const int c = nt * BN + h * 128 + ni * 8 + tg * 2;
                     const int q = 4 * ni + 2 * hr;
-                    gg_store2<T>(yr, c, acc[h][q] * s, acc[h][q + 1] * s, n_out);
+                    gg_store2_scaled<T>(yr, c, acc[h][q], acc[h][q + 1], s, n_out);
                 }
         }
     }
