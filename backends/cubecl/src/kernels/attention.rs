@@ -12,6 +12,8 @@
 use cubecl::ir::ElemType;
 use cubecl::prelude::*;
 
+pub(crate) mod cmma;
+
 /// Entries per query block in the block table: `[q0, nq, k0, lq, lk, key_lo, key_hi, i0]`
 /// (global first query row, rows in the block, global first key row of the sequence, the
 /// sequence's query and key lengths, the local key range `key_lo..key_hi` that causal and

@@ -7,8 +7,9 @@
 //! device offsets, no host sync), loading only the rows of the current expert, so each row
 //! accumulates against its own expert's weight. Masked layout: cube `z` is the expert.
 //!
-//! NOTE: matrix instructions (`cmma`) where the runtime has them are not used yet; this is the
-//! portable path (lavapipe has neither plane ops nor matrix units).
+//! NOTE: this is the portable path (lavapipe has neither plane ops nor matrix units); where
+//! the runtime has matrix instructions for the dtype, `super::grouped_gemm_cmma` runs instead
+//! (the choice: `crate::ops::gemm_path::select_path`).
 
 use super::flag::record;
 use cubecl::ir::ElemType;
@@ -225,7 +226,7 @@ pub(crate) fn grouped_gemm_kernel<F: Float>(
 
 /// `v` clamped into `0..=rows`.
 #[cube]
-fn clamp_row(v: i32, rows: usize) -> usize {
+pub(crate) fn clamp_row(v: i32, rows: usize) -> usize {
     let mut r = 0usize;
     if v > 0 {
         r = (v as usize).min(rows);
@@ -235,7 +236,7 @@ fn clamp_row(v: i32, rows: usize) -> usize {
 
 /// Records the first offset that breaks `0 = offsets[0] <= ... <= offsets[E] <= R`.
 #[cube]
-fn check_offsets(offsets: &Array<i32>, flag: &mut Array<i32>, experts: usize, rows: usize) {
+pub(crate) fn check_offsets(offsets: &Array<i32>, flag: &mut Array<i32>, experts: usize, rows: usize) {
     let mut found = offsets[0] != 0;
     let mut bad = 0usize;
     for e in 0..experts {

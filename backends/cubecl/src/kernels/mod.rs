@@ -8,5 +8,6 @@ pub(crate) mod attention;
 pub mod flag;
 pub mod glue;
 pub(crate) mod grouped_gemm;
+pub(crate) mod grouped_gemm_cmma;
 pub mod permute;
 pub mod route;

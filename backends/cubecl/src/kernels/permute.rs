@@ -1,6 +1,10 @@
 //! Dispatch and combine kernels: per-expert segment sizes ([`permute_sizes`]), their prefix
 //! sum ([`permute_offsets`]), the stable row assignment ([`permute_assign`]), the row copy
-//! ([`permute_copy`]) and the weighted combine ([`combine`]).
+//! ([`permute_copy`]) and the weighted combine ([`combine`]): the portable per-expert-scan
+//! path. The scalable path (chunk histograms, scans, scatter, vectorised copies) is in
+//! [`scan`]; `crate::ops` chooses between them.
+
+pub mod scan;
 
 use super::flag::record;
 use super::glue::unit_index;

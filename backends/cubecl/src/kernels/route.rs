@@ -1,5 +1,10 @@
 //! Routing kernels: per-token scores and top-k ([`route_tokens`]), per-expert counts and load
-//! ([`route_stats`]), and the aux-loss-free bias step ([`update_bias`]).
+//! ([`route_stats`]), and the aux-loss-free bias step ([`update_bias`]): the portable one-unit-
+//! per-token path. The scalable path is in [`plane`] (one plane per token) and [`gate`] (the
+//! fused gate's GEMM); `crate::ops` chooses between them.
+
+pub mod gate;
+pub mod plane;
 
 use super::flag::record;
 use super::glue::unit_index;

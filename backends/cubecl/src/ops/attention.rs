@@ -1,12 +1,19 @@
 //! [`AttentionOps`] on cubecl: the host builds the table of query blocks (sequence lengths
-//! are host data) and uploads it with the FlashMask ranges; one launch of
-//! [`crate::kernels::attention`] over `(blocks, Hq)` cubes.
+//! are host data) and uploads it with the FlashMask ranges; one launch over `(blocks, Hq)`
+//! cubes of the kernel [`select`] picks: the cmma kernel
+//! ([`crate::kernels::attention::cmma`]) or the portable one ([`crate::kernels::attention`]).
+
+mod select;
 
 use super::gemm::{cubes, float_elem, scalar};
+use crate::kernels::attention::cmma::{attention_cmma_kernel, BQ as CMMA_BQ, PLANE, PLANES};
 use crate::kernels::attention::{attention_kernel, blocks, BLOCK_ENTRIES};
 use crate::CubeBackend;
+use cubecl::ir::features::{MmaConfig, Plane};
+use cubecl::ir::{ElemType, StorageType};
 use cubecl::prelude::*;
 use moekit_ops::{AttentionIo, AttentionOps, AttentionProblem, Error, Result, TensorMeta, Validated};
+use select::{select, AttnCaps, AttnPath, ATTN_ENV};
 
 const OP: &str = "attention";
 
@@ -33,11 +40,50 @@ fn block_table(p: &AttentionProblem, bq: usize) -> Result<Vec<i32>> {
     Ok(table)
 }
 
+/// What the runtime of `client` offers the kernel choice for inputs of `elem`.
+fn caps<R: Runtime>(client: &ComputeClient<R>, elem: ElemType) -> AttnCaps {
+    let props = client.properties();
+    let ty = StorageType::Scalar(elem);
+    let f32_ty = StorageType::Scalar(ElemType::Float(cubecl::ir::FloatKind::F32));
+    let cmma = props.features.matmul.cmma.contains(&MmaConfig {
+        a_type: ty,
+        b_type: ty,
+        cd_type: f32_ty,
+        m: 16,
+        n: 16,
+        k: 16,
+    });
+    let plane = &props.features.plane;
+    AttnCaps {
+        cmma,
+        plane_ops: plane.contains(Plane::Ops) && plane.contains(Plane::Sync),
+        plane_size: (props.hardware.plane_size_min, props.hardware.plane_size_max),
+        shared_bytes: props.hardware.max_shared_memory_size,
+    }
+}
+
+/// Uploads the FlashMask ranges `[4, Tk]` (a one-element placeholder without them); returns the
+/// handle and its length in i32.
+fn upload_ranges<R: Runtime>(client: &ComputeClient<R>, p: &AttentionProblem) -> (cubecl::server::Handle, usize) {
+    match &p.mask.column_ranges {
+        Some(c) => {
+            let all: Vec<i32> = [&c.lts, &c.lte, &c.uts, &c.ute].into_iter().flatten().copied().collect();
+            (client.create_from_slice(bytemuck::cast_slice(&all)), (4 * p.total_k()).max(1))
+        }
+        None => (client.create_from_slice(&[0u8; 4]), 1),
+    }
+}
+
 impl<R: Runtime> AttentionOps for CubeBackend<R> {
     fn attention(&self, p: &Validated<AttentionProblem>, io: AttentionIo<'_, Self::Buffer>) -> Result<()> {
         let elem = float_elem(OP, p.dtype)?;
         let d = p.head_dim;
-        let (bq, bk) = blocks(d);
+        let forced = std::env::var(ATTN_ENV).ok();
+        let path = select(p.dtype, d, caps(&self.client, elem), forced.as_deref());
+        let (bq, bk) = match path {
+            AttnPath::Cmma => (CMMA_BQ, 0),
+            AttnPath::Portable => blocks(d),
+        };
         let table = block_table(p, bq)?;
         let n_blocks = table.len() / BLOCK_ENTRIES;
         if n_blocks == 0 {
@@ -45,50 +91,88 @@ impl<R: Runtime> AttentionOps for CubeBackend<R> {
         }
         let table_h = self.client.create_from_slice(bytemuck::cast_slice(&table));
         let tk = p.total_k();
-        let ranges_h = match &p.mask.column_ranges {
-            Some(c) => {
-                let all: Vec<i32> = [&c.lts, &c.lte, &c.uts, &c.ute].into_iter().flatten().copied().collect();
-                self.client.create_from_slice(bytemuck::cast_slice(&all))
-            }
-            None => self.client.create_from_slice(&[0u8; 4]),
-        };
-        let ranges_len = if p.mask.column_ranges.is_some() { 4 * tk } else { 1 };
+        let (ranges_h, ranges_len) = upload_ranges(&self.client, p);
         let window = p.mask.window;
         // NOTE: a side past every sequence is clamped to 2^30 so `diag ± side` stays in i32.
         let side = |v: usize| v.min(1 << 30) as i32;
         let (left, right) = window.map_or((0, 0), |w| (side(w.left), side(w.right)));
+        let count = CubeCount::Static(cubes(OP, n_blocks)?, cubes(OP, p.heads_q)?, 1);
         // SAFETY: every handle holds at least the given number of elements of the kernel's
-        // type (`check_io` checked the buffers; the table and ranges are built here), and the
-        // kernel is launched with bounds checks.
+        // type (`check_io` checked the buffers; the table and ranges are built here). The
+        // portable kernel runs with bounds checks; the cmma kernel runs unchecked and keeps
+        // every access inside them by construction (reads guarded by the block's row and key
+        // counts, FlashMask reads behind `j < key_hi`, shared indices inside the tiles).
         unsafe {
-            attention_kernel::launch::<R>(
-                &self.client,
-                CubeCount::Static(cubes(OP, n_blocks)?, cubes(OP, p.heads_q)?, 1),
-                CubeDim::new_2d(bk as u32, bq as u32),
+            let (q, k, v) = (
                 ArrayArg::from_raw_parts(io.q.handle.clone(), io.q.numel().max(1)),
                 ArrayArg::from_raw_parts(io.k.handle.clone(), io.k.numel().max(1)),
                 ArrayArg::from_raw_parts(io.v.handle.clone(), io.v.numel().max(1)),
-                ArrayArg::from_raw_parts(table_h, table.len()),
-                ArrayArg::from_raw_parts(ranges_h, ranges_len.max(1)),
-                ArrayArg::from_raw_parts(io.o.handle.clone(), io.o.numel().max(1)),
-                ArrayArg::from_raw_parts(io.lse.handle.clone(), io.lse.numel().max(1)),
-                scalar(OP, p.heads_q)?,
-                scalar(OP, p.heads_kv)?,
-                scalar(OP, p.total_q())?,
-                scalar(OP, tk)?,
-                p.scale,
-                p.softcap.unwrap_or(1.0),
-                left,
-                right,
-                d,
-                bq,
-                bk,
-                p.mask.causal,
-                window.is_some(),
-                p.mask.column_ranges.is_some(),
-                p.softcap.is_some(),
-                elem,
             );
+            let table_a = ArrayArg::from_raw_parts(table_h, table.len());
+            let ranges_a = ArrayArg::from_raw_parts(ranges_h, ranges_len);
+            let o = ArrayArg::from_raw_parts(io.o.handle.clone(), io.o.numel().max(1));
+            let lse = ArrayArg::from_raw_parts(io.lse.handle.clone(), io.lse.numel().max(1));
+            let (hq, hkv, tq, tk) =
+                (scalar(OP, p.heads_q)?, scalar(OP, p.heads_kv)?, scalar(OP, p.total_q())?, scalar(OP, tk)?);
+            let cap = p.softcap.unwrap_or(1.0);
+            let (causal, win, colr, capped) =
+                (p.mask.causal, window.is_some(), p.mask.column_ranges.is_some(), p.softcap.is_some());
+            match path {
+                AttnPath::Cmma => attention_cmma_kernel::launch_unchecked::<R>(
+                    &self.client,
+                    count,
+                    CubeDim::new_2d(PLANE as u32, PLANES as u32),
+                    q,
+                    k,
+                    v,
+                    table_a,
+                    ranges_a,
+                    o,
+                    lse,
+                    hq,
+                    hkv,
+                    tq,
+                    tk,
+                    p.scale,
+                    cap,
+                    left,
+                    right,
+                    d,
+                    causal,
+                    win,
+                    colr,
+                    capped,
+                    elem,
+                ),
+                AttnPath::Portable => attention_kernel::launch::<R>(
+                    &self.client,
+                    count,
+                    CubeDim::new_2d(bk as u32, bq as u32),
+                    q,
+                    k,
+                    v,
+                    table_a,
+                    ranges_a,
+                    o,
+                    lse,
+                    hq,
+                    hkv,
+                    tq,
+                    tk,
+                    p.scale,
+                    cap,
+                    left,
+                    right,
+                    d,
+                    bq,
+                    bk,
+                    causal,
+                    win,
+                    colr,
+                    capped,
+                    elem,
+                ),
+            }
         }
         Ok(())
     }

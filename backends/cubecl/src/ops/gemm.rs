@@ -1,8 +1,13 @@
-//! Dense GEMM on cubecl (`GlueOps::gemm` calls [`gemm`]): the tiled grouped-GEMM kernel with
-//! one expert owning every row, and the launch both share.
+//! Dense GEMM on cubecl (`GlueOps::gemm` calls [`gemm`]): the grouped GEMM with one expert
+//! owning every row, and the launch both share: [`launch`] picks the tensor-core kernel
+//! ([`crate::kernels::grouped_gemm_cmma`]) or the portable tiled one
+//! ([`crate::kernels::grouped_gemm`]) through [`select_path`].
 
+use super::gemm_path::{select_path, GemmCaps, GemmPath, GemmShape, GEMM_ENV};
 use crate::kernels::grouped_gemm::{grouped_gemm_kernel, MODE_DENSE, MODE_MASKED, TILE};
+use crate::kernels::grouped_gemm_cmma::{grouped_gemm_cmma_kernel, BM, BN, PLANES};
 use crate::{CubeBackend, CubeBuffer};
+use cubecl::features::MmaConfig;
 use cubecl::ir::{ElemType, FloatKind};
 use cubecl::prelude::*;
 use cubecl::server::Handle;
@@ -69,12 +74,114 @@ fn arg<R: Runtime>(b: &CubeBackend<R>, buf: Option<&CubeBuffer>) -> (Handle, usi
     }
 }
 
+/// Launches the grouped GEMM with the kernel [`select_path`] picks for this runtime and shape
+/// (environment override `MOEKIT_CUBECL_GEMM=tiled`).
+///
+/// # Errors
+/// [`Error::Unsupported`] for a dtype the runtime lacks or sizes past `u32`.
+pub(crate) fn launch<R: Runtime>(b: &CubeBackend<R>, l: TiledLaunch<'_>) -> Result<()> {
+    let shape = GemmShape {
+        dtype: l.dtype,
+        k_dim: l.k_dim,
+        n_dim: l.n_dim,
+        n_out: l.n_out,
+        nk: l.nk,
+        experts: if l.mode == MODE_MASKED { l.experts } else { 1 },
+    };
+    match path(b, &shape) {
+        GemmPath::Tiled => launch_tiled(b, l),
+        GemmPath::Cmma { vector, plane } => launch_cmma(b, l, vector, plane),
+    }
+}
+
+/// The kernel a launch of `shape` on `b` uses: [`select_path`] with the runtime's
+/// capabilities and the environment override [`GEMM_ENV`].
+pub(crate) fn path<R: Runtime>(b: &CubeBackend<R>, shape: &GemmShape) -> GemmPath {
+    let force = std::env::var(GEMM_ENV).ok();
+    select_path(&caps(b, shape.dtype), shape, force.as_deref())
+}
+
+/// What the runtime behind `b` offers the tensor-core path for `dtype`.
+fn caps<R: Runtime>(b: &CubeBackend<R>, dtype: DType) -> GemmCaps {
+    let props = b.client.properties();
+    let hw = &props.hardware;
+    let cmma = float_elem("grouped_gemm", dtype).is_ok_and(|elem| {
+        b.client.features().matmul.cmma.contains(&MmaConfig {
+            a_type: elem.into(),
+            b_type: elem.into(),
+            cd_type: ElemType::Float(FloatKind::F32).into(),
+            m: 16,
+            n: 16,
+            k: 16,
+        })
+    });
+    GemmCaps {
+        cmma,
+        plane_size: (hw.plane_size_min, hw.plane_size_max),
+        max_units: hw.max_units_per_cube,
+        max_shared: hw.max_shared_memory_size,
+        max_cube_count: hw.max_cube_count,
+        load_bits: hw.load_width,
+    }
+}
+
+/// Launches the tensor-core kernel over `(max(1, ceil(rows/BM)), ceil(N_out/(BN or BN/2)), E
+/// or 1)` cubes of `(plane, PLANES)` units, staging vectors of `vector` elements.
+///
+/// # Errors
+/// [`Error::Unsupported`] for sizes past `u32`.
+fn launch_cmma<R: Runtime>(b: &CubeBackend<R>, l: TiledLaunch<'_>, vector: usize, plane: u32) -> Result<()> {
+    let elem = float_elem(l.op, l.dtype)?;
+    let block_cols = if l.swiglu { BN / 2 } else { BN };
+    let col_cubes = cubes(l.op, l.n_out.div_ceil(block_cols))?;
+    let row_cubes = cubes(l.op, l.rows.div_ceil(BM).max(1))?;
+    let expert_cubes = cubes(l.op, if l.mode == MODE_MASKED { l.experts } else { 1 })?;
+    if col_cubes == 0 || expert_cubes == 0 {
+        return Ok(());
+    }
+    let (x, w, y) =
+        ((l.x.handle.clone(), l.x.numel()), (l.w.handle.clone(), l.w.numel()), (l.y.handle.clone(), l.y.numel()));
+    let (group, rtt, scale) = (arg(b, l.group), arg(b, l.row_to_token), arg(b, l.row_scale));
+    // SAFETY: every handle is a live allocation of at least the given number of elements
+    // (checked by `check_io`; `x` and `w` hold a whole number of `vector`s because `vector`
+    // divides their row length, see `select_path`). The kernel runs unchecked: it keeps every
+    // access inside those lengths whatever the index data says (see its module doc).
+    unsafe {
+        grouped_gemm_cmma_kernel::launch_unchecked::<R>(
+            &b.client,
+            CubeCount::Static(row_cubes, col_cubes, expert_cubes),
+            CubeDim::new_2d(plane, PLANES as u32),
+            vector,
+            ArrayArg::from_raw_parts(x.0, (x.1 / vector).max(1)),
+            ArrayArg::from_raw_parts(w.0, (w.1 / vector).max(1)),
+            ArrayArg::from_raw_parts(group.0, group.1),
+            ArrayArg::from_raw_parts(rtt.0, rtt.1),
+            ArrayArg::from_raw_parts(scale.0, scale.1),
+            ArrayArg::from_raw_parts(y.0, y.1.max(1)),
+            b.flag_arg(),
+            scalar(l.op, l.experts)?,
+            scalar(l.op, l.rows)?,
+            scalar(l.op, l.tokens)?,
+            scalar(l.op, l.k_dim)?,
+            scalar(l.op, l.n_dim)?,
+            plane as usize,
+            l.mode,
+            l.nk,
+            l.swiglu,
+            l.row_scale.is_some(),
+            l.row_to_token.is_some(),
+            elem,
+        );
+    }
+    Ok(())
+}
+
 /// Launches the tiled kernel over `(max(1, ceil(rows/TILE)), ceil(N_out/TILE), E or 1)`
 /// cubes.
 ///
 /// # Errors
 /// [`Error::Unsupported`] for a dtype the runtime lacks or sizes past `u32`.
-pub(crate) fn launch_tiled<R: Runtime>(b: &CubeBackend<R>, l: TiledLaunch<'_>) -> Result<()> {
+fn launch_tiled<R: Runtime>(b: &CubeBackend<R>, l: TiledLaunch<'_>) -> Result<()> {
     let elem = float_elem(l.op, l.dtype)?;
     let col_cubes = cubes(l.op, l.n_out.div_ceil(TILE))?;
     let row_cubes = cubes(l.op, l.rows.div_ceil(TILE).max(1))?;
@@ -130,7 +237,7 @@ pub(crate) fn gemm<R: Runtime>(
     if p.m == 0 || p.n == 0 {
         return Ok(());
     }
-    launch_tiled(
+    launch(
         b,
         TiledLaunch {
             op: "gemm",

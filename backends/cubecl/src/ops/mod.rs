@@ -4,6 +4,7 @@
 
 mod attention;
 pub(crate) mod gemm;
+mod gemm_path;
 mod glue;
 mod grouped_gemm;
 mod permute;

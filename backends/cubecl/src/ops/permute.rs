@@ -1,5 +1,10 @@
-//! [`PermuteOps`] on cubecl: dispatch in four launches (segment sizes, offsets, stable row
-//! assignment, row copy) and the weighted combine (kernels in [`crate::kernels::permute`]).
+//! [`PermuteOps`] on cubecl. [`select`] picks the path: chunk histograms, scans, a stable
+//! scatter and line-wide copies ([`fast`], kernels in [`crate::kernels::permute::scan`]), or
+//! the portable one: dispatch in four launches (segment sizes, offsets, stable row assignment
+//! by a per-expert scan of every slot, row copy) and the element-wise combine (kernels in
+//! [`crate::kernels::permute`]).
+
+mod fast;
 
 use super::gemm::{float_elem, scalar};
 use super::{array, grid, placeholder, BLOCK};
@@ -9,8 +14,42 @@ use crate::{CubeBackend, CubeBuffer};
 use cubecl::prelude::*;
 use moekit_ops::{CombineIo, CombineProblem, PermuteIo, PermuteOps, PermuteProblem, Result, Validated};
 
-impl<R: Runtime> PermuteOps for CubeBackend<R> {
-    fn permute(&self, p: &Validated<PermuteProblem>, io: PermuteIo<'_, CubeBuffer>) -> Result<()> {
+/// Environment override: `simple` forces the portable kernels, `scalar` the scalable ones
+/// with lines of one element. Anything else (or unset): the scalable ones in the widest lines
+/// the runtime optimises for that divide the hidden size.
+pub(crate) const PERMUTE_ENV: &str = "MOEKIT_CUBECL_PERMUTE";
+
+/// The dispatch/combine path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PermutePath {
+    /// The portable per-expert-scan kernels.
+    Simple,
+    /// The scalable kernels, in lines of this many elements.
+    Scan(usize),
+}
+
+/// Chooses the path for rows of `hidden` elements of `elem_size` bytes; `env` is
+/// [`PERMUTE_ENV`]'s value, `lines` the runtime's optimised line sizes, widest first.
+fn select(env: Option<&str>, hidden: usize, mut lines: impl Iterator<Item = usize>) -> PermutePath {
+    match env {
+        Some("simple") => PermutePath::Simple,
+        Some("scalar") => PermutePath::Scan(1),
+        _ => PermutePath::Scan(lines.find(|&l| l > 0 && hidden % l == 0).unwrap_or(1)),
+    }
+}
+
+impl<R: Runtime> CubeBackend<R> {
+    /// The dispatch/combine path for `hidden` elements of dtype `dtype` a row.
+    fn permute_path(&self, dtype: moekit_ops::DType, hidden: usize) -> PermutePath {
+        let env = std::env::var(PERMUTE_ENV).ok();
+        select(env.as_deref(), hidden, self.client.io_optimized_vector_sizes(dtype.size()))
+    }
+
+    /// Dispatch on the portable path.
+    ///
+    /// # Errors
+    /// [`moekit_ops::Error::Unsupported`] for sizes past the launch limits.
+    fn permute_simple(&self, p: &Validated<PermuteProblem>, io: PermuteIo<'_, CubeBuffer>) -> Result<()> {
         const OP: &str = "permute";
         let elem = float_elem(OP, p.dtype)?;
         let (slots, e, rows) = (p.tokens * p.k, p.experts, p.max_rows());
@@ -72,7 +111,11 @@ impl<R: Runtime> PermuteOps for CubeBackend<R> {
         Ok(())
     }
 
-    fn unpermute_combine(&self, p: &Validated<CombineProblem>, io: CombineIo<'_, CubeBuffer>) -> Result<()> {
+    /// The combine on the portable path.
+    ///
+    /// # Errors
+    /// [`moekit_ops::Error::Unsupported`] for sizes past the launch limits.
+    fn combine_simple(&self, p: &Validated<CombineProblem>, io: CombineIo<'_, CubeBuffer>) -> Result<()> {
         const OP: &str = "unpermute_combine";
         let elem = float_elem(OP, p.dtype)?;
         let Some(count) = grid(OP, p.tokens * p.hidden)? else { return Ok(()) };
@@ -95,5 +138,36 @@ impl<R: Runtime> PermuteOps for CubeBackend<R> {
             elem,
         );
         Ok(())
+    }
+}
+
+impl<R: Runtime> PermuteOps for CubeBackend<R> {
+    fn permute(&self, p: &Validated<PermuteProblem>, io: PermuteIo<'_, CubeBuffer>) -> Result<()> {
+        match self.permute_path(p.dtype, p.hidden) {
+            PermutePath::Simple => self.permute_simple(p, io),
+            PermutePath::Scan(line) => fast::permute_scan(self, p, io, line),
+        }
+    }
+
+    fn unpermute_combine(&self, p: &Validated<CombineProblem>, io: CombineIo<'_, CubeBuffer>) -> Result<()> {
+        match self.permute_path(p.dtype, p.hidden) {
+            PermutePath::Simple => self.combine_simple(p, io),
+            PermutePath::Scan(line) => fast::combine_scan(self, p, io, line),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widest_dividing_line_unless_overridden() {
+        let lines = || [8usize, 4, 2, 1].into_iter();
+        assert_eq!(select(None, 2048, lines()), PermutePath::Scan(8));
+        assert_eq!(select(None, 6, lines()), PermutePath::Scan(2));
+        assert_eq!(select(None, 7, lines()), PermutePath::Scan(1));
+        assert_eq!(select(Some("scalar"), 2048, lines()), PermutePath::Scan(1));
+        assert_eq!(select(Some("simple"), 2048, lines()), PermutePath::Simple);
     }
 }

@@ -1,13 +1,20 @@
-//! [`RouteOps`] on cubecl: per-token routing with the gate GEMM fused, then per-expert counts
-//! and load (kernels in [`crate::kernels::route`]).
+//! [`RouteOps`] on cubecl. [`select`] picks the path: one plane per token (the gate GEMM
+//! first when fused, statistics reduced per cube; [`fast`]), or the portable one unit per
+//! token with the gate fused in, then per-expert counts and load (kernels in
+//! [`crate::kernels::route`]).
+
+mod fast;
+mod select;
 
 use super::gemm::{float_elem, scalar};
 use super::{array, grid, placeholder, BLOCK};
 use crate::flag::BadIndex;
 use crate::kernels::route;
 use crate::{CubeBackend, CubeBuffer};
+use cubecl::ir::features::Plane;
 use cubecl::prelude::*;
 use moekit_ops::{BiasUpdateProblem, Result, RouteIo, RouteOps, RouteProblem, ScoreFn, Validated};
+use select::{RouteCaps, RoutePath, ROUTE_ENV};
 
 /// A mask `[E] i32` (1 = allowed) on the device, or a placeholder without one.
 fn mask_arg<R: Runtime>(b: &CubeBackend<R>, mask: Option<&[bool]>) -> ArrayArg<R> {
@@ -29,8 +36,22 @@ fn scratch<R: Runtime>(b: &CubeBackend<R>, n: usize) -> ArrayArg<R> {
     unsafe { ArrayArg::from_raw_parts(handle, n.max(1)) }
 }
 
-impl<R: Runtime> RouteOps for CubeBackend<R> {
-    fn route(&self, p: &Validated<RouteProblem>, io: RouteIo<'_, CubeBuffer>) -> Result<()> {
+/// What the runtime of `b` offers [`select::select`].
+fn caps<R: Runtime>(b: &CubeBackend<R>) -> RouteCaps {
+    let props = b.client.properties();
+    RouteCaps {
+        plane_ops: props.features.plane.contains(Plane::Ops),
+        plane_size: (props.hardware.plane_size_min, props.hardware.plane_size_max),
+        max_units: props.hardware.max_units_per_cube,
+    }
+}
+
+impl<R: Runtime> CubeBackend<R> {
+    /// Routing on the portable path: one unit per token, then one unit per expert.
+    ///
+    /// # Errors
+    /// [`moekit_ops::Error::Unsupported`] for sizes past the launch limits.
+    fn route_simple(&self, p: &Validated<RouteProblem>, io: RouteIo<'_, CubeBuffer>) -> Result<()> {
         const OP: &str = "route";
         let elem = float_elem(OP, p.dtype)?;
         let (t, e) = (p.tokens, p.experts);
@@ -87,6 +108,16 @@ impl<R: Runtime> RouteOps for CubeBackend<R> {
             );
         }
         Ok(())
+    }
+}
+
+impl<R: Runtime> RouteOps for CubeBackend<R> {
+    fn route(&self, p: &Validated<RouteProblem>, io: RouteIo<'_, CubeBuffer>) -> Result<()> {
+        let env = std::env::var(ROUTE_ENV).ok();
+        match select::select(caps(self), p, env.as_deref()) {
+            RoutePath::Simple => self.route_simple(p, io),
+            RoutePath::Plane(cfg) => fast::route_fast(self, p, io, cfg),
+        }
     }
 
     fn update_bias(&self, p: &Validated<BiasUpdateProblem>, bias: &mut CubeBuffer, counts: &CubeBuffer) -> Result<()> {

@@ -1,0 +1,104 @@
+//! The tensor-core kernel expanded and compiled to CUDA C++ by cubecl's CUDA code generator,
+//! without a GPU (the kernel value borrows a wgpu client only to be built): every
+//! configuration must generate, use the matrix instructions, and fit the shared memory the
+//! selection assumes. With `MOEKIT_CUBECL_SRC_OUT=<dir>` the sources are written there (to
+//! compile with NVRTC and read `ptxas -v`).
+
+use super::*;
+use crate::kernels::grouped_gemm::{MODE_CONTIGUOUS, MODE_DENSE, MODE_MASKED};
+use crate::{CubeBackend, WgpuRuntime};
+use cubecl::frontend::ArrayCompilationArg;
+use cubecl::ir::{FloatKind, StorageType, UIntKind};
+use cubecl::prelude::{CubeKernel, KernelSettings};
+use cubecl::server::ExecutionMode;
+use cubecl::Compiler;
+use std::io::Write;
+
+/// `(mode, nk, swiglu, scale, gather, vector, dtype)` of one generated kernel.
+type Config = (u32, bool, bool, bool, bool, usize, FloatKind);
+
+fn cuda_source(client: &ComputeClient<WgpuRuntime>, c: Config) -> String {
+    let (mode, nk, swiglu, scale, gather, vector, kind) = c;
+    let settings = KernelSettings::default().cube_dim(CubeDim::new_2d(32, PLANES as u32));
+    let arr = || ArrayCompilationArg { inplace: None };
+    let kernel = grouped_gemm_cmma_kernel::GroupedGemmCmmaKernel::<WgpuRuntime>::new(
+        settings,
+        client.clone(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        (),
+        (),
+        (),
+        (),
+        (),
+        vector,
+        32,
+        mode,
+        nk,
+        swiglu,
+        scale,
+        gather,
+        ElemType::Float(kind),
+    );
+    let mut compiler = cubecl::cuda::CudaCompiler::default();
+    let address = StorageType::Scalar(ElemType::UInt(UIntKind::U32));
+    compiler
+        .compile(kernel.define(), &Default::default(), ExecutionMode::Unchecked, address)
+        .expect("the kernel compiles to CUDA C++")
+        .to_string()
+}
+
+#[test]
+fn every_configuration_generates_cuda_with_matrix_instructions() {
+    let b = match CubeBackend::<WgpuRuntime>::wgpu() {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "SKIPPED every_configuration_generates_cuda: {e}");
+            return;
+        }
+    };
+    let out = std::env::var("MOEKIT_CUBECL_SRC_OUT").ok();
+    let configs: [Config; 7] = [
+        (MODE_CONTIGUOUS, false, true, true, true, 8, FloatKind::BF16),
+        (MODE_CONTIGUOUS, true, false, false, false, 8, FloatKind::BF16),
+        (MODE_MASKED, false, true, true, false, 4, FloatKind::F16),
+        (MODE_MASKED, true, false, true, false, 2, FloatKind::BF16),
+        (MODE_DENSE, false, false, false, false, 8, FloatKind::F16),
+        (MODE_DENSE, true, false, false, false, 1, FloatKind::BF16),
+        (MODE_CONTIGUOUS, true, true, false, true, 4, FloatKind::BF16),
+    ];
+    for c in configs {
+        let src = cuda_source(&b.client, c);
+        if let Some(dir) = &out {
+            let name = format!("{dir}/ggc_{}_{}_{}_{}_{}_{}_{:?}.cu", c.0, c.1, c.2, c.3, c.4, c.5, c.6);
+            std::fs::write(name, &src).unwrap();
+        }
+        assert_eq!(src.matches("wmma::mma_sync").count(), 8 * BK / FRAG, "{c:?}");
+        assert_eq!(src.matches("wmma::store_matrix_sync").count(), 8, "{c:?}");
+        // The shared arrays end where `shared_bytes` says, every one 32-byte aligned.
+        assert_eq!(shared_end(&src), shared_bytes(2, c.1), "{c:?}");
+        assert!(src.contains(&format!("_v_{} (", c.5)) || c.5 == 1, "{c:?}");
+    }
+}
+
+/// The end of the last shared array of a generated kernel, in bytes, from the generator's
+/// `// Shared array size: N, B bytes` comment and the offset on the next line.
+fn shared_end(src: &str) -> usize {
+    let lines: Vec<&str> = src.lines().collect();
+    let mut end = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let Some(rest) = line.strip_prefix("// Shared array size: ") else { continue };
+        let bytes: usize = rest.split(", ").nth(1).and_then(|b| b.strip_suffix(" bytes")).unwrap().parse().unwrap();
+        let next = lines[i + 1];
+        let at = next.find("dynamic_shared_mem[").unwrap() + "dynamic_shared_mem[".len();
+        let offset: usize = next[at..].split(']').next().unwrap().parse().unwrap();
+        assert_eq!(offset % 32, 0, "{next}");
+        end = end.max(offset + bytes);
+    }
+    end
+}

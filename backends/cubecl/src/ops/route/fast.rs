@@ -1,0 +1,125 @@
+//! The scalable routing launches: the gate GEMM (fused gate only), one plane per token, then
+//! the per-expert reduction of the per-cube statistics.
+
+use super::super::gemm::{cubes, float_elem, scalar};
+use super::super::{array, cubes_1d, placeholder};
+use super::mask_arg;
+use super::select::PlaneCfg;
+use crate::flag::BadIndex;
+use crate::kernels::route::gate::{gate_logits, GATE_UNITS};
+use crate::kernels::route::plane::{route_plane, route_stats_reduce};
+use crate::{CubeBackend, CubeBuffer};
+use cubecl::ir::{ElemType, FloatKind};
+use cubecl::prelude::*;
+use moekit_ops::{Result, RouteIo, RouteProblem, ScoreFn, Validated};
+
+const OP: &str = "route";
+
+/// Cubes the plane kernel aims for (tokens per plane grow past it).
+const TARGET_CUBES: usize = 1024;
+/// Units per cube of the statistics reduction (a power of two).
+const REDUCE_BLOCK: usize = 128;
+
+/// Routing through [`route_plane`] with launch shape `cfg`.
+///
+/// # Errors
+/// [`moekit_ops::Error::Unsupported`] for sizes past the launch limits.
+pub(super) fn route_fast<R: Runtime>(
+    b: &CubeBackend<R>,
+    p: &Validated<RouteProblem>,
+    io: RouteIo<'_, CubeBuffer>,
+    cfg: PlaneCfg,
+) -> Result<()> {
+    let (t, e) = (p.tokens, p.experts);
+    let mut elem = float_elem(OP, p.dtype)?;
+    // The logits: the input, or the gate GEMM's f32 output.
+    let logits = match (p.hidden, io.gate) {
+        (Some(h), Some(gate)) => {
+            let out = b.client.empty(4 * (t * e).max(1));
+            if t > 0 {
+                let tn = if e >= 128 { 8 } else { 4 };
+                let tm = 4;
+                gate_logits::launch::<R>(
+                    &b.client,
+                    CubeCount::Static(
+                        cubes(OP, t.div_ceil(GATE_UNITS * tm))?,
+                        cubes(OP, e.div_ceil(GATE_UNITS * tn))?,
+                        1,
+                    ),
+                    CubeDim::new_2d(GATE_UNITS as u32, GATE_UNITS as u32),
+                    array(io.logits),
+                    array(gate),
+                    // SAFETY: `out` holds `T·E` f32 (at least one).
+                    unsafe { ArrayArg::from_raw_parts(out.clone(), (t * e).max(1)) },
+                    scalar(OP, t)?,
+                    scalar(OP, h)?,
+                    scalar(OP, e)?,
+                    tm,
+                    tn,
+                    elem,
+                );
+            }
+            elem = ElemType::Float(FloatKind::F32);
+            // SAFETY: `out` holds `T·E` f32 (at least one).
+            unsafe { ArrayArg::<R>::from_raw_parts(out, (t * e).max(1)) }
+        }
+        _ => array(io.logits),
+    };
+
+    let per_cube = cfg.planes;
+    let tpp = t.div_ceil(per_cube * TARGET_CUBES).max(1);
+    let n_cubes = t.div_ceil(per_cube * tpp);
+    let part_counts = b.client.empty(4 * (n_cubes * e).max(1));
+    let part_load = b.client.empty(4 * (n_cubes * e).max(1));
+    // SAFETY: each partial holds `cubes·E` 4-byte elements (at least one).
+    let part = |h: &cubecl::server::Handle| unsafe { ArrayArg::<R>::from_raw_parts(h.clone(), (n_cubes * e).max(1)) };
+    if n_cubes > 0 {
+        let (n_group, topk_group) = p.groups.map_or((1, 1), |g| (g.n_group, g.topk_group));
+        route_plane::launch::<R>(
+            &b.client,
+            CubeCount::Static(cubes(OP, n_cubes)?, 1, 1),
+            CubeDim::new_2d(cfg.plane as u32, cfg.planes as u32),
+            logits,
+            io.bias.map_or_else(|| placeholder(b), array),
+            mask_arg(b, p.expert_mask.as_deref()),
+            array(io.ids),
+            array(io.weights),
+            part(&part_counts),
+            part(&part_load),
+            b.flag_arg(),
+            scalar(OP, t)?,
+            scalar(OP, e)?,
+            scalar(OP, p.k)?,
+            scalar(OP, n_group)?,
+            scalar(OP, topk_group)?,
+            scalar(OP, tpp)?,
+            p.scaling,
+            BadIndex::RouteNonFinite.code(),
+            cfg.plane,
+            cfg.planes,
+            cfg.per,
+            cfg.emulate,
+            p.score == ScoreFn::Sigmoid,
+            p.use_bias,
+            p.expert_mask.is_some(),
+            p.groups.is_some(),
+            p.renormalize,
+            elem,
+        );
+    }
+    if let Some(count) = cubes_1d(OP, e)? {
+        route_stats_reduce::launch::<R>(
+            &b.client,
+            count,
+            CubeDim::new_1d(REDUCE_BLOCK as u32),
+            part(&part_counts),
+            part(&part_load),
+            array(io.counts),
+            array(io.load),
+            scalar(OP, n_cubes)?,
+            scalar(OP, e)?,
+            REDUCE_BLOCK,
+        );
+    }
+    Ok(())
+}

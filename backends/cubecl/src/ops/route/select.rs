@@ -1,0 +1,116 @@
+//! Which routing kernels run: a small heuristic over what the runtime offers and the problem,
+//! kept apart from the launches, with an environment override.
+
+use moekit_ops::RouteProblem;
+
+/// Environment override: `simple` forces the one-unit-per-token kernels (with the gate GEMM
+/// fused into them), `shared` the plane algorithm with shared-memory reductions even where
+/// the runtime has plane operations. Anything else (or unset): the heuristic.
+pub(crate) const ROUTE_ENV: &str = "MOEKIT_CUBECL_ROUTE";
+
+/// Most experts one lane holds in registers.
+const MAX_PER: usize = 32;
+/// Lanes of the emulated plane, tried in order when the runtime has no plane operations.
+const EMULATED_PLANES: [usize; 4] = [8, 16, 32, 64];
+/// Shared memory the per-cube statistics may use (bytes), well inside lavapipe's 32 KB.
+const STATS_BYTES: usize = 16 * 1024;
+
+/// What the runtime offers the choice.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RouteCaps {
+    /// Plane operations (`Plane::Ops`).
+    pub(crate) plane_ops: bool,
+    /// `(plane_size_min, plane_size_max)`.
+    pub(crate) plane_size: (u32, u32),
+    /// Most units in one cube.
+    pub(crate) max_units: u32,
+}
+
+/// Launch shape of [`crate::kernels::route::plane::route_plane`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PlaneCfg {
+    /// Lanes per plane.
+    pub(crate) plane: usize,
+    /// Planes per cube.
+    pub(crate) planes: usize,
+    /// Experts per lane (a power of two, `plane · per >= E`).
+    pub(crate) per: usize,
+    /// Reductions through shared memory instead of plane operations.
+    pub(crate) emulate: bool,
+}
+
+/// The routing path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RoutePath {
+    /// One unit per token (`crate::kernels::route::route_tokens`), gate fused in.
+    Simple,
+    /// One plane per token; the fused gate first runs as its own GEMM.
+    Plane(PlaneCfg),
+}
+
+/// Chooses the path for `p` on a runtime with `caps`; `env` is [`ROUTE_ENV`]'s value.
+pub(crate) fn select(caps: RouteCaps, p: &RouteProblem, env: Option<&str>) -> RoutePath {
+    if env == Some("simple") {
+        return RoutePath::Simple;
+    }
+    let (lo, hi) = caps.plane_size;
+    let native = caps.plane_ops && lo == hi && lo > 0 && env != Some("shared");
+    if native {
+        if let Some(cfg) = plane_cfg(caps, p, lo as usize, false) {
+            return RoutePath::Plane(cfg);
+        }
+    }
+    EMULATED_PLANES
+        .iter()
+        .find_map(|&plane| plane_cfg(caps, p, plane, true))
+        .map_or(RoutePath::Simple, RoutePath::Plane)
+}
+
+/// The launch shape for planes of `plane` lanes, or `None` when the problem does not fit
+/// (`k` above the lanes, more than [`MAX_PER`] experts a lane, more groups than lanes or 32).
+fn plane_cfg(caps: RouteCaps, p: &RouteProblem, plane: usize, emulate: bool) -> Option<PlaneCfg> {
+    let per = p.experts.div_ceil(plane).next_power_of_two();
+    let groups_fit = p.groups.is_none_or(|g| g.n_group <= plane.min(32));
+    let max_units = caps.max_units as usize;
+    if per > MAX_PER || p.k > plane || !groups_fit || plane > max_units {
+        return None;
+    }
+    // NOTE: about 256 units a cube, fewer when the per-cube statistics (8 bytes an expert
+    // slot) would not fit in `STATS_BYTES`.
+    let mut planes = (256 / plane).clamp(1, max_units / plane);
+    while planes > 1 && planes * plane * per * 8 > STATS_BYTES {
+        planes /= 2;
+    }
+    Some(PlaneCfg { plane, planes, per, emulate })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moekit_ops::{DType, GroupLimit};
+
+    const CUDA: RouteCaps = RouteCaps { plane_ops: true, plane_size: (32, 32), max_units: 1024 };
+    const LAVAPIPE: RouteCaps = RouteCaps { plane_ops: false, plane_size: (8, 8), max_units: 1024 };
+
+    #[test]
+    fn plane_ops_give_native_planes() {
+        let p = RouteProblem::new(16384, 128, 8, DType::BF16);
+        assert_eq!(select(CUDA, &p, None), RoutePath::Plane(PlaneCfg { plane: 32, planes: 8, per: 4, emulate: false }));
+        assert_eq!(select(CUDA, &p, Some("simple")), RoutePath::Simple);
+        assert!(matches!(select(CUDA, &p, Some("shared")), RoutePath::Plane(PlaneCfg { emulate: true, .. })));
+    }
+
+    #[test]
+    fn no_plane_ops_emulate_or_fall_back() {
+        let mut p = RouteProblem::new(40, 256, 8, DType::F32);
+        assert_eq!(
+            select(LAVAPIPE, &p, None),
+            RoutePath::Plane(PlaneCfg { plane: 8, planes: 8, per: 32, emulate: true })
+        );
+        p.groups = Some(GroupLimit { n_group: 16, topk_group: 4 });
+        assert!(matches!(select(LAVAPIPE, &p, None), RoutePath::Plane(PlaneCfg { plane: 16, .. })));
+        p.experts = 1 << 12;
+        p.groups = None;
+        assert_eq!(select(LAVAPIPE, &p, None), RoutePath::Simple);
+    }
+}
