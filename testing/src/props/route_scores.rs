@@ -89,7 +89,10 @@ impl Scores {
         order.sort_by(|&a, &b| gscore[b].total_cmp(&gscore[a]).then(a.cmp(&b)));
         if topk_group < n_group {
             let (last, next) = (gscore[order[topk_group - 1]], gscore[order[topk_group]]);
-            self.ambiguous[t] = last != next && near(last, next, SCORE_REL);
+            // NOTE: an exact f64 tie counts too: each group score is a sum of two f32 values
+            // (score + bias) that the backend adds in f32, which can round two sums that tie
+            // in f64 apart, either way (seen with quantised logits, sigmoid, bias and groups).
+            self.ambiguous[t] = near(last, next, SCORE_REL);
         }
         for (rank, &g) in order.iter().enumerate() {
             for x in g * size..(g + 1) * size {
