@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine, from the checkout root, after `../shared/gpu/pack` built `.gpu/`
+# Runs on the GPU machine, from the checkout root, after `scripts/gpu-pack.sh` built `.gpu/`
 # here (see README, "For GPU"): the test suites (CUDA, cubecl on CUDA, cubecl on Vulkan),
 # compute-sanitizer (memcheck, racecheck) over the CUDA suite, the PyTorch peers and the
 # benchmarks of every GPU backend, all in one command. Logs go to $OUT.
 #
 #   bash scripts/gpu-run.sh [tests|sanitize|bench|bench-cubecl]...   (default: all four)
 #
-# Environment: SANITIZE_CASES (proptest cases under the sanitizers, default 6),
-# BENCH_SHAPES (shape flags of the benchmark), CUBECL_SHAPES (the same for cubecl).
+# Environment: TEST_BINS (a glob, default .gpu/bin/test-*), SUITE_CASES, OTHER_CASES and
+# TEST_TIMEOUT (tests), SANITIZE_CASES (proptest
+# cases under the sanitizers, default 6), BENCH_SHAPES (shape flags of the benchmark),
+# CUBECL_SHAPES and CUBECL_TIMEOUT (the same for the cubecl benchmarks).
 # With `.gl/` present (the Vulkan loader debs, see GPU.md) the wgpu runtime runs over
 # NVIDIA's Vulkan driver.
 set -uo pipefail
@@ -21,6 +23,9 @@ if compgen -G ".gl/*.deb" >/dev/null; then
     ldconfig
     export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 fi
+if [ -f .gpu/bins.tar.xz ] && ! [ -d .gpu/bin ]; then
+    (cd .gpu && tar xJf bins.tar.xz)
+fi
 rc=0
 shapes=${BENCH_SHAPES:---shape qwen3-30b-a3b --shape ernie45-21b-a3b}
 attn="--attn 4,32,8,4096,128,1"
@@ -28,8 +33,18 @@ attn="--attn 4,32,8,4096,128,1"
 for step in $steps; do
     case $step in
     tests)
-        echo "== tests"
-        (cd .gpu && OUT="$out" MOEKIT_NO_SKIP=1 bash run-all) || rc=1
+        # Every packed test binary, skips forbidden; the CUDA suite (`test-suite`) at
+        # SUITE_CASES proptest cases, the rest at OTHER_CASES (cubecl's suites compile many
+        # kernel variants per case).
+        for t in ${TEST_BINS:-.gpu/bin/test-*}; do
+            n=$(basename "$t")
+            cases=${OTHER_CASES:-64}
+            [ "$n" = test-suite ] && cases=${SUITE_CASES:-256}
+            echo "== $n ($cases cases)"
+            MOEKIT_NO_SKIP=1 MOEKIT_PROPTEST_CASES=$cases timeout "${TEST_TIMEOUT:-300}" "$t" --test-threads=4 \
+                >"$out/$n.log" 2>&1 || { echo "   FAILED (exit $?)"; rc=1; }
+            grep -E "^test result|FAILED|panicked" "$out/$n.log" | head -20
+        done
         ;;
     sanitize)
         # NOTE: few proptest cases: the sanitizers slow kernels down by 10-100x.

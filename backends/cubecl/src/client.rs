@@ -138,7 +138,20 @@ impl<R: Runtime> Device for CubeBackend<R> {
 
     fn alloc(&self, dtype: DType, shape: &[usize]) -> Result<CubeBuffer> {
         let bytes = shape.iter().product::<usize>() * dtype.size();
-        let handle = self.client.create_from_slice(&vec![0u8; alloc_len(bytes)]);
+        // NOTE: whole 4-byte words, zeroed on the device by a kernel (no host upload); the
+        // buffer's shape, not the handle's size, says how many bytes are data.
+        let words = alloc_len(bytes).div_ceil(4);
+        let handle = self.client.empty(words * 4);
+        if let Some(count) = crate::ops::grid("alloc", words)? {
+            // SAFETY: the handle holds `words` u32 words, exactly the array launched over.
+            let out = unsafe { cubecl::prelude::ArrayArg::from_raw_parts(handle.clone(), words) };
+            crate::kernels::fill::zero_words::launch::<R>(
+                &self.client,
+                count,
+                cubecl::prelude::CubeDim::new_1d(crate::ops::BLOCK as u32),
+                out,
+            );
+        }
         Ok(CubeBuffer { dtype, shape: shape.to_vec(), handle })
     }
 

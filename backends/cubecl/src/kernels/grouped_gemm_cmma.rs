@@ -15,6 +15,14 @@
 //! (one `sync_cube` per step). Rows are padded by [`PAD`] elements so fragment loads meet no
 //! bank conflicts, and every fragment start is 32-byte aligned as `wmma` requires.
 //!
+//! `[E, K, N]` weights can be staged transposed (`tb`, opt-in `MOEKIT_CUBECL_GEMM=cmma2` until
+//! a GPU has checked it): each unit loads `V` weight
+//! rows of one column group and stores them as `V` vectors along K, so the tile is `[BN, BK]`
+//! like `[E, N, K]` weights and B fragments are column-major. NOTE: a row-major B fragment
+//! compiles (nvcuda `wmma`, sm_90a) to 32-bit loads plus a `MOVM.16.MT88` transpose per
+//! register, 32 per plane per K step, the suspected cause of the 48 TFLOP/s of the first
+//! version (`tb = false`, still the default); column-major fragments need none.
+//!
 //! Grouping as in the tiled kernel: contiguous, the cube visits every expert whose row segment
 //! meets its rows (a binary search over the device offsets, no host sync), loading only that
 //! expert's rows, so each row accumulates against its own expert's weight; masked, cube `z` is
@@ -45,18 +53,19 @@ pub(crate) const PLANES: usize = 8;
 /// Padding of a staged row, in elements (keeps fragment loads free of bank conflicts).
 const PAD: usize = 8;
 /// Edge of a matrix fragment.
-const FRAG: usize = 16;
+pub(super) const FRAG: usize = 16;
 /// Row stride of the staged x tile `[BM, BK]`.
-const LDA: usize = BK + PAD;
+pub(super) const LDA: usize = BK + PAD;
 /// Row stride of the staged `[E, K, N]` weight tile `[BK, BN]`.
-const LDB_KN: usize = BN + PAD;
+pub(super) const LDB_KN: usize = BN + PAD;
 /// Row stride of the staged `[E, N, K]` weight tile `[BN, BK]` (column-major B).
-const LDB_NK: usize = BK + PAD;
+pub(super) const LDB_NK: usize = BK + PAD;
 
-/// Shared memory of one launch in bytes for an element of `elem_bytes` (the caller checks it
-/// against the runtime's limit).
-pub(crate) fn shared_bytes(elem_bytes: usize, nk: bool) -> usize {
-    let b = if nk { BN * LDB_NK } else { BK * LDB_KN };
+/// Shared memory of one launch in bytes for an element of `elem_bytes`, the weight tile staged
+/// column-major (`[BN, BK]`, as `[E, N, K]` weights and transposed `[E, K, N]` ones) or not (the
+/// caller checks it against the runtime's limit).
+pub(crate) fn shared_bytes(elem_bytes: usize, col_major_b: bool) -> usize {
+    let b = if col_major_b { BN * LDB_NK } else { BK * LDB_KN };
     2 * (BM * LDA + b) * elem_bytes + PLANES * 2 * FRAG * FRAG * 4
 }
 
@@ -88,9 +97,14 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
     #[comptime] swiglu: bool,
     #[comptime] scale: bool,
     #[comptime] gather: bool,
+    #[comptime] tb: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let vec = V::value();
+    // The weight tile is staged column-major (`[BN, BK]`): `[E, N, K]` weights as they are,
+    // `[E, K, N]` ones transposed when `tb`.
+    let bt = comptime!(nk || tb);
+    let tb = comptime!(tb && !nk);
     let units = comptime!(plane_dim * PLANES);
     let unit = UNIT_POS as usize;
     let plane = UNIT_POS_Y as usize;
@@ -106,7 +120,7 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
 
     // Staging, in vectors of `V`.
     let a_stage = comptime!(BM * LDA / vec);
-    let b_stage = comptime!(if nk { BN * LDB_NK / vec } else { BK * LDB_KN / vec });
+    let b_stage = comptime!(if bt { BN * LDB_NK / vec } else { BK * LDB_KN / vec });
     let mut sa = SharedMemory::<Vector<F, V>>::new_aligned(comptime!(2 * BM * LDA / vec), 32usize);
     let mut sb = SharedMemory::<Vector<F, V>>::new_aligned(comptime!(2 * b_stage), 32usize);
     let mut scratch = SharedMemory::<f32>::new_aligned(comptime!(PLANES * 2 * FRAG * FRAG), 32usize);
@@ -116,20 +130,31 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
     let b_total = comptime!(BK * BN / vec);
     let per_a = comptime!(a_total.div_ceil(units));
     let per_b = comptime!(b_total.div_ceil(units));
+    // Transposed staging works on items of `vec × vec` elements (`vec` weight rows of one
+    // column group), `per_t` per unit.
+    let t_total = comptime!((BK / vec) * (BN / vec));
+    let per_t = comptime!(t_total.div_ceil(units));
+    let nb = comptime!(if tb { per_t } else { per_b });
     let mut ra = Array::<Vector<F, V>>::new(per_a);
-    let mut rb = Array::<Vector<F, V>>::new(per_b);
+    let mut rb = Array::<Vector<F, V>>::new(comptime!(if tb { per_t * vec } else { per_b }));
 
     // Staged vector `v = unit + i·units` of a step: x row `a_row(v)`, K offset `a_k(v)`; weight
     // K offset (NK) or tile row (KN) `b_k(v)` and tile column `b_col(v)` (recomputed where
     // used: shifts and masks, cheaper than registers). Fixed for the cube: where each weight
     // vector starts inside an expert's weight at k = 0 and whether its column exists.
-    let mut b_off = Array::<usize>::new(per_b);
-    let mut b_ok = Array::<u32>::new(per_b);
+    let mut b_off = Array::<usize>::new(nb);
+    let mut b_ok = Array::<u32>::new(nb);
     #[unroll]
-    for i in 0..per_b {
+    for i in 0..nb {
         let v = unit + i * units;
-        let kk = b_k(v, nk, vec);
-        let c = b_col(v, nk, vec);
+        let mut kk = b_k(v, nk, vec);
+        let mut c = b_col(v, nk, vec);
+        let mut in_tile = v < b_total;
+        if tb {
+            kk = t_k(v, vec);
+            c = t_col(v, vec);
+            in_tile = v < t_total;
+        }
         // Tile column `c` → output column `oc` and weight column `wc`.
         let mut oc = n0 + c;
         let mut wc = oc;
@@ -140,7 +165,7 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
         // NOTE: not `if .. { 1 } else { 0 }`: cubecl 0.10 drops an `if` expression whose
         // branches are both literals (the CUDA source keeps empty branches and stores 0).
         let mut ok = 0u32;
-        if v < b_total && oc < n_out {
+        if in_tile && oc < n_out {
             ok = 1u32;
         }
         b_ok[i] = ok;
@@ -161,7 +186,7 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
     let c30 = Matrix::<f32>::from_value(MatrixIdent::Accumulator, FRAG, FRAG, FRAG, acc_l, 0.0);
     let c31 = Matrix::<f32>::from_value(MatrixIdent::Accumulator, FRAG, FRAG, FRAG, acc_l, 0.0);
     let a_frag = unsafe { Matrix::<F>::uninitialized(MatrixIdent::A, FRAG, FRAG, FRAG, MatrixLayout::RowMajor) };
-    let b_layout = comptime!(if nk { MatrixLayout::ColMajor } else { MatrixLayout::RowMajor });
+    let b_layout = comptime!(if bt { MatrixLayout::ColMajor } else { MatrixLayout::RowMajor });
     let b0 = unsafe { Matrix::<F>::uninitialized(MatrixIdent::B, FRAG, FRAG, FRAG, b_layout) };
     let b1 = unsafe { Matrix::<F>::uninitialized(MatrixIdent::B, FRAG, FRAG, FRAG, b_layout) };
 
@@ -174,8 +199,8 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
         cb0 = pc * FRAG;
         cb1 = cb0 + comptime!(BN / 2);
     }
-    let b_frag0 = if nk { cb0 * comptime!(LDB_NK / vec) } else { cb0 / vec };
-    let b_frag1 = if nk { cb1 * comptime!(LDB_NK / vec) } else { cb1 / vec };
+    let b_frag0 = if bt { cb0 * comptime!(LDB_NK / vec) } else { cb0 / vec };
+    let b_frag1 = if bt { cb1 * comptime!(LDB_NK / vec) } else { cb1 / vec };
 
     // Experts this cube visits, `e .. e_end` (see the tiled kernel), and the end of the rows
     // that belong to any expert.
@@ -255,10 +280,7 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
                 let k = a_k(unit + i * units, vec);
                 ra[i] = if a_ok[i] == 1 && k < k_u { x[(a_src[i] + k) / vec] } else { zero };
             }
-            #[unroll]
-            for i in 0..per_b {
-                rb[i] = load_w(w, w_base, b_off[i], b_k(unit + i * units, nk, vec), b_ok[i], 0, k_u, n_u, nk, vec);
-            }
+            load_b(w, &mut rb, &b_off, &b_ok, w_base, 0, k_u, n_u, unit, units, nb, nk, tb, vec);
             #[unroll]
             for i in 0..per_a {
                 let v = unit + i * units;
@@ -266,12 +288,7 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
                     sa[a_slot(v, vec)] = ra[i];
                 }
             }
-            #[unroll]
-            for i in 0..per_b {
-                if unit + i * units < b_total {
-                    sb[b_slot(unit + i * units, nk, vec)] = rb[i];
-                }
-            }
+            store_b(&mut sb, &rb, 0, unit, units, nb, nk, tb, vec);
             sync_cube();
 
             for step in 0..steps {
@@ -284,21 +301,7 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
                         let k = k0n + a_k(unit + i * units, vec);
                         ra[i] = if a_ok[i] == 1 && k < k_u { x[(a_src[i] + k) / vec] } else { zero };
                     }
-                    #[unroll]
-                    for i in 0..per_b {
-                        rb[i] = load_w(
-                            w,
-                            w_base,
-                            b_off[i],
-                            b_k(unit + i * units, nk, vec),
-                            b_ok[i],
-                            k0n,
-                            k_u,
-                            n_u,
-                            nk,
-                            vec,
-                        );
-                    }
+                    load_b(w, &mut rb, &b_off, &b_ok, w_base, k0n, k_u, n_u, unit, units, nb, nk, tb, vec);
                 }
 
                 let sa0 = cur * a_stage + a_frag0;
@@ -308,11 +311,11 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
                     // K offset of this sub-step inside the stage, in vectors: along a row of x
                     // and of NK weights, down the rows of KN weights.
                     let ka = comptime!(ks * FRAG / vec);
-                    let kb = comptime!(if nk { ks * FRAG / vec } else { ks * FRAG * LDB_KN / vec });
+                    let kb = comptime!(if bt { ks * FRAG / vec } else { ks * FRAG * LDB_KN / vec });
                     let b0s = sb0 + kb + b_frag0;
                     let b1s = sb0 + kb + b_frag1;
-                    cmma::load(&b0, &sb.slice(b0s, comptime!(2 * b_stage)), comptime!(ldb(nk)));
-                    cmma::load(&b1, &sb.slice(b1s, comptime!(2 * b_stage)), comptime!(ldb(nk)));
+                    cmma::load(&b0, &sb.slice(b0s, comptime!(2 * b_stage)), comptime!(ldb(bt)));
+                    cmma::load(&b1, &sb.slice(b1s, comptime!(2 * b_stage)), comptime!(ldb(bt)));
                     let a0 = sa0 + ka;
                     let fstep = comptime!(FRAG * LDA / vec);
                     let lda = comptime!(LDA as u32);
@@ -336,12 +339,7 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
                             sa[st * a_stage + a_slot(v, vec)] = ra[i];
                         }
                     }
-                    #[unroll]
-                    for i in 0..per_b {
-                        if unit + i * units < b_total {
-                            sb[st * b_stage + b_slot(unit + i * units, nk, vec)] = rb[i];
-                        }
-                    }
+                    store_b(&mut sb, &rb, st * b_stage, unit, units, nb, nk, tb, vec);
                 }
                 sync_cube();
             }
@@ -372,8 +370,8 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
 }
 
 /// Row stride of the staged weight tile, in elements.
-fn ldb(nk: bool) -> u32 {
-    if nk {
+fn ldb(col_major: bool) -> u32 {
+    if col_major {
         LDB_NK as u32
     } else {
         LDB_KN as u32
@@ -382,26 +380,26 @@ fn ldb(nk: bool) -> u32 {
 
 /// Tile row of staged x vector `v` (`>= BM` past the tile).
 #[cube]
-fn a_row(v: usize, #[comptime] vec: usize) -> usize {
+pub(super) fn a_row(v: usize, #[comptime] vec: usize) -> usize {
     v / comptime!(BK / vec)
 }
 
 /// K offset inside the step of staged x vector `v`.
 #[cube]
-fn a_k(v: usize, #[comptime] vec: usize) -> usize {
+pub(super) fn a_k(v: usize, #[comptime] vec: usize) -> usize {
     v % comptime!(BK / vec) * vec
 }
 
 /// Shared-memory slot (in vectors, inside a stage) of staged x vector `v`.
 #[cube]
-fn a_slot(v: usize, #[comptime] vec: usize) -> usize {
+pub(super) fn a_slot(v: usize, #[comptime] vec: usize) -> usize {
     a_row(v, vec) * comptime!(LDA / vec) + a_k(v, vec) / vec
 }
 
 /// K offset inside the step of staged weight vector `v`: along a row of `[E, N, K]` weights,
 /// down the rows of `[E, K, N]` ones.
 #[cube]
-fn b_k(v: usize, #[comptime] nk: bool, #[comptime] vec: usize) -> usize {
+pub(super) fn b_k(v: usize, #[comptime] nk: bool, #[comptime] vec: usize) -> usize {
     if nk {
         v % comptime!(BK / vec) * vec
     } else {
@@ -421,11 +419,100 @@ fn b_col(v: usize, #[comptime] nk: bool, #[comptime] vec: usize) -> usize {
 
 /// Shared-memory slot (in vectors, inside a stage) of staged weight vector `v`.
 #[cube]
-fn b_slot(v: usize, #[comptime] nk: bool, #[comptime] vec: usize) -> usize {
+pub(super) fn b_slot(v: usize, #[comptime] nk: bool, #[comptime] vec: usize) -> usize {
     if nk {
         b_col(v, nk, vec) * comptime!(LDB_NK / vec) + b_k(v, nk, vec) / vec
     } else {
         b_k(v, nk, vec) * comptime!(LDB_KN / vec) + b_col(v, nk, vec) / vec
+    }
+}
+
+/// K offset inside the step of transposed-staging item `v`: its `vec` weight rows start there.
+#[cube]
+fn t_k(v: usize, #[comptime] vec: usize) -> usize {
+    v % comptime!(BK / vec) * vec
+}
+
+/// Tile column of transposed-staging item `v`: its `vec` columns start there.
+#[cube]
+fn t_col(v: usize, #[comptime] vec: usize) -> usize {
+    v / comptime!(BK / vec) * vec
+}
+
+/// This unit's weight vectors of the K step at `k0` into `rb`: one vector per staged slot, or
+/// (`tb`) the `vec` rows of each transposed-staging item (zero past K or N).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn load_b<F: Float, V: Size>(
+    w: &Array<Vector<F, V>>,
+    rb: &mut Array<Vector<F, V>>,
+    b_off: &Array<usize>,
+    b_ok: &Array<u32>,
+    w_base: usize,
+    k0: usize,
+    k_dim: usize,
+    n_dim: usize,
+    unit: usize,
+    #[comptime] units: usize,
+    #[comptime] nb: usize,
+    #[comptime] nk: bool,
+    #[comptime] tb: bool,
+    #[comptime] vec: usize,
+) {
+    #[unroll]
+    for i in 0..nb {
+        let v = unit + i * units;
+        if tb {
+            let kk = t_k(v, vec);
+            #[unroll]
+            for r in 0..vec {
+                rb[i * vec + r] = load_w(w, w_base, b_off[i] + r * n_dim, kk + r, b_ok[i], k0, k_dim, n_dim, nk, vec);
+            }
+        } else {
+            rb[i] = load_w(w, w_base, b_off[i], b_k(v, nk, vec), b_ok[i], k0, k_dim, n_dim, nk, vec);
+        }
+    }
+}
+
+/// Stores `rb` (see [`load_b`]) into the stage at `base` of `sb`; `tb` transposes each item:
+/// column `c + j` of its rows becomes one vector along K.
+///
+/// NOTE: consecutive units take consecutive K groups of one column group, so a quarter plane
+/// stores one run of 16-byte vectors (no bank conflicts) while its loads pair up into whole
+/// 32-byte sectors with the next column group's.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn store_b<F: Float, V: Size>(
+    sb: &mut SharedMemory<Vector<F, V>>,
+    rb: &Array<Vector<F, V>>,
+    base: usize,
+    unit: usize,
+    #[comptime] units: usize,
+    #[comptime] nb: usize,
+    #[comptime] nk: bool,
+    #[comptime] tb: bool,
+    #[comptime] vec: usize,
+) {
+    #[unroll]
+    for i in 0..nb {
+        let v = unit + i * units;
+        if tb {
+            if v < comptime!((BK / vec) * (BN / vec)) {
+                let slot = base + t_col(v, vec) * comptime!(LDB_NK / vec) + t_k(v, vec) / vec;
+                #[unroll]
+                for j in 0..vec {
+                    let mut t = Vector::<F, V>::zeroed();
+                    #[unroll]
+                    for r in 0..vec {
+                        let row = rb[i * vec + r];
+                        t[r] = row[j];
+                    }
+                    sb[slot + j * comptime!(LDB_NK / vec)] = t;
+                }
+            }
+        } else if v < comptime!(BK * BN / vec) {
+            sb[base + b_slot(v, nk, vec)] = rb[i];
+        }
     }
 }
 
@@ -440,7 +527,7 @@ fn mma_pair<F: Float>(a: &Matrix<F>, b0: &Matrix<F>, b1: &Matrix<F>, c0: &Matrix
 /// `w_e[col, k0 + kk..]` (NK), zero past K or N.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn load_w<F: Float, V: Size>(
+pub(super) fn load_w<F: Float, V: Size>(
     w: &Array<Vector<F, V>>,
     w_base: usize,
     off: usize,
@@ -471,28 +558,28 @@ fn store_frags(scratch: &mut SharedMemory<f32>, s0: usize, c0: &Matrix<f32>, c1:
 
 /// Where a plane's results go.
 #[derive(CubeType)]
-struct Epilogue {
+pub(super) struct Epilogue {
     /// First output row of the plane (fragment row 0).
-    m0: usize,
+    pub(super) m0: usize,
     /// First output column of the block.
-    n0: usize,
+    pub(super) n0: usize,
     /// Plane column `pc`.
-    pc: usize,
+    pub(super) pc: usize,
     /// `R` (contiguous, dense) or `C` (masked).
-    rows: usize,
+    pub(super) rows: usize,
     /// Rows at or past this belong to no expert (zero).
-    rows_end: usize,
-    n_out: usize,
+    pub(super) rows_end: usize,
+    pub(super) n_out: usize,
     /// First output row of the expert (masked), else 0.
-    y_base: usize,
-    tokens: u32,
+    pub(super) y_base: usize,
+    pub(super) tokens: u32,
 }
 
 /// Writes fragment row `fi` of the plane from its scratch: SwiGLU of the gate/up pair, or the
 /// two column fragments; row scale; zero for rows outside every expert.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn epilogue<F: Float>(
+pub(super) fn epilogue<F: Float>(
     scratch: &SharedMemory<f32>,
     s0: usize,
     ep: &Epilogue,

@@ -14,14 +14,112 @@ use cubecl::server::ExecutionMode;
 use cubecl::Compiler;
 use std::io::Write;
 
-/// `(mode, nk, swiglu, scale, gather, vector, dtype)` of one generated kernel.
-type Config = (u32, bool, bool, bool, bool, usize, FloatKind);
+/// `(mode, nk, swiglu, scale, gather, vector, dtype, transpose_b)` of one generated kernel.
+type Config = (u32, bool, bool, bool, bool, usize, FloatKind, bool);
+
+/// The generated configurations `(mode, nk, swiglu, scale, gather, vector, dtype)`.
+const CONFIGS: [(u32, bool, bool, bool, bool, usize, FloatKind); 9] = [
+    // The benchmark's up GEMM and dense GEMM (bf16, `[E, K, N]` / `[K, N]`).
+    (MODE_CONTIGUOUS, false, true, false, false, 8, FloatKind::BF16),
+    (MODE_DENSE, false, false, false, false, 8, FloatKind::BF16),
+    (MODE_CONTIGUOUS, false, true, true, true, 8, FloatKind::BF16),
+    (MODE_CONTIGUOUS, true, false, false, false, 8, FloatKind::BF16),
+    (MODE_MASKED, false, true, true, false, 4, FloatKind::F16),
+    (MODE_MASKED, true, false, true, false, 2, FloatKind::BF16),
+    (MODE_DENSE, false, false, false, false, 8, FloatKind::F16),
+    (MODE_DENSE, true, false, false, false, 1, FloatKind::BF16),
+    (MODE_CONTIGUOUS, true, true, false, true, 4, FloatKind::BF16),
+];
 
 fn cuda_source(client: &ComputeClient<WgpuRuntime>, c: Config) -> String {
-    let (mode, nk, swiglu, scale, gather, vector, kind) = c;
+    let (mode, nk, swiglu, scale, gather, vector, kind, tb) = c;
     let settings = KernelSettings::default().cube_dim(CubeDim::new_2d(32, PLANES as u32));
     let arr = || ArrayCompilationArg { inplace: None };
     let kernel = grouped_gemm_cmma_kernel::GroupedGemmCmmaKernel::<WgpuRuntime>::new(
+        settings,
+        client.clone(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        (),
+        (),
+        (),
+        (),
+        (),
+        vector,
+        32,
+        mode,
+        nk,
+        swiglu,
+        scale,
+        gather,
+        tb,
+        ElemType::Float(kind),
+    );
+    let mut compiler = cubecl::cuda::CudaCompiler::default();
+    let address = StorageType::Scalar(ElemType::UInt(UIntKind::U32));
+    compiler
+        .compile(kernel.define(), &Default::default(), ExecutionMode::Unchecked, address)
+        .expect("the kernel compiles to CUDA C++")
+        .to_string()
+}
+
+#[test]
+fn every_configuration_generates_cuda_with_matrix_instructions() {
+    let b = match CubeBackend::<WgpuRuntime>::wgpu() {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "SKIPPED every_configuration_generates_cuda: {e}");
+            return;
+        }
+    };
+    let out = std::env::var("MOEKIT_CUBECL_SRC_OUT").ok();
+    // Every configuration with (`cmma2`) and without (the default) transposed weight staging.
+    let all =
+        CONFIGS.into_iter().flat_map(|(m, nk, sw, sc, ga, v, k)| [false, true].map(|tb| (m, nk, sw, sc, ga, v, k, tb)));
+    for c in all {
+        let src = cuda_source(&b.client, c);
+        if let Some(dir) = &out {
+            let name = format!("{dir}/ggc_{}_{}_{}_{}_{}_{}_{:?}_tb{}.cu", c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7);
+            std::fs::write(name, &src).unwrap();
+        }
+        assert_eq!(src.matches("wmma::mma_sync").count(), 8 * BK / FRAG, "{c:?}");
+        assert_eq!(src.matches("wmma::store_matrix_sync").count(), 8, "{c:?}");
+        // The shared arrays end where `shared_bytes` says, every one 32-byte aligned.
+        assert_eq!(shared_end(&src), shared_bytes(2, c.1 || c.7), "{c:?}");
+        assert!(src.contains(&format!("_v_{} (", c.5)) || c.5 == 1, "{c:?}");
+    }
+}
+
+/// The end of the last shared array of a generated kernel, in bytes, from the generator's
+/// `// Shared array size: N, B bytes` comment and the offset on the next line.
+fn shared_end(src: &str) -> usize {
+    let lines: Vec<&str> = src.lines().collect();
+    let mut end = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let Some(rest) = line.strip_prefix("// Shared array size: ") else { continue };
+        let bytes: usize = rest.split(", ").nth(1).and_then(|b| b.strip_suffix(" bytes")).unwrap().parse().unwrap();
+        let next = lines[i + 1];
+        let at = next.find("dynamic_shared_mem[").unwrap() + "dynamic_shared_mem[".len();
+        let offset: usize = next[at..].split(']').next().unwrap().parse().unwrap();
+        assert_eq!(offset % 32, 0, "{next}");
+        end = end.max(offset + bytes);
+    }
+    end
+}
+
+/// The manual-MMA kernel (`cmma3`, [`crate::kernels::grouped_gemm_mma`]) for `c` (its
+/// `transpose_b` ignored).
+fn mma_source(client: &ComputeClient<WgpuRuntime>, c: Config) -> String {
+    use crate::kernels::grouped_gemm_mma::grouped_gemm_mma_kernel::GroupedGemmMmaKernel;
+    let (mode, nk, swiglu, scale, gather, vector, kind, _) = c;
+    let settings = KernelSettings::default().cube_dim(CubeDim::new_2d(32, PLANES as u32));
+    let arr = || ArrayCompilationArg { inplace: None };
+    let kernel = GroupedGemmMmaKernel::<WgpuRuntime>::new(
         settings,
         client.clone(),
         arr(),
@@ -54,51 +152,30 @@ fn cuda_source(client: &ComputeClient<WgpuRuntime>, c: Config) -> String {
 }
 
 #[test]
-fn every_configuration_generates_cuda_with_matrix_instructions() {
+fn the_manual_mma_kernel_generates_ldmatrix_and_mma_sync() {
     let b = match CubeBackend::<WgpuRuntime>::wgpu() {
         Ok(b) => b,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "SKIPPED every_configuration_generates_cuda: {e}");
+            let _ = writeln!(std::io::stderr(), "SKIPPED the_manual_mma_kernel_generates: {e}");
             return;
         }
     };
     let out = std::env::var("MOEKIT_CUBECL_SRC_OUT").ok();
-    let configs: [Config; 7] = [
-        (MODE_CONTIGUOUS, false, true, true, true, 8, FloatKind::BF16),
-        (MODE_CONTIGUOUS, true, false, false, false, 8, FloatKind::BF16),
-        (MODE_MASKED, false, true, true, false, 4, FloatKind::F16),
-        (MODE_MASKED, true, false, true, false, 2, FloatKind::BF16),
-        (MODE_DENSE, false, false, false, false, 8, FloatKind::F16),
-        (MODE_DENSE, true, false, false, false, 1, FloatKind::BF16),
-        (MODE_CONTIGUOUS, true, true, false, true, 4, FloatKind::BF16),
-    ];
-    for c in configs {
-        let src = cuda_source(&b.client, c);
+    for c in CONFIGS {
+        let (m, nk, sw, sc, ga, v, k) = c;
+        let src = mma_source(&b.client, (m, nk, sw, sc, ga, v, k, false));
         if let Some(dir) = &out {
-            let name = format!("{dir}/ggc_{}_{}_{}_{}_{}_{}_{:?}.cu", c.0, c.1, c.2, c.3, c.4, c.5, c.6);
-            std::fs::write(name, &src).unwrap();
+            std::fs::write(format!("{dir}/ggm_{m}_{nk}_{sw}_{sc}_{ga}_{v}_{k:?}.cu"), &src).unwrap();
         }
-        assert_eq!(src.matches("wmma::mma_sync").count(), 8 * BK / FRAG, "{c:?}");
-        assert_eq!(src.matches("wmma::store_matrix_sync").count(), 8, "{c:?}");
-        // The shared arrays end where `shared_bytes` says, every one 32-byte aligned.
-        assert_eq!(shared_end(&src), shared_bytes(2, c.1), "{c:?}");
-        assert!(src.contains(&format!("_v_{} (", c.5)) || c.5 == 1, "{c:?}");
+        // Per K sub-step: 4 A fragments and 2 B tile pairs by `ldmatrix.x4`, 16 m16n8k16 MMAs,
+        // no `wmma`; B is transposed by `ldmatrix` exactly for row-major `[E, K, N]` weights.
+        assert!(!src.contains("wmma::"), "{c:?}");
+        let trans = src.matches("_4x_trans(").count() - usize::from(src.contains("_4x_trans(uint32"));
+        let plain = src.matches("_4x(").count() - usize::from(src.contains("_4x(uint32"));
+        let (b_trans, b_plain) = if nk { (0, 2) } else { (2, 0) };
+        assert_eq!((trans, plain), (b_trans * BK / FRAG, (4 + b_plain) * BK / FRAG), "{c:?}");
+        let mma = src.matches("__mma_m16n8k16_").count() - 1;
+        assert_eq!(mma, 16 * BK / FRAG, "{c:?}");
+        assert_eq!(shared_end(&src), shared_bytes(2, nk), "{c:?}");
     }
-}
-
-/// The end of the last shared array of a generated kernel, in bytes, from the generator's
-/// `// Shared array size: N, B bytes` comment and the offset on the next line.
-fn shared_end(src: &str) -> usize {
-    let lines: Vec<&str> = src.lines().collect();
-    let mut end = 0;
-    for (i, line) in lines.iter().enumerate() {
-        let Some(rest) = line.strip_prefix("// Shared array size: ") else { continue };
-        let bytes: usize = rest.split(", ").nth(1).and_then(|b| b.strip_suffix(" bytes")).unwrap().parse().unwrap();
-        let next = lines[i + 1];
-        let at = next.find("dynamic_shared_mem[").unwrap() + "dynamic_shared_mem[".len();
-        let offset: usize = next[at..].split(']').next().unwrap().parse().unwrap();
-        assert_eq!(offset % 32, 0, "{next}");
-        end = end.max(offset + bytes);
-    }
-    end
 }

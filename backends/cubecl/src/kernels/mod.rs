@@ -5,9 +5,11 @@
 //! data says, and records bad index data through [`flag::record`].
 
 pub(crate) mod attention;
+pub(crate) mod fill;
 pub mod flag;
 pub mod glue;
 pub(crate) mod grouped_gemm;
 pub(crate) mod grouped_gemm_cmma;
+pub(crate) mod grouped_gemm_mma;
 pub mod permute;
 pub mod route;

@@ -1,12 +1,16 @@
 //! [`AttentionOps`] on cubecl: the host builds the table of query blocks (sequence lengths
 //! are host data) and uploads it with the FlashMask ranges; one launch over `(blocks, Hq)`
-//! cubes of the kernel [`select`] picks: the cmma kernel
-//! ([`crate::kernels::attention::cmma`]) or the portable one ([`crate::kernels::attention`]).
+//! cubes of the kernel [`select`] picks: the first cmma kernel
+//! ([`crate::kernels::attention::cmma1`], checked on the H200), the second
+//! ([`crate::kernels::attention::cmma`], vectorised and prefetched; opt-in with
+//! `MOEKIT_CUBECL_ATTN=cmma2` until a GPU has checked it) or the portable one
+//! ([`crate::kernels::attention`]).
 
 mod select;
 
 use super::gemm::{cubes, float_elem, scalar};
-use crate::kernels::attention::cmma::{attention_cmma_kernel, BQ as CMMA_BQ, PLANE, PLANES};
+use crate::kernels::attention::cmma::{attention_cmma_kernel, BQ as CMMA_BQ, PLANE, PLANES, VEC};
+use crate::kernels::attention::cmma1::attention_cmma1_kernel;
 use crate::kernels::attention::{attention_kernel, blocks, BLOCK_ENTRIES};
 use crate::CubeBackend;
 use cubecl::ir::features::{MmaConfig, Plane};
@@ -81,7 +85,7 @@ impl<R: Runtime> AttentionOps for CubeBackend<R> {
         let forced = std::env::var(ATTN_ENV).ok();
         let path = select(p.dtype, d, caps(&self.client, elem), forced.as_deref());
         let (bq, bk) = match path {
-            AttnPath::Cmma => (CMMA_BQ, 0),
+            AttnPath::Cmma | AttnPath::Cmma1 => (CMMA_BQ, 0),
             AttnPath::Portable => blocks(d),
         };
         let table = block_table(p, bq)?;
@@ -101,7 +105,9 @@ impl<R: Runtime> AttentionOps for CubeBackend<R> {
         // type (`check_io` checked the buffers; the table and ranges are built here). The
         // portable kernel runs with bounds checks; the cmma kernel runs unchecked and keeps
         // every access inside them by construction (reads guarded by the block's row and key
-        // counts, FlashMask reads behind `j < key_hi`, shared indices inside the tiles).
+        // counts, FlashMask reads behind `j < key_hi`, shared indices inside the tiles). The
+        // cmma kernel reads q/k/v as vectors of `VEC`: the selection guarantees `VEC | D`, so
+        // the buffers hold a whole number of them and every row starts on one.
         unsafe {
             let (q, k, v) = (
                 ArrayArg::from_raw_parts(io.q.handle.clone(), io.q.numel().max(1)),
@@ -119,6 +125,33 @@ impl<R: Runtime> AttentionOps for CubeBackend<R> {
                 (p.mask.causal, window.is_some(), p.mask.column_ranges.is_some(), p.softcap.is_some());
             match path {
                 AttnPath::Cmma => attention_cmma_kernel::launch_unchecked::<R>(
+                    &self.client,
+                    count,
+                    CubeDim::new_2d(PLANE as u32, PLANES as u32),
+                    VEC,
+                    ArrayArg::from_raw_parts(io.q.handle.clone(), (io.q.numel() / VEC).max(1)),
+                    ArrayArg::from_raw_parts(io.k.handle.clone(), (io.k.numel() / VEC).max(1)),
+                    ArrayArg::from_raw_parts(io.v.handle.clone(), (io.v.numel() / VEC).max(1)),
+                    table_a,
+                    ranges_a,
+                    o,
+                    lse,
+                    hq,
+                    hkv,
+                    tq,
+                    tk,
+                    p.scale,
+                    cap,
+                    left,
+                    right,
+                    d,
+                    causal,
+                    win,
+                    colr,
+                    capped,
+                    elem,
+                ),
+                AttnPath::Cmma1 => attention_cmma1_kernel::launch_unchecked::<R>(
                     &self.client,
                     count,
                     CubeDim::new_2d(PLANE as u32, PLANES as u32),

@@ -6,6 +6,7 @@
 use super::gemm_path::{select_path, GemmCaps, GemmPath, GemmShape, GEMM_ENV};
 use crate::kernels::grouped_gemm::{grouped_gemm_kernel, MODE_DENSE, MODE_MASKED, TILE};
 use crate::kernels::grouped_gemm_cmma::{grouped_gemm_cmma_kernel, BM, BN, PLANES};
+use crate::kernels::grouped_gemm_mma::grouped_gemm_mma_kernel;
 use crate::{CubeBackend, CubeBuffer};
 use cubecl::features::MmaConfig;
 use cubecl::ir::{ElemType, FloatKind};
@@ -90,7 +91,7 @@ pub(crate) fn launch<R: Runtime>(b: &CubeBackend<R>, l: TiledLaunch<'_>) -> Resu
     };
     match path(b, &shape) {
         GemmPath::Tiled => launch_tiled(b, l),
-        GemmPath::Cmma { vector, plane } => launch_cmma(b, l, vector, plane),
+        GemmPath::Cmma { vector, plane, transpose_b, mma } => launch_cmma(b, l, vector, plane, transpose_b, mma),
     }
 }
 
@@ -105,18 +106,27 @@ pub(crate) fn path<R: Runtime>(b: &CubeBackend<R>, shape: &GemmShape) -> GemmPat
 fn caps<R: Runtime>(b: &CubeBackend<R>, dtype: DType) -> GemmCaps {
     let props = b.client.properties();
     let hw = &props.hardware;
-    let cmma = float_elem("grouped_gemm", dtype).is_ok_and(|elem| {
-        b.client.features().matmul.cmma.contains(&MmaConfig {
-            a_type: elem.into(),
-            b_type: elem.into(),
-            cd_type: ElemType::Float(FloatKind::F32).into(),
-            m: 16,
-            n: 16,
-            k: 16,
+    let has = |n: u32, manual: bool| {
+        float_elem("grouped_gemm", dtype).is_ok_and(|elem| {
+            let config = MmaConfig {
+                a_type: elem.into(),
+                b_type: elem.into(),
+                cd_type: ElemType::Float(FloatKind::F32).into(),
+                m: 16,
+                n,
+                k: 16,
+            };
+            let matmul = &b.client.features().matmul;
+            if manual {
+                matmul.mma.contains(&config)
+            } else {
+                matmul.cmma.contains(&config)
+            }
         })
-    });
+    };
     GemmCaps {
-        cmma,
+        cmma: has(16, false),
+        mma: has(8, true),
         plane_size: (hw.plane_size_min, hw.plane_size_max),
         max_units: hw.max_units_per_cube,
         max_shared: hw.max_shared_memory_size,
@@ -126,11 +136,19 @@ fn caps<R: Runtime>(b: &CubeBackend<R>, dtype: DType) -> GemmCaps {
 }
 
 /// Launches the tensor-core kernel over `(max(1, ceil(rows/BM)), ceil(N_out/(BN or BN/2)), E
-/// or 1)` cubes of `(plane, PLANES)` units, staging vectors of `vector` elements.
+/// or 1)` cubes of `(plane, PLANES)` units, staging vectors of `vector` elements (`[E, K, N]`
+/// weights transposed with `transpose_b`; the manual-MMA kernel with `mma`).
 ///
 /// # Errors
 /// [`Error::Unsupported`] for sizes past `u32`.
-fn launch_cmma<R: Runtime>(b: &CubeBackend<R>, l: TiledLaunch<'_>, vector: usize, plane: u32) -> Result<()> {
+fn launch_cmma<R: Runtime>(
+    b: &CubeBackend<R>,
+    l: TiledLaunch<'_>,
+    vector: usize,
+    plane: u32,
+    transpose_b: bool,
+    mma: bool,
+) -> Result<()> {
     let elem = float_elem(l.op, l.dtype)?;
     let block_cols = if l.swiglu { BN / 2 } else { BN };
     let col_cubes = cubes(l.op, l.n_out.div_ceil(block_cols))?;
@@ -142,6 +160,40 @@ fn launch_cmma<R: Runtime>(b: &CubeBackend<R>, l: TiledLaunch<'_>, vector: usize
     let (x, w, y) =
         ((l.x.handle.clone(), l.x.numel()), (l.w.handle.clone(), l.w.numel()), (l.y.handle.clone(), l.y.numel()));
     let (group, rtt, scale) = (arg(b, l.group), arg(b, l.row_to_token), arg(b, l.row_scale));
+    if mma {
+        // SAFETY: every handle is a live allocation of at least the given number of elements
+        // (checked by `check_io`; `x` and `w` hold a whole number of `vector`s because `vector`
+        // divides their row length, see `select_path`). The kernel runs unchecked: it keeps every
+        // access inside those lengths whatever the index data says (see its module doc).
+        unsafe {
+            grouped_gemm_mma_kernel::launch_unchecked::<R>(
+                &b.client,
+                CubeCount::Static(row_cubes, col_cubes, expert_cubes),
+                CubeDim::new_2d(plane, PLANES as u32),
+                vector,
+                ArrayArg::from_raw_parts(x.0, (x.1 / vector).max(1)),
+                ArrayArg::from_raw_parts(w.0, (w.1 / vector).max(1)),
+                ArrayArg::from_raw_parts(group.0, group.1),
+                ArrayArg::from_raw_parts(rtt.0, rtt.1),
+                ArrayArg::from_raw_parts(scale.0, scale.1),
+                ArrayArg::from_raw_parts(y.0, y.1.max(1)),
+                b.flag_arg(),
+                scalar(l.op, l.experts)?,
+                scalar(l.op, l.rows)?,
+                scalar(l.op, l.tokens)?,
+                scalar(l.op, l.k_dim)?,
+                scalar(l.op, l.n_dim)?,
+                plane as usize,
+                l.mode,
+                l.nk,
+                l.swiglu,
+                l.row_scale.is_some(),
+                l.row_to_token.is_some(),
+                elem,
+            );
+        }
+        return Ok(());
+    }
     // SAFETY: every handle is a live allocation of at least the given number of elements
     // (checked by `check_io`; `x` and `w` hold a whole number of `vector`s because `vector`
     // divides their row length, see `select_path`). The kernel runs unchecked: it keeps every
@@ -170,6 +222,7 @@ fn launch_cmma<R: Runtime>(b: &CubeBackend<R>, l: TiledLaunch<'_>, vector: usize
             l.swiglu,
             l.row_scale.is_some(),
             l.row_to_token.is_some(),
+            transpose_b,
             elem,
         );
     }

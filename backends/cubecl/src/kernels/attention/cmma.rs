@@ -1,20 +1,27 @@
 //! Flash-attention forward on matrix instructions (`cmma`, 16×16×16, f16/bf16 in, f32
-//! accumulators) for runtimes that have them; [`super`] keeps the portable kernel.
+//! accumulators) for runtimes that have them; [`super`] keeps the portable kernel and
+//! [`super::cmma1`] the first version of this one.
 //!
 //! A cube of [`PLANES`] planes of 32 lanes owns [`BQ`] query rows of one (query block, head);
 //! plane `w` owns the 16-row strip `16w..16w + 16` and keeps its Q fragments `[16, D]` and
 //! its output accumulators `[16, D]` in registers across the key blocks. Per block of [`BK`]
 //! keys:
-//! 1. the cube copies the K and V tiles `[BK, D]` to shared memory (zero past the range);
+//! 1. the cube stores the K and V tiles `[BK, D]` it holds in registers to shared memory
+//!    (zero past the range) and starts loading the next block's tiles into those registers,
+//!    so the global latency hides behind steps 2-5;
 //! 2. each plane computes its scores `S [16, BK] = Q·Kᵀ` and stores them (f32) to its own
 //!    shared strip;
 //! 3. lanes `2r, 2r + 1` own row `r` of the strip (even / odd columns): scale, softcap, mask,
-//!    row max (one shuffle), `P = exp(S - m)` written as the input dtype, row sum;
+//!    row max (one shuffle), `P = exp(S - m)` written as the input dtype, row sum; the lane's
+//!    32 scores stay in registers between the two passes;
 //! 4. when some row's max grew by more than [`RESCALE_AT`] (natural log units), the plane
 //!    stores its accumulators to the shared strip, scales the rows and reloads them;
 //!    otherwise the running max stays, so `P <= e^RESCALE_AT` (exact after the final
 //!    division; it only saves the rescale);
 //! 5. `O += P·V`.
+//!
+//! Q, K and V are read as vectors of `V` elements (8: 16 bytes), so `V` divides `D`; a unit
+//! copies vector column `unit % (D/V)` of every `(units / (D/V))`-th row of a tile.
 //!
 //! The epilogue stores the accumulators to the shared strip in halves of 64 columns, divides
 //! each row by its sum and writes them with coalesced stores; `lse = m + ln(l)`.
@@ -31,6 +38,7 @@
 
 use super::{allowed, BLOCK_ENTRIES, MASKED};
 use cubecl::cmma;
+use cubecl::cmma::{Matrix, MatrixIdent, MatrixLayout};
 use cubecl::ir::ElemType;
 use cubecl::prelude::*;
 
@@ -42,20 +50,24 @@ pub(crate) const PLANE: usize = 32;
 pub(crate) const BQ: usize = 16 * PLANES;
 /// Keys per block.
 pub(crate) const BK: usize = 64;
+/// Elements per vector of the Q/K/V reads (16 bytes of f16/bf16); divides every head dim the
+/// selection lets through.
+pub(crate) const VEC: usize = 8;
 /// How far (natural log) a row's max may grow before the accumulators are rescaled.
-const RESCALE_AT: f32 = 8.0;
+pub(super) const RESCALE_AT: f32 = 8.0;
 
-/// See the module doc. Launch with `(blocks, Hq)` cubes of `(PLANE, PLANES)` units; the block
-/// table is [`super::BLOCK_ENTRIES`] entries per block of [`BQ`] rows.
+/// See the module doc. Launch with `(blocks, Hq)` cubes of `(PLANE, PLANES)` units and `V` =
+/// [`VEC`]; the block table is [`super::BLOCK_ENTRIES`] entries per block of [`BQ`] rows.
 ///
-/// `q [Tq, Hq, D]`, `k, v [Tk, Hkv, D]`, `table [blocks · BLOCK_ENTRIES] i32`, `ranges
-/// [4, Tk] i32` (a placeholder without `colr`), outputs `o [Tq, Hq, D]`, `lse [Hq, Tq] f32`.
+/// `q [Tq, Hq, D]`, `k, value [Tk, Hkv, D]` (vectors of `V`), `table [blocks · BLOCK_ENTRIES]
+/// i32`, `ranges [4, Tk] i32` (a placeholder without `colr`), outputs `o [Tq, Hq, D]`, `lse
+/// [Hq, Tq] f32`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn attention_cmma_kernel<F: Float>(
-    q: &Array<F>,
-    k: &Array<F>,
-    v: &Array<F>,
+pub(crate) fn attention_cmma_kernel<F: Float, V: Size>(
+    q: &Array<Vector<F, V>>,
+    k: &Array<Vector<F, V>>,
+    value: &Array<Vector<F, V>>,
     table: &Array<i32>,
     ranges: &Array<i32>,
     o: &mut Array<F>,
@@ -79,11 +91,19 @@ pub(crate) fn attention_cmma_kernel<F: Float>(
     let lane = UNIT_POS_X as usize;
     let plane = UNIT_POS_Y as usize;
     let unit = UNIT_POS as usize;
+    let vec = V::value();
     let ks = comptime!(d + 8);
     let ss_stride = comptime!(BK + 4);
     let ps_stride = comptime!(BK + 8);
     let dt = comptime!(d / 16);
     let kt_n = comptime!(BK / 16);
+    // Tiles in vectors: a row of q/k/v, a padded tile row, the whole tile.
+    let row_v = comptime!(d / vec);
+    let ks_v = comptime!((d + 8) / vec);
+    let tile_v = comptime!(BK * (d + 8) / vec);
+    // Rows between two copies of one unit, copies per unit and tile.
+    let rstep = comptime!(PLANE * PLANES / (d / vec));
+    let per = comptime!(BK / (PLANE * PLANES / (d / vec)));
 
     let blk = CUBE_POS_X as usize * comptime!(BLOCK_ENTRIES);
     let h = CUBE_POS_Y as usize;
@@ -100,24 +120,24 @@ pub(crate) fn attention_cmma_kernel<F: Float>(
     let key_hi = table[blk + 6] as usize;
     let i0 = table[blk + 7];
 
-    let mut kt = SharedMemory::<F>::new_aligned(comptime!(BK * (d + 8)), 32usize);
-    let mut vt = SharedMemory::<F>::new_aligned(comptime!(BK * (d + 8)), 32usize);
+    let mut kt = SharedMemory::<Vector<F, V>>::new_aligned(tile_v, 32usize);
+    let mut vt = SharedMemory::<Vector<F, V>>::new_aligned(tile_v, 32usize);
     let mut ss = SharedMemory::<f32>::new_aligned(comptime!(BQ * (BK + 4)), 32usize);
     let mut ps = SharedMemory::<F>::new_aligned(comptime!(BQ * (BK + 8)), 32usize);
 
-    // Unit `unit` copies column `unit % D` of rows `unit / D, unit / D + step, ..`.
-    let step = comptime!(PLANE * PLANES / d);
-    let col = unit % d;
-    let row0 = unit / d;
+    let col = unit % row_v;
+    let row0 = unit / row_v;
+    let zero = Vector::<F, V>::zeroed();
 
     // Query rows of the cube (zero past the block), staged in the K tile.
-    for t in 0..comptime!(BQ / (PLANE * PLANES / d)) {
-        let r = row0 + t * step;
-        let mut val = F::new(0.0);
+    #[unroll]
+    for t in 0..comptime!(BQ / (PLANE * PLANES / (d / vec))) {
+        let r = row0 + t * rstep;
+        let mut val = zero;
         if r < nq {
-            val = q[((q0 + r) * hq + h) * d + col];
+            val = q[((q0 + r) * hq + h) * row_v + col];
         }
-        kt[r * ks + col] = val;
+        kt[r * ks_v + col] = val;
     }
     sync_cube();
 
@@ -125,30 +145,26 @@ pub(crate) fn attention_cmma_kernel<F: Float>(
     let active = strip0 < nq;
     let s_base = strip0 * ss_stride;
     let p_base = strip0 * ps_stride;
-    let mut qf = Sequence::<cmma::Matrix<F>>::new();
-    let mut of = Sequence::<cmma::Matrix<f32>>::new();
+    let mut qf = Sequence::<Matrix<F>>::new();
+    let mut of = Sequence::<Matrix<f32>>::new();
     #[unroll]
     for dk in 0..dt {
-        let off = strip0 * ks + dk * 16;
-        qf.push(cmma::Matrix::<F>::from_slice(
-            cmma::MatrixIdent::A,
+        let a =
+            unsafe { Matrix::<F>::uninitialized(MatrixIdent::A, 16usize, 16usize, 16usize, MatrixLayout::RowMajor) };
+        cmma::load(&a, &kt.slice((strip0 * ks + dk * 16) / vec, tile_v), comptime!(ks as u32));
+        qf.push(a);
+        of.push(Matrix::<f32>::from_value(
+            MatrixIdent::Accumulator,
             16usize,
             16usize,
             16usize,
-            cmma::MatrixLayout::RowMajor,
-            &kt.slice(off, comptime!(BK * (d + 8))),
-            comptime!((d + 8) as u32),
-        ));
-        of.push(cmma::Matrix::<f32>::from_value(
-            cmma::MatrixIdent::Accumulator,
-            16usize,
-            16usize,
-            16usize,
-            cmma::MatrixLayout::Undefined,
+            MatrixLayout::Undefined,
             0.0,
         ));
     }
-    sync_cube();
+    let kf = unsafe { Matrix::<F>::uninitialized(MatrixIdent::B, 16usize, 16usize, 16usize, MatrixLayout::ColMajor) };
+    let pf = unsafe { Matrix::<F>::uninitialized(MatrixIdent::A, 16usize, 16usize, 16usize, MatrixLayout::RowMajor) };
+    let vf = unsafe { Matrix::<F>::uninitialized(MatrixIdent::B, 16usize, 16usize, 16usize, MatrixLayout::RowMajor) };
 
     // Row `r` of the plane's strip belongs to lanes `2r` (even columns) and `2r + 1` (odd).
     let r = lane / 2;
@@ -157,28 +173,57 @@ pub(crate) fn attention_cmma_kernel<F: Float>(
     let i = i0 + qr as i32;
     let mut m_run = masked;
     let mut l_run = 0.0f32;
+    let row_s = s_base + r * ss_stride;
+    let row_p = p_base + r * ps_stride;
 
     // Rows of the block see every key of a block `kb..kb + BK` past these bounds (cube-uniform).
     let diag_first = i0 + lk - lq;
     let diag_last = i0 + nq as i32 - 1 + lk - lq;
 
+    // The first block's K and V tiles, into registers.
+    let kv_row = hkv * row_v;
+    let mut rk = Array::<Vector<F, V>>::new(per);
+    let mut rv = Array::<Vector<F, V>>::new(per);
+    load_tiles::<F, V>(
+        k,
+        value,
+        &mut rk,
+        &mut rv,
+        ((k0 + key_lo) * hkv + kvh) * row_v + col,
+        kv_row,
+        row0,
+        key_hi - key_lo,
+        rstep,
+        per,
+    );
+    let mut sc = Array::<f32>::new(comptime!(BK / 2));
+
     let mut kb = key_lo;
     while kb < key_hi {
-        let n = key_hi - kb;
-        let src0 = ((k0 + kb) * hkv + kvh) * d + col;
-        for t in 0..comptime!(BK / (PLANE * PLANES / d)) {
-            let rr = row0 + t * step;
-            let mut kval = F::new(0.0);
-            let mut vval = F::new(0.0);
-            if rr < n {
-                let at = src0 + rr * hkv * d;
-                kval = k[at];
-                vval = v[at];
-            }
-            kt[rr * ks + col] = kval;
-            vt[rr * ks + col] = vval;
+        // Every plane is done with the previous tiles (and with the Q staging).
+        sync_cube();
+        #[unroll]
+        for t in 0..per {
+            let at = (row0 + t * rstep) * ks_v + col;
+            kt[at] = rk[t];
+            vt[at] = rv[t];
         }
         sync_cube();
+        let next = kb + BK;
+        if next < key_hi {
+            load_tiles::<F, V>(
+                k,
+                value,
+                &mut rk,
+                &mut rv,
+                ((k0 + next) * hkv + kvh) * row_v + col,
+                kv_row,
+                row0,
+                key_hi - next,
+                rstep,
+                per,
+            );
+        }
 
         if active {
             let last = (kb + BK - 1) as i32;
@@ -193,39 +238,31 @@ pub(crate) fn attention_cmma_kernel<F: Float>(
             // S = Q·Kᵀ, strip by strip of 16 keys.
             #[unroll]
             for kn in 0..kt_n {
-                let acc = cmma::Matrix::<f32>::from_value(
-                    cmma::MatrixIdent::Accumulator,
+                let acc = Matrix::<f32>::from_value(
+                    MatrixIdent::Accumulator,
                     16usize,
                     16usize,
                     16usize,
-                    cmma::MatrixLayout::Undefined,
+                    MatrixLayout::Undefined,
                     0.0,
                 );
                 #[unroll]
                 for dk in 0..dt {
-                    let kf = cmma::Matrix::<F>::from_slice(
-                        cmma::MatrixIdent::B,
-                        16usize,
-                        16usize,
-                        16usize,
-                        cmma::MatrixLayout::ColMajor,
-                        &kt.slice(kn * 16 * ks + dk * 16, comptime!(BK * (d + 8))),
-                        comptime!((d + 8) as u32),
-                    );
+                    cmma::load(&kf, &kt.slice((kn * 16 * ks + dk * 16) / vec, tile_v), comptime!(ks as u32));
                     cmma::execute::<F, F, f32, f32>(&qf[dk], &kf, &acc, &acc);
                 }
                 cmma::store(
                     &mut ss.slice_mut(s_base + kn * 16, comptime!(BQ * (BK + 4))),
                     &acc,
                     comptime!((BK + 4) as u32),
-                    cmma::MatrixLayout::RowMajor,
+                    MatrixLayout::RowMajor,
                 );
             }
             sync_plane();
 
             // Scores of the lane's half row: scale, softcap, mask; the row max.
-            let row_s = s_base + r * ss_stride;
             let mut mx = masked;
+            #[unroll]
             for t in 0..comptime!(BK / 2) {
                 let c = part + 2 * t;
                 let mut s = ss[row_s + c] * scale;
@@ -244,7 +281,7 @@ pub(crate) fn attention_cmma_kernel<F: Float>(
                         s = masked;
                     }
                 }
-                ss[row_s + c] = s;
+                sc[t] = s;
                 mx = f32::max(mx, s);
             }
             mx = f32::max(mx, plane_shuffle_xor(mx, 1u32));
@@ -263,16 +300,15 @@ pub(crate) fn attention_cmma_kernel<F: Float>(
                 m_use = mx;
             }
 
-            let row_p = p_base + r * ps_stride;
             let mut sum = 0.0f32;
+            #[unroll]
             for t in 0..comptime!(BK / 2) {
-                let c = part + 2 * t;
-                let s = ss[row_s + c];
+                let s = sc[t];
                 let mut p = 0.0f32;
                 if s > masked {
                     p = fast_exp(s - m_use);
                 }
-                ps[row_p + c] = F::cast_from(p);
+                ps[row_p + part + 2 * t] = F::cast_from(p);
                 sum += p;
             }
             sum += plane_shuffle_xor(sum, 1u32);
@@ -289,7 +325,7 @@ pub(crate) fn attention_cmma_kernel<F: Float>(
                             &mut ss.slice_mut(s_base + n4 * 16, comptime!(BQ * (BK + 4))),
                             &of[half * 4 + n4],
                             comptime!((BK + 4) as u32),
-                            cmma::MatrixLayout::RowMajor,
+                            MatrixLayout::RowMajor,
                         );
                     }
                     sync_plane();
@@ -301,7 +337,7 @@ pub(crate) fn attention_cmma_kernel<F: Float>(
                             &of[half * 4 + n4],
                             &ss.slice(s_base + n4 * 16, comptime!(BQ * (BK + 4))),
                             comptime!((BK + 4) as u32),
-                            cmma::MatrixLayout::RowMajor,
+                            MatrixLayout::RowMajor,
                         );
                     }
                 }
@@ -311,37 +347,19 @@ pub(crate) fn attention_cmma_kernel<F: Float>(
             // O += P·V.
             #[unroll]
             for kk in 0..kt_n {
-                let pf = cmma::Matrix::<F>::from_slice(
-                    cmma::MatrixIdent::A,
-                    16usize,
-                    16usize,
-                    16usize,
-                    cmma::MatrixLayout::RowMajor,
-                    &ps.slice(p_base + kk * 16, comptime!(BQ * (BK + 8))),
-                    comptime!((BK + 8) as u32),
-                );
+                cmma::load(&pf, &ps.slice(p_base + kk * 16, comptime!(BQ * (BK + 8))), comptime!((BK + 8) as u32));
                 #[unroll]
                 for dn in 0..dt {
-                    let vf = cmma::Matrix::<F>::from_slice(
-                        cmma::MatrixIdent::B,
-                        16usize,
-                        16usize,
-                        16usize,
-                        cmma::MatrixLayout::RowMajor,
-                        &vt.slice(kk * 16 * ks + dn * 16, comptime!(BK * (d + 8))),
-                        comptime!((d + 8) as u32),
-                    );
+                    cmma::load(&vf, &vt.slice((kk * 16 * ks + dn * 16) / vec, tile_v), comptime!(ks as u32));
                     cmma::execute::<F, F, f32, f32>(&pf, &vf, &of[dn], &of[dn]);
                 }
             }
         }
-        sync_cube();
-        kb += BK;
+        kb = next;
     }
 
     // Epilogue: O / l through the shared strip, 64 columns at a time, coalesced stores.
     if active {
-        let row_s = s_base + r * ss_stride;
         let inv = 1.0f32 / l_run;
         #[unroll]
         for half in 0..comptime!(d / 64) {
@@ -352,12 +370,13 @@ pub(crate) fn attention_cmma_kernel<F: Float>(
                     &mut ss.slice_mut(s_base + n4 * 16, comptime!(BQ * (BK + 4))),
                     &of[half * 4 + n4],
                     comptime!((BK + 4) as u32),
-                    cmma::MatrixLayout::RowMajor,
+                    MatrixLayout::RowMajor,
                 );
             }
             sync_plane();
             scale_row(&mut ss, row_s, part, inv);
             sync_plane();
+            #[unroll]
             for rr in 0..16usize {
                 let row = strip0 + rr;
                 if row < nq {
@@ -374,10 +393,42 @@ pub(crate) fn attention_cmma_kernel<F: Float>(
     }
 }
 
+/// Loads one K and one V tile into registers: the unit's vector at `src` (vector index of
+/// the tile's row 0 plus the unit's column) of rows `row0 + t·rstep`, `t < per`, `kv_row`
+/// vectors apart; zero for rows at or past `n`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_tiles<F: Float, V: Size>(
+    k: &Array<Vector<F, V>>,
+    value: &Array<Vector<F, V>>,
+    rk: &mut Array<Vector<F, V>>,
+    rv: &mut Array<Vector<F, V>>,
+    src: usize,
+    kv_row: usize,
+    row0: usize,
+    n: usize,
+    #[comptime] rstep: usize,
+    #[comptime] per: usize,
+) {
+    #[unroll]
+    for t in 0..per {
+        let rr = row0 + t * rstep;
+        let mut kval = Vector::<F, V>::zeroed();
+        let mut vval = Vector::<F, V>::zeroed();
+        if rr < n {
+            let at = src + rr * kv_row;
+            kval = k[at];
+            vval = value[at];
+        }
+        rk[t] = kval;
+        rv[t] = vval;
+    }
+}
+
 /// Multiplies the lane's half (columns `part, part + 2, ..`) of the 64-column shared row at
 /// `row` by `factor`.
 #[cube]
-fn scale_row(ss: &mut SharedMemory<f32>, row: usize, part: usize, factor: f32) {
+pub(super) fn scale_row(ss: &mut SharedMemory<f32>, row: usize, part: usize, factor: f32) {
     for t in 0..comptime!(BK / 2) {
         let c = row + part + 2 * t;
         ss[c] = ss[c] * factor;
@@ -388,16 +439,20 @@ fn scale_row(ss: &mut SharedMemory<f32>, row: usize, part: usize, factor: f32) {
 /// the arguments are `s - m <= RESCALE_AT` or a rescale's `m_old - m_new < 0`, never NaN or
 /// infinite. Only the exponentials get the relaxed precision (not the softcap's `tanh`).
 #[allow(unused_variables)]
-fn fast_exp(x: f32) -> f32 {
+pub(super) fn fast_exp(x: f32) -> f32 {
     cubecl::unexpanded!()
 }
 
-mod fast_exp {
+pub(super) mod fast_exp {
     use cubecl::ir::{FastMath, Scope};
     use cubecl::prelude::*;
 
-    pub(super) fn expand(scope: &mut Scope, x: NativeExpand<f32>) -> NativeExpand<f32> {
+    pub(in crate::kernels::attention) fn expand(scope: &mut Scope, x: NativeExpand<f32>) -> NativeExpand<f32> {
         let modes = FastMath::ReducedPrecision | FastMath::NotNaN | FastMath::NotInf;
         cubecl::frontend::fast_math_expand(scope, modes, |scope| <f32 as Exp>::__expand_exp(scope, x))
     }
 }
+
+#[cfg(all(test, feature = "cubecl-cuda", feature = "cubecl-wgpu"))]
+#[path = "cmma_source.rs"]
+mod source;
