@@ -4,7 +4,8 @@
 # compute-sanitizer (memcheck, racecheck) over the CUDA suite, the PyTorch peers and the
 # benchmarks of every GPU backend, all in one command. Logs go to $OUT.
 #
-#   bash scripts/gpu-run.sh [tests|sanitize|bench|bench-cubecl]...   (default: all four)
+#   bash scripts/gpu-run.sh [tests|sanitize|bench|bench-cubecl|variants]...
+#   (default: tests sanitize bench bench-cubecl)
 #
 # Environment: TEST_BINS (a glob, default .gpu/bin/test-*), SUITE_CASES, OTHER_CASES and
 # TEST_TIMEOUT (tests), SANITIZE_CASES (proptest
@@ -76,6 +77,23 @@ for step in $steps; do
             timeout ${CUBECL_TIMEOUT:-300} .gpu/bin/bin-moekit-bench --backend $be --dtype $dt \
                 ${CUBECL_SHAPES:-$shapes} --op all $attn --iters 10 "${peers[@]}" --json "$out/bench-$be.json" \
                 2>&1 | tee "$out/bench-$be.txt" || rc=1
+        done
+        ;;
+    variants)
+        # The cubecl kernels that are opt-in until a GPU checks them: the suite's GEMM and
+        # attention properties and the matching benchmark lines under each override value, so
+        # one run shows which to make the default.
+        for v in MOEKIT_CUBECL_GEMM=cmma2 MOEKIT_CUBECL_GEMM=cmma3 MOEKIT_CUBECL_ATTN=cmma2; do
+            echo "== $v: suite (gemm, grouped_gemm, attention, moe_layer)"
+            env "$v" MOEKIT_NO_SKIP=1 MOEKIT_PROPTEST_CASES=${OTHER_CASES:-64} timeout "${TEST_TIMEOUT:-300}" \
+                .gpu/bin/test-suite_cuda --test-threads=4 gemm attention moe_layer >"$out/variant-$v.log" 2>&1 \
+                || { echo "   FAILED (exit $?)"; rc=1; }
+            grep -E "^test result|FAILED|panicked" "$out/variant-$v.log" | head -10
+            echo "== $v: bench"
+            # shellcheck disable=SC2086
+            env "$v" timeout "${CUBECL_TIMEOUT:-300}" .gpu/bin/bin-moekit-bench --backend cubecl-cuda --dtype bf16 \
+                ${CUBECL_SHAPES:-$shapes} --op grouped_gemm_up --op grouped_gemm_down --op gemm --op attention $attn \
+                --iters 10 --json "$out/bench-variant-$v.json" 2>&1 | tee "$out/bench-variant-$v.txt" || rc=1
         done
         ;;
     *) echo "unknown step $step" ;;

@@ -32,6 +32,48 @@ impl<R: CubeRuntime> fmt::Debug for CubeBackend<R> {
     }
 }
 
+/// What the runtime under a [`CubeBackend`] offers moekit's kernels, as asked of it at start-up
+/// (`CubeBackend::capabilities`): the kernel choices follow from these.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The runtime's own name for itself (`cuda`, `wgpu<spirv>`, ...).
+    pub runtime: String,
+    /// Float dtypes the backend computes in.
+    pub float_dtypes: Vec<DType>,
+    /// Plane (warp, subgroup) operations: shuffles and reductions.
+    pub plane_ops: bool,
+    /// Smallest and largest plane size.
+    pub plane_size: (u32, u32),
+    /// Matrix instructions (`cmma`, 16×16×16 with f32 accumulators) for f16 and for bf16.
+    pub cmma: (bool, bool),
+    /// Manual MMA (`mma.sync`-style m16n8k16, f32 accumulators) for f16 and for bf16.
+    pub mma: (bool, bool),
+    /// Shared memory per cube, bytes.
+    pub max_shared_bytes: usize,
+}
+
+impl fmt::Display for Capabilities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dts: Vec<String> = self.float_dtypes.iter().map(ToString::to_string).collect();
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        write!(
+            f,
+            "runtime {}: dtypes {}; plane ops {} (size {}..{}); cmma f16 {} bf16 {}; mma f16 {} bf16 {}; \
+             shared {} KiB",
+            self.runtime,
+            dts.join(","),
+            yes(self.plane_ops),
+            self.plane_size.0,
+            self.plane_size.1,
+            yes(self.cmma.0),
+            yes(self.cmma.1),
+            yes(self.mma.0),
+            yes(self.mma.1),
+            self.max_shared_bytes / 1024
+        )
+    }
+}
+
 /// Backend name of the wgpu runtime.
 pub(crate) const WGPU: &str = "cubecl-wgpu";
 /// Backend name of the CUDA runtime.
@@ -91,6 +133,14 @@ macro_rules! not_compiled_device {
             }
             fn sync(&self) -> moekit_ops::Result<()> {
                 Err(not_compiled($name))
+            }
+        }
+
+        impl CubeBackend<$rt> {
+            /// What the runtime offers; empty for a runtime whose feature is off (its backend
+            /// cannot be built).
+            pub fn capabilities(&self) -> Capabilities {
+                Capabilities::default()
             }
         }
     };

@@ -38,6 +38,34 @@ impl<R: Runtime> CubeBackend<R> {
     pub fn client(&self) -> &ComputeClient<R> {
         &self.client
     }
+
+    /// What the runtime offers moekit's kernels (dtypes, planes, matrix instructions, shared
+    /// memory), as the kernel choices see it.
+    pub fn capabilities(&self) -> crate::Capabilities {
+        use cubecl::ir::{features::Plane, StorageType};
+        let props = self.client.properties();
+        let f32_ty = StorageType::Scalar(ElemType::Float(FloatKind::F32));
+        let has = |kind: FloatKind, n: u32, manual: bool| {
+            let ty = StorageType::Scalar(ElemType::Float(kind));
+            let config = cubecl::ir::features::MmaConfig { a_type: ty, b_type: ty, cd_type: f32_ty, m: 16, n, k: 16 };
+            let m = &props.features.matmul;
+            if manual {
+                m.mma.contains(&config)
+            } else {
+                m.cmma.contains(&config)
+            }
+        };
+        let plane = &props.features.plane;
+        crate::Capabilities {
+            runtime: R::name(&self.client).to_string(),
+            float_dtypes: self.float_dtypes.to_vec(),
+            plane_ops: plane.contains(Plane::Ops),
+            plane_size: (props.hardware.plane_size_min, props.hardware.plane_size_max),
+            cmma: (has(FloatKind::F16, 16, false), has(FloatKind::BF16, 16, false)),
+            mma: (has(FloatKind::F16, 8, true), has(FloatKind::BF16, 8, true)),
+            max_shared_bytes: props.hardware.max_shared_memory_size,
+        }
+    }
 }
 
 /// Runs cubecl's client creation, turning its panics (no adapter, no driver) into

@@ -39,7 +39,7 @@ mod kernels;
 mod ops;
 mod runtime;
 
-pub use backend::CubeBackend;
+pub use backend::{Capabilities, CubeBackend};
 pub use buffer::CubeBuffer;
 /// A caller's wgpu instance, adapter, device and queue, for `CubeBackend::from_wgpu_setup`.
 #[cfg(feature = "cubecl-wgpu")]

@@ -57,10 +57,21 @@ fn skip(test: &str, e: &Error) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {e}");
 }
 
+/// The runtime's capabilities are consistent with the backend, and printed for the log.
+fn report<B: Backend>(b: &B, caps: &moekit_cubecl::Capabilities) {
+    let _ = writeln!(std::io::stderr(), "{}: {caps}", b.name());
+    assert_eq!(caps.float_dtypes, b.float_dtypes(), "{caps}");
+    assert!(caps.plane_size.0 <= caps.plane_size.1 && caps.max_shared_bytes > 0, "{caps}");
+    assert!(caps.float_dtypes.contains(&DType::F32), "{caps}");
+}
+
 #[test]
 fn wgpu_backend_or_typed_error() {
     match CubeBackend::<WgpuRuntime>::wgpu() {
-        Ok(b) => exercise(&b),
+        Ok(b) => {
+            report(&b, &b.capabilities());
+            exercise(&b)
+        }
         Err(e) => {
             check_unavailable(&e, "cubecl-wgpu", cfg!(feature = "cubecl-wgpu"));
             skip("wgpu_backend_or_typed_error (memory and ops)", &e);
@@ -71,7 +82,10 @@ fn wgpu_backend_or_typed_error() {
 #[test]
 fn cuda_backend_or_typed_error() {
     match CubeBackend::<CudaRuntime>::cuda(0) {
-        Ok(b) => exercise(&b),
+        Ok(b) => {
+            report(&b, &b.capabilities());
+            exercise(&b)
+        }
         Err(e) => {
             check_unavailable(&e, "cubecl-cuda", cfg!(feature = "cubecl-cuda"));
             skip("cuda_backend_or_typed_error (memory and ops)", &e);

@@ -243,8 +243,17 @@ fn dispatch(name: &str, plan: &Plan) -> Result<Result<bool, String>, Error> {
         // NOTE: the GPU constructors exist whatever is compiled and answer
         // `Error::NotCompiled` when the bench's feature of the same name is off.
         "cuda" => Ok(run_all(&moekit_cuda::CudaBackend::new(0)?, plan)),
-        "cubecl-cuda" => Ok(run_all(&moekit_cubecl::CubeBackend::<moekit_cubecl::CudaRuntime>::cuda(0)?, plan)),
-        "cubecl-wgpu" => Ok(run_all(&moekit_cubecl::CubeBackend::<moekit_cubecl::WgpuRuntime>::wgpu()?, plan)),
+        // NOTE: the runtime's capabilities go to stderr first, so a log says which kernels ran.
+        "cubecl-cuda" => {
+            let b = moekit_cubecl::CubeBackend::<moekit_cubecl::CudaRuntime>::cuda(0)?;
+            eprintln!("moekit-bench: cubecl {}", b.capabilities());
+            Ok(run_all(&b, plan))
+        }
+        "cubecl-wgpu" => {
+            let b = moekit_cubecl::CubeBackend::<moekit_cubecl::WgpuRuntime>::wgpu()?;
+            eprintln!("moekit-bench: cubecl {}", b.capabilities());
+            Ok(run_all(&b, plan))
+        }
         other => Err(Error::unsupported(
             "moekit-bench",
             format!("unknown backend `{other}` (reference, cpu, cuda, cubecl-cuda, cubecl-wgpu)"),
