@@ -648,4 +648,4 @@ pub(super) fn epilogue<F: Float>(
 
 #[cfg(all(test, feature = "cubecl-cuda", feature = "cubecl-wgpu"))]
 #[path = "grouped_gemm_cmma_source.rs"]
-mod source;
+pub(crate) mod source;

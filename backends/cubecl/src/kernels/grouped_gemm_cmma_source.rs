@@ -96,8 +96,9 @@ fn every_configuration_generates_cuda_with_matrix_instructions() {
 }
 
 /// The end of the last shared array of a generated kernel, in bytes, from the generator's
-/// `// Shared array size: N, B bytes` comment and the offset on the next line.
-fn shared_end(src: &str) -> usize {
+/// `// Shared array size: N, B bytes` comment and the offset on the next line (also used by the
+/// attention kernels' source test).
+pub(crate) fn shared_end(src: &str) -> usize {
     let lines: Vec<&str> = src.lines().collect();
     let mut end = 0;
     for (i, line) in lines.iter().enumerate() {

@@ -7,6 +7,7 @@
 
 use super::super::cmma1::attention_cmma1_kernel;
 use super::*;
+use crate::kernels::grouped_gemm_cmma::source::shared_end;
 use crate::{CubeBackend, WgpuRuntime};
 use cubecl::frontend::ArrayCompilationArg;
 use cubecl::ir::{FloatKind, StorageType, UIntKind};
@@ -157,21 +158,4 @@ fn every_configuration_generates_cuda_with_matrix_instructions() {
             assert_eq!(src.matches("for (").count(), 2 * (d / 64), "{c:?}: a copy or softmax loop is rolled");
         }
     }
-}
-
-/// The end of the last shared array of a generated kernel, in bytes, from the generator's
-/// `// Shared array size: N, B bytes` comment and the offset on the next line.
-fn shared_end(src: &str) -> usize {
-    let lines: Vec<&str> = src.lines().collect();
-    let mut end = 0;
-    for (i, line) in lines.iter().enumerate() {
-        let Some(rest) = line.strip_prefix("// Shared array size: ") else { continue };
-        let bytes: usize = rest.split(", ").nth(1).and_then(|b| b.strip_suffix(" bytes")).unwrap().parse().unwrap();
-        let next = lines[i + 1];
-        let at = next.find("dynamic_shared_mem[").unwrap() + "dynamic_shared_mem[".len();
-        let offset: usize = next[at..].split(']').next().unwrap().parse().unwrap();
-        assert_eq!(offset % 32, 0, "{next}");
-        end = end.max(offset + bytes);
-    }
-    end
 }
