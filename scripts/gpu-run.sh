@@ -4,13 +4,18 @@
 # compute-sanitizer (memcheck, racecheck) over the CUDA suite, the PyTorch peers and the
 # benchmarks of every GPU backend, all in one command. Logs go to $OUT.
 #
-#   bash scripts/gpu-run.sh [tests|sanitize|bench|bench-cubecl|variants]...
+#   bash scripts/gpu-run.sh [tests|sanitize|bench|bench-cubecl|variants|bundle]...
 #   (default: tests sanitize bench bench-cubecl)
+#
+# `bundle` (last) packs every log under $OUT into one `run.tar.gz` (the device tool brings
+# back only a few files per call, and none whose name holds `=`).
 #
 # Environment: TEST_BINS (a glob, default .gpu/bin/test-*), SUITE_CASES, OTHER_CASES and
 # TEST_TIMEOUT (tests), SANITIZE_CASES (proptest
 # cases under the sanitizers, default 6), BENCH_SHAPES (shape flags of the benchmark),
-# CUBECL_SHAPES and CUBECL_TIMEOUT (the same for the cubecl benchmarks).
+# CUBECL_SHAPES and CUBECL_TIMEOUT (the same for the cubecl benchmarks), TEST_THREADS (default
+# 4), VARIANTS (the overrides the `variants` step tries, `NAME=value` words) and
+# VARIANT_FILTER (the suite properties it runs under each).
 # With `.gl/` present (the Vulkan loader debs, see GPU.md) the wgpu runtime runs over
 # NVIDIA's Vulkan driver.
 set -uo pipefail
@@ -42,7 +47,7 @@ for step in $steps; do
             cases=${OTHER_CASES:-64}
             [ "$n" = test-suite ] && cases=${SUITE_CASES:-256}
             echo "== $n ($cases cases)"
-            MOEKIT_NO_SKIP=1 MOEKIT_PROPTEST_CASES=$cases timeout "${TEST_TIMEOUT:-300}" "$t" --test-threads=4 \
+            MOEKIT_NO_SKIP=1 MOEKIT_PROPTEST_CASES=$cases timeout "${TEST_TIMEOUT:-300}" "$t" --test-threads="${TEST_THREADS:-4}" \
                 >"$out/$n.log" 2>&1 || { echo "   FAILED (exit $?)"; rc=1; }
             grep -E "^test result|FAILED|panicked" "$out/$n.log" | head -20
         done
@@ -80,21 +85,28 @@ for step in $steps; do
         done
         ;;
     variants)
-        # The cubecl kernels that are opt-in until a GPU checks them: the suite's GEMM and
-        # attention properties and the matching benchmark lines under each override value, so
-        # one run shows which to make the default.
-        for v in MOEKIT_CUBECL_GEMM=cmma2 MOEKIT_CUBECL_GEMM=cmma3 MOEKIT_CUBECL_ATTN=cmma2; do
-            echo "== $v: suite (gemm, grouped_gemm, attention, moe_layer)"
+        # Opt-in cubecl kernels: the suite's properties named by VARIANT_FILTER and the matching
+        # benchmark lines under each override of VARIANTS, so one run shows which to make the
+        # default. Files are named after the override with `=` as `-`.
+        for v in ${VARIANTS:-MOEKIT_CUBECL_GEMM=cmma4 MOEKIT_CUBECL_ATTN=mma MOEKIT_CUBECL_ROUTE_GATE=cmma}; do
+            tag=${v//=/-}
+            echo "== $v: suite (${VARIANT_FILTER:=gemm attention moe_layer})"
+            # shellcheck disable=SC2086
             env "$v" MOEKIT_NO_SKIP=1 MOEKIT_PROPTEST_CASES=${OTHER_CASES:-64} timeout "${TEST_TIMEOUT:-300}" \
-                .gpu/bin/test-suite_cuda --test-threads=4 gemm attention moe_layer >"$out/variant-$v.log" 2>&1 \
+                .gpu/bin/test-suite_cuda --test-threads="${TEST_THREADS:-4}" $VARIANT_FILTER >"$out/variant-$tag.log" 2>&1 \
                 || { echo "   FAILED (exit $?)"; rc=1; }
-            grep -E "^test result|FAILED|panicked" "$out/variant-$v.log" | head -10
+            grep -E "^test result|FAILED|panicked" "$out/variant-$tag.log" | head -10
             echo "== $v: bench"
             # shellcheck disable=SC2086
             env "$v" timeout "${CUBECL_TIMEOUT:-300}" .gpu/bin/bin-moekit-bench --backend cubecl-cuda --dtype bf16 \
-                ${CUBECL_SHAPES:-$shapes} --op grouped_gemm_up --op grouped_gemm_down --op gemm --op attention $attn \
-                --iters 10 --json "$out/bench-variant-$v.json" 2>&1 | tee "$out/bench-variant-$v.txt" || rc=1
+                ${CUBECL_SHAPES:-$shapes} --op grouped_gemm_up --op grouped_gemm_down --op gemm --op attention \
+                --op route --op moe_layer $attn --iters 10 --json "$out/bench-variant-$tag.json" 2>&1 \
+                | tee "$out/bench-variant-$tag.txt" || rc=1
         done
+        ;;
+    bundle)
+        (cd "$out" && tar czf run.tar.gz --exclude run.tar.gz ./* && find . -type f ! -name run.tar.gz -delete)
+        ls -la "$out"
         ;;
     *) echo "unknown step $step" ;;
     esac

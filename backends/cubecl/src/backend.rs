@@ -21,6 +21,9 @@ pub struct CubeBackend<R: CubeRuntime> {
     /// Content errors kernels record, reported at the next sync or download.
     #[cfg(any(feature = "cubecl-wgpu", feature = "cubecl-cuda"))]
     pub(crate) flag: crate::flag::ErrorFlag,
+    /// Grow-only intermediates of the fused MoE layer.
+    #[cfg(any(feature = "cubecl-wgpu", feature = "cubecl-cuda"))]
+    pub(crate) moe_scratch: crate::ops::MoeScratch,
 }
 
 impl<R: CubeRuntime> fmt::Debug for CubeBackend<R> {

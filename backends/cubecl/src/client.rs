@@ -31,7 +31,7 @@ impl<R: Runtime> CubeBackend<R> {
             _ => F32,
         };
         let flag = crate::flag::ErrorFlag::new(&client);
-        CubeBackend { client, name, float_dtypes, flag }
+        CubeBackend { client, name, float_dtypes, flag, moe_scratch: crate::ops::MoeScratch::default() }
     }
 
     /// The cubecl client.

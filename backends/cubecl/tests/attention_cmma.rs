@@ -1,8 +1,8 @@
 //! Attention on cubecl's CUDA runtime at shapes the property suite never reaches (several
 //! sequences of 200-700 tokens, GQA 4:1, head dims 64 and 128, f16 and bf16), where the
 //! backend takes the cmma kernel, against the reference. Without the `cubecl-cuda` feature or
-//! a GPU every test prints `SKIPPED` with the reason. `MOEKIT_CUBECL_ATTN=cmma2` runs the same
-//! cases on the second cmma kernel, `portable` on the portable kernel.
+//! a GPU every test prints `SKIPPED` with the reason. `MOEKIT_CUBECL_ATTN=mma` runs the same
+//! cases on the manual-MMA kernel (`ldmatrix` + `mma.sync`), `portable` on the portable kernel.
 
 use moekit_cubecl::{CubeBackend, CudaRuntime};
 use moekit_ops::{AttentionMask, AttentionProblem, DType, Window};

@@ -13,7 +13,7 @@ use cubecl::ir::ElemType;
 use cubecl::prelude::*;
 
 pub(crate) mod cmma;
-pub(crate) mod cmma1;
+pub(crate) mod mma;
 
 /// Entries per query block in the block table: `[q0, nq, k0, lq, lk, key_lo, key_hi, i0]`
 /// (global first query row, rows in the block, global first key row of the sequence, the

@@ -15,13 +15,12 @@
 //! (one `sync_cube` per step). Rows are padded by [`PAD`] elements so fragment loads meet no
 //! bank conflicts, and every fragment start is 32-byte aligned as `wmma` requires.
 //!
-//! `[E, K, N]` weights can be staged transposed (`tb`, opt-in `MOEKIT_CUBECL_GEMM=cmma2` until
-//! a GPU has checked it): each unit loads `V` weight
-//! rows of one column group and stores them as `V` vectors along K, so the tile is `[BN, BK]`
-//! like `[E, N, K]` weights and B fragments are column-major. NOTE: a row-major B fragment
-//! compiles (nvcuda `wmma`, sm_90a) to 32-bit loads plus a `MOVM.16.MT88` transpose per
-//! register, 32 per plane per K step, the suspected cause of the 48 TFLOP/s of the first
-//! version (`tb = false`, still the default); column-major fragments need none.
+//! NOTE: this is the fallback tensor-core kernel (`MOEKIT_CUBECL_GEMM=cmma`, and runtimes
+//! without manual MMA or planes of 32, such as Vulkan): a row-major B fragment compiles
+//! (nvcuda `wmma`, sm_90a) to 32-bit loads plus a `MOVM.16.MT88` transpose per register, and
+//! the H200 measured 49 TFLOP/s. Staging `[E, K, N]` weights transposed instead measured
+//! 37 TFLOP/s and was removed; the default is the manual-MMA kernel of
+//! [`super::grouped_gemm_mma`] (121 TFLOP/s).
 //!
 //! Grouping as in the tiled kernel: contiguous, the cube visits every expert whose row segment
 //! meets its rows (a binary search over the device offsets, no host sync), loading only that
@@ -62,8 +61,8 @@ pub(super) const LDB_KN: usize = BN + PAD;
 pub(super) const LDB_NK: usize = BK + PAD;
 
 /// Shared memory of one launch in bytes for an element of `elem_bytes`, the weight tile staged
-/// column-major (`[BN, BK]`, as `[E, N, K]` weights and transposed `[E, K, N]` ones) or not (the
-/// caller checks it against the runtime's limit).
+/// column-major (`[BN, BK]`, as `[E, N, K]` weights) or not (the caller checks it against the
+/// runtime's limit).
 pub(crate) fn shared_bytes(elem_bytes: usize, col_major_b: bool) -> usize {
     let b = if col_major_b { BN * LDB_NK } else { BK * LDB_KN };
     2 * (BM * LDA + b) * elem_bytes + PLANES * 2 * FRAG * FRAG * 4
@@ -97,14 +96,11 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
     #[comptime] swiglu: bool,
     #[comptime] scale: bool,
     #[comptime] gather: bool,
-    #[comptime] tb: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let vec = V::value();
-    // The weight tile is staged column-major (`[BN, BK]`): `[E, N, K]` weights as they are,
-    // `[E, K, N]` ones transposed when `tb`.
-    let bt = comptime!(nk || tb);
-    let tb = comptime!(tb && !nk);
+    // The weight tile is staged column-major (`[BN, BK]`) for `[E, N, K]` weights.
+    let bt = comptime!(nk);
     let units = comptime!(plane_dim * PLANES);
     let unit = UNIT_POS as usize;
     let plane = UNIT_POS_Y as usize;
@@ -129,14 +125,9 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
     let a_total = comptime!(BM * BK / vec);
     let b_total = comptime!(BK * BN / vec);
     let per_a = comptime!(a_total.div_ceil(units));
-    let per_b = comptime!(b_total.div_ceil(units));
-    // Transposed staging works on items of `vec × vec` elements (`vec` weight rows of one
-    // column group), `per_t` per unit.
-    let t_total = comptime!((BK / vec) * (BN / vec));
-    let per_t = comptime!(t_total.div_ceil(units));
-    let nb = comptime!(if tb { per_t } else { per_b });
+    let nb = comptime!(b_total.div_ceil(units));
     let mut ra = Array::<Vector<F, V>>::new(per_a);
-    let mut rb = Array::<Vector<F, V>>::new(comptime!(if tb { per_t * vec } else { per_b }));
+    let mut rb = Array::<Vector<F, V>>::new(nb);
 
     // Staged vector `v = unit + i·units` of a step: x row `a_row(v)`, K offset `a_k(v)`; weight
     // K offset (NK) or tile row (KN) `b_k(v)` and tile column `b_col(v)` (recomputed where
@@ -147,14 +138,9 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
     #[unroll]
     for i in 0..nb {
         let v = unit + i * units;
-        let mut kk = b_k(v, nk, vec);
-        let mut c = b_col(v, nk, vec);
-        let mut in_tile = v < b_total;
-        if tb {
-            kk = t_k(v, vec);
-            c = t_col(v, vec);
-            in_tile = v < t_total;
-        }
+        let kk = b_k(v, nk, vec);
+        let c = b_col(v, nk, vec);
+        let in_tile = v < b_total;
         // Tile column `c` → output column `oc` and weight column `wc`.
         let mut oc = n0 + c;
         let mut wc = oc;
@@ -280,7 +266,7 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
                 let k = a_k(unit + i * units, vec);
                 ra[i] = if a_ok[i] == 1 && k < k_u { x[(a_src[i] + k) / vec] } else { zero };
             }
-            load_b(w, &mut rb, &b_off, &b_ok, w_base, 0, k_u, n_u, unit, units, nb, nk, tb, vec);
+            load_b(w, &mut rb, &b_off, &b_ok, w_base, 0, k_u, n_u, unit, units, nb, nk, vec);
             #[unroll]
             for i in 0..per_a {
                 let v = unit + i * units;
@@ -288,7 +274,7 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
                     sa[a_slot(v, vec)] = ra[i];
                 }
             }
-            store_b(&mut sb, &rb, 0, unit, units, nb, nk, tb, vec);
+            store_b(&mut sb, &rb, 0, unit, units, nb, nk, vec);
             sync_cube();
 
             for step in 0..steps {
@@ -301,7 +287,7 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
                         let k = k0n + a_k(unit + i * units, vec);
                         ra[i] = if a_ok[i] == 1 && k < k_u { x[(a_src[i] + k) / vec] } else { zero };
                     }
-                    load_b(w, &mut rb, &b_off, &b_ok, w_base, k0n, k_u, n_u, unit, units, nb, nk, tb, vec);
+                    load_b(w, &mut rb, &b_off, &b_ok, w_base, k0n, k_u, n_u, unit, units, nb, nk, vec);
                 }
 
                 let sa0 = cur * a_stage + a_frag0;
@@ -339,7 +325,7 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
                             sa[st * a_stage + a_slot(v, vec)] = ra[i];
                         }
                     }
-                    store_b(&mut sb, &rb, st * b_stage, unit, units, nb, nk, tb, vec);
+                    store_b(&mut sb, &rb, st * b_stage, unit, units, nb, nk, vec);
                 }
                 sync_cube();
             }
@@ -427,20 +413,8 @@ pub(super) fn b_slot(v: usize, #[comptime] nk: bool, #[comptime] vec: usize) -> 
     }
 }
 
-/// K offset inside the step of transposed-staging item `v`: its `vec` weight rows start there.
-#[cube]
-fn t_k(v: usize, #[comptime] vec: usize) -> usize {
-    v % comptime!(BK / vec) * vec
-}
-
-/// Tile column of transposed-staging item `v`: its `vec` columns start there.
-#[cube]
-fn t_col(v: usize, #[comptime] vec: usize) -> usize {
-    v / comptime!(BK / vec) * vec
-}
-
-/// This unit's weight vectors of the K step at `k0` into `rb`: one vector per staged slot, or
-/// (`tb`) the `vec` rows of each transposed-staging item (zero past K or N).
+/// This unit's weight vectors of the K step at `k0` into `rb`, one per staged slot (zero past
+/// K or N).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn load_b<F: Float, V: Size>(
@@ -456,30 +430,16 @@ pub(super) fn load_b<F: Float, V: Size>(
     #[comptime] units: usize,
     #[comptime] nb: usize,
     #[comptime] nk: bool,
-    #[comptime] tb: bool,
     #[comptime] vec: usize,
 ) {
     #[unroll]
     for i in 0..nb {
         let v = unit + i * units;
-        if tb {
-            let kk = t_k(v, vec);
-            #[unroll]
-            for r in 0..vec {
-                rb[i * vec + r] = load_w(w, w_base, b_off[i] + r * n_dim, kk + r, b_ok[i], k0, k_dim, n_dim, nk, vec);
-            }
-        } else {
-            rb[i] = load_w(w, w_base, b_off[i], b_k(v, nk, vec), b_ok[i], k0, k_dim, n_dim, nk, vec);
-        }
+        rb[i] = load_w(w, w_base, b_off[i], b_k(v, nk, vec), b_ok[i], k0, k_dim, n_dim, nk, vec);
     }
 }
 
-/// Stores `rb` (see [`load_b`]) into the stage at `base` of `sb`; `tb` transposes each item:
-/// column `c + j` of its rows becomes one vector along K.
-///
-/// NOTE: consecutive units take consecutive K groups of one column group, so a quarter plane
-/// stores one run of 16-byte vectors (no bank conflicts) while its loads pair up into whole
-/// 32-byte sectors with the next column group's.
+/// Stores `rb` (see [`load_b`]) into the stage at `base` of `sb`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn store_b<F: Float, V: Size>(
@@ -490,27 +450,12 @@ pub(super) fn store_b<F: Float, V: Size>(
     #[comptime] units: usize,
     #[comptime] nb: usize,
     #[comptime] nk: bool,
-    #[comptime] tb: bool,
     #[comptime] vec: usize,
 ) {
     #[unroll]
     for i in 0..nb {
         let v = unit + i * units;
-        if tb {
-            if v < comptime!((BK / vec) * (BN / vec)) {
-                let slot = base + t_col(v, vec) * comptime!(LDB_NK / vec) + t_k(v, vec) / vec;
-                #[unroll]
-                for j in 0..vec {
-                    let mut t = Vector::<F, V>::zeroed();
-                    #[unroll]
-                    for r in 0..vec {
-                        let row = rb[i * vec + r];
-                        t[r] = row[j];
-                    }
-                    sb[slot + j * comptime!(LDB_NK / vec)] = t;
-                }
-            }
-        } else if v < comptime!(BK * BN / vec) {
+        if v < comptime!(BK * BN / vec) {
             sb[base + b_slot(v, nk, vec)] = rb[i];
         }
     }

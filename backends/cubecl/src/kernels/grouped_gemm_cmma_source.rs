@@ -14,11 +14,11 @@ use cubecl::server::ExecutionMode;
 use cubecl::Compiler;
 use std::io::Write;
 
-/// `(mode, nk, swiglu, scale, gather, vector, dtype, transpose_b)` of one generated kernel.
-type Config = (u32, bool, bool, bool, bool, usize, FloatKind, bool);
+/// `(mode, nk, swiglu, scale, gather, vector, dtype)` of one generated kernel.
+type Config = (u32, bool, bool, bool, bool, usize, FloatKind);
 
-/// The generated configurations `(mode, nk, swiglu, scale, gather, vector, dtype)`.
-const CONFIGS: [(u32, bool, bool, bool, bool, usize, FloatKind); 9] = [
+/// The generated configurations.
+const CONFIGS: [Config; 9] = [
     // The benchmark's up GEMM and dense GEMM (bf16, `[E, K, N]` / `[K, N]`).
     (MODE_CONTIGUOUS, false, true, false, false, 8, FloatKind::BF16),
     (MODE_DENSE, false, false, false, false, 8, FloatKind::BF16),
@@ -31,66 +31,74 @@ const CONFIGS: [(u32, bool, bool, bool, bool, usize, FloatKind); 9] = [
     (MODE_CONTIGUOUS, true, true, false, true, 4, FloatKind::BF16),
 ];
 
-fn cuda_source(client: &ComputeClient<WgpuRuntime>, c: Config) -> String {
-    let (mode, nk, swiglu, scale, gather, vector, kind, tb) = c;
-    let settings = KernelSettings::default().cube_dim(CubeDim::new_2d(32, PLANES as u32));
-    let arr = || ArrayCompilationArg { inplace: None };
-    let kernel = grouped_gemm_cmma_kernel::GroupedGemmCmmaKernel::<WgpuRuntime>::new(
-        settings,
-        client.clone(),
-        arr(),
-        arr(),
-        arr(),
-        arr(),
-        arr(),
-        arr(),
-        arr(),
-        (),
-        (),
-        (),
-        (),
-        (),
-        vector,
-        32,
-        mode,
-        nk,
-        swiglu,
-        scale,
-        gather,
-        tb,
-        ElemType::Float(kind),
-    );
-    let mut compiler = cubecl::cuda::CudaCompiler::default();
-    let address = StorageType::Scalar(ElemType::UInt(UIntKind::U32));
-    compiler
-        .compile(kernel.define(), &Default::default(), ExecutionMode::Unchecked, address)
-        .expect("the kernel compiles to CUDA C++")
-        .to_string()
+/// The CUDA C++ of kernel `$kernel` (a generated kernel type) for config `$c`.
+macro_rules! source {
+    ($kernel:ty, $client:expr, $c:expr) => {{
+        let (mode, nk, swiglu, scale, gather, vector, kind) = $c;
+        let settings = KernelSettings::default().cube_dim(CubeDim::new_2d(32, PLANES as u32));
+        let arr = || ArrayCompilationArg { inplace: None };
+        let kernel = <$kernel>::new(
+            settings,
+            $client.clone(),
+            arr(),
+            arr(),
+            arr(),
+            arr(),
+            arr(),
+            arr(),
+            arr(),
+            (),
+            (),
+            (),
+            (),
+            (),
+            vector,
+            32,
+            mode,
+            nk,
+            swiglu,
+            scale,
+            gather,
+            ElemType::Float(kind),
+        );
+        let mut compiler = cubecl::cuda::CudaCompiler::default();
+        let address = StorageType::Scalar(ElemType::UInt(UIntKind::U32));
+        compiler
+            .compile(kernel.define(), &Default::default(), ExecutionMode::Unchecked, address)
+            .expect("the kernel compiles to CUDA C++")
+            .to_string()
+    }};
+}
+
+/// A wgpu client to build kernel values with, or `None` (the test says it skipped).
+fn client(test: &str) -> Option<ComputeClient<WgpuRuntime>> {
+    match CubeBackend::<WgpuRuntime>::wgpu() {
+        Ok(b) => Some(b.client),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {e}");
+            None
+        }
+    }
+}
+
+/// Writes `src` to `$MOEKIT_CUBECL_SRC_OUT/<prefix>_<config>.cu` when that is set.
+fn dump(prefix: &str, c: Config, src: &str) {
+    if let Ok(dir) = std::env::var("MOEKIT_CUBECL_SRC_OUT") {
+        let (m, nk, sw, sc, ga, v, k) = c;
+        std::fs::write(format!("{dir}/{prefix}_{m}_{nk}_{sw}_{sc}_{ga}_{v}_{k:?}.cu"), src).unwrap();
+    }
 }
 
 #[test]
 fn every_configuration_generates_cuda_with_matrix_instructions() {
-    let b = match CubeBackend::<WgpuRuntime>::wgpu() {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "SKIPPED every_configuration_generates_cuda: {e}");
-            return;
-        }
-    };
-    let out = std::env::var("MOEKIT_CUBECL_SRC_OUT").ok();
-    // Every configuration with (`cmma2`) and without (the default) transposed weight staging.
-    let all =
-        CONFIGS.into_iter().flat_map(|(m, nk, sw, sc, ga, v, k)| [false, true].map(|tb| (m, nk, sw, sc, ga, v, k, tb)));
-    for c in all {
-        let src = cuda_source(&b.client, c);
-        if let Some(dir) = &out {
-            let name = format!("{dir}/ggc_{}_{}_{}_{}_{}_{}_{:?}_tb{}.cu", c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7);
-            std::fs::write(name, &src).unwrap();
-        }
+    let Some(client) = client("every_configuration_generates_cuda") else { return };
+    for c in CONFIGS {
+        let src = source!(grouped_gemm_cmma_kernel::GroupedGemmCmmaKernel<WgpuRuntime>, client, c);
+        dump("ggc", c, &src);
         assert_eq!(src.matches("wmma::mma_sync").count(), 8 * BK / FRAG, "{c:?}");
         assert_eq!(src.matches("wmma::store_matrix_sync").count(), 8, "{c:?}");
         // The shared arrays end where `shared_bytes` says, every one 32-byte aligned.
-        assert_eq!(shared_end(&src), shared_bytes(2, c.1 || c.7), "{c:?}");
+        assert_eq!(shared_end(&src), shared_bytes(2, c.1), "{c:?}");
         assert!(src.contains(&format!("_v_{} (", c.5)) || c.5 == 1, "{c:?}");
     }
 }
@@ -113,70 +121,46 @@ pub(crate) fn shared_end(src: &str) -> usize {
     end
 }
 
-/// The manual-MMA kernel (`cmma3`, [`crate::kernels::grouped_gemm_mma`]) for `c` (its
-/// `transpose_b` ignored).
-fn mma_source(client: &ComputeClient<WgpuRuntime>, c: Config) -> String {
-    use crate::kernels::grouped_gemm_mma::grouped_gemm_mma_kernel::GroupedGemmMmaKernel;
-    let (mode, nk, swiglu, scale, gather, vector, kind, _) = c;
-    let settings = KernelSettings::default().cube_dim(CubeDim::new_2d(32, PLANES as u32));
-    let arr = || ArrayCompilationArg { inplace: None };
-    let kernel = GroupedGemmMmaKernel::<WgpuRuntime>::new(
-        settings,
-        client.clone(),
-        arr(),
-        arr(),
-        arr(),
-        arr(),
-        arr(),
-        arr(),
-        arr(),
-        (),
-        (),
-        (),
-        (),
-        (),
-        vector,
-        32,
-        mode,
-        nk,
-        swiglu,
-        scale,
-        gather,
-        ElemType::Float(kind),
-    );
-    let mut compiler = cubecl::cuda::CudaCompiler::default();
-    let address = StorageType::Scalar(ElemType::UInt(UIntKind::U32));
-    compiler
-        .compile(kernel.define(), &Default::default(), ExecutionMode::Unchecked, address)
-        .expect("the kernel compiles to CUDA C++")
-        .to_string()
+/// Checks the K loop (steps of `bk`) of a manual-MMA kernel: per K sub-step 4 A fragments and
+/// 2 B tile pairs by `ldmatrix.x4`, 16 m16n8k16 MMAs, no `wmma`; B is transposed by
+/// `ldmatrix` exactly for row-major `[E, K, N]` weights.
+fn check_mma(src: &str, c: Config, bk: usize) {
+    let nk = c.1;
+    assert!(!src.contains("wmma::"), "{c:?}");
+    let trans = src.matches("_4x_trans(").count() - usize::from(src.contains("_4x_trans(uint32"));
+    let plain = src.matches("_4x(").count() - usize::from(src.contains("_4x(uint32"));
+    let (b_trans, b_plain) = if nk { (0, 2) } else { (2, 0) };
+    assert_eq!((trans, plain), (b_trans * bk / FRAG, (4 + b_plain) * bk / FRAG), "{c:?}");
+    let mma = src.matches("__mma_m16n8k16_").count() - 1;
+    assert_eq!(mma, 16 * bk / FRAG, "{c:?}");
 }
 
 #[test]
 fn the_manual_mma_kernel_generates_ldmatrix_and_mma_sync() {
-    let b = match CubeBackend::<WgpuRuntime>::wgpu() {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "SKIPPED the_manual_mma_kernel_generates: {e}");
-            return;
-        }
-    };
-    let out = std::env::var("MOEKIT_CUBECL_SRC_OUT").ok();
+    use crate::kernels::grouped_gemm_mma::grouped_gemm_mma_kernel::GroupedGemmMmaKernel;
+    let Some(client) = client("the_manual_mma_kernel_generates") else { return };
     for c in CONFIGS {
-        let (m, nk, sw, sc, ga, v, k) = c;
-        let src = mma_source(&b.client, (m, nk, sw, sc, ga, v, k, false));
-        if let Some(dir) = &out {
-            std::fs::write(format!("{dir}/ggm_{m}_{nk}_{sw}_{sc}_{ga}_{v}_{k:?}.cu"), &src).unwrap();
-        }
-        // Per K sub-step: 4 A fragments and 2 B tile pairs by `ldmatrix.x4`, 16 m16n8k16 MMAs,
-        // no `wmma`; B is transposed by `ldmatrix` exactly for row-major `[E, K, N]` weights.
-        assert!(!src.contains("wmma::"), "{c:?}");
-        let trans = src.matches("_4x_trans(").count() - usize::from(src.contains("_4x_trans(uint32"));
-        let plain = src.matches("_4x(").count() - usize::from(src.contains("_4x(uint32"));
-        let (b_trans, b_plain) = if nk { (0, 2) } else { (2, 0) };
-        assert_eq!((trans, plain), (b_trans * BK / FRAG, (4 + b_plain) * BK / FRAG), "{c:?}");
-        let mma = src.matches("__mma_m16n8k16_").count() - 1;
-        assert_eq!(mma, 16 * BK / FRAG, "{c:?}");
-        assert_eq!(shared_end(&src), shared_bytes(2, nk), "{c:?}");
+        let src = source!(GroupedGemmMmaKernel<WgpuRuntime>, client, c);
+        dump("ggm", c, &src);
+        check_mma(&src, c, BK);
+        assert_eq!(shared_end(&src), shared_bytes(2, c.1), "{c:?}");
+    }
+}
+
+#[test]
+fn the_fourth_kernel_stages_words_and_writes_from_registers() {
+    use crate::kernels::grouped_gemm_mma4::{self as mma4, grouped_gemm_mma4_kernel::GroupedGemmMma4Kernel, BK as BK4};
+    let Some(client) = client("the_fourth_kernel_generates") else { return };
+    // `cmma4` takes only 16-byte staged vectors (see `select_path`).
+    for c in CONFIGS.into_iter().filter(|c| c.5 == 8) {
+        let src = source!(GroupedGemmMma4Kernel<WgpuRuntime>, client, c);
+        dump("ggm4", c, &src);
+        check_mma(&src, c, BK4);
+        // Two stages of x and weights, no epilogue scratch.
+        assert_eq!(shared_end(&src), mma4::shared_bytes(2, c.1), "{c:?}");
+        assert!(mma4::shared_bytes(2, c.1) <= 136 * 1024, "{c:?}");
+        // The staged vectors go through 32-bit words: reinterpreted after each load and back at
+        // each store.
+        assert!(src.contains("reinterpret_cast<uint32_4 const&>"), "{c:?}");
     }
 }

@@ -11,5 +11,6 @@ pub mod glue;
 pub(crate) mod grouped_gemm;
 pub(crate) mod grouped_gemm_cmma;
 pub(crate) mod grouped_gemm_mma;
+pub(crate) mod grouped_gemm_mma4;
 pub mod permute;
 pub mod route;

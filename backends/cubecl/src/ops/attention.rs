@@ -1,16 +1,15 @@
 //! [`AttentionOps`] on cubecl: the host builds the table of query blocks (sequence lengths
 //! are host data) and uploads it with the FlashMask ranges; one launch over `(blocks, Hq)`
-//! cubes of the kernel [`select`] picks: the first cmma kernel
-//! ([`crate::kernels::attention::cmma1`], checked on the H200), the second
-//! ([`crate::kernels::attention::cmma`], vectorised and prefetched; opt-in with
-//! `MOEKIT_CUBECL_ATTN=cmma2` until a GPU has checked it) or the portable one
+//! cubes of the kernel [`select`] picks: the cmma kernel ([`crate::kernels::attention::cmma`],
+//! the default where it fits), the manual-MMA one ([`crate::kernels::attention::mma`], opt-in
+//! with `MOEKIT_CUBECL_ATTN=mma` until a GPU has checked it) or the portable one
 //! ([`crate::kernels::attention`]).
 
 mod select;
 
 use super::gemm::{cubes, float_elem, scalar};
 use crate::kernels::attention::cmma::{attention_cmma_kernel, BQ as CMMA_BQ, PLANE, PLANES, VEC};
-use crate::kernels::attention::cmma1::attention_cmma1_kernel;
+use crate::kernels::attention::mma::attention_mma_kernel;
 use crate::kernels::attention::{attention_kernel, blocks, BLOCK_ENTRIES};
 use crate::CubeBackend;
 use cubecl::ir::features::{MmaConfig, Plane};
@@ -57,9 +56,12 @@ fn caps<R: Runtime>(client: &ComputeClient<R>, elem: ElemType) -> AttnCaps {
         n: 16,
         k: 16,
     });
+    let mma =
+        props.features.matmul.mma.contains(&MmaConfig { a_type: ty, b_type: ty, cd_type: f32_ty, m: 16, n: 8, k: 16 });
     let plane = &props.features.plane;
     AttnCaps {
         cmma,
+        mma,
         plane_ops: plane.contains(Plane::Ops) && plane.contains(Plane::Sync),
         plane_size: (props.hardware.plane_size_min, props.hardware.plane_size_max),
         shared_bytes: props.hardware.max_shared_memory_size,
@@ -85,7 +87,7 @@ impl<R: Runtime> AttentionOps for CubeBackend<R> {
         let forced = std::env::var(ATTN_ENV).ok();
         let path = select(p.dtype, d, caps(&self.client, elem), forced.as_deref());
         let (bq, bk) = match path {
-            AttnPath::Cmma | AttnPath::Cmma1 => (CMMA_BQ, 0),
+            AttnPath::Cmma | AttnPath::Mma => (CMMA_BQ, 0),
             AttnPath::Portable => blocks(d),
         };
         let table = block_table(p, bq)?;
@@ -103,11 +105,11 @@ impl<R: Runtime> AttentionOps for CubeBackend<R> {
         let count = CubeCount::Static(cubes(OP, n_blocks)?, cubes(OP, p.heads_q)?, 1);
         // SAFETY: every handle holds at least the given number of elements of the kernel's
         // type (`check_io` checked the buffers; the table and ranges are built here). The
-        // portable kernel runs with bounds checks; the cmma kernel runs unchecked and keeps
+        // portable kernel runs with bounds checks; the cmma and mma kernels run unchecked and keep
         // every access inside them by construction (reads guarded by the block's row and key
         // counts, FlashMask reads behind `j < key_hi`, shared indices inside the tiles). The
-        // cmma kernel reads q/k/v as vectors of `VEC`: the selection guarantees `VEC | D`, so
-        // the buffers hold a whole number of them and every row starts on one.
+        // cmma and mma kernels read q/k/v as vectors of `VEC`: the selection guarantees
+        // `VEC | D`, so the buffers hold a whole number of them and every row starts on one.
         unsafe {
             let (q, k, v) = (
                 ArrayArg::from_raw_parts(io.q.handle.clone(), io.q.numel().max(1)),
@@ -151,13 +153,14 @@ impl<R: Runtime> AttentionOps for CubeBackend<R> {
                     capped,
                     elem,
                 ),
-                AttnPath::Cmma1 => attention_cmma1_kernel::launch_unchecked::<R>(
+                AttnPath::Mma => attention_mma_kernel::launch_unchecked::<R>(
                     &self.client,
                     count,
                     CubeDim::new_2d(PLANE as u32, PLANES as u32),
-                    q,
-                    k,
-                    v,
+                    VEC,
+                    ArrayArg::from_raw_parts(io.q.handle.clone(), (io.q.numel() / VEC).max(1)),
+                    ArrayArg::from_raw_parts(io.k.handle.clone(), (io.k.numel() / VEC).max(1)),
+                    ArrayArg::from_raw_parts(io.v.handle.clone(), (io.v.numel() / VEC).max(1)),
                     table_a,
                     ranges_a,
                     o,

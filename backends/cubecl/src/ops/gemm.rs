@@ -1,12 +1,14 @@
 //! Dense GEMM on cubecl (`GlueOps::gemm` calls [`gemm`]): the grouped GEMM with one expert
-//! owning every row, and the launch both share: [`launch`] picks the tensor-core kernel
-//! ([`crate::kernels::grouped_gemm_cmma`]) or the portable tiled one
+//! owning every row, and the launch both share: [`launch`] picks a tensor-core kernel (by
+//! default the manual-MMA one, [`crate::kernels::grouped_gemm_mma`]; else
+//! [`crate::kernels::grouped_gemm_cmma`]) or the portable tiled one
 //! ([`crate::kernels::grouped_gemm`]) through [`select_path`].
 
-use super::gemm_path::{select_path, GemmCaps, GemmPath, GemmShape, GEMM_ENV};
+use super::gemm_path::{select_path, GemmCaps, GemmPath, GemmShape, TensorKernel, GEMM_ENV};
 use crate::kernels::grouped_gemm::{grouped_gemm_kernel, MODE_DENSE, MODE_MASKED, TILE};
 use crate::kernels::grouped_gemm_cmma::{grouped_gemm_cmma_kernel, BM, BN, PLANES};
 use crate::kernels::grouped_gemm_mma::grouped_gemm_mma_kernel;
+use crate::kernels::grouped_gemm_mma4::grouped_gemm_mma4_kernel;
 use crate::{CubeBackend, CubeBuffer};
 use cubecl::features::MmaConfig;
 use cubecl::ir::{ElemType, FloatKind};
@@ -76,7 +78,7 @@ fn arg<R: Runtime>(b: &CubeBackend<R>, buf: Option<&CubeBuffer>) -> (Handle, usi
 }
 
 /// Launches the grouped GEMM with the kernel [`select_path`] picks for this runtime and shape
-/// (environment override `MOEKIT_CUBECL_GEMM=tiled`).
+/// (environment override `MOEKIT_CUBECL_GEMM`, values in [`super::gemm_path`]).
 ///
 /// # Errors
 /// [`Error::Unsupported`] for a dtype the runtime lacks or sizes past `u32`.
@@ -91,7 +93,7 @@ pub(crate) fn launch<R: Runtime>(b: &CubeBackend<R>, l: TiledLaunch<'_>) -> Resu
     };
     match path(b, &shape) {
         GemmPath::Tiled => launch_tiled(b, l),
-        GemmPath::Cmma { vector, plane, transpose_b, mma } => launch_cmma(b, l, vector, plane, transpose_b, mma),
+        GemmPath::Cmma { vector, plane, kernel } => launch_cmma(b, l, vector, plane, kernel),
     }
 }
 
@@ -135,9 +137,8 @@ fn caps<R: Runtime>(b: &CubeBackend<R>, dtype: DType) -> GemmCaps {
     }
 }
 
-/// Launches the tensor-core kernel over `(max(1, ceil(rows/BM)), ceil(N_out/(BN or BN/2)), E
-/// or 1)` cubes of `(plane, PLANES)` units, staging vectors of `vector` elements (`[E, K, N]`
-/// weights transposed with `transpose_b`; the manual-MMA kernel with `mma`).
+/// Launches the tensor-core kernel `kernel` over `(max(1, ceil(rows/BM)), ceil(N_out/(BN or
+/// BN/2)), E or 1)` cubes of `(plane, PLANES)` units, staging vectors of `vector` elements.
 ///
 /// # Errors
 /// [`Error::Unsupported`] for sizes past `u32`.
@@ -146,8 +147,7 @@ fn launch_cmma<R: Runtime>(
     l: TiledLaunch<'_>,
     vector: usize,
     plane: u32,
-    transpose_b: bool,
-    mma: bool,
+    kernel: TensorKernel,
 ) -> Result<()> {
     let elem = float_elem(l.op, l.dtype)?;
     let block_cols = if l.swiglu { BN / 2 } else { BN };
@@ -160,71 +160,47 @@ fn launch_cmma<R: Runtime>(
     let (x, w, y) =
         ((l.x.handle.clone(), l.x.numel()), (l.w.handle.clone(), l.w.numel()), (l.y.handle.clone(), l.y.numel()));
     let (group, rtt, scale) = (arg(b, l.group), arg(b, l.row_to_token), arg(b, l.row_scale));
-    if mma {
-        // SAFETY: every handle is a live allocation of at least the given number of elements
-        // (checked by `check_io`; `x` and `w` hold a whole number of `vector`s because `vector`
-        // divides their row length, see `select_path`). The kernel runs unchecked: it keeps every
-        // access inside those lengths whatever the index data says (see its module doc).
-        unsafe {
-            grouped_gemm_mma_kernel::launch_unchecked::<R>(
-                &b.client,
-                CubeCount::Static(row_cubes, col_cubes, expert_cubes),
-                CubeDim::new_2d(plane, PLANES as u32),
-                vector,
-                ArrayArg::from_raw_parts(x.0, (x.1 / vector).max(1)),
-                ArrayArg::from_raw_parts(w.0, (w.1 / vector).max(1)),
-                ArrayArg::from_raw_parts(group.0, group.1),
-                ArrayArg::from_raw_parts(rtt.0, rtt.1),
-                ArrayArg::from_raw_parts(scale.0, scale.1),
-                ArrayArg::from_raw_parts(y.0, y.1.max(1)),
-                b.flag_arg(),
-                scalar(l.op, l.experts)?,
-                scalar(l.op, l.rows)?,
-                scalar(l.op, l.tokens)?,
-                scalar(l.op, l.k_dim)?,
-                scalar(l.op, l.n_dim)?,
-                plane as usize,
-                l.mode,
-                l.nk,
-                l.swiglu,
-                l.row_scale.is_some(),
-                l.row_to_token.is_some(),
-                elem,
-            );
-        }
-        return Ok(());
+    // NOTE: the three kernels take the same arguments; a macro keeps one list.
+    macro_rules! go {
+        ($kernel:ident) => {
+            // SAFETY: every handle is a live allocation of at least the given number of elements
+            // (checked by `check_io`; `x` and `w` hold a whole number of `vector`s because
+            // `vector` divides their row length, see `select_path`). The kernel runs unchecked:
+            // it keeps every access inside those lengths whatever the index data says (see its
+            // module doc).
+            unsafe {
+                $kernel::launch_unchecked::<R>(
+                    &b.client,
+                    CubeCount::Static(row_cubes, col_cubes, expert_cubes),
+                    CubeDim::new_2d(plane, PLANES as u32),
+                    vector,
+                    ArrayArg::from_raw_parts(x.0, (x.1 / vector).max(1)),
+                    ArrayArg::from_raw_parts(w.0, (w.1 / vector).max(1)),
+                    ArrayArg::from_raw_parts(group.0, group.1),
+                    ArrayArg::from_raw_parts(rtt.0, rtt.1),
+                    ArrayArg::from_raw_parts(scale.0, scale.1),
+                    ArrayArg::from_raw_parts(y.0, y.1.max(1)),
+                    b.flag_arg(),
+                    scalar(l.op, l.experts)?,
+                    scalar(l.op, l.rows)?,
+                    scalar(l.op, l.tokens)?,
+                    scalar(l.op, l.k_dim)?,
+                    scalar(l.op, l.n_dim)?,
+                    plane as usize,
+                    l.mode,
+                    l.nk,
+                    l.swiglu,
+                    l.row_scale.is_some(),
+                    l.row_to_token.is_some(),
+                    elem,
+                )
+            }
+        };
     }
-    // SAFETY: every handle is a live allocation of at least the given number of elements
-    // (checked by `check_io`; `x` and `w` hold a whole number of `vector`s because `vector`
-    // divides their row length, see `select_path`). The kernel runs unchecked: it keeps every
-    // access inside those lengths whatever the index data says (see its module doc).
-    unsafe {
-        grouped_gemm_cmma_kernel::launch_unchecked::<R>(
-            &b.client,
-            CubeCount::Static(row_cubes, col_cubes, expert_cubes),
-            CubeDim::new_2d(plane, PLANES as u32),
-            vector,
-            ArrayArg::from_raw_parts(x.0, (x.1 / vector).max(1)),
-            ArrayArg::from_raw_parts(w.0, (w.1 / vector).max(1)),
-            ArrayArg::from_raw_parts(group.0, group.1),
-            ArrayArg::from_raw_parts(rtt.0, rtt.1),
-            ArrayArg::from_raw_parts(scale.0, scale.1),
-            ArrayArg::from_raw_parts(y.0, y.1.max(1)),
-            b.flag_arg(),
-            scalar(l.op, l.experts)?,
-            scalar(l.op, l.rows)?,
-            scalar(l.op, l.tokens)?,
-            scalar(l.op, l.k_dim)?,
-            scalar(l.op, l.n_dim)?,
-            plane as usize,
-            l.mode,
-            l.nk,
-            l.swiglu,
-            l.row_scale.is_some(),
-            l.row_to_token.is_some(),
-            transpose_b,
-            elem,
-        );
+    match kernel {
+        TensorKernel::Wmma => go!(grouped_gemm_cmma_kernel),
+        TensorKernel::Mma => go!(grouped_gemm_mma_kernel),
+        TensorKernel::Mma4 => go!(grouped_gemm_mma4_kernel),
     }
     Ok(())
 }

@@ -1,35 +1,49 @@
 //! Which grouped-GEMM kernel a launch uses: [`select_path`], a pure function of what the
 //! runtime offers ([`GemmCaps`]), the problem's shape ([`GemmShape`]) and the environment
-//! override `MOEKIT_CUBECL_GEMM` (`tiled` forces the portable kernel, `cmma2` the tensor-core
-//! kernel that stages `[E, K, N]` weights transposed, `cmma3` the manual-MMA kernel
-//! (`ldmatrix` + `mma.sync`), both not yet run on a GPU; by default the first tensor-core
-//! kernel, checked on the H200, which stages them row-major).
+//! override `MOEKIT_CUBECL_GEMM`. By default: the manual-MMA kernel (`ldmatrix` + `mma.sync`,
+//! [`TensorKernel::Mma`], 121 TFLOP/s and the whole suite on the H200) where the runtime has
+//! manual m16n8k16 MMA and planes of 32, else the first tensor-core kernel (`wmma`,
+//! [`TensorKernel::Wmma`]), else the portable tiled kernel. Override values: `tiled` (the
+//! portable kernel), `cmma` (the `wmma` kernel), `cmma3` (the default manual-MMA kernel),
+//! `cmma4` (opt-in until a GPU has checked it: the manual-MMA kernel with 32-bit staging, a
+//! column-first cube order and a register epilogue, [`TensorKernel::Mma4`], for 16-byte
+//! staged vectors; other shapes take `cmma3`).
 
 use crate::kernels::grouped_gemm_cmma::{shared_bytes, PLANES};
+use crate::kernels::grouped_gemm_mma4 as mma4;
 use moekit_ops::DType;
+
+/// The tensor-core kernel of a launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TensorKernel {
+    /// `kernels::grouped_gemm_cmma` (nvcuda `wmma` 16×16×16; `cmma`): every runtime with
+    /// matrix instructions.
+    Wmma,
+    /// `kernels::grouped_gemm_mma` (`ldmatrix` + m16n8k16 `mma.sync`; `cmma3`): planes of 32.
+    Mma,
+    /// `kernels::grouped_gemm_mma4` (`cmma4`, opt-in): as [`TensorKernel::Mma`], staged
+    /// vectors of 8 elements (16 bytes) only.
+    Mma4,
+}
 
 /// The kernel of one grouped-GEMM launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum GemmPath {
     /// The portable shared-memory kernel (`kernels::grouped_gemm`): every runtime and dtype.
     Tiled,
-    /// The tensor-core kernel (`kernels::grouped_gemm_cmma`), staging vectors of `vector`
-    /// elements, with cubes of `plane × PLANES` units.
+    /// A tensor-core kernel, staging vectors of `vector` elements, with cubes of
+    /// `plane × PLANES` units.
     Cmma {
         /// Elements per staged vector (8, 4, 2 or 1).
         vector: usize,
         /// The runtime's plane size.
         plane: u32,
-        /// Stage `[E, K, N]` weights transposed (column-major B fragments: no transposing
-        /// fragment loads; opt-in `cmma2`); `false` is the first kernel, the default.
-        transpose_b: bool,
-        /// The manual-MMA kernel (`kernels::grouped_gemm_mma`: `ldmatrix` fragment loads,
-        /// m16n8k16 `mma.sync`; opt-in `cmma3`, never with `transpose_b`).
-        mma: bool,
+        /// Which tensor-core kernel.
+        kernel: TensorKernel,
     },
 }
 
-/// What a runtime offers the tensor-core kernel.
+/// What a runtime offers the tensor-core kernels.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct GemmCaps {
     /// Matrix instructions for (dtype, dtype, f32) at 16×16×16.
@@ -61,40 +75,37 @@ pub(crate) struct GemmShape {
     pub(crate) experts: usize,
 }
 
-/// The environment variable that overrides the choice: `tiled` forces the tiled kernel,
-/// `cmma2` the tensor-core kernel with transposed staged `[E, K, N]` weights, `cmma3` the
-/// manual-MMA kernel.
+/// The environment variable that overrides the choice (values in the module doc).
 pub(crate) const GEMM_ENV: &str = "MOEKIT_CUBECL_GEMM";
 
-/// The kernel for `shape` on a runtime with `caps`: the tensor-core kernel for f16 and bf16
-/// where the runtime has 16×16×16 matrix instructions for the dtype with f32 accumulators, a
-/// fixed plane size, room for the kernel's cube and shared memory, else the tiled kernel;
-/// `force = Some("tiled")` (the value of [`GEMM_ENV`]) always picks the tiled kernel,
-/// `Some("cmma2")` the tensor-core kernel with transposed weight staging and `Some("cmma3")`
-/// the manual-MMA kernel where the runtime has m16n8k16 manual MMA and planes of 32 (else the
-/// default choice).
+/// The kernel for `shape` on a runtime with `caps`, after the override `force` (the value of
+/// [`GEMM_ENV`]): `tiled` always picks the tiled kernel; f32 and runtimes without matrix
+/// instructions for the dtype with f32 accumulators, a fixed plane size and room for the
+/// cube and its shared memory take it too. Otherwise the manual-MMA kernel where the runtime
+/// has m16n8k16 manual MMA and planes of 32 (`cmma4` picks its opt-in variant where the
+/// staged vectors are 16 bytes and its larger shared memory fits, else the default one), the
+/// `wmma` kernel where not or with `cmma`.
 ///
 /// Staged vectors are as wide as 16 bytes allow while dividing the rows they are read from:
 /// K (x, and `[E, N, K]` weights), N and N_out (`[E, K, N]` weights).
 pub(crate) fn select_path(caps: &GemmCaps, shape: &GemmShape, force: Option<&str>) -> GemmPath {
-    if force.is_some_and(|f| f.trim().eq_ignore_ascii_case("tiled")) {
+    let force = force.map(|f| f.trim().to_ascii_lowercase());
+    let force = force.as_deref();
+    if force == Some("tiled") {
         return GemmPath::Tiled;
     }
-    // NOTE: transposed staging stays opt-in until the H200 has checked it (the row-major
-    // staging passed the gemm properties there: benches/results/h200/2026-11-28-run5-*).
-    let transpose_b = force.is_some_and(|f| f.trim().eq_ignore_ascii_case("cmma2"));
-    // NOTE: the manual-MMA kernel addresses `ldmatrix` rows by lane for planes of 32.
-    let mma = force.is_some_and(|f| f.trim().eq_ignore_ascii_case("cmma3")) && caps.mma && caps.plane_size == (32, 32);
     let elem_bytes = match shape.dtype {
         DType::F16 | DType::BF16 => 2,
         _ => return GemmPath::Tiled,
     };
     let (plane_min, plane) = caps.plane_size;
-    let fits = caps.cmma
+    // NOTE: the manual-MMA kernels address `ldmatrix` rows by lane for planes of 32.
+    let mma = caps.mma && caps.plane_size == (32, 32) && force != Some("cmma");
+    let fits = (caps.cmma || mma)
         && plane > 0
         && plane_min == plane
         && u64::from(plane) * PLANES as u64 <= u64::from(caps.max_units)
-        && shared_bytes(elem_bytes, shape.nk || transpose_b) <= caps.max_shared
+        && shared_bytes(elem_bytes, shape.nk) <= caps.max_shared
         && shape.experts <= caps.max_cube_count.2 as usize;
     if !fits {
         return GemmPath::Tiled;
@@ -104,7 +115,15 @@ pub(crate) fn select_path(caps: &GemmCaps, shape: &GemmShape, force: Option<&str
         .into_iter()
         .find(|&v| v <= widest && shape.k_dim % v == 0 && (shape.nk || (shape.n_dim % v == 0 && shape.n_out % v == 0)))
         .unwrap_or(1);
-    GemmPath::Cmma { vector, plane, transpose_b, mma }
+    let kernel = match (mma, force) {
+        (false, _) => TensorKernel::Wmma,
+        // NOTE: the opt-in variant stages each 16-byte vector as four 32-bit words.
+        (true, Some("cmma4")) if vector == 8 && mma4::shared_bytes(elem_bytes, shape.nk) <= caps.max_shared => {
+            TensorKernel::Mma4
+        }
+        (true, _) => TensorKernel::Mma,
+    };
+    GemmPath::Cmma { vector, plane, kernel }
 }
 
 #[cfg(test)]
@@ -126,34 +145,48 @@ mod tests {
         GemmShape { dtype, k_dim, n_dim, n_out, nk, experts: 1 }
     }
 
+    fn cmma(vector: usize, plane: u32, kernel: TensorKernel) -> GemmPath {
+        GemmPath::Cmma { vector, plane, kernel }
+    }
+
     #[test]
-    fn benchmark_shapes_take_the_tensor_cores_with_16_byte_vectors() {
+    fn benchmark_shapes_take_the_manual_mma_kernel_with_16_byte_vectors() {
         let up = shape(DType::BF16, 2048, 1536, 768, false);
         let down = shape(DType::BF16, 768, 2048, 2048, true);
         for s in [up, down] {
-            assert_eq!(
-                select_path(&H200, &s, None),
-                GemmPath::Cmma { vector: 8, plane: 32, transpose_b: false, mma: false }
-            );
+            assert_eq!(select_path(&H200, &s, None), cmma(8, 32, TensorKernel::Mma));
+            assert_eq!(select_path(&H200, &s, Some("cmma3")), cmma(8, 32, TensorKernel::Mma));
+            assert_eq!(select_path(&H200, &s, Some(" CMMA4 ")), cmma(8, 32, TensorKernel::Mma4));
         }
     }
 
     #[test]
     fn ragged_rows_narrow_the_vectors() {
         // N_out = 300 (SwiGLU over N = 600) is a multiple of 4, not of 8.
-        assert_eq!(
-            select_path(&H200, &shape(DType::F16, 1000, 600, 300, false), None),
-            GemmPath::Cmma { vector: 4, plane: 32, transpose_b: false, mma: false }
-        );
+        assert_eq!(select_path(&H200, &shape(DType::F16, 1000, 600, 300, false), None), cmma(4, 32, TensorKernel::Mma));
         // [E, N, K] weights only need K to divide.
-        assert_eq!(
-            select_path(&H200, &shape(DType::F16, 1000, 601, 601, true), None),
-            GemmPath::Cmma { vector: 8, plane: 32, transpose_b: false, mma: false }
-        );
-        assert_eq!(
-            select_path(&H200, &shape(DType::BF16, 999, 64, 64, true), None),
-            GemmPath::Cmma { vector: 1, plane: 32, transpose_b: false, mma: false }
-        );
+        assert_eq!(select_path(&H200, &shape(DType::F16, 1000, 601, 601, true), None), cmma(8, 32, TensorKernel::Mma));
+        assert_eq!(select_path(&H200, &shape(DType::BF16, 999, 64, 64, true), None), cmma(1, 32, TensorKernel::Mma));
+    }
+
+    #[test]
+    fn the_opt_in_variant_falls_back_to_the_default_where_it_cannot_stage_words() {
+        // Vectors narrower than 16 bytes (K or N_out not a multiple of 8): `cmma3`.
+        let odd = shape(DType::BF16, 999, 64, 64, true);
+        assert_eq!(select_path(&H200, &odd, Some("cmma4")), cmma(1, 32, TensorKernel::Mma));
+        let ragged = shape(DType::F16, 1000, 600, 300, false);
+        assert_eq!(select_path(&H200, &ragged, Some("cmma4")), cmma(4, 32, TensorKernel::Mma));
+        let nk = shape(DType::F16, 1000, 601, 601, true);
+        assert_eq!(select_path(&H200, &nk, Some("cmma4")), cmma(8, 32, TensorKernel::Mma4));
+        // Room for the first kernels' 88 KiB of shared memory, not for its 136 KiB.
+        let up = shape(DType::BF16, 2048, 1536, 768, false);
+        let mid = GemmCaps { max_shared: 100 * 1024, ..H200 };
+        assert_eq!(select_path(&mid, &up, Some("cmma4")), cmma(8, 32, TensorKernel::Mma));
+        // Without manual MMA, or with planes other than 32: the `wmma` kernel.
+        let no_mma = GemmCaps { mma: false, ..H200 };
+        assert_eq!(select_path(&no_mma, &up, Some("cmma4")), cmma(8, 32, TensorKernel::Wmma));
+        let wide = GemmCaps { plane_size: (64, 64), ..H200 };
+        assert_eq!(select_path(&wide, &up, Some("cmma4")), cmma(8, 64, TensorKernel::Wmma));
     }
 
     #[test]
@@ -161,19 +194,12 @@ mod tests {
         let s = shape(DType::BF16, 2048, 1536, 768, false);
         assert_eq!(select_path(&H200, &s, Some("tiled")), GemmPath::Tiled);
         assert_eq!(select_path(&H200, &s, Some(" Tiled ")), GemmPath::Tiled);
-        assert_eq!(
-            select_path(&H200, &s, Some("cmma")),
-            GemmPath::Cmma { vector: 8, plane: 32, transpose_b: false, mma: false }
-        );
-        assert_eq!(
-            select_path(&H200, &s, Some("cmma2")),
-            GemmPath::Cmma { vector: 8, plane: 32, transpose_b: true, mma: false }
-        );
         assert_eq!(select_path(&H200, &shape(DType::F32, 64, 64, 64, false), None), GemmPath::Tiled);
         // lavapipe: no matrix units, planes of 8, 32 KiB of shared memory.
         let lavapipe = GemmCaps { cmma: false, mma: false, plane_size: (8, 8), max_shared: 32 * 1024, ..H200 };
         assert_eq!(select_path(&lavapipe, &s, None), GemmPath::Tiled);
         assert_eq!(select_path(&lavapipe, &s, Some("cmma3")), GemmPath::Tiled);
+        assert_eq!(select_path(&lavapipe, &s, Some("cmma4")), GemmPath::Tiled);
         let varying = GemmCaps { plane_size: (32, 64), ..H200 };
         assert_eq!(select_path(&varying, &s, None), GemmPath::Tiled);
         let small = GemmCaps { max_shared: 48 * 1024, ..H200 };
@@ -181,29 +207,18 @@ mod tests {
     }
 
     #[test]
-    fn the_manual_mma_kernel_is_opt_in() {
+    fn cmma_forces_the_wmma_kernel() {
         let up = shape(DType::BF16, 2048, 1536, 768, false);
-        let down = shape(DType::BF16, 768, 2048, 2048, true);
-        for s in [up, down] {
-            assert_eq!(
-                select_path(&H200, &s, None),
-                GemmPath::Cmma { vector: 8, plane: 32, transpose_b: false, mma: false }
-            );
-            assert_eq!(
-                select_path(&H200, &s, Some("cmma3")),
-                GemmPath::Cmma { vector: 8, plane: 32, transpose_b: false, mma: true }
-            );
-        }
-        // Without manual MMA, or with planes other than 32: the default tensor-core kernel.
-        let no_mma = GemmCaps { mma: false, ..H200 };
-        assert_eq!(
-            select_path(&no_mma, &up, Some("CMMA3")),
-            GemmPath::Cmma { vector: 8, plane: 32, transpose_b: false, mma: false }
-        );
-        let wide = GemmCaps { plane_size: (64, 64), max_units: 1024, ..H200 };
-        assert_eq!(
-            select_path(&wide, &up, Some("cmma3")),
-            GemmPath::Cmma { vector: 8, plane: 64, transpose_b: false, mma: false }
-        );
+        assert_eq!(select_path(&H200, &up, Some("cmma")), cmma(8, 32, TensorKernel::Wmma));
+        // The Vulkan case: matrix instructions, no manual MMA.
+        let vulkan = GemmCaps { mma: false, ..H200 };
+        assert_eq!(select_path(&vulkan, &up, None), cmma(8, 32, TensorKernel::Wmma));
+        // Manual MMA without `wmma` still takes the manual-MMA kernel; forcing `cmma` there
+        // leaves the tiled one.
+        let manual_only = GemmCaps { cmma: false, ..H200 };
+        assert_eq!(select_path(&manual_only, &up, None), cmma(8, 32, TensorKernel::Mma));
+        assert_eq!(select_path(&manual_only, &up, Some("cmma")), GemmPath::Tiled);
+        // An unknown value (such as the removed `cmma2`) is the default choice.
+        assert_eq!(select_path(&H200, &up, Some("cmma2")), cmma(8, 32, TensorKernel::Mma));
     }
 }

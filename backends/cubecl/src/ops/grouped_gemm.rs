@@ -1,6 +1,7 @@
-//! [`GroupedGemmOps`] on cubecl: one launch of the tensor-core kernel
-//! ([`crate::kernels::grouped_gemm_cmma`]) where the runtime has matrix instructions for the
-//! dtype, else of the tiled kernel ([`crate::kernels::grouped_gemm`]), picked by
+//! [`GroupedGemmOps`] on cubecl: one launch of a tensor-core kernel (the manual-MMA one,
+//! [`crate::kernels::grouped_gemm_mma`], or [`crate::kernels::grouped_gemm_cmma`]) where the
+//! runtime has matrix instructions for the dtype, else of the tiled kernel
+//! ([`crate::kernels::grouped_gemm`]), picked by
 //! [`super::gemm_path::select_path`]; offsets and counts stay on the device (no host sync), bad
 //! ones are recorded in the backend's content-error flag.
 
@@ -14,7 +15,8 @@ use moekit_ops::{GemmLayout, GroupedGemmIo, GroupedGemmOps, GroupedGemmProblem, 
 impl<R: Runtime> CubeBackend<R> {
     /// The kernel [`GroupedGemmOps::grouped_gemm`] launches for `p` on this runtime, for
     /// diagnostics and tests: `"cmma"` (matrix instructions) or `"tiled"` (the portable
-    /// kernel), after the override `MOEKIT_CUBECL_GEMM=tiled`.
+    /// kernel; every tensor-core kernel answers `"cmma"`), after the override
+    /// `MOEKIT_CUBECL_GEMM`.
     pub fn grouped_gemm_kernel(&self, p: &GroupedGemmProblem) -> &'static str {
         let shape = GemmShape {
             dtype: p.dtype,

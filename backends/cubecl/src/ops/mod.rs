@@ -7,15 +7,14 @@ pub(crate) mod gemm;
 mod gemm_path;
 mod glue;
 mod grouped_gemm;
+mod moe;
 mod permute;
 mod route;
 
+pub(crate) use moe::MoeScratch;
+
 use crate::CubeBackend;
 use cubecl::Runtime;
-use moekit_ops::MoeOps;
-
-// NOTE: the fused layer keeps the default built from the primitive ops.
-impl<R: Runtime> MoeOps for CubeBackend<R> {}
 
 /// Units per cube of the 1-D launches (a power of two, a multiple of every plane size).
 pub(crate) const BLOCK: usize = 64;

@@ -11,10 +11,12 @@ use super::{array, grid, placeholder, BLOCK};
 use crate::flag::BadIndex;
 use crate::kernels::route;
 use crate::{CubeBackend, CubeBuffer};
+use cubecl::features::MmaConfig;
 use cubecl::ir::features::Plane;
+use cubecl::ir::{ElemType, FloatKind};
 use cubecl::prelude::*;
 use moekit_ops::{BiasUpdateProblem, Result, RouteIo, RouteOps, RouteProblem, ScoreFn, Validated};
-use select::{RouteCaps, RoutePath, ROUTE_ENV};
+use select::{RouteCaps, RoutePath, GATE_ENV, ROUTE_ENV};
 
 /// A mask `[E] i32` (1 = allowed) on the device, or a placeholder without one.
 fn mask_arg<R: Runtime>(b: &CubeBackend<R>, mask: Option<&[bool]>) -> ArrayArg<R> {
@@ -39,10 +41,20 @@ fn scratch<R: Runtime>(b: &CubeBackend<R>, n: usize) -> ArrayArg<R> {
 /// What the runtime of `b` offers [`select::select`].
 fn caps<R: Runtime>(b: &CubeBackend<R>) -> RouteCaps {
     let props = b.client.properties();
+    let f32_ty = ElemType::Float(FloatKind::F32).into();
+    let cmma = |kind: FloatKind| {
+        let ty = ElemType::Float(kind).into();
+        let config = MmaConfig { a_type: ty, b_type: ty, cd_type: f32_ty, m: 16, n: 16, k: 16 };
+        props.features.matmul.cmma.contains(&config)
+    };
+    let hw = &props.hardware;
     RouteCaps {
         plane_ops: props.features.plane.contains(Plane::Ops),
-        plane_size: (props.hardware.plane_size_min, props.hardware.plane_size_max),
-        max_units: props.hardware.max_units_per_cube,
+        plane_size: (hw.plane_size_min, hw.plane_size_max),
+        max_units: hw.max_units_per_cube,
+        cmma: (cmma(FloatKind::F16), cmma(FloatKind::BF16)),
+        max_shared: hw.max_shared_memory_size,
+        max_cubes: (hw.max_cube_count.0, hw.max_cube_count.1),
     }
 }
 
@@ -111,13 +123,31 @@ impl<R: Runtime> CubeBackend<R> {
     }
 }
 
+/// [`RouteOps::route`], the fused gate's f32 logits (plane path) in `logits` when given (a
+/// handle of at least `4·T·E` bytes the caller keeps, e.g. the MoE layer's scratch).
+///
+/// # Errors
+/// [`moekit_ops::Error::Unsupported`] for sizes past the launch limits.
+pub(crate) fn route_into<R: Runtime>(
+    b: &CubeBackend<R>,
+    p: &Validated<RouteProblem>,
+    io: RouteIo<'_, CubeBuffer>,
+    logits: Option<cubecl::server::Handle>,
+) -> Result<()> {
+    let env = std::env::var(ROUTE_ENV).ok();
+    match select::select(caps(b), p, env.as_deref()) {
+        RoutePath::Simple => b.route_simple(p, io),
+        RoutePath::Plane(cfg) => {
+            let gate_env = std::env::var(GATE_ENV).ok();
+            let gate = select::select_gate(caps(b), p, gate_env.as_deref());
+            fast::route_fast(b, p, io, cfg, gate, logits)
+        }
+    }
+}
+
 impl<R: Runtime> RouteOps for CubeBackend<R> {
     fn route(&self, p: &Validated<RouteProblem>, io: RouteIo<'_, CubeBuffer>) -> Result<()> {
-        let env = std::env::var(ROUTE_ENV).ok();
-        match select::select(caps(self), p, env.as_deref()) {
-            RoutePath::Simple => self.route_simple(p, io),
-            RoutePath::Plane(cfg) => fast::route_fast(self, p, io, cfg),
-        }
+        route_into(self, p, io, None)
     }
 
     fn update_bias(&self, p: &Validated<BiasUpdateProblem>, bias: &mut CubeBuffer, counts: &CubeBuffer) -> Result<()> {

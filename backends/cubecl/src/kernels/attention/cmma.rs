@@ -1,6 +1,7 @@
 //! Flash-attention forward on matrix instructions (`cmma`, 16×16×16, f16/bf16 in, f32
-//! accumulators) for runtimes that have them; [`super`] keeps the portable kernel and
-//! [`super::cmma1`] the first version of this one.
+//! accumulators) for runtimes that have them, the default there; [`super`] keeps the portable
+//! kernel. (The first version, element-wise copies and one tile at a time, took 8.82 ms on the
+//! H200 where this one takes 5.28 ms: B4 Hq32 Hkv8 S4096 D128 causal bf16; it was removed.)
 //!
 //! A cube of [`PLANES`] planes of 32 lanes owns [`BQ`] query rows of one (query block, head);
 //! plane `w` owns the 16-row strip `16w..16w + 16` and keeps its Q fragments `[16, D]` and
@@ -455,4 +456,4 @@ pub(super) mod fast_exp {
 
 #[cfg(all(test, feature = "cubecl-cuda", feature = "cubecl-wgpu"))]
 #[path = "cmma_source.rs"]
-mod source;
+pub(super) mod source;

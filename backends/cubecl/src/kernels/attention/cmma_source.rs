@@ -1,11 +1,9 @@
 //! The attention kernels expanded and compiled to CUDA C++ by cubecl's CUDA code generator,
 //! without a GPU (the kernel value borrows a wgpu client only to be built): the matrix
-//! instructions of every configuration, the vectorised copies and unrolled softmax of the current
-//! kernel, and the
+//! instructions of every configuration, the vectorised copies and unrolled softmax, and the
 //! shared memory the selection assumes. With `MOEKIT_CUBECL_SRC_OUT=<dir>` the sources are
 //! written there (to compile with NVRTC and read `ptxas -v`).
 
-use super::super::cmma1::attention_cmma1_kernel;
 use super::*;
 use crate::kernels::grouped_gemm_cmma::source::shared_end;
 use crate::{CubeBackend, WgpuRuntime};
@@ -19,12 +17,12 @@ use std::io::Write;
 /// The CUDA compiler's options (cubecl-cpp's `CompilationOptions`, not re-exported by name).
 type Options = <cubecl::cuda::CudaCompiler as Compiler>::CompilationOptions;
 
-/// `(first version, d, causal, window, colr, capped, dtype)` of one generated kernel.
-type Config = (bool, usize, bool, bool, bool, bool, FloatKind);
+/// `(d, causal, window, colr, capped, dtype)` of one generated kernel.
+pub(in crate::kernels::attention) type Config = (usize, bool, bool, bool, bool, FloatKind);
 
 /// Compiles `def` with the options cubecl's CUDA runtime sets on an sm_90 device (the fast
 /// intrinsics among them: without `fast_math` `fast_exp` would read as `exp`).
-fn compile(def: cubecl::prelude::KernelDefinition) -> String {
+pub(in crate::kernels::attention) fn compile(def: cubecl::prelude::KernelDefinition) -> String {
     let mut compiler = cubecl::cuda::CudaCompiler::default();
     let mut options = Options { warp_size: 32, ..Default::default() };
     let features = &mut options.supports_features;
@@ -38,38 +36,10 @@ fn compile(def: cubecl::prelude::KernelDefinition) -> String {
 }
 
 fn cuda_source(client: &ComputeClient<WgpuRuntime>, c: Config) -> String {
-    let (first, d, causal, window, colr, capped, kind) = c;
+    let (d, causal, window, colr, capped, kind) = c;
     let settings = KernelSettings::default().cube_dim(CubeDim::new_2d(PLANE as u32, PLANES as u32));
     let arr = || ArrayCompilationArg { inplace: None };
     let elem = ElemType::Float(kind);
-    if first {
-        let kernel = attention_cmma1_kernel::AttentionCmma1Kernel::<WgpuRuntime>::new(
-            settings,
-            client.clone(),
-            arr(),
-            arr(),
-            arr(),
-            arr(),
-            arr(),
-            arr(),
-            arr(),
-            (),
-            (),
-            (),
-            (),
-            (),
-            (),
-            (),
-            (),
-            d,
-            causal,
-            window,
-            colr,
-            capped,
-            elem,
-        );
-        return compile(kernel.define());
-    }
     let kernel = attention_cmma_kernel::AttentionCmmaKernel::<WgpuRuntime>::new(
         settings,
         client.clone(),
@@ -99,6 +69,15 @@ fn cuda_source(client: &ComputeClient<WgpuRuntime>, c: Config) -> String {
     compile(kernel.define())
 }
 
+/// The configurations the source tests generate: the benchmark's first, then every option.
+pub(in crate::kernels::attention) const CONFIGS: [Config; 5] = [
+    (128, true, false, false, false, FloatKind::BF16),
+    (64, false, true, true, true, FloatKind::F16),
+    (128, false, false, false, false, FloatKind::F16),
+    (64, true, false, false, false, FloatKind::BF16),
+    (128, true, true, true, true, FloatKind::BF16),
+];
+
 #[test]
 fn every_configuration_generates_cuda_with_matrix_instructions() {
     let b = match CubeBackend::<WgpuRuntime>::wgpu() {
@@ -109,29 +88,11 @@ fn every_configuration_generates_cuda_with_matrix_instructions() {
         }
     };
     let out = std::env::var("MOEKIT_CUBECL_SRC_OUT").ok();
-    let configs: [Config; 6] = [
-        // The benchmark's configuration first.
-        (false, 128, true, false, false, false, FloatKind::BF16),
-        (true, 128, true, false, false, false, FloatKind::BF16),
-        (false, 64, false, true, true, true, FloatKind::F16),
-        (false, 128, false, false, false, false, FloatKind::F16),
-        (false, 64, true, false, false, false, FloatKind::BF16),
-        (true, 64, false, true, true, true, FloatKind::F16),
-    ];
-    for c in configs {
-        let (first, d) = (c.0, c.1);
+    for c in CONFIGS {
+        let d = c.0;
         let src = cuda_source(&b.client, c);
         if let Some(dir) = &out {
-            let name = format!(
-                "{dir}/attn_cmma{}_{}_{}_{}_{}_{}_{:?}.cu",
-                if first { "1" } else { "" },
-                d,
-                c.2,
-                c.3,
-                c.4,
-                c.5,
-                c.6
-            );
+            let name = format!("{dir}/attn_cmma_{}_{}_{}_{}_{}_{:?}.cu", d, c.1, c.2, c.3, c.4, c.5);
             std::fs::write(name, &src).unwrap();
         }
         // Per key block: S = Q·Kᵀ and O += P·V, (BK/16)·(D/16) fragments each.
@@ -144,18 +105,16 @@ fn every_configuration_generates_cuda_with_matrix_instructions() {
         assert_eq!(src.matches("wmma::store_matrix_sync").count(), BK / 16 + 2 * (d / 16), "{c:?}");
         // The module doc's (and the selection's) budget: K, V, score and probability strips.
         // The exponentials take the fast intrinsic (`fast_exp`): the blocks' and the rescale's.
-        assert_eq!(src.matches("__expf(").count(), if first { 2 } else { BK / 2 + 1 }, "{c:?}");
+        assert_eq!(src.matches("__expf(").count(), BK / 2 + 1, "{c:?}");
         let shared = 2 * BK * (d + 8) * 2 + BQ * (BK + 4) * 4 + BQ * (BK + 8) * 2;
         assert_eq!(shared_end(&src), shared, "{c:?}");
-        if !first {
-            // Q, K and V move as 16-byte vectors and no 2-element loop copies a tile.
-            let vector = match c.6 {
-                FloatKind::BF16 => "__nv_bfloat16_8",
-                _ => "__half_8",
-            };
-            assert!(src.contains(vector), "{c:?}: no {vector}");
-            // The only loops left are the row scalings of the rescale and the epilogue.
-            assert_eq!(src.matches("for (").count(), 2 * (d / 64), "{c:?}: a copy or softmax loop is rolled");
-        }
+        // Q, K and V move as 16-byte vectors and no 2-element loop copies a tile.
+        let vector = match c.5 {
+            FloatKind::BF16 => "__nv_bfloat16_8",
+            _ => "__half_8",
+        };
+        assert!(src.contains(vector), "{c:?}: no {vector}");
+        // The only loops left are the row scalings of the rescale and the epilogue.
+        assert_eq!(src.matches("for (").count(), 2 * (d / 64), "{c:?}: a copy or softmax loop is rolled");
     }
 }

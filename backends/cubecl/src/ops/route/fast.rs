@@ -4,9 +4,10 @@
 use super::super::gemm::{cubes, float_elem, scalar};
 use super::super::{array, cubes_1d, placeholder};
 use super::mask_arg;
-use super::select::PlaneCfg;
+use super::select::{GateKernel, PlaneCfg};
 use crate::flag::BadIndex;
 use crate::kernels::route::gate::{gate_logits, GATE_UNITS};
+use crate::kernels::route::gate_cmma::{gate_logits_cmma, GC_BM, GC_BN, GC_PLANES};
 use crate::kernels::route::plane::{route_plane, route_stats_reduce};
 use crate::{CubeBackend, CubeBuffer};
 use cubecl::ir::{ElemType, FloatKind};
@@ -20,7 +21,9 @@ const TARGET_CUBES: usize = 1024;
 /// Units per cube of the statistics reduction (a power of two).
 const REDUCE_BLOCK: usize = 128;
 
-/// Routing through [`route_plane`] with launch shape `cfg`.
+/// Routing through [`route_plane`] with launch shape `cfg`, the fused gate's GEMM (if any) on
+/// `gate_kernel`, its f32 logits `[T, E]` in `logits_scratch` when given (a handle of at least
+/// `4·T·E` bytes the caller keeps; a fresh one otherwise).
 ///
 /// # Errors
 /// [`moekit_ops::Error::Unsupported`] for sizes past the launch limits.
@@ -29,14 +32,34 @@ pub(super) fn route_fast<R: Runtime>(
     p: &Validated<RouteProblem>,
     io: RouteIo<'_, CubeBuffer>,
     cfg: PlaneCfg,
+    gate_kernel: GateKernel,
+    logits_scratch: Option<cubecl::server::Handle>,
 ) -> Result<()> {
     let (t, e) = (p.tokens, p.experts);
     let mut elem = float_elem(OP, p.dtype)?;
     // The logits: the input, or the gate GEMM's f32 output.
     let logits = match (p.hidden, io.gate) {
         (Some(h), Some(gate)) => {
-            let out = b.client.empty(4 * (t * e).max(1));
-            if t > 0 {
+            let out = logits_scratch.unwrap_or_else(|| b.client.empty(4 * (t * e).max(1)));
+            if let (true, GateKernel::Cmma(plane)) = (t > 0, gate_kernel) {
+                // SAFETY: `x` holds `T·H` and `gate` `H·E` elements (checked by `check_io`), `out`
+                // `T·E` f32; the kernel keeps every access inside those (see its module doc).
+                unsafe {
+                    gate_logits_cmma::launch_unchecked::<R>(
+                        &b.client,
+                        CubeCount::Static(cubes(OP, e.div_ceil(GC_BN))?, cubes(OP, t.div_ceil(GC_BM))?, 1),
+                        CubeDim::new_2d(plane as u32, GC_PLANES as u32),
+                        array(io.logits),
+                        array(gate),
+                        ArrayArg::from_raw_parts(out.clone(), (t * e).max(1)),
+                        scalar(OP, t)?,
+                        scalar(OP, h)?,
+                        scalar(OP, e)?,
+                        plane,
+                        elem,
+                    );
+                }
+            } else if t > 0 {
                 let tn = if e >= 128 { 8 } else { 4 };
                 let tm = 4;
                 gate_logits::launch::<R>(

@@ -1,12 +1,23 @@
 //! Which routing kernels run: a small heuristic over what the runtime offers and the problem,
 //! kept apart from the launches, with an environment override.
 
-use moekit_ops::RouteProblem;
+use crate::kernels::route::gate_cmma::{gate_cmma_shared_bytes, GC_BM, GC_BN, GC_PLANES};
+use moekit_ops::{DType, RouteProblem};
 
 /// Environment override: `simple` forces the one-unit-per-token kernels (with the gate GEMM
 /// fused into them), `shared` the plane algorithm with shared-memory reductions even where
 /// the runtime has plane operations. Anything else (or unset): the heuristic.
 pub(crate) const ROUTE_ENV: &str = "MOEKIT_CUBECL_ROUTE";
+
+/// Environment override of the fused gate's GEMM on the plane path: `cmma` picks the
+/// matrix-instruction kernel where the runtime has it for the dtype, `simt` the register-blocked
+/// one. Anything else (or unset): [`CMMA_GATE_BY_DEFAULT`].
+pub(crate) const GATE_ENV: &str = "MOEKIT_CUBECL_ROUTE_GATE";
+
+/// Whether the matrix-instruction gate runs without the override.
+///
+/// NOTE: opt-in (`MOEKIT_CUBECL_ROUTE_GATE=cmma`) until an H200 run has checked it.
+const CMMA_GATE_BY_DEFAULT: bool = false;
 
 /// Most experts one lane holds in registers.
 const MAX_PER: usize = 32;
@@ -24,6 +35,51 @@ pub(crate) struct RouteCaps {
     pub(crate) plane_size: (u32, u32),
     /// Most units in one cube.
     pub(crate) max_units: u32,
+    /// 16×16×16 matrix instructions with f32 accumulators for (f16, bf16).
+    pub(crate) cmma: (bool, bool),
+    /// Shared memory per cube, bytes.
+    pub(crate) max_shared: usize,
+    /// Most cubes along `(x, y)`.
+    pub(crate) max_cubes: (u32, u32),
+}
+
+/// The kernel of the fused gate's GEMM on the plane path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GateKernel {
+    /// The register-blocked f32 kernel (`crate::kernels::route::gate::gate_logits`).
+    Simt,
+    /// Matrix instructions (`crate::kernels::route::gate_cmma::gate_logits_cmma`) with planes
+    /// of this many lanes.
+    Cmma(usize),
+}
+
+/// The gate kernel for `p` on a runtime with `caps`; `env` is [`GATE_ENV`]'s value. The
+/// matrix-instruction kernel needs f16 or bf16 inputs (f32 inputs keep their f32 products:
+/// no tf32), the instructions for that dtype, a fixed plane size, and room for its cube, its
+/// shared memory and its grid.
+pub(crate) fn select_gate(caps: RouteCaps, p: &RouteProblem, env: Option<&str>) -> GateKernel {
+    let want = match env.map(str::trim) {
+        Some(v) if v.eq_ignore_ascii_case("cmma") => true,
+        Some(v) if v.eq_ignore_ascii_case("simt") => false,
+        _ => CMMA_GATE_BY_DEFAULT,
+    };
+    let has = match p.dtype {
+        DType::F16 => caps.cmma.0,
+        DType::BF16 => caps.cmma.1,
+        _ => false,
+    };
+    let (lo, plane) = caps.plane_size;
+    let fits = plane > 0
+        && lo == plane
+        && plane as usize * GC_PLANES <= caps.max_units as usize
+        && gate_cmma_shared_bytes() <= caps.max_shared
+        && p.experts.div_ceil(GC_BN) <= caps.max_cubes.0 as usize
+        && p.tokens.div_ceil(GC_BM) <= caps.max_cubes.1 as usize;
+    if want && has && fits && p.hidden.is_some() {
+        GateKernel::Cmma(plane as usize)
+    } else {
+        GateKernel::Simt
+    }
 }
 
 /// Launch shape of [`crate::kernels::route::plane::route_plane`].
@@ -89,8 +145,22 @@ mod tests {
     use super::*;
     use moekit_ops::{DType, GroupLimit};
 
-    const CUDA: RouteCaps = RouteCaps { plane_ops: true, plane_size: (32, 32), max_units: 1024 };
-    const LAVAPIPE: RouteCaps = RouteCaps { plane_ops: false, plane_size: (8, 8), max_units: 1024 };
+    const CUDA: RouteCaps = RouteCaps {
+        plane_ops: true,
+        plane_size: (32, 32),
+        max_units: 1024,
+        cmma: (true, true),
+        max_shared: 227 * 1024,
+        max_cubes: (u32::MAX, 65_535),
+    };
+    const LAVAPIPE: RouteCaps = RouteCaps {
+        plane_ops: false,
+        plane_size: (8, 8),
+        max_units: 1024,
+        cmma: (false, false),
+        max_shared: 32 * 1024,
+        max_cubes: (65_535, 65_535),
+    };
 
     #[test]
     fn plane_ops_give_native_planes() {
@@ -112,5 +182,32 @@ mod tests {
         p.experts = 1 << 12;
         p.groups = None;
         assert_eq!(select(LAVAPIPE, &p, None), RoutePath::Simple);
+    }
+
+    #[test]
+    fn gate_on_matrix_instructions_only_when_asked_and_possible() {
+        let mut p = RouteProblem::new(16384, 128, 8, DType::BF16);
+        p.hidden = Some(2048);
+        assert_eq!(select_gate(CUDA, &p, Some("cmma")), GateKernel::Cmma(32));
+        assert_eq!(select_gate(CUDA, &p, Some(" CMMA ")), GateKernel::Cmma(32));
+        assert_eq!(select_gate(CUDA, &p, Some("simt")), GateKernel::Simt);
+        let default = if CMMA_GATE_BY_DEFAULT { GateKernel::Cmma(32) } else { GateKernel::Simt };
+        assert_eq!(select_gate(CUDA, &p, None), default);
+        // No matrix instructions (lavapipe), f32 inputs, an unfixed plane size, too many
+        // token blocks for the grid, or no fused gate: the SIMT kernel.
+        assert_eq!(select_gate(LAVAPIPE, &p, Some("cmma")), GateKernel::Simt);
+        assert_eq!(select_gate(RouteCaps { cmma: (true, false), ..CUDA }, &p, Some("cmma")), GateKernel::Simt);
+        assert_eq!(select_gate(RouteCaps { plane_size: (16, 32), ..CUDA }, &p, Some("cmma")), GateKernel::Simt);
+        assert_eq!(select_gate(RouteCaps { max_shared: 16 * 1024, ..CUDA }, &p, Some("cmma")), GateKernel::Simt);
+        p.dtype = DType::F16;
+        assert_eq!(select_gate(RouteCaps { cmma: (true, false), ..CUDA }, &p, Some("cmma")), GateKernel::Cmma(32));
+        p.tokens = 65_536 * GC_BM;
+        assert_eq!(select_gate(CUDA, &p, Some("cmma")), GateKernel::Simt);
+        p.tokens = 16;
+        p.dtype = DType::F32;
+        assert_eq!(select_gate(CUDA, &p, Some("cmma")), GateKernel::Simt);
+        p.dtype = DType::BF16;
+        p.hidden = None;
+        assert_eq!(select_gate(CUDA, &p, Some("cmma")), GateKernel::Simt);
     }
 }

@@ -1,0 +1,171 @@
+//! CPU emulation of the kernel's fragment plumbing: `ldmatrix` (x4, with and without
+//! `.trans`) and `mma.sync` m16n8k16 as the PTX ISA lays out their registers, driven by the
+//! kernel's own lane addresses ([`q_lane`], [`k_lane`], [`v_lane`]) and register choices
+//! (`half`, `p_frag`), checked against plain matmuls: `S = Q·Kᵀ` in the C layout, then
+//! `O = P·V` with P taken from S's C registers as the A fragment.
+
+use super::{k_lane, q_lane, v_lane, FRAG, TN};
+use crate::kernels::attention::cmma::{BK, BQ};
+
+const LANES: usize = 32;
+/// One lane's fragment: registers of two elements.
+type Regs = Vec<[f32; 2]>;
+/// A plane's fragment: one [`Regs`] per lane.
+type Frag = Vec<Regs>;
+
+/// `ldmatrix.x4`: lanes `8m..8m + 8` give the row addresses of matrix `m`; register `m` of lane
+/// `l` holds row `l/4`, columns `2(l%4) + {0, 1}` of matrix `m` (with `trans`: column `l/4`,
+/// rows `2(l%4) + {0, 1}`).
+fn ldmatrix_x4(smem: &[f32], addr: &[usize], trans: bool) -> Frag {
+    (0..LANES)
+        .map(|l| {
+            (0..4)
+                .map(|m| {
+                    let e = |i: usize| {
+                        if trans {
+                            smem[addr[8 * m + 2 * (l % 4) + i] + l / 4]
+                        } else {
+                            smem[addr[8 * m + l / 4] + 2 * (l % 4) + i]
+                        }
+                    };
+                    [e(0), e(1)]
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `mma.sync.m16n8k16.row.col`: `c += a·b` with the PTX fragment layouts (groupID `l/4`,
+/// thread in group `l%4`): A register `i` element `e` is (row `g + 8(i%2)`, col `2t + e +
+/// 8(i/2)`), B register `i` element `e` is (k `2t + e + 8i`, n `g`), C register pair `v`
+/// element `e` is (row `g + 8v`, col `2t + e`).
+fn mma(a: &Frag, b: &Frag, c: &mut Frag) {
+    let mut am = [[0f32; 16]; 16];
+    let mut bm = [[0f32; 8]; 16];
+    for l in 0..LANES {
+        let (g, t) = (l / 4, l % 4);
+        for i in 0..4 {
+            for e in 0..2 {
+                am[g + 8 * (i % 2)][2 * t + e + 8 * (i / 2)] = a[l][i][e];
+            }
+        }
+        for i in 0..2 {
+            for e in 0..2 {
+                bm[2 * t + e + 8 * i][g] = b[l][i][e];
+            }
+        }
+    }
+    for l in 0..LANES {
+        let (g, t) = (l / 4, l % 4);
+        for v in 0..2 {
+            for e in 0..2 {
+                let (row, col) = (g + 8 * v, 2 * t + e);
+                c[l][v][e] += (0..16).map(|kk| am[row][kk] * bm[kk][col]).sum::<f32>();
+            }
+        }
+    }
+}
+
+/// Registers `i, i + 1` of every lane (the kernel's `half`).
+fn half(f: &Frag, i: usize) -> Frag {
+    f.iter().map(|r| vec![r[i], r[i + 1]]).collect()
+}
+
+/// A zeroed accumulator.
+fn acc() -> Frag {
+    vec![vec![[0.0; 2]; 2]; LANES]
+}
+
+/// Element `(row, col)` of an n8 accumulator tile at column `c0`, if lane `l` holds it.
+fn c_at(tile: &Frag, c0: usize, row: usize, col: usize) -> f32 {
+    let (v, g, cc) = (row / 8, row % 8, col - c0);
+    tile[g * 4 + cc / 2][v][cc % 2]
+}
+
+fn check_head_dim(d: usize) {
+    let ks = d + 8;
+    // Small integers: every product and sum is exact in f32.
+    let q = |r: usize, c: usize| ((r * 7 + c * 3) % 5) as f32 - 2.0;
+    let kf = |j: usize, c: usize| ((j * 5 + c * 11) % 7) as f32 - 3.0;
+    let vf = |j: usize, c: usize| ((j * 3 + c * 13) % 9) as f32 - 4.0;
+    // Stages as the kernel lays them out (row stride `d + 8`): Q of the whole cube, K, V.
+    let stage = |f: &dyn Fn(usize, usize) -> f32, rows: usize| {
+        let mut s = vec![f32::NAN; rows * ks];
+        for r in 0..rows {
+            for c in 0..d {
+                s[r * ks + c] = f(r, c);
+            }
+        }
+        s
+    };
+    let (qs, kst, vst) = (stage(&q, BQ), stage(&kf, BK), stage(&vf, BK));
+    for plane in 0..BQ / FRAG {
+        let strip0 = plane * FRAG;
+        let qf: Vec<Frag> = (0..d / FRAG)
+            .map(|dk| {
+                let addr: Vec<usize> = (0..LANES).map(|l| strip0 * ks + q_lane(l, ks) + dk * FRAG).collect();
+                ldmatrix_x4(&qs, &addr, false)
+            })
+            .collect();
+        let mut sf: Vec<Frag> = (0..BK / TN).map(|_| acc()).collect();
+        for (dk, qa) in qf.iter().enumerate() {
+            for kn in 0..BK / FRAG {
+                let addr: Vec<usize> = (0..LANES).map(|l| k_lane(l, ks) + kn * FRAG * ks + dk * FRAG).collect();
+                let b = ldmatrix_x4(&kst, &addr, false);
+                mma(qa, &half(&b, 0), &mut sf[2 * kn]);
+                mma(qa, &half(&b, 2), &mut sf[2 * kn + 1]);
+            }
+        }
+        let s = |r: usize, j: usize| (0..d).map(|c| q(strip0 + r, c) * kf(j, c)).sum::<f32>();
+        for r in 0..FRAG {
+            for j in 0..BK {
+                assert_eq!(c_at(&sf[j / TN], j / TN * TN, r, j), s(r, j), "d {d} plane {plane} S[{r}][{j}]");
+            }
+        }
+
+        let mut of: Vec<Frag> = (0..d / TN).map(|_| acc()).collect();
+        for kk in 0..BK / FRAG {
+            // The kernel's `p_frag`: lo's pairs, then hi's.
+            let pa: Frag = (0..LANES)
+                .map(|l| vec![sf[2 * kk][l][0], sf[2 * kk][l][1], sf[2 * kk + 1][l][0], sf[2 * kk + 1][l][1]])
+                .collect();
+            for dn in 0..d / FRAG {
+                let addr: Vec<usize> = (0..LANES).map(|l| v_lane(l, ks) + kk * FRAG * ks + dn * FRAG).collect();
+                let b = ldmatrix_x4(&vst, &addr, true);
+                mma(&pa, &half(&b, 0), &mut of[2 * dn]);
+                mma(&pa, &half(&b, 2), &mut of[2 * dn + 1]);
+            }
+        }
+        for r in 0..FRAG {
+            for c in 0..d {
+                let want = (0..BK).map(|j| s(r, j) * vf(j, c)).sum::<f32>();
+                assert_eq!(c_at(&of[c / TN], c / TN * TN, r, c), want, "d {d} plane {plane} O[{r}][{c}]");
+            }
+        }
+    }
+}
+
+#[test]
+fn fragments_of_both_products_match_plain_matmuls() {
+    for d in [64, 128] {
+        check_head_dim(d);
+    }
+}
+
+#[test]
+fn ldmatrix_rows_are_16_byte_aligned_and_conflict_free() {
+    for d in [64, 128] {
+        let ks = d + 8;
+        for f in [q_lane, k_lane, v_lane] {
+            let addr: Vec<usize> = (0..LANES).map(|l| f(l, ks)).collect();
+            assert!(addr.iter().all(|a| a % 8 == 0), "d {d}: {addr:?}");
+            // Each 8×8 matrix: eight 16-byte rows in distinct 16-byte bank groups.
+            for m in 0..4 {
+                let mut groups: Vec<usize> = addr[8 * m..8 * m + 8].iter().map(|a| a * 2 / 16 % 8).collect();
+                groups.sort_unstable();
+                groups.dedup();
+                assert_eq!(groups.len(), 8, "d {d} matrix {m}");
+            }
+        }
+    }
+}

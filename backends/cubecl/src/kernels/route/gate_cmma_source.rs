@@ -1,0 +1,60 @@
+//! The matrix-instruction gate expanded and compiled to CUDA C++ by cubecl's CUDA code
+//! generator without a GPU (the kernel value borrows a wgpu client only to be built): it must
+//! generate, use the matrix instructions, and fit the shared memory the selection assumes.
+//! With `MOEKIT_CUBECL_SRC_OUT=<dir>` the sources are written there (to compile with NVRTC and
+//! read `ptxas -v`).
+
+use super::*;
+use crate::kernels::grouped_gemm_cmma::source::shared_end;
+use crate::{CubeBackend, WgpuRuntime};
+use cubecl::frontend::ArrayCompilationArg;
+use cubecl::ir::{FloatKind, StorageType, UIntKind};
+use cubecl::prelude::{CubeKernel, KernelSettings};
+use cubecl::server::ExecutionMode;
+use cubecl::Compiler;
+use std::io::Write;
+
+fn cuda_source(client: &ComputeClient<WgpuRuntime>, kind: FloatKind) -> String {
+    let settings = KernelSettings::default().cube_dim(CubeDim::new_2d(32, GC_PLANES as u32));
+    let arr = || ArrayCompilationArg { inplace: None };
+    let kernel = gate_logits_cmma::GateLogitsCmma::<WgpuRuntime>::new(
+        settings,
+        client.clone(),
+        arr(),
+        arr(),
+        arr(),
+        (),
+        (),
+        (),
+        32,
+        ElemType::Float(kind),
+    );
+    let mut compiler = cubecl::cuda::CudaCompiler::default();
+    let address = StorageType::Scalar(ElemType::UInt(UIntKind::U32));
+    compiler
+        .compile(kernel.define(), &Default::default(), ExecutionMode::Unchecked, address)
+        .expect("the kernel compiles to CUDA C++")
+        .to_string()
+}
+
+#[test]
+fn the_gate_generates_cuda_with_matrix_instructions() {
+    let b = match CubeBackend::<WgpuRuntime>::wgpu() {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "SKIPPED the_gate_generates_cuda: {e}");
+            return;
+        }
+    };
+    let out = std::env::var("MOEKIT_CUBECL_SRC_OUT").ok();
+    for kind in [FloatKind::BF16, FloatKind::F16] {
+        let src = cuda_source(&b.client, kind);
+        if let Some(dir) = &out {
+            std::fs::write(format!("{dir}/gate_cmma_{kind:?}.cu"), &src).unwrap();
+        }
+        // Four MMAs per 16-deep sub-step, four stores of the accumulators.
+        assert_eq!(src.matches("wmma::mma_sync").count(), 4 * GC_BK / FRAG, "{kind:?}");
+        assert_eq!(src.matches("wmma::store_matrix_sync").count(), 4, "{kind:?}");
+        assert_eq!(shared_end(&src), gate_cmma_shared_bytes(), "{kind:?}");
+    }
+}
