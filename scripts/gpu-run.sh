@@ -8,7 +8,8 @@
 #   (default: tests sanitize bench bench-cubecl)
 #
 # `bundle` (last) packs every log under $OUT into one `run.tar.gz` (the device tool brings
-# back only a few files per call, and none whose name holds `=`).
+# back only a few files per call, and none whose name holds `=`) and the kernel caches into
+# `cache.tar.xz` (copy it into .gpu/ for the next run).
 #
 # Environment: TEST_BINS (a glob, default .gpu/bin/test-*), SUITE_CASES, OTHER_CASES and
 # TEST_TIMEOUT (tests), SANITIZE_CASES (proptest
@@ -21,7 +22,6 @@
 set -uo pipefail
 out=${OUT:-/tmp/moekit-out}
 mkdir -p "$out"
-export MOEKIT_CUDA_CACHE=${MOEKIT_CUDA_CACHE:-/tmp/moekit-cuda-cache}
 steps=${*:-tests sanitize bench bench-cubecl}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
 if compgen -G ".gl/*.deb" >/dev/null; then
@@ -32,6 +32,17 @@ fi
 if [ -f .gpu/bins.tar.xz ] && ! [ -d .gpu/bin ]; then
     (cd .gpu && tar xJf bins.tar.xz)
 fi
+# Compiled kernels outlive the machine: the CUDA backend's NVRTC cache, the driver's PTX->SASS
+# cache and cubecl's PTX cache (through a `cubecl.toml` written here, in the working copy on the
+# GPU machine only) live in .gpu/cache; `bundle` brings them back as cache.tar.xz, which
+# travels in .gpu/ next time. NOTE: a fresh machine otherwise spends minutes compiling (the
+# cubecl suite asks for hundreds of kernel variants).
+cache=$PWD/.gpu/cache
+mkdir -p "$cache"
+[ -f .gpu/cache.tar.xz ] && tar xJf .gpu/cache.tar.xz -C "$cache"
+export MOEKIT_CUDA_CACHE=${MOEKIT_CUDA_CACHE:-$cache/moekit-cuda}
+export CUDA_CACHE_PATH=${CUDA_CACHE_PATH:-$cache/nv} CUDA_CACHE_MAXSIZE=${CUDA_CACHE_MAXSIZE:-4294967296}
+[ -e cubecl.toml ] || printf '[compilation]\ncache = { file = "%s" }\n' "$cache/cubecl" >cubecl.toml
 rc=0
 shapes=${BENCH_SHAPES:---shape qwen3-30b-a3b --shape ernie45-21b-a3b}
 attn="--attn 4,32,8,4096,128,1"
@@ -106,6 +117,7 @@ for step in $steps; do
         ;;
     bundle)
         (cd "$out" && tar czf run.tar.gz --exclude run.tar.gz ./* && find . -type f ! -name run.tar.gz -delete)
+        tar cJf "$out/cache.tar.xz" -C "$cache" .
         ls -la "$out"
         ;;
     *) echo "unknown step $step" ;;
