@@ -2,7 +2,7 @@
 //! without per-call zeroed intermediates.
 //!
 //! route (fused gate; its f32 logits in scratch) → dispatch indices only (offsets,
-//! row_to_token, token_slot_to_row: [`index`]) → grouped GEMM gate/up reading `x` through the
+//! row_to_token, token_slot_to_row: [`index`], shared with the permute op) → grouped GEMM gate/up reading `x` through the
 //! gather prologue (`row_to_token`), with SwiGLU → grouped GEMM down → weighted combine. The
 //! GEMMs go through [`GroupedGemmOps::grouped_gemm`], so the layer uses whatever grouped kernel
 //! the backend picks. The result equals [`moe_layer_from_primitives`]: the gather reads the
@@ -15,8 +15,7 @@
 //!
 //! `MOEKIT_CUBECL_MOE=primitives` forces the composition of the public ops.
 
-mod index;
-
+use super::permute::index;
 use super::route::route_into;
 use crate::{CubeBackend, CubeBuffer};
 use cubecl::prelude::*;

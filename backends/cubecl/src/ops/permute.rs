@@ -5,6 +5,7 @@
 //! [`crate::kernels::permute`]).
 
 mod fast;
+pub(crate) mod index;
 
 use super::gemm::{float_elem, scalar};
 use super::{array, grid, placeholder, BLOCK};

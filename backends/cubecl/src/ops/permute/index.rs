@@ -1,7 +1,8 @@
-//! The layer's dispatch without the row copy: the first four launches of the scalable permute
+//! The dispatch indices without the row copy: the first four launches of the scalable permute
 //! (chunk histograms, chunk scan per expert, offsets scan, stable scatter; kernels in
 //! [`crate::kernels::permute::scan`]), giving `offsets`, `row_to_token` and
-//! `token_slot_to_row` exactly as `PermuteOps::permute` does.
+//! `token_slot_to_row`; the permute op follows them with its row copy, the fused MoE layer
+//! gathers the rows in its first GEMM instead.
 
 use super::super::gemm::scalar;
 use super::super::{array, cubes_1d};
@@ -15,19 +16,19 @@ use moekit_ops::{Error, PermuteProblem, Result, Validated};
 const OP: &str = "permute";
 
 /// The index outputs of one dispatch.
-pub(super) struct IndexIo<'a> {
+pub(crate) struct IndexIo<'a> {
     /// `[T, k] i32`.
-    pub(super) ids: &'a CubeBuffer,
+    pub(crate) ids: &'a CubeBuffer,
     /// Out: `[E + 1] i32`.
-    pub(super) offsets: &'a mut CubeBuffer,
+    pub(crate) offsets: &'a mut CubeBuffer,
     /// Out: `[R] i32`.
-    pub(super) row_to_token: &'a mut CubeBuffer,
+    pub(crate) row_to_token: &'a mut CubeBuffer,
     /// Out: `[T, k] i32`.
-    pub(super) tsr: &'a mut CubeBuffer,
+    pub(crate) tsr: &'a mut CubeBuffer,
 }
 
 /// Chunks of [`CHUNK`] slots of `p` (the scratch `cc` holds `E·chunks` i32).
-pub(super) fn chunks(p: &PermuteProblem) -> usize {
+pub(crate) fn chunks(p: &PermuteProblem) -> usize {
     (p.tokens * p.k).div_ceil(CHUNK)
 }
 
@@ -36,7 +37,7 @@ pub(super) fn chunks(p: &PermuteProblem) -> usize {
 ///
 /// # Errors
 /// [`Error::Invalid`] for `E = 0`; [`Error::Unsupported`] for sizes past the launch limits.
-pub(super) fn dispatch_index<R: Runtime>(
+pub(crate) fn dispatch_index<R: Runtime>(
     b: &CubeBackend<R>,
     p: &Validated<PermuteProblem>,
     io: IndexIo<'_>,
