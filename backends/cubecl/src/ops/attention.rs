@@ -9,7 +9,7 @@ mod select;
 
 use super::gemm::{cubes, float_elem, scalar};
 use crate::kernels::attention::cmma::{attention_cmma_kernel, BQ as CMMA_BQ, PLANE, PLANES, VEC};
-use crate::kernels::attention::mma::attention_mma_kernel;
+use crate::kernels::attention::mma::{attention_mma_kernel, rows as mma_rows, PLANES as MMA_PLANES, PLANES_WIDE};
 use crate::kernels::attention::{attention_kernel, blocks, BLOCK_ENTRIES};
 use crate::CubeBackend;
 use cubecl::ir::features::{MmaConfig, Plane};
@@ -41,6 +41,15 @@ fn block_table(p: &AttentionProblem, bq: usize) -> Result<Vec<i32>> {
         }
     }
     Ok(table)
+}
+
+/// Reorders the blocks of `table` longest key range first (stable): the cubes are
+/// independent, and a launch whose last cubes are the longest (the last query blocks of a
+/// causal sequence) leaves most of the GPU idle while they finish.
+fn longest_first(table: &[i32]) -> Vec<i32> {
+    let mut order: Vec<&[i32]> = table.chunks_exact(BLOCK_ENTRIES).collect();
+    order.sort_by_key(|b| std::cmp::Reverse(b[6] - b[5]));
+    order.concat()
 }
 
 /// What the runtime of `client` offers the kernel choice for inputs of `elem`.
@@ -86,11 +95,16 @@ impl<R: Runtime> AttentionOps for CubeBackend<R> {
         let d = p.head_dim;
         let forced = std::env::var(ATTN_ENV).ok();
         let path = select(p.dtype, d, caps(&self.client, elem), forced.as_deref());
+        let planes = if path == AttnPath::MmaWide { PLANES_WIDE } else { MMA_PLANES };
         let (bq, bk) = match path {
-            AttnPath::Cmma | AttnPath::Mma => (CMMA_BQ, 0),
+            AttnPath::Cmma => (CMMA_BQ, 0),
+            AttnPath::Mma | AttnPath::MmaWide => (mma_rows(planes), 0),
             AttnPath::Portable => blocks(d),
         };
-        let table = block_table(p, bq)?;
+        let mut table = block_table(p, bq)?;
+        if matches!(path, AttnPath::Mma | AttnPath::MmaWide) {
+            table = longest_first(&table);
+        }
         let n_blocks = table.len() / BLOCK_ENTRIES;
         if n_blocks == 0 {
             return Ok(());
@@ -153,10 +167,10 @@ impl<R: Runtime> AttentionOps for CubeBackend<R> {
                     capped,
                     elem,
                 ),
-                AttnPath::Mma => attention_mma_kernel::launch_unchecked::<R>(
+                AttnPath::Mma | AttnPath::MmaWide => attention_mma_kernel::launch_unchecked::<R>(
                     &self.client,
                     count,
-                    CubeDim::new_2d(PLANE as u32, PLANES as u32),
+                    CubeDim::new_2d(PLANE as u32, planes as u32),
                     VEC,
                     ArrayArg::from_raw_parts(io.q.handle.clone(), (io.q.numel() / VEC).max(1)),
                     ArrayArg::from_raw_parts(io.k.handle.clone(), (io.k.numel() / VEC).max(1)),
@@ -174,6 +188,7 @@ impl<R: Runtime> AttentionOps for CubeBackend<R> {
                     left,
                     right,
                     d,
+                    planes,
                     causal,
                     win,
                     colr,
@@ -211,5 +226,35 @@ impl<R: Runtime> AttentionOps for CubeBackend<R> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{longest_first, BLOCK_ENTRIES};
+
+    /// A block-table entry whose key range is `lo..hi`, tagged by `tag` in its first field.
+    fn block(tag: i32, lo: i32, hi: i32) -> [i32; BLOCK_ENTRIES] {
+        let mut b = [0; BLOCK_ENTRIES];
+        b[0] = tag;
+        b[5] = lo;
+        b[6] = hi;
+        b
+    }
+
+    #[test]
+    fn longest_first_is_a_stable_permutation_by_key_range() {
+        // Two causal sequences: the key range grows with the query block.
+        let blocks = [block(0, 0, 64), block(1, 0, 128), block(2, 0, 192), block(3, 200, 264), block(4, 200, 392)];
+        let table: Vec<i32> = blocks.concat();
+        let sorted = longest_first(&table);
+        assert_eq!(sorted.len(), table.len());
+        let tags: Vec<i32> = sorted.chunks_exact(BLOCK_ENTRIES).map(|b| b[0]).collect();
+        // 192, 192 (stable: block 2 before block 4), 128, 64, 64.
+        assert_eq!(tags, [2, 4, 1, 0, 3]);
+        for b in sorted.chunks_exact(BLOCK_ENTRIES) {
+            assert_eq!(b, blocks[b[0] as usize], "a block's entries travel together");
+        }
+        assert!(longest_first(&[]).is_empty());
     }
 }

@@ -3,7 +3,8 @@
 //! f16/bf16 inputs, f32 accumulators): the opt-in variant `MOEKIT_CUBECL_ATTN=mma` beside the
 //! default [`super::cmma`], with the same arguments, block table and semantics.
 //!
-//! A cube of [`PLANES`] planes of 32 lanes owns [`BQ`] query rows of one (query block, head);
+//! A cube of `planes` planes of 32 lanes ([`PLANES`]; [`PLANES_WIDE`] with
+//! `MOEKIT_CUBECL_ATTN=mma8`) owns [`rows`]`(planes)` query rows of one (query block, head);
 //! plane `w` owns rows `16w..16w + 16` and keeps in registers, across the key blocks, its Q
 //! fragments (`D/16` A fragments, 4 registers each), its output accumulators (`D/8` m16n8
 //! tiles) and per row the running max and the lane's part of the running sum. Per block of
@@ -15,24 +16,27 @@
 //!    columns `2(l%4) + {0, 1}` of every n8 tile, so a row's max and sum need two shuffles
 //!    among the four lanes of a quad; scale, softcap and mask (only on blocks that cut a
 //!    row's key range), `m_new = max(m, rowmax)`, the accumulators scaled by `e^(m - m_new)`,
-//!    `P = e^(S - m_new)` (the fast intrinsic);
+//!    `P = e^(S - m_new)` (the fast intrinsic; masked scores give exactly 0, also while a
+//!    row has seen no allowed key);
 //! 3. `O += P·V` with P converted to the input dtype in registers: the C registers of the n8
 //!    tiles `2kk, 2kk + 1` are the A fragment of the k16 step `kk` (no shared round trip);
 //!    V fragments by `ldmatrix.trans`; then the V registers go to the other stage and one
 //!    cube barrier ends the block.
 //!
 //! Blocks past a row's causal / window range are never visited (the block table's key range);
-//! rows past the block (`nq`) compute on zero queries and write nothing.
+//! rows past the block (`nq`) compute on zero queries and write nothing. The host orders the
+//! blocks longest key range first (see `ops::attention`), so a launch does not end on the
+//! longest cubes.
 //!
 //! Shared memory (bytes): `2 stages · 2 (K, V) · BK · (D + 8) · 2`: 68 KiB at D = 128, 36 KiB
 //! at D = 64. The `+ 8` pad makes the eight 16-byte rows of every `ldmatrix` 8×8 matrix fall
-//! in distinct banks. Q is staged once in the second K stage.
+//! in distinct banks. Q is staged once in the last rows of the K stages ([`q_row0`]).
 //!
 //! The kernel is launched unchecked: global reads are guarded by the block's row and key
 //! counts (a masked-off tile vector reads element 0 and stores zero), FlashMask reads sit
 //! behind `j < key_hi`, shared indices stay inside the stages.
 
-use super::cmma::{fast_exp, BK, BQ, PLANE, PLANES};
+use super::cmma::{fast_exp, BK, PLANE};
 use super::{allowed, BLOCK_ENTRIES, MASKED};
 use cubecl::cmma::{MatrixIdent, MmaDefinition};
 use cubecl::ir::ElemType;
@@ -44,6 +48,23 @@ type P2 = Const<2>;
 const FRAG: usize = 16;
 /// Columns of an n8 tile.
 const TN: usize = 8;
+
+/// Planes per cube of the default configuration (64 query rows) and of the wide one (128
+/// rows: each K/V tile in shared memory serves twice the rows).
+pub(crate) const PLANES: usize = 4;
+/// See [`PLANES`].
+pub(crate) const PLANES_WIDE: usize = 8;
+
+/// Query rows per cube with `planes` planes.
+pub(crate) const fn rows(planes: usize) -> usize {
+    FRAG * planes
+}
+
+/// First row (of the `2·BK` rows of both K stages) where the cube's Q rows are staged: the
+/// last `rows(planes)` rows, so with 4 planes Q sits in the second stage only.
+pub(crate) const fn q_row0(planes: usize) -> usize {
+    2 * BK - rows(planes)
+}
 
 /// Shared memory of the kernel at head dim `d`, bytes (see the module doc).
 pub(crate) fn shared_bytes(d: usize) -> usize {
@@ -77,7 +98,8 @@ pub(crate) fn v_lane(lane: usize, #[comptime] ks: usize) -> usize {
 }
 
 /// See the module doc. Launch as [`super::cmma::attention_cmma_kernel`]: `(blocks, Hq)` cubes
-/// of `(PLANE, PLANES)` units, `V` = [`super::cmma::VEC`], blocks of [`BQ`] rows.
+/// of `(PLANE, planes)` units (`planes` [`PLANES`] or [`PLANES_WIDE`]), `V` =
+/// [`super::cmma::VEC`], blocks of [`rows`]`(planes)` rows.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_mma_kernel<F: Float, V: Size>(
@@ -97,6 +119,7 @@ pub(crate) fn attention_mma_kernel<F: Float, V: Size>(
     left: i32,
     right: i32,
     #[comptime] d: usize,
+    #[comptime] planes: usize,
     #[comptime] causal: bool,
     #[comptime] window: bool,
     #[comptime] colr: bool,
@@ -114,8 +137,11 @@ pub(crate) fn attention_mma_kernel<F: Float, V: Size>(
     // One stage (a K or V tile, or the staged Q), in vectors.
     let tile_v = comptime!(BK * (d + 8) / vec);
     // Rows between two copies of one unit, copies per unit and tile.
-    let rstep = comptime!(PLANE * PLANES / (d / vec));
-    let per = comptime!(BK / (PLANE * PLANES / (d / vec)));
+    let rstep = comptime!(PLANE * planes / (d / vec));
+    let per = comptime!(BK / (PLANE * planes / (d / vec)));
+    // Q overlaps the first K stage (wide cubes): the first K tile waits for the Q fragments.
+    let overlap = comptime!(rows(planes) > BK);
+    let q_base = comptime!(q_row0(planes) * ((d + 8) / vec));
 
     let blk = CUBE_POS_X as usize * comptime!(BLOCK_ENTRIES);
     let h = CUBE_POS_Y as usize;
@@ -139,39 +165,47 @@ pub(crate) fn attention_mma_kernel<F: Float, V: Size>(
     let row0 = unit / row_v;
     let kv_row = hkv * row_v;
 
-    // Q rows (zero past the block) into the second K stage, the first K and V tiles into
-    // the first stages.
+    // Q rows (zero past the block) into the last `bq` rows of the K stages ([`q_row0`]), the
+    // first V tile into the first V stage, the first K tile into the first K stage (after the
+    // Q fragments are read where Q overlaps it).
     #[unroll]
-    for t in 0..comptime!(BQ / (PLANE * PLANES / (d / vec))) {
+    for t in 0..comptime!(rows(planes) / (PLANE * planes / (d / vec))) {
         let r = row0 + t * rstep;
         let mut val = Vector::<F, V>::zeroed();
         if r < nq {
             val = q[((q0 + r) * hq + h) * row_v + col];
         }
-        kt[tile_v + r * ks_v + col] = val;
+        kt[q_base + r * ks_v + col] = val;
     }
     let mut rk = Array::<Vector<F, V>>::new(per);
+    let mut rv = Array::<Vector<F, V>>::new(per);
     let first = ((k0 + key_lo) * hkv + kvh) * row_v + col;
     let n_first = key_hi - key_lo;
     load_regs::<F, V>(k, &mut rk, first, kv_row, row0, n_first, rstep, per);
-    store_regs::<F, V>(&mut kt, &rk, 0usize, ks_v, col, row0, n_first, rstep, per);
-    load_regs::<F, V>(value, &mut rk, first, kv_row, row0, n_first, rstep, per);
-    store_regs::<F, V>(&mut vt, &rk, 0usize, ks_v, col, row0, n_first, rstep, per);
+    load_regs::<F, V>(value, &mut rv, first, kv_row, row0, n_first, rstep, per);
+    store_regs::<F, V>(&mut vt, &rv, 0usize, ks_v, col, row0, n_first, rstep, per);
+    if !overlap {
+        store_regs::<F, V>(&mut kt, &rk, 0usize, ks_v, col, row0, n_first, rstep, per);
+    }
     sync_cube();
 
     let strip0 = plane * FRAG;
     let mut qf = Sequence::<Array<Vector<F, P2>>>::new();
     #[unroll]
     for dk in 0..comptime!(d / FRAG) {
-        qf.push(load_frag::<F, V>(&kt, tile_v * vec + strip0 * ks + q_lane(lane, ks) + dk * FRAG, vec, false));
+        qf.push(load_frag::<F, V>(&kt, q_base * vec + strip0 * ks + q_lane(lane, ks) + dk * FRAG, vec, false));
     }
     let mut of = Sequence::<Array<Vector<f32, P2>>>::new();
     #[unroll]
     for _dn in 0..comptime!(d / TN) {
         of.push(acc_zero());
     }
-    // Every plane holds its Q fragments before the second K stage is overwritten.
+    // Every plane holds its Q fragments before the K stages are overwritten.
     sync_cube();
+    if overlap {
+        store_regs::<F, V>(&mut kt, &rk, 0usize, ks_v, col, row0, n_first, rstep, per);
+        sync_cube();
+    }
 
     let def = MmaDefinition::<F, F, f32>::new(FRAG, TN, FRAG);
     let g = lane / 4;
@@ -185,6 +219,7 @@ pub(crate) fn attention_mma_kernel<F: Float, V: Size>(
     let mut mx = Array::<f32>::new(2usize);
     let mut corr = Array::<f32>::new(2usize);
     let mut sum = Array::<f32>::new(2usize);
+    let mut base = Array::<f32>::new(2usize);
     #[unroll]
     for r in 0..2usize {
         m_run[r] = masked;
@@ -288,10 +323,12 @@ pub(crate) fn attention_mma_kernel<F: Float, V: Size>(
         }
 
         // New running max per row (a quad shares a row); rescale the accumulators.
-        // NOTE: a masked score gives `e^(MASKED - m) = 0` once the row has a real max; while
-        // it has none (m = MASKED) it gives 1, which the first real block's correction
-        // `e^(MASKED - m) = 0` wipes from the sum and the accumulators (every row the
-        // problem accepts has a key).
+        // NOTE: masked scores never count (as the cmma kernel's `s > MASKED` guard): P is
+        // `e^(s - base)` with `base` the running max, or 0 while the row has seen no
+        // allowed key (max still MASKED), so a masked score gives `e^(MASKED - base) = 0`
+        // even in a row whose first blocks are all masked (FlashMask, window). A row with
+        // no allowed key at all never reaches the kernel: `validate` answers
+        // `Error::EmptyMaskRow` (the cmma and portable kernels rely on the same).
         #[unroll]
         for r in 0..2usize {
             let mut m = f32::max(mx[r], plane_shuffle_xor(mx[r], 1u32));
@@ -299,6 +336,10 @@ pub(crate) fn attention_mma_kernel<F: Float, V: Size>(
             let m_new = f32::max(m_run[r], m);
             corr[r] = fast_exp(m_run[r] - m_new);
             m_run[r] = m_new;
+            base[r] = m_new;
+            if m_new == masked {
+                base[r] = 0.0;
+            }
             sum[r] = 0.0;
         }
         #[unroll]
@@ -322,7 +363,7 @@ pub(crate) fn attention_mma_kernel<F: Float, V: Size>(
                 let mut pair = tile[r];
                 #[unroll]
                 for e in 0..2usize {
-                    let p = fast_exp(pair[e] - m_run[r]);
+                    let p = fast_exp(pair[e] - base[r]);
                     pair[e] = p;
                     sum[r] += p;
                 }

@@ -4,8 +4,9 @@
 //! (`half`, `p_frag`), checked against plain matmuls: `S = Q·Kᵀ` in the C layout, then
 //! `O = P·V` with P taken from S's C registers as the A fragment.
 
-use super::{k_lane, q_lane, v_lane, FRAG, TN};
-use crate::kernels::attention::cmma::{BK, BQ};
+use super::{k_lane, q_lane, q_row0, rows, v_lane, FRAG, PLANES, PLANES_WIDE, TN};
+use crate::kernels::attention::cmma::BK;
+use crate::kernels::attention::MASKED;
 
 const LANES: usize = 32;
 /// One lane's fragment: registers of two elements.
@@ -82,28 +83,32 @@ fn c_at(tile: &Frag, c0: usize, row: usize, col: usize) -> f32 {
     tile[g * 4 + cc / 2][v][cc % 2]
 }
 
-fn check_head_dim(d: usize) {
+fn check_head_dim(d: usize, planes: usize) {
+    let bq = rows(planes);
     let ks = d + 8;
     // Small integers: every product and sum is exact in f32.
     let q = |r: usize, c: usize| ((r * 7 + c * 3) % 5) as f32 - 2.0;
     let kf = |j: usize, c: usize| ((j * 5 + c * 11) % 7) as f32 - 3.0;
     let vf = |j: usize, c: usize| ((j * 3 + c * 13) % 9) as f32 - 4.0;
-    // Stages as the kernel lays them out (row stride `d + 8`): Q of the whole cube, K, V.
-    let stage = |f: &dyn Fn(usize, usize) -> f32, rows: usize| {
-        let mut s = vec![f32::NAN; rows * ks];
+    // Stages as the kernel lays them out (row stride `d + 8`): Q of the whole cube in the
+    // last `bq` rows of both K stages (NaN elsewhere), K, V.
+    let stage = |f: &dyn Fn(usize, usize) -> f32, rows: usize, at: usize| {
+        let mut s = vec![f32::NAN; (at + rows) * ks];
         for r in 0..rows {
             for c in 0..d {
-                s[r * ks + c] = f(r, c);
+                s[(at + r) * ks + c] = f(r, c);
             }
         }
         s
     };
-    let (qs, kst, vst) = (stage(&q, BQ), stage(&kf, BK), stage(&vf, BK));
-    for plane in 0..BQ / FRAG {
+    assert_eq!(q_row0(planes) + bq, 2 * BK, "Q fills the K stages up to their end");
+    let (qs, kst, vst) = (stage(&q, bq, q_row0(planes)), stage(&kf, BK, 0), stage(&vf, BK, 0));
+    let q_base = q_row0(planes) * ks;
+    for plane in 0..planes {
         let strip0 = plane * FRAG;
         let qf: Vec<Frag> = (0..d / FRAG)
             .map(|dk| {
-                let addr: Vec<usize> = (0..LANES).map(|l| strip0 * ks + q_lane(l, ks) + dk * FRAG).collect();
+                let addr: Vec<usize> = (0..LANES).map(|l| q_base + strip0 * ks + q_lane(l, ks) + dk * FRAG).collect();
                 ldmatrix_x4(&qs, &addr, false)
             })
             .collect();
@@ -148,7 +153,49 @@ fn check_head_dim(d: usize) {
 #[test]
 fn fragments_of_both_products_match_plain_matmuls() {
     for d in [64, 128] {
-        check_head_dim(d);
+        for planes in [PLANES, PLANES_WIDE] {
+            check_head_dim(d, planes);
+        }
+    }
+}
+
+/// The kernel's online softmax for one row, block by block of [`BK`] scores (`None`:
+/// masked): running max `m` from `MASKED`, `corr = e^(m - m_new)`, P = `e^(s - base)` with
+/// `base` = `m_new`, or 0 while `m_new` is still `MASKED`; returns `(Σ p·v, l, m)`.
+fn online_row(scores: &[Option<f32>], v: &[f32]) -> (f32, f32, f32) {
+    let (mut m, mut l, mut o) = (MASKED, 0f32, 0f32);
+    for (blk, vb) in scores.chunks(BK).zip(v.chunks(BK)) {
+        let s: Vec<f32> = blk.iter().map(|x| x.unwrap_or(MASKED)).collect();
+        let mx = s.iter().copied().fold(MASKED, f32::max);
+        let m_new = m.max(mx);
+        let corr = (m - m_new).exp();
+        let base = if m_new == MASKED { 0.0 } else { m_new };
+        let p: Vec<f32> = s.iter().map(|x| (x - base).exp()).collect();
+        l = l * corr + p.iter().sum::<f32>();
+        o = o * corr + p.iter().zip(vb).map(|(p, v)| p * v).sum::<f32>();
+        m = m_new;
+    }
+    (o, l, m)
+}
+
+#[test]
+fn masked_scores_never_count_even_when_a_row_starts_masked() {
+    // Three blocks; the row's allowed keys start in the last (FlashMask masking the early
+    // keys), or are scattered; values of masked keys are large so any leak shows.
+    let n = 3 * BK;
+    let v: Vec<f32> = (0..n).map(|j| if j % 3 == 0 { 1000.0 } else { (j % 7) as f32 - 3.0 }).collect();
+    let patterns: [&dyn Fn(usize) -> bool; 4] =
+        [&|j| j >= 2 * BK + 5, &|j| j == n - 1, &|j| j % 17 == 1 && j > BK, &|j| !(3..2 * BK).contains(&j)];
+    for (t, allowed) in patterns.iter().enumerate() {
+        let scores: Vec<Option<f32>> = (0..n).map(|j| allowed(j).then(|| ((j * 13) % 11) as f32 * 0.5 - 2.0)).collect();
+        let (o, l, m) = online_row(&scores, &v);
+        let real: Vec<(f32, f32)> = scores.iter().zip(&v).filter_map(|(s, v)| s.map(|s| (s, *v))).collect();
+        let mx = real.iter().map(|r| r.0).fold(f32::MIN, f32::max);
+        let l_ref: f32 = real.iter().map(|(s, _)| (s - mx).exp()).sum();
+        let o_ref: f32 = real.iter().map(|(s, v)| (s - mx).exp() * v).sum();
+        assert_eq!(m, mx, "pattern {t}");
+        assert!((l - l_ref).abs() <= 1e-5 * l_ref, "pattern {t}: l {l} vs {l_ref}");
+        assert!((o / l - o_ref / l_ref).abs() <= 1e-3, "pattern {t}: o {} vs {}", o / l, o_ref / l_ref);
     }
 }
 

@@ -13,9 +13,9 @@ use cubecl::frontend::ArrayCompilationArg;
 use cubecl::prelude::{CubeKernel, KernelSettings};
 use std::io::Write;
 
-fn cuda_source(client: &ComputeClient<WgpuRuntime>, c: Config) -> String {
+fn cuda_source(client: &ComputeClient<WgpuRuntime>, c: Config, planes: usize) -> String {
     let (d, causal, window, colr, capped, kind) = c;
-    let settings = KernelSettings::default().cube_dim(CubeDim::new_2d(PLANE as u32, PLANES as u32));
+    let settings = KernelSettings::default().cube_dim(CubeDim::new_2d(PLANE as u32, planes as u32));
     let arr = || ArrayCompilationArg { inplace: None };
     let kernel = attention_mma_kernel::AttentionMmaKernel::<WgpuRuntime>::new(
         settings,
@@ -37,6 +37,7 @@ fn cuda_source(client: &ComputeClient<WgpuRuntime>, c: Config) -> String {
         (),
         VEC,
         d,
+        planes,
         causal,
         window,
         colr,
@@ -56,11 +57,11 @@ fn every_configuration_generates_cuda_with_manual_mma() {
         }
     };
     let out = std::env::var("MOEKIT_CUBECL_SRC_OUT").ok();
-    for c in CONFIGS {
+    for (c, planes) in CONFIGS.into_iter().flat_map(|c| [(c, PLANES), (c, PLANES_WIDE)]) {
         let d = c.0;
-        let src = cuda_source(&b.client, c);
+        let src = cuda_source(&b.client, c, planes);
         if let Some(dir) = &out {
-            let name = format!("{dir}/attn_mma_{}_{}_{}_{}_{}_{:?}.cu", d, c.1, c.2, c.3, c.4, c.5);
+            let name = format!("{dir}/attn_mma{planes}_{}_{}_{}_{}_{}_{:?}.cu", d, c.1, c.2, c.3, c.4, c.5);
             std::fs::write(name, &src).unwrap();
         }
         // Per key block: S = Q·Kᵀ and O += P·V, (BK/16)·(D/16) ldmatrix.x4 and twice as many
@@ -72,5 +73,6 @@ fn every_configuration_generates_cuda_with_manual_mma() {
         assert_eq!(src.matches("__expf(").count(), 2 + BK / 2, "{c:?}");
         assert_eq!(shared_end(&src), shared_bytes(d), "{c:?}");
         assert_eq!(src.matches("for (").count(), 0, "{c:?}: a loop is rolled");
+        assert!(src.contains(&format!("__launch_bounds__({})", PLANE * planes)), "{c:?} planes {planes}");
     }
 }

@@ -6,7 +6,8 @@
 use moekit_ops::DType;
 
 /// Environment variable choosing the attention kernel: `portable` forces the portable kernel,
-/// `mma` the manual-MMA kernel (`ldmatrix` + `mma.sync`; not yet run on a GPU) where it fits;
+/// `mma` the manual-MMA kernel (`ldmatrix` + `mma.sync`; checked on the H200) where it fits,
+/// `mma8` the same kernel with 8 planes (128 query rows per cube; not yet run on a GPU);
 /// anything else (or unset, or `cmma2`, the name the cmma kernel had while it was opt-in) lets
 /// [`select`] decide, which picks the cmma kernel where it fits.
 pub(crate) const ATTN_ENV: &str = "MOEKIT_CUBECL_ATTN";
@@ -24,6 +25,9 @@ pub(crate) enum AttnPath {
     /// `ldmatrix` + `mma.sync` m16n8k16, P kept in registers (only when forced with `mma`
     /// until it has run on a GPU).
     Mma,
+    /// The same kernel with [`crate::kernels::attention::mma::PLANES_WIDE`] planes: 128 query
+    /// rows per cube (only when forced with `mma8`).
+    MmaWide,
 }
 
 /// What the runtime offers, as far as the choice goes.
@@ -69,6 +73,9 @@ pub(crate) fn select(dtype: DType, d: usize, caps: AttnCaps, forced: Option<&str
     let mma = common && caps.mma && caps.shared_bytes >= crate::kernels::attention::mma::shared_bytes(d);
     if mma && forced.is_some_and(|v| v.eq_ignore_ascii_case("mma")) {
         return AttnPath::Mma;
+    }
+    if mma && forced.is_some_and(|v| v.eq_ignore_ascii_case("mma8")) {
+        return AttnPath::MmaWide;
     }
     let fits = common && caps.cmma && caps.shared_bytes >= cmma_shared_bytes(d);
     if fits {
@@ -152,6 +159,21 @@ mod tests {
         assert_eq!(select(DType::BF16, 128, no_cmma, None), AttnPath::Portable);
         let wave64 = AttnCaps { plane_size: (64, 64), ..H200 };
         assert_eq!(select(DType::F16, 64, wave64, Some("mma")), AttnPath::Portable);
+    }
+
+    #[test]
+    fn the_wide_mma_kernel_is_forced_by_its_own_name() {
+        for dtype in [DType::F16, DType::BF16] {
+            for d in [64, 128] {
+                assert_eq!(select(dtype, d, H200, Some("mma8")), AttnPath::MmaWide, "{dtype:?} d {d}");
+                assert_eq!(select(dtype, d, H200, Some("MMA8")), AttnPath::MmaWide);
+            }
+        }
+        assert_eq!(select(DType::F32, 128, H200, Some("mma8")), AttnPath::Portable);
+        assert_eq!(select(DType::F16, 64, LAVAPIPE, Some("mma8")), AttnPath::Portable);
+        assert_eq!(select(DType::F16, 128, NV_VULKAN, Some("mma8")), AttnPath::Portable);
+        let small = AttnCaps { shared_bytes: 48 * 1024, ..H200 };
+        assert_eq!(select(DType::F16, 128, small, Some("mma8")), AttnPath::Portable);
     }
 
     #[test]
