@@ -58,3 +58,59 @@ fn the_gate_generates_cuda_with_matrix_instructions() {
         assert_eq!(shared_end(&src), gate_cmma_shared_bytes(), "{kind:?}");
     }
 }
+
+/// The selection kernel of the qwen3 benchmark (planes of 32, 8 a cube, 4 experts a lane,
+/// softmax, renormalised) compiled to CUDA C++: written out with `MOEKIT_CUBECL_SRC_OUT`.
+#[test]
+fn the_selection_generates_cuda_with_plane_operations() {
+    use crate::kernels::route::plane::route_plane;
+    let b = match CubeBackend::<WgpuRuntime>::wgpu() {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "SKIPPED the_selection_generates_cuda: {e}");
+            return;
+        }
+    };
+    let settings = KernelSettings::default().cube_dim(CubeDim::new_2d(32, 8));
+    let arr = || ArrayCompilationArg { inplace: None };
+    let kernel = route_plane::RoutePlane::<WgpuRuntime>::new(
+        settings,
+        b.client.clone(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        arr(),
+        (),
+        (),
+        (),
+        (),
+        (),
+        (),
+        (),
+        (),
+        32,
+        8,
+        4,
+        false,
+        false,
+        false,
+        false,
+        false,
+        true,
+        ElemType::Float(FloatKind::F32),
+    );
+    let mut compiler = cubecl::cuda::CudaCompiler::default();
+    let address = StorageType::Scalar(ElemType::UInt(UIntKind::U32));
+    let src = compiler
+        .compile(kernel.define(), &Default::default(), ExecutionMode::Checked, address)
+        .expect("the kernel compiles to CUDA C++")
+        .to_string();
+    if let Ok(dir) = std::env::var("MOEKIT_CUBECL_SRC_OUT") {
+        std::fs::write(format!("{dir}/route_plane_F32.cu"), &src).unwrap();
+    }
+    assert!(src.contains("__shfl_xor_sync"), "plane reductions as shuffles");
+}
