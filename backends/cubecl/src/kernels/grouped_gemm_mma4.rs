@@ -29,11 +29,11 @@ use cubecl::prelude::*;
 
 /// Two elements: one 32-bit register of a 16-bit fragment, or two f32 of an accumulator (the
 /// vector size cubecl's CUDA target gives m16n8k16 for f16/bf16 with f32 accumulators).
-type P2 = Const<2>;
+pub(super) type P2 = Const<2>;
 /// One staged 16-byte vector as 32-bit words.
 type P4 = Const<4>;
 /// Columns of an n8 tile.
-const TN: usize = 8;
+pub(super) const TN: usize = 8;
 /// Reduction depth of one K step: twice the first kernels', so each step's loads have twice
 /// the matrix work to land behind and the cube syncs half as often.
 pub(crate) const BK: usize = 2 * BK1;
@@ -413,7 +413,7 @@ fn store<F: Float, V: Size>(
 
 /// A zeroed m16n8 accumulator (2 vectors of 2 f32 per lane).
 #[cube]
-fn acc_zero() -> Array<Vector<f32, P2>> {
+pub(super) fn acc_zero() -> Array<Vector<f32, P2>> {
     let mut c = Array::<Vector<f32, P2>>::new(2usize);
     c[0usize] = Vector::<f32, P2>::zeroed();
     c[1usize] = Vector::<f32, P2>::zeroed();
@@ -424,7 +424,7 @@ fn acc_zero() -> Array<Vector<f32, P2>> {
 /// row starting at element `at` (a multiple of 8: 16-byte aligned). NOTE: the ident only
 /// names the operand; cubecl lowers A and B loads alike.
 #[cube]
-fn load_frag<F: Float, V: Size>(
+pub(super) fn load_frag<F: Float, V: Size>(
     stage: &SharedMemory<Vector<F, V>>,
     at: usize,
     #[comptime] vec: usize,
@@ -437,7 +437,7 @@ fn load_frag<F: Float, V: Size>(
 
 /// Registers `i, i + 1` of an `ldmatrix.x4` result: one n8 tile's B fragment.
 #[cube]
-fn half<F: Float>(regs: &Array<Vector<F, P2>>, #[comptime] i: usize) -> Array<Vector<F, P2>> {
+pub(super) fn half<F: Float>(regs: &Array<Vector<F, P2>>, #[comptime] i: usize) -> Array<Vector<F, P2>> {
     let mut b = Array::<Vector<F, P2>>::new(2usize);
     b[0usize] = regs[i];
     b[1usize] = regs[i + 1];
@@ -447,7 +447,7 @@ fn half<F: Float>(regs: &Array<Vector<F, P2>>, #[comptime] i: usize) -> Array<Ve
 /// One fragment row: `c_j += a · b_j` for the plane's four n8 tiles.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn mma_row<F: Float>(
+pub(super) fn mma_row<F: Float>(
     a: &Array<Vector<F, P2>>,
     b0: &Array<Vector<F, P2>>,
     b1: &Array<Vector<F, P2>>,
@@ -467,21 +467,21 @@ fn mma_row<F: Float>(
 
 /// Where a plane's results go.
 #[derive(CubeType)]
-struct Out {
+pub(super) struct Out {
     /// First output row of the plane (fragment row 0).
-    m0: usize,
+    pub(super) m0: usize,
     /// First output column of the block.
-    n0: usize,
+    pub(super) n0: usize,
     /// Plane column `pc`.
-    pc: usize,
+    pub(super) pc: usize,
     /// `R` (contiguous, dense) or `C` (masked).
-    rows: usize,
+    pub(super) rows: usize,
     /// Rows at or past this belong to no expert (zero).
-    rows_end: usize,
-    n_out: usize,
+    pub(super) rows_end: usize,
+    pub(super) n_out: usize,
     /// First output row of the expert (masked), else 0.
-    y_base: usize,
-    tokens: u32,
+    pub(super) y_base: usize,
+    pub(super) tokens: u32,
 }
 
 /// Writes fragment row `fi` of the plane from its accumulators `c0..c3` (n8 tiles at tile
@@ -491,7 +491,7 @@ struct Out {
 /// with gather the unit owning output column 0 checks its rows' tokens (as the first kernel).
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn write_row<F: Float>(
+pub(super) fn write_row<F: Float>(
     ep: &Out,
     #[comptime] fi: usize,
     c0: &Array<Vector<f32, P2>>,
@@ -561,26 +561,26 @@ fn put<F: Float>(y: &mut Array<F>, base: usize, col: usize, n_out: usize, value:
 
 /// Tile row of staged x vector `v` (`>= BM` past the tile).
 #[cube]
-fn a_row(v: usize, #[comptime] vec: usize) -> usize {
+pub(super) fn a_row(v: usize, #[comptime] vec: usize) -> usize {
     v / comptime!(BK / vec)
 }
 
 /// K offset inside the step of staged x vector `v`.
 #[cube]
-fn a_k(v: usize, #[comptime] vec: usize) -> usize {
+pub(super) fn a_k(v: usize, #[comptime] vec: usize) -> usize {
     v % comptime!(BK / vec) * vec
 }
 
 /// Shared-memory slot (in vectors, inside a stage) of staged x vector `v`.
 #[cube]
-fn a_slot(v: usize, #[comptime] vec: usize) -> usize {
+pub(super) fn a_slot(v: usize, #[comptime] vec: usize) -> usize {
     a_row(v, vec) * comptime!(LDA / vec) + a_k(v, vec) / vec
 }
 
 /// K offset inside the step of staged weight vector `v`: along a row of `[E, N, K]` weights,
 /// down the rows of `[E, K, N]` ones.
 #[cube]
-fn b_k(v: usize, #[comptime] nk: bool, #[comptime] vec: usize) -> usize {
+pub(super) fn b_k(v: usize, #[comptime] nk: bool, #[comptime] vec: usize) -> usize {
     if nk {
         v % comptime!(BK / vec) * vec
     } else {
@@ -590,7 +590,7 @@ fn b_k(v: usize, #[comptime] nk: bool, #[comptime] vec: usize) -> usize {
 
 /// Tile column (weight column inside the block) of staged weight vector `v`.
 #[cube]
-fn b_col(v: usize, #[comptime] nk: bool, #[comptime] vec: usize) -> usize {
+pub(super) fn b_col(v: usize, #[comptime] nk: bool, #[comptime] vec: usize) -> usize {
     if nk {
         v / comptime!(BK / vec)
     } else {
@@ -600,7 +600,7 @@ fn b_col(v: usize, #[comptime] nk: bool, #[comptime] vec: usize) -> usize {
 
 /// Shared-memory slot (in vectors, inside a stage) of staged weight vector `v`.
 #[cube]
-fn b_slot(v: usize, #[comptime] nk: bool, #[comptime] vec: usize) -> usize {
+pub(super) fn b_slot(v: usize, #[comptime] nk: bool, #[comptime] vec: usize) -> usize {
     if nk {
         b_col(v, nk, vec) * comptime!(LDB_NK / vec) + b_k(v, nk, vec) / vec
     } else {

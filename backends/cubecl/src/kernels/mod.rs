@@ -12,5 +12,6 @@ pub(crate) mod grouped_gemm;
 pub(crate) mod grouped_gemm_cmma;
 pub(crate) mod grouped_gemm_mma;
 pub(crate) mod grouped_gemm_mma4;
+pub(crate) mod grouped_gemm_mma5;
 pub mod permute;
 pub mod route;

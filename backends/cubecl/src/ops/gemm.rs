@@ -9,6 +9,7 @@ use crate::kernels::grouped_gemm::{grouped_gemm_kernel, MODE_DENSE, MODE_MASKED,
 use crate::kernels::grouped_gemm_cmma::{grouped_gemm_cmma_kernel, BM, BN, PLANES};
 use crate::kernels::grouped_gemm_mma::grouped_gemm_mma_kernel;
 use crate::kernels::grouped_gemm_mma4::grouped_gemm_mma4_kernel;
+use crate::kernels::grouped_gemm_mma5::grouped_gemm_mma5_kernel;
 use crate::{CubeBackend, CubeBuffer};
 use cubecl::features::MmaConfig;
 use cubecl::ir::{ElemType, FloatKind};
@@ -160,9 +161,12 @@ fn launch_cmma<R: Runtime>(
     let (x, w, y) =
         ((l.x.handle.clone(), l.x.numel()), (l.w.handle.clone(), l.w.numel()), (l.y.handle.clone(), l.y.numel()));
     let (group, rtt, scale) = (arg(b, l.group), arg(b, l.row_to_token), arg(b, l.row_scale));
-    // NOTE: the three kernels take the same arguments; a macro keeps one list.
+    // NOTE: the tensor-core kernels take the same arguments; a macro keeps one list.
     macro_rules! go {
         ($kernel:ident) => {
+            go!($kernel, 1)
+        };
+        ($kernel:ident, $y_vector:expr) => {
             // SAFETY: every handle is a live allocation of at least the given number of elements
             // (checked by `check_io`; `x` and `w` hold a whole number of `vector`s because
             // `vector` divides their row length, see `select_path`). The kernel runs unchecked:
@@ -179,7 +183,7 @@ fn launch_cmma<R: Runtime>(
                     ArrayArg::from_raw_parts(group.0, group.1),
                     ArrayArg::from_raw_parts(rtt.0, rtt.1),
                     ArrayArg::from_raw_parts(scale.0, scale.1),
-                    ArrayArg::from_raw_parts(y.0, y.1.max(1)),
+                    ArrayArg::from_raw_parts(y.0, (y.1 / $y_vector).max(1)),
                     b.flag_arg(),
                     scalar(l.op, l.experts)?,
                     scalar(l.op, l.rows)?,
@@ -201,6 +205,8 @@ fn launch_cmma<R: Runtime>(
         TensorKernel::Wmma => go!(grouped_gemm_cmma_kernel),
         TensorKernel::Mma => go!(grouped_gemm_mma_kernel),
         TensorKernel::Mma4 => go!(grouped_gemm_mma4_kernel),
+        // NOTE: the fifth kernel writes `y` as pairs (`N_out` even, see `select_path`).
+        TensorKernel::Mma5 => go!(grouped_gemm_mma5_kernel, 2),
     }
     Ok(())
 }

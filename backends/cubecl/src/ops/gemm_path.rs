@@ -7,10 +7,14 @@
 //! portable kernel), `cmma` (the `wmma` kernel), `cmma3` (the default manual-MMA kernel),
 //! `cmma4` (opt-in until a GPU has checked it: the manual-MMA kernel with 32-bit staging, a
 //! column-first cube order and a register epilogue, [`TensorKernel::Mma4`], for 16-byte
-//! staged vectors; other shapes take `cmma3`).
+//! staged vectors; other shapes take `cmma3`), `cmma5` (opt-in until a GPU has checked it: the
+//! fourth kernel with asynchronous copies into three shared stages and stores of output
+//! pairs, [`TensorKernel::Mma5`], for the same shapes with an even N_out; elsewhere, or where
+//! its 204 KiB of shared memory do not fit, as `cmma4`).
 
 use crate::kernels::grouped_gemm_cmma::{shared_bytes, PLANES};
 use crate::kernels::grouped_gemm_mma4 as mma4;
+use crate::kernels::grouped_gemm_mma5 as mma5;
 use moekit_ops::DType;
 
 /// The tensor-core kernel of a launch.
@@ -24,6 +28,9 @@ pub(crate) enum TensorKernel {
     /// `kernels::grouped_gemm_mma4` (`cmma4`, opt-in): as [`TensorKernel::Mma`], staged
     /// vectors of 8 elements (16 bytes) only.
     Mma4,
+    /// `kernels::grouped_gemm_mma5` (`cmma5`, opt-in): as [`TensorKernel::Mma4`] with
+    /// asynchronous copies into three shared stages and stores of output pairs; even N_out.
+    Mma5,
 }
 
 /// The kernel of one grouped-GEMM launch.
@@ -83,7 +90,8 @@ pub(crate) const GEMM_ENV: &str = "MOEKIT_CUBECL_GEMM";
 /// instructions for the dtype with f32 accumulators, a fixed plane size and room for the
 /// cube and its shared memory take it too. Otherwise the manual-MMA kernel where the runtime
 /// has m16n8k16 manual MMA and planes of 32 (`cmma4` picks its opt-in variant where the
-/// staged vectors are 16 bytes and its larger shared memory fits, else the default one), the
+/// staged vectors are 16 bytes and its larger shared memory fits, else the default one;
+/// `cmma5` likewise, else as `cmma4`), the
 /// `wmma` kernel where not or with `cmma`.
 ///
 /// Staged vectors are as wide as 16 bytes allow while dividing the rows they are read from:
@@ -118,7 +126,15 @@ pub(crate) fn select_path(caps: &GemmCaps, shape: &GemmShape, force: Option<&str
     let kernel = match (mma, force) {
         (false, _) => TensorKernel::Wmma,
         // NOTE: the opt-in variant stages each 16-byte vector as four 32-bit words.
-        (true, Some("cmma4")) if vector == 8 && mma4::shared_bytes(elem_bytes, shape.nk) <= caps.max_shared => {
+        // NOTE: the fifth kernel writes pairs of output columns, so N_out must be even.
+        (true, Some("cmma5"))
+            if vector == 8 && shape.n_out % 2 == 0 && mma5::shared_bytes(elem_bytes, shape.nk) <= caps.max_shared =>
+        {
+            TensorKernel::Mma5
+        }
+        (true, Some("cmma4" | "cmma5"))
+            if vector == 8 && mma4::shared_bytes(elem_bytes, shape.nk) <= caps.max_shared =>
+        {
             TensorKernel::Mma4
         }
         (true, _) => TensorKernel::Mma,
@@ -187,6 +203,27 @@ mod tests {
         assert_eq!(select_path(&no_mma, &up, Some("cmma4")), cmma(8, 32, TensorKernel::Wmma));
         let wide = GemmCaps { plane_size: (64, 64), ..H200 };
         assert_eq!(select_path(&wide, &up, Some("cmma4")), cmma(8, 64, TensorKernel::Wmma));
+    }
+
+    #[test]
+    fn cmma5_takes_the_async_copy_kernel_where_its_shared_memory_fits() {
+        let up = shape(DType::BF16, 2048, 1536, 768, false);
+        let down = shape(DType::BF16, 768, 2048, 2048, true);
+        for s in [up, down] {
+            assert_eq!(select_path(&H200, &s, Some("cmma5")), cmma(8, 32, TensorKernel::Mma5));
+            // Room for 136 KiB (`cmma4`), not for 204 KiB.
+            let mid = GemmCaps { max_shared: 160 * 1024, ..H200 };
+            assert_eq!(select_path(&mid, &s, Some("cmma5")), cmma(8, 32, TensorKernel::Mma4));
+            let small = GemmCaps { max_shared: 100 * 1024, ..H200 };
+            assert_eq!(select_path(&small, &s, Some("cmma5")), cmma(8, 32, TensorKernel::Mma));
+        }
+        let odd = shape(DType::BF16, 999, 64, 64, true);
+        assert_eq!(select_path(&H200, &odd, Some("cmma5")), cmma(1, 32, TensorKernel::Mma));
+        // An odd N_out (`[E, N, K]` weights): no output pairs, `cmma4`.
+        let odd_n = shape(DType::F16, 1000, 601, 601, true);
+        assert_eq!(select_path(&H200, &odd_n, Some("cmma5")), cmma(8, 32, TensorKernel::Mma4));
+        let no_mma = GemmCaps { mma: false, ..H200 };
+        assert_eq!(select_path(&no_mma, &up, Some("cmma5")), cmma(8, 32, TensorKernel::Wmma));
     }
 
     #[test]
