@@ -1,11 +1,12 @@
 //! Routing kernels: per-token scores and top-k ([`route_tokens`]), per-expert counts and load
 //! ([`route_stats`]), and the aux-loss-free bias step ([`update_bias`]): the portable one-unit-
 //! per-token path. The scalable path is in [`plane`] (one plane per token) and [`gate`] /
-//! [`gate_cmma`] (the fused gate's GEMM, SIMT or on matrix instructions); `crate::ops` chooses
+//! [`gate_cmma`] / [`gate_mma`] (the fused gate's GEMM, SIMT, on `wmma` or on `ldmatrix` + `mma.sync`); `crate::ops` chooses
 //! between them.
 
 pub mod gate;
 pub mod gate_cmma;
+pub mod gate_mma;
 pub mod plane;
 
 use super::flag::record;

@@ -114,3 +114,51 @@ fn the_selection_generates_cuda_with_plane_operations() {
     }
     assert!(src.contains("__shfl_xor_sync"), "plane reductions as shuffles");
 }
+
+/// The manual-MMA gate (16-byte vectors, planes of 32) compiled to CUDA C++: per 16-deep
+/// sub-step 2 A loads by `ldmatrix.x4` and 4 B loads by `ldmatrix.x4.trans`, 16 m16n8k16
+/// MMAs, no `wmma`, two stages of shared memory, 32-bit staging. Written out with
+/// `MOEKIT_CUBECL_SRC_OUT` as `gate_mma_<dtype>.cu`.
+#[test]
+fn the_manual_mma_gate_generates_cuda() {
+    use crate::kernels::route::gate_mma::{gate_logits_mma::GateLogitsMma, gate_mma_shared_bytes, KB, PLANES, VEC};
+    let b = match CubeBackend::<WgpuRuntime>::wgpu() {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "SKIPPED the_manual_mma_gate_generates_cuda: {e}");
+            return;
+        }
+    };
+    for kind in [FloatKind::BF16, FloatKind::F16] {
+        let settings = KernelSettings::default().cube_dim(CubeDim::new_2d(32, PLANES as u32));
+        let arr = || ArrayCompilationArg { inplace: None };
+        let kernel = GateLogitsMma::<WgpuRuntime>::new(
+            settings,
+            b.client.clone(),
+            arr(),
+            arr(),
+            arr(),
+            (),
+            (),
+            (),
+            VEC,
+            ElemType::Float(kind),
+        );
+        let mut compiler = cubecl::cuda::CudaCompiler::default();
+        let address = StorageType::Scalar(ElemType::UInt(UIntKind::U32));
+        let src = compiler
+            .compile(kernel.define(), &Default::default(), ExecutionMode::Unchecked, address)
+            .expect("the kernel compiles to CUDA C++")
+            .to_string();
+        if let Ok(dir) = std::env::var("MOEKIT_CUBECL_SRC_OUT") {
+            std::fs::write(format!("{dir}/gate_mma_{kind:?}.cu"), &src).unwrap();
+        }
+        assert!(!src.contains("wmma::"), "{kind:?}");
+        let trans = src.matches("_4x_trans(").count() - usize::from(src.contains("_4x_trans(uint32"));
+        let plain = src.matches("_4x(").count() - usize::from(src.contains("_4x(uint32"));
+        assert_eq!((trans, plain), (4 * KB / FRAG, 2 * KB / FRAG), "{kind:?}");
+        assert_eq!(src.matches("__mma_m16n8k16_").count() - 1, 16 * KB / FRAG, "{kind:?}");
+        assert_eq!(shared_end(&src), gate_mma_shared_bytes(), "{kind:?}");
+        assert!(src.contains("reinterpret_cast<uint32_4 const&>"), "{kind:?}");
+    }
+}

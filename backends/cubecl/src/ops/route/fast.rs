@@ -4,15 +4,17 @@
 use super::super::gemm::{cubes, float_elem, scalar};
 use super::super::{array, cubes_1d, placeholder};
 use super::mask_arg;
-use super::select::{GateKernel, PlaneCfg};
+use super::select::{refine_gate, GateKernel, MmaCaps, PlaneCfg};
 use crate::flag::BadIndex;
 use crate::kernels::route::gate::{gate_logits, GATE_UNITS};
 use crate::kernels::route::gate_cmma::{gate_logits_cmma, GC_BM, GC_BN, GC_PLANES};
+use crate::kernels::route::gate_mma::{gate_logits_mma, LANES, MB, NB, PLANES, VEC};
 use crate::kernels::route::plane::{route_plane, route_stats_reduce};
 use crate::{CubeBackend, CubeBuffer};
+use cubecl::features::MmaConfig;
 use cubecl::ir::{ElemType, FloatKind};
 use cubecl::prelude::*;
-use moekit_ops::{Result, RouteIo, RouteProblem, ScoreFn, Validated};
+use moekit_ops::{Result, RouteIo, RouteProblem, ScoreFn, TensorMeta, Validated};
 
 const OP: &str = "route";
 
@@ -20,6 +22,25 @@ const OP: &str = "route";
 const TARGET_CUBES: usize = 1024;
 /// Units per cube of the statistics reduction (a power of two).
 const REDUCE_BLOCK: usize = 128;
+
+/// What the runtime of `b` offers the manual-MMA gate for inputs of `elem`.
+fn mma_caps<R: Runtime>(b: &CubeBackend<R>, elem: ElemType) -> MmaCaps {
+    let props = b.client.properties();
+    let config = MmaConfig {
+        a_type: elem.into(),
+        b_type: elem.into(),
+        cd_type: ElemType::Float(FloatKind::F32).into(),
+        m: 16,
+        n: 8,
+        k: 16,
+    };
+    let hw = &props.hardware;
+    MmaCaps {
+        mma: props.features.matmul.mma.contains(&config),
+        max_shared: hw.max_shared_memory_size,
+        max_cubes: (hw.max_cube_count.0, hw.max_cube_count.1),
+    }
+}
 
 /// Routing through [`route_plane`] with launch shape `cfg`, the fused gate's GEMM (if any) on
 /// `gate_kernel`, its f32 logits `[T, E]` in `logits_scratch` when given (a handle of at least
@@ -37,11 +58,33 @@ pub(super) fn route_fast<R: Runtime>(
 ) -> Result<()> {
     let (t, e) = (p.tokens, p.experts);
     let mut elem = float_elem(OP, p.dtype)?;
+    let gate_kernel = refine_gate(gate_kernel, mma_caps(b, elem), p);
     // The logits: the input, or the gate GEMM's f32 output.
     let logits = match (p.hidden, io.gate) {
         (Some(h), Some(gate)) => {
             let out = logits_scratch.unwrap_or_else(|| b.client.empty(4 * (t * e).max(1)));
-            if let (true, GateKernel::Cmma(plane)) = (t > 0, gate_kernel) {
+            if let (true, GateKernel::Mma) = (t > 0, gate_kernel) {
+                let (x, g) = (io.logits, gate);
+                // SAFETY: `x` holds `T·H` and `gate` `H·E` elements (checked by `check_io`),
+                // whole numbers of 16-byte vectors (`refine_gate`: `H` and `E` multiples of
+                // `VEC`), non-empty (`T > 0`, `H` and `E` positive); `out` holds `T·E` f32. The
+                // kernel keeps every access inside those (see its module doc).
+                unsafe {
+                    gate_logits_mma::launch_unchecked::<R>(
+                        &b.client,
+                        CubeCount::Static(cubes(OP, t.div_ceil(MB))?, cubes(OP, e.div_ceil(NB))?, 1),
+                        CubeDim::new_2d(LANES as u32, PLANES as u32),
+                        VEC,
+                        ArrayArg::from_raw_parts(x.handle.clone(), (x.numel() / VEC).max(1)),
+                        ArrayArg::from_raw_parts(g.handle.clone(), (g.numel() / VEC).max(1)),
+                        ArrayArg::from_raw_parts(out.clone(), (t * e).max(1)),
+                        scalar(OP, t)?,
+                        scalar(OP, h)?,
+                        scalar(OP, e)?,
+                        elem,
+                    );
+                }
+            } else if let (true, GateKernel::Cmma(plane)) = (t > 0, gate_kernel) {
                 // SAFETY: `x` holds `T·H` and `gate` `H·E` elements (checked by `check_io`), `out`
                 // `T·E` f32; the kernel keeps every access inside those (see its module doc).
                 unsafe {

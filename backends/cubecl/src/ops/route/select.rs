@@ -2,6 +2,7 @@
 //! kept apart from the launches, with an environment override.
 
 use crate::kernels::route::gate_cmma::{gate_cmma_shared_bytes, GC_BM, GC_BN, GC_PLANES};
+use crate::kernels::route::gate_mma::{gate_mma_shared_bytes, LANES, MB, NB, VEC};
 use moekit_ops::{DType, RouteProblem};
 
 /// Environment override: `simple` forces the one-unit-per-token kernels (with the gate GEMM
@@ -10,8 +11,8 @@ use moekit_ops::{DType, RouteProblem};
 pub(crate) const ROUTE_ENV: &str = "MOEKIT_CUBECL_ROUTE";
 
 /// Environment override of the fused gate's GEMM on the plane path: `cmma` picks the
-/// matrix-instruction kernel where the runtime has it for the dtype, `simt` the register-blocked
-/// one. Anything else (or unset): [`CMMA_GATE_BY_DEFAULT`].
+/// matrix-instruction kernel where the runtime has it for the dtype (the manual-MMA one where
+/// [`refine_gate`] allows, else the `wmma` one), `simt` the register-blocked one. Anything else (or unset): [`CMMA_GATE_BY_DEFAULT`].
 pub(crate) const GATE_ENV: &str = "MOEKIT_CUBECL_ROUTE_GATE";
 
 /// Whether the matrix-instruction gate runs without the override.
@@ -51,6 +52,42 @@ pub(crate) enum GateKernel {
     /// Matrix instructions (`crate::kernels::route::gate_cmma::gate_logits_cmma`) with planes
     /// of this many lanes.
     Cmma(usize),
+    /// Manual MMA (`crate::kernels::route::gate_mma::gate_logits_mma`): planes of 32,
+    /// 16-byte staged vectors.
+    Mma,
+}
+
+/// What the runtime offers the manual-MMA gate.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MmaCaps {
+    /// m16n8k16 manual MMA with f32 accumulators for the problem's dtype.
+    pub(crate) mma: bool,
+    /// Shared memory per cube, bytes.
+    pub(crate) max_shared: usize,
+    /// Most cubes along `(x, y)`.
+    pub(crate) max_cubes: (u32, u32),
+}
+
+/// Upgrades [`select_gate`]'s `Cmma` choice to the manual-MMA kernel where it applies: planes
+/// of 32, manual MMA for the dtype, `H` and `E` multiples of [`VEC`] (every staged 16-byte
+/// vector wholly inside or outside the data, rows 16-byte aligned) and positive, room for its shared memory
+/// and grid. Any other choice, or shape, stays as it is.
+pub(crate) fn refine_gate(kernel: GateKernel, caps: MmaCaps, p: &RouteProblem) -> GateKernel {
+    let Some(h) = p.hidden else { return kernel };
+    // NOTE: `H` and `E` positive: the kernel stages its first step before looking at `H`.
+    let fits = caps.mma
+        && h > 0
+        && p.experts > 0
+        && h % VEC == 0
+        && p.experts % VEC == 0
+        && gate_mma_shared_bytes() <= caps.max_shared
+        && p.tokens.div_ceil(MB) <= caps.max_cubes.0 as usize
+        && p.experts.div_ceil(NB) <= caps.max_cubes.1 as usize;
+    if kernel == GateKernel::Cmma(LANES) && fits {
+        GateKernel::Mma
+    } else {
+        kernel
+    }
 }
 
 /// The gate kernel for `p` on a runtime with `caps`; `env` is [`GATE_ENV`]'s value. The
@@ -209,5 +246,35 @@ mod tests {
         p.dtype = DType::BF16;
         p.hidden = None;
         assert_eq!(select_gate(CUDA, &p, Some("cmma")), GateKernel::Simt);
+    }
+
+    #[test]
+    fn manual_mma_gate_for_vector_shapes_else_the_first_kernel() {
+        const MMA: MmaCaps = MmaCaps { mma: true, max_shared: 227 * 1024, max_cubes: (u32::MAX, 65_535) };
+        let mut p = RouteProblem::new(16384, 128, 8, DType::BF16);
+        p.hidden = Some(2048);
+        let cmma = select_gate(CUDA, &p, Some("cmma"));
+        assert_eq!(refine_gate(cmma, MMA, &p), GateKernel::Mma);
+        // Not asked for, or not possible: unchanged.
+        assert_eq!(refine_gate(GateKernel::Simt, MMA, &p), GateKernel::Simt);
+        assert_eq!(refine_gate(GateKernel::Cmma(64), MMA, &p), GateKernel::Cmma(64));
+        assert_eq!(refine_gate(cmma, MmaCaps { mma: false, ..MMA }, &p), cmma);
+        assert_eq!(refine_gate(cmma, MmaCaps { max_shared: 48 * 1024, ..MMA }, &p), cmma);
+        // More experts than one block: several expert blocks, still the manual kernel.
+        p.experts = 264;
+        assert_eq!(refine_gate(cmma, MMA, &p), GateKernel::Mma);
+        // Shapes the 16-byte staging cannot take keep the first kernel.
+        p.experts = 60;
+        assert_eq!(refine_gate(cmma, MMA, &p), cmma);
+        p.experts = 64;
+        p.hidden = Some(2044);
+        assert_eq!(refine_gate(cmma, MMA, &p), cmma);
+        p.hidden = Some(8);
+        p.tokens = 1;
+        assert_eq!(refine_gate(cmma, MMA, &p), GateKernel::Mma);
+        p.hidden = Some(0);
+        assert_eq!(refine_gate(cmma, MMA, &p), cmma);
+        p.hidden = None;
+        assert_eq!(refine_gate(cmma, MMA, &p), cmma);
     }
 }
