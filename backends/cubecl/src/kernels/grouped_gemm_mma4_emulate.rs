@@ -4,12 +4,8 @@
 //! `l` at row `l/4 + 8·(n/2)`, column `2·(l%4) + n%2`), with the kernel's formulas.
 
 use super::{BM, BN, FRAG, TN};
+use crate::kernels::mma_emulate::acc_pos;
 use std::collections::HashSet;
-
-/// `(row, column)` of accumulator element `n` of lane `lane` inside an m16n8 tile.
-fn acc_pos(lane: usize, n: usize) -> (usize, usize) {
-    (lane / 4 + 8 * (n / 2), 2 * (lane % 4) + n % 2)
-}
 
 /// The first tile column of n8 tile `j` of plane column `pc`: `ldmatrix.x4` matrix `mi` of
 /// the B loads starts at column `cb + 8·(mi/2)` and registers `2q, 2q+1` hold matrices
