@@ -16,7 +16,8 @@
 # cases under the sanitizers, default 6), BENCH_SHAPES (shape flags of the benchmark),
 # CUBECL_SHAPES and CUBECL_TIMEOUT (the same for the cubecl benchmarks), TEST_THREADS (default
 # 4), VARIANTS (the overrides the `variants` step tries, `NAME=value` words) and
-# VARIANT_FILTER (the suite properties it runs under each).
+# VARIANT_FILTER (the suite properties it runs under each; VARIANT_SUITE=0 runs only the
+# benchmark lines the override changes).
 # With `.gl/` present (the Vulkan loader debs, see GPU.md) the wgpu runtime runs over
 # NVIDIA's Vulkan driver.
 set -uo pipefail
@@ -101,17 +102,25 @@ for step in $steps; do
         # default. Files are named after the override with `=` as `-`.
         for v in ${VARIANTS:-MOEKIT_CUBECL_GEMM=cmma4 MOEKIT_CUBECL_GEMM=cmma5 MOEKIT_CUBECL_ATTN=mma MOEKIT_CUBECL_ATTN=mma8 MOEKIT_CUBECL_ROUTE_GATE=cmma}; do
             tag=${v//=/-}
-            echo "== $v: suite (${VARIANT_FILTER:=gemm attention moe_layer})"
-            # shellcheck disable=SC2086
-            env "$v" MOEKIT_NO_SKIP=1 MOEKIT_PROPTEST_CASES=${OTHER_CASES:-64} timeout "${TEST_TIMEOUT:-300}" \
-                .gpu/bin/test-suite_cuda --test-threads="${TEST_THREADS:-4}" $VARIANT_FILTER >"$out/variant-$tag.log" 2>&1 \
-                || { echo "   FAILED (exit $?)"; rc=1; }
-            grep -E "^test result|FAILED|panicked" "$out/variant-$tag.log" | head -10
+            if [ "${VARIANT_SUITE:-1}" = 1 ]; then
+                echo "== $v: suite (${VARIANT_FILTER:=gemm attention moe_layer})"
+                # shellcheck disable=SC2086
+                env "$v" MOEKIT_NO_SKIP=1 MOEKIT_PROPTEST_CASES=${OTHER_CASES:-64} timeout "${TEST_TIMEOUT:-300}" \
+                    .gpu/bin/test-suite_cuda --test-threads="${TEST_THREADS:-4}" $VARIANT_FILTER >"$out/variant-$tag.log" 2>&1 \
+                    || { echo "   FAILED (exit $?)"; rc=1; }
+                grep -E "^test result|FAILED|panicked" "$out/variant-$tag.log" | head -10
+            fi
+            # The benchmark lines the override can change (each checked against the reference).
+            case $v in
+            *_GEMM=*) ops="--op grouped_gemm_up --op grouped_gemm_down --op gemm --op moe_layer" ;;
+            *_ATTN=*) ops="--op attention" ;;
+            *_ROUTE*) ops="--op route --op moe_layer" ;;
+            *) ops="--op grouped_gemm_up --op grouped_gemm_down --op gemm --op attention --op route --op moe_layer" ;;
+            esac
             echo "== $v: bench"
             # shellcheck disable=SC2086
             env "$v" timeout "${CUBECL_TIMEOUT:-300}" .gpu/bin/bin-moekit-bench --backend cubecl-cuda --dtype bf16 \
-                ${CUBECL_SHAPES:-$shapes} --op grouped_gemm_up --op grouped_gemm_down --op gemm --op attention \
-                --op route --op moe_layer $attn --iters 10 --json "$out/bench-variant-$tag.json" 2>&1 \
+                ${CUBECL_SHAPES:-$shapes} $ops $attn --iters 10 --json "$out/bench-variant-$tag.json" 2>&1 \
                 | tee "$out/bench-variant-$tag.txt" || rc=1
         done
         ;;

@@ -187,3 +187,28 @@ fn the_fifth_kernel_copies_asynchronously_into_three_stages() {
         assert!(src.contains("_2* buffer_5"), "{c:?}");
     }
 }
+
+#[test]
+fn the_sixth_kernel_runs_wide_blocks_through_four_stages() {
+    use crate::kernels::grouped_gemm_mma6::{self as mma6, grouped_gemm_mma6_kernel::GroupedGemmMma6Kernel, BK as BK6};
+    let Some(client) = client("the_sixth_kernel_generates") else { return };
+    for c in CONFIGS.into_iter().filter(|c| c.5 == 8) {
+        let src = source!(GroupedGemmMma6Kernel<WgpuRuntime>, client, c);
+        dump("ggm6", c, &src);
+        // Per K sub-step 4 A and 4 B `ldmatrix.x4`, 32 MMAs.
+        assert!(!src.contains("wmma::"), "{c:?}");
+        let trans = src.matches("_4x_trans(").count() - usize::from(src.contains("_4x_trans(uint32"));
+        let plain = src.matches("_4x(").count() - usize::from(src.contains("_4x(uint32"));
+        let (b_trans, b_plain) = if c.1 { (0, 4) } else { (4, 0) };
+        assert_eq!((trans, plain), (b_trans * BK6 / FRAG, (4 + b_plain) * BK6 / FRAG), "{c:?}");
+        assert_eq!(src.matches("__mma_m16n8k16_").count() - 1, 32 * BK6 / FRAG, "{c:?}");
+        assert_eq!(shared_end(&src), mma6::shared_bytes(2, c.1), "{c:?}");
+        assert!(mma6::shared_bytes(2, c.1) <= 227 * 1024 - 1024, "{c:?}");
+        // 12 copies of 16 bytes per unit and K step (4 of x, 8 of weights), issued at four
+        // places (the three prologue steps and the loop), each set committed to a barrier.
+        assert_eq!(src.matches("__cp_async_shared_global<16>(").count() - 2, 4 * 12, "{c:?}");
+        assert_eq!(src.matches("__cp_async_arrive(").count() - 1, 3 + 4, "{c:?}");
+        assert_eq!(src.matches(".arrive_and_wait()").count(), 4, "{c:?}");
+        assert!(src.contains("_2* buffer_5"), "{c:?}");
+    }
+}

@@ -418,7 +418,7 @@ fn copy<F: Float, V: Size>(
 
 /// One 16-byte copy of `src[from]` into `stage[to]`, or zeros unless `real`.
 #[cube]
-fn copy_one<F: Float, V: Size>(
+pub(super) fn copy_one<F: Float, V: Size>(
     src: &Array<Vector<F, V>>,
     stage: &mut SharedMemory<Vector<F, V>>,
     from: usize,
@@ -504,7 +504,7 @@ fn write_pairs<F: Float>(
 /// `y[base + col]`, `y[base + col + 1]` = `a`, `b` (zeros unless `valid`) as one pair where
 /// `col < n_out` (`col` and `n_out` even, so the pair is whole and aligned).
 #[cube]
-fn put_pair<F: Float>(
+pub(super) fn put_pair<F: Float>(
     y: &mut Array<Vector<F, P2>>,
     base: usize,
     col: usize,

@@ -1,4 +1,5 @@
-//! CPU emulation of the fifth kernel's copy pipeline (no GPU here): the kernel's sequence of
+//! CPU emulation of the fifth kernel's copy pipeline (no GPU here; the sixth kernel's
+//! emulation runs it with its own stages and tile constants): the kernel's sequence of
 //! copies, commits, barrier waits, stage reads and cube syncs (the same for every unit), run
 //! against a model of the barriers. A wait on barrier `b` completes its current phase: the
 //! copies committed to `b` in that phase have landed, and every unit has arrived, so every
@@ -146,8 +147,8 @@ fn every_step_is_read_after_its_copies_land_and_no_stage_is_refilled_early() {
 
 #[test]
 fn the_model_rejects_copies_one_step_further_ahead() {
-    // Three steps ahead with three stages refills the stage read in the same step.
-    assert!(check(&[4], AHEAD + 1).is_err());
+    // As many steps ahead as there are stages refills the stage read in the same step.
+    assert!(check(&[STAGES + 1], AHEAD + 1).is_err());
     // Copies of the next step only (one stage idle) are safe too: the model is not too strict.
     assert_eq!(check(&[9, 2], 1), Ok(()));
 }

@@ -13,6 +13,7 @@ pub(crate) mod grouped_gemm_cmma;
 pub(crate) mod grouped_gemm_mma;
 pub(crate) mod grouped_gemm_mma4;
 pub(crate) mod grouped_gemm_mma5;
+pub(crate) mod grouped_gemm_mma6;
 #[cfg(test)]
 pub(crate) mod mma_emulate;
 pub mod permute;

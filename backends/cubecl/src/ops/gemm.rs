@@ -10,6 +10,7 @@ use crate::kernels::grouped_gemm_cmma::{grouped_gemm_cmma_kernel, BM, BN, PLANES
 use crate::kernels::grouped_gemm_mma::grouped_gemm_mma_kernel;
 use crate::kernels::grouped_gemm_mma4::grouped_gemm_mma4_kernel;
 use crate::kernels::grouped_gemm_mma5::grouped_gemm_mma5_kernel;
+use crate::kernels::grouped_gemm_mma6::{self as mma6, grouped_gemm_mma6_kernel};
 use crate::{CubeBackend, CubeBuffer};
 use cubecl::features::MmaConfig;
 use cubecl::ir::{ElemType, FloatKind};
@@ -139,7 +140,7 @@ fn caps<R: Runtime>(b: &CubeBackend<R>, dtype: DType) -> GemmCaps {
 }
 
 /// Launches the tensor-core kernel `kernel` over `(max(1, ceil(rows/BM)), ceil(N_out/(BN or
-/// BN/2)), E or 1)` cubes of `(plane, PLANES)` units, staging vectors of `vector` elements.
+/// BN/2, or the sixth kernel's `block_cols`)), E or 1)` cubes of `(plane, PLANES)` units, staging vectors of `vector` elements.
 ///
 /// # Errors
 /// [`Error::Unsupported`] for sizes past `u32`.
@@ -151,7 +152,11 @@ fn launch_cmma<R: Runtime>(
     kernel: TensorKernel,
 ) -> Result<()> {
     let elem = float_elem(l.op, l.dtype)?;
-    let block_cols = if l.swiglu { BN / 2 } else { BN };
+    let block_cols = match kernel {
+        TensorKernel::Mma6 => mma6::block_cols(l.swiglu),
+        _ if l.swiglu => BN / 2,
+        _ => BN,
+    };
     let col_cubes = cubes(l.op, l.n_out.div_ceil(block_cols))?;
     let row_cubes = cubes(l.op, l.rows.div_ceil(BM).max(1))?;
     let expert_cubes = cubes(l.op, if l.mode == MODE_MASKED { l.experts } else { 1 })?;
@@ -207,6 +212,8 @@ fn launch_cmma<R: Runtime>(
         TensorKernel::Mma4 => go!(grouped_gemm_mma4_kernel),
         // NOTE: the fifth kernel writes `y` as pairs (`N_out` even, see `select_path`).
         TensorKernel::Mma5 => go!(grouped_gemm_mma5_kernel, 2),
+        // NOTE: so does the sixth, on blocks of `mma6::block_cols` output columns.
+        TensorKernel::Mma6 => go!(grouped_gemm_mma6_kernel, 2),
     }
     Ok(())
 }

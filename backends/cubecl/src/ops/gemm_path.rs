@@ -10,11 +10,14 @@
 //! staged vectors; other shapes take `cmma3`), `cmma5` (opt-in until a GPU has checked it: the
 //! fourth kernel with asynchronous copies into three shared stages and stores of output
 //! pairs, [`TensorKernel::Mma5`], for the same shapes with an even N_out; elsewhere, or where
-//! its 204 KiB of shared memory do not fit, as `cmma4`).
+//! its 204 KiB of shared memory do not fit, as `cmma4`), `cmma6` (opt-in until a GPU has
+//! checked it: the fifth kernel on 128 × 256 blocks with four 64-deep stages,
+//! [`TensorKernel::Mma6`]; elsewhere as `cmma5`).
 
 use crate::kernels::grouped_gemm_cmma::{shared_bytes, PLANES};
 use crate::kernels::grouped_gemm_mma4 as mma4;
 use crate::kernels::grouped_gemm_mma5 as mma5;
+use crate::kernels::grouped_gemm_mma6 as mma6;
 use moekit_ops::DType;
 
 /// The tensor-core kernel of a launch.
@@ -31,6 +34,9 @@ pub(crate) enum TensorKernel {
     /// `kernels::grouped_gemm_mma5` (`cmma5`, opt-in): as [`TensorKernel::Mma4`] with
     /// asynchronous copies into three shared stages and stores of output pairs; even N_out.
     Mma5,
+    /// `kernels::grouped_gemm_mma6` (`cmma6`, opt-in): as [`TensorKernel::Mma5`] on blocks of
+    /// 128 × 256 with four stages of 64-deep K steps; even N_out.
+    Mma6,
 }
 
 /// The kernel of one grouped-GEMM launch.
@@ -127,12 +133,17 @@ pub(crate) fn select_path(caps: &GemmCaps, shape: &GemmShape, force: Option<&str
         (false, _) => TensorKernel::Wmma,
         // NOTE: the opt-in variant stages each 16-byte vector as four 32-bit words.
         // NOTE: the fifth kernel writes pairs of output columns, so N_out must be even.
-        (true, Some("cmma5"))
+        (true, Some("cmma6"))
+            if vector == 8 && shape.n_out % 2 == 0 && mma6::shared_bytes(elem_bytes, shape.nk) <= caps.max_shared =>
+        {
+            TensorKernel::Mma6
+        }
+        (true, Some("cmma5" | "cmma6"))
             if vector == 8 && shape.n_out % 2 == 0 && mma5::shared_bytes(elem_bytes, shape.nk) <= caps.max_shared =>
         {
             TensorKernel::Mma5
         }
-        (true, Some("cmma4" | "cmma5"))
+        (true, Some("cmma4" | "cmma5" | "cmma6"))
             if vector == 8 && mma4::shared_bytes(elem_bytes, shape.nk) <= caps.max_shared =>
         {
             TensorKernel::Mma4
@@ -203,6 +214,24 @@ mod tests {
         assert_eq!(select_path(&no_mma, &up, Some("cmma4")), cmma(8, 32, TensorKernel::Wmma));
         let wide = GemmCaps { plane_size: (64, 64), ..H200 };
         assert_eq!(select_path(&wide, &up, Some("cmma4")), cmma(8, 64, TensorKernel::Wmma));
+    }
+
+    #[test]
+    fn cmma6_takes_the_wide_block_kernel_where_its_shared_memory_fits() {
+        let up = shape(DType::BF16, 2048, 1536, 768, false);
+        let down = shape(DType::BF16, 768, 2048, 2048, true);
+        for s in [up, down] {
+            assert_eq!(select_path(&H200, &s, Some("cmma6")), cmma(8, 32, TensorKernel::Mma6));
+        }
+        // 204 KiB (`[E, K, N]`) fit, 216 KiB (`[E, N, K]`) do not: the fifth kernel's 204 KiB do.
+        let mid = GemmCaps { max_shared: 210 * 1024, ..H200 };
+        assert_eq!(select_path(&mid, &up, Some("cmma6")), cmma(8, 32, TensorKernel::Mma6));
+        assert_eq!(select_path(&mid, &down, Some("cmma6")), cmma(8, 32, TensorKernel::Mma5));
+        // Odd N_out (no output pairs): the fourth kernel; narrow vectors: the default one.
+        let odd_n = shape(DType::BF16, 1024, 601, 601, true);
+        assert_eq!(select_path(&H200, &odd_n, Some("cmma6")), cmma(8, 32, TensorKernel::Mma4));
+        let odd = shape(DType::BF16, 999, 64, 64, true);
+        assert_eq!(select_path(&H200, &odd, Some("cmma6")), cmma(1, 32, TensorKernel::Mma));
     }
 
     #[test]
