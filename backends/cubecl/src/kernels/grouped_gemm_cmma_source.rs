@@ -148,48 +148,7 @@ fn the_manual_mma_kernel_generates_ldmatrix_and_mma_sync() {
 }
 
 #[test]
-fn the_fourth_kernel_stages_words_and_writes_from_registers() {
-    use crate::kernels::grouped_gemm_mma4::{self as mma4, grouped_gemm_mma4_kernel::GroupedGemmMma4Kernel, BK as BK4};
-    let Some(client) = client("the_fourth_kernel_generates") else { return };
-    // `cmma4` takes only 16-byte staged vectors (see `select_path`).
-    for c in CONFIGS.into_iter().filter(|c| c.5 == 8) {
-        let src = source!(GroupedGemmMma4Kernel<WgpuRuntime>, client, c);
-        dump("ggm4", c, &src);
-        check_mma(&src, c, BK4);
-        // Two stages of x and weights, no epilogue scratch.
-        assert_eq!(shared_end(&src), mma4::shared_bytes(2, c.1), "{c:?}");
-        assert!(mma4::shared_bytes(2, c.1) <= 136 * 1024, "{c:?}");
-        // The staged vectors go through 32-bit words: reinterpreted after each load and back at
-        // each store.
-        assert!(src.contains("reinterpret_cast<uint32_4 const&>"), "{c:?}");
-    }
-}
-
-#[test]
-fn the_fifth_kernel_copies_asynchronously_into_three_stages() {
-    use crate::kernels::grouped_gemm_mma4::BK as BK4;
-    use crate::kernels::grouped_gemm_mma5::{self as mma5, grouped_gemm_mma5_kernel::GroupedGemmMma5Kernel};
-    let Some(client) = client("the_fifth_kernel_generates") else { return };
-    for c in CONFIGS.into_iter().filter(|c| c.5 == 8) {
-        let src = source!(GroupedGemmMma5Kernel<WgpuRuntime>, client, c);
-        dump("ggm5", c, &src);
-        check_mma(&src, c, BK4);
-        assert_eq!(shared_end(&src), mma5::shared_bytes(2, c.1), "{c:?}");
-        assert!(mma5::shared_bytes(2, c.1) <= 227 * 1024 - 1024, "{c:?}");
-        // 16 copies of 16 bytes per unit and K step (8 of x, 8 of weights), issued at three
-        // places (the two prologue steps and the loop), each set committed to a barrier; no
-        // staging through registers.
-        assert_eq!(src.matches("__cp_async_shared_global<16>(").count() - 2, 3 * 16, "{c:?}");
-        assert_eq!(src.matches("__cp_async_arrive(").count() - 1, 2 + 3, "{c:?}");
-        assert_eq!(src.matches(".arrive_and_wait()").count(), 3, "{c:?}");
-        assert!(!src.contains("reinterpret_cast<uint32_4 const&>"), "{c:?}");
-        // The output is written as pairs of 16-bit elements.
-        assert!(src.contains("_2* buffer_5"), "{c:?}");
-    }
-}
-
-#[test]
-fn the_sixth_kernel_runs_wide_blocks_through_four_stages() {
+fn the_wide_kernel_runs_128_by_256_blocks_through_four_stages() {
     use crate::kernels::grouped_gemm_mma6::{self as mma6, grouped_gemm_mma6_kernel::GroupedGemmMma6Kernel, BK as BK6};
     let Some(client) = client("the_sixth_kernel_generates") else { return };
     for c in CONFIGS.into_iter().filter(|c| c.5 == 8) {

@@ -22,15 +22,10 @@ use super::grouped_gemm::{check_offsets, clamp_row, BAD_COUNTS, MODE_CONTIGUOUS,
 use super::grouped_gemm_cmma::{
     a_k, a_row, a_slot, b_k, b_slot, epilogue, Epilogue, BK, BM, BN, FRAG, LDA, LDB_KN, LDB_NK, PLANES,
 };
+use super::mma_frag::{acc_zero, half, load_frag, mma_row, P2, TN};
 use cubecl::cmma::{MatrixIdent, MmaDefinition};
 use cubecl::ir::ElemType;
 use cubecl::prelude::*;
-
-/// Two elements: one 32-bit register of a 16-bit fragment, or two f32 of an accumulator (the
-/// vector size cubecl's CUDA target gives m16n8k16 for f16/bf16 with f32 accumulators).
-type P2 = Const<2>;
-/// Columns of an n8 tile.
-const TN: usize = 8;
 
 /// The grouped GEMM; arguments and launch as
 /// [`super::grouped_gemm_cmma::grouped_gemm_cmma_kernel`], on planes of 32.
@@ -386,60 +381,6 @@ fn store<F: Float, V: Size>(
             }
         }
     }
-}
-
-/// A zeroed m16n8 accumulator (2 vectors of 2 f32 per lane).
-#[cube]
-fn acc_zero() -> Array<Vector<f32, P2>> {
-    let mut c = Array::<Vector<f32, P2>>::new(2usize);
-    c[0usize] = Vector::<f32, P2>::zeroed();
-    c[1usize] = Vector::<f32, P2>::zeroed();
-    c
-}
-
-/// Four 8×8 matrices by one `ldmatrix.x4` (`.trans` with `trans`) from `stage`, this lane's
-/// row starting at element `at` (a multiple of 8: 16-byte aligned). NOTE: the ident only
-/// names the operand; cubecl lowers A and B loads alike.
-#[cube]
-fn load_frag<F: Float, V: Size>(
-    stage: &SharedMemory<Vector<F, V>>,
-    at: usize,
-    #[comptime] vec: usize,
-    #[comptime] trans: bool,
-) -> Array<Vector<F, P2>> {
-    let def = MmaDefinition::<F, F, f32>::new(FRAG, TN, FRAG);
-    let row = stage.slice(at / vec, at / vec + comptime!(TN.div_ceil(vec)));
-    def.load_matrix::<Vector<F, V>, P2>(&row, MatrixIdent::A, 4usize, trans)
-}
-
-/// Registers `i, i + 1` of an `ldmatrix.x4` result: one n8 tile's B fragment.
-#[cube]
-fn half<F: Float>(regs: &Array<Vector<F, P2>>, #[comptime] i: usize) -> Array<Vector<F, P2>> {
-    let mut b = Array::<Vector<F, P2>>::new(2usize);
-    b[0usize] = regs[i];
-    b[1usize] = regs[i + 1];
-    b
-}
-
-/// One fragment row: `c_j += a · b_j` for the plane's four n8 tiles.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-fn mma_row<F: Float>(
-    a: &Array<Vector<F, P2>>,
-    b0: &Array<Vector<F, P2>>,
-    b1: &Array<Vector<F, P2>>,
-    b2: &Array<Vector<F, P2>>,
-    b3: &Array<Vector<F, P2>>,
-    c0: &mut Array<Vector<f32, P2>>,
-    c1: &mut Array<Vector<f32, P2>>,
-    c2: &mut Array<Vector<f32, P2>>,
-    c3: &mut Array<Vector<f32, P2>>,
-) {
-    let def = MmaDefinition::<F, F, f32>::new(FRAG, TN, FRAG);
-    def.execute_inplace(a, b0, c0);
-    def.execute_inplace(a, b1, c1);
-    def.execute_inplace(a, b2, c2);
-    def.execute_inplace(a, b3, c3);
 }
 
 /// Stores a plane's four accumulators of one fragment row into its scratch as the first

@@ -1,22 +1,34 @@
-//! The manual-MMA grouped GEMM, variant 6 (opt-in `MOEKIT_CUBECL_GEMM=cmma6` until a GPU has
-//! checked it): [`super::grouped_gemm_mma5`] (asynchronous 16-byte copies into shared stages
-//! with one barrier per stage, column-first cube order, register epilogue writing output
-//! pairs; same grouping and semantics) on blocks of [`BM`] × [`BN`] = 128 × 256 with K steps
-//! of [`BK`] = 64 in [`STAGES`] = 4 stages (three steps in flight):
+//! The wide manual-MMA grouped GEMM (the default tensor-core kernel where the staged vectors
+//! are 16 bytes and `N_out` is even, see `crate::ops::gemm_path`; H200, bf16, the benchmark's
+//! up GEMM: 3.34 ms, 247 TFLOP/s, where the default kernel of `grouped_gemm_mma` takes 6.8 ms).
+//! Same arguments, grouping and semantics as the first kernels, and:
 //!
-//! - Each of the 8 planes owns a 64 × 64 warp tile (4 fragment rows × 8 n8 tiles, 128 f32
-//!   accumulators per lane; planes `2 × 4`): per k16 step 4 `ldmatrix.x4` for A and 4 for B
-//!   feed 32 `mma.sync` (the fifth kernel: 6 for 16).
-//! - The block reads `(BM + BN) · K` elements for `BM · BN` outputs: three quarters of the
-//!   fifth kernel's L2 traffic per output (its 128 × 128 blocks pulled ~14.5 GB from L2 for
-//!   the benchmark's up GEMM, ~3.7 TB/s at its 3.86 ms).
-//! - With SwiGLU the block's first 128 weight columns are gate columns `n0 ..` and the last
-//!   128 the matching up columns `N_out + n0 ..`; plane column `pc` holds gate tile columns
-//!   `32·pc ..` and up tile columns `128 + 32·pc ..`, so `silu(gate) · up` meets in one lane.
+//! - Blocks of [`BM`] × [`BN`] = 128 × 256; each of the 8 planes (`2 × 4`) owns a 64 × 64 warp
+//!   tile: 4 fragment rows × 8 n8 tiles, 128 f32 accumulators per lane. Per k16 step 4
+//!   `ldmatrix.x4` for A and 4 for B feed 32 `mma.sync` (`ldmatrix` + `mma.sync`, see
+//!   `mma_frag`). A block reads `(BM + BN) · K` elements for `BM · BN` outputs: three quarters
+//!   of the L2 traffic per output of 128 × 128 blocks (which pulled ~14.5 GB from L2 for the
+//!   benchmark's up GEMM; measured 3.86 ms there, 1.16× this kernel's time).
+//! - Asynchronous 16-byte copies (`cp.async.cg`, zero-filled where the vector is not real data)
+//!   into [`STAGES`] = 4 shared stages of [`BK`] = 64-deep K steps, three steps in flight; no
+//!   staging registers. One barrier per stage: every unit commits its copies into the stage
+//!   to the barrier and, before reading the stage, arrives and waits; the barrier completes
+//!   when every unit has arrived (so every unit has finished the previous step: its stage may
+//!   be refilled) and every committed copy has landed (pipeline model:
+//!   `grouped_gemm_mma6_pipeline.rs`).
+//! - Column-first cube order: the launch grid is read as one linear index whose fastest part
+//!   is the column block, so the cubes of one row block run together and read its x rows from
+//!   L2.
+//! - Register epilogue, output pairs: a lane's accumulator elements `2v`, `2v + 1` are one
+//!   row's adjacent columns, written as one 4-byte store (`y` as pairs, `N_out` even). With
+//!   SwiGLU the block's first 128 weight columns are gate columns `n0 ..` and the last 128 the
+//!   matching up columns `N_out + n0 ..`; plane column `pc` holds gate tile columns `32·pc ..`
+//!   and up tile columns `128 + 32·pc ..`, so `silu(gate) · up` meets in one lane.
 //!
 //! Shared memory: 4 stages of `128 × 72` x and `64 × 264` (`[E, K, N]`) or `256 × 72`
-//! (`[E, N, K]`) weight elements: 204 / 216 KiB at 2 bytes. The pads keep every `ldmatrix`
-//! row in its own bank group (rows 144 and 528 bytes apart: 16 modulo 128).
+//! (`[E, N, K]`) weight elements: 204 / 216 KiB at 2 bytes (one cube per SM; 225-240
+//! registers). The pads keep every `ldmatrix` row in its own bank group (rows 144 and 528
+//! bytes apart: 16 modulo 128).
 //!
 //! NOTE: launched unchecked: every index is kept in bounds whatever the index data says (as
 //! in the first kernels).
@@ -24,11 +36,10 @@
 use super::flag::record;
 use super::grouped_gemm::{check_offsets, clamp_row, BAD_COUNTS, BAD_GATHER, MODE_CONTIGUOUS, MODE_MASKED};
 use super::grouped_gemm_cmma::{FRAG, PLANES};
-use super::grouped_gemm_mma4::{acc_zero, half, load_frag, mma_row, Out, P2, TN};
-use super::grouped_gemm_mma5::{copy_one, put_pair};
+use super::mma_frag::{acc_zero, half, load_frag, mma_row, P2, TN};
 use cubecl::cmma::{MatrixIdent, MmaDefinition};
 use cubecl::ir::ElemType;
-use cubecl::prelude::barrier::Barrier;
+use cubecl::prelude::barrier::{copy_async_checked, Barrier};
 use cubecl::prelude::*;
 
 /// Rows of a block.
@@ -107,7 +118,7 @@ pub(crate) fn grouped_gemm_mma6_kernel<F: Float, V: Size>(
     let k_u = k_dim as usize;
     let n_u = n_dim as usize;
     let n_out = if swiglu { n_u / 2 } else { n_u };
-    // Column-first cube order (as the fourth kernel).
+    // Column-first cube order.
     let col_cubes = CUBE_COUNT_Y as usize;
     let lin = CUBE_POS_X as usize + CUBE_POS_Y as usize * CUBE_COUNT_X as usize;
     let cube_m = lin / col_cubes;
@@ -502,6 +513,25 @@ pub(crate) fn grouped_gemm_mma6_kernel<F: Float, V: Size>(
     );
 }
 
+/// Where a plane's results go.
+#[derive(CubeType)]
+pub(crate) struct Out {
+    /// First output row of the plane (fragment row 0).
+    pub(crate) m0: usize,
+    /// First output column of the block.
+    pub(crate) n0: usize,
+    /// Plane column `pc`.
+    pub(crate) pc: usize,
+    /// `R` (contiguous, dense) or `C` (masked).
+    pub(crate) rows: usize,
+    /// Rows at or past this belong to no expert (zero).
+    pub(crate) rows_end: usize,
+    pub(crate) n_out: usize,
+    /// First output row of the expert (masked), else 0.
+    pub(crate) y_base: usize,
+    pub(crate) tokens: u32,
+}
+
 /// Tile row of staged x vector `v` (`>= BM` past the tile).
 #[cube]
 fn a_row(v: usize, #[comptime] vec: usize) -> usize {
@@ -552,8 +582,11 @@ fn b_slot(v: usize, #[comptime] nk: bool, #[comptime] vec: usize) -> usize {
 }
 
 /// Copies this unit's `n` vectors of the K step at `k0` into the stage at `base` (in
-/// vectors), as the fifth kernel's `copy` with this kernel's tile shapes: vector `i` from
-/// `src[at[i]]` (then `at[i]` moves on by `advance`), zero-filled where `k0 >= lim[i]`.
+/// vectors): vector `i` from `src[at[i]]`, then `at[i]` moves on by `advance` to the next
+/// step's source (carried from step to step so the sources stay in registers); zero-filled (a
+/// source of 0 bytes) where `k0 >= lim[i]` (past K, N, the expert's rows or a bad token).
+/// Where the cube's units cover the tile in whole rows of vectors (always here: 256 units,
+/// rows of 8 or 32 vectors) vector `i`'s slot is the unit's first slot plus a constant.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn copy<F: Float, V: Size>(
@@ -596,6 +629,26 @@ fn copy<F: Float, V: Size>(
         }
         at[i] += advance;
     }
+}
+
+/// One 16-byte copy of `src[from]` into `stage[to]`, or zeros unless `real`.
+#[cube]
+fn copy_one<F: Float, V: Size>(
+    src: &Array<Vector<F, V>>,
+    stage: &mut SharedMemory<Vector<F, V>>,
+    from: usize,
+    real: bool,
+    to: usize,
+    #[comptime] vec: usize,
+) {
+    let mut at = 0usize;
+    let mut len = 0usize;
+    if real {
+        at = from;
+        len = 1usize;
+    }
+    let mut dst = stage.slice_mut(to, to + 1);
+    copy_async_checked(&src.slice(at, at + len), &mut dst, comptime!(vec as u32));
 }
 
 /// Writes fragment row `fi` of the plane from its accumulators `c0..c7` (n8 tiles `8j` past
@@ -686,6 +739,32 @@ fn glu_pair<F: Float>(
     let a = g0 / (1.0 + f32::exp(-g0)) * up[v][0usize] * s;
     let b = g1 / (1.0 + f32::exp(-g1)) * up[v][1usize] * s;
     put_pair(y, base, col, n_out, a, b, valid);
+}
+
+/// `y[base + col]`, `y[base + col + 1]` = `a`, `b` (zeros unless `valid`) as one pair where
+/// `col < n_out` (`col` and `n_out` even, so the pair is whole and aligned).
+#[cube]
+fn put_pair<F: Float>(
+    y: &mut Array<Vector<F, P2>>,
+    base: usize,
+    col: usize,
+    n_out: usize,
+    a: f32,
+    b: f32,
+    valid: bool,
+) {
+    if col < n_out {
+        let mut lo = 0.0f32;
+        let mut hi = 0.0f32;
+        if valid {
+            lo = a;
+            hi = b;
+        }
+        let mut out = Vector::<F, P2>::empty();
+        out[0usize] = F::cast_from(lo);
+        out[1usize] = F::cast_from(hi);
+        y[(base + col) / 2] = out;
+    }
 }
 
 #[cfg(test)]

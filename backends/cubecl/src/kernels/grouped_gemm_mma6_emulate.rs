@@ -1,6 +1,6 @@
-//! CPU emulation of the sixth kernel (no GPU here): its copy pipeline (the fifth kernel's
-//! hazard model, run with this kernel's four stages and copies three steps ahead, and its
-//! closed-form copy slots, through that kernel's emulation file) and its warp tiles: every
+//! CPU emulation of the sixth kernel (no GPU here): its copy pipeline (the hazard model of
+//! `grouped_gemm_mma6_pipeline.rs`: four stages, copies three steps ahead) and closed-form copy
+//! slots, and its warp tiles: every
 //! plane's `ldmatrix` addresses, `mma.sync` fragments and epilogue columns, replayed on a
 //! staged random block and compared with the block's product.
 
@@ -20,7 +20,7 @@ const fn b_load_col(pc: usize, l: usize, swiglu: bool) -> usize {
     }
 }
 
-#[path = "grouped_gemm_mma5_emulate.rs"]
+#[path = "grouped_gemm_mma6_pipeline.rs"]
 mod pipeline;
 
 /// A small deterministic generator (xorshift) of values in [-1, 1).

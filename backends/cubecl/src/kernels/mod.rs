@@ -11,10 +11,9 @@ pub mod glue;
 pub(crate) mod grouped_gemm;
 pub(crate) mod grouped_gemm_cmma;
 pub(crate) mod grouped_gemm_mma;
-pub(crate) mod grouped_gemm_mma4;
-pub(crate) mod grouped_gemm_mma5;
 pub(crate) mod grouped_gemm_mma6;
 #[cfg(test)]
 pub(crate) mod mma_emulate;
+pub(crate) mod mma_frag;
 pub mod permute;
 pub mod route;

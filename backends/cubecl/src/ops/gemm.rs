@@ -8,8 +8,6 @@ use super::gemm_path::{select_path, GemmCaps, GemmPath, GemmShape, TensorKernel,
 use crate::kernels::grouped_gemm::{grouped_gemm_kernel, MODE_DENSE, MODE_MASKED, TILE};
 use crate::kernels::grouped_gemm_cmma::{grouped_gemm_cmma_kernel, BM, BN, PLANES};
 use crate::kernels::grouped_gemm_mma::grouped_gemm_mma_kernel;
-use crate::kernels::grouped_gemm_mma4::grouped_gemm_mma4_kernel;
-use crate::kernels::grouped_gemm_mma5::grouped_gemm_mma5_kernel;
 use crate::kernels::grouped_gemm_mma6::{self as mma6, grouped_gemm_mma6_kernel};
 use crate::{CubeBackend, CubeBuffer};
 use cubecl::features::MmaConfig;
@@ -140,7 +138,7 @@ fn caps<R: Runtime>(b: &CubeBackend<R>, dtype: DType) -> GemmCaps {
 }
 
 /// Launches the tensor-core kernel `kernel` over `(max(1, ceil(rows/BM)), ceil(N_out/(BN or
-/// BN/2, or the sixth kernel's `block_cols`)), E or 1)` cubes of `(plane, PLANES)` units, staging vectors of `vector` elements.
+/// BN/2, or the wide kernel's `block_cols`)), E or 1)` cubes of `(plane, PLANES)` units, staging vectors of `vector` elements.
 ///
 /// # Errors
 /// [`Error::Unsupported`] for sizes past `u32`.
@@ -153,7 +151,7 @@ fn launch_cmma<R: Runtime>(
 ) -> Result<()> {
     let elem = float_elem(l.op, l.dtype)?;
     let block_cols = match kernel {
-        TensorKernel::Mma6 => mma6::block_cols(l.swiglu),
+        TensorKernel::Wide => mma6::block_cols(l.swiglu),
         _ if l.swiglu => BN / 2,
         _ => BN,
     };
@@ -209,11 +207,9 @@ fn launch_cmma<R: Runtime>(
     match kernel {
         TensorKernel::Wmma => go!(grouped_gemm_cmma_kernel),
         TensorKernel::Mma => go!(grouped_gemm_mma_kernel),
-        TensorKernel::Mma4 => go!(grouped_gemm_mma4_kernel),
-        // NOTE: the fifth kernel writes `y` as pairs (`N_out` even, see `select_path`).
-        TensorKernel::Mma5 => go!(grouped_gemm_mma5_kernel, 2),
-        // NOTE: so does the sixth, on blocks of `mma6::block_cols` output columns.
-        TensorKernel::Mma6 => go!(grouped_gemm_mma6_kernel, 2),
+        // NOTE: the wide kernel writes `y` as pairs (`N_out` even, see `select_path`), on
+        // blocks of `mma6::block_cols` output columns.
+        TensorKernel::Wide => go!(grouped_gemm_mma6_kernel, 2),
     }
     Ok(())
 }

@@ -140,7 +140,8 @@ pub(crate) fn route_into<R: Runtime>(
         RoutePath::Plane(cfg) => {
             let gate_env = std::env::var(GATE_ENV).ok();
             let gate = select::select_gate(caps(b), p, gate_env.as_deref());
-            fast::route_fast(b, p, io, cfg, gate, logits)
+            let forced = select::gate_forced(gate_env.as_deref()) == Some(true);
+            fast::route_fast(b, p, io, cfg, gate, forced, logits)
         }
     }
 }

@@ -24,6 +24,7 @@
 //! NOTE: launched unchecked: staged reads past `T`, `H` or `E` read element vector 0 (the
 //! arrays are non-empty when a launch happens) and stage zeros; writes are guarded by `T`, `E`.
 
+use crate::kernels::mma_frag::{acc_zero, half, load_frag};
 use cubecl::cmma::{MatrixIdent, MmaDefinition};
 use cubecl::ir::ElemType;
 use cubecl::prelude::*;
@@ -154,16 +155,16 @@ pub fn gate_logits_mma<F: Float, V: Size>(
         #[unroll]
         for ks in 0..comptime!(KB / FRAG) {
             let bk = sb0 + comptime!(ks * FRAG * LDB);
-            let b0 = load_frag::<F, V>(&sb, bk, true);
-            let b1 = load_frag::<F, V>(&sb, bk + FRAG, true);
-            let b2 = load_frag::<F, V>(&sb, bk + comptime!(2 * FRAG), true);
-            let b3 = load_frag::<F, V>(&sb, bk + comptime!(3 * FRAG), true);
+            let b0 = load_frag::<F, V>(&sb, bk, VEC, true);
+            let b1 = load_frag::<F, V>(&sb, bk + FRAG, VEC, true);
+            let b2 = load_frag::<F, V>(&sb, bk + comptime!(2 * FRAG), VEC, true);
+            let b3 = load_frag::<F, V>(&sb, bk + comptime!(3 * FRAG), VEC, true);
             let ak = sa0 + comptime!(ks * FRAG);
-            let a = load_frag::<F, V>(&sa, ak, false);
+            let a = load_frag::<F, V>(&sa, ak, VEC, false);
             mma_row::<F>(
                 &a, &b0, &b1, &b2, &b3, &mut c00, &mut c01, &mut c02, &mut c03, &mut c04, &mut c05, &mut c06, &mut c07,
             );
-            let a = load_frag::<F, V>(&sa, ak + comptime!(FRAG * LDA), false);
+            let a = load_frag::<F, V>(&sa, ak + comptime!(FRAG * LDA), VEC, false);
             mma_row::<F>(
                 &a, &b0, &b1, &b2, &b3, &mut c10, &mut c11, &mut c12, &mut c13, &mut c14, &mut c15, &mut c16, &mut c17,
             );
@@ -258,37 +259,6 @@ fn store<F: Float, V: Size>(
         // NOTE: a select, not a branch: ptxas made each store of a branch its own basic block.
         stage[at] = Vector::<F, V>::reinterpret(select(ok[i] == 1, regs[i], Vector::<u32, P4>::zeroed()));
     }
-}
-
-/// A zeroed m16n8 accumulator (2 vectors of 2 f32 per lane).
-#[cube]
-fn acc_zero() -> Array<Vector<f32, P2>> {
-    let mut c = Array::<Vector<f32, P2>>::new(2usize);
-    c[0usize] = Vector::<f32, P2>::zeroed();
-    c[1usize] = Vector::<f32, P2>::zeroed();
-    c
-}
-
-/// Four 8×8 matrices by one `ldmatrix.x4` (`.trans` with `trans`) from `stage`, this lane's
-/// row starting at element `at` (a multiple of 8: 16-byte aligned).
-#[cube]
-fn load_frag<F: Float, V: Size>(
-    stage: &SharedMemory<Vector<F, V>>,
-    at: usize,
-    #[comptime] trans: bool,
-) -> Array<Vector<F, P2>> {
-    let def = MmaDefinition::<F, F, f32>::new(FRAG, TN, FRAG);
-    let row = stage.slice(at / VEC, at / VEC + 1);
-    def.load_matrix::<Vector<F, V>, P2>(&row, MatrixIdent::A, 4usize, trans)
-}
-
-/// Registers `i, i + 1` of an `ldmatrix.x4` result: one n8 tile's B fragment.
-#[cube]
-fn half<F: Float>(regs: &Array<Vector<F, P2>>, #[comptime] i: usize) -> Array<Vector<F, P2>> {
-    let mut b = Array::<Vector<F, P2>>::new(2usize);
-    b[0usize] = regs[i];
-    b[1usize] = regs[i + 1];
-    b
 }
 
 /// One fragment row: `c_t += a · b_t` for the plane's eight n8 tiles (tiles `2j, 2j + 1` from

@@ -43,8 +43,9 @@ fn mma_caps<R: Runtime>(b: &CubeBackend<R>, elem: ElemType) -> MmaCaps {
 }
 
 /// Routing through [`route_plane`] with launch shape `cfg`, the fused gate's GEMM (if any) on
-/// `gate_kernel`, its f32 logits `[T, E]` in `logits_scratch` when given (a handle of at least
-/// `4·T·E` bytes the caller keeps; a fresh one otherwise).
+/// `gate_kernel` (after [`refine_gate`]; `gate_forced`: the override asked for `cmma`), its
+/// f32 logits `[T, E]` in `logits_scratch` when given (a handle of at least `4·T·E` bytes the
+/// caller keeps; a fresh one otherwise).
 ///
 /// # Errors
 /// [`moekit_ops::Error::Unsupported`] for sizes past the launch limits.
@@ -54,11 +55,12 @@ pub(super) fn route_fast<R: Runtime>(
     io: RouteIo<'_, CubeBuffer>,
     cfg: PlaneCfg,
     gate_kernel: GateKernel,
+    gate_forced: bool,
     logits_scratch: Option<cubecl::server::Handle>,
 ) -> Result<()> {
     let (t, e) = (p.tokens, p.experts);
     let mut elem = float_elem(OP, p.dtype)?;
-    let gate_kernel = refine_gate(gate_kernel, mma_caps(b, elem), p);
+    let gate_kernel = refine_gate(gate_kernel, mma_caps(b, elem), p, gate_forced);
     // The logits: the input, or the gate GEMM's f32 output.
     let logits = match (p.hidden, io.gate) {
         (Some(h), Some(gate)) => {

@@ -12,13 +12,23 @@ pub(crate) const ROUTE_ENV: &str = "MOEKIT_CUBECL_ROUTE";
 
 /// Environment override of the fused gate's GEMM on the plane path: `cmma` picks the
 /// matrix-instruction kernel where the runtime has it for the dtype (the manual-MMA one where
-/// [`refine_gate`] allows, else the `wmma` one), `simt` the register-blocked one. Anything else (or unset): [`CMMA_GATE_BY_DEFAULT`].
+/// [`refine_gate`] allows, else the `wmma` one), `simt` the register-blocked one. Anything
+/// else (or unset): the manual-MMA kernel where [`refine_gate`] allows, else the
+/// register-blocked one (H200, bf16, T = 16384, E = 128, H = 2048: the whole routing op
+/// takes 138 µs with the manual-MMA gate, 452 µs with the `wmma` one, 937 µs with the
+/// register-blocked one; the `wmma` gate has not run through the suite on Vulkan, so it is
+/// not a default anywhere).
 pub(crate) const GATE_ENV: &str = "MOEKIT_CUBECL_ROUTE_GATE";
 
-/// Whether the matrix-instruction gate runs without the override.
-///
-/// NOTE: opt-in (`MOEKIT_CUBECL_ROUTE_GATE=cmma`) until an H200 run has checked it.
-const CMMA_GATE_BY_DEFAULT: bool = false;
+/// Whether [`GATE_ENV`]'s value forces a gate: `Some(true)` for `cmma`, `Some(false)` for
+/// `simt`, `None` otherwise.
+pub(crate) fn gate_forced(env: Option<&str>) -> Option<bool> {
+    match env.map(str::trim) {
+        Some(v) if v.eq_ignore_ascii_case("cmma") => Some(true),
+        Some(v) if v.eq_ignore_ascii_case("simt") => Some(false),
+        _ => None,
+    }
+}
 
 /// Most experts one lane holds in registers.
 const MAX_PER: usize = 32;
@@ -70,9 +80,20 @@ pub(crate) struct MmaCaps {
 
 /// Upgrades [`select_gate`]'s `Cmma` choice to the manual-MMA kernel where it applies: planes
 /// of 32, manual MMA for the dtype, `H` and `E` multiples of [`VEC`] (every staged 16-byte
-/// vector wholly inside or outside the data, rows 16-byte aligned) and positive, room for its shared memory
-/// and grid. Any other choice, or shape, stays as it is.
-pub(crate) fn refine_gate(kernel: GateKernel, caps: MmaCaps, p: &RouteProblem) -> GateKernel {
+/// vector wholly inside or outside the data, rows 16-byte aligned) and positive, room for its
+/// shared memory and grid. Where it does not, the `wmma` kernel stays only when `forced`
+/// (the override asked for `cmma`), else the register-blocked kernel runs. Any other choice
+/// stays as it is.
+pub(crate) fn refine_gate(kernel: GateKernel, caps: MmaCaps, p: &RouteProblem, forced: bool) -> GateKernel {
+    let kernel = upgrade(kernel, caps, p);
+    match kernel {
+        GateKernel::Cmma(_) if !forced => GateKernel::Simt,
+        k => k,
+    }
+}
+
+/// [`refine_gate`]'s upgrade to the manual-MMA kernel.
+fn upgrade(kernel: GateKernel, caps: MmaCaps, p: &RouteProblem) -> GateKernel {
     let Some(h) = p.hidden else { return kernel };
     // NOTE: `H` and `E` positive: the kernel stages its first step before looking at `H`.
     let fits = caps.mma
@@ -90,16 +111,13 @@ pub(crate) fn refine_gate(kernel: GateKernel, caps: MmaCaps, p: &RouteProblem) -
     }
 }
 
-/// The gate kernel for `p` on a runtime with `caps`; `env` is [`GATE_ENV`]'s value. The
-/// matrix-instruction kernel needs f16 or bf16 inputs (f32 inputs keep their f32 products:
+/// The gate kernel for `p` on a runtime with `caps`; `env` is [`GATE_ENV`]'s value (`simt`:
+/// always the register-blocked kernel; [`refine_gate`] then decides between the matrix
+/// kernels). The matrix-instruction kernel needs f16 or bf16 inputs (f32 inputs keep their f32 products:
 /// no tf32), the instructions for that dtype, a fixed plane size, and room for its cube, its
 /// shared memory and its grid.
 pub(crate) fn select_gate(caps: RouteCaps, p: &RouteProblem, env: Option<&str>) -> GateKernel {
-    let want = match env.map(str::trim) {
-        Some(v) if v.eq_ignore_ascii_case("cmma") => true,
-        Some(v) if v.eq_ignore_ascii_case("simt") => false,
-        _ => CMMA_GATE_BY_DEFAULT,
-    };
+    let want = gate_forced(env) != Some(false);
     let has = match p.dtype {
         DType::F16 => caps.cmma.0,
         DType::BF16 => caps.cmma.1,
@@ -228,8 +246,7 @@ mod tests {
         assert_eq!(select_gate(CUDA, &p, Some("cmma")), GateKernel::Cmma(32));
         assert_eq!(select_gate(CUDA, &p, Some(" CMMA ")), GateKernel::Cmma(32));
         assert_eq!(select_gate(CUDA, &p, Some("simt")), GateKernel::Simt);
-        let default = if CMMA_GATE_BY_DEFAULT { GateKernel::Cmma(32) } else { GateKernel::Simt };
-        assert_eq!(select_gate(CUDA, &p, None), default);
+        assert_eq!(select_gate(CUDA, &p, None), GateKernel::Cmma(32));
         // No matrix instructions (lavapipe), f32 inputs, an unfixed plane size, too many
         // token blocks for the grid, or no fused gate: the SIMT kernel.
         assert_eq!(select_gate(LAVAPIPE, &p, Some("cmma")), GateKernel::Simt);
@@ -254,27 +271,39 @@ mod tests {
         let mut p = RouteProblem::new(16384, 128, 8, DType::BF16);
         p.hidden = Some(2048);
         let cmma = select_gate(CUDA, &p, Some("cmma"));
-        assert_eq!(refine_gate(cmma, MMA, &p), GateKernel::Mma);
+        assert_eq!(refine_gate(cmma, MMA, &p, true), GateKernel::Mma);
         // Not asked for, or not possible: unchanged.
-        assert_eq!(refine_gate(GateKernel::Simt, MMA, &p), GateKernel::Simt);
-        assert_eq!(refine_gate(GateKernel::Cmma(64), MMA, &p), GateKernel::Cmma(64));
-        assert_eq!(refine_gate(cmma, MmaCaps { mma: false, ..MMA }, &p), cmma);
-        assert_eq!(refine_gate(cmma, MmaCaps { max_shared: 48 * 1024, ..MMA }, &p), cmma);
+        assert_eq!(refine_gate(GateKernel::Simt, MMA, &p, true), GateKernel::Simt);
+        assert_eq!(refine_gate(GateKernel::Cmma(64), MMA, &p, true), GateKernel::Cmma(64));
+        assert_eq!(refine_gate(cmma, MmaCaps { mma: false, ..MMA }, &p, true), cmma);
+        assert_eq!(refine_gate(cmma, MmaCaps { max_shared: 48 * 1024, ..MMA }, &p, true), cmma);
         // More experts than one block: several expert blocks, still the manual kernel.
         p.experts = 264;
-        assert_eq!(refine_gate(cmma, MMA, &p), GateKernel::Mma);
+        assert_eq!(refine_gate(cmma, MMA, &p, true), GateKernel::Mma);
         // Shapes the 16-byte staging cannot take keep the first kernel.
         p.experts = 60;
-        assert_eq!(refine_gate(cmma, MMA, &p), cmma);
+        assert_eq!(refine_gate(cmma, MMA, &p, true), cmma);
         p.experts = 64;
         p.hidden = Some(2044);
-        assert_eq!(refine_gate(cmma, MMA, &p), cmma);
+        assert_eq!(refine_gate(cmma, MMA, &p, true), cmma);
         p.hidden = Some(8);
         p.tokens = 1;
-        assert_eq!(refine_gate(cmma, MMA, &p), GateKernel::Mma);
+        assert_eq!(refine_gate(cmma, MMA, &p, true), GateKernel::Mma);
         p.hidden = Some(0);
-        assert_eq!(refine_gate(cmma, MMA, &p), cmma);
+        assert_eq!(refine_gate(cmma, MMA, &p, true), cmma);
         p.hidden = None;
-        assert_eq!(refine_gate(cmma, MMA, &p), cmma);
+        assert_eq!(refine_gate(cmma, MMA, &p, true), cmma);
+        // Without the override: the manual-MMA kernel where it applies, else the
+        // register-blocked one (never the `wmma` one).
+        p.hidden = Some(2048);
+        let auto = select_gate(CUDA, &p, None);
+        assert_eq!(refine_gate(auto, MMA, &p, false), GateKernel::Mma);
+        assert_eq!(refine_gate(auto, MmaCaps { mma: false, ..MMA }, &p, false), GateKernel::Simt);
+        p.experts = 60;
+        assert_eq!(refine_gate(auto, MMA, &p, false), GateKernel::Simt);
+        assert_eq!(refine_gate(select_gate(CUDA, &p, Some("simt")), MMA, &p, false), GateKernel::Simt);
+        assert_eq!(gate_forced(Some(" Cmma ")), Some(true));
+        assert_eq!(gate_forced(Some("simt")), Some(false));
+        assert_eq!(gate_forced(Some("other")), None);
     }
 }

@@ -1,5 +1,4 @@
-//! CPU emulation of the fifth kernel's copy pipeline (no GPU here; the sixth kernel's
-//! emulation runs it with its own stages and tile constants): the kernel's sequence of
+//! CPU emulation of the sixth kernel's copy pipeline (no GPU here): the kernel's sequence of
 //! copies, commits, barrier waits, stage reads and cube syncs (the same for every unit), run
 //! against a model of the barriers. A wait on barrier `b` completes its current phase: the
 //! copies committed to `b` in that phase have landed, and every unit has arrived, so every
@@ -23,8 +22,8 @@ enum Op {
 }
 
 /// The operations for one expert of `steps` K steps, copies issued `ahead` steps before
-/// their reads; `ahead` = [`AHEAD`] is `grouped_gemm_mma5_kernel` (those of steps 0 and 1
-/// that exist before the loop; in the loop, wait on the step's barrier, copy step + 2, read).
+/// their reads; `ahead` = [`AHEAD`] is `grouped_gemm_mma6_kernel` (those of steps 0, 1 and 2
+/// that exist before the loop; in the loop, wait on the step's barrier, copy step + 3, read).
 fn expert(steps: usize, ahead: usize, ops: &mut Vec<Op>) {
     for step in 0..ahead.min(steps) {
         ops.push(Op::Copy { step, stage: step % STAGES });
@@ -155,7 +154,7 @@ fn the_model_rejects_copies_one_step_further_ahead() {
 
 #[test]
 fn accumulator_pairs_are_adjacent_columns_of_one_row() {
-    // The PTX m16n8k16 accumulator layout (as the fourth kernel's emulation): element `n` of
+    // The PTX m16n8k16 accumulator layout : element `n` of
     // lane `l` at row `l/4 + 8·(n/2)`, column `2·(l%4) + n%2`. `write_pairs` stores elements
     // `2v`, `2v + 1` as the pair at column `c` (even): every pair of the n8 tile once.
     let pos = |l: usize, n: usize| (l / 4 + 8 * (n / 2), 2 * (l % 4) + n % 2);
@@ -172,7 +171,7 @@ fn accumulator_pairs_are_adjacent_columns_of_one_row() {
 }
 
 #[test]
-fn the_closed_form_copy_slots_are_the_fourth_kernels_staging_slots() {
+fn the_closed_form_copy_slots_cover_each_tile_once() {
     use super::{BK, BM, BN, LDA, LDB_KN, LDB_NK};
     // `a_slot` and both `b_slot`s have the form `v / q · ld + v % q` (vector `v` of the tile,
     // `q` vectors per tile row, row stride `ld` in vectors); `copy` uses the unit's first
