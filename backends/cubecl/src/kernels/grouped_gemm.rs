@@ -82,50 +82,18 @@ pub(crate) fn grouped_gemm_kernel<F: Float>(
     let mut acc_u = 0.0f32;
     let mut valid = false;
 
-    // The experts this cube visits: `e_first..e_end` (contiguous: while their segment starts
-    // before the tile's last row).
-    let mut e_first = 0usize;
-    let mut e_end = 1usize;
-    if mode == MODE_MASKED {
-        e_first = CUBE_POS_Z as usize;
-        e_end = e_first + 1;
-    } else if mode == MODE_CONTIGUOUS {
-        if CUBE_POS_X == 0 && CUBE_POS_Y == 0 && UNIT_POS == 0 {
-            check_offsets(group, flag, experts as usize, rows_u);
-        }
-        // The first expert whose segment ends past `m0`.
-        let mut lo = 0usize;
-        let mut hi = experts as usize;
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if clamp_row(group[mid + 1], rows_u) > m0 {
-                hi = mid;
-            } else {
-                lo = mid + 1;
-            }
-        }
-        e_first = lo;
-        e_end = experts as usize;
-    }
-
-    let mut e = e_first;
-    let mut more = e < e_end;
+    // The experts this cube visits (contiguous: while their segment starts before the tile's
+    // last row).
+    let visit = block_experts(group, flag, experts, rows, m0, mode);
+    let mut e = visit.first;
+    let e_end = visit.end;
+    let mut more = visits(group, e, e_end, rows_u, m0 + tile, mode);
     while more {
         // Rows `start..end` (masked: of expert `e`'s block from `y_base`) belong to expert `e`.
-        let mut start = 0usize;
-        let mut end = rows_u;
-        let mut y_base = 0usize;
-        if mode == MODE_CONTIGUOUS {
-            start = clamp_row(group[e], rows_u);
-            end = start.max(clamp_row(group[e + 1], rows_u));
-        } else if mode == MODE_MASKED {
-            let count = group[e];
-            if CUBE_POS_X == 0 && CUBE_POS_Y == 0 && UNIT_POS == 0 && (count < 0 || count > rows as i32) {
-                record(flag, BAD_COUNTS, e as i32, count, rows as i32 + 1);
-            }
-            end = clamp_row(count, rows_u);
-            y_base = e * rows_u;
-        }
+        let seg = expert_rows(group, e, rows_u, visit.rows_end, mode);
+        let start = seg.start;
+        let end = seg.end;
+        let y_base = seg.base;
         if row >= start && row < end {
             valid = true;
         }
@@ -195,10 +163,7 @@ pub(crate) fn grouped_gemm_kernel<F: Float>(
         }
 
         e += 1;
-        more = e < e_end;
-        if mode == MODE_CONTIGUOUS && more {
-            more = clamp_row(group[e], rows_u) < m0 + tile;
-        }
+        more = visits(group, e, e_end, rows_u, m0 + tile, mode);
     }
 
     // Every output element of the cube's tile is written, zero outside every expert.
@@ -222,6 +187,112 @@ pub(crate) fn grouped_gemm_kernel<F: Float>(
         }
         y[y_row * n_out + col] = F::cast_from(out);
     }
+}
+
+/// The experts a cube visits: `first .. end` (contiguous: the first expert whose segment ends
+/// past the block's first row `m0`, found by a binary search over the device offsets, then on
+/// while [`visits`] says; masked: cube `z`'s expert; dense: the one expert), and `rows_end`,
+/// where rows stop belonging to any expert (masked: the expert's count; contiguous:
+/// `offsets[E]`). Records bad offsets (contiguous) or a bad count (masked) once per launch.
+#[derive(CubeType)]
+pub(crate) struct Visit {
+    pub(crate) first: usize,
+    pub(crate) end: usize,
+    pub(crate) rows_end: usize,
+}
+
+/// See [`Visit`]: `group` holds offsets `[E + 1]` (contiguous) or counts `[E]` (masked),
+/// `rows` is `R` or `C`.
+#[cube]
+pub(crate) fn block_experts(
+    group: &Array<i32>,
+    flag: &mut Array<i32>,
+    experts: u32,
+    rows: u32,
+    m0: usize,
+    #[comptime] mode: u32,
+) -> Visit {
+    let rows_u = rows as usize;
+    let mut first = 0usize;
+    let mut end = 1usize;
+    let mut rows_end = rows_u;
+    if mode == MODE_MASKED {
+        first = CUBE_POS_Z as usize;
+        end = first + 1;
+        let count = group[first];
+        if CUBE_POS_X == 0 && CUBE_POS_Y == 0 && UNIT_POS == 0 && (count < 0 || count > rows as i32) {
+            record(flag, BAD_COUNTS, first as i32, count, rows as i32 + 1);
+        }
+        rows_end = clamp_row(count, rows_u);
+    } else if mode == MODE_CONTIGUOUS {
+        let ex = experts as usize;
+        if CUBE_POS_X == 0 && CUBE_POS_Y == 0 && UNIT_POS == 0 {
+            check_offsets(group, flag, ex, rows_u);
+        }
+        let mut lo = 0usize;
+        let mut hi = ex;
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if clamp_row(group[mid + 1], rows_u) > m0 {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        first = lo;
+        end = ex;
+        rows_end = clamp_row(group[ex], rows_u);
+    }
+    Visit { first, end, rows_end }
+}
+
+/// The rows of expert `e`: `start .. end` (masked: of the expert's block of `rows` rows from
+/// row `base`).
+#[derive(CubeType)]
+pub(crate) struct Segment {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) base: usize,
+}
+
+/// See [`Segment`]; `rows_end` from [`block_experts`].
+#[cube]
+pub(crate) fn expert_rows(
+    group: &Array<i32>,
+    e: usize,
+    rows: usize,
+    rows_end: usize,
+    #[comptime] mode: u32,
+) -> Segment {
+    let mut start = 0usize;
+    let mut end = rows;
+    let mut base = 0usize;
+    if mode == MODE_CONTIGUOUS {
+        start = clamp_row(group[e], rows);
+        end = start.max(clamp_row(group[e + 1], rows));
+    } else if mode == MODE_MASKED {
+        end = rows_end;
+        base = e * rows;
+    }
+    Segment { start, end, base }
+}
+
+/// Whether the cube visits expert `e` after the one before it: `e < end` and (contiguous) the
+/// expert's segment starts before `block_end`, the row past the block.
+#[cube]
+pub(crate) fn visits(
+    group: &Array<i32>,
+    e: usize,
+    end: usize,
+    rows: usize,
+    block_end: usize,
+    #[comptime] mode: u32,
+) -> bool {
+    let mut more = e < end;
+    if mode == MODE_CONTIGUOUS && more {
+        more = clamp_row(group[e], rows) < block_end;
+    }
+    more
 }
 
 /// `v` clamped into `0..=rows`.

@@ -36,7 +36,7 @@
 //! (rows clamped to `0..=rows`, gather tokens to `0..T`, columns to `N`, K to `K`).
 
 use super::flag::record;
-use super::grouped_gemm::{check_offsets, clamp_row, BAD_COUNTS, BAD_GATHER, MODE_CONTIGUOUS, MODE_MASKED};
+use super::grouped_gemm::{block_experts, expert_rows, visits, BAD_GATHER, MODE_MASKED};
 use cubecl::cmma::{self, Matrix, MatrixIdent, MatrixLayout};
 use cubecl::ir::ElemType;
 use cubecl::prelude::*;
@@ -188,53 +188,20 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
     let b_frag0 = if bt { cb0 * comptime!(LDB_NK / vec) } else { cb0 / vec };
     let b_frag1 = if bt { cb1 * comptime!(LDB_NK / vec) } else { cb1 / vec };
 
-    // Experts this cube visits, `e .. e_end` (see the tiled kernel), and the end of the rows
-    // that belong to any expert.
-    let mut e = 0usize;
-    let mut e_end = 1usize;
-    let mut rows_end = rows_u;
-    if mode == MODE_MASKED {
-        e = CUBE_POS_Z as usize;
-        e_end = e + 1;
-        let count = group[e];
-        if CUBE_POS_X == 0 && CUBE_POS_Y == 0 && UNIT_POS == 0 && (count < 0 || count > rows as i32) {
-            record(flag, BAD_COUNTS, e as i32, count, rows as i32 + 1);
-        }
-        rows_end = clamp_row(count, rows_u);
-    } else if mode == MODE_CONTIGUOUS {
-        let ex = experts as usize;
-        if CUBE_POS_X == 0 && CUBE_POS_Y == 0 && UNIT_POS == 0 {
-            check_offsets(group, flag, ex, rows_u);
-        }
-        let mut lo = 0usize;
-        let mut hi = ex;
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if clamp_row(group[mid + 1], rows_u) > m0 {
-                hi = mid;
-            } else {
-                lo = mid + 1;
-            }
-        }
-        e = lo;
-        e_end = ex;
-        rows_end = clamp_row(group[ex], rows_u);
-    }
+    // The experts this cube visits and where rows stop belonging to any.
+    let visit = block_experts(group, flag, experts, rows, m0, mode);
+    let mut e = visit.first;
+    let e_end = visit.end;
+    let rows_end = visit.rows_end;
 
     let steps = k_u.div_ceil(BK);
-    let mut more = e < e_end;
+    let mut more = visits(group, e, e_end, rows_u, m0 + BM, mode);
     while more {
         // Rows `start..end` (masked: of expert `e`'s block from `x_base`) belong to expert `e`.
-        let mut start = 0usize;
-        let mut end = rows_u;
-        let mut x_base = 0usize;
-        if mode == MODE_CONTIGUOUS {
-            start = clamp_row(group[e], rows_u);
-            end = start.max(clamp_row(group[e + 1], rows_u));
-        } else if mode == MODE_MASKED {
-            end = rows_end;
-            x_base = e * rows_u;
-        }
+        let seg = expert_rows(group, e, rows_u, rows_end, mode);
+        let start = seg.start;
+        let end = seg.end;
+        let x_base = seg.base;
         let w_base = e * k_u * n_u;
 
         // Only a segment that meets the block costs a K loop (uniform across the cube).
@@ -332,10 +299,7 @@ pub(crate) fn grouped_gemm_cmma_kernel<F: Float, V: Size>(
         }
 
         e += 1;
-        more = e < e_end;
-        if mode == MODE_CONTIGUOUS && more {
-            more = clamp_row(group[e], rows_u) < m0 + BM;
-        }
+        more = visits(group, e, e_end, rows_u, m0 + BM, mode);
     }
 
     // Epilogue, one fragment row at a time through the plane's scratch.
