@@ -16,6 +16,7 @@
 # cases under the sanitizers, default 6), BENCH_SHAPES (shape flags of the benchmark),
 # CUBECL_SHAPES and CUBECL_TIMEOUT (the same for the cubecl benchmarks), TEST_THREADS (default
 # 4), VARIANTS (the overrides the `variants` step tries, `NAME=value` words) and
+# PEERS_ARGS (what torch_peers.py measures, e.g. `moe attention`; default all) and
 # VARIANT_FILTER (the suite properties it runs under each; VARIANT_SUITE=0 runs only the
 # benchmark lines the override changes).
 # With `.gl/` present (the Vulkan loader debs, see GPU.md) the wgpu runtime runs over
@@ -75,7 +76,8 @@ for step in $steps; do
         ;;
     bench)
         echo "== PyTorch peers"
-        PYTHONUNBUFFERED=1 python3 .gpu/torch_peers.py >"$out/peers.jsonl" 2>"$out/peers.err" || rc=1
+        # shellcheck disable=SC2086
+        PYTHONUNBUFFERED=1 python3 .gpu/torch_peers.py ${PEERS_ARGS:-} >"$out/peers.jsonl" 2>"$out/peers.err" || rc=1
         tail -2 "$out/peers.err"
         echo "== moekit-bench --backend cuda"
         # shellcheck disable=SC2086
