@@ -1,9 +1,9 @@
 //! [`AttentionOps`] on cubecl: the host builds the table of query blocks (sequence lengths
 //! are host data) and uploads it with the FlashMask ranges; one launch over `(blocks, Hq)`
-//! cubes of the kernel [`select`] picks: the cmma kernel ([`crate::kernels::attention::cmma`],
-//! the default where it fits), the manual-MMA one ([`crate::kernels::attention::mma`], opt-in
-//! with `MOEKIT_CUBECL_ATTN=mma` until a GPU has checked it) or the portable one
-//! ([`crate::kernels::attention`]).
+//! cubes of the kernel [`select`] picks: the manual-MMA kernel
+//! ([`crate::kernels::attention::mma`], FlashAttention-2 style, where the runtime has manual
+//! MMA), the cmma kernel ([`crate::kernels::attention::cmma`], where it has cmma) or the
+//! portable one ([`crate::kernels::attention`]).
 
 mod select;
 

@@ -71,7 +71,17 @@ fn every_configuration_generates_cuda_with_manual_mma() {
         assert_eq!(src.matches("__ldmatrix_m8n8_").count() - 2, 2 * steps + d / FRAG, "{c:?}");
         assert!(src.contains("ldmatrix.sync.aligned.m8n8.x4.trans.shared::cta.b16"), "{c:?}");
         assert_eq!(src.matches("__expf(").count(), 2 + BK / 2, "{c:?}");
-        assert_eq!(shared_end(&src), shared_bytes(d), "{c:?}");
+        assert_eq!(shared_end(&src), shared_bytes_of(d, planes), "{c:?}");
+        assert!(shared_bytes_of(d, planes) <= 227 * 1024 - 1024, "{c:?}");
+        // No cube sync but the barriers' initialisations; a wait for Q and one per stage (in
+        // the loop, a branch per barrier).
+        assert_eq!(src.matches("__syncthreads()").count(), 3, "{c:?}");
+        assert_eq!(src.matches(".arrive_and_wait()").count(), 4, "{c:?}");
+        // 16-byte copies: the unit's Q rows, then its K and V rows of the first `S - 1` blocks
+        // and of the loop's block.
+        let rstep = PLANE * planes / (d / VEC);
+        let copies = rows(planes) / rstep + stages(planes) * 2 * (BK / rstep);
+        assert_eq!(src.matches("__cp_async_shared_global<16>(buffer_").count(), copies, "{c:?} planes {planes}");
         assert_eq!(src.matches("for (").count(), 0, "{c:?}: a loop is rolled");
         assert!(src.contains(&format!("__launch_bounds__({})", PLANE * planes)), "{c:?} planes {planes}");
     }

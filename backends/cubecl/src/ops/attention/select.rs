@@ -1,15 +1,15 @@
-//! Which attention kernel a launch uses: the cmma kernel ([`crate::kernels::attention::cmma`])
-//! where the runtime has what it needs, the opt-in `mma` kernel
-//! ([`crate::kernels::attention::mma`]) where it is asked for and fits, else the portable
-//! kernel. Kept apart from the kernels so the choice can be read (and tested) on its own.
+//! Which attention kernel a launch uses: the manual-MMA kernel
+//! ([`crate::kernels::attention::mma`], FlashAttention-2 style, 128 query rows per cube) where
+//! the runtime has manual MMA, else the cmma kernel ([`crate::kernels::attention::cmma`])
+//! where it has what that needs, else the portable kernel. Kept apart from the kernels so the
+//! choice can be read (and tested) on its own.
 
 use moekit_ops::DType;
 
 /// Environment variable choosing the attention kernel: `portable` forces the portable kernel,
-/// `mma` the manual-MMA kernel (`ldmatrix` + `mma.sync`; checked on the H200) where it fits,
-/// `mma8` the same kernel with 8 planes (128 query rows per cube; not yet run on a GPU);
-/// anything else (or unset, or `cmma2`, the name the cmma kernel had while it was opt-in) lets
-/// [`select`] decide, which picks the cmma kernel where it fits.
+/// `cmma` (or `cmma2`, its name while it was opt-in) the cmma kernel where it fits, `mma` the
+/// manual-MMA kernel with 4 planes (64 query rows per cube) where it fits; anything else (or
+/// unset, or `mma8`) lets [`select`] decide.
 pub(crate) const ATTN_ENV: &str = "MOEKIT_CUBECL_ATTN";
 
 /// The attention kernels of the backend.
@@ -53,16 +53,20 @@ pub(crate) fn cmma_shared_bytes(d: usize) -> usize {
 }
 
 /// The kernel for `dtype` at head dim `d` on a runtime with `caps`; `forced` is the value of
-/// [`ATTN_ENV`]. The manual-MMA kernel (only when forced) needs what the cmma kernel needs
-/// with manual MMA in place of cmma and its own shared memory
-/// ([`crate::kernels::attention::mma::shared_bytes`]); where it does not fit the choice is
-/// the default one. The cmma kernel needs f16 or bf16, head dim 64 or 128, cmma for the dtype,
-/// plane operations, planes of exactly [`crate::kernels::attention::cmma::PLANE`] lanes (its
-/// softmax maps two lanes to a row of 16) and enough shared memory; its head dims are
-/// multiples of [`crate::kernels::attention::cmma::VEC`].
+/// [`ATTN_ENV`]. Every tensor-core kernel needs f16 or bf16, head dim 64 or 128, plane
+/// operations and planes of exactly [`crate::kernels::attention::cmma::PLANE`] lanes (the cmma
+/// kernel's softmax maps two lanes to a row of 16; the manual-MMA kernel's fragments assume
+/// 32). By default the manual-MMA kernel with 8 planes where the runtime has manual MMA for
+/// the dtype and its shared memory fits
+/// ([`crate::kernels::attention::mma::shared_bytes_of`]), else with 4 planes, else the cmma
+/// kernel where the runtime has cmma for the dtype and its shared memory fits, else the
+/// portable kernel. A forced kernel that does not fit leaves the default choice.
 pub(crate) fn select(dtype: DType, d: usize, caps: AttnCaps, forced: Option<&str>) -> AttnPath {
     use crate::kernels::attention::cmma::PLANE;
-    if forced.is_some_and(|v| v.eq_ignore_ascii_case("portable")) {
+    use crate::kernels::attention::mma::{shared_bytes_of, PLANES, PLANES_WIDE};
+    let force = forced.map(|v| v.trim().to_ascii_lowercase());
+    let force = force.as_deref();
+    if force == Some("portable") {
         return AttnPath::Portable;
     }
     let plane = PLANE as u32;
@@ -70,18 +74,16 @@ pub(crate) fn select(dtype: DType, d: usize, caps: AttnCaps, forced: Option<&str
         && matches!(d, 64 | 128)
         && caps.plane_ops
         && caps.plane_size == (plane, plane);
-    let mma = common && caps.mma && caps.shared_bytes >= crate::kernels::attention::mma::shared_bytes(d);
-    if mma && forced.is_some_and(|v| v.eq_ignore_ascii_case("mma")) {
-        return AttnPath::Mma;
-    }
-    if mma && forced.is_some_and(|v| v.eq_ignore_ascii_case("mma8")) {
-        return AttnPath::MmaWide;
-    }
-    let fits = common && caps.cmma && caps.shared_bytes >= cmma_shared_bytes(d);
-    if fits {
-        AttnPath::Cmma
-    } else {
-        AttnPath::Portable
+    let mma = common && caps.mma && caps.shared_bytes >= shared_bytes_of(d, PLANES);
+    let wide = common && caps.mma && caps.shared_bytes >= shared_bytes_of(d, PLANES_WIDE);
+    let cmma = common && caps.cmma && caps.shared_bytes >= cmma_shared_bytes(d);
+    match force {
+        Some("mma") if mma => AttnPath::Mma,
+        Some("cmma" | "cmma2") if cmma => AttnPath::Cmma,
+        _ if wide => AttnPath::MmaWide,
+        _ if mma => AttnPath::Mma,
+        _ if cmma => AttnPath::Cmma,
+        _ => AttnPath::Portable,
     }
 }
 
@@ -97,35 +99,47 @@ mod tests {
     const NV_VULKAN: AttnCaps = AttnCaps { mma: false, shared_bytes: 48 * 1024, ..H200 };
 
     #[test]
-    fn half_types_with_cmma_take_the_cmma_kernel() {
+    fn half_types_with_manual_mma_take_the_wide_mma_kernel() {
         for dtype in [DType::F16, DType::BF16] {
             for d in [64, 128] {
-                assert_eq!(select(dtype, d, H200, None), AttnPath::Cmma, "{dtype:?} d {d}");
-                assert_eq!(select(dtype, d, H200, Some("auto")), AttnPath::Cmma);
+                assert_eq!(select(dtype, d, H200, None), AttnPath::MmaWide, "{dtype:?} d {d}");
+                assert_eq!(select(dtype, d, H200, Some("auto")), AttnPath::MmaWide);
+                assert_eq!(select(dtype, d, H200, Some("MMA8")), AttnPath::MmaWide);
+                assert_eq!(select(dtype, d, H200, Some(" mma ")), AttnPath::Mma);
+                assert_eq!(select(dtype, d, H200, Some("cmma2")), AttnPath::Cmma);
+                assert_eq!(select(dtype, d, H200, Some("CMMA")), AttnPath::Cmma);
             }
         }
+        // Room for 4 planes' stages, not for 8 planes' (80 KiB at D = 128): 4 planes.
+        let mid = AttnCaps { shared_bytes: 80 * 1024, ..H200 };
+        assert_eq!(select(DType::F16, 128, mid, None), AttnPath::Mma);
+        assert_eq!(select(DType::F16, 64, mid, None), AttnPath::MmaWide);
+        // Manual MMA without cmma: still the manual-MMA kernel; forcing cmma there is ignored.
+        let no_cmma = AttnCaps { cmma: false, ..H200 };
+        assert_eq!(select(DType::BF16, 128, no_cmma, None), AttnPath::MmaWide);
+        assert_eq!(select(DType::BF16, 128, no_cmma, Some("cmma")), AttnPath::MmaWide);
     }
 
     #[test]
-    fn everything_else_stays_portable() {
+    fn cmma_without_manual_mma_and_portable_elsewhere() {
         assert_eq!(select(DType::F32, 128, H200, None), AttnPath::Portable);
         assert_eq!(select(DType::BF16, 256, H200, None), AttnPath::Portable);
         assert_eq!(select(DType::BF16, 128, H200, Some("portable")), AttnPath::Portable);
         assert_eq!(select(DType::BF16, 128, H200, Some("PORTABLE")), AttnPath::Portable);
         assert_eq!(select(DType::F16, 64, LAVAPIPE, None), AttnPath::Portable);
+        assert_eq!(select(DType::F16, 64, LAVAPIPE, Some("mma")), AttnPath::Portable);
+        assert_eq!(select(DType::F16, 64, LAVAPIPE, Some("cmma2")), AttnPath::Portable);
         let wave64 = AttnCaps { plane_size: (64, 64), ..H200 };
         assert_eq!(select(DType::F16, 64, wave64, None), AttnPath::Portable);
+        // NVIDIA's Vulkan driver: the cmma kernel at D = 64; at D = 128 its 60 KiB do not fit.
+        for forced in [None, Some("mma"), Some("mma8")] {
+            assert_eq!(select(DType::F16, 64, NV_VULKAN, forced), AttnPath::Cmma);
+            assert_eq!(select(DType::F16, 128, NV_VULKAN, forced), AttnPath::Portable);
+        }
+        // 48 KiB: the 4-plane manual-MMA kernel's 36 KiB fit at D = 64.
         let small = AttnCaps { shared_bytes: 48 * 1024, ..H200 };
-        assert_eq!(select(DType::F16, 64, small, None), AttnPath::Cmma);
+        assert_eq!(select(DType::F16, 64, small, None), AttnPath::Mma);
         assert_eq!(select(DType::F16, 128, small, None), AttnPath::Portable);
-    }
-
-    #[test]
-    fn the_old_opt_in_name_still_means_the_cmma_kernel() {
-        assert_eq!(select(DType::BF16, 128, H200, Some("cmma2")), AttnPath::Cmma);
-        assert_eq!(select(DType::F16, 64, H200, Some("CMMA2")), AttnPath::Cmma);
-        assert_eq!(select(DType::F32, 128, H200, Some("cmma2")), AttnPath::Portable);
-        assert_eq!(select(DType::F16, 64, LAVAPIPE, Some("cmma2")), AttnPath::Portable);
     }
 
     #[test]
@@ -133,54 +147,18 @@ mod tests {
         use crate::kernels::attention::cmma::VEC;
         for d in [64, 128] {
             assert_eq!(d % VEC, 0);
-            assert_eq!(select(DType::BF16, d, H200, Some("cmma2")), AttnPath::Cmma);
+            assert_eq!(select(DType::BF16, d, NV_VULKAN, None) == AttnPath::Cmma, d == 64);
         }
-    }
-
-    #[test]
-    fn the_mma_kernel_is_forced_by_name_where_it_fits() {
-        for dtype in [DType::F16, DType::BF16] {
-            for d in [64, 128] {
-                assert_eq!(select(dtype, d, H200, Some("mma")), AttnPath::Mma, "{dtype:?} d {d}");
-                assert_eq!(select(dtype, d, H200, Some("MMA")), AttnPath::Mma);
-            }
-        }
-        // Elsewhere the default choice.
-        assert_eq!(select(DType::F32, 128, H200, Some("mma")), AttnPath::Portable);
-        assert_eq!(select(DType::BF16, 256, H200, Some("mma")), AttnPath::Portable);
-        assert_eq!(select(DType::F16, 64, LAVAPIPE, Some("mma")), AttnPath::Portable);
-        assert_eq!(select(DType::F16, 64, NV_VULKAN, Some("mma")), AttnPath::Cmma);
-        assert_eq!(select(DType::F16, 128, NV_VULKAN, Some("mma")), AttnPath::Portable);
-        let small = AttnCaps { shared_bytes: 48 * 1024, ..H200 };
-        assert_eq!(select(DType::F16, 64, small, Some("mma")), AttnPath::Mma);
-        assert_eq!(select(DType::F16, 128, small, Some("mma")), AttnPath::Portable);
-        let no_cmma = AttnCaps { cmma: false, ..H200 };
-        assert_eq!(select(DType::BF16, 128, no_cmma, Some("mma")), AttnPath::Mma);
-        assert_eq!(select(DType::BF16, 128, no_cmma, None), AttnPath::Portable);
-        let wave64 = AttnCaps { plane_size: (64, 64), ..H200 };
-        assert_eq!(select(DType::F16, 64, wave64, Some("mma")), AttnPath::Portable);
-    }
-
-    #[test]
-    fn the_wide_mma_kernel_is_forced_by_its_own_name() {
-        for dtype in [DType::F16, DType::BF16] {
-            for d in [64, 128] {
-                assert_eq!(select(dtype, d, H200, Some("mma8")), AttnPath::MmaWide, "{dtype:?} d {d}");
-                assert_eq!(select(dtype, d, H200, Some("MMA8")), AttnPath::MmaWide);
-            }
-        }
-        assert_eq!(select(DType::F32, 128, H200, Some("mma8")), AttnPath::Portable);
-        assert_eq!(select(DType::F16, 64, LAVAPIPE, Some("mma8")), AttnPath::Portable);
-        assert_eq!(select(DType::F16, 128, NV_VULKAN, Some("mma8")), AttnPath::Portable);
-        let small = AttnCaps { shared_bytes: 48 * 1024, ..H200 };
-        assert_eq!(select(DType::F16, 128, small, Some("mma8")), AttnPath::Portable);
     }
 
     #[test]
     fn shared_memory_fits_the_documented_budget() {
         assert_eq!(cmma_shared_bytes(128), 61_440);
         assert_eq!(cmma_shared_bytes(64), 45_056);
-        assert_eq!(crate::kernels::attention::mma::shared_bytes(128), 69_632);
-        assert_eq!(crate::kernels::attention::mma::shared_bytes(64), 36_864);
+        use crate::kernels::attention::mma::{shared_bytes_of, PLANES, PLANES_WIDE};
+        assert_eq!(shared_bytes_of(128, PLANES_WIDE), 104_480);
+        assert_eq!(shared_bytes_of(64, PLANES_WIDE), 55_328);
+        assert_eq!(shared_bytes_of(128, PLANES), 69_664);
+        assert_eq!(shared_bytes_of(64, PLANES), 36_896);
     }
 }
