@@ -1,8 +1,8 @@
 //! [`AttentionOps`] on cubecl: the host builds the table of query blocks (sequence lengths
 //! are host data) and uploads it with the FlashMask ranges; one launch over `(blocks, Hq)`
 //! cubes of the kernel [`select`] picks: the manual-MMA kernel
-//! ([`crate::kernels::attention::mma`], FlashAttention-2 style, where the runtime has manual
-//! MMA), the cmma kernel ([`crate::kernels::attention::cmma`], where it has cmma) or the
+//! ([`crate::kernels::attention::mma`], FlashAttention-2 style, 64 query rows per cube, where
+//! the runtime has manual MMA), the cmma kernel ([`crate::kernels::attention::cmma`], where it has cmma) or the
 //! portable one ([`crate::kernels::attention`]).
 
 mod select;

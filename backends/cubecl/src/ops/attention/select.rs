@@ -1,5 +1,5 @@
 //! Which attention kernel a launch uses: the manual-MMA kernel
-//! ([`crate::kernels::attention::mma`], FlashAttention-2 style, 128 query rows per cube) where
+//! ([`crate::kernels::attention::mma`], FlashAttention-2 style, 64 query rows per cube) where
 //! the runtime has manual MMA, else the cmma kernel ([`crate::kernels::attention::cmma`])
 //! where it has what that needs, else the portable kernel. Kept apart from the kernels so the
 //! choice can be read (and tested) on its own.
@@ -7,9 +7,10 @@
 use moekit_ops::DType;
 
 /// Environment variable choosing the attention kernel: `portable` forces the portable kernel,
-/// `cmma` (or `cmma2`, its name while it was opt-in) the cmma kernel where it fits, `mma` the
-/// manual-MMA kernel with 4 planes (64 query rows per cube) where it fits; anything else (or
-/// unset, or `mma8`) lets [`select`] decide.
+/// `cmma` (or `cmma2`, its name while it was opt-in) the cmma kernel where it fits, `mma8` the
+/// manual-MMA kernel with 8 planes (128 query rows per cube; 3.2 ms on the H200 where the
+/// default 4 planes take 2.9 ms) where it fits; anything else (or unset, or `mma`) lets
+/// [`select`] decide.
 pub(crate) const ATTN_ENV: &str = "MOEKIT_CUBECL_ATTN";
 
 /// The attention kernels of the backend.
@@ -18,12 +19,12 @@ pub(crate) enum AttnPath {
     /// [`crate::kernels::attention::attention_kernel`]: shared memory only, every runtime.
     Portable,
     /// [`crate::kernels::attention::cmma::attention_cmma_kernel`]: cmma 16×16×16, vectorised
-    /// and prefetched K/V tiles; the default where it fits (checked on the H200 and on NVIDIA's
-    /// Vulkan driver).
+    /// and prefetched K/V tiles; the default where it fits without manual MMA (NVIDIA's Vulkan
+    /// driver; checked there and on the H200).
     Cmma,
     /// [`crate::kernels::attention::mma::attention_mma_kernel`]: FlashAttention-2 style on
-    /// `ldmatrix` + `mma.sync` m16n8k16, P kept in registers (only when forced with `mma`
-    /// until it has run on a GPU).
+    /// `ldmatrix` + `mma.sync` m16n8k16, P kept in registers, K/V by `cp.async`, 4 planes; the
+    /// default where the runtime has manual MMA (the suite on the H200, run 9).
     Mma,
     /// The same kernel with [`crate::kernels::attention::mma::PLANES_WIDE`] planes: 128 query
     /// rows per cube (only when forced with `mma8`).
@@ -56,11 +57,11 @@ pub(crate) fn cmma_shared_bytes(d: usize) -> usize {
 /// [`ATTN_ENV`]. Every tensor-core kernel needs f16 or bf16, head dim 64 or 128, plane
 /// operations and planes of exactly [`crate::kernels::attention::cmma::PLANE`] lanes (the cmma
 /// kernel's softmax maps two lanes to a row of 16; the manual-MMA kernel's fragments assume
-/// 32). By default the manual-MMA kernel with 8 planes where the runtime has manual MMA for
+/// 32). By default the manual-MMA kernel with 4 planes where the runtime has manual MMA for
 /// the dtype and its shared memory fits
-/// ([`crate::kernels::attention::mma::shared_bytes_of`]), else with 4 planes, else the cmma
-/// kernel where the runtime has cmma for the dtype and its shared memory fits, else the
-/// portable kernel. A forced kernel that does not fit leaves the default choice.
+/// ([`crate::kernels::attention::mma::shared_bytes_of`]), else the cmma kernel where the
+/// runtime has cmma for the dtype and its shared memory fits, else the portable kernel. A
+/// forced kernel that does not fit leaves the default choice.
 pub(crate) fn select(dtype: DType, d: usize, caps: AttnCaps, forced: Option<&str>) -> AttnPath {
     use crate::kernels::attention::cmma::PLANE;
     use crate::kernels::attention::mma::{shared_bytes_of, PLANES, PLANES_WIDE};
@@ -78,9 +79,8 @@ pub(crate) fn select(dtype: DType, d: usize, caps: AttnCaps, forced: Option<&str
     let wide = common && caps.mma && caps.shared_bytes >= shared_bytes_of(d, PLANES_WIDE);
     let cmma = common && caps.cmma && caps.shared_bytes >= cmma_shared_bytes(d);
     match force {
-        Some("mma") if mma => AttnPath::Mma,
+        Some("mma8") if wide => AttnPath::MmaWide,
         Some("cmma" | "cmma2") if cmma => AttnPath::Cmma,
-        _ if wide => AttnPath::MmaWide,
         _ if mma => AttnPath::Mma,
         _ if cmma => AttnPath::Cmma,
         _ => AttnPath::Portable,
@@ -99,25 +99,25 @@ mod tests {
     const NV_VULKAN: AttnCaps = AttnCaps { mma: false, shared_bytes: 48 * 1024, ..H200 };
 
     #[test]
-    fn half_types_with_manual_mma_take_the_wide_mma_kernel() {
+    fn half_types_with_manual_mma_take_the_mma_kernel() {
         for dtype in [DType::F16, DType::BF16] {
             for d in [64, 128] {
-                assert_eq!(select(dtype, d, H200, None), AttnPath::MmaWide, "{dtype:?} d {d}");
-                assert_eq!(select(dtype, d, H200, Some("auto")), AttnPath::MmaWide);
-                assert_eq!(select(dtype, d, H200, Some("MMA8")), AttnPath::MmaWide);
+                assert_eq!(select(dtype, d, H200, None), AttnPath::Mma, "{dtype:?} d {d}");
+                assert_eq!(select(dtype, d, H200, Some("auto")), AttnPath::Mma);
                 assert_eq!(select(dtype, d, H200, Some(" mma ")), AttnPath::Mma);
+                assert_eq!(select(dtype, d, H200, Some("MMA8")), AttnPath::MmaWide);
                 assert_eq!(select(dtype, d, H200, Some("cmma2")), AttnPath::Cmma);
                 assert_eq!(select(dtype, d, H200, Some("CMMA")), AttnPath::Cmma);
             }
         }
-        // Room for 4 planes' stages, not for 8 planes' (80 KiB at D = 128): 4 planes.
+        // Room for 4 planes' stages, not for 8 planes' (80 KiB at D = 128): `mma8` is ignored.
         let mid = AttnCaps { shared_bytes: 80 * 1024, ..H200 };
-        assert_eq!(select(DType::F16, 128, mid, None), AttnPath::Mma);
-        assert_eq!(select(DType::F16, 64, mid, None), AttnPath::MmaWide);
+        assert_eq!(select(DType::F16, 128, mid, Some("mma8")), AttnPath::Mma);
+        assert_eq!(select(DType::F16, 64, mid, Some("mma8")), AttnPath::MmaWide);
         // Manual MMA without cmma: still the manual-MMA kernel; forcing cmma there is ignored.
         let no_cmma = AttnCaps { cmma: false, ..H200 };
-        assert_eq!(select(DType::BF16, 128, no_cmma, None), AttnPath::MmaWide);
-        assert_eq!(select(DType::BF16, 128, no_cmma, Some("cmma")), AttnPath::MmaWide);
+        assert_eq!(select(DType::BF16, 128, no_cmma, None), AttnPath::Mma);
+        assert_eq!(select(DType::BF16, 128, no_cmma, Some("cmma")), AttnPath::Mma);
     }
 
     #[test]
