@@ -102,7 +102,7 @@ for step in $steps; do
         # Opt-in cubecl kernels: the suite's properties named by VARIANT_FILTER and the matching
         # benchmark lines under each override of VARIANTS, so one run shows which to make the
         # default. Files are named after the override with `=` as `-`.
-        for v in ${VARIANTS:-MOEKIT_CUBECL_GEMM=cmma4 MOEKIT_CUBECL_GEMM=cmma5 MOEKIT_CUBECL_ATTN=mma MOEKIT_CUBECL_ATTN=mma8 MOEKIT_CUBECL_ROUTE_GATE=cmma}; do
+        for v in ${VARIANTS:-MOEKIT_CUBECL_GEMM=cmma3 MOEKIT_CUBECL_ATTN=mma8 MOEKIT_CUBECL_ROUTE_GATE=cmma}; do
             tag=${v//=/-}
             if [ "${VARIANT_SUITE:-1}" = 1 ]; then
                 echo "== $v: suite (${VARIANT_FILTER:=gemm attention moe_layer})"
