@@ -1,9 +1,18 @@
-//! # moekit-model: the unified multimodal MoE model on moekit's ops (to come)
+//! # moekit-model: the unified multimodal MoE model on moekit's ops
 //!
-//! This crate will hold the thin model of issue #5: the whole unified Mixture-of-Experts
-//! decoder (per-modality token embeddings, attention + MoE layers with shared and routed
-//! experts behind one modality-agnostic router, per-modality heads), built from a JSON config
-//! and safetensors weights or a seeded random init, running end to end on any moekit backend,
-//! with elastic depth, width and top-k chosen at run time and the routing statistics the
-//! ERNIE 5.0 report draws. It is empty until then: the ops it will stand on live in
-//! `moekit-ops` and the backends.
+//! The thin model of issue #5: the whole unified Mixture-of-Experts decoder (per-modality
+//! token embeddings, attention + MoE layers with shared and routed experts behind one
+//! modality-agnostic router, per-modality heads), built from a JSON config and safetensors
+//! weights or a seeded random init, running end to end on any moekit backend, with elastic
+//! depth, width and top-k chosen at run time and the routing statistics the ERNIE 5.0 report
+//! draws.
+//!
+//! Built so far: [`config`] (every size, JSON, presets, validation) and [`weights`] (the
+//! tensors a configuration implies, seeded init, safetensors files). The forward pass, the
+//! decoding loops, the routing report and the `moekit` CLI come next (issue #5).
+
+pub mod config;
+pub mod weights;
+
+pub use config::{ConfigError, ModelConfig, Preset, Score};
+pub use weights::{param_count, specs, FileDType, Init, TensorSpec, Weights, WeightsError};
