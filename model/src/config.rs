@@ -41,7 +41,7 @@ pub struct ModelConfig {
     pub q_heads: usize,
     /// Key-value heads (GQA); divides `q_heads`.
     pub kv_heads: usize,
-    /// Head dim `D` (even: rotary pairs).
+    /// Head dim `D`: one of the attention op's (`moekit_ops::HEAD_DIMS`: 64, 128, 256).
     pub head_dim: usize,
     /// Rotary base (ERNIE: 1e6).
     #[serde(default = "default_rope_base")]
@@ -139,7 +139,7 @@ pub enum ConfigError {
 /// The shipped configurations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preset {
-    /// 2 layers, H = 64, 8 experts: the whole model in milliseconds on a CPU (CI).
+    /// 2 layers, H = 128, 8 experts: the whole model in milliseconds on a CPU (CI).
     Tiny,
     /// 8 layers, H = 1024, 64 experts of I = 512, top-6: a real model in minutes on a CPU, in
     /// milliseconds on a GPU.
@@ -172,13 +172,13 @@ impl Preset {
         match self {
             Preset::Tiny => ModelConfig {
                 name: "tiny".into(),
-                hidden: 64,
+                hidden: 128,
                 layers: 2,
-                q_heads: 4,
-                kv_heads: 2,
-                head_dim: 16,
+                q_heads: 2,
+                kv_heads: 1,
+                head_dim: 64,
                 rope_base: 1e6,
-                rope_sections: [2, 3, 3],
+                rope_sections: [8, 12, 12],
                 routed_experts: 8,
                 shared_experts: 1,
                 top_k: 2,
@@ -280,7 +280,7 @@ impl ModelConfig {
     /// # Errors
     /// [`ConfigError::Zero`] for a size that must be positive and is 0;
     /// [`ConfigError::Inconsistent`] for fields that contradict each other (GQA heads that do
-    /// not divide, an odd head dim, rotary sections that do not sum to `D / 2`, `top_k` above
+    /// not divide, an odd head dim or one the attention op does not take, rotary sections that do not sum to `D / 2`, `top_k` above
     /// the routed experts, more dense layers than layers, a dense layer without its
     /// intermediate size, audio heads on more layers than exist, a non-positive epsilon or
     /// rotary base).
@@ -314,6 +314,13 @@ impl ModelConfig {
         }
         if self.head_dim % 2 != 0 {
             return Err(bad(format!("head_dim {} is odd (rotary needs pairs)", self.head_dim)));
+        }
+        if !moekit_ops::HEAD_DIMS.contains(&self.head_dim) {
+            return Err(bad(format!(
+                "head_dim {} is not one the attention op takes ({:?})",
+                self.head_dim,
+                moekit_ops::HEAD_DIMS
+            )));
         }
         let pairs: usize = self.rope_sections.iter().sum();
         if pairs != self.head_dim / 2 {

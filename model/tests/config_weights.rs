@@ -37,7 +37,7 @@ fn json_defaults_fill_the_optional_fields_and_unknown_fields_are_refused() {
     std::fs::write(&path, v.to_string()).unwrap();
     let cfg = ModelConfig::from_json_file(&path).unwrap();
     assert_eq!((cfg.rope_base, cfg.route_scale, cfg.dense_first_layers, cfg.mtp_depth), (1e6, 1.0, 0, 0));
-    obj_insert(&mut v, "hidden_size", 64);
+    obj_insert(&mut v, "hidden_size", 128);
     std::fs::write(&path, v.to_string()).unwrap();
     let err = ModelConfig::from_json_file(&path).unwrap_err();
     assert!(matches!(&err, ConfigError::Read { msg, .. } if msg.contains("hidden_size")), "{err}");
@@ -60,9 +60,10 @@ fn validation_names_the_field_and_the_numbers() {
     };
     check(&|c| c.hidden = 0, "`hidden` must be positive");
     check(&|c| c.routed_experts = 0, "`routed_experts`");
-    check(&|c| c.kv_heads = 3, "q_heads 4 is not a multiple of kv_heads 3");
+    check(&|c| c.kv_heads = 3, "q_heads 2 is not a multiple of kv_heads 3");
+    check(&|c| c.head_dim = 96, "head_dim 96 is not one the attention op takes");
     check(&|c| c.head_dim = 15, "head_dim 15 is odd");
-    check(&|c| c.rope_sections = [2, 2, 2], "sum to 6, not head_dim / 2 = 8");
+    check(&|c| c.rope_sections = [2, 2, 2], "sum to 6, not head_dim / 2 = 32");
     check(&|c| c.top_k = 9, "top_k 9 exceeds routed_experts 8");
     check(&|c| c.dense_first_layers = 3, "dense_first_layers 3 exceeds layers 2");
     check(&|c| c.dense_first_layers = 1, "`dense_intermediate` must be positive");
@@ -112,7 +113,7 @@ fn specs_cover_every_parameter_once() {
     assert!(has("layers.0.mlp.up") && !has("layers.0.router") && !has("layers.0.experts.up"));
     assert!(has("layers.1.router") && has("layers.1.experts.up") && !has("layers.1.mlp.up"));
     let up = s.iter().find(|t| t.name == "layers.1.experts.up").unwrap();
-    assert_eq!(up.shape, vec![8, 64, 64]);
+    assert_eq!(up.shape, vec![8, 128, 64]);
     assert_eq!(s.iter().find(|t| t.name == "layers.1.router_bias").unwrap().init, Init::Zeros);
 }
 
@@ -125,7 +126,7 @@ fn random_weights_are_seeded_and_follow_their_init() {
     assert_eq!(a.len(), specs(&c).len());
     assert_eq!(a.params(), param_count(&c));
     let (shape, norm) = a.get("layers.0.attn_norm").unwrap();
-    assert_eq!(shape, &[64]);
+    assert_eq!(shape, &[128]);
     assert!(norm.iter().all(|&v| v == 1.0));
     assert!(a.get("layers.1.router_bias").unwrap().1.iter().all(|&v| v == 0.0));
     let (_, emb) = a.get("embed.text").unwrap();
