@@ -39,6 +39,13 @@ pub trait Device {
     /// [`crate::Error::Device`].
     fn download(&self, buffer: &Self::Buffer) -> Result<HostTensor>;
 
+    /// Reinterprets `buffer` with another row-major `shape` of the same element count (no
+    /// copy, no kernel).
+    ///
+    /// # Errors
+    /// [`crate::Error::Shape`] when the element counts differ.
+    fn reshape(&self, buffer: &mut Self::Buffer, shape: &[usize]) -> Result<()>;
+
     /// Wait for all queued work.
     ///
     /// # Errors

@@ -47,11 +47,12 @@ pub use grouped_gemm::{GemmLayout, GroupedGemmIo, GroupedGemmProblem, WeightLayo
 pub use moe::{MoeLayerIo, MoeLayerProblem, MoeOps};
 pub use permute::{CombineIo, CombineProblem, PermuteIo, PermuteProblem};
 pub use route::{BiasUpdateProblem, GroupLimit, RouteIo, RouteProblem, ScoreFn};
-pub use tensor::{HostData, HostTensor, TensorMeta};
+pub use tensor::{check_reshape, HostData, HostTensor, TensorMeta};
 pub use validated::Validated;
 
 /// Implements [`Device`] for a host-memory backend: buffers are [`HostTensor`]s, `alloc` is
-/// zero-filled, upload and download clone, `sync` has nothing to wait for. The reference and
+/// zero-filled, upload and download clone, `reshape` sets the shape in place, `sync` has nothing
+/// to wait for. The reference and
 /// CPU backends share it.
 #[macro_export]
 macro_rules! host_device {
@@ -72,6 +73,10 @@ macro_rules! host_device {
             }
             fn download(&self, buffer: &$crate::HostTensor) -> $crate::Result<$crate::HostTensor> {
                 Ok(buffer.clone())
+            }
+            fn reshape(&self, buffer: &mut $crate::HostTensor, shape: &[usize]) -> $crate::Result<()> {
+                $crate::check_reshape("buffer", &*buffer, shape)?;
+                buffer.reshape_in_place(shape)
             }
             fn sync(&self) -> $crate::Result<()> {
                 Ok(())

@@ -17,6 +17,22 @@ pub trait TensorMeta {
     }
 }
 
+/// The check of every metadata-only reshape ([`crate::Device::reshape`],
+/// [`HostTensor::reshape`]): `shape` must hold as many elements as `buffer`. A shape whose
+/// element count overflows `usize` never matches.
+///
+/// # Errors
+/// [`Error::Shape`] (op `reshape`, argument `what`) with the buffer's element count as
+/// `expected` and the requested shape as `got`.
+pub fn check_reshape<T: TensorMeta + ?Sized>(what: &'static str, buffer: &T, shape: &[usize]) -> Result<()> {
+    let numel = buffer.numel();
+    let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if n != Some(numel) {
+        return Err(Error::Shape { op: "reshape", what, expected: vec![numel], got: shape.to_vec() });
+    }
+    Ok(())
+}
+
 /// Typed storage of a [`HostTensor`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum HostData {
@@ -143,17 +159,18 @@ impl HostTensor {
     /// # Errors
     /// [`Error::Shape`] when the element counts differ.
     pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
-        let n: usize = shape.iter().product();
-        if n != self.numel() {
-            return Err(Error::Shape {
-                op: "reshape",
-                what: "tensor",
-                expected: vec![self.numel()],
-                got: shape.to_vec(),
-            });
-        }
-        self.shape = shape.to_vec();
+        self.reshape_in_place(shape)?;
         Ok(self)
+    }
+
+    /// [`HostTensor::reshape`] in place: the data stays where it is, only the shape changes.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the element counts differ (the tensor is left as it was).
+    pub fn reshape_in_place(&mut self, shape: &[usize]) -> Result<()> {
+        check_reshape("tensor", self, shape)?;
+        self.shape = shape.to_vec();
+        Ok(())
     }
 
     /// Every element widened to f32 (integers converted exactly where they fit).
@@ -295,5 +312,23 @@ mod tests {
             let e = HostTensor::from_bytes(DType::F32, &[2, 3], &vec![0u8; len]).unwrap_err();
             assert!(matches!(e, Error::Shape { .. }), "{e}");
         }
+    }
+
+    #[test]
+    fn reshape_in_place_checks_the_count() {
+        let mut t = HostTensor::from_f32(DType::F32, &[2, 6], &(0..12).map(|i| i as f32).collect::<Vec<_>>());
+        let data = t.data().clone();
+        t.reshape_in_place(&[2, 3, 2]).unwrap();
+        assert_eq!((t.shape(), t.data()), (&[2, 3, 2][..], &data));
+        let e = t.reshape_in_place(&[2, 3, 3]).unwrap_err();
+        assert!(
+            matches!(&e, Error::Shape { op: "reshape", what: "tensor", expected, got }
+            if expected == &[12] && got == &[2, 3, 3]),
+            "{e}"
+        );
+        assert_eq!(t.shape(), [2, 3, 2], "a failed reshape leaves the shape");
+        // An element count that overflows never matches (and does not panic).
+        assert!(check_reshape("buffer", &t, &[usize::MAX, 2, 0, 3]).is_err());
+        assert!(HostTensor::zeros(DType::F32, &[0, 4]).reshape(&[5, 0]).is_ok());
     }
 }

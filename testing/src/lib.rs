@@ -94,6 +94,8 @@ macro_rules! __moekit_properties {
         $crate::__moekit_property! { $suite, $make, $dts, MANY,
         gemm: glue::{gemm_cases, gemm_matches_reference} }
         $crate::__moekit_property! { $suite, $make, $dts, FEW,
+        reshape: glue::{reshape_cases, reshape_keeps_data} }
+        $crate::__moekit_property! { $suite, $make, $dts, FEW,
         moe_layer: moe::{moe_cases, moe_layer_matches_reference} }
         $crate::__moekit_property! { $suite, $make, $dts, MANY,
         invalid_inputs: invalid::{invalid_cases, invalid_inputs_rejected} }

@@ -59,6 +59,9 @@ impl Device for Mutant {
     fn download(&self, b: &HostTensor) -> Result<HostTensor> {
         R.download(b)
     }
+    fn reshape(&self, b: &mut HostTensor, shape: &[usize]) -> Result<()> {
+        R.reshape(b, shape)
+    }
     fn sync(&self) -> Result<()> {
         R.sync()
     }

@@ -134,6 +134,9 @@ macro_rules! not_compiled_device {
             fn download(&self, _: &crate::CubeBuffer) -> moekit_ops::Result<moekit_ops::HostTensor> {
                 Err(not_compiled($name))
             }
+            fn reshape(&self, _: &mut crate::CubeBuffer, _: &[usize]) -> moekit_ops::Result<()> {
+                Err(not_compiled($name))
+            }
             fn sync(&self) -> moekit_ops::Result<()> {
                 Err(not_compiled($name))
             }

@@ -190,6 +190,14 @@ impl<R: Runtime> Device for CubeBackend<R> {
         Ok(CubeBuffer { dtype: tensor.dtype(), shape: tensor.shape().to_vec(), handle })
     }
 
+    fn reshape(&self, buffer: &mut CubeBuffer, shape: &[usize]) -> Result<()> {
+        // NOTE: the handle stays as it is; only the logical shape changes, so the byte count
+        // (`num_bytes`) and the handle's size stay consistent.
+        moekit_ops::check_reshape("buffer", &*buffer, shape)?;
+        buffer.shape = shape.to_vec();
+        Ok(())
+    }
+
     fn download(&self, buffer: &CubeBuffer) -> Result<HostTensor> {
         let n = buffer.num_bytes();
         // NOTE: the record is read first, so even an empty download reports a content error.

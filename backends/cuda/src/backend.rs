@@ -220,6 +220,14 @@ impl Device for CudaBackend {
         HostTensor::from_bytes(buffer.dtype, &buffer.shape, &host)
     }
 
+    fn reshape(&self, buffer: &mut CudaBuffer, shape: &[usize]) -> Result<()> {
+        // NOTE: the device bytes stay as they are; only the logical shape changes. Metadata
+        // only, so it answers the same with or without the feature.
+        moekit_ops::check_reshape("buffer", &*buffer, shape)?;
+        buffer.shape = shape.to_vec();
+        Ok(())
+    }
+
     #[cfg(feature = "cuda")]
     fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
         use cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT;

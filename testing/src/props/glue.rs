@@ -1,5 +1,5 @@
 //! Model glue against the reference: RMSNorm (± residual), rotary 1-D and 3-D, SwiGLU,
-//! embedding gather, dense GEMM.
+//! embedding gather, dense GEMM, and the metadata-only reshape of a buffer.
 
 use crate::compare::{close, close_floor, ctx, dot_scale, exact, Check};
 use crate::exec::{self, RmsNormBufs};
@@ -7,8 +7,8 @@ use crate::gen;
 use crate::strategies::{dim, seed, tokens};
 use moekit_ops::tolerance::Tolerance;
 use moekit_ops::{
-    Backend, DType, EmbeddingProblem, GemmProblem, HostTensor, RmsNormProblem, RotaryPositions, RotaryProblem,
-    SwigluProblem,
+    Backend, DType, EmbeddingProblem, Error, GemmProblem, HostTensor, RmsNormProblem, RotaryPositions, RotaryProblem,
+    SwigluProblem, TensorMeta,
 };
 use moekit_reference::ReferenceBackend;
 use proptest::prelude::*;
@@ -172,4 +172,54 @@ pub fn gemm_matches_reference<B: Backend>(b: &B, dtype: DType, c: &GlueCase<Gemm
     let want = exec::gemm(&ReferenceBackend, &p, &a, &bm, &cm).map_err(ctx("reference gemm"))?;
     let got = exec::gemm(b, &p, &a, &bm, &cm).map_err(ctx("gemm"))?;
     close_floor("c", &want, &got, Tolerance::for_dtype(dtype, p.k), dtype, dot_scale(&a, &bm, p.k))
+}
+
+/// A reshape case: `[tokens, heads * head_dim]` seen as `[tokens, heads, head_dim]`.
+#[derive(Clone, Debug)]
+pub struct ReshapeCase {
+    /// Rows.
+    pub tokens: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Head size.
+    pub head_dim: usize,
+    /// Data seed.
+    pub seed: u64,
+}
+
+/// Reshape cases: tokens 0..=24, heads 1..=8, head dims up to 64.
+pub fn reshape_cases() -> impl Strategy<Value = ReshapeCase> {
+    (tokens(24), 1..=8usize, dim(64), seed()).prop_map(|(tokens, heads, head_dim, seed)| ReshapeCase {
+        tokens,
+        heads,
+        head_dim,
+        seed,
+    })
+}
+
+/// [`moekit_ops::Device::reshape`] on `b` only relabels: the buffer reports the new shape and
+/// downloads the same data, a count mismatch is [`Error::Shape`] and leaves the buffer as it
+/// was, and reshaping back gives the upload again.
+///
+/// # Errors
+/// A mismatch report.
+pub fn reshape_keeps_data<B: Backend>(b: &B, dtype: DType, c: &ReshapeCase) -> Check {
+    let (t, h, d) = (c.tokens, c.heads, c.head_dim);
+    let x = gen::normal_tensor(&mut gen::rng(c.seed), dtype, &[t, h * d], 1.0);
+    let mut buf = b.upload(&x).map_err(ctx("upload"))?;
+    b.reshape(&mut buf, &[t, h, d]).map_err(ctx("reshape"))?;
+    if buf.shape() != [t, h, d] {
+        return Err(format!("reshape: buffer reports {:?}, expected {:?}", buf.shape(), [t, h, d]));
+    }
+    let want = x.clone().reshape(&[t, h, d]).map_err(ctx("host reshape"))?;
+    exact("reshaped", &want, &b.download(&buf).map_err(ctx("download"))?)?;
+    match b.reshape(&mut buf, &[t * h * d + 1]) {
+        Err(Error::Shape { op: "reshape", what: "buffer", .. }) => {}
+        other => return Err(format!("reshape to a wrong count: {other:?}, expected Error::Shape")),
+    }
+    if buf.shape() != [t, h, d] {
+        return Err(format!("a failed reshape changed the shape to {:?}", buf.shape()));
+    }
+    b.reshape(&mut buf, &[t, h * d]).map_err(ctx("reshape back"))?;
+    exact("reshaped back", &x, &b.download(&buf).map_err(ctx("download"))?)
 }
