@@ -43,6 +43,8 @@ step "tests" cargo test --workspace
 step "cubecl-wgpu clippy" cargo clippy -p moekit-cubecl --features cubecl-wgpu --all-targets -- -D warnings
 step "cubecl-wgpu suite" env MOEKIT_NO_SKIP=1 cargo test -p moekit-cubecl --features cubecl-wgpu --test suite_wgpu
 step "cubecl-wgpu tests" cargo test -p moekit-cubecl --features cubecl-wgpu --lib --test cube_backend
+# The model (issue #5) on cubecl-wgpu over lavapipe against the reference path.
+step "model on cubecl-wgpu" env MOEKIT_NO_SKIP=1 cargo test -p moekit-model --features cubecl-wgpu --test forward_cubecl
 step "docs" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 
 # --- what did not run here -----------------------------------------------------------------

@@ -7,12 +7,17 @@
 //! depth, width and top-k chosen at run time and the routing statistics the ERNIE 5.0 report
 //! draws.
 //!
-//! Built so far: [`config`] (every size, JSON, presets, validation) and [`weights`] (the
-//! tensors a configuration implies, seeded init, safetensors files). The forward pass, the
-//! decoding loops, the routing report and the `moekit` CLI come next (issue #5).
+//! Built so far: [`config`] (every size, JSON, presets, validation), [`weights`] (the tensors
+//! a configuration implies, seeded init, safetensors files) and [`forward`] (the decoder on
+//! text tokens on any backend, with elastic depth, width and top-k per call, and each MoE
+//! layer's routing). The visual and audio inputs and heads, the multi-token-prediction
+//! modules, the decoding loops, the routing report and the `moekit` CLI come next (issue #5).
 
 pub mod config;
+pub mod forward;
 pub mod weights;
+
+pub use forward::{Elastic, Forward, LayerRouting, Model, ModelError};
 
 pub use config::{ConfigError, ModelConfig, Preset, Score};
 pub use weights::{param_count, specs, FileDType, Init, TensorSpec, Weights, WeightsError};

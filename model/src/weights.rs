@@ -223,6 +223,25 @@ impl Weights {
         Weights { tensors }
     }
 
+    /// No tensors (fill with [`Weights::insert`]).
+    pub fn empty() -> Self {
+        Weights { tensors: BTreeMap::new() }
+    }
+
+    /// Adds (or replaces) tensor `name`.
+    ///
+    /// # Panics
+    /// When `data` does not hold the elements `shape` implies.
+    pub fn insert(&mut self, name: &str, shape: &[usize], data: Vec<f32>) {
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "tensor `{name}`: shape {shape:?}");
+        self.tensors.insert(name.to_owned(), (shape.to_vec(), data));
+    }
+
+    /// The tensor names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
     /// The tensor called `name`: its shape and f32 data.
     pub fn get(&self, name: &str) -> Option<(&[usize], &[f32])> {
         self.tensors.get(name).map(|(s, d)| (s.as_slice(), d.as_slice()))
