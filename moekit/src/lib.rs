@@ -13,9 +13,9 @@
 //! | --- | --- | --- | --- |
 //! | reference | [`ReferenceBackend`] | always | every op, f64 loops (the oracle) |
 //! | CPU | `CpuBackend` | `cpu` (default) | every op, rayon + `gemm` |
-//! | CUDA | [`CudaBackend`] | `cuda` | memory only; ops answer `NotImplemented` (issue #3) |
-//! | cubecl on CUDA | [`CubeBackend<CudaRuntime>`](CubeBackend) | `cubecl-cuda` | memory only (issue #4) |
-//! | cubecl on wgpu | [`CubeBackend<WgpuRuntime>`](CubeBackend) | `cubecl-wgpu` | memory only (issue #4) |
+//! | CUDA | [`CudaBackend`] | `cuda` | every op: NVRTC kernels, Hopper `wgmma` paths |
+//! | cubecl on CUDA | [`CubeBackend<CudaRuntime>`](CubeBackend) | `cubecl-cuda` | every op, `#[cube]` kernels on `mma.sync` |
+//! | cubecl on wgpu | [`CubeBackend<WgpuRuntime>`](CubeBackend) | `cubecl-wgpu` | every op, f32/f16 (bf16 where the adapter has it) |
 //!
 //! A backend whose feature is off still names itself: its constructor answers
 //! [`Error::NotCompiled`], so code written against moekit compiles the same whatever is

@@ -1,0 +1,72 @@
+//! The `moekit` command on the tiny preset: `run` (elastic options too), `init-weights` and
+//! `run --weights` on the file, and typed failures.
+
+use std::process::Command;
+
+fn moekit(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_moekit")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn run_prints_the_model_routing_top_tokens_and_speed() {
+    let (ok, out, err) = moekit(&["run", "--preset", "tiny", "--backend", "cpu", "--tokens", "24", "--iters", "2"]);
+    assert!(ok, "{out}\n{err}");
+    for want in [
+        "model        tiny",
+        "backend      cpu",
+        "routing      layer  0",
+        "routing      layer  1",
+        "top tokens",
+        "tokens/s",
+    ] {
+        assert!(out.contains(want), "{want:?} missing in\n{out}");
+    }
+    let (ok, out, err) = moekit(&[
+        "run",
+        "--backend",
+        "reference",
+        "--tokens",
+        "8",
+        "--iters",
+        "1",
+        "--depth",
+        "1",
+        "--experts",
+        "0-3,6",
+        "--top-k",
+        "1",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("layers [1] of 2, 5 of 8 routed experts, top-1 of 2"), "{out}");
+    assert!(!out.contains("routing      layer  0"), "{out}");
+}
+
+#[test]
+fn init_weights_writes_a_file_run_reads() {
+    let path = std::env::temp_dir().join(format!("moekit-cli-{}.safetensors", std::process::id()));
+    let p = path.to_str().unwrap();
+    let (ok, out, err) = moekit(&["init-weights", "--preset", "tiny", "--seed", "5", "--out", p, "--dtype", "f32"]);
+    assert!(ok && out.contains("wrote"), "{out}\n{err}");
+    let (ok, a, err) = moekit(&["run", "--backend", "cpu", "--weights", p, "--tokens", "8", "--iters", "1"]);
+    assert!(ok, "{a}\n{err}");
+    let (ok, b, _) = moekit(&["run", "--backend", "cpu", "--seed", "5", "--tokens", "8", "--iters", "1"]);
+    assert!(ok);
+    // The same weights (file or seed): the same top tokens.
+    let top = |s: &str| s.lines().find(|l| l.contains("top tokens")).unwrap().to_owned();
+    assert_eq!(top(&a), top(&b));
+}
+
+#[test]
+fn bad_options_fail_with_a_message() {
+    let (ok, _, err) = moekit(&["run", "--backend", "tpu"]);
+    assert!(!ok && err.contains("unknown backend `tpu`"), "{err}");
+    let (ok, _, err) = moekit(&["run", "--preset", "huge"]);
+    assert!(!ok && err.contains("no preset `huge`"), "{err}");
+    let (ok, _, err) = moekit(&["run", "--backend", "cpu", "--experts", "0-9"]);
+    assert!(!ok && err.contains("not a range inside 0..8"), "{err}");
+    let (ok, _, err) = moekit(&["run", "--backend", "cpu", "--top-k", "5"]);
+    assert!(!ok && err.contains("top_k 5 must be in 1..=2"), "{err}");
+    let (ok, _, err) = moekit(&["run", "--backend", "cpu", "--weights", "/nonexistent.safetensors"]);
+    assert!(!ok && err.contains("/nonexistent.safetensors"), "{err}");
+}
