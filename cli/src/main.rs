@@ -14,7 +14,7 @@
 //! cubecl on wgpu, then the CPU.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use moekit_model::{param_count, Elastic, FileDType, Model, ModelConfig, Preset, Weights};
+use moekit_model::{param_count, Elastic, FileDType, Modality, Model, ModelConfig, Preset, RoutingStats, Weights};
 use moekit_ops::{Backend, DType, Error};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -144,16 +144,18 @@ fn run_on<B: Backend>(b: &B, p: &RunPlan) -> Result<(), String> {
     );
     let ids: Vec<i32> = (0..p.tokens).map(|i| ((i * 7919 + 13) % cfg.text_vocab) as i32).collect();
     let f = model.forward_text(&ids, &p.elastic).map_err(|e| e.to_string())?;
+    let mut stats = RoutingStats::new(cfg.routed_experts);
     for r in &f.routing {
-        let mut counts = vec![0usize; cfg.routed_experts];
-        r.ids.iter().for_each(|&e| counts[e as usize] += 1);
+        stats.record(r.layer, Modality::Text, &r.ids);
+        let counts = stats.layer_counts(r.layer, None).unwrap_or_default();
         let used = counts.iter().filter(|&&c| c > 0).count();
         let max = counts.iter().max().copied().unwrap_or(0);
         let mean = r.ids.len() as f64 / kept.max(1) as f64;
         println!(
-            "routing      layer {:>2}: {used} experts used, busiest {max} rows ({:.2}× the mean)",
+            "routing      layer {:>2}: {used} experts used, busiest {max} rows ({:.2}× the mean), entropy {:.3}",
             r.layer,
-            max as f64 / mean.max(1e-9)
+            max as f64 / mean.max(1e-9),
+            stats.entropy(r.layer).unwrap_or(0.0)
         );
     }
     let logits = f.text_logits.to_f32_vec();

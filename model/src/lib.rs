@@ -10,14 +10,17 @@
 //! Built so far: [`config`] (every size, JSON, presets, validation), [`weights`] (the tensors
 //! a configuration implies, seeded init, safetensors files) and [`forward`] (the decoder on
 //! text tokens on any backend, with elastic depth, width and top-k per call, and each MoE
-//! layer's routing). The visual and audio inputs and heads, the multi-token-prediction
+//! layer's routing), [`stats`] (expert counts per layer and modality, normalised routing
+//! entropy, IoU of the most-used experts between modalities). The visual and audio inputs and heads, the multi-token-prediction
 //! modules, the decoding loops, the routing report and the `moekit` CLI come next (issue #5).
 
 pub mod config;
 pub mod forward;
+pub mod stats;
 pub mod weights;
 
 pub use forward::{Elastic, Forward, LayerRouting, Model, ModelError};
+pub use stats::{Modality, RoutingStats};
 
 pub use config::{ConfigError, ModelConfig, Preset, Score};
 pub use weights::{param_count, specs, FileDType, Init, TensorSpec, Weights, WeightsError};
