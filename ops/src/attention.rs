@@ -64,7 +64,8 @@ impl AttentionMask {
 
 /// Packed variable-length attention.
 ///
-/// Inputs: `q [Tq, Hq, D]`, `k, v [Tk, Hkv, D]` of `dtype`; sequence `b` owns query rows
+/// Inputs: `q [Tq, Hq, D]`, `k, v [Tk, Hkv, D]` (or a cache `[C >= Tk, Hkv, D]` whose rows
+/// past `Tk` are not read) of `dtype`; sequence `b` owns query rows
 /// `cu_seqlens_q[b]..cu_seqlens_q[b+1]` and key rows `cu_seqlens_k[b]..cu_seqlens_k[b+1]`.
 /// Query head `h` reads key/value head `h / (Hq / Hkv)`. Score
 /// `s = scale · q·k` (then `softcap · tanh(s / softcap)` with a softcap), masked, softmax
@@ -293,15 +294,32 @@ pub struct AttentionIo<'a, B> {
 }
 
 impl Validated<AttentionProblem> {
+    /// Checks a key or value buffer: `[C, Hkv, D]` of the problem's dtype with a capacity
+    /// `C >= Tk`. Rows from `Tk` on are never read, so a KV cache of capacity `C` is passed as
+    /// it is, its filled rows named by `cu_seqlens_k`.
+    ///
+    /// # Errors
+    /// [`Error::DType`], or [`Error::Shape`] naming `[Tk, Hkv, D]`.
+    pub fn check_kv<B: TensorMeta + ?Sized>(&self, what: &'static str, buf: &B) -> Result<()> {
+        let (tk, hkv, d) = (self.total_k(), self.heads_kv, self.head_dim);
+        if buf.dtype() != self.dtype {
+            return Err(Error::DType { op: OP, what, expected: self.dtype, got: buf.dtype() });
+        }
+        match buf.shape() {
+            [c, h, dd] if *c >= tk && *h == hkv && *dd == d => Ok(()),
+            got => Err(Error::Shape { op: OP, what, expected: vec![tk, hkv, d], got: got.to_vec() }),
+        }
+    }
+
     /// Check every buffer against the problem.
     ///
     /// # Errors
     /// [`Error::Shape`] or [`Error::DType`] naming the first bad buffer.
     pub fn check_io<B: TensorMeta>(&self, io: &AttentionIo<'_, B>) -> Result<()> {
-        let (tq, tk, hq, hkv, d) = (self.total_q(), self.total_k(), self.heads_q, self.heads_kv, self.head_dim);
+        let (tq, hq, d) = (self.total_q(), self.heads_q, self.head_dim);
         expect(OP, "q", io.q, self.dtype, &[tq, hq, d])?;
-        expect(OP, "k", io.k, self.dtype, &[tk, hkv, d])?;
-        expect(OP, "v", io.v, self.dtype, &[tk, hkv, d])?;
+        self.check_kv("k", io.k)?;
+        self.check_kv("v", io.v)?;
         expect(OP, "o", io.o, self.dtype, &[tq, hq, d])?;
         expect(OP, "lse", io.lse, DType::F32, &[hq, tq])
     }

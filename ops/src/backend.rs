@@ -46,6 +46,23 @@ pub trait Device {
     /// [`crate::Error::Shape`] when the element counts differ.
     fn reshape(&self, buffer: &mut Self::Buffer, shape: &[usize]) -> Result<()>;
 
+    /// Copies rows `src_row..src_row + rows` of `src` into rows `dst_row..dst_row + rows` of
+    /// `dst` (rows: the first axis; both buffers' rows hold the same number of elements, of one
+    /// dtype); the rest of `dst` is unchanged. Writing a KV cache, assembling a sequence from
+    /// segments and taking a slice of rows are all this. Ordered after earlier work on the
+    /// backend's stream, like an op.
+    ///
+    /// # Errors
+    /// Those of [`crate::check_copy_rows`] (nothing is written), device errors.
+    fn copy_rows(
+        &self,
+        src: &Self::Buffer,
+        src_row: usize,
+        dst: &mut Self::Buffer,
+        dst_row: usize,
+        rows: usize,
+    ) -> Result<()>;
+
     /// Wait for all queued work.
     ///
     /// # Errors

@@ -47,7 +47,7 @@ pub use grouped_gemm::{GemmLayout, GroupedGemmIo, GroupedGemmProblem, WeightLayo
 pub use moe::{MoeLayerIo, MoeLayerProblem, MoeOps};
 pub use permute::{CombineIo, CombineProblem, PermuteIo, PermuteProblem};
 pub use route::{BiasUpdateProblem, GroupLimit, RouteIo, RouteProblem, ScoreFn};
-pub use tensor::{check_reshape, HostData, HostTensor, TensorMeta};
+pub use tensor::{check_copy_rows, check_reshape, HostData, HostTensor, TensorMeta};
 pub use validated::Validated;
 
 /// Implements [`Device`] for a host-memory backend: buffers are [`HostTensor`]s, `alloc` is
@@ -77,6 +77,16 @@ macro_rules! host_device {
             fn reshape(&self, buffer: &mut $crate::HostTensor, shape: &[usize]) -> $crate::Result<()> {
                 $crate::check_reshape("buffer", &*buffer, shape)?;
                 buffer.reshape_in_place(shape)
+            }
+            fn copy_rows(
+                &self,
+                src: &$crate::HostTensor,
+                src_row: usize,
+                dst: &mut $crate::HostTensor,
+                dst_row: usize,
+                rows: usize,
+            ) -> $crate::Result<()> {
+                dst.copy_rows_from(src, src_row, dst_row, rows)
             }
             fn sync(&self) -> $crate::Result<()> {
                 Ok(())

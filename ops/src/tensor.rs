@@ -33,6 +33,45 @@ pub fn check_reshape<T: TensorMeta + ?Sized>(what: &'static str, buffer: &T, sha
     Ok(())
 }
 
+/// The check of every row copy ([`crate::Device::copy_rows`]): `src` and `dst` hold the
+/// same dtype, each has at least one axis, their rows (the first axis) hold the same number
+/// of elements, and rows `src_row..src_row + rows` of `src` and `dst_row..dst_row + rows` of
+/// `dst` exist. Returns the elements per row.
+///
+/// # Errors
+/// [`Error::DType`] (op `copy_rows`, argument `dst`) for differing dtypes, [`Error::Shape`]
+/// for a scalar or rows of different widths, [`Error::Invalid`] for a range past either
+/// buffer's rows (or one that overflows).
+pub fn check_copy_rows<T: TensorMeta + ?Sized>(
+    src: &T,
+    src_row: usize,
+    dst: &T,
+    dst_row: usize,
+    rows: usize,
+) -> Result<usize> {
+    const OP: &str = "copy_rows";
+    if src.dtype() != dst.dtype() {
+        return Err(Error::DType { op: OP, what: "dst", expected: src.dtype(), got: dst.dtype() });
+    }
+    let (Some((&rs, ws)), Some((&rd, wd))) = (src.shape().split_first(), dst.shape().split_first()) else {
+        return Err(Error::Shape { op: OP, what: "src/dst", expected: vec![0], got: vec![] });
+    };
+    let (width, wdst) = (ws.iter().product::<usize>(), wd.iter().product::<usize>());
+    if width != wdst {
+        let expected = std::iter::once(rd).chain(ws.iter().copied()).collect();
+        return Err(Error::Shape { op: OP, what: "dst", expected, got: dst.shape().to_vec() });
+    }
+    for (what, at, have) in [("src", src_row, rs), ("dst", dst_row, rd)] {
+        if at.checked_add(rows).is_none_or(|end| end > have) {
+            return Err(Error::Invalid {
+                op: OP,
+                msg: format!("rows {at}..{at}+{rows} of `{what}`, which has {have} rows"),
+            });
+        }
+    }
+    Ok(width)
+}
+
 /// Typed storage of a [`HostTensor`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum HostData {
@@ -170,6 +209,24 @@ impl HostTensor {
     pub fn reshape_in_place(&mut self, shape: &[usize]) -> Result<()> {
         check_reshape("tensor", self, shape)?;
         self.shape = shape.to_vec();
+        Ok(())
+    }
+
+    /// Copies rows `src_row..src_row + rows` of `src` into rows `dst_row..` of `self` (rows:
+    /// the first axis), as [`crate::Device::copy_rows`] specifies.
+    ///
+    /// # Errors
+    /// Those of [`check_copy_rows`]; `self` is unchanged on error.
+    pub fn copy_rows_from(&mut self, src: &HostTensor, src_row: usize, dst_row: usize, rows: usize) -> Result<()> {
+        let w = check_copy_rows(src, src_row, &*self, dst_row, rows)?;
+        let (s, d, n) = (src_row * w, dst_row * w, rows * w);
+        match (&mut self.data, &src.data) {
+            (HostData::F32(dv), HostData::F32(sv)) => dv[d..d + n].copy_from_slice(&sv[s..s + n]),
+            (HostData::F16(dv), HostData::F16(sv)) => dv[d..d + n].copy_from_slice(&sv[s..s + n]),
+            (HostData::BF16(dv), HostData::BF16(sv)) => dv[d..d + n].copy_from_slice(&sv[s..s + n]),
+            (HostData::I32(dv), HostData::I32(sv)) => dv[d..d + n].copy_from_slice(&sv[s..s + n]),
+            _ => return Err(Error::DType { op: "copy_rows", what: "dst", expected: src.dtype(), got: self.dtype() }),
+        }
         Ok(())
     }
 

@@ -20,10 +20,10 @@ pub fn attention(
     v: &HostTensor,
 ) -> Result<(HostTensor, HostTensor)> {
     const OP: &str = "attention";
-    let (tq, tk, hq, hkv, d) = (p.total_q(), p.total_k(), p.heads_q, p.heads_kv, p.head_dim);
+    let (tq, hq, hkv, d) = (p.total_q(), p.heads_q, p.heads_kv, p.head_dim);
     expect(OP, "q", q, p.dtype, &[tq, hq, d])?;
-    expect(OP, "k", k, p.dtype, &[tk, hkv, d])?;
-    expect(OP, "v", v, p.dtype, &[tk, hkv, d])?;
+    p.check_kv("k", k)?;
+    p.check_kv("v", v)?;
     let (q, k, v) = (q.to_f64_vec(), k.to_f64_vec(), v.to_f64_vec());
     let group = hq / hkv;
     let scale = p.scale as f64;

@@ -95,6 +95,8 @@ macro_rules! __moekit_properties {
         gemm: glue::{gemm_cases, gemm_matches_reference} }
         $crate::__moekit_property! { $suite, $make, $dts, FEW,
         reshape: glue::{reshape_cases, reshape_keeps_data} }
+        $crate::__moekit_property! { $suite, $make, $dts, MANY,
+        copy_rows: glue::{copy_rows_cases, copy_rows_exact} }
         $crate::__moekit_property! { $suite, $make, $dts, FEW,
         moe_layer: moe::{moe_cases, moe_layer_matches_reference} }
         $crate::__moekit_property! { $suite, $make, $dts, MANY,

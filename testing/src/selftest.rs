@@ -62,6 +62,16 @@ impl Device for Mutant {
     fn reshape(&self, b: &mut HostTensor, shape: &[usize]) -> Result<()> {
         R.reshape(b, shape)
     }
+    fn copy_rows(
+        &self,
+        src: &HostTensor,
+        src_row: usize,
+        dst: &mut HostTensor,
+        dst_row: usize,
+        rows: usize,
+    ) -> Result<()> {
+        R.copy_rows(src, src_row, dst, dst_row, rows)
+    }
     fn sync(&self) -> Result<()> {
         R.sync()
     }

@@ -20,8 +20,10 @@ const BLOCK_K: usize = 256;
 impl AttentionOps for CpuBackend {
     fn attention(&self, p: &Validated<AttentionProblem>, io: AttentionIo<'_, HostTensor>) -> Result<()> {
         dispatch_float!(OP, p.dtype, T => {
+            // NOTE: k and v may be caches with rows past Tk; only the first Tk rows are read.
+            let kv = p.total_k() * p.heads_kv * p.head_dim;
             let (q, k, v) = (elems::<T>(OP, "q", io.q)?, elems::<T>(OP, "k", io.k)?, elems::<T>(OP, "v", io.v)?);
-            let (q, k, v) = (widen(q), widen(k), widen(v));
+            let (q, k, v) = (widen(q), widen(&k[..kv]), widen(&v[..kv]));
             let ctx = Ctx { p, q: &q, k: &k, v: &v };
             let blocks: Vec<Block> = ctx.items().into_par_iter().map(|it| ctx.block(it)).collect::<Result<_>>()?;
             let o = elems_mut::<T>(OP, "o", io.o)?;

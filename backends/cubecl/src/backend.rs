@@ -137,6 +137,16 @@ macro_rules! not_compiled_device {
             fn reshape(&self, _: &mut crate::CubeBuffer, _: &[usize]) -> moekit_ops::Result<()> {
                 Err(not_compiled($name))
             }
+            fn copy_rows(
+                &self,
+                _: &crate::CubeBuffer,
+                _: usize,
+                _: &mut crate::CubeBuffer,
+                _: usize,
+                _: usize,
+            ) -> moekit_ops::Result<()> {
+                Err(not_compiled($name))
+            }
             fn sync(&self) -> moekit_ops::Result<()> {
                 Err(not_compiled($name))
             }

@@ -198,6 +198,61 @@ impl<R: Runtime> Device for CubeBackend<R> {
         Ok(())
     }
 
+    fn copy_rows(
+        &self,
+        src: &CubeBuffer,
+        src_row: usize,
+        dst: &mut CubeBuffer,
+        dst_row: usize,
+        rows: usize,
+    ) -> Result<()> {
+        use crate::kernels::fill;
+        use cubecl::prelude::{ArrayArg, CubeDim};
+        const OP: &str = "copy_rows";
+        let size = src.dtype.size();
+        let row = moekit_ops::check_copy_rows(src, src_row, &*dst, dst_row, rows)? * size;
+        let (from, to, n) = (src_row * row, dst_row * row, rows * row);
+        let Some(count) = crate::ops::grid(OP, n.div_ceil(4))? else { return Ok(()) };
+        let block = CubeDim::new_1d(crate::ops::BLOCK as u32);
+        let scalar = |v: usize| crate::ops::gemm::scalar(OP, v);
+        // SAFETY (both launches): every buffer's handle holds whole 4-byte words covering its
+        // data (`alloc`, `upload`), and the checked ranges lie inside the data.
+        let words = |b: &CubeBuffer| unsafe {
+            ArrayArg::<R>::from_raw_parts(b.handle.clone(), b.num_bytes().div_ceil(4).max(1))
+        };
+        if (from | to | n) % 4 == 0 {
+            fill::copy_words::launch::<R>(
+                &self.client,
+                count,
+                block,
+                words(src),
+                words(dst),
+                scalar(from / 4)?,
+                scalar(to / 4)?,
+                scalar(n / 4)?,
+            );
+        } else {
+            // NOTE: only 2-byte dtypes get here (4-byte ranges are whole words); the bits move
+            // as f16 whatever the dtype, which no runtime converts on a plain load and store.
+            let Some(count) = crate::ops::grid(OP, n / 2)? else { return Ok(()) };
+            let halves =
+                |b: &CubeBuffer| unsafe { ArrayArg::<R>::from_raw_parts(b.handle.clone(), (b.num_bytes() / 2).max(1)) };
+            let elem = ElemType::Float(FloatKind::F16);
+            fill::copy_halves::launch::<R>(
+                &self.client,
+                count,
+                block,
+                halves(src),
+                halves(dst),
+                scalar(from / 2)?,
+                scalar(to / 2)?,
+                scalar(n / 2)?,
+                elem,
+            );
+        }
+        Ok(())
+    }
+
     fn download(&self, buffer: &CubeBuffer) -> Result<HostTensor> {
         let n = buffer.num_bytes();
         // NOTE: the record is read first, so even an empty download reports a content error.

@@ -229,6 +229,25 @@ impl Device for CudaBackend {
     }
 
     #[cfg(feature = "cuda")]
+    fn copy_rows(
+        &self,
+        src: &CudaBuffer,
+        src_row: usize,
+        dst: &mut CudaBuffer,
+        dst_row: usize,
+        rows: usize,
+    ) -> Result<()> {
+        let row = moekit_ops::check_copy_rows(src, src_row, &*dst, dst_row, rows)? * src.dtype.size();
+        let n = rows * row;
+        if n > 0 {
+            let from = src.data.slice(src_row * row..src_row * row + n);
+            let mut to = dst.data.slice_mut(dst_row * row..dst_row * row + n);
+            self.stream.memcpy_dtod(&from, &mut to).map_err(device_err("copy_rows"))?;
+        }
+        Ok(())
+    }
+
+    #[cfg(feature = "cuda")]
     fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
         use cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT;
         let start = self.stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(device_err("time"))?;
@@ -259,6 +278,11 @@ impl Device for CudaBackend {
 
     #[cfg(not(feature = "cuda"))]
     fn download(&self, _: &CudaBuffer) -> Result<HostTensor> {
+        Err(not_compiled())
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn copy_rows(&self, _: &CudaBuffer, _: usize, _: &mut CudaBuffer, _: usize, _: usize) -> Result<()> {
         Err(not_compiled())
     }
 

@@ -1,7 +1,7 @@
 //! Attention: agreement with the reference over varlen batches, GQA, masks, softcap and lse;
 //! invariants (all-equal V rows give that row back; causal as column ranges equals causal).
 
-use crate::compare::{close, close_floor, ctx, dot_scale, Check};
+use crate::compare::{close, close_floor, ctx, dot_scale, exact, Check};
 use crate::exec::{self, AttentionBufs};
 use crate::gen::{self, MaskPattern};
 use crate::strategies::seed;
@@ -177,6 +177,20 @@ pub fn attention_invariants<B: Backend>(b: &B, dtype: DType, c: &AttentionCase) 
         .collect();
     let (tol_o, _) = tolerances(&p);
     close("o with equal V rows", &HostTensor::from_f64(DType::F32, &[tq, hq, d], &want), &o, tol_o, dtype)?;
+
+    // K/V passed as caches with spare rows of NaN: the rows past Tk are never read.
+    let x = attention_inputs(&p, c.seed);
+    let (o1, l1) = exec::attention(b, &p, &x).map_err(ctx("attention"))?;
+    let spare = 1 + (c.seed % 7) as usize;
+    let pad = |t: &HostTensor| {
+        let mut v = t.to_f32_vec();
+        v.extend(std::iter::repeat_n(f32::NAN, spare * hkv * d));
+        gen::tensor(dtype, &[tk + spare, hkv, d], &v)
+    };
+    let cached = AttentionBufs { k: pad(&x.k), v: pad(&x.v), ..x.clone() };
+    let (o2, l2) = exec::attention(b, &p, &cached).map_err(ctx("attention on caches"))?;
+    exact("o with K/V caches", &o1, &o2)?;
+    exact("lse with K/V caches", &l1, &l2)?;
 
     let causal = AttentionProblem { mask: AttentionMask::causal(), ..p.clone() };
     if causal.validate().is_err() {

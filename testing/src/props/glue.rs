@@ -223,3 +223,80 @@ pub fn reshape_keeps_data<B: Backend>(b: &B, dtype: DType, c: &ReshapeCase) -> C
     b.reshape(&mut buf, &[t, h * d]).map_err(ctx("reshape back"))?;
     exact("reshaped back", &x, &b.download(&buf).map_err(ctx("download"))?)
 }
+
+/// A row copy: `src [src_rows, heads, head_dim]` into `dst [dst_rows, heads · head_dim]`.
+#[derive(Clone, Debug)]
+pub struct CopyRowsCase {
+    /// Rows of the source.
+    pub src_rows: usize,
+    /// Rows of the destination.
+    pub dst_rows: usize,
+    /// First source row copied.
+    pub src_row: usize,
+    /// First destination row written.
+    pub dst_row: usize,
+    /// Rows copied.
+    pub rows: usize,
+    /// Heads (the row is `heads · head_dim` elements; odd widths reach the 2-byte paths).
+    pub heads: usize,
+    /// Head size.
+    pub head_dim: usize,
+    /// Data seed.
+    pub seed: u64,
+}
+
+/// Row-copy cases: up to 40 rows each side, any valid range (empty ones included), rows of
+/// 1 to 8 × 1 to 40 elements.
+pub fn copy_rows_cases() -> impl Strategy<Value = CopyRowsCase> {
+    (0..=40usize, 0..=40usize, 1..=8usize, 1..=40usize, seed())
+        .prop_flat_map(|(src_rows, dst_rows, heads, head_dim, seed)| {
+            let most = src_rows.min(dst_rows);
+            (Just((src_rows, dst_rows, heads, head_dim, seed)), 0..=most)
+                .prop_flat_map(move |(c, rows)| (Just(c), Just(rows), 0..=c.0 - rows, 0..=c.1 - rows))
+        })
+        .prop_map(|((src_rows, dst_rows, heads, head_dim, seed), rows, src_row, dst_row)| CopyRowsCase {
+            src_rows,
+            dst_rows,
+            src_row,
+            dst_row,
+            rows,
+            heads,
+            head_dim,
+            seed,
+        })
+}
+
+/// [`moekit_ops::Device::copy_rows`] on `b` writes exactly the chosen rows of a random `dst`
+/// (the rest stays as uploaded), bit for bit; a range past either buffer is
+/// [`Error::Invalid`] and writes nothing; a dtype mismatch is [`Error::DType`].
+///
+/// # Errors
+/// A mismatch report.
+pub fn copy_rows_exact<B: Backend>(b: &B, dtype: DType, c: &CopyRowsCase) -> Check {
+    let (h, d) = (c.heads, c.head_dim);
+    let mut rng = gen::rng(c.seed);
+    let src = gen::normal_tensor(&mut rng, dtype, &[c.src_rows, h, d], 1.0);
+    let dst = gen::normal_tensor(&mut rng, dtype, &[c.dst_rows, h * d], 1.0);
+    let sbuf = b.upload(&src).map_err(ctx("upload src"))?;
+    let mut dbuf = b.upload(&dst).map_err(ctx("upload dst"))?;
+    b.copy_rows(&sbuf, c.src_row, &mut dbuf, c.dst_row, c.rows).map_err(ctx("copy_rows"))?;
+    let mut want = dst.clone();
+    want.copy_rows_from(&src, c.src_row, c.dst_row, c.rows).map_err(ctx("host copy"))?;
+    exact("copied", &want, &b.download(&dbuf).map_err(ctx("download"))?)?;
+    // One row past the end of the source, then of the destination.
+    for (sr, dr) in [(c.src_rows - c.rows, 0), (0, c.dst_rows - c.rows)] {
+        match b.copy_rows(&sbuf, sr, &mut dbuf, dr, c.rows + 1) {
+            Err(Error::Invalid { op: "copy_rows", .. }) => {}
+            other => {
+                return Err(format!("copy of rows {sr}.. into {dr}.. past an end: {other:?}, expected Error::Invalid"))
+            }
+        }
+    }
+    exact("after refused copies", &want, &b.download(&dbuf).map_err(ctx("download"))?)?;
+    let other = if dtype == DType::F32 { DType::I32 } else { DType::F32 };
+    let wrong = b.alloc(other, &[c.src_rows, h * d]).map_err(ctx("alloc"))?;
+    match b.copy_rows(&wrong, 0, &mut dbuf, 0, 0) {
+        Err(Error::DType { op: "copy_rows", .. }) => Ok(()),
+        r => Err(format!("copy between dtypes: {r:?}, expected Error::DType")),
+    }
+}
