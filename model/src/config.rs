@@ -80,9 +80,6 @@ pub struct ModelConfig {
     pub audio_codebook: usize,
     /// Residual codec levels of an audio frame.
     pub audio_levels: usize,
-    /// The audio heads read the output of the last this-many layers' stack (the top layers).
-    #[serde(default = "one_usize")]
-    pub audio_head_layers: usize,
     /// Multi-token-prediction modules after the text head (0 for none).
     #[serde(default)]
     pub mtp_depth: usize,
@@ -96,9 +93,6 @@ fn default_rope_base() -> f32 {
 }
 fn one() -> f32 {
     1.0
-}
-fn one_usize() -> usize {
-    1
 }
 fn default_eps() -> f32 {
     1e-6
@@ -193,7 +187,6 @@ impl Preset {
                 visual_code_bits: 8,
                 audio_codebook: 64,
                 audio_levels: 2,
-                audio_head_layers: 1,
                 mtp_depth: 1,
                 rms_eps: 1e-6,
             },
@@ -220,7 +213,6 @@ impl Preset {
                 visual_code_bits: 16,
                 audio_codebook: 1024,
                 audio_levels: 4,
-                audio_head_layers: 2,
                 mtp_depth: 1,
                 rms_eps: 1e-6,
             },
@@ -247,7 +239,6 @@ impl Preset {
                 visual_code_bits: 32,
                 audio_codebook: 1024,
                 audio_levels: 8,
-                audio_head_layers: 4,
                 mtp_depth: 1,
                 rms_eps: 1e-5,
             },
@@ -282,7 +273,7 @@ impl ModelConfig {
     /// [`ConfigError::Inconsistent`] for fields that contradict each other (GQA heads that do
     /// not divide, an odd head dim or one the attention op does not take, rotary sections that do not sum to `D / 2`, `top_k` above
     /// the routed experts, more dense layers than layers, a dense layer without its
-    /// intermediate size, audio heads on more layers than exist, a non-positive epsilon or
+    /// intermediate size, a non-positive epsilon or
     /// rotary base).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let zero = |field| ConfigError::Zero { name: self.name.clone(), field };
@@ -300,7 +291,6 @@ impl ModelConfig {
             ("visual_code_bits", self.visual_code_bits),
             ("audio_codebook", self.audio_codebook),
             ("audio_levels", self.audio_levels),
-            ("audio_head_layers", self.audio_head_layers),
         ] {
             if v == 0 {
                 return Err(zero(field));
@@ -338,9 +328,6 @@ impl ModelConfig {
         }
         if self.dense_first_layers > 0 && self.dense_intermediate == 0 {
             return Err(zero("dense_intermediate"));
-        }
-        if self.audio_head_layers > self.layers {
-            return Err(bad(format!("audio_head_layers {} exceeds layers {}", self.audio_head_layers, self.layers)));
         }
         let positive = |v: f32| v.is_finite() && v > 0.0;
         if !positive(self.rms_eps) || !positive(self.rope_base - 1.0) || !self.route_scale.is_finite() {

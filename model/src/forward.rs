@@ -1,30 +1,38 @@
-//! The decoder forward on any moekit backend: weights uploaded once ([`Model::new`]), then a
-//! sequence through the chosen layers ([`Model::forward_text`]) with the elastic options of
-//! [`Elastic`] applied together, per call.
+//! The decoder on any moekit backend: weights uploaded once ([`Model::new`]), then a sequence
+//! of interleaved segments ([`Model::forward`], [`Model::forward_mtp`]) or a piece of one after
+//! the rows already in a [`KvCache`] ([`Model::step`]), through the sub-model of [`Elastic`].
 //!
+//! Input embeddings: text ids through `embed.text`; a visual code's ±1 bits times
+//! `embed.visual`; an audio frame the sum of its levels' rows of `embed.audio.{level}`.
 //! One decoder layer, pre-norm (the residual add fused into each RMSNorm):
 //!
 //! ```text
 //! y  = rms_norm(x)                       (the previous sublayer's output added to x first)
 //! q, k, v = y·wq, y·wk, y·wv             ([T, Hq·D], [T, Hkv·D] viewed as [T, heads, D])
-//! q, k = rotary_3d(q, k, (t, h, w))      (Uni-RoPE; text: t = h = w = position)
-//! x += attention(q, k, v, causal)·wo
+//! q, k = rotary_3d(q, k, (t, h, w))      (Uni-RoPE positions of crate::input)
+//! x += attention(q, k, v, mask)·wo       (causal; visual scale blocks bidirectional)
 //! y  = rms_norm(x)
 //! x += moe(y) + shared(y)                (dense layers: swiglu MLP)
 //! ```
 //!
-//! then `logits = rms_norm(x)·head.text`. The MoE is the backend's fused `moe_layer` with the
-//! shared experts' output as its `add`; routing statistics come from the same routing run as
-//! its own op (the fused layer does not hand its choices out).
+//! Heads on `y = final_norm(x)`, each over its modality's rows: text `y·head.text`, visual
+//! `y·head.visual` (one logit per bit of the next scale's code), audio depth-wise: level `l`
+//! reads `final_norm(x + Σ_{m<l} embed.audio.m[c_m])` through `head.audio.l`, `c_m` the code
+//! chosen at level `m`. The MoE is the backend's fused `moe_layer` with the shared experts'
+//! output as its `add`; routing statistics come from the same routing run as its own op (the
+//! fused layer does not hand its choices out).
 
 use crate::config::ModelConfig;
+use crate::input::{Layout, Segment};
+use crate::stats::Modality;
 use crate::weights::Weights;
 use moekit_ops::{
-    api, AttentionIo, AttentionMask, AttentionProblem, Backend, DType, EmbeddingProblem, Error, GemmProblem,
-    HostTensor, MoeLayerIo, MoeLayerProblem, RmsNormIo, RmsNormProblem, RotaryIo, RotaryPositions, RotaryProblem,
-    RouteIo, RouteProblem, SwigluProblem, TensorMeta,
+    api, AttentionIo, AttentionMask, AttentionProblem, Backend, CombineIo, CombineProblem, DType, EmbeddingProblem,
+    Error, GemmProblem, HostTensor, MoeLayerIo, MoeLayerProblem, RmsNormIo, RmsNormProblem, RotaryIo, RotaryPositions,
+    RotaryProblem, RouteIo, RouteProblem, SwigluProblem, TensorMeta,
 };
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 /// The elastic sub-model of one call: all three apply together.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -67,13 +75,66 @@ pub struct LayerRouting {
     pub k: usize,
 }
 
-/// The outputs of one forward.
+/// The outputs of one call, each head over the rows of its modality (rows in call order).
 #[derive(Clone, Debug)]
 pub struct Forward {
-    /// `[T, V]` next-token logits (f32).
+    /// Rows, modalities, positions and blocks of the call.
+    pub layout: Layout,
+    /// The text rows (indices into the call's rows).
+    pub text_rows: Vec<usize>,
+    /// `[text rows, V]` next-token logits (f32).
     pub text_logits: HostTensor,
-    /// Each MoE layer run, in order.
+    /// The visual rows.
+    pub visual_rows: Vec<usize>,
+    /// `[visual rows, bits]` logits of each bit of the code at that place in the next scale
+    /// (a bit is 1 where its logit is positive).
+    pub visual_logits: HostTensor,
+    /// The audio rows.
+    pub audio_rows: Vec<usize>,
+    /// Per codec level, `[audio rows, codebook]` logits of the next frame's code at that
+    /// level, each level conditioned on the codes chosen at the levels before it.
+    pub audio_logits: Vec<HostTensor>,
+    /// `[audio rows, levels]`: the codes the depth-wise chain chose (greedy).
+    pub audio_codes: Vec<i32>,
+    /// Per multi-token-prediction module `j` ([`Model::forward_mtp`] only), `[T - j - 1, V]`:
+    /// row `i` predicts the token at row `i + j + 2`.
+    pub mtp_logits: Vec<HostTensor>,
+    /// Each MoE layer run, in order (every row of the call).
     pub routing: Vec<LayerRouting>,
+}
+
+/// The keys and values of the rows seen so far, per layer of one sub-model: what decoding
+/// appends to ([`Model::step`]).
+#[derive(Debug)]
+pub struct KvCache<T> {
+    layers: Vec<usize>,
+    k: Vec<T>,
+    v: Vec<T>,
+    capacity: usize,
+    len: usize,
+    next_position: i32,
+}
+
+impl<T> KvCache<T> {
+    /// Rows cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no row is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Rows it can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The next free Uni-RoPE position.
+    pub fn next_position(&self) -> i32 {
+        self.next_position
+    }
 }
 
 /// The model on backend `B`: the configuration and every weight as a device buffer.
@@ -85,6 +146,10 @@ pub struct Model<'b, B: Backend> {
     tensors: BTreeMap<String, B::Buffer>,
 }
 
+/// The buffer name of the audio levels' embeddings stacked `[levels · codebook, H]` (the
+/// table of the embedding sums).
+const AUDIO_TABLE: &str = "embed.audio";
+
 impl<'b, B: Backend> Model<'b, B> {
     /// Uploads `weights` (every tensor of `crate::weights::specs(cfg)`) in `dtype`; the
     /// routers' correction biases stay f32 (the routing op takes them so).
@@ -93,18 +158,37 @@ impl<'b, B: Backend> Model<'b, B> {
     /// [`ModelError::MissingTensor`], the backend's upload errors.
     pub fn new(backend: &'b B, cfg: &ModelConfig, weights: &Weights, dtype: DType) -> Result<Self, ModelError> {
         let mut tensors = BTreeMap::new();
+        let mut audio = Vec::new();
         for s in crate::weights::specs(cfg) {
             let (shape, data) = weights.get(&s.name).ok_or_else(|| ModelError::MissingTensor(s.name.clone()))?;
             let dt = if s.name.ends_with("router_bias") { DType::F32 } else { dtype };
+            if s.name.starts_with("embed.audio.") {
+                audio.extend_from_slice(data);
+            }
+            if let Some(prefix) = s.name.strip_suffix(".proj") {
+                // The MTP projection `[2H, H]` as its two halves (hidden rows, embedding rows).
+                let half = cfg.hidden * cfg.hidden;
+                for (part, rows) in [("hidden", &data[..half]), ("embed", &data[half..])] {
+                    let t = HostTensor::from_f32(dtype, &[cfg.hidden, cfg.hidden], rows);
+                    tensors.insert(format!("{prefix}.proj.{part}"), backend.upload(&t)?);
+                }
+            }
             let buf = backend.upload(&HostTensor::from_f32(dt, shape, data))?;
             tensors.insert(s.name, buf);
         }
+        let table = HostTensor::from_f32(dtype, &[cfg.audio_levels * cfg.audio_codebook, cfg.hidden], &audio);
+        tensors.insert(AUDIO_TABLE.into(), backend.upload(&table)?);
         Ok(Model { backend, cfg: cfg.clone(), dtype, tensors })
     }
 
     /// The configuration.
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &'b B {
+        self.backend
     }
 
     fn w(&self, name: &str) -> Result<&B::Buffer, ModelError> {
@@ -142,54 +226,334 @@ impl<'b, B: Backend> Model<'b, B> {
         Ok((layers, k))
     }
 
-    /// Runs text token `ids` (one sequence, positions `0..T`) through the sub-model `e`:
-    /// next-token logits for every position and the routing of every MoE layer run.
+    /// An empty KV cache of `capacity` rows for the layers of sub-model `e`.
     ///
     /// # Errors
-    /// [`ModelError::Input`] for no tokens or ids outside the vocabulary,
-    /// [`ModelError::Elastic`] for options the model cannot take, op errors.
-    pub fn forward_text(&self, ids: &[i32], e: &Elastic) -> Result<Forward, ModelError> {
-        let cfg = &self.cfg;
-        let (t, h) = (ids.len(), cfg.hidden);
-        if t == 0 {
-            return Err(ModelError::Input("no tokens".into()));
-        }
-        if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= cfg.text_vocab) {
-            return Err(ModelError::Input(format!("token id {bad} outside the vocabulary 0..{}", cfg.text_vocab)));
-        }
-        let (layers, k) = self.plan(e)?;
-        let b = self.backend;
-        let ids_buf = b.upload(&HostTensor::from_i32(&[t], ids))?;
-        let mut x = b.alloc(self.dtype, &[t, h])?;
-        let emb = EmbeddingProblem { tokens: t, vocab: cfg.text_vocab, hidden: h, dtype: self.dtype };
-        api::embedding(b, &emb, self.w("embed.text")?, &ids_buf, &mut x)?;
-        let pos: Vec<i32> = (0..3).flat_map(|_| 0..t as i32).collect();
-        let positions = b.upload(&HostTensor::from_i32(&[3, t], &pos))?;
+    /// [`ModelError::Elastic`], allocation errors.
+    pub fn cache(&self, capacity: usize, e: &Elastic) -> Result<KvCache<B::Buffer>, ModelError> {
+        let (layers, _) = self.plan(e)?;
+        let (hkv, d) = (self.cfg.kv_heads, self.cfg.head_dim);
+        let alloc = || self.backend.alloc(self.dtype, &[capacity, hkv, d]);
+        let k = layers.iter().map(|_| alloc()).collect::<Result<_, _>>()?;
+        let v = layers.iter().map(|_| alloc()).collect::<Result<_, _>>()?;
+        Ok(KvCache { layers, k, v, capacity, len: 0, next_position: 0 })
+    }
 
+    /// Runs text token `ids` (one sequence, positions `0..T`) through the sub-model `e`.
+    ///
+    /// # Errors
+    /// As [`Model::forward`].
+    pub fn forward_text(&self, ids: &[i32], e: &Elastic) -> Result<Forward, ModelError> {
+        self.forward(&[Segment::Text(ids.to_vec())], e)
+    }
+
+    /// Runs one sequence of interleaved `segments` (from position 0) through the sub-model
+    /// `e`: every head's logits over its modality's rows and the routing of every MoE layer.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for no rows or a bad segment, [`ModelError::Elastic`] for
+    /// options the model cannot take, op errors.
+    pub fn forward(&self, segments: &[Segment], e: &Elastic) -> Result<Forward, ModelError> {
+        let layout = Layout::new(&self.cfg, segments, 0)?;
+        let mut cache = self.cache(layout.rows, e)?;
+        self.run(&mut cache, segments, layout, e, false)
+    }
+
+    /// [`Model::forward`] and the multi-token-prediction modules (`mtp_depth` of them) after
+    /// it: module `j` reads the previous module's (first: the main model's) hidden state of
+    /// row `i` and the input embedding of row `i + j + 1`, runs its decoder layer (causal
+    /// attention) and predicts row `i + j + 2`'s text token through the shared text head.
+    ///
+    /// # Errors
+    /// As [`Model::forward`].
+    pub fn forward_mtp(&self, segments: &[Segment], e: &Elastic) -> Result<Forward, ModelError> {
+        let layout = Layout::new(&self.cfg, segments, 0)?;
+        let mut cache = self.cache(layout.rows, e)?;
+        self.run(&mut cache, segments, layout, e, true)
+    }
+
+    /// Appends `segments` to `cache` (after its rows, from its next position) through the
+    /// sub-model `e` the cache was made for: the outputs of the new rows. A sequence fed in
+    /// pieces gives the logits of one [`Model::forward`] of the whole.
+    ///
+    /// # Errors
+    /// [`ModelError::Elastic`] when `e`'s layers are not the cache's, [`ModelError::Input`]
+    /// past the cache's capacity, as [`Model::forward`] otherwise.
+    pub fn step(
+        &self,
+        cache: &mut KvCache<B::Buffer>,
+        segments: &[Segment],
+        e: &Elastic,
+    ) -> Result<Forward, ModelError> {
+        let layout = Layout::new(&self.cfg, segments, cache.next_position)?;
+        self.run(cache, segments, layout, e, false)
+    }
+
+    fn run(
+        &self,
+        cache: &mut KvCache<B::Buffer>,
+        segments: &[Segment],
+        layout: Layout,
+        e: &Elastic,
+        mtp: bool,
+    ) -> Result<Forward, ModelError> {
+        let cfg = &self.cfg;
+        let (layers, k) = self.plan(e)?;
+        if layers != cache.layers {
+            return Err(ModelError::Elastic(format!("layers {layers:?} differ from the cache's {:?}", cache.layers)));
+        }
+        let (t, past) = (layout.rows, cache.len);
+        if past + t > cache.capacity {
+            return Err(ModelError::Input(format!(
+                "{t} rows after {past} cached exceed the cache's capacity {}",
+                cache.capacity
+            )));
+        }
+        let b = self.backend;
+        let x = self.embed(segments, &layout)?;
+        let positions = b.upload(&HostTensor::from_i32(&[3, t], &layout.positions))?;
+        let mask = match layout.column_ranges(past) {
+            Some(c) => AttentionMask { column_ranges: Some(c), ..AttentionMask::none() },
+            None => AttentionMask::causal(),
+        };
         let mut stream = Residual { x, delta: None };
         let mut routing = Vec::new();
-        for &l in &layers {
-            let prefix = format!("layers.{l}");
-            let y = self.norm(&mut stream, &format!("{prefix}.attn_norm"))?;
-            stream.delta = Some(self.attention(&prefix, &y, &positions, t)?);
-            let y = self.norm(&mut stream, &format!("{prefix}.mlp_norm"))?;
-            let out = if cfg.is_dense(l) {
-                self.swiglu_mlp(&y, &format!("{prefix}.mlp"), t, cfg.dense_intermediate)?
-            } else {
-                let (out, ids) = self.moe(&prefix, &y, t, k, e.experts.as_deref())?;
+        for (slot, &l) in layers.iter().enumerate() {
+            let kv = Some(Kv { k: &mut cache.k[slot], v: &mut cache.v[slot], past });
+            let ids =
+                self.layer(&format!("layers.{l}"), &mut stream, &positions, &mask, kv, k, e.experts.as_deref())?;
+            if let Some(ids) = ids {
                 routing.push(LayerRouting { layer: l, ids, k });
-                out
-            };
-            stream.delta = Some(out);
+            }
         }
+        cache.len += t;
+        cache.next_position = layout.next_position;
         let y = self.norm(&mut stream, "final_norm")?;
-        let v = cfg.text_vocab;
-        let mut logits = b.alloc(self.dtype, &[t, v])?;
-        let g = GemmProblem { m: t, k: h, n: v, b_transposed: false, dtype: self.dtype };
-        api::gemm(b, &g, &y, self.w("head.text")?, &mut logits)?;
-        let host = b.download(&logits)?;
-        let text_logits = HostTensor::from_f32(DType::F32, &[t, v], &host.to_f32_vec());
-        Ok(Forward { text_logits, routing })
+        let rows = |m: &dyn Fn(Modality) -> bool| -> Vec<usize> { layout.runs(m).into_iter().flatten().collect() };
+        let text_rows = rows(&|m| m == Modality::Text);
+        let visual_rows = rows(&|m| matches!(m, Modality::Image | Modality::Video));
+        let audio_rows = rows(&|m| m == Modality::Audio);
+        let text_logits = self.head(&y, &layout.runs(|m| m == Modality::Text), "head.text", cfg.text_vocab)?;
+        let visual_runs = layout.runs(|m| matches!(m, Modality::Image | Modality::Video));
+        let visual_logits = self.head(&y, &visual_runs, "head.visual", cfg.visual_code_bits)?;
+        let (audio_logits, audio_codes) = self.audio_heads(&stream.x, &layout.runs(|m| m == Modality::Audio))?;
+        let mtp_logits = if mtp { self.mtp(&stream.x, segments, &layout, k, e.experts.as_deref())? } else { vec![] };
+        Ok(Forward {
+            layout,
+            text_rows,
+            text_logits,
+            visual_rows,
+            visual_logits,
+            audio_rows,
+            audio_logits,
+            audio_codes,
+            mtp_logits,
+            routing,
+        })
+    }
+
+    /// The input embeddings `[T, H]` of `segments`: text by the embedding op, visual codes as
+    /// `±1 bits · embed.visual`, audio frames as the sum of their levels' embeddings.
+    fn embed(&self, segments: &[Segment], layout: &Layout) -> Result<B::Buffer, ModelError> {
+        let (cfg, b, dt, h) = (&self.cfg, self.backend, self.dtype, self.cfg.hidden);
+        let mut parts = Vec::with_capacity(segments.len());
+        for s in segments {
+            let n = s.rows(cfg);
+            let mut out = b.alloc(dt, &[n, h])?;
+            match s {
+                Segment::Text(ids) => {
+                    let ids = b.upload(&HostTensor::from_i32(&[n], ids))?;
+                    let p = EmbeddingProblem { tokens: n, vocab: cfg.text_vocab, hidden: h, dtype: dt };
+                    api::embedding(b, &p, self.w("embed.text")?, &ids, &mut out)?;
+                }
+                Segment::Visual(v) => {
+                    let signs: Vec<f32> = v.bits.iter().map(|&x| if x == 1 { 1.0 } else { -1.0 }).collect();
+                    let signs = b.upload(&HostTensor::from_f32(dt, &[n, cfg.visual_code_bits], &signs))?;
+                    let g = GemmProblem { m: n, k: cfg.visual_code_bits, n: h, b_transposed: false, dtype: dt };
+                    api::gemm(b, &g, &signs, self.w("embed.visual")?, &mut out)?;
+                }
+                Segment::Audio(a) => {
+                    let levels = cfg.audio_levels;
+                    let rows: Vec<i32> = a
+                        .codes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &c)| ((i % levels) * cfg.audio_codebook) as i32 + c)
+                        .collect();
+                    out = self.gather_sum(None, &rows, levels)?;
+                }
+            }
+            parts.push(out);
+        }
+        if parts.len() == 1 {
+            return Ok(parts.pop().unwrap_or_else(|| unreachable!()));
+        }
+        let mut x = b.alloc(dt, &[layout.rows, h])?;
+        for (part, r) in parts.iter().zip(&layout.segments) {
+            b.copy_rows(part, 0, &mut x, r.start, r.len())?;
+        }
+        Ok(x)
+    }
+
+    /// `add + Σ_j audio_table[rows[t, j]]` over `[n, per]` rows of the stacked audio table
+    /// (the combine op with unit weights: an embedding sum).
+    fn gather_sum(&self, add: Option<&B::Buffer>, rows: &[i32], per: usize) -> Result<B::Buffer, ModelError> {
+        let (b, h) = (self.backend, self.cfg.hidden);
+        let n = rows.len() / per;
+        let table = self.w(AUDIO_TABLE)?;
+        let p = CombineProblem {
+            tokens: n,
+            hidden: h,
+            k: per,
+            rows: table.shape()[0],
+            add: add.is_some(),
+            dtype: self.dtype,
+        };
+        let weights = b.upload(&HostTensor::from_f32(DType::F32, &[n, per], &vec![1.0; rows.len()]))?;
+        let slots = b.upload(&HostTensor::from_i32(&[n, per], rows))?;
+        let mut out = b.alloc(self.dtype, &[n, h])?;
+        api::unpermute_combine(
+            b,
+            &p,
+            CombineIo { y: table, weights: &weights, token_slot_to_row: &slots, add, out: &mut out },
+        )?;
+        Ok(out)
+    }
+
+    /// The rows `runs` of `y [T, H]` as one `[n, H]` buffer, or `None` when the runs are all
+    /// of `y` (use `y` itself).
+    fn take_rows(&self, y: &B::Buffer, runs: &[Range<usize>]) -> Result<Option<B::Buffer>, ModelError> {
+        let n: usize = runs.iter().map(Range::len).sum();
+        if n == y.shape()[0] {
+            return Ok(None);
+        }
+        let mut out = self.backend.alloc(self.dtype, &[n, self.cfg.hidden])?;
+        let mut at = 0;
+        for r in runs {
+            self.backend.copy_rows(y, r.start, &mut out, at, r.len())?;
+            at += r.len();
+        }
+        Ok(Some(out))
+    }
+
+    /// `y[runs] · w [H, N]`, downloaded as f32 `[n, N]`.
+    fn head(&self, y: &B::Buffer, runs: &[Range<usize>], w: &str, n_out: usize) -> Result<HostTensor, ModelError> {
+        let n: usize = runs.iter().map(Range::len).sum();
+        if n == 0 {
+            return Ok(HostTensor::zeros(DType::F32, &[0, n_out]));
+        }
+        let taken = self.take_rows(y, runs)?;
+        let logits = self.matmul(taken.as_ref().unwrap_or(y), w, n_out)?;
+        Ok(HostTensor::from_f32(DType::F32, &[n, n_out], &self.backend.download(&logits)?.to_f32_vec()))
+    }
+
+    /// The depth-wise audio heads on the final hidden states `x [T, H]` (before the final
+    /// norm) of the audio rows `runs`: level 0 reads `final_norm(x)`; level `l` reads
+    /// `final_norm(x + Σ_{m<l} embed.audio.m[c_m])`, the codes `c_m` chosen (greedy) at the
+    /// levels before it.
+    fn audio_heads(&self, x: &B::Buffer, runs: &[Range<usize>]) -> Result<(Vec<HostTensor>, Vec<i32>), ModelError> {
+        let (cfg, b) = (&self.cfg, self.backend);
+        let (levels, cb) = (cfg.audio_levels, cfg.audio_codebook);
+        let n: usize = runs.iter().map(Range::len).sum();
+        if n == 0 {
+            return Ok(((0..levels).map(|_| HostTensor::zeros(DType::F32, &[0, cb])).collect(), vec![]));
+        }
+        let mut xa = match self.take_rows(x, runs)? {
+            Some(t) => t,
+            None => {
+                let mut c = b.alloc(self.dtype, &[n, cfg.hidden])?;
+                b.copy_rows(x, 0, &mut c, 0, n)?;
+                c
+            }
+        };
+        let (mut logits, mut codes) = (Vec::with_capacity(levels), vec![0i32; n * levels]);
+        for l in 0..levels {
+            if l > 0 {
+                let rows: Vec<i32> = (0..n).map(|i| ((l - 1) * cb) as i32 + codes[i * levels + l - 1]).collect();
+                xa = self.gather_sum(Some(&xa), &rows, 1)?;
+            }
+            let mut s = Residual { x: xa, delta: None };
+            let y = self.norm(&mut s, "final_norm")?;
+            xa = s.x;
+            let lg = self.matmul(&y, &format!("head.audio.{l}"), cb)?;
+            let lg = b.download(&lg)?.to_f32_vec();
+            for (i, row) in lg.chunks(cb).enumerate() {
+                codes[i * levels + l] = argmax(row) as i32;
+            }
+            logits.push(HostTensor::from_f32(DType::F32, &[n, cb], &lg));
+        }
+        Ok((logits, codes))
+    }
+
+    /// The multi-token-prediction modules on the main model's final hidden states `h [T, H]`.
+    fn mtp(
+        &self,
+        h: &B::Buffer,
+        segments: &[Segment],
+        layout: &Layout,
+        k: usize,
+        mask: Option<&[bool]>,
+    ) -> Result<Vec<HostTensor>, ModelError> {
+        let (cfg, b, dt) = (&self.cfg, self.backend, self.dtype);
+        let (t, hd) = (layout.rows, cfg.hidden);
+        let x0 = self.embed(segments, layout)?;
+        let mut prev: Option<B::Buffer> = None;
+        let mut out = Vec::new();
+        for j in 0..cfg.mtp_depth {
+            let n = t.saturating_sub(j + 1);
+            if n == 0 {
+                break;
+            }
+            let prefix = format!("mtp.{j}");
+            let hid = prev.as_ref().unwrap_or(h);
+            let mut a = b.alloc(dt, &[n, hd])?;
+            b.copy_rows(hid, 0, &mut a, 0, n)?;
+            let mut e = b.alloc(dt, &[n, hd])?;
+            b.copy_rows(&x0, j + 1, &mut e, 0, n)?;
+            let a = self.norm(&mut Residual { x: a, delta: None }, &format!("{prefix}.norm_hidden"))?;
+            let e = self.norm(&mut Residual { x: e, delta: None }, &format!("{prefix}.norm_embed"))?;
+            // [a, e] · proj = a · proj[..H] + e · proj[H..]: the second term enters the layer
+            // as the pending residual delta.
+            let x = self.matmul(&a, &format!("{prefix}.proj.hidden"), hd)?;
+            let delta = self.matmul(&e, &format!("{prefix}.proj.embed"), hd)?;
+            let p3: Vec<i32> = (0..3).flat_map(|a| layout.positions[a * t..a * t + n].to_vec()).collect();
+            let pos = b.upload(&HostTensor::from_i32(&[3, n], &p3))?;
+            let mut stream = Residual { x, delta: Some(delta) };
+            self.layer(&format!("{prefix}.layer"), &mut stream, &pos, &AttentionMask::causal(), None, k, mask)?;
+            let y = self.norm(&mut stream, "final_norm")?;
+            let logits = self.matmul(&y, "head.text", cfg.text_vocab)?;
+            out.push(HostTensor::from_f32(DType::F32, &[n, cfg.text_vocab], &b.download(&logits)?.to_f32_vec()));
+            prev = Some(stream.x);
+        }
+        Ok(out)
+    }
+
+    /// One decoder layer under `prefix` on the residual stream: attention (keys and values
+    /// through `kv` when given), then the MLP or MoE; the MoE's chosen experts `[T, k]`.
+    #[allow(clippy::too_many_arguments)]
+    fn layer(
+        &self,
+        prefix: &str,
+        stream: &mut Residual<B::Buffer>,
+        positions: &B::Buffer,
+        mask: &AttentionMask,
+        kv: Option<Kv<'_, B::Buffer>>,
+        k: usize,
+        experts: Option<&[bool]>,
+    ) -> Result<Option<Vec<i32>>, ModelError> {
+        let t = stream.x.shape()[0];
+        let y = self.norm(stream, &format!("{prefix}.attn_norm"))?;
+        stream.delta = Some(self.attention(prefix, &y, positions, mask, kv, t)?);
+        let y = self.norm(stream, &format!("{prefix}.mlp_norm"))?;
+        let dense = self.tensors.contains_key(&format!("{prefix}.mlp.up"));
+        let (out, ids) = if dense {
+            (self.swiglu_mlp(&y, &format!("{prefix}.mlp"), t, self.cfg.dense_intermediate)?, None)
+        } else {
+            let (out, ids) = self.moe(prefix, &y, t, k, experts)?;
+            (out, Some(ids))
+        };
+        stream.delta = Some(out);
+        Ok(ids)
     }
 
     /// `rms_norm(delta + x)` with weight `name`; `x` becomes `delta + x`.
@@ -231,7 +595,17 @@ impl<'b, B: Backend> Model<'b, B> {
     }
 
     /// The attention sublayer of `prefix` on `y [T, H]`: `[T, H]` to add to the residual.
-    fn attention(&self, prefix: &str, y: &B::Buffer, positions: &B::Buffer, t: usize) -> Result<B::Buffer, ModelError> {
+    /// With `kv`, the rotated keys and the values are written into the cache after its `past`
+    /// rows and the queries attend to all `past + T` of them.
+    fn attention(
+        &self,
+        prefix: &str,
+        y: &B::Buffer,
+        positions: &B::Buffer,
+        mask: &AttentionMask,
+        kv: Option<Kv<'_, B::Buffer>>,
+        t: usize,
+    ) -> Result<B::Buffer, ModelError> {
         let (cfg, b, dt) = (&self.cfg, self.backend, self.dtype);
         let d = cfg.head_dim;
         let mut q = self.matmul(y, &format!("{prefix}.attn.wq"), cfg.q_heads * d)?;
@@ -252,20 +626,28 @@ impl<'b, B: Backend> Model<'b, B> {
         api::rotary(b, &rot(cfg.q_heads), RotaryIo { x: &q, positions, out: &mut qr })?;
         let mut kr = b.alloc(dt, &[t, cfg.kv_heads, d])?;
         api::rotary(b, &rot(cfg.kv_heads), RotaryIo { x: &k, positions, out: &mut kr })?;
+        let past = kv.as_ref().map_or(0, |c| c.past);
         let p = AttentionProblem {
             cu_seqlens_q: vec![0, t],
-            cu_seqlens_k: vec![0, t],
+            cu_seqlens_k: vec![0, past + t],
             heads_q: cfg.q_heads,
             heads_kv: cfg.kv_heads,
             head_dim: d,
             scale: 1.0 / (d as f32).sqrt(),
             softcap: None,
-            mask: AttentionMask::causal(),
+            mask: mask.clone(),
             dtype: dt,
         };
         let mut o = b.alloc(dt, &[t, cfg.q_heads, d])?;
         let mut lse = b.alloc(DType::F32, &[cfg.q_heads, t])?;
-        api::attention(b, &p, AttentionIo { q: &qr, k: &kr, v: &v, o: &mut o, lse: &mut lse })?;
+        match kv {
+            Some(c) => {
+                b.copy_rows(&kr, 0, c.k, past, t)?;
+                b.copy_rows(&v, 0, c.v, past, t)?;
+                api::attention(b, &p, AttentionIo { q: &qr, k: c.k, v: c.v, o: &mut o, lse: &mut lse })?;
+            }
+            None => api::attention(b, &p, AttentionIo { q: &qr, k: &kr, v: &v, o: &mut o, lse: &mut lse })?,
+        }
         b.reshape(&mut o, &[t, cfg.q_heads * d])?;
         self.matmul(&o, &format!("{prefix}.attn.wo"), cfg.hidden)
     }
@@ -334,6 +716,24 @@ impl<'b, B: Backend> Model<'b, B> {
         api::moe_layer(b, &p, io)?;
         Ok((out, chosen))
     }
+}
+
+/// A layer's slot of a [`KvCache`] and the rows already in it.
+struct Kv<'a, T> {
+    k: &'a mut T,
+    v: &'a mut T,
+    past: usize,
+}
+
+/// The index of the largest value (the first of equals; NaN never wins).
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] || row[best].is_nan() {
+            best = i;
+        }
+    }
+    best
 }
 
 /// The residual stream: `x` and the output of the last sublayer not yet added to it.

@@ -7,19 +7,25 @@
 //! depth, width and top-k chosen at run time and the routing statistics the ERNIE 5.0 report
 //! draws.
 //!
-//! Built so far: [`config`] (every size, JSON, presets, validation), [`weights`] (the tensors
-//! a configuration implies, seeded init, safetensors files) and [`forward`] (the decoder on
-//! text tokens on any backend, with elastic depth, width and top-k per call, and each MoE
-//! layer's routing), [`stats`] (expert counts per layer and modality, normalised routing
-//! entropy, IoU of the most-used experts between modalities). The visual and audio inputs and heads, the multi-token-prediction
-//! modules, the decoding loops, the routing report and the `moekit` CLI come next (issue #5).
+//! Modules: [`config`] (every size, JSON, presets, validation), [`weights`] (the tensors a
+//! configuration implies, seeded init, safetensors files), [`input`] (interleaved text,
+//! visual-code and audio-frame segments; Uni-RoPE positions; the next-frame-and-scale mask),
+//! [`forward`] (the decoder on any backend: every head, the MTP modules, elastic depth, width
+//! and top-k per call, decoding through a KV cache, each MoE layer's routing), [`stats`]
+//! (expert counts per layer and modality, normalised routing entropy, IoU of the most-used
+//! experts between modalities) and [`report`] (the heatmap PNG, JSON and table of the routing
+//! analysis).
 
 pub mod config;
 pub mod forward;
+pub mod input;
+pub mod report;
 pub mod stats;
 pub mod weights;
 
-pub use forward::{Elastic, Forward, LayerRouting, Model, ModelError};
+pub use forward::{Elastic, Forward, KvCache, LayerRouting, Model, ModelError};
+pub use input::{Audio, Layout, Segment, Visual};
+pub use report::{write_all, write_heatmap, Report, ReportError, ReportFiles};
 pub use stats::{Modality, RoutingStats};
 
 pub use config::{ConfigError, ModelConfig, Preset, Score};

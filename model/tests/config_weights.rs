@@ -68,7 +68,6 @@ fn validation_names_the_field_and_the_numbers() {
     check(&|c| c.dense_first_layers = 3, "dense_first_layers 3 exceeds layers 2");
     check(&|c| c.dense_first_layers = 1, "`dense_intermediate` must be positive");
     check(&|c| c.shared_intermediate = 0, "`shared_intermediate`");
-    check(&|c| c.audio_head_layers = 5, "audio_head_layers 5 exceeds layers 2");
     check(&|c| c.rms_eps = f32::NAN, "rms_eps NaN must be > 0");
     let mut no_shared = base.clone();
     no_shared.shared_experts = 0;

@@ -1,10 +1,13 @@
 //! The decoder on cubecl's wgpu runtime (CI: lavapipe) against the reference path, for the
-//! full model and elastic sub-models. Needs `--features cubecl-wgpu`; without a Vulkan
+//! full model and elastic sub-models, on text and on a mixed sequence of every modality, in
+//! one forward and decoded piece by piece through a KV cache. Needs `--features cubecl-wgpu`; without a Vulkan
 //! adapter it prints `SKIPPED` (a failure under `MOEKIT_NO_SKIP=1`, as in CI).
 #![cfg(feature = "cubecl-wgpu")]
 
+mod common;
+
 use moekit_cubecl::{CubeBackend, WgpuRuntime};
-use moekit_model::{Elastic, Model, Preset, Weights};
+use moekit_model::{Elastic, Forward, Model, Preset, Segment, Weights};
 use moekit_ops::tolerance::{compare, Tolerance};
 use moekit_ops::{Backend, DType};
 use moekit_reference::ReferenceBackend;
@@ -39,6 +42,36 @@ fn cubecl_wgpu_gives_the_reference_logits_for_full_and_elastic_models() {
         let report = compare(what, &want.0, &got.0, Tolerance::chained(DType::F32, cfg.hidden, 4 * cfg.layers));
         assert!(report.ok(), "{report}");
     }
+    mixed_and_decoded(&b);
+}
+
+/// The mixed sequence of every modality, whole (with the MTP modules) and then decoded: the
+/// visual block mask, the KV cache and every head on cubecl.
+fn mixed_and_decoded(b: &CubeBackend<WgpuRuntime>) {
+    let (cfg, w) = common::tiny();
+    let segs = common::mixed(&cfg);
+    let tol = Tolerance::chained(DType::F32, cfg.hidden, 4 * cfg.layers);
+    let want =
+        Model::new(&ReferenceBackend, &cfg, &w, DType::F32).unwrap().forward_mtp(&segs, &Elastic::default()).unwrap();
+    let m = Model::new(b, &cfg, &w, DType::F32).unwrap();
+    let got = m.forward_mtp(&segs, &Elastic::default()).unwrap();
+    let report = compare("mixed", &common::all_logits(&want), &common::all_logits(&got), tol);
+    assert!(report.ok(), "{report}");
+    let mut cache = m.cache(64, &Elastic::default()).unwrap();
+    let mut text = Vec::new();
+    for s in &segs {
+        // Text one token at a time, the rest one segment at a time.
+        let pieces: Vec<Segment> = match s {
+            Segment::Text(ids) => ids.iter().map(|&i| Segment::Text(vec![i])).collect(),
+            other => vec![other.clone()],
+        };
+        for p in pieces {
+            let f: Forward = m.step(&mut cache, &[p], &Elastic::default()).unwrap();
+            text.extend(f.text_logits.to_f64_vec());
+        }
+    }
+    let report = compare("decoded text", &want.text_logits.to_f64_vec(), &text, tol);
+    assert!(report.ok(), "{report}");
 }
 
 fn logits<B: Backend>(
