@@ -18,12 +18,14 @@
 
 pub mod config;
 pub mod forward;
+pub mod generate;
 pub mod input;
 pub mod report;
 pub mod stats;
 pub mod weights;
 
 pub use forward::{Elastic, Forward, KvCache, LayerRouting, Model, ModelError};
+pub use generate::{demo_sequence, generate_audio, generate_image, generate_text, Sampler};
 pub use input::{Audio, Layout, Segment, Visual};
 pub use report::{write_all, write_heatmap, Report, ReportError, ReportFiles};
 pub use stats::{Modality, RoutingStats};

@@ -1,0 +1,100 @@
+//! The decoding loops: each step's choice is what one full forward of the whole sequence so
+//! far chooses (greedy), sampling is seeded, and bad options are typed errors.
+
+mod common;
+
+use common::tiny;
+use moekit_cpu::CpuBackend;
+use moekit_model::{generate_audio, generate_image, generate_text, Audio, Elastic, Model, Sampler, Segment, Visual};
+use moekit_ops::DType;
+
+#[test]
+fn greedy_text_is_the_argmax_of_the_full_forward_at_every_step() {
+    let (cfg, w) = tiny();
+    let b = CpuBackend::new();
+    let m = Model::new(&b, &cfg, &w, DType::F32).unwrap();
+    let e = Elastic::default();
+    let prompt = vec![3, 14, 15, 92, 65];
+    let mut cache = m.cache(32, &e).unwrap();
+    let got = generate_text(&m, &mut cache, &[Segment::Text(prompt.clone())], 6, &mut Sampler::greedy(), &e).unwrap();
+    assert_eq!(got.len(), 6);
+    let mut seq = prompt;
+    for &tok in &got {
+        let f = m.forward_text(&seq, &e).unwrap();
+        let v = cfg.text_vocab;
+        let last = &f.text_logits.to_f32_vec()[(seq.len() - 1) * v..];
+        let best = last.iter().enumerate().fold(0, |b, (i, &x)| if x > last[b] { i } else { b });
+        assert_eq!(tok as usize, best);
+        seq.push(tok);
+    }
+}
+
+#[test]
+fn sampling_is_seeded_and_a_tiny_nucleus_is_greedy() {
+    let (cfg, w) = tiny();
+    let b = CpuBackend::new();
+    let m = Model::new(&b, &cfg, &w, DType::F32).unwrap();
+    let e = Elastic::default();
+    let run = |s: &mut Sampler| {
+        let mut cache = m.cache(32, &e).unwrap();
+        generate_text(&m, &mut cache, &[Segment::Text(vec![1, 2, 3])], 8, s, &e).unwrap()
+    };
+    let a = run(&mut Sampler::new(1.5, 0.9, 7).unwrap());
+    assert_eq!(a, run(&mut Sampler::new(1.5, 0.9, 7).unwrap()));
+    assert_eq!(run(&mut Sampler::new(1.0, 1e-9, 3).unwrap()), run(&mut Sampler::greedy()));
+    assert!(Sampler::new(-1.0, 1.0, 0).is_err());
+    assert!(Sampler::new(1.0, 0.0, 0).is_err());
+    let mut cache = m.cache(32, &e).unwrap();
+    let err =
+        generate_text(&m, &mut cache, &[Segment::Audio(Audio { codes: vec![1, 2] })], 1, &mut Sampler::greedy(), &e);
+    assert!(err.unwrap_err().to_string().contains("ends with a text token"));
+}
+
+#[test]
+fn an_image_is_generated_one_scale_at_a_time_as_one_forward_would() {
+    let (cfg, w) = tiny();
+    let b = CpuBackend::new();
+    let m = Model::new(&b, &cfg, &w, DType::F32).unwrap();
+    let e = Elastic::default();
+    let scales = [(1, 1), (2, 2), (3, 3)];
+    let mut cache = m.cache(64, &e).unwrap();
+    m.step(&mut cache, &[Segment::Text(vec![5, 6, 7])], &e).unwrap();
+    let img = generate_image(&m, &mut cache, &scales, &mut Sampler::greedy(), &e).unwrap();
+    let bits = cfg.visual_code_bits;
+    assert_eq!(img.bits.len(), 14 * bits);
+    // The inputs the loop fed: zeros, then each scale's codes upsampled to the next.
+    let mut input = vec![0u8; bits];
+    let up = |codes: &[u8], (ph, pw): (usize, usize), (h, w): (usize, usize)| {
+        let mut out = vec![0u8; h * w * bits];
+        for i in 0..h {
+            for j in 0..w {
+                let s = (i * ph / h) * pw + j * pw / w;
+                out[(i * w + j) * bits..(i * w + j + 1) * bits].copy_from_slice(&codes[s * bits..(s + 1) * bits]);
+            }
+        }
+        out
+    };
+    input.extend(up(&img.bits[..bits], scales[0], scales[1]));
+    input.extend(up(&img.bits[bits..5 * bits], scales[1], scales[2]));
+    let whole = Visual { frames: 1, scales: scales.to_vec(), blocks: None, bits: input };
+    let f = m.forward(&[Segment::Text(vec![5, 6, 7]), Segment::Visual(whole)], &e).unwrap();
+    let greedy: Vec<u8> = f.visual_logits.to_f32_vec().iter().map(|&x| u8::from(x > 0.0)).collect();
+    assert_eq!(greedy, img.bits);
+}
+
+#[test]
+fn audio_is_generated_frame_by_frame_as_one_forward_would() {
+    let (cfg, w) = tiny();
+    let b = CpuBackend::new();
+    let m = Model::new(&b, &cfg, &w, DType::F32).unwrap();
+    let e = Elastic { top_k: Some(1), ..Elastic::default() };
+    let mut cache = m.cache(32, &e).unwrap();
+    m.step(&mut cache, &[Segment::Text(vec![9, 8])], &e).unwrap();
+    let a = generate_audio(&m, &mut cache, 4, &e).unwrap();
+    let levels = cfg.audio_levels;
+    assert_eq!(a.codes.len(), 4 * levels);
+    let mut fed = vec![0i32; levels];
+    fed.extend(&a.codes[..3 * levels]);
+    let f = m.forward(&[Segment::Text(vec![9, 8]), Segment::Audio(Audio { codes: fed })], &e).unwrap();
+    assert_eq!(f.audio_codes, a.codes);
+}
