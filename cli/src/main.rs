@@ -1,20 +1,25 @@
 //! `moekit`: the unified MoE model end to end on any moekit backend.
 //!
 //! ```text
-//! moekit run [--preset tiny|small|ernie-a3b | --config FILE] [--weights FILE | --seed N]
-//!            [--backend auto|reference|cpu|cuda|cubecl-cuda|cubecl-wgpu] [--dtype f32|f16|bf16]
-//!            [--tokens T] [--iters N] [--depth L,L,..] [--experts E,E-E,..] [--top-k K]
+//! moekit run      [MODEL] [--tokens T] [--iters N]            a mixed text+image+audio sequence, timed
+//! moekit generate [MODEL] [--text N] [--image 1x1,2x2,4x4] [--audio F]
+//!                         [--temperature X] [--top-p P] [--sample-seed S]
+//! moekit report   [MODEL] [--tokens T] --out DIR              routing heatmap PNG, IoU/entropy JSON + table
 //! moekit init-weights [--preset ... | --config FILE] [--seed N] --out FILE [--dtype f32|f16|bf16]
+//!
+//! MODEL: [--preset tiny|small|ernie-a3b | --config FILE] [--weights FILE | --seed N]
+//!        [--backend auto|reference|cpu|cuda|cubecl-cuda|cubecl-wgpu] [--dtype f32|f16|bf16]
+//!        [--depth L,L,..] [--experts E,E-E,..] [--top-k K] [--input-seed S]
 //! ```
 //!
-//! `run` sends a text sequence through the model (so far the text path; images, video and
-//! audio come with issue #5's next steps) and prints the backend, the sub-model, each MoE
-//! layer's routing, the last position's top tokens and the time per forward with tokens/s.
 //! `--backend auto` (the default) takes the first backend that starts: CUDA, cubecl on CUDA,
 //! cubecl on wgpu, then the CPU.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use moekit_model::{param_count, Elastic, FileDType, Modality, Model, ModelConfig, Preset, RoutingStats, Weights};
+use moekit_model::{
+    demo_sequence, generate_audio, generate_image, generate_text, param_count, write_all, Elastic, FileDType, Forward,
+    Model, ModelConfig, Preset, Report, RoutingStats, Sampler, Segment, Weights,
+};
 use moekit_ops::{Backend, DType, Error};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,36 +62,83 @@ enum DTypeArg {
     Bf16,
 }
 
+/// The model, its weights, the backend and the sub-model.
+#[derive(clap::Args, Debug)]
+struct ModelArgs {
+    #[command(flatten)]
+    which: Which,
+    /// Weights from a safetensors file instead of the seeded random init.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// auto (CUDA, cubecl-cuda, cubecl-wgpu, then CPU), reference, cpu, cuda, cubecl-cuda, cubecl-wgpu.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Compute dtype (f32 on the reference and CPU backends is the exact path).
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: DTypeArg,
+    /// Elastic depth: the layers to run, e.g. `0,2,3`.
+    #[arg(long, value_delimiter = ',')]
+    depth: Option<Vec<usize>>,
+    /// Elastic width: the routed experts to keep, e.g. `0-5,7`.
+    #[arg(long)]
+    experts: Option<String>,
+    /// Elastic sparsity: routed experts per token.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Seed of the input sequence (text ids, visual codes, audio codes).
+    #[arg(long, default_value_t = 0)]
+    input_seed: u64,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run a text sequence through the model and time it.
+    /// Run a mixed text + image + audio sequence through the model and time it.
     Run {
         #[command(flatten)]
-        which: Which,
-        /// Weights from a safetensors file instead of the seeded random init.
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        /// auto (CUDA, cubecl-cuda, cubecl-wgpu, then CPU), reference, cpu, cuda, cubecl-cuda, cubecl-wgpu.
-        #[arg(long, default_value = "auto")]
-        backend: String,
-        /// Compute dtype (f32 on the reference and CPU backends is the exact path).
-        #[arg(long, value_enum, default_value = "f32")]
-        dtype: DTypeArg,
-        /// Tokens in the sequence.
+        model: ModelArgs,
+        /// Rows in the sequence (text fills what the 21 image tokens and 8 audio frames leave).
         #[arg(long, default_value_t = 64)]
         tokens: usize,
         /// Timed forwards after one warm-up.
         #[arg(long, default_value_t = 3)]
         iters: usize,
-        /// Elastic depth: the layers to run, e.g. `0,2,3`.
-        #[arg(long, value_delimiter = ',')]
-        depth: Option<Vec<usize>>,
-        /// Elastic width: the routed experts to keep, e.g. `0-5,7`.
-        #[arg(long)]
-        experts: Option<String>,
-        /// Elastic sparsity: routed experts per token.
-        #[arg(long)]
-        top_k: Option<usize>,
+    },
+    /// Generate text, then an image one scale at a time, then audio frame by frame.
+    Generate {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Prompt text tokens (seeded).
+        #[arg(long, default_value_t = 8)]
+        prompt: usize,
+        /// Text tokens to generate.
+        #[arg(long, default_value_t = 16)]
+        text: usize,
+        /// Image scales, coarse to fine (`none` for no image).
+        #[arg(long, default_value = "1x1,2x2,4x4")]
+        image: String,
+        /// Audio frames to generate.
+        #[arg(long, default_value_t = 4)]
+        audio: usize,
+        /// Sampling temperature (0: greedy).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Nucleus size.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// Seed of the sampler.
+        #[arg(long, default_value_t = 0)]
+        sample_seed: u64,
+    },
+    /// Write the routing report of a mixed sequence: heatmap PNG, JSON, printed table.
+    Report {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Rows in the sequence.
+        #[arg(long, default_value_t = 256)]
+        tokens: usize,
+        /// Folder for `routing_heatmap.png` and `routing_report.json`.
+        #[arg(long, default_value = "moekit-report")]
+        out: PathBuf,
     },
     /// Write a configuration's seeded random weights to a safetensors file.
     InitWeights {
@@ -119,14 +171,22 @@ fn expert_mask(spec: &str, n: usize) -> Result<Vec<bool>, String> {
     Ok(mask)
 }
 
-/// What `run` does once the backend is up.
+/// What to do once the backend is up.
+#[derive(Debug)]
+enum Action {
+    Run { tokens: usize, iters: usize },
+    Generate { prompt: usize, text: usize, image: Vec<(usize, usize)>, audio: usize, sampler: Box<Sampler> },
+    Report { tokens: usize, out: PathBuf },
+}
+
+/// The model to build and what to do with it.
 struct RunPlan {
     cfg: ModelConfig,
     weights: Weights,
     dtype: DType,
-    tokens: usize,
-    iters: usize,
+    seed: u64,
     elastic: Elastic,
+    action: Action,
 }
 
 fn run_on<B: Backend>(b: &B, p: &RunPlan) -> Result<(), String> {
@@ -142,11 +202,51 @@ fn run_on<B: Backend>(b: &B, p: &RunPlan) -> Result<(), String> {
         "sub-model    layers {layers:?} of {}, {kept} of {} routed experts, top-{k} of {}",
         cfg.layers, cfg.routed_experts, cfg.top_k
     );
-    let ids: Vec<i32> = (0..p.tokens).map(|i| ((i * 7919 + 13) % cfg.text_vocab) as i32).collect();
-    let f = model.forward_text(&ids, &p.elastic).map_err(|e| e.to_string())?;
+    match &p.action {
+        Action::Run { tokens, iters } => run(&model, p, *tokens, *iters, kept),
+        Action::Generate { prompt, text, image, audio, sampler } => {
+            generate(&model, p, *prompt, *text, image, *audio, &mut (**sampler).clone())
+        }
+        Action::Report { tokens, out } => {
+            let segs = demo_sequence(cfg, *tokens, p.seed);
+            let f = model.forward(&segs, &p.elastic).map_err(|e| e.to_string())?;
+            let stats = routing_stats(cfg, &f);
+            let files = write_all(&stats, out).map_err(|e| e.to_string())?;
+            print!("{}", Report::new(&stats).table());
+            println!("heatmap      {}", files.heatmap.display());
+            println!("json         {}", files.json.display());
+            Ok(())
+        }
+    }
+}
+
+/// Each MoE layer's choices counted per modality of their rows.
+fn routing_stats(cfg: &ModelConfig, f: &Forward) -> RoutingStats {
     let mut stats = RoutingStats::new(cfg.routed_experts);
     for r in &f.routing {
-        stats.record(r.layer, Modality::Text, &r.ids);
+        for (row, ids) in r.ids.chunks(r.k).enumerate() {
+            stats.record(r.layer, f.layout.modality[row], ids);
+        }
+    }
+    stats
+}
+
+fn run<B: Backend>(model: &Model<'_, B>, p: &RunPlan, tokens: usize, iters: usize, kept: usize) -> Result<(), String> {
+    let cfg = &p.cfg;
+    let segs = demo_sequence(cfg, tokens, p.seed);
+    let kinds: Vec<String> = segs
+        .iter()
+        .map(|s| match s {
+            Segment::Text(ids) => format!("text {}", ids.len()),
+            Segment::Visual(v) => format!("image {:?} ({} tokens)", v.scales, v.tokens()),
+            Segment::Audio(a) => format!("audio {} frames", a.codes.len() / cfg.audio_levels),
+        })
+        .collect();
+    println!("input        {}", kinds.join(" | "));
+    let f = model.forward(&segs, &p.elastic).map_err(|e| e.to_string())?;
+    let rows = f.layout.rows;
+    let stats = routing_stats(cfg, &f);
+    for r in &f.routing {
         let counts = stats.layer_counts(r.layer, None).unwrap_or_default();
         let used = counts.iter().filter(|&&c| c > 0).count();
         let max = counts.iter().max().copied().unwrap_or(0);
@@ -158,32 +258,99 @@ fn run_on<B: Backend>(b: &B, p: &RunPlan) -> Result<(), String> {
             stats.entropy(r.layer).unwrap_or(0.0)
         );
     }
-    let logits = f.text_logits.to_f32_vec();
     let v = cfg.text_vocab;
-    let last = &logits[(p.tokens - 1) * v..p.tokens * v];
+    let logits = f.text_logits.to_f32_vec();
+    let n = f.text_rows.len();
+    let last = &logits[(n - 1) * v..n * v];
     let mut top: Vec<usize> = (0..v).collect();
     top.sort_by(|&a, &b| last[b].total_cmp(&last[a]));
     let shown: Vec<String> = top.iter().take(5).map(|&i| format!("{i} ({:.3})", last[i])).collect();
-    println!("text head    last position, top tokens: {}", shown.join(", "));
-    if !logits.iter().all(|x| x.is_finite()) {
+    println!("text head    last text row, top tokens: {}", shown.join(", "));
+    let bits = cfg.visual_code_bits;
+    let vis = f.visual_logits.to_f32_vec();
+    let code: String = vis[..bits].iter().map(|&x| if x > 0.0 { '1' } else { '0' }).collect();
+    println!("visual head  {} rows; first row's next-scale code bits {code}", f.visual_rows.len());
+    let levels = cfg.audio_levels;
+    let codes = &f.audio_codes[f.audio_codes.len() - levels..];
+    println!("audio heads  {} rows; next frame's codes (level by level) {codes:?}", f.audio_rows.len());
+    let finite = |t: &moekit_ops::HostTensor| t.to_f32_vec().iter().all(|x| x.is_finite());
+    if !(finite(&f.text_logits) && finite(&f.visual_logits) && f.audio_logits.iter().all(finite)) {
         return Err("the logits hold non-finite values".into());
     }
-    let mut times = Vec::with_capacity(p.iters);
-    for _ in 0..p.iters {
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
         let t = Instant::now();
-        model.forward_text(&ids, &p.elastic).map_err(|e| e.to_string())?;
+        model.forward(&segs, &p.elastic).map_err(|e| e.to_string())?;
         times.push(t.elapsed().as_secs_f64());
     }
     if let Some(best) = times.iter().copied().reduce(f64::min) {
         println!(
-            "forward      {} tokens: best {:.2} ms of {} ({:.0} tokens/s; includes the logits' download)",
-            p.tokens,
+            "forward      {rows} rows: best {:.2} ms of {iters} ({:.0} tokens/s; includes the logits' download)",
             best * 1e3,
-            p.iters,
-            p.tokens as f64 / best
+            rows as f64 / best
         );
     }
     Ok(())
+}
+
+fn generate<B: Backend>(
+    model: &Model<'_, B>,
+    p: &RunPlan,
+    prompt: usize,
+    text: usize,
+    image: &[(usize, usize)],
+    audio: usize,
+    s: &mut Sampler,
+) -> Result<(), String> {
+    let cfg = &p.cfg;
+    let e = &p.elastic;
+    let img_rows: usize = image.iter().map(|&(h, w)| h * w).sum();
+    let mut cache = model.cache(prompt + text + img_rows + audio + 1, e).map_err(|e| e.to_string())?;
+    let ids: Vec<i32> =
+        (0..prompt.max(1)).map(|i| ((i as u64 * 7919 + p.seed * 13 + 13) % cfg.text_vocab as u64) as i32).collect();
+    let t = Instant::now();
+    let out = generate_text(model, &mut cache, &[Segment::Text(ids.clone())], text, s, e).map_err(|e| e.to_string())?;
+    let ts = t.elapsed().as_secs_f64();
+    println!("text         prompt {ids:?}");
+    println!("             generated {out:?} ({:.1} tokens/s after the prompt)", text as f64 / ts.max(1e-9));
+    if !image.is_empty() {
+        let t = Instant::now();
+        let img = generate_image(model, &mut cache, image, s, e).map_err(|e| e.to_string())?;
+        let bits = cfg.visual_code_bits;
+        let first: String = img.bits[..bits].iter().map(|b| char::from(b'0' + b)).collect();
+        println!(
+            "image        scales {image:?}: {} codes of {bits} bits in {:.1} ms; first code {first}",
+            img.bits.len() / bits,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    if audio > 0 {
+        let t = Instant::now();
+        let a = generate_audio(model, &mut cache, audio, e).map_err(|e| e.to_string())?;
+        println!(
+            "audio        {audio} frames in {:.1} ms: {:?}",
+            t.elapsed().as_secs_f64() * 1e3,
+            a.codes.chunks(cfg.audio_levels).collect::<Vec<_>>()
+        );
+    }
+    println!("cache        {} rows", cache.len());
+    Ok(())
+}
+
+/// `1x1,2x2,4x4` → scales; `none` → none.
+fn scales(spec: &str) -> Result<Vec<(usize, usize)>, String> {
+    if spec == "none" {
+        return Ok(vec![]);
+    }
+    spec.split(',')
+        .map(|part| {
+            let (h, w) = part.trim().split_once('x').ok_or_else(|| format!("--image: `{part}` is not HxW"))?;
+            let n = |x: &str| {
+                x.parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(|| format!("--image: `{part}` is not HxW"))
+            };
+            Ok((n(h)?, n(w)?))
+        })
+        .collect()
 }
 
 /// Starts the named backend and runs; `Err(e)` when it does not start.
@@ -201,67 +368,75 @@ fn dispatch(name: &str, p: &RunPlan) -> Result<Result<(), String>, Error> {
     }
 }
 
+/// Builds the plan of `m` and `action`, then runs it on the chosen backend.
+fn start(m: &ModelArgs, action: impl FnOnce(&ModelConfig) -> Result<Action, String>) -> ExitCode {
+    let plan = (|| -> Result<RunPlan, String> {
+        let cfg = m.which.config()?;
+        let weights = match &m.weights {
+            Some(path) => Weights::load(&cfg, path).map_err(|e| e.to_string())?,
+            None => Weights::random(&cfg, m.which.seed),
+        };
+        let experts = m.experts.as_deref().map(|s| expert_mask(s, cfg.routed_experts)).transpose()?;
+        let dtype = match m.dtype {
+            DTypeArg::F32 => DType::F32,
+            DTypeArg::F16 => DType::F16,
+            DTypeArg::Bf16 => DType::BF16,
+        };
+        println!(
+            "model        {}: {} layers, H {}, {} routed experts of I {} (top-{}), {} shared; {:.2} M parameters",
+            cfg.name,
+            cfg.layers,
+            cfg.hidden,
+            cfg.routed_experts,
+            cfg.expert_intermediate,
+            cfg.top_k,
+            cfg.shared_experts,
+            param_count(&cfg) as f64 / 1e6
+        );
+        let action = action(&cfg)?;
+        let elastic = Elastic { layers: m.depth.clone(), experts, top_k: m.top_k };
+        Ok(RunPlan { cfg, weights, dtype, seed: m.input_seed, elastic, action })
+    })();
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("moekit: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let order: Vec<&str> =
+        if m.backend == "auto" { vec!["cuda", "cubecl-cuda", "cubecl-wgpu", "cpu"] } else { vec![m.backend.as_str()] };
+    for name in order {
+        match dispatch(name, &plan) {
+            Ok(Ok(())) => return ExitCode::SUCCESS,
+            Ok(Err(e)) => {
+                eprintln!("moekit: {name}: {e}");
+                return ExitCode::FAILURE;
+            }
+            Err(e) if m.backend == "auto" => eprintln!("moekit: {name} not available ({e}); trying the next backend"),
+            Err(e) => {
+                eprintln!("moekit: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    ExitCode::FAILURE
+}
+
 fn main() -> ExitCode {
     match Cli::parse().cmd {
-        Cmd::Run { which, weights, backend, dtype, tokens, iters, depth, experts, top_k } => {
-            let plan = (|| -> Result<RunPlan, String> {
-                let cfg = which.config()?;
-                if tokens == 0 {
-                    return Err("--tokens must be positive".into());
-                }
-                let weights = match &weights {
-                    Some(path) => Weights::load(&cfg, path).map_err(|e| e.to_string())?,
-                    None => Weights::random(&cfg, which.seed),
-                };
-                let experts = experts.map(|s| expert_mask(&s, cfg.routed_experts)).transpose()?;
-                let dtype = match dtype {
-                    DTypeArg::F32 => DType::F32,
-                    DTypeArg::F16 => DType::F16,
-                    DTypeArg::Bf16 => DType::BF16,
-                };
-                println!(
-                    "model        {}: {} layers, H {}, {} routed experts of I {} (top-{}), {} shared; {:.2} M parameters",
-                    cfg.name,
-                    cfg.layers,
-                    cfg.hidden,
-                    cfg.routed_experts,
-                    cfg.expert_intermediate,
-                    cfg.top_k,
-                    cfg.shared_experts,
-                    param_count(&cfg) as f64 / 1e6
-                );
-                Ok(RunPlan { cfg, weights, dtype, tokens, iters, elastic: Elastic { layers: depth, experts, top_k } })
-            })();
-            let plan = match plan {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("moekit: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let order: Vec<&str> = if backend == "auto" {
-                vec!["cuda", "cubecl-cuda", "cubecl-wgpu", "cpu"]
-            } else {
-                vec![backend.as_str()]
-            };
-            for name in order {
-                match dispatch(name, &plan) {
-                    Ok(Ok(())) => return ExitCode::SUCCESS,
-                    Ok(Err(e)) => {
-                        eprintln!("moekit: {name}: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                    Err(e) if backend == "auto" => {
-                        eprintln!("moekit: {name} not available ({e}); trying the next backend")
-                    }
-                    Err(e) => {
-                        eprintln!("moekit: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
+        Cmd::Run { model, tokens, iters } => {
+            if tokens == 0 {
+                eprintln!("moekit: --tokens must be positive");
+                return ExitCode::from(2);
             }
-            ExitCode::FAILURE
+            start(&model, |_| Ok(Action::Run { tokens, iters }))
         }
+        Cmd::Generate { model, prompt, text, image, audio, temperature, top_p, sample_seed } => start(&model, |_| {
+            let sampler = Sampler::new(temperature, top_p, sample_seed).map_err(|e| e.to_string())?;
+            Ok(Action::Generate { prompt, text, image: scales(&image)?, audio, sampler: Box::new(sampler) })
+        }),
+        Cmd::Report { model, tokens, out } => start(&model, |_| Ok(Action::Report { tokens, out: out.clone() })),
         Cmd::InitWeights { which, out, dtype } => {
             let cfg = match which.config() {
                 Ok(c) => c,

@@ -1,5 +1,5 @@
-//! The `moekit` command on the tiny preset: `run` (elastic options too), `init-weights` and
-//! `run --weights` on the file, and typed failures.
+//! The `moekit` command on the tiny preset: `run` (elastic options too), `generate`, `report`,
+//! `init-weights` and `run --weights` on the file, and typed failures.
 
 use std::process::Command;
 
@@ -17,7 +17,12 @@ fn run_prints_the_model_routing_top_tokens_and_speed() {
         "backend      cpu",
         "routing      layer  0",
         "routing      layer  1",
+        "input        text",
+        "image [(1, 1), (2, 2), (4, 4)] (21 tokens)",
+        "audio 8 frames",
         "top tokens",
+        "visual head  21 rows",
+        "audio heads  8 rows",
         "tokens/s",
     ] {
         assert!(out.contains(want), "{want:?} missing in\n{out}");
@@ -69,4 +74,55 @@ fn bad_options_fail_with_a_message() {
     assert!(!ok && err.contains("top_k 5 must be in 1..=2"), "{err}");
     let (ok, _, err) = moekit(&["run", "--backend", "cpu", "--weights", "/nonexistent.safetensors"]);
     assert!(!ok && err.contains("/nonexistent.safetensors"), "{err}");
+}
+
+#[test]
+fn generate_prints_text_image_and_audio() {
+    let args = ["generate", "--backend", "cpu", "--text", "5", "--image", "1x1,2x2", "--audio", "3"];
+    let (ok, out, err) = moekit(&args);
+    assert!(ok, "{out}\n{err}");
+    for want in [
+        "generated [",
+        "image        scales [(1, 1), (2, 2)]: 5 codes of 8 bits",
+        "audio        3 frames",
+        "cache        ",
+    ] {
+        assert!(out.contains(want), "{want:?} missing in\n{out}");
+    }
+    // Seeded sampling repeats itself.
+    let sampled = [
+        "generate",
+        "--backend",
+        "cpu",
+        "--text",
+        "6",
+        "--image",
+        "none",
+        "--audio",
+        "0",
+        "--temperature",
+        "1.2",
+        "--sample-seed",
+        "4",
+    ];
+    let line = |s: &str| s.lines().find(|l| l.contains("generated")).unwrap().split(" (").next().unwrap().to_owned();
+    let (a, b) = (moekit(&sampled), moekit(&sampled));
+    assert!(a.0 && b.0, "{}", a.2);
+    assert_eq!(line(&a.1), line(&b.1));
+    let (ok, _, err) = moekit(&["generate", "--backend", "cpu", "--image", "2x"]);
+    assert!(!ok && err.contains("`2x` is not HxW"), "{err}");
+}
+
+#[test]
+fn report_writes_the_heatmap_and_the_json() {
+    let dir = std::env::temp_dir().join(format!("moekit-report-{}", std::process::id()));
+    let d = dir.to_str().unwrap();
+    let (ok, out, err) = moekit(&["report", "--backend", "cpu", "--tokens", "96", "--out", d]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("iou text/image"), "{out}");
+    let png = std::fs::read(dir.join("routing_heatmap.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let json = std::fs::read_to_string(dir.join("routing_report.json")).unwrap();
+    assert!(json.contains("\"entropy\"") && json.contains("audio"), "{json}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
