@@ -472,9 +472,10 @@ class MoekitModel:
 
     @torch.no_grad()
     def forward_text(self, ids, layers=None, expert_mask=None, top_k=None, cache=None,
-                     routing=None):
+                     routing=None, last_only=False):
         """Next-token logits [T, V] (f32, or f64 in the f64 check) of text `ids` [T] at
-        positions cache.length.. (0.. without a cache), through the elastic sub-model.
+        positions cache.length.. (0.. without a cache), through the elastic sub-model; with
+        `last_only`, [1, V] of the last position only (a serving prefill).
         `routing`, a list, receives (layer, ids [T, k], margin [T]) for every MoE layer run."""
         cfg = self.cfg
         ids = torch.as_tensor(ids, dtype=torch.long)
@@ -503,6 +504,8 @@ class MoekitModel:
         if cache is not None:
             cache.length += t
         y, _ = self.rms_norm(x, delta, "final_norm")
+        if last_only:
+            y = y[-1:]
         return (y @ self.w["head.text"]).to(self.acc)
 
 
@@ -819,7 +822,8 @@ def cmd_bench(args):
 
     for t in args.tokens:
         ids = ids_of(t)
-        run("model_prefill", lambda: model.forward_text(ids, **elastic), t)
+        # NOTE: the logits of the last position only, as moekit's bench (Heads::Last).
+        run("model_prefill", lambda: model.forward_text(ids, last_only=True, **elastic), t)
     for c in args.decode_context:
         cache = KVCache()
         if c > 0:

@@ -5,6 +5,7 @@
 //! moekit generate [MODEL] [--text N] [--image 1x1,2x2,4x4] [--audio F]
 //!                         [--temperature X] [--top-p P] [--sample-seed S]
 //! moekit report   [MODEL] [--tokens T] --out DIR              routing heatmap PNG, IoU/entropy JSON + table
+//! moekit bench    [MODEL] [--prefill 1024,4096] [--context 1024] [--iters N] [--json FILE]
 //! moekit init-weights [--preset ... | --config FILE] [--seed N] --out FILE [--dtype f32|f16|bf16]
 //!
 //! MODEL: [--preset tiny|small|ernie-a3b | --config FILE] [--weights FILE | --seed N]
@@ -14,6 +15,8 @@
 //!
 //! `--backend auto` (the default) takes the first backend that starts: CUDA, cubecl on CUDA,
 //! cubecl on wgpu, then the CPU.
+
+mod bench;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use moekit_model::{
@@ -129,6 +132,23 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         sample_seed: u64,
     },
+    /// Time prefill and decode (tokens/s, TFLOP/s, GB/s against the H200's limits).
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Prefill lengths.
+        #[arg(long, value_delimiter = ',', default_value = "1024,4096")]
+        prefill: Vec<usize>,
+        /// Cache lengths of the decode steps.
+        #[arg(long, value_delimiter = ',', default_value = "1024")]
+        context: Vec<usize>,
+        /// Timed runs per figure (median).
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        /// Also write the figures as JSON lines to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Write the routing report of a mixed sequence: heatmap PNG, JSON, printed table.
     Report {
         #[command(flatten)]
@@ -177,6 +197,7 @@ enum Action {
     Run { tokens: usize, iters: usize },
     Generate { prompt: usize, text: usize, image: Vec<(usize, usize)>, audio: usize, sampler: Box<Sampler> },
     Report { tokens: usize, out: PathBuf },
+    Bench { plan: bench::BenchPlan, json: Option<PathBuf> },
 }
 
 /// The model to build and what to do with it.
@@ -206,6 +227,14 @@ fn run_on<B: Backend>(b: &B, p: &RunPlan) -> Result<(), String> {
         Action::Run { tokens, iters } => run(&model, p, *tokens, *iters, kept),
         Action::Generate { prompt, text, image, audio, sampler } => {
             generate(&model, p, *prompt, *text, image, *audio, &mut (**sampler).clone())
+        }
+        Action::Bench { plan, json } => {
+            let (text, lines) = bench::bench(&model, &p.elastic, plan)?;
+            print!("{text}");
+            if let Some(path) = json {
+                std::fs::write(path, lines).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            Ok(())
         }
         Action::Report { tokens, out } => {
             let segs = demo_sequence(cfg, *tokens, p.seed);
@@ -435,6 +464,12 @@ fn main() -> ExitCode {
         Cmd::Generate { model, prompt, text, image, audio, temperature, top_p, sample_seed } => start(&model, |_| {
             let sampler = Sampler::new(temperature, top_p, sample_seed).map_err(|e| e.to_string())?;
             Ok(Action::Generate { prompt, text, image: scales(&image)?, audio, sampler: Box::new(sampler) })
+        }),
+        Cmd::Bench { model, prefill, context, iters, json } => start(&model, |_| {
+            if prefill.contains(&0) || iters == 0 {
+                return Err("--prefill lengths and --iters must be positive".into());
+            }
+            Ok(Action::Bench { plan: bench::BenchPlan { prefill, context, iters }, json: json.clone() })
         }),
         Cmd::Report { model, tokens, out } => start(&model, |_| Ok(Action::Report { tokens, out: out.clone() })),
         Cmd::InitWeights { which, out, dtype } => {

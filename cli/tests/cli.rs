@@ -126,3 +126,18 @@ fn report_writes_the_heatmap_and_the_json() {
     assert!(json.contains("\"entropy\"") && json.contains("audio"), "{json}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bench_prints_prefill_and_decode_and_writes_json() {
+    let json = std::env::temp_dir().join(format!("moekit-bench-{}.json", std::process::id()));
+    let j = json.to_str().unwrap();
+    let args = ["bench", "--backend", "cpu", "--prefill", "32", "--context", "16", "--iters", "2", "--json", j];
+    let (ok, out, err) = moekit(&args);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("prefill          32 tokens") && out.contains("decode       context     16"), "{out}");
+    let lines = std::fs::read_to_string(&json).unwrap();
+    assert!(lines.contains("\"op\":\"model_prefill\"") && lines.contains("\"op\":\"model_decode\""), "{lines}");
+    std::fs::remove_file(&json).unwrap();
+    let (ok, _, err) = moekit(&["bench", "--backend", "cpu", "--prefill", "0"]);
+    assert!(!ok && err.contains("must be positive"), "{err}");
+}

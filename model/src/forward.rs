@@ -47,6 +47,16 @@ pub struct Elastic {
     pub top_k: Option<usize>,
 }
 
+/// Which rows the heads read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Heads {
+    /// Every row (each head over its modality's rows).
+    #[default]
+    All,
+    /// The last row only (a serving prefill: the next token after the prompt).
+    Last,
+}
+
 /// What went wrong running the model.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -256,7 +266,7 @@ impl<'b, B: Backend> Model<'b, B> {
     pub fn forward(&self, segments: &[Segment], e: &Elastic) -> Result<Forward, ModelError> {
         let layout = Layout::new(&self.cfg, segments, 0)?;
         let mut cache = self.cache(layout.rows, e)?;
-        self.run(&mut cache, segments, layout, e, false)
+        self.run(&mut cache, segments, layout, e, false, Heads::All)
     }
 
     /// [`Model::forward`] and the multi-token-prediction modules (`mtp_depth` of them) after
@@ -269,7 +279,7 @@ impl<'b, B: Backend> Model<'b, B> {
     pub fn forward_mtp(&self, segments: &[Segment], e: &Elastic) -> Result<Forward, ModelError> {
         let layout = Layout::new(&self.cfg, segments, 0)?;
         let mut cache = self.cache(layout.rows, e)?;
-        self.run(&mut cache, segments, layout, e, true)
+        self.run(&mut cache, segments, layout, e, true, Heads::All)
     }
 
     /// Appends `segments` to `cache` (after its rows, from its next position) through the
@@ -285,8 +295,23 @@ impl<'b, B: Backend> Model<'b, B> {
         segments: &[Segment],
         e: &Elastic,
     ) -> Result<Forward, ModelError> {
+        self.step_with(cache, segments, e, Heads::All)
+    }
+
+    /// [`Model::step`] with the heads on the rows `heads` names (the others' outputs are
+    /// empty).
+    ///
+    /// # Errors
+    /// As [`Model::step`].
+    pub fn step_with(
+        &self,
+        cache: &mut KvCache<B::Buffer>,
+        segments: &[Segment],
+        e: &Elastic,
+        heads: Heads,
+    ) -> Result<Forward, ModelError> {
         let layout = Layout::new(&self.cfg, segments, cache.next_position)?;
-        self.run(cache, segments, layout, e, false)
+        self.run(cache, segments, layout, e, false, heads)
     }
 
     fn run(
@@ -296,6 +321,7 @@ impl<'b, B: Backend> Model<'b, B> {
         layout: Layout,
         e: &Elastic,
         mtp: bool,
+        heads: Heads,
     ) -> Result<Forward, ModelError> {
         let cfg = &self.cfg;
         let (layers, k) = self.plan(e)?;
@@ -329,14 +355,24 @@ impl<'b, B: Backend> Model<'b, B> {
         cache.len += t;
         cache.next_position = layout.next_position;
         let y = self.norm(&mut stream, "final_norm")?;
-        let rows = |m: &dyn Fn(Modality) -> bool| -> Vec<usize> { layout.runs(m).into_iter().flatten().collect() };
-        let text_rows = rows(&|m| m == Modality::Text);
-        let visual_rows = rows(&|m| matches!(m, Modality::Image | Modality::Video));
-        let audio_rows = rows(&|m| m == Modality::Audio);
-        let text_logits = self.head(&y, &layout.runs(|m| m == Modality::Text), "head.text", cfg.text_vocab)?;
-        let visual_runs = layout.runs(|m| matches!(m, Modality::Image | Modality::Video));
-        let visual_logits = self.head(&y, &visual_runs, "head.visual", cfg.visual_code_bits)?;
-        let (audio_logits, audio_codes) = self.audio_heads(&stream.x, &layout.runs(|m| m == Modality::Audio))?;
+        // The rows each head reads: its modality's runs, or only the last row.
+        let runs = |m: &dyn Fn(Modality) -> bool| -> Vec<Range<usize>> {
+            let all = layout.runs(m);
+            match heads {
+                Heads::All => all,
+                Heads::Last => all.into_iter().filter(|r| r.end == t).map(|_| t - 1..t).collect(),
+            }
+        };
+        let (text, visual, audio) = (
+            runs(&|m| m == Modality::Text),
+            runs(&|m| matches!(m, Modality::Image | Modality::Video)),
+            runs(&|m| m == Modality::Audio),
+        );
+        let rows = |r: &[Range<usize>]| -> Vec<usize> { r.iter().cloned().flatten().collect() };
+        let (text_rows, visual_rows, audio_rows) = (rows(&text), rows(&visual), rows(&audio));
+        let text_logits = self.head(&y, &text, "head.text", cfg.text_vocab)?;
+        let visual_logits = self.head(&y, &visual, "head.visual", cfg.visual_code_bits)?;
+        let (audio_logits, audio_codes) = self.audio_heads(&stream.x, &audio)?;
         let mtp_logits = if mtp { self.mtp(&stream.x, segments, &layout, k, e.experts.as_deref())? } else { vec![] };
         Ok(Forward {
             layout,

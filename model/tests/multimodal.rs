@@ -296,3 +296,19 @@ fn bad_segments_and_caches_are_typed_errors() {
         .to_string()
         .contains("differ from the cache"));
 }
+
+#[test]
+fn heads_last_gives_the_last_row_of_every_head_only() {
+    let (cfg, w) = tiny();
+    let b = CpuBackend::new();
+    let m = Model::new(&b, &cfg, &w, DType::F32).unwrap();
+    let e = Elastic::default();
+    let segs = mixed(&cfg);
+    let all = m.forward(&segs, &e).unwrap();
+    let mut cache = m.cache(38, &e).unwrap();
+    let last = m.step_with(&mut cache, &segs, &e, moekit_model::Heads::Last).unwrap();
+    assert_eq!(last.text_rows, vec![37]);
+    assert!(last.visual_rows.is_empty() && last.audio_rows.is_empty());
+    let v = cfg.text_vocab;
+    assert_eq!(last.text_logits.to_f32_vec(), all.text_logits.to_f32_vec()[9 * v..].to_vec());
+}
