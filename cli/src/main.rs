@@ -402,7 +402,20 @@ fn start(m: &ModelArgs, action: impl FnOnce(&ModelConfig) -> Result<Action, Stri
     let plan = (|| -> Result<RunPlan, String> {
         let cfg = m.which.config()?;
         let weights = match &m.weights {
-            Some(path) => Weights::load(&cfg, path).map_err(|e| e.to_string())?,
+            Some(path) => {
+                // A bar on stderr (drawn only on a terminal) while the tensors are read.
+                let bar = indicatif::ProgressBar::new(0).with_style(
+                    indicatif::ProgressStyle::with_template("reading weights {bar:40} {bytes}/{total_bytes} ({eta})")
+                        .map_err(|e| e.to_string())?,
+                );
+                let w = Weights::load_with_progress(&cfg, path, &mut |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+                .map_err(|e| e.to_string())?;
+                bar.finish_and_clear();
+                w
+            }
             None => Weights::random(&cfg, m.which.seed),
         };
         let experts = m.experts.as_deref().map(|s| expert_mask(s, cfg.routed_experts)).transpose()?;

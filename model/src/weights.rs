@@ -304,6 +304,19 @@ impl Weights {
     /// [`WeightsError`]: the file cannot be read or parsed, or a tensor is missing, has
     /// another shape or an unsupported dtype.
     pub fn load(cfg: &ModelConfig, path: &Path) -> Result<Self, WeightsError> {
+        Self::load_with_progress(cfg, path, &mut |_, _| {})
+    }
+
+    /// [`Weights::load`], calling `progress(bytes read, bytes to read)` after each tensor (a
+    /// progress bar for large files).
+    ///
+    /// # Errors
+    /// As [`Weights::load`].
+    pub fn load_with_progress(
+        cfg: &ModelConfig,
+        path: &Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self, WeightsError> {
         let p = path.display().to_string();
         let file = std::fs::File::open(path).map_err(|source| WeightsError::Io { path: p.clone(), source })?;
         // SAFETY: the map is read-only and lives only inside this call; the file is not
@@ -315,6 +328,8 @@ impl Weights {
             SafeTensors::deserialize(&map).map_err(|e| WeightsError::Format { path: p.clone(), msg: e.to_string() })?;
         let needed = specs(cfg);
         let count = needed.len();
+        let total: u64 = needed.iter().filter_map(|s| st.tensor(&s.name).ok()).map(|v| v.data().len() as u64).sum();
+        let mut done = 0u64;
         let mut tensors = BTreeMap::new();
         for s in needed {
             let view = st.tensor(&s.name).map_err(|_| WeightsError::Missing {
@@ -343,6 +358,8 @@ impl Weights {
                     })
                 }
             };
+            done += b.len() as u64;
+            progress(done, total);
             tensors.insert(s.name, (s.shape, data));
         }
         Ok(Weights { tensors })

@@ -141,6 +141,13 @@ fn safetensors_files_round_trip_and_are_checked_against_the_config() {
     let f32_path = tmp("tiny-f32.safetensors");
     w.save(&f32_path, FileDType::F32).unwrap();
     assert_eq!(Weights::load(&c, &f32_path).unwrap(), w);
+    // The progress callback climbs to the file's tensor bytes (4 per f32 parameter).
+    let mut seen = Vec::new();
+    let again = Weights::load_with_progress(&c, &f32_path, &mut |done, total| seen.push((done, total))).unwrap();
+    assert_eq!(again, w);
+    assert_eq!(seen.len(), w.len());
+    assert!(seen.windows(2).all(|p| p[0].0 < p[1].0));
+    assert_eq!(seen.last().copied(), Some((4 * w.params() as u64, 4 * w.params() as u64)));
     for (dtype, rel) in [(FileDType::BF16, 2f32.powi(-8)), (FileDType::F16, 2f32.powi(-11))] {
         let path = tmp(&format!("tiny-{dtype:?}.safetensors"));
         w.save(&path, dtype).unwrap();
