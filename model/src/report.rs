@@ -198,6 +198,7 @@ pub fn heatmap_size(stats: &RoutingStats) -> (u32, u32) {
 /// of that modality going to each expert, on one viridis scale shown by a colour bar. Cells of
 /// a layer without choices of the modality stay blank. The size is [`heatmap_size`].
 pub fn write_heatmap(stats: &RoutingStats, path: &Path) -> Result<(), ReportError> {
+    register_font(path)?;
     let mods = modalities(stats);
     if stats.experts == 0 || mods.is_empty() {
         return Err(ReportError::Empty);
@@ -310,4 +311,20 @@ fn draw(
     });
     scale.draw_series(bands).map_err(|e| s(&e))?;
     root.present().map_err(|e| s(&e))
+}
+
+/// DejaVu Sans (Bitstream Vera license, `assets/DejaVuSans-LICENSE.txt`), built in so the
+/// figure needs no system font library.
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+/// Makes the built-in font plotters' `sans-serif` (once per process).
+fn register_font(path: &Path) -> Result<(), ReportError> {
+    static DONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *DONE
+        .get_or_init(|| plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, FONT).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(ReportError::Draw { path: path.to_path_buf(), message: "the built-in font does not parse".into() })
+    }
 }
