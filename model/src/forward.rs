@@ -19,8 +19,8 @@
 //! `y·head.visual` (one logit per bit of the next scale's code), audio depth-wise: level `l`
 //! reads `final_norm(x + Σ_{m<l} embed.audio.m[c_m])` through `head.audio.l`, `c_m` the code
 //! chosen at level `m`. The MoE is the backend's fused `moe_layer` with the shared experts'
-//! output as its `add`; routing statistics come from the same routing run as its own op (the
-//! fused layer does not hand its choices out).
+//! output as its `add`; the routing statistics are its `routed` output, read back once after
+//! the layers (no host wait per layer).
 
 use crate::config::ModelConfig;
 use crate::input::{Layout, Segment};
@@ -29,7 +29,7 @@ use crate::weights::Weights;
 use moekit_ops::{
     api, AttentionIo, AttentionMask, AttentionProblem, Backend, CombineIo, CombineProblem, DType, EmbeddingProblem,
     Error, GemmProblem, HostTensor, MoeLayerIo, MoeLayerProblem, RmsNormIo, RmsNormProblem, RotaryIo, RotaryPositions,
-    RotaryProblem, RouteIo, RouteProblem, SwigluProblem, TensorMeta,
+    RotaryProblem, RouteProblem, SwigluProblem, TensorMeta,
 };
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -343,13 +343,13 @@ impl<'b, B: Backend> Model<'b, B> {
             None => AttentionMask::causal(),
         };
         let mut stream = Residual { x, delta: None };
-        let mut routing = Vec::new();
+        let mut routed = Vec::new();
         for (slot, &l) in layers.iter().enumerate() {
             let kv = Some(Kv { k: &mut cache.k[slot], v: &mut cache.v[slot], past });
             let ids =
                 self.layer(&format!("layers.{l}"), &mut stream, &positions, &mask, kv, k, e.experts.as_deref())?;
             if let Some(ids) = ids {
-                routing.push(LayerRouting { layer: l, ids, k });
+                routed.push((l, ids));
             }
         }
         cache.len += t;
@@ -373,6 +373,10 @@ impl<'b, B: Backend> Model<'b, B> {
         let text_logits = self.head(&y, &text, "head.text", cfg.text_vocab)?;
         let visual_logits = self.head(&y, &visual, "head.visual", cfg.visual_code_bits)?;
         let (audio_logits, audio_codes) = self.audio_heads(&stream.x, &audio)?;
+        let mut routing = Vec::with_capacity(routed.len());
+        for (layer, ids) in routed {
+            routing.push(LayerRouting { layer, ids: b.download(&ids)?.as_i32()?.to_vec(), k });
+        }
         let mtp_logits = if mtp { self.mtp(&stream.x, segments, &layout, k, e.experts.as_deref())? } else { vec![] };
         Ok(Forward {
             layout,
@@ -576,7 +580,7 @@ impl<'b, B: Backend> Model<'b, B> {
         kv: Option<Kv<'_, B::Buffer>>,
         k: usize,
         experts: Option<&[bool]>,
-    ) -> Result<Option<Vec<i32>>, ModelError> {
+    ) -> Result<Option<B::Buffer>, ModelError> {
         let t = stream.x.shape()[0];
         let y = self.norm(stream, &format!("{prefix}.attn_norm"))?;
         stream.delta = Some(self.attention(prefix, &y, positions, mask, kv, t)?);
@@ -705,7 +709,7 @@ impl<'b, B: Backend> Model<'b, B> {
         t: usize,
         k: usize,
         mask: Option<&[bool]>,
-    ) -> Result<(B::Buffer, Vec<i32>), ModelError> {
+    ) -> Result<(B::Buffer, B::Buffer), ModelError> {
         let (cfg, b, dt) = (&self.cfg, self.backend, self.dtype);
         let (h, e) = (cfg.hidden, cfg.routed_experts);
         let shared = if cfg.shared_experts > 0 {
@@ -721,25 +725,11 @@ impl<'b, B: Backend> Model<'b, B> {
         route.renormalize = cfg.renormalize;
         route.scaling = cfg.route_scale;
         let (gate, bias) = (self.w(&format!("{prefix}.router"))?, self.w(&format!("{prefix}.router_bias"))?);
-        // The routing statistics: the layer's own routing, run as its own op.
-        let mut ids = b.alloc(DType::I32, &[t, k])?;
-        let mut weights = b.alloc(DType::F32, &[t, k])?;
-        let mut counts = b.alloc(DType::I32, &[e])?;
-        let mut load = b.alloc(DType::F32, &[e])?;
-        let io = RouteIo {
-            logits: y,
-            gate: Some(gate),
-            bias: Some(bias),
-            ids: &mut ids,
-            weights: &mut weights,
-            counts: &mut counts,
-            load: &mut load,
-        };
-        api::route(b, &route, io)?;
-        let chosen = b.download(&ids)?.as_i32().map_err(ModelError::Op)?.to_vec();
-
         let p = MoeLayerProblem { route, inter: cfg.expert_intermediate, add: shared.is_some() };
         let mut out = b.alloc(dt, &[t, h])?;
+        // The routing statistics come out of the layer's own routing (`routed`), read back
+        // after the whole forward (no host wait per layer).
+        let mut routed = b.alloc(DType::I32, &[t, k])?;
         let io = MoeLayerIo {
             x: y,
             gate,
@@ -748,9 +738,10 @@ impl<'b, B: Backend> Model<'b, B> {
             w_down: self.w(&format!("{prefix}.experts.down"))?,
             add: shared.as_ref(),
             out: &mut out,
+            routed: Some(&mut routed),
         };
         api::moe_layer(b, &p, io)?;
-        Ok((out, chosen))
+        Ok((out, routed))
     }
 }
 

@@ -105,6 +105,9 @@ pub struct MoeLayerIo<'a, B> {
     pub add: Option<&'a B>,
     /// Out: `[T, H]`.
     pub out: &'a mut B,
+    /// Out, optional: `[T, k] i32`, the experts each token was routed to (the routing's
+    /// `ids`), for routing statistics without routing a second time.
+    pub routed: Option<&'a mut B>,
 }
 
 impl Validated<MoeLayerProblem> {
@@ -120,6 +123,9 @@ impl Validated<MoeLayerProblem> {
         expect(OP, "w_up", io.w_up, dt, &[e, h, 2 * i])?;
         expect(OP, "w_down", io.w_down, dt, &[e, i, h])?;
         expect(OP, "out", io.out, dt, &[t, h])?;
+        if let Some(ids) = &io.routed {
+            expect(OP, "routed", *ids, DType::I32, &[t, r.k])?;
+        }
         match (r.use_bias, io.bias) {
             (true, Some(b)) => expect(OP, "bias", b, DType::F32, &[e])?,
             (false, None) => {}
@@ -173,6 +179,9 @@ pub fn moe_layer_from_primitives<B: RouteOps + PermuteOps + GroupedGemmOps + ?Si
             load: &mut load,
         },
     )?;
+    if let Some(out) = io.routed {
+        b.copy_rows(&ids, 0, out, 0, t)?;
+    }
     let mut permuted = b.alloc(dt, &[rows, h])?;
     let mut offsets = b.alloc(DType::I32, &[e + 1])?;
     let mut row_to_token = b.alloc(DType::I32, &[rows])?;

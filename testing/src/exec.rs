@@ -353,10 +353,21 @@ pub struct MoeBufs {
 /// # Errors
 /// The op's, upload's or download's error.
 pub fn moe_layer<B: Backend>(b: &B, p: &MoeLayerProblem, x: &MoeBufs) -> Result<HostTensor> {
+    Ok(moe_layer_routed(b, p, x)?.0)
+}
+
+/// Runs [`api::moe_layer`] with its `routed` output; returns `out` and the routed experts
+/// `[T, k]`.
+///
+/// # Errors
+/// The op's, upload's or download's error.
+pub fn moe_layer_routed<B: Backend>(b: &B, p: &MoeLayerProblem, x: &MoeBufs) -> Result<(HostTensor, HostTensor)> {
     let (xd, gate) = (b.upload(&x.x)?, b.upload(&x.gate)?);
     let (bias, add) = (up_opt(b, &x.bias)?, up_opt(b, &x.add)?);
     let (w_up, w_down) = (b.upload(&x.w_up)?, b.upload(&x.w_down)?);
     let mut out = b.upload(&x.out)?;
+    let mut routed =
+        b.upload(&HostTensor::from_i32(&[p.route.tokens, p.route.k], &vec![-7; p.route.tokens * p.route.k]))?;
     let io = MoeLayerIo {
         x: &xd,
         gate: &gate,
@@ -365,7 +376,8 @@ pub fn moe_layer<B: Backend>(b: &B, p: &MoeLayerProblem, x: &MoeBufs) -> Result<
         w_down: &w_down,
         add: add.as_ref(),
         out: &mut out,
+        routed: Some(&mut routed),
     };
     api::moe_layer(b, p, io)?;
-    b.download(&out)
+    Ok((b.download(&out)?, b.download(&routed)?))
 }

@@ -35,6 +35,7 @@ fn moe_layer<B: moekit_ops::Backend<Buffer = HostTensor>>(b: &B, p: &MoeLayerPro
         w_down: &w_down,
         add: Some(&add),
         out: &mut out,
+        routed: None,
     };
     api::moe_layer(b, p, io).unwrap();
     out

@@ -122,7 +122,7 @@ impl Workload for MoeCase {
     }
     fn call<B: Backend>(&self, b: &B, ins: &[B::Buffer], outs: &mut [B::Buffer]) -> Result<()> {
         let ([x, gate, w_up, w_down], [out]) = (ins, outs) else { return Err(arity("moe_layer")) };
-        api::moe_layer(b, &self.problem, MoeLayerIo { x, gate, bias: None, w_up, w_down, add: None, out })
+        api::moe_layer(b, &self.problem, MoeLayerIo { x, gate, bias: None, w_up, w_down, add: None, out, routed: None })
     }
     fn reference_work(&self) -> f64 {
         self.problem.flops() / 2.0
@@ -140,7 +140,7 @@ impl Workload for MoeCase {
         let out = if e * h * 2 * i <= WEIGHT_BUDGET {
             let mut out = HostTensor::zeros(sub.route.dtype, &[toks.len(), h]);
             let [_, gate, w_up, w_down] = &self.inputs[..] else { return Err(arity("moe_layer")) };
-            let io = MoeLayerIo { x: &x, gate, bias: None, w_up, w_down, add: None, out: &mut out };
+            let io = MoeLayerIo { x: &x, gate, bias: None, w_up, w_down, add: None, out: &mut out, routed: None };
             api::moe_layer(&ReferenceBackend, &sub, io)?;
             out
         } else {

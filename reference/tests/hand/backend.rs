@@ -67,7 +67,16 @@ fn moe_layer_default_composition() {
     let w_up = f32s(&[1, 2, 2], &[1.0, 0.0, 0.0, 1.0]);
     let w_down = f32s(&[1, 1, 2], &[1.0, -1.0]);
     let mut out = b.alloc(DType::F32, &[1, 2]).unwrap();
-    let io = MoeLayerIo { x: &x, gate: &gate, bias: None, w_up: &w_up, w_down: &w_down, add: None, out: &mut out };
+    let io = MoeLayerIo {
+        x: &x,
+        gate: &gate,
+        bias: None,
+        w_up: &w_up,
+        w_down: &w_down,
+        add: None,
+        out: &mut out,
+        routed: None,
+    };
     api::moe_layer(&b, &p, io).unwrap();
     assert_close(&out, &[1.4621171573, -1.4621171573], 1e-6);
 }

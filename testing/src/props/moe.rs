@@ -1,7 +1,7 @@
 //! The MoE layer forward (default composition or a backend's fused kernel) against the
 //! reference, with the chained tolerance of its five hops.
 
-use crate::compare::{close, ctx, Check};
+use crate::compare::{close, ctx, exact, Check};
 use crate::exec::{self, MoeBufs};
 use crate::gen;
 use crate::strategies::{dim, few_experts, seed, tokens};
@@ -59,7 +59,8 @@ pub fn moe_layer_matches_reference<B: Backend>(b: &B, dtype: DType, c: &MoeCase)
         add: p.add.then(|| gen::normal_tensor(&mut rng, dtype, &[t, h], 1.0)),
         out: gen::poison(dtype, &[t, h]),
     };
-    let want = exec::moe_layer(&ReferenceBackend, &p, &x).map_err(ctx("reference moe_layer"))?;
-    let got = exec::moe_layer(b, &p, &x).map_err(ctx("moe_layer"))?;
+    let (want, want_ids) = exec::moe_layer_routed(&ReferenceBackend, &p, &x).map_err(ctx("reference moe_layer"))?;
+    let (got, got_ids) = exec::moe_layer_routed(b, &p, &x).map_err(ctx("moe_layer"))?;
+    exact("routed", &want_ids, &got_ids)?;
     close("out", &want, &got, Tolerance::chained(dtype, h.max(i), 5), dtype)
 }

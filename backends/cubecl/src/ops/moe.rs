@@ -21,6 +21,7 @@ use crate::{CubeBackend, CubeBuffer};
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 use moekit_ops::moe::moe_layer_from_primitives;
+use moekit_ops::Device as _;
 use moekit_ops::{
     CombineIo, DType, Error, GroupedGemmIo, GroupedGemmOps, MoeLayerIo, MoeLayerProblem, MoeOps, PermuteOps, Result,
     RouteIo, Validated,
@@ -142,6 +143,9 @@ impl<R: Runtime> MoeOps for CubeBackend<R> {
         };
         rp.check_io(&route_io)?;
         route_into(self, &rp, route_io, Some(logits))?;
+        if let Some(out) = io.routed {
+            self.copy_rows(&ids, 0, out, 0, t)?;
+        }
 
         let mut offsets = s.buffer(Slot::Offsets, DType::I32, &[e + 1]);
         let mut row_to_token = s.buffer(Slot::RowToToken, DType::I32, &[rows]);

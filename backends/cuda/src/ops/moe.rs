@@ -48,6 +48,9 @@ impl MoeOps for CudaBackend {
         };
         rp.check_io(&route_io)?;
         self.route(&rp, route_io)?;
+        if let Some(out) = io.routed {
+            self.copy_rows(&ids, 0, out, 0, t)?;
+        }
 
         let mut offsets = self.alloc(DType::I32, &[e + 1])?;
         let mut row_to_token = self.alloc(DType::I32, &[rows])?;
