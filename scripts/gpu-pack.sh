@@ -12,8 +12,8 @@
 set -euo pipefail
 top=$(git rev-parse --show-toplevel)
 cd "$top"
-../shared/gpu/pack -p moekit-cuda -p moekit-cubecl -p moekit-bench -p moekit-cli --features \
-    moekit-cuda/cuda,moekit-cubecl/cubecl-cuda,moekit-cubecl/cubecl-wgpu,moekit-bench/cuda,moekit-bench/cubecl-cuda,moekit-bench/cubecl-wgpu,moekit-cli/cuda,moekit-cli/cubecl-cuda \
+../shared/gpu/pack -p moekit-cuda -p moekit-cubecl -p moekit-bench -p moekit-cli -p moekit-model --features \
+    moekit-cuda/cuda,moekit-cubecl/cubecl-cuda,moekit-cubecl/cubecl-wgpu,moekit-bench/cuda,moekit-bench/cubecl-cuda,moekit-bench/cubecl-wgpu,moekit-cli/cuda,moekit-cli/cubecl-cuda,moekit-model/cuda,moekit-model/cubecl-cuda \
     || true # NOTE: pack warns (and exits non-zero) when .gpu is over the limit; we compress below.
 [ -x .gpu/bin/bin-moekit-bench ] || { echo "gpu-pack: the build failed (see above)" >&2; exit 1; }
 # The benchmark crate's own tests (CLI, dump, peers parsing) need no GPU, and the NVRTC compile

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The moekit model's text path in plain PyTorch: the speed peer of `moekit run` and an outside
-check of its logits (issue #5).
+"""The moekit model in plain PyTorch: the speed peer of `moekit run` (text path) and an outside
+check of its logits (issue #5), every head of the multimodal forward included.
 
 It loads the same safetensors files as `moekit_model::weights::Weights::load` (f32, f16 or bf16)
 and computes what `moekit_model::forward::Model::forward_text` computes, op for op:
@@ -15,6 +15,25 @@ and computes what `moekit_model::forward::Model::forward_text` computes, op for 
         x += swiglu_mlp(y)                               the first `dense_first_layers` layers
           or routed_moe(y) + shared_mlp(y)               the others
     logits = rms_norm(x) . head.text                     [T, V]
+
+and, for interleaved segments of text, visual codes and audio frames, what `Model::forward_mtp`
+computes (`MoekitModel.forward`; the rules of model/src/input.rs and forward.rs):
+
+    embeddings: text embed.text[id]; a visual code (2 bits - 1) . embed.visual [bits, H]; an
+        audio frame sum_l embed.audio.{l}[code_l]
+    positions (t, h, w) (`layout`): text and audio t = h = w = p, p += 1; a visual segment of
+        F frames, scales (h_s, w_s) (finest (Hf, Wf)) from p0: cell (i, j) of scale s of frame f
+        at (p0 + f, p0 + (2i + 1) Hf // (2 h_s), p0 + (2j + 1) Wf // (2 w_s)), then
+        p = p0 + max(F, Hf, Wf); rows frame by frame, scale by scale, row-major
+    mask (`block_mask`): causal, except that the rows of one (frame, scale) block see the whole
+        block
+    heads on y = rms_norm(x): text y . head.text over the text rows, visual y . head.visual
+        over the visual rows; audio depth-wise over the audio rows: level l reads
+        final_norm(x + sum_{m<l} embed.audio.m[c_m]), c_m the greedy code of level m
+    MTP module j: a = norm_hidden(h_prev[i]) (first: the main model's x), e =
+        norm_embed(embedding of row i + j + 1), x = a . proj[:H] + e . proj[H:], one causal
+        decoder layer `mtp.j.layer` at the positions of rows 0..T-j-1, final_norm, head.text
+        [T - j - 1, V]; the next module reads that layer's output x
 
 Semantics taken from moekit's ops (ops/src/{glue,route,moe}.rs, reference/src):
 - rms_norm: s = x + residual (rounded to the dtype), y = s / sqrt(mean(s^2) + eps) * w.
@@ -34,7 +53,8 @@ Modes:
                   needs); `--stress` draws O(1) activations, non-unit norms and a non-zero
                   router bias, which the seeded init (bias 0, std 0.02) leaves untested.
     check         recompute a `dump_logits` file (model/examples/dump_logits.rs) in float64 on
-                  the CPU and compare logits and routing; exit 0 on PASS, 1 on FAIL.
+                  the CPU and compare logits and routing (a `--mixed` dump: the layout, every
+                  head, the routing and the audio codes); exit 0 on PASS, 1 on FAIL.
     selftest      the fast paths (the device, SDPA, torch._grouped_mm, bf16, the KV cache)
                   against the float64 CPU forward that `check` holds against moekit.
     bench         time prefill (T tokens) and a decode step (1 token, KV cache of C tokens) on
@@ -255,10 +275,13 @@ class KVCache:
 
 
 class MoekitModel:
-    """moekit's text path (`Model::forward_text`) in PyTorch.
+    """moekit's model in PyTorch: `forward_text` (`Model::forward_text`, with a KV cache, the
+    bench's path) and `forward` (`Model::forward` / `forward_mtp` on segments of every
+    modality, the check's path).
 
     `config`: a dict with the fields of `ModelConfig` (see `load_config`). `state_dict`: name
-    -> tensor for at least the text-path tensors of `specs` (other tensors are ignored).
+    -> tensor for at least the text-path tensors of `specs`; the visual, audio and MTP tensors
+    are loaded where present (`forward` needs them).
     `dtype`: the compute dtype of activations and weights (as moekit's `--dtype`); norms,
     rotary, router logits and scores, SwiGLU and the MoE combine run in f32 (f64 when `dtype`
     is f64), like moekit's CPU backend. `moe`: "loop" (one index_select / matmul / index_add
@@ -271,9 +294,12 @@ class MoekitModel:
         self.dtype, self.device = dtype, torch.device(device)
         self.acc = torch.float64 if dtype == torch.float64 else torch.float32
         self.w = {}
-        for name, shape, _ in specs(cfg, text_only=True):
+        required = {name for name, _, _ in specs(cfg, text_only=True)}
+        for name, shape, _ in specs(cfg):
             if name not in state_dict:
-                raise KeyError(f"weights: tensor `{name}` is missing")
+                if name in required:
+                    raise KeyError(f"weights: tensor `{name}` is missing")
+                continue  # a visual / audio / MTP tensor: needed by `forward` only
             t = state_dict[name]
             if list(t.shape) != shape:
                 raise ValueError(f"weights: tensor `{name}` has shape {list(t.shape)}, "
@@ -282,8 +308,10 @@ class MoekitModel:
             # correction biases, which stay f32 (f64 here in the f64 check).
             dt = self.acc if name.endswith("router_bias") else dtype
             self.w[name] = t.to(device=self.device, dtype=dt).contiguous()
-        for layer in range(cfg["layers"]):
-            r = f"layers.{layer}.router"
+        prefixes = [f"layers.{layer}" for layer in range(cfg["layers"])]
+        prefixes += [f"mtp.{j}.layer" for j in range(cfg["mtp_depth"])]
+        for prefix in prefixes:
+            r = f"{prefix}.router"
             if r in self.w:  # the gate GEMM of the routing runs in f32 on dtype inputs
                 self.w[r + ".acc"] = self.w[r].to(self.acc)
         self.eps = f32(cfg["rms_eps"])
@@ -351,6 +379,12 @@ class MoekitModel:
         """cos, sin [T, 1, D/2] for text positions start..start+T on all three axes."""
         pos = torch.arange(start, start + t, dtype=torch.float64,
                            device=self.device).expand(3, t)  # (t, h, w)
+        return self.rope_tables_of(pos)
+
+    def rope_tables_of(self, pos):
+        """cos, sin [T, 1, D/2] for Uni-RoPE positions `pos` [3, T] (t, h, w): pair f turns by
+        pos[axis(f)] * inv_freq[f], axis(f) by `rope_sections`."""
+        pos = torch.as_tensor(pos, device=self.device).to(torch.float64)
         angle = pos[self.rope_axis].T * self.inv_freq  # [T, D/2], f64 like moekit's CPU
         return angle.cos().to(self.acc).unsqueeze(1), angle.sin().to(self.acc).unsqueeze(1)
 
@@ -365,7 +399,7 @@ class MoekitModel:
 
     # ---- sublayers -------------------------------------------------------------------------
 
-    def attention(self, prefix, y, cos, sin, cache, layer):
+    def attention(self, prefix, y, cos, sin, cache, layer, mask=None):
         cfg = self.cfg
         t, d, hq, hkv = y.shape[0], cfg["head_dim"], cfg["q_heads"], cfg["kv_heads"]
         q = self.rotary((y @ self.w[f"{prefix}.attn.wq"]).view(t, hq, d), cos, sin)
@@ -375,17 +409,21 @@ class MoekitModel:
         if cache is not None:
             past = cache.length
             k, v = cache.append(layer, k, v)
-        o = self._sdpa(q, k, v, past)  # [T, Hq, D]
+        o = self._sdpa(q, k, v, past, mask)  # [T, Hq, D]
         return o.reshape(t, hq * d) @ self.w[f"{prefix}.attn.wo"]
 
-    def _sdpa(self, q, k, v, past):
-        """Causal (bottom-right aligned) GQA attention: query i sees keys 0..=past+i."""
+    def _sdpa(self, q, k, v, past, mask=None):
+        """Causal (bottom-right aligned) GQA attention: query i sees keys 0..=past+i; or, with
+        `mask` [Tq, Tk] bool, the keys it allows."""
         tq, hq, d = q.shape
         tk, hkv = k.shape[0], k.shape[1]
         group = hq // hkv
         qh, kh, vh = (z.transpose(0, 1).unsqueeze(0) for z in (q, k, v))  # [1, heads, T, D]
-        mask = None
-        if tq > 1:
+        explicit = mask is not None
+        if explicit:
+            if tuple(mask.shape) != (tq, tk):
+                raise ValueError(f"mask {list(mask.shape)} for {tq} queries and {tk} keys")
+        elif tq > 1:
             i = torch.arange(tq, device=q.device).unsqueeze(1)
             j = torch.arange(tk, device=q.device).unsqueeze(0)
             mask = j <= i + past  # [Tq, Tk]
@@ -402,7 +440,7 @@ class MoekitModel:
                 kw["enable_gqa"] = group > 1
             else:
                 kh, vh = kh.repeat_interleave(group, 1), vh.repeat_interleave(group, 1)
-            if mask is not None and past == 0:
+            if mask is not None and past == 0 and not explicit:
                 o = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, **kw)
             else:
                 o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, **kw)
@@ -470,6 +508,19 @@ class MoekitModel:
 
     # ---- the forward -----------------------------------------------------------------------
 
+    def layer(self, prefix, x, delta, cos, sin, k, allowed, n_allowed, cache=None,
+              cache_key=None, mask=None):
+        """One decoder layer under `prefix` on the residual stream (x, the pending delta):
+        (x, the new delta, (ids [T, k], margin [T]) of its MoE or None for a dense layer).
+        `mask` [T, past + T] bool, or None for causal."""
+        y, x = self.rms_norm(x, delta, f"{prefix}.attn_norm")
+        delta = self.attention(prefix, y, cos, sin, cache, cache_key, mask)
+        y, x = self.rms_norm(x, delta, f"{prefix}.mlp_norm")
+        if f"{prefix}.mlp.up" in self.w:  # the first `dense_first_layers` layers
+            return x, self.mlp(y, f"{prefix}.mlp"), None
+        delta, chosen, margin = self.moe(prefix, y, k, allowed, n_allowed)
+        return x, delta, (chosen, margin)
+
     @torch.no_grad()
     def forward_text(self, ids, layers=None, expert_mask=None, top_k=None, cache=None,
                      routing=None, last_only=False):
@@ -491,22 +542,222 @@ class MoekitModel:
         cos, sin = self.rope_tables(start, t)
         x, delta = self.w["embed.text"].index_select(0, ids), None
         for layer in layers:
-            p = f"layers.{layer}"
-            y, x = self.rms_norm(x, delta, f"{p}.attn_norm")
-            delta = self.attention(p, y, cos, sin, cache, layer)
-            y, x = self.rms_norm(x, delta, f"{p}.mlp_norm")
-            if layer < cfg["dense_first_layers"]:
-                delta = self.mlp(y, f"{p}.mlp")
-            else:
-                delta, chosen, margin = self.moe(p, y, k, allowed, n_allowed)
-                if routing is not None:
-                    routing.append((layer, chosen, margin))
+            x, delta, r = self.layer(f"layers.{layer}", x, delta, cos, sin, k, allowed,
+                                     n_allowed, cache=cache, cache_key=layer)
+            if r is not None and routing is not None:
+                routing.append((layer, *r))
         if cache is not None:
             cache.length += t
         y, _ = self.rms_norm(x, delta, "final_norm")
         if last_only:
             y = y[-1:]
         return (y @ self.w["head.text"]).to(self.acc)
+
+    # ---- the multimodal forward (`Model::forward`, `Model::forward_mtp`) -------------------
+
+    def embed(self, segments):
+        """The input embeddings [T, H] (dtype) of `segments` (see `layout`): text ids through
+        embed.text; a visual code's bits as ±1 times embed.visual [bits, H]; an audio frame the
+        sum over levels l of embed.audio.{l}[code_l]."""
+        cfg, parts = self.cfg, []
+        for seg in segments:
+            (kind, body), = seg.items()
+            if kind == "text":
+                ids = torch.as_tensor(body, dtype=torch.long, device=self.device)
+                parts.append(self.w["embed.text"].index_select(0, ids))
+            elif kind == "visual":
+                bits = torch.as_tensor(body["bits"], dtype=torch.long, device=self.device)
+                signs = (2 * bits - 1).to(self.dtype).view(-1, cfg["visual_code_bits"])
+                parts.append(signs @ self.w["embed.visual"])
+            else:
+                levels = cfg["audio_levels"]
+                codes = torch.as_tensor(body["codes"], dtype=torch.long,
+                                        device=self.device).view(-1, levels)
+                s = sum(self.w[f"embed.audio.{lv}"].index_select(0, codes[:, lv]).to(self.acc)
+                        for lv in range(levels))
+                parts.append(s.to(self.dtype))
+        return torch.cat(parts)
+
+    def audio_heads(self, xa, forced=None):
+        """The depth-wise audio heads on the final hidden states xa [n, H] (before the final
+        norm) of the audio rows: level 0 reads final_norm(xa), level l final_norm(xa +
+        sum_{m<l} embed.audio.m[c_m]). c_m: `forced[:, m]` when given (the check follows
+        moekit's codes, so one near-tie cannot derail the levels after it), else this model's
+        greedy codes. Returns (logits per level [n, codebook], own greedy codes [n, levels]:
+        the first index of the maximum, margins [n, levels]: top-1 minus top-2 logit)."""
+        cfg = self.cfg
+        levels, cb = cfg["audio_levels"], cfg["audio_codebook"]
+        n = xa.shape[0]
+        codes = torch.zeros(n, levels, dtype=torch.long, device=xa.device)
+        margins = torch.zeros(n, levels, dtype=self.acc, device=xa.device)
+        logits = []
+        for lv in range(levels):
+            if lv > 0:
+                c = (forced if forced is not None else codes)[:, lv - 1].to(xa.device)
+                emb = self.w[f"embed.audio.{lv - 1}"].index_select(0, c)
+                xa = (xa.to(self.acc) + emb.to(self.acc)).to(self.dtype)  # rounded, as moekit
+            y, _ = self.rms_norm(xa, None, "final_norm")
+            lg = (y @ self.w[f"head.audio.{lv}"]).to(self.acc)
+            if n:
+                codes[:, lv] = lg.argmax(1)  # the first index of equals, as moekit's argmax
+                if cb > 1:
+                    top = lg.topk(2, dim=1).values
+                    margins[:, lv] = top[:, 0] - top[:, 1]
+            logits.append(lg)
+        return logits, codes, margins
+
+    def mtp(self, h, x0, pos, k, allowed, n_allowed, routing=None):
+        """The multi-token-prediction modules on the main model's final hidden states h [T, H]
+        (pre-norm): module j reads the previous hidden state of row i (first: h) through
+        mtp.j.norm_hidden and the input embedding of row i + j + 1 through mtp.j.norm_embed,
+        x = a . proj[:H] + e . proj[H:], one causal decoder layer at the positions of rows
+        0..n, final_norm, head.text: [T - j - 1, V]; the next module reads that layer's output
+        (pre-norm). `routing` receives (j, ids, margin) of each module's MoE."""
+        cfg, hd, t = self.cfg, self.cfg["hidden"], h.shape[0]
+        out, prev = [], None
+        for j in range(cfg["mtp_depth"]):
+            n = t - j - 1
+            if n <= 0:
+                break
+            p = f"mtp.{j}"
+            hid = h if prev is None else prev
+            a, _ = self.rms_norm(hid[:n], None, f"{p}.norm_hidden")
+            e, _ = self.rms_norm(x0[j + 1:j + 1 + n], None, f"{p}.norm_embed")
+            proj = self.w[f"{p}.proj"]
+            x, delta = a @ proj[:hd], e @ proj[hd:]
+            cos, sin = self.rope_tables_of(pos[:, :n])
+            x, delta, r = self.layer(f"{p}.layer", x, delta, cos, sin, k, allowed, n_allowed)
+            if r is not None and routing is not None:
+                routing.append((j, *r))
+            y, x = self.rms_norm(x, delta, "final_norm")
+            out.append((y @ self.w["head.text"]).to(self.acc))
+            prev = x
+        return out
+
+    @torch.no_grad()
+    def forward(self, segments, layers=None, expert_mask=None, top_k=None, routing=None,
+                mtp=False, audio_codes=None, mtp_routing=None):
+        """`Model::forward` (`mtp`: `Model::forward_mtp`) of one sequence of `segments` (see
+        `layout`) from position 0 through the elastic sub-model: a dict of every head (text,
+        visual over their rows; the audio chain over the audio rows; MTP), the rows of each,
+        the layout. `routing` receives (layer, ids [T, k], margin [T]) per MoE layer;
+        `audio_codes` [audio rows, levels] forces the codes the audio chain conditions on."""
+        cfg = self.cfg
+        lay = layout(cfg, segments)
+        layers, k, allowed, n_allowed = self.plan(layers, expert_mask, top_k)
+        pos = torch.tensor(lay["positions"], dtype=torch.long, device=self.device)
+        cos, sin = self.rope_tables_of(pos)
+        mask = block_mask(lay).to(self.device)
+        x0 = self.embed(segments)
+        x, delta = x0, None
+        for layer in layers:
+            x, delta, r = self.layer(f"layers.{layer}", x, delta, cos, sin, k, allowed,
+                                     n_allowed, mask=mask)
+            if r is not None and routing is not None:
+                routing.append((layer, *r))
+        y, x = self.rms_norm(x, delta, "final_norm")
+        rows = {m: torch.tensor([i for i, mm in enumerate(lay["modality"]) if mm in ms],
+                                dtype=torch.long, device=self.device)
+                for m, ms in (("text", ("text",)), ("visual", ("image", "video")),
+                              ("audio", ("audio",)))}
+        out = dict(layout=lay, positions=pos, mask=mask,
+                   text_rows=rows["text"], visual_rows=rows["visual"], audio_rows=rows["audio"])
+        out["text_logits"] = (y[rows["text"]] @ self.w["head.text"]).to(self.acc)
+        out["visual_logits"] = (y[rows["visual"]] @ self.w["head.visual"]).to(self.acc)
+        (out["audio_logits"], out["audio_codes"],
+         out["audio_margins"]) = self.audio_heads(x[rows["audio"]], audio_codes)
+        out["mtp_logits"] = self.mtp(x, x0, pos, k, allowed, n_allowed, mtp_routing) if mtp else []
+        return out
+
+
+def layout(cfg, segments, start=0):
+    """moekit's `input::Layout` of `segments` from position `start`, from the rules in its
+    module doc (not from its code). Segments as in the dump's `segments` metadata:
+    {"text": [ids]}, {"visual": {"frames", "scales": [[h, w], ..] coarse to fine,
+    "blocks": [start, end] or None, "bits": [tokens * bits]}}, {"audio": {"codes":
+    [frames * levels]}}.
+
+    Positions (p: the next free one): text and audio t = h = w = p, p += 1 per row. A visual
+    segment of F frames, scales (h_s, w_s), finest (Hf, Wf), from p0: cell (i, j) of scale s of
+    frame f at t = p0 + f, h = p0 + (2i + 1) Hf // (2 h_s), w = p0 + (2j + 1) Wf // (2 w_s);
+    then p = p0 + max(F, Hf, Wf). Rows frame by frame, scale by scale (coarse first), each
+    row-major; each (frame, scale) a block (block f * S + s). A segment whose blocks do not
+    start at 0 continues the one before it, at its positions (p0 = p - extent)."""
+    pos = ([], [], [])
+    lay = dict(rows=0, segments=[], modality=[], blocks=[], next_position=start)
+    prev_visual = None
+    for seg in segments:
+        (kind, body), = seg.items()
+        r0, p = lay["rows"], lay["next_position"]
+        if kind in ("text", "audio"):
+            if kind == "text":
+                n = len(body)
+                if any(not 0 <= i < cfg["text_vocab"] for i in body):
+                    raise ValueError("token id outside the vocabulary")
+                mod = "text"
+            else:
+                levels, codes = cfg["audio_levels"], body["codes"]
+                if not codes or len(codes) % levels:
+                    raise ValueError(f"audio segment of {len(codes)} codes, {levels} levels")
+                if any(not 0 <= c < cfg["audio_codebook"] for c in codes):
+                    raise ValueError("audio code outside the codebook")
+                n, mod = len(codes) // levels, "audio"
+            for axis in pos:
+                axis.extend(range(p, p + n))
+            lay["next_position"] = p + n
+        elif kind == "visual":
+            frames, scales = body["frames"], [tuple(s) for s in body["scales"]]
+            n_scales = len(scales)
+            held = (0, frames * n_scales) if body.get("blocks") is None else tuple(body["blocks"])
+            if frames <= 0 or not scales or any(h <= 0 or w <= 0 for h, w in scales) or \
+                    not 0 <= held[0] < held[1] <= frames * n_scales:
+                raise ValueError(f"bad visual segment: frames {frames}, scales {scales}, "
+                                 f"blocks {held}")
+            if held[0] > 0:
+                ok = prev_visual is not None and prev_visual[0] == frames and \
+                    prev_visual[1] == scales and prev_visual[2] == held[0]
+                if not (ok or (prev_visual is None and lay["rows"] == 0)):
+                    raise ValueError(f"visual blocks {held} do not continue the segment before")
+            hf, wf = scales[-1]
+            extent = max(frames, hf, wf)
+            p0 = p if held[0] == 0 else p - extent
+            row = r0
+            for blk in range(*held):
+                f, (hs, ws) = blk // n_scales, scales[blk % n_scales]
+                for i in range(hs):
+                    for j in range(ws):
+                        pos[0].append(p0 + f)
+                        pos[1].append(p0 + (2 * i + 1) * hf // (2 * hs))
+                        pos[2].append(p0 + (2 * j + 1) * wf // (2 * ws))
+                lay["blocks"].append((row, row + hs * ws))
+                row += hs * ws
+            n = row - r0
+            if len(body["bits"]) != n * cfg["visual_code_bits"] or \
+                    any(b not in (0, 1) for b in body["bits"]):
+                raise ValueError("visual bits: wrong count or not 0/1")
+            lay["next_position"] = p0 + extent
+            mod = "image" if frames == 1 else "video"
+        else:
+            raise ValueError(f"unknown segment kind `{kind}`")
+        prev_visual = (frames, scales, held[1]) if kind == "visual" else None
+        lay["modality"] += [mod] * n
+        lay["segments"].append((r0, r0 + n))
+        lay["rows"] += n
+    if lay["rows"] == 0:
+        raise ValueError("no tokens")
+    lay["positions"] = [list(a) for a in pos]
+    return lay
+
+
+def block_mask(lay):
+    """The attention mask [T, T] bool (True: query row i sees key row j): causal, except that
+    the rows of one visual (frame, scale) block see the whole block: i >= start(j), start(j)
+    the first row of j's block (j itself outside blocks)."""
+    t = lay["rows"]
+    start = torch.arange(t)
+    for a, b in lay["blocks"]:
+        start[a:b] = a
+    return torch.arange(t).unsqueeze(1) >= start.unsqueeze(0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -583,6 +834,198 @@ TOLERANCE = {"f32": 1e-3, "f16": 1e-2, "bf16": 3e-2}
 FALLBACK_TOLERANCE = 2e-1
 
 
+def compare_routing(dump, routing, tie, prefix="routing"):
+    """moekit's routing.{layer} against this model's: (token-layers compared, differing beyond
+    near-ties, near-ties, missing layers)."""
+    bad, near_ties, missing = 0, 0, []
+    for layer, chosen, margin in routing:
+        name = f"{prefix}.{layer}"
+        if name not in dump:
+            missing.append(name)
+            continue
+        want = dump[name].to(torch.long)
+        if want.shape != chosen.shape:
+            print(f"  {name}: shape {list(want.shape)} in the dump, {list(chosen.shape)} here")
+            bad += chosen.shape[0]
+            continue
+        rows = (chosen.cpu() != want).any(1)
+        near = rows & (margin.cpu() < tie)
+        near_ties += int(near.sum())
+        bad += int((rows & ~near).sum())
+        if rows.any():
+            r = int(rows.nonzero()[0])
+            print(f"  layer {layer}: {int(rows.sum())} tokens routed differently (first: token "
+                  f"{r}, moekit {want[r].tolist()}, torch {chosen[r].tolist()}, "
+                  f"selection margin {margin[r].item():.3g})")
+    extra = sorted(set(k for k in dump if k.startswith(prefix + ".")) -
+                   {f"{prefix}.{layer}" for layer, _, _ in routing})
+    missing += [f"{e} (in the dump, not run here)" for e in extra]
+    n = sum(c.shape[0] for _, c, _ in routing)
+    return n, bad, near_ties, missing
+
+
+def check_mixed(args, dump, meta, cfg, weights, elastic, run_dtype):
+    """The check of a `dump_logits --mixed` file (`Model::forward_mtp` on segments of every
+    modality): the layout exactly, every head by the tolerance of its dtype, the routing and
+    the audio codes exactly except at near-ties."""
+    segments = json.loads(meta["segments"])
+    problems = []
+    tie = 1e-5 if run_dtype == "f32" else 1e-2
+
+    # The layout: positions, blocks and each head's rows, derived here from the module doc of
+    # model/src/input.rs, against moekit's.
+    lay = layout(cfg, segments)
+    t = lay["rows"]
+    ours_pos = torch.tensor(lay["positions"], dtype=torch.long)
+    if "positions" in dump:
+        theirs_pos = dump["positions"].to(torch.long)
+        if theirs_pos.shape != ours_pos.shape:
+            problems.append(f"positions {list(theirs_pos.shape)} in the dump, "
+                            f"{list(ours_pos.shape)} here")
+        else:
+            cols = (theirs_pos != ours_pos).any(0).nonzero().flatten().tolist()
+            if cols:
+                c = cols[0]
+                problems.append(f"positions differ at {len(cols)} rows (first: row {c}, "
+                                f"{lay['modality'][c]}, moekit (t, h, w) "
+                                f"{theirs_pos[:, c].tolist()}, here {ours_pos[:, c].tolist()})")
+    if "blocks" in dump:
+        theirs_blocks = [tuple(b) for b in dump["blocks"].tolist()]
+        if theirs_blocks != lay["blocks"]:
+            problems.append(f"bidirectional blocks: moekit {theirs_blocks}, here {lay['blocks']}")
+
+    routing, mtp_routing = [], []
+    t0 = time.perf_counter()
+    model = MoekitModel(cfg, weights, dtype=torch.float64, moe="loop")
+    forced = dump["audio_codes"].to(torch.long) if "audio_codes" in dump else None
+    out = model.forward(segments, routing=routing, mtp=True, audio_codes=forced,
+                        mtp_routing=mtp_routing, **elastic)
+    secs = time.perf_counter() - t0
+    for name in ("text_rows", "visual_rows", "audio_rows"):
+        if name in dump and dump[name].to(torch.long).tolist() != out[name].tolist():
+            problems.append(f"{name}: moekit {dump[name].tolist()}, here {out[name].tolist()}")
+
+    heads = [("text_logits", out["text_logits"]), ("visual_logits", out["visual_logits"])]
+    heads += [(f"audio_logits.{lv}", a) for lv, a in enumerate(out["audio_logits"])]
+    heads += [(f"mtp_logits.{j}", m) for j, m in enumerate(out["mtp_logits"])]
+    extra = sorted(k for k in dump if k.split(".")[0] in ("audio_logits", "mtp_logits")
+                   and k not in dict(heads))
+    if extra:
+        problems.append(f"heads in the dump not computed here: {extra}")
+
+    layers, top_k, mask = elastic["layers"], elastic["top_k"], elastic["expert_mask"]
+    print(f"model      {cfg['name']}: layers {layers or list(range(cfg['layers']))}, "
+          f"top-{top_k or cfg['top_k']}, experts "
+          f"{'all' if mask is None else [e for e, m in enumerate(mask) if m]}")
+    kinds = [next(iter(s)) for s in segments]
+    print(f"dump       {args.logits}: mixed, {t} rows ({len(out['text_rows'])} text, "
+          f"{len(out['visual_rows'])} visual in {len(lay['blocks'])} blocks, "
+          f"{len(out['audio_rows'])} audio; segments {kinds}) from moekit "
+          f"({meta.get('backend', '?')}, {run_dtype}); torch {torch.__version__}, f64 CPU "
+          f"forward {secs * 1e3:.1f} ms")
+
+    worst = 0.0
+    results = {}
+    for name, ours in heads:
+        if name not in dump:
+            problems.append(f"the dump has no {name}")
+            continue
+        theirs = dump[name].to(torch.float64)
+        if theirs.shape != ours.shape:
+            problems.append(f"{name}: shape {list(theirs.shape)} in the dump, "
+                            f"{list(ours.shape)} here")
+            continue
+        results[name] = theirs
+        if ours.numel() == 0:
+            print(f"{name:<16} empty")
+            continue
+        diff = (ours - theirs).abs()
+        scale = ours.abs().max().item()
+        rel = diff.max().item() / scale if scale > 0 else diff.max().item()
+        worst = max(worst, rel)
+        if name == "visual_logits":
+            agree = ((ours > 0) == (theirs > 0)).double().mean().item()
+            what = "bit-sign agreement"
+        else:
+            agree = (ours.argmax(1) == theirs.argmax(1)).double().mean().item()
+            what = "top-1 agreement"
+        fro = ((ours - theirs).norm() / ours.norm()).item()
+        print(f"{name:<16} {list(ours.shape)}: max |ref| {scale:.4g}; max abs err "
+              f"{diff.max().item():.3e}; max abs err / max |ref| {rel:.3e}; global rel err "
+              f"{fro:.3e}; {what} {agree * 100:.1f}%")
+
+    # Routing of every MoE layer of the main model (the MTP layers' routing is not dumped).
+    n_rows, bad_routing, near_ties, missing = compare_routing(dump, routing, tie)
+    problems += [f"routing: {m} missing" for m in missing]
+    print(f"routing    {n_rows} token-layers compared: {bad_routing} differ, "
+          f"{near_ties} at near-ties (margin < {tie:g})")
+    if mtp_routing:
+        m = min(float(r[2].min()) for r in mtp_routing)
+        print(f"mtp route  not in the dump; smallest selection margin here {m:.3g}")
+
+    # The audio codes: moekit's greedy choice at each level against this model's (each level
+    # conditioned on moekit's codes of the levels before it, as the logits above).
+    bad_codes, near_codes = 0, 0
+    if forced is not None and forced.numel():
+        own, margins = out["audio_codes"].cpu(), out["audio_margins"].cpu()
+        if own.shape != forced.shape:
+            problems.append(f"audio_codes {list(forced.shape)} in the dump, {list(own.shape)} here")
+        else:
+            differ = own != forced
+            near = differ & (margins < tie)
+            near_codes, bad_codes = int(near.sum()), int((differ & ~near).sum())
+            if differ.any():
+                r, lv = (int(v) for v in differ.nonzero()[0])
+                print(f"  audio row {r} level {lv}: moekit code {int(forced[r, lv])}, torch "
+                      f"{int(own[r, lv])} (margin {margins[r, lv].item():.3g})")
+            print(f"audio      {forced.numel()} codes compared ({forced.shape[0]} rows x "
+                  f"{forced.shape[1]} levels): {bad_codes} differ, {near_codes} at near-ties; "
+                  f"smallest top-2 margin {margins.min().item():.3g}")
+
+    for p in problems:
+        print(f"  problem: {p}")
+    if run_dtype == "f32":
+        tol = args.tol if args.tol is not None else TOLERANCE["f32"]
+        value, what = worst, "worst head's max abs err / max |ref|"
+    else:
+        # As the text check: this model in the same dtype, the global error of every head.
+        try:
+            same = MoekitModel(cfg, weights, dtype=DTYPES[run_dtype], moe="loop").forward(
+                segments, mtp=True, audio_codes=forced, **elastic)
+            value = 0.0
+            for name, ours in [("text_logits", same["text_logits"]),
+                               ("visual_logits", same["visual_logits"])] + \
+                    [(f"audio_logits.{lv}", a) for lv, a in enumerate(same["audio_logits"])] + \
+                    [(f"mtp_logits.{j}", m) for j, m in enumerate(same["mtp_logits"])]:
+                if name in results and ours.numel():
+                    theirs = results[name]
+                    g = ((ours.to(torch.float64) - theirs).norm() / theirs.norm()).item()
+                    print(f"vs {run_dtype:<6}  {name:<16} global rel err {g:.3e}")
+                    value = max(value, g)
+            if forced is not None and forced.numel():
+                flips = int((same["audio_codes"].cpu() != forced).sum())
+                print(f"vs {run_dtype:<6}  audio codes: {flips} of {forced.numel()} differ "
+                      f"(reported, not counted)")
+            tol = args.tol if args.tol is not None else TOLERANCE[run_dtype]
+            what = f"worst head's global rel err vs torch in {run_dtype}"
+        except RuntimeError as e:
+            print(f"NOTE: torch {torch.__version__} cannot run {run_dtype} on the CPU "
+                  f"({str(e).splitlines()[0]}); bounding the global error against f64 instead")
+            value = max((((o - results[n]).norm() / o.norm()).item()
+                         for n, o in heads if n in results and o.numel()), default=0.0)
+            tol = args.tol if args.tol is not None else FALLBACK_TOLERANCE
+            what = "worst head's global rel err vs f64"
+        # Routing and code flips are expected at margins a few roundings wide here.
+        bad_routing = bad_codes = 0
+    ok = value <= tol and not problems and bad_routing == 0 and bad_codes == 0
+    notes = [f"{bad_routing} routing differences"] * bool(bad_routing) + \
+        [f"{bad_codes} audio code differences"] * bool(bad_codes) + \
+        [f"{len(problems)} layout/shape problems"] * bool(problems)
+    print(f"{'PASS' if ok else 'FAIL'}: {what} = {value:.3e} {'<=' if value <= tol else '>'} "
+          f"tol {tol:g}{'; ' + ', '.join(notes) if notes else ''}")
+    return 0 if ok else 1
+
+
 def cmd_check(args):
     dump, meta = read_safetensors(args.logits)
     cfg = pick_config(args, meta)
@@ -600,6 +1043,8 @@ def cmd_check(args):
         mask = [e in kept for e in range(cfg["routed_experts"])]
     run_dtype = meta.get("dtype", "f32")
     elastic = dict(layers=layers, expert_mask=mask, top_k=top_k)
+    if "segments" in meta:  # a `dump_logits --mixed` file
+        return check_mixed(args, dump, meta, cfg, weights, elastic, run_dtype)
     ids = dump["ids"].to(torch.long)
     theirs = dump["logits"].to(torch.float64)
 
