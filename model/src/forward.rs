@@ -96,8 +96,9 @@ pub struct Forward {
     pub text_logits: HostTensor,
     /// The visual rows.
     pub visual_rows: Vec<usize>,
-    /// `[visual rows, bits]` logits of each bit of the code at that place in the next scale
-    /// (a bit is 1 where its logit is positive).
+    /// `[visual rows, bits]` logits of each bit of the row's own code (its cell of its
+    /// scale), predicted from input codes that carry the scale before it (next-scale
+    /// prediction, see [`crate::input::Visual::bits`]); a bit is 1 where its logit is positive.
     pub visual_logits: HostTensor,
     /// The audio rows.
     pub audio_rows: Vec<usize>,

@@ -6,7 +6,7 @@
 
 use crate::config::ModelConfig;
 use crate::forward::{argmax, Elastic, KvCache, Model, ModelError};
-use crate::input::{Audio, Segment, Visual};
+use crate::input::{upsample, Audio, Segment, Visual};
 use moekit_ops::Backend;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -112,7 +112,8 @@ pub fn generate_text<B: Backend>(
 /// Generates an image of `scales` (coarse to fine) after the rows in `cache`, one scale per
 /// step: scale `s`'s input codes are the codes of scale `s - 1` upsampled (nearest) to its
 /// size (all bits 0 for the first), all its tokens run in parallel, and its codes are drawn
-/// bit by bit from the visual head. Returns the image's codes, every scale.
+/// bit by bit from the visual head. Returns the image's codes, every scale
+/// ([`crate::input::next_scale_inputs`] of them are the inputs it fed).
 ///
 /// # Errors
 /// As [`Model::step`].
@@ -127,16 +128,10 @@ pub fn generate_image<B: Backend>(
     let mut codes: Vec<u8> = Vec::new();
     let mut prev: Option<(usize, usize, Vec<u8>)> = None;
     for (si, &(h, w)) in scales.iter().enumerate() {
-        let mut input = vec![0u8; h * w * bits];
-        if let Some((ph, pw, pc)) = &prev {
-            for i in 0..h {
-                for j in 0..w {
-                    let src = (i * ph / h) * pw + j * pw / w;
-                    input[(i * w + j) * bits..(i * w + j + 1) * bits]
-                        .copy_from_slice(&pc[src * bits..(src + 1) * bits]);
-                }
-            }
-        }
+        let input = match &prev {
+            Some((ph, pw, pc)) => upsample(pc, (*ph, *pw), (h, w), bits),
+            None => vec![0u8; h * w * bits],
+        };
         let seg = Visual { frames: 1, scales: scales.to_vec(), blocks: Some(si..si + 1), bits: input };
         let f = m.step(cache, &[Segment::Visual(seg)], e)?;
         let out: Vec<u8> = f.visual_logits.to_f32_vec().into_iter().map(|x| s.bit(x)).collect();

@@ -47,8 +47,48 @@ pub struct Visual {
     pub scales: Vec<(usize, usize)>,
     /// The blocks held, `None` for all.
     pub blocks: Option<Range<usize>>,
-    /// `[tokens, bits]` row-major, each 0 or 1, tokens in the module's row order.
+    /// `[tokens, bits]` row-major, each 0 or 1, tokens in the module's row order: each
+    /// token's input code. In next-scale prediction a block carries the codes of the scale
+    /// before it, upsampled to its size (zeros for the first scale): [`next_scale_inputs`]
+    /// makes those inputs from an image's codes, and the visual head at a block's rows
+    /// predicts the block's own codes.
     pub bits: Vec<u8>,
+}
+
+/// Nearest upsampling of the `[ph · pw, bits]` codes of one scale to `(h, w)`.
+pub fn upsample(codes: &[u8], (ph, pw): (usize, usize), (h, w): (usize, usize), bits: usize) -> Vec<u8> {
+    let mut out = vec![0u8; h * w * bits];
+    for i in 0..h {
+        for j in 0..w {
+            let src = (i * ph / h) * pw + j * pw / w;
+            out[(i * w + j) * bits..(i * w + j + 1) * bits].copy_from_slice(&codes[src * bits..(src + 1) * bits]);
+        }
+    }
+    out
+}
+
+/// The inputs that teach an image or video's codes `codes` (every block, `bits` bits per
+/// code) by next-scale prediction: per frame, zeros for the first scale, then each scale's
+/// codes upsampled to the next. [`crate::Model::forward`] on the result predicts `codes` at
+/// the visual rows; [`crate::generate_image`] feeds exactly these, one scale at a time.
+pub fn next_scale_inputs(codes: &Visual, bits: usize) -> Visual {
+    let mut out = Vec::with_capacity(codes.bits.len());
+    let mut at = 0;
+    for _ in 0..codes.frames {
+        for (s, &hw) in codes.scales.iter().enumerate() {
+            if s == 0 {
+                out.extend(std::iter::repeat_n(0u8, hw.0 * hw.1 * bits));
+            } else {
+                let prev = codes.scales[s - 1];
+                let n = prev.0 * prev.1 * bits;
+                out.extend(upsample(&codes.bits[at..at + n], prev, hw, bits));
+                at += n;
+            }
+        }
+        let (lh, lw) = codes.scales[codes.scales.len() - 1];
+        at += lh * lw * bits;
+    }
+    Visual { frames: codes.frames, scales: codes.scales.clone(), blocks: None, bits: out }
 }
 
 impl Visual {

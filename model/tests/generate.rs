@@ -5,7 +5,9 @@ mod common;
 
 use common::tiny;
 use moekit_cpu::CpuBackend;
-use moekit_model::{generate_audio, generate_image, generate_text, Audio, Elastic, Model, Sampler, Segment, Visual};
+use moekit_model::{
+    generate_audio, generate_image, generate_text, next_scale_inputs, Audio, Elastic, Model, Sampler, Segment,
+};
 use moekit_ops::DType;
 
 #[test]
@@ -63,20 +65,9 @@ fn an_image_is_generated_one_scale_at_a_time_as_one_forward_would() {
     let bits = cfg.visual_code_bits;
     assert_eq!(img.bits.len(), 14 * bits);
     // The inputs the loop fed: zeros, then each scale's codes upsampled to the next.
-    let mut input = vec![0u8; bits];
-    let up = |codes: &[u8], (ph, pw): (usize, usize), (h, w): (usize, usize)| {
-        let mut out = vec![0u8; h * w * bits];
-        for i in 0..h {
-            for j in 0..w {
-                let s = (i * ph / h) * pw + j * pw / w;
-                out[(i * w + j) * bits..(i * w + j + 1) * bits].copy_from_slice(&codes[s * bits..(s + 1) * bits]);
-            }
-        }
-        out
-    };
-    input.extend(up(&img.bits[..bits], scales[0], scales[1]));
-    input.extend(up(&img.bits[bits..5 * bits], scales[1], scales[2]));
-    let whole = Visual { frames: 1, scales: scales.to_vec(), blocks: None, bits: input };
+    let whole = next_scale_inputs(&img, bits);
+    assert_eq!(&whole.bits[..bits], &vec![0u8; bits][..]);
+    assert_eq!(&whole.bits[bits..2 * bits], &img.bits[..bits]);
     let f = m.forward(&[Segment::Text(vec![5, 6, 7]), Segment::Visual(whole)], &e).unwrap();
     let greedy: Vec<u8> = f.visual_logits.to_f32_vec().iter().map(|&x| u8::from(x > 0.0)).collect();
     assert_eq!(greedy, img.bits);
@@ -97,4 +88,20 @@ fn audio_is_generated_frame_by_frame_as_one_forward_would() {
     fed.extend(&a.codes[..3 * levels]);
     let f = m.forward(&[Segment::Text(vec![9, 8]), Segment::Audio(Audio { codes: fed })], &e).unwrap();
     assert_eq!(f.audio_codes, a.codes);
+}
+
+#[test]
+fn next_scale_inputs_shift_each_frame_by_one_scale() {
+    let (cfg, _) = tiny();
+    let bits = cfg.visual_code_bits;
+    let v = common::visual(&cfg, 2, &[(1, 1), (2, 2)], 3);
+    let x = next_scale_inputs(&v, bits);
+    assert_eq!(x.bits.len(), v.bits.len());
+    for f in 0..2 {
+        let (at, code0) = (f * 5 * bits, &v.bits[f * 5 * bits..(f * 5 + 1) * bits]);
+        assert!(x.bits[at..at + bits].iter().all(|&b| b == 0), "frame {f}: the first scale's input is zeros");
+        for cell in 1..5 {
+            assert_eq!(&x.bits[at + cell * bits..at + (cell + 1) * bits], code0, "frame {f}, cell {cell}");
+        }
+    }
 }
