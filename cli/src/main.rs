@@ -355,7 +355,7 @@ fn generate<B: Backend>(
     }
     if audio > 0 {
         let t = Instant::now();
-        let a = generate_audio(model, &mut cache, audio, e).map_err(|e| e.to_string())?;
+        let a = generate_audio(model, &mut cache, audio, s, e).map_err(|e| e.to_string())?;
         println!(
             "audio        {audio} frames in {:.1} ms: {:?}",
             t.elapsed().as_secs_f64() * 1e3,

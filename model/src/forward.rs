@@ -47,6 +47,9 @@ pub struct Elastic {
     pub top_k: Option<usize>,
 }
 
+/// How the depth-wise audio heads choose a level's code: `(level, logits) -> code`.
+pub type AudioPick<'p> = &'p mut dyn FnMut(usize, &[f32]) -> usize;
+
 /// Which rows the heads read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Heads {
@@ -267,7 +270,7 @@ impl<'b, B: Backend> Model<'b, B> {
     pub fn forward(&self, segments: &[Segment], e: &Elastic) -> Result<Forward, ModelError> {
         let layout = Layout::new(&self.cfg, segments, 0)?;
         let mut cache = self.cache(layout.rows, e)?;
-        self.run(&mut cache, segments, layout, e, false, Heads::All)
+        self.run(&mut cache, segments, layout, e, false, Heads::All, None)
     }
 
     /// [`Model::forward`] and the multi-token-prediction modules (`mtp_depth` of them) after
@@ -280,7 +283,7 @@ impl<'b, B: Backend> Model<'b, B> {
     pub fn forward_mtp(&self, segments: &[Segment], e: &Elastic) -> Result<Forward, ModelError> {
         let layout = Layout::new(&self.cfg, segments, 0)?;
         let mut cache = self.cache(layout.rows, e)?;
-        self.run(&mut cache, segments, layout, e, true, Heads::All)
+        self.run(&mut cache, segments, layout, e, true, Heads::All, None)
     }
 
     /// Appends `segments` to `cache` (after its rows, from its next position) through the
@@ -312,7 +315,25 @@ impl<'b, B: Backend> Model<'b, B> {
         heads: Heads,
     ) -> Result<Forward, ModelError> {
         let layout = Layout::new(&self.cfg, segments, cache.next_position)?;
-        self.run(cache, segments, layout, e, false, heads)
+        self.run(cache, segments, layout, e, false, heads, None)
+    }
+
+    /// [`Model::step_with`] with the depth-wise audio heads choosing each level's code by
+    /// `pick(level, logits)` (a sampler) instead of the greedy argmax; the next level is
+    /// conditioned on the picked code.
+    ///
+    /// # Errors
+    /// As [`Model::step`].
+    pub fn step_sampled(
+        &self,
+        cache: &mut KvCache<B::Buffer>,
+        segments: &[Segment],
+        e: &Elastic,
+        heads: Heads,
+        pick: AudioPick<'_>,
+    ) -> Result<Forward, ModelError> {
+        let layout = Layout::new(&self.cfg, segments, cache.next_position)?;
+        self.run(cache, segments, layout, e, false, heads, Some(pick))
     }
 
     fn run(
@@ -323,6 +344,7 @@ impl<'b, B: Backend> Model<'b, B> {
         e: &Elastic,
         mtp: bool,
         heads: Heads,
+        pick: Option<AudioPick<'_>>,
     ) -> Result<Forward, ModelError> {
         let cfg = &self.cfg;
         let (layers, k) = self.plan(e)?;
@@ -373,7 +395,7 @@ impl<'b, B: Backend> Model<'b, B> {
         let (text_rows, visual_rows, audio_rows) = (rows(&text), rows(&visual), rows(&audio));
         let text_logits = self.head(&y, &text, "head.text", cfg.text_vocab)?;
         let visual_logits = self.head(&y, &visual, "head.visual", cfg.visual_code_bits)?;
-        let (audio_logits, audio_codes) = self.audio_heads(&stream.x, &audio)?;
+        let (audio_logits, audio_codes) = self.audio_heads(&stream.x, &audio, pick)?;
         let mut routing = Vec::with_capacity(routed.len());
         for (layer, ids) in routed {
             routing.push(LayerRouting { layer, ids: b.download(&ids)?.as_i32()?.to_vec(), k });
@@ -490,9 +512,14 @@ impl<'b, B: Backend> Model<'b, B> {
 
     /// The depth-wise audio heads on the final hidden states `x [T, H]` (before the final
     /// norm) of the audio rows `runs`: level 0 reads `final_norm(x)`; level `l` reads
-    /// `final_norm(x + Σ_{m<l} embed.audio.m[c_m])`, the codes `c_m` chosen (greedy) at the
-    /// levels before it.
-    fn audio_heads(&self, x: &B::Buffer, runs: &[Range<usize>]) -> Result<(Vec<HostTensor>, Vec<i32>), ModelError> {
+    /// `final_norm(x + Σ_{m<l} embed.audio.m[c_m])`, the codes `c_m` chosen at the levels
+    /// before it (greedy, or by `pick`).
+    fn audio_heads(
+        &self,
+        x: &B::Buffer,
+        runs: &[Range<usize>],
+        mut pick: Option<AudioPick<'_>>,
+    ) -> Result<(Vec<HostTensor>, Vec<i32>), ModelError> {
         let (cfg, b) = (&self.cfg, self.backend);
         let (levels, cb) = (cfg.audio_levels, cfg.audio_codebook);
         let n: usize = runs.iter().map(Range::len).sum();
@@ -519,7 +546,11 @@ impl<'b, B: Backend> Model<'b, B> {
             let lg = self.matmul(&y, &format!("head.audio.{l}"), cb)?;
             let lg = b.download(&lg)?.to_f32_vec();
             for (i, row) in lg.chunks(cb).enumerate() {
-                codes[i * levels + l] = argmax(row) as i32;
+                let c = match pick.as_mut() {
+                    Some(p) => p(l, row).min(cb - 1),
+                    None => argmax(row),
+                };
+                codes[i * levels + l] = c as i32;
             }
             logits.push(HostTensor::from_f32(DType::F32, &[n, cb], &lg));
         }

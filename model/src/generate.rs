@@ -5,7 +5,7 @@
 //! send ([`demo_sequence`]).
 
 use crate::config::ModelConfig;
-use crate::forward::{argmax, Elastic, KvCache, Model, ModelError};
+use crate::forward::{argmax, Elastic, Heads, KvCache, Model, ModelError};
 use crate::input::{upsample, Audio, Segment, Visual};
 use moekit_ops::Backend;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -143,7 +143,7 @@ pub fn generate_image<B: Backend>(
 
 /// Generates `frames` audio frames after the rows in `cache`: each step feeds the last frame
 /// (a frame of code 0 first) and the depth-wise heads choose the next frame's codes level by
-/// level (greedy). Returns `[frames, levels]` codes.
+/// level, each drawn by `s` and conditioning the next level. Returns `[frames, levels]` codes.
 ///
 /// # Errors
 /// As [`Model::step`].
@@ -151,13 +151,15 @@ pub fn generate_audio<B: Backend>(
     m: &Model<'_, B>,
     cache: &mut KvCache<B::Buffer>,
     frames: usize,
+    s: &mut Sampler,
     e: &Elastic,
 ) -> Result<Audio, ModelError> {
     let levels = m.config().audio_levels;
     let mut frame = vec![0i32; levels];
     let mut codes = Vec::with_capacity(frames * levels);
     for _ in 0..frames {
-        let f = m.step(cache, &[Segment::Audio(Audio { codes: frame })], e)?;
+        let f =
+            m.step_sampled(cache, &[Segment::Audio(Audio { codes: frame })], e, Heads::All, &mut |_, row| s.pick(row))?;
         frame = f.audio_codes[f.audio_codes.len() - levels..].to_vec();
         codes.extend(&frame);
     }

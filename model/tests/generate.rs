@@ -81,7 +81,7 @@ fn audio_is_generated_frame_by_frame_as_one_forward_would() {
     let e = Elastic { top_k: Some(1), ..Elastic::default() };
     let mut cache = m.cache(32, &e).unwrap();
     m.step(&mut cache, &[Segment::Text(vec![9, 8])], &e).unwrap();
-    let a = generate_audio(&m, &mut cache, 4, &e).unwrap();
+    let a = generate_audio(&m, &mut cache, 4, &mut Sampler::greedy(), &e).unwrap();
     let levels = cfg.audio_levels;
     assert_eq!(a.codes.len(), 4 * levels);
     let mut fed = vec![0i32; levels];
@@ -104,4 +104,35 @@ fn next_scale_inputs_shift_each_frame_by_one_scale() {
             assert_eq!(&x.bits[at + cell * bits..at + (cell + 1) * bits], code0, "frame {f}, cell {cell}");
         }
     }
+}
+
+#[test]
+fn sampled_audio_levels_condition_the_next_level_on_the_drawn_code() {
+    let (cfg, w) = tiny();
+    let b = CpuBackend::new();
+    let m = Model::new(&b, &cfg, &w, DType::F32).unwrap();
+    let e = Elastic::default();
+    let run = |seed| {
+        let mut cache = m.cache(16, &e).unwrap();
+        m.step(&mut cache, &[Segment::Text(vec![9, 8])], &e).unwrap();
+        generate_audio(&m, &mut cache, 3, &mut Sampler::new(2.0, 1.0, seed).unwrap(), &e).unwrap()
+    };
+    assert_eq!(run(5), run(5));
+    // A forced level-0 code conditions level 1: its logits move with the code.
+    let seg = [Segment::Text(vec![9, 8]), Segment::Audio(Audio { codes: vec![1, 2] })];
+    let level1 = |code: usize| {
+        let mut cache = m.cache(16, &e).unwrap();
+        let f = m
+            .step_sampled(&mut cache, &seg, &e, moekit_model::Heads::All, &mut |l, r| {
+                if l == 0 {
+                    code
+                } else {
+                    r.len() - 1
+                }
+            })
+            .unwrap();
+        assert_eq!(&f.audio_codes, &[code as i32, cfg.audio_codebook as i32 - 1]);
+        f.audio_logits[1].to_f32_vec()
+    };
+    assert_ne!(level1(3), level1(4));
 }
