@@ -202,24 +202,32 @@ pub struct Weights {
 
 impl Weights {
     /// Seeded random weights for `cfg` (the same seed gives the same weights on every
-    /// machine: one `StdRng` drawn in [`specs`] order).
+    /// machine and any thread count: tensor `i` of [`specs`] draws from its own `StdRng`
+    /// seeded from `seed` and `i`; tensors are drawn in parallel).
     pub fn random(cfg: &ModelConfig, seed: u64) -> Self {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut tensors = BTreeMap::new();
-        for s in specs(cfg) {
-            let n = s.numel();
-            let data = match s.init {
-                Init::Ones => vec![1.0; n],
-                Init::Zeros => vec![0.0; n],
-                Init::Normal(std) => {
-                    // NOTE: `Normal::new` fails only for a negative or NaN deviation; the
-                    // specs' deviations are positive constants.
-                    let dist = Normal::new(0.0f32, std).expect("a positive deviation");
-                    (0..n).map(|_| dist.sample(&mut rng)).collect()
-                }
-            };
-            tensors.insert(s.name, (s.shape, data));
-        }
+        use rayon::prelude::*;
+        // NOTE: each tensor draws from its own generator, seeded from `seed` and its index in
+        // `specs`, so tensors are drawn in parallel and the result does not depend on the
+        // thread count (an ERNIE-scale model has ~20 G parameters).
+        let tensors = specs(cfg)
+            .into_par_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let n = s.numel();
+                let data = match s.init {
+                    Init::Ones => vec![1.0; n],
+                    Init::Zeros => vec![0.0; n],
+                    Init::Normal(std) => {
+                        let mut rng = StdRng::seed_from_u64(seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                        // NOTE: `Normal::new` fails only for a negative or NaN deviation; the
+                        // specs' deviations are positive constants.
+                        let dist = Normal::new(0.0f32, std).expect("a positive deviation");
+                        (0..n).map(|_| dist.sample(&mut rng)).collect()
+                    }
+                };
+                (s.name, (s.shape, data))
+            })
+            .collect();
         Weights { tensors }
     }
 
