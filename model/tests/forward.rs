@@ -2,26 +2,14 @@
 //! `moekit-reference`), for the full model and elastic sub-models, and the semantics that are
 //! easy to get wrong (masked experts, skipped layers).
 
+mod common;
+
+use common::{ids, tiny};
 use moekit_cpu::CpuBackend;
-use moekit_model::{Elastic, Model, ModelConfig, Preset, Weights};
+use moekit_model::{Elastic, Model, ModelConfig, Weights};
 use moekit_ops::tolerance::{compare, Tolerance};
 use moekit_ops::{Backend, DType, TensorMeta};
 use moekit_reference::ReferenceBackend;
-
-fn tiny() -> (ModelConfig, Weights) {
-    let mut cfg = Preset::Tiny.config();
-    // Three layers, the first dense: every kind of layer and a depth to cut.
-    cfg.layers = 3;
-    cfg.dense_first_layers = 1;
-    cfg.dense_intermediate = 96;
-    cfg.validate().unwrap();
-    let w = Weights::random(&cfg, 11);
-    (cfg, w)
-}
-
-fn ids(t: usize) -> Vec<i32> {
-    (0..t).map(|i| ((i * 37 + 11) % 256) as i32).collect()
-}
 
 fn run<B: Backend>(b: &B, cfg: &ModelConfig, w: &Weights, e: &Elastic) -> (Vec<f64>, Vec<(usize, Vec<i32>)>) {
     let m = Model::new(b, cfg, w, DType::F32).unwrap();
