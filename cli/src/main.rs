@@ -382,19 +382,19 @@ fn scales(spec: &str) -> Result<Vec<(usize, usize)>, String> {
         .collect()
 }
 
+/// `run_on` as work for whichever backend a name picks.
+struct Go<'p>(&'p RunPlan);
+
+impl moekit::pick::OnBackend for Go<'_> {
+    type Output = Result<(), String>;
+    fn run<B: Backend>(self, b: &B, _about: &str) -> Result<(), String> {
+        run_on(b, self.0)
+    }
+}
+
 /// Starts the named backend and runs; `Err(e)` when it does not start.
 fn dispatch(name: &str, p: &RunPlan) -> Result<Result<(), String>, Error> {
-    match name {
-        "reference" => Ok(run_on(&moekit_reference::ReferenceBackend, p)),
-        "cpu" => Ok(run_on(&moekit_cpu::CpuBackend::new(), p)),
-        "cuda" => Ok(run_on(&moekit_cuda::CudaBackend::new(0)?, p)),
-        "cubecl-cuda" => Ok(run_on(&moekit_cubecl::CubeBackend::<moekit_cubecl::CudaRuntime>::cuda(0)?, p)),
-        "cubecl-wgpu" => Ok(run_on(&moekit_cubecl::CubeBackend::<moekit_cubecl::WgpuRuntime>::wgpu()?, p)),
-        other => Err(Error::unsupported(
-            "moekit",
-            format!("unknown backend `{other}` (auto, reference, cpu, cuda, cubecl-cuda, cubecl-wgpu)"),
-        )),
-    }
+    moekit::pick::on_backend(name, Go(p))
 }
 
 /// Builds the plan of `m` and `action`, then runs it on the chosen backend.
@@ -446,8 +446,7 @@ fn start(m: &ModelArgs, action: impl FnOnce(&ModelConfig) -> Result<Action, Stri
             return ExitCode::from(2);
         }
     };
-    let order: Vec<&str> =
-        if m.backend == "auto" { vec!["cuda", "cubecl-cuda", "cubecl-wgpu", "cpu"] } else { vec![m.backend.as_str()] };
+    let order: Vec<&str> = if m.backend == "auto" { moekit::pick::AUTO.to_vec() } else { vec![m.backend.as_str()] };
     for name in order {
         match dispatch(name, &plan) {
             Ok(Ok(())) => return ExitCode::SUCCESS,

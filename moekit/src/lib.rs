@@ -37,6 +37,7 @@
 
 #[cfg(feature = "cpu")]
 pub mod guide;
+pub mod pick;
 
 /// The backend seam: dtypes, errors, problems, op-family traits, checked entry points.
 pub use moekit_ops as ops;

@@ -235,30 +235,24 @@ fn error_line(op: Op, shape: &MoeShape, dtype: DType, backend: &str, e: &Error, 
     .to_string()
 }
 
-/// Start the named backend and run the plan on it.
-fn dispatch(name: &str, plan: &Plan) -> Result<Result<bool, String>, Error> {
-    match name {
-        "reference" => Ok(run_all(&moekit_reference::ReferenceBackend, plan)),
-        "cpu" => Ok(run_all(&moekit_cpu::CpuBackend::new(), plan)),
-        // NOTE: the GPU constructors exist whatever is compiled and answer
-        // `Error::NotCompiled` when the bench's feature of the same name is off.
-        "cuda" => Ok(run_all(&moekit_cuda::CudaBackend::new(0)?, plan)),
-        // NOTE: the runtime's capabilities go to stderr first, so a log says which kernels ran.
-        "cubecl-cuda" => {
-            let b = moekit_cubecl::CubeBackend::<moekit_cubecl::CudaRuntime>::cuda(0)?;
-            eprintln!("moekit-bench: cubecl {}", b.capabilities());
-            Ok(run_all(&b, plan))
+/// `run_all` as work for whichever backend a name picks; a cubecl runtime's capabilities go
+/// to stderr first, so a log says which kernels ran.
+struct Go<'p>(&'p Plan);
+
+impl moekit::pick::OnBackend for Go<'_> {
+    type Output = Result<bool, String>;
+    fn run<B: moekit_ops::Backend>(self, b: &B, about: &str) -> Result<bool, String> {
+        if !about.is_empty() {
+            eprintln!("moekit-bench: cubecl {about}");
         }
-        "cubecl-wgpu" => {
-            let b = moekit_cubecl::CubeBackend::<moekit_cubecl::WgpuRuntime>::wgpu()?;
-            eprintln!("moekit-bench: cubecl {}", b.capabilities());
-            Ok(run_all(&b, plan))
-        }
-        other => Err(Error::unsupported(
-            "moekit-bench",
-            format!("unknown backend `{other}` (reference, cpu, cuda, cubecl-cuda, cubecl-wgpu)"),
-        )),
+        run_all(b, self.0)
     }
+}
+
+/// Start the named backend and run the plan on it. The GPU constructors exist whatever is
+/// compiled and answer `Error::NotCompiled` when the bench's feature of the same name is off.
+fn dispatch(name: &str, plan: &Plan) -> Result<Result<bool, String>, Error> {
+    moekit::pick::on_backend(name, Go(plan))
 }
 
 fn main() -> ExitCode {
