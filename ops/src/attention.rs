@@ -176,10 +176,14 @@ impl AttentionProblem {
     /// Check the problem, including that every query row sees at least one key.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for bad cumulative lengths, `Hq % Hkv != 0`, zero heads, a
-    /// non-finite scale or softcap, column ranges of the wrong length or outside the
-    /// sequence; [`Error::Unsupported`] for a head dim outside [`HEAD_DIMS`] or a non-float
-    /// dtype; [`Error::EmptyMaskRow`] when a query row has no key to attend to.
+    /// [`Error::BadOffsets`] for cumulative lengths that are empty, do not start at 0 or
+    /// decrease; [`Error::Invalid`] for `cu_seqlens_q` and `cu_seqlens_k` of different
+    /// lengths, `Hq % Hkv != 0`, zero heads, a non-finite scale or softcap, lengths past
+    /// `i32::MAX`;
+    /// [`Error::Shape`] for column ranges not of length `Tk`, [`Error::IndexOutOfRange`] for a
+    /// range bound outside the sequence; [`Error::Unsupported`] for a head dim outside
+    /// [`HEAD_DIMS`] or a non-float dtype; [`Error::EmptyMaskRow`] when a query row has no
+    /// key to attend to.
     pub fn validate(&self) -> Result<Validated<AttentionProblem>> {
         expect_float(OP, self.dtype)?;
         if !HEAD_DIMS.contains(&self.head_dim) {
@@ -299,7 +303,8 @@ impl Validated<AttentionProblem> {
     /// it is, its filled rows named by `cu_seqlens_k`.
     ///
     /// # Errors
-    /// [`Error::DType`], or [`Error::Shape`] naming `[Tk, Hkv, D]`.
+    /// [`Error::DType`], or [`Error::Shape`] naming `[Tk, Hkv, D]` (the least shape taken:
+    /// any capacity `C >= Tk` in the first place is accepted).
     pub fn check_kv<B: TensorMeta + ?Sized>(&self, what: &'static str, buf: &B) -> Result<()> {
         let (tk, hkv, d) = (self.total_k(), self.heads_kv, self.head_dim);
         if buf.dtype() != self.dtype {

@@ -1,7 +1,7 @@
 //! Model glue: RMSNorm (with fused residual add), rotary embedding (1-D and 3-D Uni-RoPE),
 //! SwiGLU, embedding gather, dense GEMM.
 
-use crate::validated::{expect, expect_float};
+use crate::validated::{expect, expect_float, fits_i32};
 use crate::{DType, Error, Result, TensorMeta, Validated};
 
 /// RMSNorm over the last dim: `y = x / sqrt(mean(x²) + eps) * weight`.
@@ -27,8 +27,8 @@ impl RmsNormProblem {
     /// Check the problem.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for `H = 0` or `eps` not finite and positive;
-    /// [`Error::Unsupported`] for a non-float dtype.
+    /// [`Error::Invalid`] for `H = 0`, `eps` not finite and positive, or a size past
+    /// `i32::MAX`; [`Error::Unsupported`] for a non-float dtype.
     pub fn validate(&self) -> Result<Validated<RmsNormProblem>> {
         const OP: &str = "rms_norm";
         expect_float(OP, self.dtype)?;
@@ -38,6 +38,7 @@ impl RmsNormProblem {
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return Err(Error::invalid(OP, format!("eps {} must be finite and > 0", self.eps)));
         }
+        fits_i32(OP, &[("rows", self.rows), ("hidden", self.hidden)])?;
         Ok(Validated::new(self.clone()))
     }
 }
@@ -142,8 +143,8 @@ impl RotaryProblem {
     ///
     /// # Errors
     /// [`Error::Invalid`] for an odd or zero head dim, zero heads, `theta` not finite and
-    /// positive, 3-D sections not summing to `D/2`; [`Error::Unsupported`] for a non-float
-    /// dtype.
+    /// positive, 3-D sections not summing to `D/2`, a size past `i32::MAX`;
+    /// [`Error::Unsupported`] for a non-float dtype.
     pub fn validate(&self) -> Result<Validated<RotaryProblem>> {
         const OP: &str = "rotary";
         expect_float(OP, self.dtype)?;
@@ -156,6 +157,7 @@ impl RotaryProblem {
         if !(self.theta.is_finite() && self.theta > 0.0) {
             return Err(Error::invalid(OP, format!("theta {} must be finite and > 0", self.theta)));
         }
+        fits_i32(OP, &[("tokens", self.tokens), ("heads", self.heads), ("head_dim", self.head_dim)])?;
         if let RotaryPositions::ThreeD { sections } = self.positions {
             if sections.iter().sum::<usize>() != self.head_dim / 2 {
                 return Err(Error::invalid(
@@ -208,12 +210,14 @@ impl SwigluProblem {
     /// Check the problem.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for `I = 0`; [`Error::Unsupported`] for a non-float dtype.
+    /// [`Error::Invalid`] for `I = 0` or a size past `i32::MAX`; [`Error::Unsupported`] for a
+    /// non-float dtype.
     pub fn validate(&self) -> Result<Validated<SwigluProblem>> {
         expect_float("swiglu", self.dtype)?;
         if self.inter == 0 {
             return Err(Error::invalid("swiglu", "inter = 0"));
         }
+        fits_i32("swiglu", &[("rows", self.rows), ("2·inter", self.inter.saturating_mul(2))])?;
         Ok(Validated::new(self.clone()))
     }
 }
@@ -246,15 +250,17 @@ impl EmbeddingProblem {
     /// Check the problem.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for `V = 0` or `H = 0`; [`Error::Unsupported`] for a non-float dtype.
+    /// [`Error::Invalid`] for `V = 0`, `H = 0` or a size past `i32::MAX`;
+    /// [`Error::Unsupported`] for a non-float dtype.
     pub fn validate(&self) -> Result<Validated<EmbeddingProblem>> {
         expect_float("embedding", self.dtype)?;
-        if self.vocab == 0 || self.hidden == 0 || self.vocab > i32::MAX as usize {
+        if self.vocab == 0 || self.hidden == 0 {
             return Err(Error::invalid(
                 "embedding",
                 format!("vocab {} and hidden {} must be > 0", self.vocab, self.hidden),
             ));
         }
+        fits_i32("embedding", &[("tokens", self.tokens), ("vocab", self.vocab), ("hidden", self.hidden)])?;
         Ok(Validated::new(self.clone()))
     }
 }
@@ -290,9 +296,11 @@ impl GemmProblem {
     /// Check the problem (`M`, `K`, `N` may be 0).
     ///
     /// # Errors
-    /// [`Error::Unsupported`] for a non-float dtype.
+    /// [`Error::Invalid`] for a size past `i32::MAX`; [`Error::Unsupported`] for a non-float
+    /// dtype.
     pub fn validate(&self) -> Result<Validated<GemmProblem>> {
         expect_float("gemm", self.dtype)?;
+        fits_i32("gemm", &[("m", self.m), ("k", self.k), ("n", self.n)])?;
         Ok(Validated::new(self.clone()))
     }
 

@@ -99,9 +99,10 @@ impl RouteProblem {
     ///
     /// # Errors
     /// [`Error::Invalid`] for `E = 0`, `k = 0`, `k` above the experts that can be reached
-    /// (after the mask and the group limit), a mask of the wrong length, groups that do not
-    /// divide `E`, `topk_group` outside `1..=n_group`, a non-finite scaling, `H = 0`;
-    /// [`Error::Unsupported`] for a non-float dtype.
+    /// (after the mask and the group limit), groups that do not divide `E`, `topk_group`
+    /// outside `1..=n_group`, a non-finite scaling, `H = 0`; [`Error::Shape`] (argument
+    /// `expert_mask`) for a mask of the wrong length; [`Error::Unsupported`] for a non-float
+    /// dtype.
     pub fn validate(&self) -> Result<Validated<RouteProblem>> {
         expect_float(OP, self.dtype)?;
         if self.experts == 0 {
@@ -226,8 +227,8 @@ impl BiasUpdateProblem {
     /// Check the problem.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for `E = 0`, a non-finite or negative speed, a mask of the wrong
-    /// length or one that allows no expert.
+    /// [`Error::Invalid`] for `E = 0`, a non-finite or negative speed, or a mask that allows
+    /// no expert; [`Error::Shape`] (argument `expert_mask`) for a mask of the wrong length.
     pub fn validate(&self) -> Result<Validated<BiasUpdateProblem>> {
         const OP: &str = "update_bias";
         if self.experts == 0 {

@@ -40,7 +40,7 @@ pub fn check_reshape<T: TensorMeta + ?Sized>(what: &'static str, buffer: &T, sha
 ///
 /// # Errors
 /// [`Error::DType`] (op `copy_rows`, argument `dst`) for differing dtypes, [`Error::Shape`]
-/// for a scalar or rows of different widths, [`Error::Invalid`] for a range past either
+/// for rows of different widths, [`Error::Invalid`] for a 0-d buffer or a range past either
 /// buffer's rows (or one that overflows).
 pub fn check_copy_rows<T: TensorMeta + ?Sized>(
     src: &T,
@@ -54,7 +54,8 @@ pub fn check_copy_rows<T: TensorMeta + ?Sized>(
         return Err(Error::DType { op: OP, what: "dst", expected: src.dtype(), got: dst.dtype() });
     }
     let (Some((&rs, ws)), Some((&rd, wd))) = (src.shape().split_first(), dst.shape().split_first()) else {
-        return Err(Error::Shape { op: OP, what: "src/dst", expected: vec![0], got: vec![] });
+        let what = if src.shape().is_empty() { "src" } else { "dst" };
+        return Err(Error::invalid(OP, format!("`{what}` is 0-d: no rows to copy")));
     };
     let (width, wdst) = (ws.iter().product::<usize>(), wd.iter().product::<usize>());
     if width != wdst {
@@ -387,5 +388,18 @@ mod tests {
         // An element count that overflows never matches (and does not panic).
         assert!(check_reshape("buffer", &t, &[usize::MAX, 2, 0, 3]).is_err());
         assert!(HostTensor::zeros(DType::F32, &[0, 4]).reshape(&[5, 0]).is_ok());
+    }
+
+    #[test]
+    fn copy_rows_refuses_0d_buffers_and_other_widths() {
+        let scalar = HostTensor::zeros(DType::F32, &[]);
+        let mut rows = HostTensor::zeros(DType::F32, &[2, 3]);
+        let err = rows.copy_rows_from(&scalar, 0, 0, 0).unwrap_err();
+        assert_eq!(err, Error::invalid("copy_rows", "`src` is 0-d: no rows to copy"));
+        let wide = HostTensor::zeros(DType::F32, &[2, 4]);
+        assert!(matches!(rows.copy_rows_from(&wide, 0, 0, 1), Err(Error::Shape { what: "dst", .. })));
+        let src = HostTensor::from_f32(DType::F32, &[2, 1, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        rows.copy_rows_from(&src, 1, 0, 1).unwrap();
+        assert_eq!(rows.to_f32_vec(), vec![4.0, 5.0, 6.0, 0.0, 0.0, 0.0]);
     }
 }

@@ -56,3 +56,14 @@ pub(crate) fn expect_float(op: &'static str, dtype: DType) -> Result<()> {
         Err(Error::unsupported(op, format!("dtype {dtype} (float ops take f32, f16 or bf16)")))
     }
 }
+
+/// Checks that every named size fits the `i32` the kernels index with.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the first size past `i32::MAX`.
+pub(crate) fn fits_i32(op: &'static str, sizes: &[(&str, usize)]) -> Result<()> {
+    match sizes.iter().find(|(_, v)| *v > i32::MAX as usize) {
+        Some((name, v)) => Err(Error::invalid(op, format!("{name} = {v} exceeds i32::MAX"))),
+        None => Ok(()),
+    }
+}

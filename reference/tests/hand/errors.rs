@@ -88,3 +88,33 @@ fn wrong_input_shape_is_a_shape_error() {
     let err = route(&p, &f32s(&[3, 2], &[0.0; 6]), None, None).unwrap_err();
     assert!(matches!(err, Error::Shape { what: "logits", .. }), "{err:?}");
 }
+
+#[test]
+fn glue_sizes_past_i32_are_invalid_naming_the_size() {
+    use moekit_ops::{GemmProblem, RmsNormProblem, RotaryPositions, RotaryProblem, SwigluProblem};
+    let big = i32::MAX as usize + 1;
+    let msg = |e: Error| match e {
+        Error::Invalid { op, msg } => format!("{op}: {msg}"),
+        other => panic!("expected Invalid, got {other:?}"),
+    };
+    let rms = RmsNormProblem { rows: big, hidden: 8, eps: 1e-6, residual: false, dtype: DType::F32 };
+    assert_eq!(msg(rms.validate().unwrap_err()), format!("rms_norm: rows = {big} exceeds i32::MAX"));
+    let rot = RotaryProblem {
+        tokens: 4,
+        heads: big,
+        head_dim: 8,
+        theta: 1e4,
+        positions: RotaryPositions::OneD,
+        dtype: DType::F32,
+    };
+    assert_eq!(msg(rot.validate().unwrap_err()), format!("rotary: heads = {big} exceeds i32::MAX"));
+    let sw = SwigluProblem { rows: 2, inter: big / 2 + 1, dtype: DType::F32 };
+    assert!(msg(sw.validate().unwrap_err()).starts_with("swiglu: 2·inter = "));
+    let emb = EmbeddingProblem { tokens: big, vocab: 4, hidden: 4, dtype: DType::F32 };
+    assert_eq!(msg(emb.validate().unwrap_err()), format!("embedding: tokens = {big} exceeds i32::MAX"));
+    let g = GemmProblem { m: 1, k: big, n: 1, b_transposed: false, dtype: DType::F32 };
+    assert_eq!(msg(g.validate().unwrap_err()), format!("gemm: k = {big} exceeds i32::MAX"));
+    // At the limit all are fine.
+    let ok = GemmProblem { m: 1, k: i32::MAX as usize, n: 1, b_transposed: false, dtype: DType::F32 };
+    assert!(ok.validate().is_ok());
+}
