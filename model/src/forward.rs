@@ -176,8 +176,11 @@ impl<'b, B: Backend> Model<'b, B> {
         for s in crate::weights::specs(cfg) {
             let (shape, data) = weights.get(&s.name).ok_or_else(|| ModelError::MissingTensor(s.name.clone()))?;
             let dt = if s.name.ends_with("router_bias") { DType::F32 } else { dtype };
+            // NOTE: the audio levels' tables live on the device only as the stacked table and
+            // the MTP projection only as its halves: each weight is uploaded once.
             if s.name.starts_with("embed.audio.") {
                 audio.extend_from_slice(data);
+                continue;
             }
             if let Some(prefix) = s.name.strip_suffix(".proj") {
                 // The MTP projection `[2H, H]` as its two halves (hidden rows, embedding rows).
@@ -186,6 +189,7 @@ impl<'b, B: Backend> Model<'b, B> {
                     let t = HostTensor::from_f32(dtype, &[cfg.hidden, cfg.hidden], rows);
                     tensors.insert(format!("{prefix}.proj.{part}"), backend.upload(&t)?);
                 }
+                continue;
             }
             let buf = backend.upload(&HostTensor::from_f32(dt, shape, data))?;
             tensors.insert(s.name, buf);
@@ -526,23 +530,18 @@ impl<'b, B: Backend> Model<'b, B> {
         if n == 0 {
             return Ok(((0..levels).map(|_| HostTensor::zeros(DType::F32, &[0, cb])).collect(), vec![]));
         }
-        let mut xa = match self.take_rows(x, runs)? {
-            Some(t) => t,
-            None => {
-                let mut c = b.alloc(self.dtype, &[n, cfg.hidden])?;
-                b.copy_rows(x, 0, &mut c, 0, n)?;
-                c
-            }
-        };
+        let taken = self.take_rows(x, runs)?;
+        // The states level `l` reads: the audio rows of `x`, then conditioned on each level.
+        let mut conditioned: Option<B::Buffer> = None;
         let (mut logits, mut codes) = (Vec::with_capacity(levels), vec![0i32; n * levels]);
         for l in 0..levels {
             if l > 0 {
+                let prev = conditioned.as_ref().or(taken.as_ref()).unwrap_or(x);
                 let rows: Vec<i32> = (0..n).map(|i| ((l - 1) * cb) as i32 + codes[i * levels + l - 1]).collect();
-                xa = self.gather_sum(Some(&xa), &rows, 1)?;
+                conditioned = Some(self.gather_sum(Some(prev), &rows, 1)?);
             }
-            let mut s = Residual { x: xa, delta: None };
-            let y = self.norm(&mut s, "final_norm")?;
-            xa = s.x;
+            let cur = conditioned.as_ref().or(taken.as_ref()).unwrap_or(x);
+            let y = self.rms(cur, "final_norm")?;
             let lg = self.matmul(&y, &format!("head.audio.{l}"), cb)?;
             let lg = b.download(&lg)?.to_f32_vec();
             for (i, row) in lg.chunks(cb).enumerate() {
@@ -566,7 +565,7 @@ impl<'b, B: Backend> Model<'b, B> {
         k: usize,
         mask: Option<&[bool]>,
     ) -> Result<Vec<HostTensor>, ModelError> {
-        let (cfg, b, dt) = (&self.cfg, self.backend, self.dtype);
+        let (cfg, b) = (&self.cfg, self.backend);
         let (t, hd) = (layout.rows, cfg.hidden);
         let x0 = self.embed(segments, layout)?;
         let mut prev: Option<B::Buffer> = None;
@@ -578,12 +577,12 @@ impl<'b, B: Backend> Model<'b, B> {
             }
             let prefix = format!("mtp.{j}");
             let hid = prev.as_ref().unwrap_or(h);
-            let mut a = b.alloc(dt, &[n, hd])?;
-            b.copy_rows(hid, 0, &mut a, 0, n)?;
-            let mut e = b.alloc(dt, &[n, hd])?;
-            b.copy_rows(&x0, j + 1, &mut e, 0, n)?;
-            let a = self.norm(&mut Residual { x: a, delta: None }, &format!("{prefix}.norm_hidden"))?;
-            let e = self.norm(&mut Residual { x: e, delta: None }, &format!("{prefix}.norm_embed"))?;
+            // NOTE: n < T, so both takes are copies (never `None`).
+            let (first, next) = (0..n, j + 1..j + 1 + n);
+            let a = self.take_rows(hid, std::slice::from_ref(&first))?;
+            let e = self.take_rows(&x0, std::slice::from_ref(&next))?;
+            let a = self.rms(a.as_ref().unwrap_or(hid), &format!("{prefix}.norm_hidden"))?;
+            let e = self.rms(e.as_ref().unwrap_or(&x0), &format!("{prefix}.norm_embed"))?;
             // [a, e] · proj = a · proj[..H] + e · proj[H..]: the second term enters the layer
             // as the pending residual delta.
             let x = self.matmul(&a, &format!("{prefix}.proj.hidden"), hd)?;
@@ -628,32 +627,29 @@ impl<'b, B: Backend> Model<'b, B> {
         Ok(ids)
     }
 
+    /// `rms_norm(x)` with weight `name`.
+    fn rms(&self, x: &B::Buffer, name: &str) -> Result<B::Buffer, ModelError> {
+        let b = self.backend;
+        let (rows, h) = (x.shape()[0], self.cfg.hidden);
+        let mut y = b.alloc(self.dtype, &[rows, h])?;
+        let p = RmsNormProblem { rows, hidden: h, eps: self.cfg.rms_eps, residual: false, dtype: self.dtype };
+        let io = RmsNormIo { x, weight: self.w(name)?, residual: None, y: &mut y, residual_out: None };
+        api::rms_norm(b, &p, io)?;
+        Ok(y)
+    }
+
     /// `rms_norm(delta + x)` with weight `name`; `x` becomes `delta + x`.
     fn norm(&self, s: &mut Residual<B::Buffer>, name: &str) -> Result<B::Buffer, ModelError> {
+        let Some(d) = s.delta.take() else { return self.rms(&s.x, name) };
         let b = self.backend;
         let (rows, h) = (s.x.shape()[0], self.cfg.hidden);
         let mut y = b.alloc(self.dtype, &[rows, h])?;
-        let p =
-            RmsNormProblem { rows, hidden: h, eps: self.cfg.rms_eps, residual: s.delta.is_some(), dtype: self.dtype };
-        match s.delta.take() {
-            None => api::rms_norm(
-                b,
-                &p,
-                RmsNormIo { x: &s.x, weight: self.w(name)?, residual: None, y: &mut y, residual_out: None },
-            )?,
-            Some(d) => {
-                let mut sum = b.alloc(self.dtype, &[rows, h])?;
-                let io = RmsNormIo {
-                    x: &d,
-                    weight: self.w(name)?,
-                    residual: Some(&s.x),
-                    y: &mut y,
-                    residual_out: Some(&mut sum),
-                };
-                api::rms_norm(b, &p, io)?;
-                s.x = sum;
-            }
-        }
+        let mut sum = b.alloc(self.dtype, &[rows, h])?;
+        let p = RmsNormProblem { rows, hidden: h, eps: self.cfg.rms_eps, residual: true, dtype: self.dtype };
+        let io =
+            RmsNormIo { x: &d, weight: self.w(name)?, residual: Some(&s.x), y: &mut y, residual_out: Some(&mut sum) };
+        api::rms_norm(b, &p, io)?;
+        s.x = sum;
         Ok(y)
     }
 
