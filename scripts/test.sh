@@ -5,6 +5,11 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
+# No incremental caches (a clean build gains nothing from them, and they double the disk a
+# build takes); say how much disk there is, since a full disk shows up as a linker bus error.
+export CARGO_INCREMENTAL=0
+echo "==> disk: $(df -h . | awk 'NR==2 {print $4 " free of " $2}')"
+
 ran=()
 skipped=()
 
