@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 # No incremental caches (a clean build gains nothing from them, and they double the disk a
 # build takes); say how much disk there is, since a full disk shows up as a linker bus error.
 export CARGO_INCREMENTAL=0
+# cubecl compiles kernels to SPIR-V on its own device threads, which get Rust's default 2 MiB
+# stack; its compiler recurses deeply on the routing kernel and overflows that when several
+# tests launch at once (README, "Backends and features"). 16 MiB for every thread.
+export RUST_MIN_STACK=${RUST_MIN_STACK:-16777216}
 echo "==> disk: $(df -h . | awk 'NR==2 {print $4 " free of " $2}')"
 
 ran=()
@@ -47,9 +51,12 @@ step "tests" cargo test --workspace
 # NOTE: MOEKIT_NO_SKIP turns the suite's "no adapter" skips into failures: CI must run it for real.
 step "cubecl-wgpu clippy" cargo clippy -p moekit-cubecl --features cubecl-wgpu --all-targets -- -D warnings
 step "cubecl-wgpu suite" env MOEKIT_NO_SKIP=1 cargo test -p moekit-cubecl --features cubecl-wgpu --test suite_wgpu
-step "cubecl-wgpu tests" cargo test -p moekit-cubecl --features cubecl-wgpu --lib --test cube_backend
+step "cubecl-wgpu tests" env MOEKIT_NO_SKIP=1 cargo test -p moekit-cubecl --features cubecl-wgpu --lib --test cube_backend --test faults_wgpu
 # The model (issue #5) on cubecl-wgpu over lavapipe against the reference path.
 step "model on cubecl-wgpu" env MOEKIT_NO_SKIP=1 cargo test -p moekit-model --features cubecl-wgpu --test forward_cubecl
+# The cargo-fuzz targets (issue #6): build, replay each committed corpus, fuzz a bounded time.
+fuzz_summary=$(mktemp)
+step "fuzz" env MOEKIT_NO_SKIP=1 MOEKIT_FUZZ_SUMMARY="$fuzz_summary" bash scripts/fuzz.sh
 step "docs" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 
 # --- what did not run here -----------------------------------------------------------------
@@ -64,4 +71,7 @@ done
 for s in "${skipped[@]}"; do
     echo "SKIPPED  ${s}"
 done
+while read -r line; do
+    echo "FUZZ     ${line}"
+done <"$fuzz_summary"
 echo "================================================="

@@ -465,6 +465,12 @@ fn start(m: &ModelArgs, action: impl FnOnce(&ModelConfig) -> Result<Action, Stri
 }
 
 fn main() -> ExitCode {
+    // NOTE: before any thread starts (std reads it once, at the first spawn): cubecl's device
+    // threads compile kernels with Rust's default 2 MiB stack, which its SPIR-V compiler can
+    // overflow on the routing kernel (README, "Backends and features").
+    if std::env::var_os("RUST_MIN_STACK").is_none() {
+        std::env::set_var("RUST_MIN_STACK", "16777216");
+    }
     match Cli::parse().cmd {
         Cmd::Run { model, tokens, iters } => {
             if tokens == 0 {

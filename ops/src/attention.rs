@@ -123,7 +123,7 @@ impl AttentionProblem {
             return false;
         }
         if let Some(w) = self.mask.window {
-            if j64 < diag - w.left as i64 || j64 > diag + w.right as i64 {
+            if j64 < diag.saturating_sub(wide(w.left)) || j64 > diag.saturating_add(wide(w.right)) {
                 return false;
             }
         }
@@ -148,8 +148,8 @@ impl AttentionProblem {
             hi = hi.min(diag + 1);
         }
         if let Some(w) = self.mask.window {
-            lo = lo.max(diag - w.left as i64);
-            hi = hi.min(diag + w.right as i64 + 1);
+            lo = lo.max(diag.saturating_sub(wide(w.left)));
+            hi = hi.min(diag.saturating_add(wide(w.right)).saturating_add(1));
         }
         let lo = lo.clamp(0, lk as i64) as usize;
         let hi = hi.clamp(0, lk as i64) as usize;
@@ -268,6 +268,12 @@ impl AttentionProblem {
     }
 }
 
+/// A window side as i64: sides past `i64::MAX` (wider than any sequence) saturate instead of
+/// wrapping negative, and the bounds computed from them saturate instead of overflowing.
+fn wide(side: usize) -> i64 {
+    i64::try_from(side).unwrap_or(i64::MAX)
+}
+
 fn check_cu_seqlens(what: &'static str, cu: &[usize]) -> Result<()> {
     if cu.is_empty() || cu[0] != 0 {
         return Err(Error::BadOffsets { op: OP, what, msg: "must start with 0 and hold B+1 entries".into() });
@@ -287,9 +293,9 @@ fn check_cu_seqlens(what: &'static str, cu: &[usize]) -> Result<()> {
 pub struct AttentionIo<'a, B> {
     /// `[Tq, Hq, D]`.
     pub q: &'a B,
-    /// `[Tk, Hkv, D]`.
+    /// `[Tk, Hkv, D]`, or a cache `[C >= Tk, Hkv, D]` whose rows past `Tk` are not read.
     pub k: &'a B,
-    /// `[Tk, Hkv, D]`.
+    /// `[Tk, Hkv, D]`, or a cache `[C >= Tk, Hkv, D]`.
     pub v: &'a B,
     /// Out: `[Tq, Hq, D]`.
     pub o: &'a mut B,

@@ -2,6 +2,27 @@
 //!
 //! Backends implement the traits taking `&Validated<P>`; callers use the free functions in
 //! [`crate::api`], which validate the problem and every buffer before the backend runs.
+//!
+//! # Where errors come from
+//!
+//! - **Validation** (every backend, before it runs): `P::validate()`, then `check_io` on every
+//!   buffer, then whether the backend takes the dtype. Typed errors ([`crate::Error::Shape`],
+//!   [`crate::Error::DType`], [`crate::Error::Invalid`], ...) naming the op and the argument.
+//!   These guarantees hold for the [`crate::api`] entry points (and the `Device` methods
+//!   [`Device::copy_rows`] and [`Device::reshape`], which check their own arguments). The
+//!   op-family traits below trust that `check_io` passed: a trait method called directly with
+//!   buffers of the wrong shape may panic or read garbage on some backends.
+//! - **Content errors**: bad index data (ids, rows, offsets, counts, gather rows out of range)
+//!   and non-finite routing inputs, which only the data shows. Host backends (reference, cpu)
+//!   return them from the op call itself. Device backends (cuda, cubecl-cuda, cubecl-wgpu)
+//!   **defer** them: the kernel records the first bad element it meets, stays in bounds and
+//!   carries on, the op returns `Ok`, and the error surfaces at the next [`Device::download`],
+//!   [`Device::sync`] or [`Device::time_ms`] on that backend, whichever buffer it concerns.
+//!   The same variant, op, argument and bounds are reported on every backend; the index is
+//!   the lowest bad one on host backends and whichever bad element a thread hit first on
+//!   device backends. Only the first error since the last check is kept (later ones are
+//!   lost). After a content error every output of that op is unspecified on every backend
+//!   (host backends happen to leave them untouched; device backends may have written them).
 
 use crate::attention::{AttentionIo, AttentionProblem};
 use crate::glue::{EmbeddingProblem, GemmProblem, RmsNormIo, RmsNormProblem, RotaryIo, RotaryProblem, SwigluProblem};
@@ -36,7 +57,9 @@ pub trait Device {
     /// Copy a buffer back to the host (waits for the work that writes it).
     ///
     /// # Errors
-    /// [`crate::Error::Device`].
+    /// [`crate::Error::Device`]; on device backends also a deferred content error of any
+    /// earlier op (see [`Device::sync`]), not necessarily one that wrote `buffer`: the bytes
+    /// copied are then discarded and the error is cleared.
     fn download(&self, buffer: &Self::Buffer) -> Result<HostTensor>;
 
     /// Reinterprets `buffer` with another row-major `shape` of the same element count (no
@@ -66,15 +89,19 @@ pub trait Device {
     /// Wait for all queued work.
     ///
     /// # Errors
-    /// [`crate::Error::Device`], or a content error (bad index data) a kernel recorded since
-    /// the last `sync` on backends that defer them (CUDA).
+    /// [`crate::Error::Device`], or a content error (bad index data, non-finite routing
+    /// inputs) a kernel recorded since the last check, on the backends that defer them (cuda,
+    /// cubecl-cuda, cubecl-wgpu; host backends return them from the op and `sync` is always
+    /// `Ok`). The check is the last `download`, `sync` or `time_ms` on this backend; only the
+    /// first error since then is kept, and reporting it clears it. The error is not tied to a
+    /// buffer, and the outputs of the op that raised it are unspecified.
     fn sync(&self) -> Result<()>;
 
     /// Milliseconds of device time `work` takes: the default waits for the device, runs
     /// `work`, waits again and reads the wall clock; GPU backends time with device events.
     ///
     /// # Errors
-    /// The errors of `work` and of [`Device::sync`].
+    /// The errors of `work` and of [`Device::sync`] (a deferred content error included).
     fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
         self.sync()?;
         let start = std::time::Instant::now();
@@ -89,11 +116,13 @@ pub trait RouteOps: Device {
     /// Top-k routing; see [`RouteProblem`].
     ///
     /// # Errors
-    /// Content errors the backend can see ([`crate::Error::NonFinite`] logits on host
-    /// backends), device errors.
+    /// [`crate::Error::NonFinite`] for non-finite routing inputs ([`crate::numerics`] says
+    /// which), a content error: returned here on host backends, deferred to the next
+    /// `download`/`sync`/`time_ms` on device backends (cuda and cubecl both); device errors.
     fn route(&self, p: &Validated<RouteProblem>, io: RouteIo<'_, Self::Buffer>) -> Result<()>;
 
     /// `bias[e] += speed * sign(mean - counts[e])` in place; see [`BiasUpdateProblem`].
+    /// The counts and the bias are used as given (no content check).
     ///
     /// # Errors
     /// Device errors.
@@ -110,14 +139,16 @@ pub trait PermuteOps: Device {
     /// Dispatch; see [`PermuteProblem`].
     ///
     /// # Errors
-    /// [`crate::Error::IndexOutOfRange`] for ids outside `0..E` (backends that can see them),
-    /// device errors.
+    /// [`crate::Error::IndexOutOfRange`] for ids outside `0..E` (a content error: returned
+    /// here on host backends, deferred on device backends, see the module docs), device
+    /// errors.
     fn permute(&self, p: &Validated<PermuteProblem>, io: PermuteIo<'_, Self::Buffer>) -> Result<()>;
 
     /// Weighted combine; see [`CombineProblem`].
     ///
     /// # Errors
-    /// [`crate::Error::IndexOutOfRange`] for rows outside `0..R`, device errors.
+    /// [`crate::Error::IndexOutOfRange`] for rows outside `0..R` (a content error, deferred on
+    /// device backends), device errors.
     fn unpermute_combine(&self, p: &Validated<CombineProblem>, io: CombineIo<'_, Self::Buffer>) -> Result<()>;
 }
 
@@ -127,7 +158,8 @@ pub trait GroupedGemmOps: Device {
     ///
     /// # Errors
     /// [`crate::Error::BadOffsets`] / [`crate::Error::IndexOutOfRange`] for bad offsets,
-    /// counts or gather rows, device errors.
+    /// counts or gather rows (content errors, deferred on device backends; the `BadOffsets`
+    /// message is free text and differs between host and device), device errors.
     fn grouped_gemm(&self, p: &Validated<GroupedGemmProblem>, io: GroupedGemmIo<'_, Self::Buffer>) -> Result<()>;
 }
 
@@ -163,7 +195,8 @@ pub trait GlueOps: Device {
     /// See [`EmbeddingProblem`]: `table [V, H]`, `ids [T]` → `out [T, H]`.
     ///
     /// # Errors
-    /// [`crate::Error::IndexOutOfRange`] for ids outside `0..V`, device errors.
+    /// [`crate::Error::IndexOutOfRange`] for ids outside `0..V` (a content error, deferred on
+    /// device backends), device errors.
     fn embedding(
         &self,
         p: &Validated<EmbeddingProblem>,

@@ -48,6 +48,17 @@ pub fn finite(op: &'static str, what: &'static str, values: &[f32]) -> Result<()
     }
 }
 
+/// Every value finite, for values held in f64 (the reference's accumulators).
+///
+/// # Errors
+/// [`Error::NonFinite`] at the first NaN or infinity.
+pub fn finite_f64(op: &'static str, what: &'static str, values: &[f64]) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(Error::NonFinite { op, what, index }),
+    }
+}
+
 /// A buffer's dtype and shape are the ones the problem implies.
 ///
 /// # Errors
@@ -83,12 +94,15 @@ pub enum BadIndex {
     GemmGather = 5,
     /// `embedding`: an id outside `0..V`.
     EmbeddingIds = 6,
-    /// `route`: a non-finite logit.
+    /// `route`: a non-finite logit (given, or computed by the fused gate); the index is
+    /// `t·E + e`.
     RouteNonFinite = 7,
+    /// `route`: a non-finite correction bias; the index is `e`.
+    RouteBiasNonFinite = 8,
 }
 
 impl BadIndex {
-    const ALL: [BadIndex; 7] = [
+    const ALL: [BadIndex; 8] = [
         BadIndex::PermuteIds,
         BadIndex::CombineRows,
         BadIndex::GemmOffsets,
@@ -96,6 +110,7 @@ impl BadIndex {
         BadIndex::GemmGather,
         BadIndex::EmbeddingIds,
         BadIndex::RouteNonFinite,
+        BadIndex::RouteBiasNonFinite,
     ];
 
     /// The code a kernel records.
@@ -130,6 +145,9 @@ impl BadIndex {
             BadIndex::RouteNonFinite => {
                 return Some(Error::NonFinite { op: "route", what: "logits", index: index_usize })
             }
+            BadIndex::RouteBiasNonFinite => {
+                return Some(Error::NonFinite { op: "route", what: "bias", index: index_usize })
+            }
         };
         Some(Error::IndexOutOfRange { op, what, index: index_usize, value: value as i64, lo, hi: hi as i64 })
     }
@@ -148,5 +166,16 @@ mod tests {
         );
         assert!(matches!(BadIndex::error_of([3, 2, -1, 9], "x"), Some(Error::BadOffsets { .. })));
         assert!(matches!(BadIndex::error_of([99, 0, 0, 0], "x"), Some(Error::Device { .. })));
+        assert_eq!(
+            BadIndex::error_of([BadIndex::RouteNonFinite.code(), 13, 0, 0], "x"),
+            Some(Error::NonFinite { op: "route", what: "logits", index: 13 })
+        );
+        assert_eq!(
+            BadIndex::error_of([BadIndex::RouteBiasNonFinite.code(), 3, 0, 0], "x"),
+            Some(Error::NonFinite { op: "route", what: "bias", index: 3 })
+        );
+        for (i, b) in BadIndex::ALL.into_iter().enumerate() {
+            assert_eq!(b.code(), i as i32 + 1, "codes are dense from 1, as the kernels' prelude mirrors them");
+        }
     }
 }

@@ -120,6 +120,23 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The device cannot hold a buffer of this size: the driver refused the allocation (CUDA's
+    /// `CUDA_ERROR_OUT_OF_MEMORY`), the request is larger than the largest single allocation
+    /// the runtime makes (cubecl: `max_page_size`) or than the memory free on the device, or
+    /// its byte count overflows `usize` (then `bytes` is `usize::MAX`). Nothing was allocated
+    /// and the backend stays usable: free buffers and retry, or split the problem.
+    #[error("{op}: out of device memory on `{backend}` ({bytes} bytes requested): {msg}")]
+    OutOfMemory {
+        /// Op name (or `"alloc"`, `"upload"`).
+        op: &'static str,
+        /// Backend name.
+        backend: &'static str,
+        /// Bytes requested (`0` when the failing driver call did not say, as for an op's
+        /// scratch; `usize::MAX` when the size overflows).
+        bytes: usize,
+        /// What refused it, with the numbers known.
+        msg: String,
+    },
     /// A driver, compiler or runtime error on the device.
     #[error("{op}: device error on `{backend}`: {msg}")]
     Device {

@@ -80,7 +80,10 @@ impl Validated<RmsNormProblem> {
     }
 }
 
-/// Which positions drive the rotation.
+/// Which positions drive the rotation. Any `i32` is a position (negative ones included):
+/// positions are not range-checked, the angle is just `pos · inv_freq`. The reference, cpu
+/// and cuda compute the angle in f64; cubecl computes it in f32, so its phase loses precision
+/// as `|pos|` grows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RotaryPositions {
     /// 1-D: `positions [T] i32`.

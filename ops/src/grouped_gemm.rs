@@ -1,7 +1,7 @@
 //! Grouped expert GEMM: contiguous and masked layouts, SwiGLU and row-scale epilogues,
 //! gather prologue.
 
-use crate::validated::{expect, expect_float};
+use crate::validated::{expect, expect_float, fits_i32};
 use crate::{DType, Error, Result, TensorMeta, Validated};
 
 const OP: &str = "grouped_gemm";
@@ -87,11 +87,12 @@ impl GroupedGemmProblem {
         }
     }
 
-    /// Output rows: `R` (contiguous) or `E*C` (masked).
+    /// Output rows: `R` (contiguous) or `E*C` (masked), saturating at `usize::MAX` (which
+    /// [`GroupedGemmProblem::validate`] refuses) instead of overflowing.
     pub fn out_rows(&self) -> usize {
         match self.layout {
             GemmLayout::Contiguous { rows } => rows,
-            GemmLayout::Masked { capacity } => self.experts * capacity,
+            GemmLayout::Masked { capacity } => self.experts.saturating_mul(capacity),
         }
     }
 
@@ -155,6 +156,7 @@ impl GroupedGemmProblem {
         if self.out_rows() > i32::MAX as usize || self.gather_tokens.unwrap_or(0) > i32::MAX as usize {
             return Err(Error::invalid(OP, "rows exceed i32 range"));
         }
+        fits_i32(OP, &[("K", self.k_dim), ("N", self.n_dim)])?;
         Ok(Validated::new(self.clone()))
     }
 }

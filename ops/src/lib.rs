@@ -11,6 +11,7 @@
 //!   [`AttentionOps`], [`GlueOps`], [`MoeOps`]) over a [`Device`], composed into [`Backend`];
 //! - [`api`]: the checked entry points callers use;
 //! - [`check`]: content checks for index data in host memory;
+//! - [`numerics`]: what NaN, infinities and empty cases give (docs only);
 //! - [`tolerance`]: how float results are compared.
 //!
 //! ```
@@ -30,6 +31,7 @@ mod error;
 pub mod glue;
 pub mod grouped_gemm;
 pub mod moe;
+pub mod numerics;
 pub mod permute;
 pub mod route;
 mod tensor;

@@ -49,7 +49,7 @@ impl MoeLayerProblem {
         let (t, h, e, k, i, dt) = (r.tokens, self.hidden(), r.experts, r.k, self.inter, r.dtype);
         let permute = PermuteProblem { tokens: t, hidden: h, experts: e, k, align: 1, dtype: dt };
         let rows = permute.max_rows();
-        let mut up = GroupedGemmProblem::contiguous(rows, e, h, 2 * i, dt);
+        let mut up = GroupedGemmProblem::contiguous(rows, e, h, i.saturating_mul(2), dt);
         up.swiglu = true;
         let down = GroupedGemmProblem {
             layout: GemmLayout::Contiguous { rows },
@@ -66,11 +66,17 @@ impl MoeLayerProblem {
         (r.clone(), permute, up, down, combine)
     }
 
-    /// Check the problem.
+    /// Check the problem: its own fields, then each sub-problem of [`Self::parts`] in order
+    /// (route, permute, up, down, combine).
     ///
     /// # Errors
-    /// [`Error::Invalid`] when the routing has no fused `hidden`, `I = 0`, or any
-    /// sub-problem's error.
+    /// [`Error::Invalid`] (op `moe_layer`) when the routing has no fused `hidden` or `I = 0`.
+    /// Otherwise the first sub-problem's error, **carrying the sub-op's name** (`route`,
+    /// `permute`, `grouped_gemm`, `unpermute_combine`), because the fields it names belong to
+    /// that sub-problem: `k = 0` is `Invalid { op: "route", .. }`, a mask of the wrong length
+    /// `Shape { op: "route", what: "expert_mask", .. }`, an integer dtype
+    /// `Unsupported { op: "route", .. }`, `T·k` past `i32::MAX` `Invalid { op: "permute", .. }`.
+    /// Buffer errors (from `check_io`) name `moe_layer`.
     pub fn validate(&self) -> Result<Validated<MoeLayerProblem>> {
         if self.route.hidden.is_none() {
             return Err(Error::invalid(OP, "route.hidden must be Some(H): the layer fuses the gate GEMM"));
@@ -120,7 +126,7 @@ impl Validated<MoeLayerProblem> {
         let (t, h, e, i, dt) = (r.tokens, self.hidden(), r.experts, self.inter, r.dtype);
         expect(OP, "x", io.x, dt, &[t, h])?;
         expect(OP, "gate", io.gate, dt, &[h, e])?;
-        expect(OP, "w_up", io.w_up, dt, &[e, h, 2 * i])?;
+        expect(OP, "w_up", io.w_up, dt, &[e, h, i.saturating_mul(2)])?;
         expect(OP, "w_down", io.w_down, dt, &[e, i, h])?;
         expect(OP, "out", io.out, dt, &[t, h])?;
         if let Some(ids) = &io.routed {

@@ -1,6 +1,6 @@
 //! Token permutation: dispatch to expert-contiguous rows, and the weighted combine back.
 
-use crate::validated::{expect, expect_float};
+use crate::validated::{expect, expect_float, fits_i32};
 use crate::{DType, Error, Result, TensorMeta, Validated};
 
 const OP_PERMUTE: &str = "permute";
@@ -31,9 +31,11 @@ pub struct PermuteProblem {
 
 impl PermuteProblem {
     /// Rows of the permuted output: `T*k` without alignment, else the worst case
-    /// `T*k + E*(m-1)` (each segment padded by at most `m-1` rows).
+    /// `T*k + E*(m-1)` (each segment padded by at most `m-1` rows). Saturates at `usize::MAX`
+    /// (which [`PermuteProblem::validate`] refuses) instead of overflowing.
     pub fn max_rows(&self) -> usize {
-        self.tokens * self.k + if self.align > 1 { self.experts * (self.align - 1) } else { 0 }
+        let pad = if self.align > 1 { self.experts.saturating_mul(self.align - 1) } else { 0 };
+        self.tokens.saturating_mul(self.k).saturating_add(pad)
     }
 
     /// Check the problem.
@@ -55,6 +57,7 @@ impl PermuteProblem {
         if self.max_rows() > i32::MAX as usize || self.experts > i32::MAX as usize {
             return Err(Error::invalid(OP_PERMUTE, "rows exceed i32 range"));
         }
+        fits_i32(OP_PERMUTE, &[("hidden", self.hidden), ("tokens·k", self.tokens.saturating_mul(self.k))])?;
         Ok(Validated::new(self.clone()))
     }
 }
@@ -131,6 +134,7 @@ impl CombineProblem {
         if self.rows > i32::MAX as usize {
             return Err(Error::invalid(OP_COMBINE, "rows exceed i32 range"));
         }
+        fits_i32(OP_COMBINE, &[("hidden", self.hidden), ("tokens·k", self.tokens.saturating_mul(self.k))])?;
         Ok(Validated::new(self.clone()))
     }
 }

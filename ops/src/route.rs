@@ -1,6 +1,6 @@
 //! Routing: scores, top-k selection, weights, counts and load statistics.
 
-use crate::validated::{expect, expect_float};
+use crate::validated::{expect, expect_float, fits_i32};
 use crate::{DType, Error, Result, TensorMeta, Validated};
 
 const OP: &str = "route";
@@ -92,7 +92,10 @@ impl RouteProblem {
 
     /// Number of experts the mask allows.
     pub fn allowed_count(&self) -> usize {
-        (0..self.experts).filter(|&e| self.allowed(e)).count()
+        match &self.expert_mask {
+            None => self.experts,
+            Some(m) => m.iter().filter(|&&a| a).count(),
+        }
     }
 
     /// Check the problem.
@@ -111,6 +114,14 @@ impl RouteProblem {
         if self.experts > i32::MAX as usize || self.tokens > i32::MAX as usize {
             return Err(Error::invalid(OP, "tokens or experts exceed i32 range"));
         }
+        fits_i32(
+            OP,
+            &[
+                ("hidden", self.hidden.unwrap_or(0)),
+                ("tokens·experts", self.tokens.saturating_mul(self.experts)),
+                ("tokens·k", self.tokens.saturating_mul(self.k)),
+            ],
+        )?;
         if self.hidden == Some(0) {
             return Err(Error::invalid(OP, "fused gate with hidden = 0"));
         }
@@ -153,6 +164,11 @@ impl RouteProblem {
             return Err(Error::invalid(OP, format!("topk_group = {} outside 1..={}", g.topk_group, g.n_group)));
         }
         let size = self.experts / g.n_group;
+        // NOTE: without a mask every group is full; computed directly, since `n_group` may be
+        // as large as `E` (a per-group table would take memory in proportion to it).
+        if self.expert_mask.is_none() {
+            return Ok(g.topk_group * size);
+        }
         let mut per_group: Vec<usize> =
             (0..g.n_group).map(|gi| (gi * size..(gi + 1) * size).filter(|&e| self.allowed(e)).count()).collect();
         per_group.sort_unstable();
@@ -213,6 +229,9 @@ impl Validated<RouteProblem> {
 ///
 /// `bias[e] += speed * sign(mean - counts[e])` for every allowed expert, where `mean` is the
 /// mean count over the allowed experts; masked experts keep their bias.
+///
+/// The counts are used as given: nothing checks that they are non-negative or that they sum
+/// to `T·k` (a negative count enters the mean and the sign like any other).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BiasUpdateProblem {
     /// Experts `E`.

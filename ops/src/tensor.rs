@@ -57,7 +57,10 @@ pub fn check_copy_rows<T: TensorMeta + ?Sized>(
         let what = if src.shape().is_empty() { "src" } else { "dst" };
         return Err(Error::invalid(OP, format!("`{what}` is 0-d: no rows to copy")));
     };
-    let (width, wdst) = (ws.iter().product::<usize>(), wd.iter().product::<usize>());
+    // NOTE: a buffer with no rows may have other axes whose product overflows.
+    let (Some(width), Some(wdst)) = (checked_numel(ws), checked_numel(wd)) else {
+        return Err(Error::invalid(OP, "a row holds more elements than usize counts"));
+    };
     if width != wdst {
         let expected = std::iter::once(rd).chain(ws.iter().copied()).collect();
         return Err(Error::Shape { op: OP, what: "dst", expected, got: dst.shape().to_vec() });
@@ -71,6 +74,11 @@ pub fn check_copy_rows<T: TensorMeta + ?Sized>(
         }
     }
     Ok(width)
+}
+
+/// The element count of `shape`, `None` when it overflows `usize`.
+fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
 /// Typed storage of a [`HostTensor`].
@@ -125,7 +133,8 @@ impl HostTensor {
     /// # Errors
     /// [`Error::Shape`] when `data` does not hold `shape.product()` elements.
     pub fn new(shape: &[usize], data: HostData) -> Result<Self> {
-        let n: usize = shape.iter().product();
+        // NOTE: a shape whose element count overflows matches no data (`usize::MAX` stands in).
+        let n = checked_numel(shape).unwrap_or(usize::MAX);
         if data.len() != n {
             return Err(Error::Shape { op: "host_tensor", what: "data", expected: vec![n], got: vec![data.len()] });
         }
@@ -320,7 +329,7 @@ impl HostTensor {
     /// # Errors
     /// [`Error::Shape`] when `bytes` does not hold `shape.product() * dtype.size()` bytes.
     pub fn from_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<Self> {
-        let want = shape.iter().product::<usize>() * dtype.size();
+        let want = checked_numel(shape).and_then(|n| n.checked_mul(dtype.size())).unwrap_or(usize::MAX);
         if bytes.len() != want {
             return Err(Error::Shape { op: "from_bytes", what: "bytes", expected: vec![want], got: vec![bytes.len()] });
         }

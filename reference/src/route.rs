@@ -23,10 +23,15 @@ pub struct RouteOut {
 /// `logits [T, E]` (or `hidden [T, H]` with `gate [H, E]` when the problem has `hidden`; the
 /// logits are then formed in f64 and never rounded), optional `bias [E] f32`.
 ///
+/// Non-finite values follow [`moekit_ops::numerics`]: the logits are checked after they are
+/// formed, so a NaN or infinity in `hidden` row `t` or `gate` column `e` is reported as the
+/// logit `t·E + e` it reaches; with `T = 0` nothing is read and nothing is reported.
+///
 /// # Errors
 /// [`moekit_ops::Error::Shape`] / [`moekit_ops::Error::DType`] / [`moekit_ops::Error::Invalid`]
-/// for inputs that do not match the problem; [`moekit_ops::Error::NonFinite`] for a NaN or
-/// infinite logit, hidden, gate or bias value.
+/// for inputs that do not match the problem; [`moekit_ops::Error::NonFinite`] `{route, "logits",
+/// t·E + e}` at the lowest non-finite logit, else `{route, "bias", e}` at the lowest non-finite
+/// bias.
 pub fn route(
     p: &Validated<RouteProblem>,
     logits: &HostTensor,
@@ -36,6 +41,12 @@ pub fn route(
     let (t_count, e_count, k) = (p.tokens, p.experts, p.k);
     let logits = router_logits(p, logits, gate)?;
     let bias = correction_bias(p, bias)?;
+    // NOTE: the content checks come after the shape checks above, and only when there is a
+    // token to route: with T = 0 no backend reads the logits or the bias.
+    if t_count > 0 {
+        check::finite_f64(OP, "logits", &logits)?;
+        check::finite_f64(OP, "bias", &bias)?;
+    }
 
     let mut ids = vec![0i32; t_count * k];
     let mut weights = vec![0f64; t_count * k];
@@ -73,20 +84,18 @@ pub fn route(
     })
 }
 
-/// The logits `[T, E]` in f64: the input itself, or `hidden · gate` without rounding.
+/// The logits `[T, E]` in f64: the input itself, or `hidden · gate` without rounding (an
+/// infinity or NaN in `hidden` or `gate` makes the logits it reaches non-finite).
 fn router_logits(p: &RouteProblem, logits: &HostTensor, gate: Option<&HostTensor>) -> Result<Vec<f64>> {
     let (t_count, e_count) = (p.tokens, p.experts);
     match (p.hidden, gate) {
         (None, None) => {
             expect(OP, "logits", logits, p.dtype, &[t_count, e_count])?;
-            check::finite(OP, "logits", &logits.to_f32_vec())?;
             Ok(logits.to_f64_vec())
         }
         (Some(h_count), Some(gate)) => {
             expect(OP, "hidden", logits, p.dtype, &[t_count, h_count])?;
             expect(OP, "gate", gate, p.dtype, &[h_count, e_count])?;
-            check::finite(OP, "hidden", &logits.to_f32_vec())?;
-            check::finite(OP, "gate", &gate.to_f32_vec())?;
             let (x, g) = (logits.to_f64_vec(), gate.to_f64_vec());
             let mut out = vec![0f64; t_count * e_count];
             for t in 0..t_count {
@@ -110,7 +119,6 @@ fn correction_bias(p: &RouteProblem, bias: Option<&HostTensor>) -> Result<Vec<f6
     match (p.use_bias, bias) {
         (true, Some(b)) => {
             expect(OP, "bias", b, DType::F32, &[p.experts])?;
-            check::finite(OP, "bias", &b.to_f32_vec())?;
             Ok(b.to_f64_vec())
         }
         (false, None) => Ok(vec![0.0; p.experts]),

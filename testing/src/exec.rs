@@ -348,12 +348,29 @@ pub struct MoeBufs {
     pub out: HostTensor,
 }
 
-/// Runs [`api::moe_layer`]; returns `out`.
+/// Runs [`api::moe_layer`] without the `routed` output; returns `out`.
 ///
 /// # Errors
 /// The op's, upload's or download's error.
 pub fn moe_layer<B: Backend>(b: &B, p: &MoeLayerProblem, x: &MoeBufs) -> Result<HostTensor> {
-    Ok(moe_layer_routed(b, p, x)?.0)
+    // Without the `routed` output: every buffer then comes from `x`, none is sized from `p`,
+    // so a problem with absurd sizes (the invalid-input property's) allocates nothing big.
+    let (xd, gate) = (b.upload(&x.x)?, b.upload(&x.gate)?);
+    let (bias, add) = (up_opt(b, &x.bias)?, up_opt(b, &x.add)?);
+    let (w_up, w_down) = (b.upload(&x.w_up)?, b.upload(&x.w_down)?);
+    let mut out = b.upload(&x.out)?;
+    let io = MoeLayerIo {
+        x: &xd,
+        gate: &gate,
+        bias: bias.as_ref(),
+        w_up: &w_up,
+        w_down: &w_down,
+        add: add.as_ref(),
+        out: &mut out,
+        routed: None,
+    };
+    api::moe_layer(b, p, io)?;
+    b.download(&out)
 }
 
 /// Runs [`api::moe_layer`] with its `routed` output; returns `out` and the routed experts

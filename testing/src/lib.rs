@@ -101,6 +101,12 @@ macro_rules! __moekit_properties {
         moe_layer: moe::{moe_cases, moe_layer_matches_reference} }
         $crate::__moekit_property! { $suite, $make, $dts, MANY,
         invalid_inputs: invalid::{invalid_cases, invalid_inputs_rejected} }
+        $crate::__moekit_property! { $suite, $make, $dts, SOME,
+        nonfinite_route: nonfinite::{route_nonfinite_cases, route_rejects_non_finite} }
+        $crate::__moekit_property! { $suite, $make, $dts, SOME,
+        nonfinite_ops: nonfinite::{propagation_cases, float_ops_propagate_non_finite} }
+        $crate::__moekit_property! { $suite, $make, $dts, SOME,
+        nonfinite_attention: nonfinite::{attention_nonfinite_cases, attention_propagates_non_finite} }
     };
 }
 

@@ -107,8 +107,15 @@ impl Ctx<'_> {
 
         let mut lse = vec![0f32; bq];
         for r in 0..bq {
-            // NOTE: validation guarantees every row sees a key, so the sum is positive.
-            let inv = if row_sum[r] > 0.0 { 1.0 / row_sum[r] } else { 0.0 };
+            // NOTE: validation guarantees every row sees a key, so a max of -inf means every
+            // visible score was -inf or NaN (non-finite inputs), and a NaN sum means a NaN score:
+            // both give NaN in o and lse, as `moekit_ops::numerics` defines.
+            if row_max[r] == f32::NEG_INFINITY || row_sum[r].is_nan() {
+                acc[r * d..(r + 1) * d].fill(f32::NAN);
+                lse[r] = f32::NAN;
+                continue;
+            }
+            let inv = 1.0 / row_sum[r];
             acc[r * d..(r + 1) * d].iter_mut().for_each(|a| *a *= inv);
             lse[r] = row_max[r] + row_sum[r].ln();
         }
@@ -144,6 +151,11 @@ impl Ctx<'_> {
         }
         let new_max = max.max(chunk_max);
         if new_max == f32::NEG_INFINITY {
+            // NOTE: `f32::max` skips NaN, so a NaN score (masked ones are -inf) would be lost
+            // here; it poisons the running sum instead, as it does past a finite max.
+            if row.iter().any(|s| s.is_nan()) {
+                *sum = f32::NAN;
+            }
             row.fill(0.0);
             return 1.0;
         }

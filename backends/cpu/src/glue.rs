@@ -96,6 +96,9 @@ fn inv_rms(s: &[f32], eps: f32) -> f32 {
 
 fn rms_norm_plain<T: Elem>(p: &RmsNormProblem, x: &[T], weight: &[f32], y: &mut [T]) {
     let h = p.hidden;
+    if y.is_empty() {
+        return;
+    }
     y.par_chunks_mut(h).zip(x.par_chunks(h)).for_each_init(
         || vec![0f32; h],
         |s, (y, x)| {
@@ -109,6 +112,9 @@ fn rms_norm_plain<T: Elem>(p: &RmsNormProblem, x: &[T], weight: &[f32], y: &mut 
 /// `s = round(x + residual)` to `residual_out`, then the norm of the rounded `s`.
 fn rms_norm_residual<T: Elem>(p: &RmsNormProblem, x: &[T], r: &[T], weight: &[f32], y: &mut [T], ro: &mut [T]) {
     let h = p.hidden;
+    if y.is_empty() {
+        return;
+    }
     y.par_chunks_mut(h).zip(ro.par_chunks_mut(h)).zip(x.par_chunks(h).zip(r.par_chunks(h))).for_each_init(
         || vec![0f32; h],
         |s, ((y, ro), (x, r))| {
@@ -127,6 +133,11 @@ fn rms_norm_residual<T: Elem>(p: &RmsNormProblem, x: &[T], r: &[T], weight: &[f3
 /// an f32 angle loses the phase at long contexts), the rotation itself in f32.
 fn rotary<T: Elem>(p: &RotaryProblem, positions: &[i32], x: &[T], out: &mut [T]) {
     let (t_count, heads, d) = (p.tokens, p.heads, p.head_dim);
+    // NOTE: no tokens, nothing to do: the tables below are `D/2` long and `D` is unbounded
+    // (up to i32::MAX) when `T = 0`.
+    if out.is_empty() {
+        return;
+    }
     let half = d / 2;
     let inv_freq: Vec<f64> = (0..half).map(|f| (p.theta as f64).powf(-2.0 * f as f64 / d as f64)).collect();
     let axis: Vec<usize> = (0..half).map(|f| p.axis_of(f)).collect();

@@ -76,6 +76,11 @@ pub(crate) fn gather_rows<T: Elem + Default>(src: &[T], row_to_token: &[i32], ou
 /// `out[t] = add[t] + Σ_j w[t, j] · y[rows[t, j]]`, accumulated in f32, rounded once.
 fn combine<T: Elem>(p: &CombineProblem, y: &[T], weights: &[f32], slot_rows: &[i32], add: Option<&[T]>, out: &mut [T]) {
     let (h, k) = (p.hidden, p.k);
+    // NOTE: no rows, nothing to do; rayon may still run `init` (an `h`-sized scratch), and `h`
+    // is unbounded when `T = 0`.
+    if out.is_empty() {
+        return;
+    }
     out.par_chunks_mut(h).enumerate().for_each_init(
         || vec![0f32; h],
         |acc, (t, out_row)| {

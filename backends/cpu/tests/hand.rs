@@ -94,7 +94,46 @@ fn route_group_limited_keeps_best_groups() {
 fn route_rejects_non_finite_logits() {
     let p = RouteProblem::new(1, 2, 1, DType::F32);
     let err = route(&p, &[0.0, f32::NAN], None).err();
-    assert!(matches!(err, Some(Error::NonFinite { index: 1, .. })), "{err:?}");
+    assert_eq!(err, Some(Error::NonFinite { op: "route", what: "logits", index: 1 }));
+}
+
+#[test]
+fn route_non_finite_bias_and_empty_batch() {
+    let mut p = RouteProblem::new(2, 3, 1, DType::F32);
+    p.use_bias = true;
+    let bias = [0.5, f32::NAN, f32::INFINITY];
+    let err = route(&p, &[0.0, 1.0, 2.0, 1.0, 0.0, 1.0], Some(&bias)).err();
+    assert_eq!(err, Some(Error::NonFinite { op: "route", what: "bias", index: 1 }));
+    let err = route(&p, &[0.0, 1.0, 2.0, 1.0, f32::NEG_INFINITY, 1.0], Some(&bias)).err();
+    assert_eq!(err, Some(Error::NonFinite { op: "route", what: "logits", index: 4 }));
+    // T = 0: the bias is not read; counts and load are zeros.
+    p.tokens = 0;
+    let r = route(&p, &[], Some(&bias)).unwrap();
+    assert_eq!(r.counts, [0, 0, 0]);
+    assert_eq!(r.load, [0.0; 3]);
+}
+
+#[test]
+fn route_non_finite_fused_gate_names_the_logit() {
+    // hidden [2, 2], gate [2, 3]: NaN in gate column 1 spoils logits 1 and 4.
+    let cpu = CpuBackend::new();
+    let mut p = RouteProblem::new(2, 3, 2, DType::F32);
+    p.hidden = Some(2);
+    let hidden = HostTensor::from_f32(DType::F32, &[2, 2], &[1.0, 2.0, -1.0, 0.5]);
+    let gate = HostTensor::from_f32(DType::F32, &[2, 3], &[0.5, f32::NAN, 0.25, 1.0, 0.0, -1.0]);
+    let (mut ids, mut weights) = (cpu.alloc(DType::I32, &[2, 2]).unwrap(), cpu.alloc(DType::F32, &[2, 2]).unwrap());
+    let (mut counts, mut load) = (cpu.alloc(DType::I32, &[3]).unwrap(), cpu.alloc(DType::F32, &[3]).unwrap());
+    let io = RouteIo {
+        logits: &hidden,
+        gate: Some(&gate),
+        bias: None,
+        ids: &mut ids,
+        weights: &mut weights,
+        counts: &mut counts,
+        load: &mut load,
+    };
+    let err = api::route(&cpu, &p, io).err();
+    assert_eq!(err, Some(Error::NonFinite { op: "route", what: "logits", index: 1 }));
 }
 
 #[test]

@@ -145,6 +145,76 @@ impl CubeBackend<cubecl::cuda::CudaRuntime> {
     }
 }
 
+/// Allocations of at least this many bytes first ask how much device memory is free (a round
+/// trip to cubecl's server thread, negligible next to filling that many bytes).
+const CHECK_FREE_BYTES: usize = 64 << 20;
+
+impl<R: Runtime> CubeBackend<R> {
+    /// Refuses, with [`Error::OutOfMemory`], an allocation of `bytes` that cannot succeed,
+    /// before cubecl is asked for it.
+    ///
+    /// NOTE: cubecl 0.10 reserves memory on its server thread (`initialize_memory`) and
+    /// `unwrap`s the result there: a request larger than its largest pool
+    /// (`properties().memory.max_page_size`, a quarter of the GPU's memory on CUDA) or one the
+    /// driver refuses panics on that thread (which catches it) and leaves a handle bound to
+    /// nothing, with no error to the caller. So the size is checked here: against
+    /// `max_page_size` always, and from [`CHECK_FREE_BYTES`] on (CUDA runtime only) against
+    /// the driver's free memory plus what cubecl's pools hold unused. Fragmentation of the
+    /// pools can still make a request that passes fail.
+    pub(crate) fn check_alloc(&self, op: &'static str, bytes: usize) -> Result<()> {
+        let oom = |msg: String| Error::OutOfMemory { op, backend: self.name, bytes, msg };
+        let max = self.client.properties().memory.max_page_size;
+        if bytes as u64 > max {
+            return Err(oom(format!("above the largest single allocation of cubecl's runtime ({max} bytes)")));
+        }
+        if bytes >= CHECK_FREE_BYTES {
+            if let Some(free) = self.free_bytes() {
+                if bytes as u64 > free {
+                    return Err(oom(format!("{free} bytes are free on the device (cubecl's pools included)")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Uninitialised device memory of `bytes` (at least one) for an op's scratch, after
+    /// [`CubeBackend::check_alloc`]: every allocation goes through the size check, since
+    /// cubecl's own allocation panics on its server thread instead of answering an error.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the device cannot hold it.
+    pub(crate) fn scratch(&self, op: &'static str, bytes: usize) -> Result<cubecl::server::Handle> {
+        let bytes = bytes.max(1);
+        self.check_alloc(op, bytes)?;
+        Ok(self.client.empty(bytes))
+    }
+
+    /// Bytes an allocation can still get: the driver's free memory plus what cubecl's pools
+    /// hold unused; `None` where the runtime cannot say (wgpu).
+    fn free_bytes(&self) -> Option<u64> {
+        #[cfg(feature = "cubecl-cuda")]
+        if self.name == CUDA {
+            // NOTE: on cubecl's server thread, where its CUDA context is current.
+            let (free, _total) = self.client.exclusive(cudarc::driver::result::mem_get_info).ok()?.ok()?;
+            let usage = self.client.memory_usage().ok()?;
+            let spare = usage.bytes_reserved.saturating_sub(usage.bytes_in_use + usage.bytes_padding);
+            return Some(free as u64 + spare);
+        }
+        None
+    }
+}
+
+/// Bytes of a `dtype` tensor of `shape`, or [`Error::OutOfMemory`] when the count overflows
+/// `usize` (no device holds that).
+fn tensor_bytes(op: &'static str, backend: &'static str, dtype: DType, shape: &[usize]) -> Result<usize> {
+    shape.iter().try_fold(dtype.size(), |n, &d| n.checked_mul(d)).ok_or_else(|| Error::OutOfMemory {
+        op,
+        backend,
+        bytes: usize::MAX,
+        msg: format!("a {dtype} tensor of shape {shape:?} needs more than usize::MAX bytes"),
+    })
+}
+
 /// Bytes to allocate for `bytes` of data.
 ///
 /// NOTE: zero-element tensors (`T = 0`) are valid everywhere in moekit; they keep one unused
@@ -165,9 +235,10 @@ impl<R: Runtime> Device for CubeBackend<R> {
     }
 
     fn alloc(&self, dtype: DType, shape: &[usize]) -> Result<CubeBuffer> {
-        let bytes = shape.iter().product::<usize>() * dtype.size();
+        let bytes = tensor_bytes("alloc", self.name, dtype, shape)?;
         // NOTE: whole 4-byte words, zeroed on the device by a kernel (no host upload); the
         // buffer's shape, not the handle's size, says how many bytes are data.
+        self.check_alloc("alloc", alloc_len(bytes))?;
         let words = alloc_len(bytes).div_ceil(4);
         let handle = self.client.empty(words * 4);
         if let Some(count) = crate::ops::grid("alloc", words)? {
@@ -185,6 +256,7 @@ impl<R: Runtime> Device for CubeBackend<R> {
 
     fn upload(&self, tensor: &HostTensor) -> Result<CubeBuffer> {
         let bytes = tensor.as_bytes();
+        self.check_alloc("upload", alloc_len(bytes.len()))?;
         let handle =
             if bytes.is_empty() { self.client.create_from_slice(&[0u8]) } else { self.client.create_from_slice(bytes) };
         Ok(CubeBuffer { dtype: tensor.dtype(), shape: tensor.shape().to_vec(), handle })

@@ -14,6 +14,10 @@
 #define ATT_LOG2E 1.4426950408889634f
 #define ATT_LN2 0.6931471805599453f
 #define ATT_NEG_INF (-__int_as_float(0x7f800000))
+// A row whose visible scores are all -inf or hold a NaN (only through non-finite q, k or v:
+// validation leaves every row a key) has no positive sum `l`: its o and lse are NaN on every
+// backend (`moekit_ops::numerics`).
+#define ATT_NAN __int_as_float(0x7fc00000)
 
 // The keys `[lo, hi)` that causal and window allow to local query row `i` (clamped to 0..Lk).
 __device__ __forceinline__ void att_row_range(long long i, int lq, int lk, int causal, long long wl, long long wr,
@@ -96,11 +100,11 @@ __device__ void attention_rows_impl(const T* q, const T* k, const T* v, T* o, fl
                 for (int c = 0; c < PER; ++c) acc[c] += pj * to_f32(vr[lane + 32 * c]);
             }
         }
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        const float inv = l > 0.0f ? 1.0f / l : ATT_NAN;
         T* orow = o + ((size_t)(q0 + i) * hq + h) * D;
 #pragma unroll
         for (int c = 0; c < PER; ++c) orow[lane + 32 * c] = from_f32<T>(acc[c] * inv);
-        if (lane == 0) lse[(size_t)h * tq + q0 + i] = l > 0.0f ? m + logf(l) : ATT_NEG_INF;
+        if (lane == 0) lse[(size_t)h * tq + q0 + i] = l > 0.0f ? m + logf(l) : ATT_NAN;
     }
 }
 
@@ -273,19 +277,20 @@ template <int OT> __device__ __forceinline__ void att_scale_o(float (*oacc)[4], 
     }
 }
 
-// Final row sums over the quad (in place) and their inverses (0 for an empty row).
+// Final row sums over the quad (in place) and their inverses (NaN for a row without a positive
+// sum: all its visible scores -inf, or a NaN among them; padding rows past Lq are never stored).
 __device__ __forceinline__ void att_final_inv(float* lrow, float* inv) {
 #pragma unroll
     for (int x = 0; x < 2; ++x) {
         lrow[x] += __shfl_xor_sync(0xffffffffu, lrow[x], 1);
         lrow[x] += __shfl_xor_sync(0xffffffffu, lrow[x], 2);
-        inv[x] = lrow[x] > 0.0f ? 1.0f / lrow[x] : 0.0f;
+        inv[x] = lrow[x] > 0.0f ? 1.0f / lrow[x] : ATT_NAN;
     }
 }
 
-// The natural-log LSE of a row from its log2-domain max `m` and sum `l` (-inf for an empty row).
+// The natural-log LSE of a row from its log2-domain max `m` and sum `l` (NaN without a positive sum).
 __device__ __forceinline__ float att_lse(float m, float l) {
-    return l > 0.0f ? (m + log2f(l)) * ATT_LN2 : ATT_NEG_INF;
+    return l > 0.0f ? (m + log2f(l)) * ATT_LN2 : ATT_NAN;
 }
 
 // Normalised O [OT][4] of rows r0, r0 + 8 → the staging tile (u32 pairs, row stride LD halves).

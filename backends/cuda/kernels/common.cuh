@@ -79,6 +79,7 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 #define MOEKIT_BAD_GEMM_GATHER 5
 #define MOEKIT_BAD_EMBEDDING_IDS 6
 #define MOEKIT_BAD_ROUTE_NONFINITE 7
+#define MOEKIT_BAD_ROUTE_BIAS_NONFINITE 8
 
 __device__ __forceinline__ void report_bad(i32* rec, int code, int index, int value, int hi) {
     if (atomicCAS(rec, 0, code) == 0) {

@@ -223,7 +223,7 @@ __device__ void route_impl(const T* logits, const float* bias, const i32* mask, 
             if (bias) {
                 b = bias[e];
                 if (!route_finite(b)) {
-                    report_bad(rec, MOEKIT_BAD_ROUTE_NONFINITE, e, 0, 0);
+                    report_bad(rec, MOEKIT_BAD_ROUTE_BIAS_NONFINITE, e, 0, 0);
                     b = 0.0f;
                 }
             }
@@ -332,7 +332,7 @@ __device__ void route_reg_impl(const T* logits, const float* bias, const i32* ma
             if (bias) {
                 float v = bias[e];
                 if (!route_finite(v)) {
-                    if (gwarp < tokens) report_bad(rec, MOEKIT_BAD_ROUTE_NONFINITE, e, 0, 0);
+                    if (gwarp < tokens) report_bad(rec, MOEKIT_BAD_ROUTE_BIAS_NONFINITE, e, 0, 0);
                     v = 0.0f;
                 }
                 b[i] = v;

@@ -131,9 +131,37 @@ fn no_device(reason: String) -> Error {
     Error::NoDevice { backend: NAME, reason }
 }
 
+/// The error of a failed driver call of `op`: [`Error::OutOfMemory`] for the driver's
+/// `CUDA_ERROR_OUT_OF_MEMORY` (the op's scratch or output did not fit; `bytes` unknown, 0),
+/// [`Error::Device`] for the rest.
+///
+/// NOTE: an out-of-memory answer of `cuMemAlloc`/`cuMemAllocAsync` is not sticky: the
+/// context and stream stay usable, so the caller may free memory and retry.
 #[cfg(feature = "cuda")]
 pub(crate) fn device_err(op: &'static str) -> impl FnOnce(DriverError) -> Error {
-    move |e| Error::Device { op, backend: NAME, msg: e.to_string() }
+    move |e| alloc_err(op, 0)(e)
+}
+
+/// [`device_err`] for an allocation of `bytes`.
+#[cfg(feature = "cuda")]
+fn alloc_err(op: &'static str, bytes: usize) -> impl FnOnce(DriverError) -> Error {
+    use cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY;
+    move |e| match e.0 {
+        CUDA_ERROR_OUT_OF_MEMORY => Error::OutOfMemory { op, backend: NAME, bytes, msg: e.to_string() },
+        _ => Error::Device { op, backend: NAME, msg: e.to_string() },
+    }
+}
+
+/// Bytes of a `dtype` tensor of `shape`, or [`Error::OutOfMemory`] when the count overflows
+/// `usize` (no device holds that).
+#[cfg(feature = "cuda")]
+pub(crate) fn tensor_bytes(op: &'static str, dtype: DType, shape: &[usize]) -> Result<usize> {
+    shape.iter().try_fold(dtype.size(), |n, &d| n.checked_mul(d)).ok_or_else(|| Error::OutOfMemory {
+        op,
+        backend: NAME,
+        bytes: usize::MAX,
+        msg: format!("a {dtype} tensor of shape {shape:?} needs more than usize::MAX bytes"),
+    })
 }
 
 /// The scratch buffer in `slot`, at least `len` elements (at least one), allocated on `stream`
@@ -190,15 +218,18 @@ impl Device for CudaBackend {
 
     #[cfg(feature = "cuda")]
     fn alloc(&self, dtype: DType, shape: &[usize]) -> Result<CudaBuffer> {
-        let bytes = shape.iter().product::<usize>() * dtype.size();
-        let data = self.stream.alloc_zeros::<u8>(alloc_len(bytes)).map_err(device_err("alloc"))?;
+        let bytes = tensor_bytes("alloc", dtype, shape)?;
+        let data = self.stream.alloc_zeros::<u8>(alloc_len(bytes)).map_err(alloc_err("alloc", bytes))?;
         Ok(CudaBuffer { dtype, shape: shape.to_vec(), data })
     }
 
     #[cfg(feature = "cuda")]
     fn upload(&self, tensor: &HostTensor) -> Result<CudaBuffer> {
         let bytes = tensor.as_bytes();
-        let mut buf = self.alloc(tensor.dtype(), tensor.shape())?;
+        // NOTE: zeroed like `alloc` (not left uninitialised): kernels that load whole words
+        // may touch the bytes past an odd-length half-precision tensor.
+        let data = self.stream.alloc_zeros::<u8>(alloc_len(bytes.len())).map_err(alloc_err("upload", bytes.len()))?;
+        let mut buf = CudaBuffer { dtype: tensor.dtype(), shape: tensor.shape().to_vec(), data };
         if !bytes.is_empty() {
             let mut dst = buf.data.slice_mut(..bytes.len());
             self.stream.memcpy_htod(bytes, &mut dst).map_err(device_err("upload"))?;

@@ -16,6 +16,44 @@ fn nan_logit_is_non_finite() {
 }
 
 #[test]
+fn non_finite_fused_gate_is_reported_as_the_logit_it_reaches() {
+    // T = 2, H = 2, E = 3: NaN in hidden row 1 spoils logits 3, 4, 5; +inf in gate column 2
+    // (times a hidden value of either sign) spoils logits 2 and 5. The lowest is 2.
+    let mut p = RouteProblem::new(2, 3, 1, DType::F32);
+    p.hidden = Some(2);
+    let p = p.validate().unwrap();
+    let hidden = f32s(&[2, 2], &[1.0, -0.5, f64::NAN, 1.0]);
+    let gate = f32s(&[2, 3], &[0.5, 0.25, f64::INFINITY, -0.5, 1.0, 0.0]);
+    assert_eq!(
+        route(&p, &hidden, Some(&gate), None).unwrap_err(),
+        Error::NonFinite { op: "route", what: "logits", index: 2 }
+    );
+    let gate = f32s(&[2, 3], &[0.5, 0.25, 1.0, -0.5, 1.0, 0.0]);
+    assert_eq!(
+        route(&p, &hidden, Some(&gate), None).unwrap_err(),
+        Error::NonFinite { op: "route", what: "logits", index: 3 }
+    );
+}
+
+#[test]
+fn non_finite_bias_is_reported_unless_there_is_no_token() {
+    let bias = f32s(&[3], &[0.0, f64::NEG_INFINITY, f64::NAN]);
+    let mut p = RouteProblem::new(1, 3, 1, DType::F32);
+    p.use_bias = true;
+    let v = p.clone().validate().unwrap();
+    let err = route(&v, &f32s(&[1, 3], &[0.0, 1.0, 2.0]), None, Some(&bias)).unwrap_err();
+    assert_eq!(err, Error::NonFinite { op: "route", what: "bias", index: 1 });
+    // A bad logit is reported before a bad bias.
+    let err = route(&v, &f32s(&[1, 3], &[0.0, 1.0, f64::NAN]), None, Some(&bias)).unwrap_err();
+    assert_eq!(err, Error::NonFinite { op: "route", what: "logits", index: 2 });
+    // T = 0: nothing is read, nothing is reported; counts and load are zeros.
+    p.tokens = 0;
+    let out = route(&p.validate().unwrap(), &f32s(&[0, 3], &[]), None, Some(&bias)).unwrap();
+    assert_eq!(out.counts.as_i32().unwrap(), &[0, 0, 0]);
+    assert_eq!(out.load.to_f32_vec(), vec![0.0; 3]);
+}
+
+#[test]
 fn permute_id_out_of_range() {
     let p = PermuteProblem { tokens: 2, hidden: 1, experts: 3, k: 1, align: 1, dtype: DType::F32 };
     let err = permute(&p.validate().unwrap(), &f32s(&[2, 1], &[1.0, 2.0]), &HostTensor::from_i32(&[2, 1], &[0, 3]))
@@ -117,4 +155,30 @@ fn glue_sizes_past_i32_are_invalid_naming_the_size() {
     // At the limit all are fine.
     let ok = GemmProblem { m: 1, k: i32::MAX as usize, n: 1, b_transposed: false, dtype: DType::F32 };
     assert!(ok.validate().is_ok());
+}
+
+#[test]
+fn op_sizes_past_i32_are_invalid_naming_the_size() {
+    let big = i32::MAX as usize + 1;
+    let msg = |e: Error| match e {
+        Error::Invalid { op, msg } => format!("{op}: {msg}"),
+        other => panic!("expected Invalid, got {other:?}"),
+    };
+    let mut r = RouteProblem::new(4, 8, 2, DType::F32);
+    r.hidden = Some(big);
+    assert_eq!(msg(r.validate().unwrap_err()), format!("route: hidden = {big} exceeds i32::MAX"));
+    let r = RouteProblem::new(1 << 28, 16, 2, DType::F32);
+    assert_eq!(msg(r.validate().unwrap_err()), format!("route: tokens·experts = {} exceeds i32::MAX", 1usize << 32));
+    let p = PermuteProblem { tokens: 4, hidden: big, experts: 2, k: 1, align: 1, dtype: DType::F32 };
+    assert_eq!(msg(p.validate().unwrap_err()), format!("permute: hidden = {big} exceeds i32::MAX"));
+    let c = CombineProblem { tokens: 1 << 30, k: 4, hidden: 8, rows: 64, add: false, dtype: DType::F32 };
+    assert_eq!(
+        msg(c.validate().unwrap_err()),
+        format!("unpermute_combine: tokens·k = {} exceeds i32::MAX", 1usize << 32)
+    );
+    let mut g = GroupedGemmProblem::contiguous(8, 2, 16, big, DType::F32);
+    assert_eq!(msg(g.validate().unwrap_err()), format!("grouped_gemm: N = {big} exceeds i32::MAX"));
+    g.n_dim = 16;
+    g.k_dim = big;
+    assert_eq!(msg(g.validate().unwrap_err()), format!("grouped_gemm: K = {big} exceeds i32::MAX"));
 }

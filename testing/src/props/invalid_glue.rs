@@ -1,13 +1,15 @@
 //! Valid base calls and their corruptions for attention, the glue ops and the MoE layer.
 
-use super::invalid::{expect_rejected, filled, other_float, with_value, Corruption};
+use super::invalid::{all_set, expect_rejected, filled, other_float, with_value, Corruption, Corruptions};
 use crate::compare::Check;
 use crate::exec::{self, AttentionBufs, MoeBufs, RmsNormBufs};
 use crate::gen;
 use moekit_ops::{
-    AttentionMask, AttentionProblem, Backend, ColumnRanges, DType, EmbeddingProblem, GemmProblem, HostTensor,
-    MoeLayerProblem, RmsNormProblem, RotaryPositions, RotaryProblem, RouteProblem, SwigluProblem,
+    AttentionMask, AttentionProblem, Backend, ColumnRanges, DType, EmbeddingProblem, GemmProblem, GroupLimit,
+    HostTensor, MoeLayerProblem, RmsNormProblem, RotaryPositions, RotaryProblem, RouteProblem, SwigluProblem,
+    TensorMeta, Window,
 };
+use moekit_reference::ReferenceBackend as Ref;
 use rand::Rng;
 
 /// Attention.
@@ -77,8 +79,26 @@ pub fn attention<B: Backend>(b: &B, dtype: DType, seed: u64) -> Check {
         ("negative softcap", |p, _| p.softcap = Some(-1.0)),
         ("NaN scale", |p, _| p.scale = f32::NAN),
         ("v of another dtype", |p, x| x.v = filled(other_float(p.dtype), &[p.total_k(), p.heads_kv, p.head_dim])),
+        ("k with fewer rows than Tk", |p, x| x.k = filled(p.dtype, &[p.total_k() - 1, p.heads_kv, p.head_dim])),
+        ("v with another head count", |p, x| x.v = filled(p.dtype, &[p.total_k(), p.heads_kv + 1, p.head_dim])),
+        ("a window-only mask leaving the first row empty", |p, _| {
+            // One key fewer than queries in every sequence: the diagonal of row 0 is at key
+            // -1, and a window of width 1 around it reaches no key.
+            p.mask = AttentionMask { causal: false, window: Some(Window { left: 0, right: 0 }), column_ranges: None };
+            let n = p.cu_seqlens_k.len();
+            for (i, v) in p.cu_seqlens_k[1..n].iter_mut().enumerate() {
+                *v -= i + 1;
+            }
+        }),
+        ("a window-only mask leaving a later sequence's row empty", |p, _| {
+            // The last sequence gets two keys fewer than queries; the others keep theirs.
+            p.mask = AttentionMask { causal: false, window: Some(Window { left: 1, right: 0 }), column_ranges: None };
+            let n = p.cu_seqlens_k.len();
+            p.cu_seqlens_k[n - 1] -= 2;
+        }),
     ];
-    expect_rejected("attention", (p, x), |p, x| exec::attention(b, p, x), c)
+    let (run, oracle) = (|p: &_, x: &_| exec::attention(b, p, x), |p: &_, x: &_| exec::attention(&Ref, p, x));
+    expect_rejected("attention", b, (p, x), run, oracle, Corruptions { one: c, many: &[] })
 }
 
 /// RMSNorm.
@@ -106,7 +126,8 @@ pub fn rms_norm<B: Backend>(b: &B, dtype: DType, seed: u64) -> Check {
         ("y of another dtype", |p, x| x.y = filled(other_float(p.dtype), &[p.rows, p.hidden])),
         ("x of the wrong shape", |p, x| x.x = filled(p.dtype, &[p.hidden, p.rows + 1])),
     ];
-    expect_rejected("rms_norm", (p, x), |p, x| exec::rms_norm(b, p, x), c)
+    let (run, oracle) = (|p: &_, x: &_| exec::rms_norm(b, p, x), |p: &_, x: &_| exec::rms_norm(&Ref, p, x));
+    expect_rejected("rms_norm", b, (p, x), run, oracle, Corruptions { one: c, many: &[] })
 }
 
 type RotaryX = (HostTensor, HostTensor, HostTensor);
@@ -147,7 +168,9 @@ pub fn rotary<B: Backend>(b: &B, dtype: DType, seed: u64) -> Check {
         ("f32 positions", |p, x| x.1 = filled(DType::F32, &p.positions_shape())),
         ("out of the wrong shape", |p, x| x.2 = filled(p.dtype, &[p.tokens, p.heads + 1, p.head_dim])),
     ];
-    expect_rejected("rotary", (p, x), |p, x| exec::rotary(b, p, &x.0, &x.1, &x.2), c)
+    let run = |p: &_, x: &RotaryX| exec::rotary(b, p, &x.0, &x.1, &x.2);
+    let oracle = |p: &_, x: &RotaryX| exec::rotary(&Ref, p, &x.0, &x.1, &x.2);
+    expect_rejected("rotary", b, (p, x), run, oracle, Corruptions { one: c, many: &[] })
 }
 
 /// SwiGLU.
@@ -170,7 +193,9 @@ pub fn swiglu<B: Backend>(b: &B, dtype: DType, seed: u64) -> Check {
             x.1 = filled(DType::I32, &[p.rows, p.inter]);
         }),
     ];
-    expect_rejected("swiglu", (p, x), |p, x| exec::swiglu(b, p, &x.0, &x.1), c)
+    let run = |p: &_, x: &(HostTensor, HostTensor)| exec::swiglu(b, p, &x.0, &x.1);
+    let oracle = |p: &_, x: &(HostTensor, HostTensor)| exec::swiglu(&Ref, p, &x.0, &x.1);
+    expect_rejected("swiglu", b, (p, x), run, oracle, Corruptions { one: c, many: &[] })
 }
 
 type Tensors3 = (HostTensor, HostTensor, HostTensor);
@@ -198,7 +223,13 @@ pub fn embedding<B: Backend>(b: &B, dtype: DType, seed: u64) -> Check {
         ("f32 ids", |p, x| x.1 = filled(DType::F32, &[p.tokens])),
         ("out of the wrong shape", |p, x| x.2 = filled(p.dtype, &[p.tokens, p.hidden + 1])),
     ];
-    expect_rejected("embedding", (p, x), |p, x| exec::embedding(b, p, &x.0, &x.1, &x.2), c)
+    let many: &[Corruption<EmbeddingProblem, Tensors3>] = &[
+        ("every id = V", |p, x| x.1 = all_set(&x.1, p.vocab as f64)),
+        ("every id = -1", |_, x| x.1 = all_set(&x.1, -1.0)),
+    ];
+    let run = |p: &_, x: &Tensors3| exec::embedding(b, p, &x.0, &x.1, &x.2);
+    let oracle = |p: &_, x: &Tensors3| exec::embedding(&Ref, p, &x.0, &x.1, &x.2);
+    expect_rejected("embedding", b, (p, x), run, oracle, Corruptions { one: c, many })
 }
 
 /// Dense GEMM.
@@ -224,7 +255,9 @@ pub fn gemm<B: Backend>(b: &B, dtype: DType, seed: u64) -> Check {
             x.0 = filled(DType::I32, &[p.m, p.k]);
         }),
     ];
-    expect_rejected("gemm", (p, x), |p, x| exec::gemm(b, p, &x.0, &x.1, &x.2), c)
+    let run = |p: &_, x: &Tensors3| exec::gemm(b, p, &x.0, &x.1, &x.2);
+    let oracle = |p: &_, x: &Tensors3| exec::gemm(&Ref, p, &x.0, &x.1, &x.2);
+    expect_rejected("gemm", b, (p, x), run, oracle, Corruptions { one: c, many: &[] })
 }
 
 /// MoE layer.
@@ -260,6 +293,115 @@ pub fn moe_layer<B: Backend>(b: &B, dtype: DType, seed: u64) -> Check {
         ("mask leaving one expert for k = 2", |p, _| {
             p.route.expert_mask = Some((0..p.route.experts).map(|e| e == 1).collect());
         }),
+        // Errors of the sub-problems name the sub-op (route, permute, ...).
+        ("route with hidden = Some(0)", |p, _| p.route.hidden = Some(0)),
+        ("route with experts = 0", |p, _| p.route.experts = 0),
+        ("route with an i32 dtype", |p, _| p.route.dtype = DType::I32),
+        ("route with a mask of the wrong length", |p, _| p.route.expert_mask = Some(vec![true; p.route.experts + 1])),
+        ("route with n_group not dividing E", |p, _| {
+            p.route.groups = Some(GroupLimit { n_group: p.route.experts + 1, topk_group: 1 });
+        }),
+        ("route with NaN scaling", |p, _| p.route.scaling = f32::NAN),
+        ("permute rows past i32", |p, _| p.route.tokens = i32::MAX as usize / p.route.k + 1),
+        ("x of the wrong shape", |p, x| x.x = filled(p.route.dtype, &[p.route.tokens, p.hidden() + 1])),
+        ("gate of another dtype", |p, x| x.gate = filled(other_float(p.route.dtype), &[p.hidden(), p.route.experts])),
+        ("a bias without use_bias", |p, x| x.bias = Some(filled(DType::F32, &[p.route.experts]))),
+        ("out of the wrong shape", |p, x| x.out = filled(p.route.dtype, &[p.route.tokens + 1, p.hidden()])),
     ];
-    expect_rejected("moe_layer", (p, x), |p, x| exec::moe_layer(b, p, x), c)
+    let (run, oracle) = (|p: &_, x: &_| exec::moe_layer(b, p, x), |p: &_, x: &_| exec::moe_layer(&Ref, p, x));
+    expect_rejected("moe_layer", b, (p, x), run, oracle, Corruptions { one: c, many: &[] })
+}
+
+/// Rows copied by [`moekit_ops::Device::copy_rows`]: `src_row`, `dst_row`, `rows`.
+type RowRange = (usize, usize, usize);
+
+/// Uploads `src` and `dst`, copies, downloads `dst`.
+fn run_copy_rows<B: moekit_ops::Device>(
+    b: &B,
+    r: &RowRange,
+    x: &(HostTensor, HostTensor),
+) -> moekit_ops::Result<HostTensor> {
+    let src = b.upload(&x.0)?;
+    let mut dst = b.upload(&x.1)?;
+    b.copy_rows(&src, r.0, &mut dst, r.1, r.2)?;
+    b.download(&dst)
+}
+
+/// Row copy (a [`moekit_ops::Device`] method, no `api::` wrapper).
+///
+/// # Errors
+/// See [`expect_rejected`].
+pub fn copy_rows<B: Backend>(b: &B, dtype: DType, seed: u64) -> Check {
+    let mut rng = gen::rng(seed);
+    let (sr, dr, h, d) = (rng.gen_range(1..=6), rng.gen_range(1..=6), rng.gen_range(1..=3), rng.gen_range(1..=8));
+    let rows = rng.gen_range(0..=sr.min(dr));
+    let r: RowRange = (rng.gen_range(0..=sr - rows), rng.gen_range(0..=dr - rows), rows);
+    let x =
+        (gen::normal_tensor(&mut rng, dtype, &[sr, h, d], 1.0), gen::normal_tensor(&mut rng, dtype, &[dr, h * d], 1.0));
+    type X = (HostTensor, HostTensor);
+    let c: &[Corruption<RowRange, X>] = &[
+        ("dst rows one element wider", |_, x| {
+            x.1 = filled(x.1.dtype(), &[x.1.shape()[0], x.1.numel() / x.1.shape()[0] + 1])
+        }),
+        ("src rows of another width", |_, x| {
+            let s = x.0.shape().to_vec();
+            let width = if s[1] * s[2] > 1 { s[1] * s[2] - 1 } else { 2 };
+            x.0 = filled(x.0.dtype(), &[s[0], width]);
+        }),
+        ("a 0-d src", |_, x| x.0 = filled(x.0.dtype(), &[])),
+        ("a 0-d dst", |_, x| x.1 = filled(x.1.dtype(), &[])),
+        ("dst of another dtype", |_, x| x.1 = filled(other_float(x.1.dtype()), x.1.shape())),
+        ("an i32 src", |_, x| x.0 = filled(DType::I32, x.0.shape())),
+        ("one row past the end of src", |r, x| {
+            r.2 = x.0.shape()[0].min(x.1.shape()[0]);
+            r.0 = x.0.shape()[0] - r.2 + 1;
+            r.1 = 0;
+        }),
+        ("one row past the end of dst", |r, x| {
+            r.2 = x.0.shape()[0].min(x.1.shape()[0]);
+            r.0 = 0;
+            r.1 = x.1.shape()[0] - r.2 + 1;
+        }),
+        ("a range that overflows usize", |r, _| {
+            r.0 = usize::MAX;
+            r.2 = 2;
+        }),
+    ];
+    let run = |r: &RowRange, x: &X| run_copy_rows(b, r, x);
+    let oracle = |r: &RowRange, x: &X| run_copy_rows(&Ref, r, x);
+    expect_rejected("copy_rows", b, (r, x), run, oracle, Corruptions { one: c, many: &[] })
+}
+
+/// Uploads `x`, reshapes it to `shape`, downloads it.
+fn run_reshape<B: moekit_ops::Device>(b: &B, shape: &[usize], x: &HostTensor) -> moekit_ops::Result<HostTensor> {
+    let mut buf = b.upload(x)?;
+    b.reshape(&mut buf, shape)?;
+    b.download(&buf)
+}
+
+/// Reshape (a [`moekit_ops::Device`] method, no `api::` wrapper).
+///
+/// # Errors
+/// See [`expect_rejected`].
+pub fn reshape<B: Backend>(b: &B, dtype: DType, seed: u64) -> Check {
+    let mut rng = gen::rng(seed);
+    let (t, h, d) = (rng.gen_range(1..=6), rng.gen_range(1..=4), rng.gen_range(1..=8));
+    let x = gen::normal_tensor(&mut rng, dtype, &[t, h * d], 1.0);
+    let shape = vec![t, h, d];
+    let c: &[Corruption<Vec<usize>, HostTensor>] = &[
+        ("one element too many", |s, _| s[0] += 1),
+        ("two axes, one element too many", |s, _| *s = vec![s[0], s[1] * s[2] + 1]),
+        ("a zero axis", |s, _| s.push(0)),
+        ("a 0-d shape for more than one element", |s, x| {
+            s.clear();
+            *x = filled(x.dtype(), &[x.shape()[0] + 1, x.shape()[1]]);
+        }),
+        ("a count that overflows usize", |s, _| *s = vec![usize::MAX, 2, 1]),
+        ("an i32 buffer of another count", |s, x| {
+            *x = filled(DType::I32, &[s.iter().product::<usize>() + 1]);
+        }),
+    ];
+    let run = |s: &Vec<usize>, x: &HostTensor| run_reshape(b, s, x);
+    let oracle = |s: &Vec<usize>, x: &HostTensor| run_reshape(&Ref, s, x);
+    expect_rejected("reshape", b, (shape, x), run, oracle, Corruptions { one: c, many: &[] })
 }

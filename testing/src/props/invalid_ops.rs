@@ -1,6 +1,6 @@
 //! Valid base calls and their corruptions for routing, dispatch, combine and grouped GEMM.
 
-use super::invalid::{expect_rejected, filled, other_float, with_value, Corruption};
+use super::invalid::{all_set, expect_rejected, filled, other_float, with_value, Corruption, Corruptions};
 use crate::compare::Check;
 use crate::exec::{self, CombineBufs, GroupedGemmBufs, PermuteBufs, RouteBufs};
 use crate::gen;
@@ -8,6 +8,7 @@ use moekit_ops::{
     Backend, BiasUpdateProblem, CombineProblem, DType, GemmLayout, GroupLimit, GroupedGemmProblem, HostTensor,
     PermuteProblem, RouteProblem, TensorMeta,
 };
+use moekit_reference::ReferenceBackend as Ref;
 use rand::Rng;
 
 /// Routing.
@@ -58,7 +59,8 @@ pub fn route<B: Backend>(b: &B, dtype: DType, seed: u64) -> Check {
             x.logits = filled(DType::I32, &[p.tokens, p.experts]);
         }),
     ];
-    expect_rejected("route", (p, x), |p, x| exec::route(b, p, x), c)
+    let (run, oracle) = (|p: &_, x: &_| exec::route(b, p, x), |p: &_, x: &_| exec::route(&Ref, p, x));
+    expect_rejected("route", b, (p, x), run, oracle, Corruptions { one: c, many: &[] })
 }
 
 /// Bias update (f32 and i32 only, so no dtype).
@@ -82,8 +84,16 @@ pub fn update_bias<B: Backend>(b: &B, seed: u64) -> Check {
         ("counts of the wrong shape", |p, x| x.1 = filled(DType::I32, &[p.experts + 1])),
         ("f32 counts", |p, x| x.1 = filled(DType::F32, &[p.experts])),
         ("experts = 0", |p, _| p.experts = 0),
+        ("bias of the wrong shape", |p, x| x.0 = filled(DType::F32, &[p.experts + 1])),
+        ("bias [E, 1]", |p, x| x.0 = filled(DType::F32, &[p.experts, 1])),
+        ("i32 bias", |p, x| x.0 = filled(DType::I32, &[p.experts])),
+        ("counts [1, E]", |p, x| x.1 = filled(DType::I32, &[1, p.experts])),
+        ("0-d counts", |_, x| x.1 = filled(DType::I32, &[])),
+        ("experts one more than the buffers", |p, _| p.experts += 1),
     ];
-    expect_rejected("update_bias", (p, x), |p, x| exec::update_bias(b, p, &x.0, &x.1), c)
+    let run = |p: &_, x: &X| exec::update_bias(b, p, &x.0, &x.1);
+    let oracle = |p: &_, x: &X| exec::update_bias(&Ref, p, &x.0, &x.1);
+    expect_rejected("update_bias", b, (p, x), run, oracle, Corruptions { one: c, many: &[] })
 }
 
 /// Dispatch.
@@ -118,7 +128,12 @@ pub fn permute<B: Backend>(b: &B, dtype: DType, seed: u64) -> Check {
             x.hidden = filled(DType::I32, &[p.tokens, p.hidden]);
         }),
     ];
-    expect_rejected("permute", (p, x), |p, x| exec::permute(b, p, x), c)
+    let many: &[Corruption<PermuteProblem, PermuteBufs>] = &[
+        ("every id = E", |p, x| x.ids = all_set(&x.ids, p.experts as f64)),
+        ("every id = -1", |_, x| x.ids = all_set(&x.ids, -1.0)),
+    ];
+    let (run, oracle) = (|p: &_, x: &_| exec::permute(b, p, x), |p: &_, x: &_| exec::permute(&Ref, p, x));
+    expect_rejected("permute", b, (p, x), run, oracle, Corruptions { one: c, many })
 }
 
 /// Weighted combine.
@@ -151,7 +166,12 @@ pub fn combine<B: Backend>(b: &B, dtype: DType, seed: u64) -> Check {
         ("hidden = 0", |p, _| p.hidden = 0),
         ("i32 y", |p, x| x.y = filled(DType::I32, &[p.rows, p.hidden])),
     ];
-    expect_rejected("unpermute_combine", (p, x), |p, x| exec::combine(b, p, x), c)
+    let many: &[Corruption<CombineProblem, CombineBufs>] = &[
+        ("every row = R", |p, x| x.token_slot_to_row = all_set(&x.token_slot_to_row, p.rows as f64)),
+        ("every row = -1", |_, x| x.token_slot_to_row = all_set(&x.token_slot_to_row, -1.0)),
+    ];
+    let (run, oracle) = (|p: &_, x: &_| exec::combine(b, p, x), |p: &_, x: &_| exec::combine(&Ref, p, x));
+    expect_rejected("unpermute_combine", b, (p, x), run, oracle, Corruptions { one: c, many })
 }
 
 /// Grouped GEMM, contiguous (with or without gather) or masked.
@@ -226,7 +246,29 @@ pub fn grouped_gemm<B: Backend>(b: &B, dtype: DType, seed: u64, masked: bool) ->
         ("a negative count", |_, x| x.group = with_value(&x.group, 1, -1.0)),
         ("gather with the masked layout", |p, _| p.gather_tokens = Some(2)),
     ];
-    let list: Vec<Corruption<GroupedGemmProblem, GroupedGemmBufs>> =
+    let many_contiguous: &[Corruption<GroupedGemmProblem, GroupedGemmBufs>] = &[
+        ("every gather row = T (or gather without a gather buffer)", |p, x| match p.gather_tokens {
+            Some(t) => x.row_to_token = Some(HostTensor::full(DType::I32, &[p.out_rows()], t as f64)),
+            None => p.gather_tokens = Some(1),
+        }),
+        ("every gather row = -2 (or a gather buffer without gather)", |p, x| {
+            x.row_to_token = Some(HostTensor::full(DType::I32, &[p.out_rows()], -2.0));
+        }),
+    ];
+    let many_masked: &[Corruption<GroupedGemmProblem, GroupedGemmBufs>] = &[
+        ("every count > capacity", |p, x| {
+            let cap = match p.layout {
+                GemmLayout::Masked { capacity } => capacity,
+                GemmLayout::Contiguous { .. } => 0,
+            };
+            x.group = all_set(&x.group, cap as f64 + 1.0);
+        }),
+        ("every count negative", |_, x| x.group = all_set(&x.group, -3.0)),
+    ];
+    let one: Vec<Corruption<GroupedGemmProblem, GroupedGemmBufs>> =
         common.iter().chain(if masked { masked_list } else { contiguous }).copied().collect();
-    expect_rejected("grouped_gemm", (p, x), |p, x| exec::grouped_gemm(b, p, x), &list)
+    let many = if masked { many_masked } else { many_contiguous };
+    let run = |p: &_, x: &_| exec::grouped_gemm(b, p, x);
+    let oracle = |p: &_, x: &_| exec::grouped_gemm(&Ref, p, x);
+    expect_rejected("grouped_gemm", b, (p, x), run, oracle, Corruptions { one: &one, many })
 }

@@ -22,8 +22,30 @@ pub(crate) mod mma;
 /// sequence).
 pub(crate) const BLOCK_ENTRIES: usize = 8;
 
-/// Score of a masked (query, key) pair. Real scores are far above it.
+/// Score of a masked (query, key) pair in the cmma and mma kernels, which keep masking in the
+/// score itself. Real scores are far above it for finite inputs of sane size; the portable
+/// kernel keeps a separate visibility bit instead, so any real score counts there.
 const MASKED: f32 = -1.0e30;
+
+/// `-inf`, built at run time from the bits of `x` (any value): cubecl 0.10's CUDA C++ generator
+/// writes an infinite literal as `inf`, which NVRTC rejects, and reinterprets through a
+/// reference, which needs a variable rather than a literal.
+#[cube]
+#[allow(clippy::erasing_op)] // NOTE: the `& 0` is the point: a run-time value with fixed bits.
+pub(crate) fn neg_inf(x: f32) -> f32 {
+    let bits = (u32::reinterpret(x) & 0u32) | 0xff80_0000u32;
+    f32::reinterpret(bits)
+}
+
+/// A quiet NaN, built at run time from the bits of `x` (see [`neg_inf`]): the `o` and `lse` of
+/// a row without a positive softmax sum (every visible score `-inf`, or a NaN among them), as
+/// `moekit_ops::numerics` defines on every backend.
+#[cube]
+#[allow(clippy::erasing_op)] // NOTE: as in `neg_inf`.
+pub(crate) fn nan(x: f32) -> f32 {
+    let bits = (u32::reinterpret(x) & 0u32) | 0x7fc0_0000u32;
+    f32::reinterpret(bits)
+}
 
 /// `(BQ, BK)`: query rows per cube and keys per tile for head dim `d`.
 pub(crate) fn blocks(d: usize) -> (usize, usize) {
@@ -66,7 +88,7 @@ pub(crate) fn attention_kernel<F: Float>(
     #[comptime] capped: bool,
     #[define(F)] _dtype: ElemType,
 ) {
-    let masked = f32::new(MASKED);
+    let ninf = neg_inf(scale);
     let kj = UNIT_POS_X as usize;
     let qi = UNIT_POS_Y as usize;
     let units = comptime!(bq * bk);
@@ -90,6 +112,7 @@ pub(crate) fn attention_kernel<F: Float>(
     let mut os = SharedMemory::<f32>::new(comptime!(bq * d));
     let mut kv = SharedMemory::<f32>::new(comptime!(bk * d));
     let mut ss = SharedMemory::<f32>::new(comptime!(bq * bk));
+    let mut vs = SharedMemory::<u32>::new(comptime!(bq * bk));
     let mut ms = SharedMemory::<f32>::new(bq);
     let mut ls = SharedMemory::<f32>::new(bq);
     let mut cs = SharedMemory::<f32>::new(bq);
@@ -108,7 +131,7 @@ pub(crate) fn attention_kernel<F: Float>(
         idx += units;
     }
     if kj == 0 {
-        ms[qi] = masked;
+        ms[qi] = ninf;
         ls[qi] = 0.0;
     }
     sync_cube();
@@ -120,7 +143,8 @@ pub(crate) fn attention_kernel<F: Float>(
 
         // Score of (qi, kj).
         let j = kb + kj;
-        let mut s = masked;
+        let mut s = 0.0f32;
+        let mut seen = 0u32;
         if qi < nq && j < key_hi {
             let i = i0 + qi as i32;
             if allowed(ranges, i, j as i32, lq, lk, k0 + j, total_k, left, right, causal, window, colr) {
@@ -132,25 +156,35 @@ pub(crate) fn attention_kernel<F: Float>(
                 if capped {
                     s = softcap * f32::tanh(s / softcap);
                 }
+                seen = 1u32;
             }
         }
         ss[qi * bk + kj] = s;
+        vs[qi * bk + kj] = seen;
         sync_cube();
 
         // Running max and sum of the row; the tile's scores become probabilities.
+        // NOTE: the max skips NaN (a NaN score still poisons the sum through its p); the shift
+        // is 0 while the max is -inf, so an all -inf row makes p = 0, never -inf - -inf.
         if kj == 0 {
             let m_old = ms[qi];
             let mut mx = m_old;
             for jj in 0..bk {
-                mx = mx.max(ss[qi * bk + jj]);
+                let sv = ss[qi * bk + jj];
+                if vs[qi * bk + jj] != 0u32 && sv > mx {
+                    mx = sv;
+                }
             }
-            let corr = f32::exp(m_old - mx);
+            let mut mu = mx;
+            if mx == ninf {
+                mu = 0.0f32;
+            }
+            let corr = f32::exp(m_old - mu);
             let mut sum = 0.0f32;
             for jj in 0..bk {
-                let sv = ss[qi * bk + jj];
                 let mut p = 0.0f32;
-                if sv > masked {
-                    p = f32::exp(sv - mx);
+                if vs[qi * bk + jj] != 0u32 {
+                    p = f32::exp(ss[qi * bk + jj] - mu);
                 }
                 ss[qi * bk + jj] = p;
                 sum += p;
@@ -180,13 +214,22 @@ pub(crate) fn attention_kernel<F: Float>(
 
     if qi < nq {
         let l = ls[qi];
+        let ok = l > 0.0f32;
         let mut c = kj;
         while c < d {
-            o[((q0 + qi) * hq + h) * d + c] = F::cast_from(os[qi * d + c] / l);
+            let mut val = nan(l);
+            if ok {
+                val = os[qi * d + c] / l;
+            }
+            o[((q0 + qi) * hq + h) * d + c] = F::cast_from(val);
             c += bk;
         }
         if kj == 0 {
-            lse[h * total_q as usize + q0 + qi] = ms[qi] + f32::ln(l);
+            let mut out = nan(l);
+            if ok {
+                out = ms[qi] + f32::ln(l);
+            }
+            lse[h * total_q as usize + q0 + qi] = out;
         }
     }
 }

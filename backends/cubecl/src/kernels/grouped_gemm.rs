@@ -94,10 +94,16 @@ pub(crate) fn grouped_gemm_kernel<F: Float>(
         let start = seg.start;
         let end = seg.end;
         let y_base = seg.base;
-        if row >= start && row < end {
+        let mine = row >= start && row < end;
+        if mine {
             valid = true;
         }
         let w_base = e * k_u * n_u;
+        // NOTE: this expert's sums, kept only for its own rows: the other rows load zeros
+        // for `x`, but 0 · NaN is NaN, so adding them would spread a non-finite weight of one
+        // expert into another expert's rows (numerics contract: `moekit_ops::numerics`).
+        let mut eg = 0.0f32;
+        let mut eu = 0.0f32;
 
         let mut k0 = 0usize;
         while k0 < k_u {
@@ -153,15 +159,19 @@ pub(crate) fn grouped_gemm_kernel<F: Float>(
             #[unroll]
             for kk in 0..tile {
                 let a = xs[ty * tile + kk];
-                acc_g += a * wg[kk * tile + tx];
+                eg += a * wg[kk * tile + tx];
                 if swiglu {
-                    acc_u += a * wu[kk * tile + tx];
+                    eu += a * wu[kk * tile + tx];
                 }
             }
             sync_cube();
             k0 += tile;
         }
 
+        if mine {
+            acc_g = eg;
+            acc_u = eu;
+        }
         e += 1;
         more = visits(group, e, e_end, rows_u, m0 + tile, mode);
     }

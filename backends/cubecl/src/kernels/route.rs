@@ -13,6 +13,11 @@ use super::flag::record;
 use super::glue::unit_index;
 use cubecl::ir::ElemType;
 use cubecl::prelude::*;
+use moekit_ops::check::BadIndex;
+
+/// The record code of a non-finite correction bias (index `e`): every routing kernel that reads
+/// the bias checks it, for every expert, masked ones included, once it has a token to route.
+pub(crate) const BAD_BIAS: i32 = BadIndex::RouteBiasNonFinite as i32;
 
 /// Routing of one token per unit, everything in f32.
 ///
@@ -21,7 +26,8 @@ use cubecl::prelude::*;
 /// (with `masked`, 1 = allowed) removes experts. `scores` and `sel` are `[T, E]` f32
 /// scratch: the scores (0 when masked) and the selection values (`-inf` once excluded or
 /// taken); `groups` is `[T, n_group]` f32 scratch. Writes `ids [T, k]` and `weights [T, k]`.
-/// A non-finite logit is recorded with code `bad` (index `t·E + e`).
+/// A non-finite logit is recorded with code `bad` (index `t·E + e`; with `fused` the logit as
+/// computed in f32), a non-finite bias with [`BAD_BIAS`] (index `e`); either is then read as 0.
 #[cube(launch)]
 pub fn route_tokens<F: Float>(
     x: &Array<F>,
@@ -114,7 +120,12 @@ pub fn route_tokens<F: Float>(
             }
             let mut v = scores[base + e];
             if comptime!(use_bias) {
-                v += bias[e];
+                let mut b = bias[e];
+                if f32::is_nan(b) || f32::is_inf(b) {
+                    record(flag, BAD_BIAS, e as i32, 0i32, 0i32);
+                    b = 0.0f32;
+                }
+                v += b;
             }
             if !allowed {
                 v = neg_inf;

@@ -76,25 +76,31 @@ struct Held<'a, R: Runtime> {
 impl<R: Runtime> Held<'_, R> {
     /// The handle of `slot`, at least `bytes` long (at least 4), grown (uninitialised) when
     /// too small.
-    fn handle(&mut self, slot: Slot, bytes: usize) -> Handle {
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the device cannot hold it (the slot keeps what it held).
+    fn handle(&mut self, slot: Slot, bytes: usize) -> Result<Handle> {
         let bytes = bytes.max(4).next_multiple_of(4);
         let entry = &mut self.slots[slot as usize];
         match entry {
-            Some((h, size)) if *size >= bytes => h.clone(),
+            Some((h, size)) if *size >= bytes => Ok(h.clone()),
             _ => {
                 // NOTE: the old allocation (if any) is released when its last handle drops;
                 // kernels already queued on it keep it alive in the client.
-                let h = self.b.client.empty(bytes);
+                let h = self.b.scratch("moe_layer", bytes)?;
                 *entry = Some((h.clone(), bytes));
-                h
+                Ok(h)
             }
         }
     }
 
     /// A tensor of `dtype` and `shape` over the scratch of `slot`, not zeroed.
-    fn buffer(&mut self, slot: Slot, dtype: DType, shape: &[usize]) -> CubeBuffer {
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the device cannot hold it.
+    fn buffer(&mut self, slot: Slot, dtype: DType, shape: &[usize]) -> Result<CubeBuffer> {
         let bytes = shape.iter().product::<usize>() * dtype.size();
-        CubeBuffer { dtype, shape: shape.to_vec(), handle: self.handle(slot, bytes) }
+        Ok(CubeBuffer { dtype, shape: shape.to_vec(), handle: self.handle(slot, bytes)? })
     }
 }
 
@@ -127,11 +133,11 @@ impl<R: Runtime> MoeOps for CubeBackend<R> {
         // launches on the same scratch.
         let mut s = self.held()?;
 
-        let mut ids = s.buffer(Slot::Ids, DType::I32, &[t, k]);
-        let mut weights = s.buffer(Slot::Weights, DType::F32, &[t, k]);
-        let mut counts = s.buffer(Slot::Counts, DType::I32, &[e]);
-        let mut load = s.buffer(Slot::Load, DType::F32, &[e]);
-        let logits = s.handle(Slot::Logits, 4 * t * e);
+        let mut ids = s.buffer(Slot::Ids, DType::I32, &[t, k])?;
+        let mut weights = s.buffer(Slot::Weights, DType::F32, &[t, k])?;
+        let mut counts = s.buffer(Slot::Counts, DType::I32, &[e])?;
+        let mut load = s.buffer(Slot::Load, DType::F32, &[e])?;
+        let logits = s.handle(Slot::Logits, 4 * t * e)?;
         let route_io = RouteIo {
             logits: io.x,
             gate: Some(io.gate),
@@ -147,12 +153,12 @@ impl<R: Runtime> MoeOps for CubeBackend<R> {
             self.copy_rows(&ids, 0, out, 0, t)?;
         }
 
-        let mut offsets = s.buffer(Slot::Offsets, DType::I32, &[e + 1]);
-        let mut row_to_token = s.buffer(Slot::RowToToken, DType::I32, &[rows]);
-        let mut tsr = s.buffer(Slot::TokenSlotToRow, DType::I32, &[t, k]);
+        let mut offsets = s.buffer(Slot::Offsets, DType::I32, &[e + 1])?;
+        let mut row_to_token = s.buffer(Slot::RowToToken, DType::I32, &[rows])?;
+        let mut tsr = s.buffer(Slot::TokenSlotToRow, DType::I32, &[t, k])?;
         let chunks = index::chunks(&pp);
-        let cc = s.handle(Slot::ChunkCounts, 4 * e * chunks);
-        let sizes = s.handle(Slot::Sizes, 4 * e);
+        let cc = s.handle(Slot::ChunkCounts, 4 * e * chunks)?;
+        let sizes = s.handle(Slot::Sizes, 4 * e)?;
         index::dispatch_index(
             self,
             &pp,
@@ -161,7 +167,7 @@ impl<R: Runtime> MoeOps for CubeBackend<R> {
             sizes,
         )?;
 
-        let mut act = s.buffer(Slot::Act, dt, &[rows, i]);
+        let mut act = s.buffer(Slot::Act, dt, &[rows, i])?;
         let up_io = GroupedGemmIo {
             x: io.x,
             w: io.w_up,
@@ -173,7 +179,7 @@ impl<R: Runtime> MoeOps for CubeBackend<R> {
         up.check_io(&up_io)?;
         self.grouped_gemm(&up, up_io)?;
 
-        let mut y = s.buffer(Slot::Y, dt, &[rows, h]);
+        let mut y = s.buffer(Slot::Y, dt, &[rows, h])?;
         let down_io =
             GroupedGemmIo { x: &act, w: io.w_down, group: &offsets, row_to_token: None, row_scale: None, y: &mut y };
         dp.check_io(&down_io)?;

@@ -56,7 +56,7 @@ impl<R: Runtime> CubeBackend<R> {
         let (slots, e, rows) = (p.tokens * p.k, p.experts, p.max_rows());
         let dim = CubeDim::new_1d(BLOCK as u32);
         let per_expert = grid(OP, e)?.ok_or_else(|| moekit_ops::Error::invalid(OP, "experts = 0"))?;
-        let sizes_handle = self.client.empty(4 * e);
+        let sizes_handle = self.scratch(OP, 4 * e)?;
         // SAFETY: `sizes_handle` holds `E` i32.
         let sizes = || unsafe { ArrayArg::<R>::from_raw_parts(sizes_handle.clone(), e) };
         // NOTE: `permute_assign` and `permute_copy` rely on the launches before them; the

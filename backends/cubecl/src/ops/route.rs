@@ -32,10 +32,13 @@ fn mask_arg<R: Runtime>(b: &CubeBackend<R>, mask: Option<&[bool]>) -> ArrayArg<R
 }
 
 /// Uninitialised f32 scratch of `n` elements (every launch writes before it reads).
-fn scratch<R: Runtime>(b: &CubeBackend<R>, n: usize) -> ArrayArg<R> {
-    let handle = b.client.empty(4 * n.max(1));
+///
+/// # Errors
+/// [`moekit_ops::Error::OutOfMemory`] when the device cannot hold it.
+fn scratch<R: Runtime>(b: &CubeBackend<R>, n: usize) -> Result<ArrayArg<R>> {
+    let handle = b.scratch("route", 4 * n.max(1))?;
     // SAFETY: the handle holds `n` f32 (at least one).
-    unsafe { ArrayArg::from_raw_parts(handle, n.max(1)) }
+    Ok(unsafe { ArrayArg::from_raw_parts(handle, n.max(1)) })
 }
 
 /// What the runtime of `b` offers [`select::select`].
@@ -69,7 +72,7 @@ impl<R: Runtime> CubeBackend<R> {
         let (t, e) = (p.tokens, p.experts);
         // NOTE: the scores stay on the device for the per-expert load; with no token the
         // load and counts are still written (zeros) by the stats launch.
-        let scores_handle = self.client.empty(4 * (t * e).max(1));
+        let scores_handle = self.scratch(OP, 4 * (t * e).max(1))?;
         // SAFETY: `scores_handle` holds `T·E` f32 (at least one).
         let scores = |h: &cubecl::server::Handle| unsafe { ArrayArg::<R>::from_raw_parts(h.clone(), (t * e).max(1)) };
         if let Some(count) = grid(OP, t)? {
@@ -83,8 +86,8 @@ impl<R: Runtime> CubeBackend<R> {
                 io.bias.map_or_else(|| placeholder(self), array),
                 mask_arg(self, p.expert_mask.as_deref()),
                 scores(&scores_handle),
-                scratch(self, t * e),
-                scratch(self, t * n_group),
+                scratch(self, t * e)?,
+                scratch(self, t * n_group)?,
                 array(io.ids),
                 array(io.weights),
                 self.flag_arg(),

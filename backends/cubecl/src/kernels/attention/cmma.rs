@@ -37,7 +37,7 @@
 //! NOTE: wmma fragments need 32-byte aligned tile starts and strides that are multiples of
 //! 16 bytes: every offset below is a multiple of 16 rows of a padded stride or of 16 columns.
 
-use super::{allowed, BLOCK_ENTRIES, MASKED};
+use super::{allowed, nan, BLOCK_ENTRIES, MASKED};
 use cubecl::cmma;
 use cubecl::cmma::{Matrix, MatrixIdent, MatrixLayout};
 use cubecl::ir::ElemType;
@@ -306,7 +306,9 @@ pub(crate) fn attention_cmma_kernel<F: Float, V: Size>(
             for t in 0..comptime!(BK / 2) {
                 let s = sc[t];
                 let mut p = 0.0f32;
-                if s > masked {
+                // NOTE: a NaN score is visible (it makes the row NaN, `moekit_ops::numerics`);
+                // -inf, and any real score at or below MASKED, counts as masked.
+                if s > masked || f32::is_nan(s) {
                     p = fast_exp(s - m_use);
                 }
                 ps[row_p + part + 2 * t] = F::cast_from(p);
@@ -361,7 +363,13 @@ pub(crate) fn attention_cmma_kernel<F: Float, V: Size>(
 
     // Epilogue: O / l through the shared strip, 64 columns at a time, coalesced stores.
     if active {
-        let inv = 1.0f32 / l_run;
+        // NOTE: a row without a positive sum (every visible score -inf or at most MASKED, or a
+        // NaN among them) gets NaN in o and lse.
+        let ok = l_run > 0.0f32;
+        let mut inv = nan(l_run);
+        if ok {
+            inv = 1.0f32 / l_run;
+        }
         #[unroll]
         for half in 0..comptime!(d / 64) {
             sync_plane();
@@ -389,7 +397,11 @@ pub(crate) fn attention_cmma_kernel<F: Float, V: Size>(
             }
         }
         if part == 0 && qr < nq {
-            lse[h * total_q as usize + q0 + qr] = m_run + f32::ln(l_run);
+            let mut out = nan(l_run);
+            if ok {
+                out = m_run + f32::ln(l_run);
+            }
+            lse[h * total_q as usize + q0 + qr] = out;
         }
     }
 }

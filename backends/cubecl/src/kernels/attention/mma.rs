@@ -56,7 +56,7 @@
 //! sit behind `j < key_hi`, shared indices stay inside the stages.
 
 use super::cmma::{fast_exp, BK, PLANE};
-use super::{allowed, BLOCK_ENTRIES, MASKED};
+use super::{allowed, nan, BLOCK_ENTRIES, MASKED};
 use cubecl::cmma::{MatrixIdent, MmaDefinition};
 use cubecl::ir::ElemType;
 use cubecl::prelude::barrier::{copy_async_checked, Barrier};
@@ -551,7 +551,13 @@ pub(crate) fn attention_mma_kernel<F: Float, V: Size>(
         l += plane_shuffle_xor(l, 2u32);
         let qr = strip0 + g + r * TN;
         if qr < nq {
-            let inv = 1.0f32 / l;
+            // NOTE: a row without a positive sum (every visible score -inf or at most MASKED,
+            // or a NaN among them) gets NaN in o and lse (`moekit_ops::numerics`).
+            let ok = l > 0.0f32;
+            let mut inv = nan(l);
+            if ok {
+                inv = 1.0f32 / l;
+            }
             let out = ((q0 + qr) * hq + h) * d + quad * 2;
             #[unroll]
             for dn in 0..comptime!(d / TN) {
@@ -560,7 +566,11 @@ pub(crate) fn attention_mma_kernel<F: Float, V: Size>(
                 o[out + dn * TN + 1] = F::cast_from(pair[1usize] * inv);
             }
             if quad == 0 {
-                lse[h * total_q as usize + q0 + qr] = m_run[r] + f32::ln(l);
+                let mut out = nan(l);
+                if ok {
+                    out = m_run[r] + f32::ln(l);
+                }
+                lse[h * total_q as usize + q0 + qr] = out;
             }
         }
     }

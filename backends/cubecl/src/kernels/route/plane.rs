@@ -10,6 +10,7 @@
 
 use super::super::flag::record;
 use super::super::glue::cube_sum;
+use super::BAD_BIAS;
 use cubecl::ir::ElemType;
 use cubecl::prelude::*;
 
@@ -98,7 +99,8 @@ fn lane_sum_u(v: u32, buf: &mut SharedMemory<u32>, #[comptime] plane: usize, #[c
 /// 1 = allowed). Writes `ids [T, k]`, `weights [T, k]` and this cube's row of
 /// `part_counts [cubes, E] i32` and `part_load [cubes, E] f32` (slots and score sums of its
 /// tokens). Needs `k <= plane`, `E <= plane · per`, `per <= 32`, `n_group <= min(plane, 32)`.
-/// A non-finite logit is recorded with code `bad` (index `t·E + e`) and taken as 0.
+/// A non-finite logit is recorded with code `bad` (index `t·E + e`) and taken as 0; a
+/// non-finite bias with [`BAD_BIAS`] (index `e`, any expert of a live token) and taken as 0.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn route_plane<F: Float>(
@@ -172,6 +174,14 @@ pub fn route_plane<F: Float>(
                     record(flag, bad, (t * e_count + e) as i32, 0i32, 0i32);
                     logit = 0.0f32;
                 }
+                if comptime!(use_bias) {
+                    // NOTE: every expert's bias is checked, masked ones included, as on the
+                    // other backends; the selection below reads it as 0 then.
+                    let b = bias[e];
+                    if f32::is_nan(b) || f32::is_inf(b) {
+                        record(flag, BAD_BIAS, e as i32, 0i32, 0i32);
+                    }
+                }
                 let mut allowed = true;
                 if comptime!(masked) {
                     allowed = mask[e] != 0;
@@ -221,7 +231,10 @@ pub fn route_plane<F: Float>(
             if sl[i] != neg {
                 let mut v = sc[i];
                 if comptime!(use_bias) {
-                    v += bias[lane + plane * i];
+                    let b = bias[lane + plane * i];
+                    if !(f32::is_nan(b) || f32::is_inf(b)) {
+                        v += b;
+                    }
                 }
                 sl[i] = v;
             }

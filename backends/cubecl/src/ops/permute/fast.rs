@@ -25,8 +25,8 @@ pub(super) fn permute_scan<R: Runtime>(
     let elem = float_elem(OP, p.dtype)?;
     let (e, rows) = (p.experts, p.max_rows());
     let chunks = index::chunks(p);
-    let cc = b.client.empty(4 * (e * chunks).max(1));
-    let sizes = b.client.empty(4 * e.max(1));
+    let cc = b.scratch(OP, 4 * (e * chunks).max(1))?;
+    let sizes = b.scratch(OP, 4 * e.max(1))?;
     index::dispatch_index(
         b,
         p,

@@ -64,7 +64,10 @@ pub(super) fn route_fast<R: Runtime>(
     // The logits: the input, or the gate GEMM's f32 output.
     let logits = match (p.hidden, io.gate) {
         (Some(h), Some(gate)) => {
-            let out = logits_scratch.unwrap_or_else(|| b.client.empty(4 * (t * e).max(1)));
+            let out = match logits_scratch {
+                Some(h) => h,
+                None => b.scratch(OP, 4 * (t * e).max(1))?,
+            };
             if let (true, GateKernel::Mma) = (t > 0, gate_kernel) {
                 let (x, g) = (io.logits, gate);
                 // SAFETY: `x` holds `T·H` and `gate` `H·E` elements (checked by `check_io`),
@@ -137,8 +140,8 @@ pub(super) fn route_fast<R: Runtime>(
     let per_cube = cfg.planes;
     let tpp = t.div_ceil(per_cube * TARGET_CUBES).max(1);
     let n_cubes = t.div_ceil(per_cube * tpp);
-    let part_counts = b.client.empty(4 * (n_cubes * e).max(1));
-    let part_load = b.client.empty(4 * (n_cubes * e).max(1));
+    let part_counts = b.scratch(OP, 4 * (n_cubes * e).max(1))?;
+    let part_load = b.scratch(OP, 4 * (n_cubes * e).max(1))?;
     // SAFETY: each partial holds `cubes·E` 4-byte elements (at least one).
     let part = |h: &cubecl::server::Handle| unsafe { ArrayArg::<R>::from_raw_parts(h.clone(), (n_cubes * e).max(1)) };
     if n_cubes > 0 {
