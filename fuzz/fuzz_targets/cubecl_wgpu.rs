@@ -79,15 +79,7 @@ fn route_case(g: &mut Gen) -> RouteCase {
         let n_group = pick(g, &[2, 4]).min(e / 2);
         p.groups = Some(GroupLimit { n_group, topk_group: g.int(1, n_group) });
     }
-    while p.validate().is_err() {
-        if p.k > 1 {
-            p.k -= 1;
-        } else if p.groups.is_some() {
-            p.groups = None;
-        } else {
-            p.expert_mask = None;
-        }
-    }
+    common::lower_k_to_reachable(&mut p);
     RouteCase { problem: p, skew: pick(g, &[0.0, 1.2]), seed }
 }
 

@@ -52,16 +52,7 @@ fn route_case(g: &mut Gen) -> RouteCase {
         p.groups = Some(GroupLimit { n_group, topk_group });
     }
     if g.valid {
-        // Lower k to what the mask and the groups reach (dropping them when they reach none).
-        while p.validate().is_err() {
-            if p.k > 1 {
-                p.k -= 1;
-            } else if p.groups.is_some() {
-                p.groups = None;
-            } else {
-                p.expert_mask = None;
-            }
-        }
+        common::lower_k_to_reachable(&mut p);
     }
     let (dt, h, k) = (p.dtype, p.hidden, p.k);
     // NOTE: hidden and gate on a 1/8 grid keep the fused gate GEMM exact in f32.

@@ -355,22 +355,7 @@ pub struct MoeBufs {
 pub fn moe_layer<B: Backend>(b: &B, p: &MoeLayerProblem, x: &MoeBufs) -> Result<HostTensor> {
     // Without the `routed` output: every buffer then comes from `x`, none is sized from `p`,
     // so a problem with absurd sizes (the invalid-input property's) allocates nothing big.
-    let (xd, gate) = (b.upload(&x.x)?, b.upload(&x.gate)?);
-    let (bias, add) = (up_opt(b, &x.bias)?, up_opt(b, &x.add)?);
-    let (w_up, w_down) = (b.upload(&x.w_up)?, b.upload(&x.w_down)?);
-    let mut out = b.upload(&x.out)?;
-    let io = MoeLayerIo {
-        x: &xd,
-        gate: &gate,
-        bias: bias.as_ref(),
-        w_up: &w_up,
-        w_down: &w_down,
-        add: add.as_ref(),
-        out: &mut out,
-        routed: None,
-    };
-    api::moe_layer(b, p, io)?;
-    b.download(&out)
+    run_moe_layer(b, p, x, None)
 }
 
 /// Runs [`api::moe_layer`] with its `routed` output; returns `out` and the routed experts
@@ -379,12 +364,23 @@ pub fn moe_layer<B: Backend>(b: &B, p: &MoeLayerProblem, x: &MoeBufs) -> Result<
 /// # Errors
 /// The op's, upload's or download's error.
 pub fn moe_layer_routed<B: Backend>(b: &B, p: &MoeLayerProblem, x: &MoeBufs) -> Result<(HostTensor, HostTensor)> {
+    let mut routed =
+        b.upload(&HostTensor::from_i32(&[p.route.tokens, p.route.k], &vec![-7; p.route.tokens * p.route.k]))?;
+    let out = run_moe_layer(b, p, x, Some(&mut routed))?;
+    Ok((out, b.download(&routed)?))
+}
+
+/// Uploads `x`, runs [`api::moe_layer`] (writing `routed` when given) and downloads `out`.
+fn run_moe_layer<B: Backend>(
+    b: &B,
+    p: &MoeLayerProblem,
+    x: &MoeBufs,
+    routed: Option<&mut B::Buffer>,
+) -> Result<HostTensor> {
     let (xd, gate) = (b.upload(&x.x)?, b.upload(&x.gate)?);
     let (bias, add) = (up_opt(b, &x.bias)?, up_opt(b, &x.add)?);
     let (w_up, w_down) = (b.upload(&x.w_up)?, b.upload(&x.w_down)?);
     let mut out = b.upload(&x.out)?;
-    let mut routed =
-        b.upload(&HostTensor::from_i32(&[p.route.tokens, p.route.k], &vec![-7; p.route.tokens * p.route.k]))?;
     let io = MoeLayerIo {
         x: &xd,
         gate: &gate,
@@ -393,8 +389,8 @@ pub fn moe_layer_routed<B: Backend>(b: &B, p: &MoeLayerProblem, x: &MoeBufs) -> 
         w_down: &w_down,
         add: add.as_ref(),
         out: &mut out,
-        routed: Some(&mut routed),
+        routed,
     };
     api::moe_layer(b, p, io)?;
-    Ok((b.download(&out)?, b.download(&routed)?))
+    b.download(&out)
 }
