@@ -168,9 +168,27 @@ impl<R: Runtime> CubeBackend<R> {
             return Err(oom(format!("above the largest single allocation of cubecl's runtime ({max} bytes)")));
         }
         if bytes >= CHECK_FREE_BYTES {
-            if let Some(free) = self.free_bytes() {
-                if bytes as u64 > free {
-                    return Err(oom(format!("{free} bytes are free on the device (cubecl's pools included)")));
+            // NOTE: a request that no page cubecl holds can take reserves a whole new page of its
+            // pool from the driver (on the H200, 8 GiB takes a 9.4 GB page and 6 GiB a 37.5 GB one),
+            // so the page, not the request, must fit. Pages cubecl holds unused are given back
+            // first when the page does not fit.
+            let page = pool_page(bytes as u64, max, self.client.properties().memory.alignment);
+            if let Some(free) = self.driver_free() {
+                let free = if page > free {
+                    self.client.memory_cleanup();
+                    cubecl::future::block_on(self.client.sync()).map_err(|e| Error::Device {
+                        op,
+                        backend: self.name,
+                        msg: e.to_string(),
+                    })?;
+                    self.driver_free().unwrap_or(free)
+                } else {
+                    free
+                };
+                if page > free {
+                    return Err(oom(format!(
+                        "cubecl reserves a page of {page} bytes for it and {free} bytes are free on the device"
+                    )));
                 }
             }
         }
@@ -184,24 +202,68 @@ impl<R: Runtime> CubeBackend<R> {
     /// # Errors
     /// [`Error::OutOfMemory`] when the device cannot hold it.
     pub(crate) fn scratch(&self, op: &'static str, bytes: usize) -> Result<cubecl::server::Handle> {
-        let bytes = bytes.max(1);
+        let bytes = alloc_len(bytes);
         self.check_alloc(op, bytes)?;
         Ok(self.client.empty(bytes))
     }
 
-    /// Bytes an allocation can still get: the driver's free memory plus what cubecl's pools
-    /// hold unused; `None` where the runtime cannot say (wgpu).
-    fn free_bytes(&self) -> Option<u64> {
+    /// Zeroes the first `words` 4-byte words of `handle` on the device (a kernel, no upload).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when the grid would be too large for the runtime.
+    pub(crate) fn zero_words(&self, op: &'static str, handle: &cubecl::server::Handle, words: usize) -> Result<()> {
+        if let Some(count) = crate::ops::grid(op, words)? {
+            // SAFETY: callers pass a handle of at least `words` u32 words, the array launched over.
+            let out = unsafe { cubecl::prelude::ArrayArg::from_raw_parts(handle.clone(), words) };
+            crate::kernels::fill::zero_words::launch::<R>(
+                &self.client,
+                count,
+                cubecl::prelude::CubeDim::new_1d(crate::ops::BLOCK as u32),
+                out,
+            );
+        }
+        Ok(())
+    }
+
+    /// Bytes the driver can still give; `None` where the runtime cannot say (wgpu).
+    fn driver_free(&self) -> Option<u64> {
         #[cfg(feature = "cubecl-cuda")]
         if self.name == CUDA {
             // NOTE: on cubecl's server thread, where its CUDA context is current.
             let (free, _total) = self.client.exclusive(cudarc::driver::result::mem_get_info).ok()?.ok()?;
-            let usage = self.client.memory_usage().ok()?;
-            let spare = usage.bytes_reserved.saturating_sub(usage.bytes_in_use + usage.bytes_padding);
-            return Some(free as u64 + spare);
+            return Some(free as u64);
         }
         None
     }
+}
+
+/// The page that cubecl's default memory configuration (`MemoryConfiguration::SubSlices` of
+/// cubecl-runtime 0.10, `MemoryManagement::from_configuration`) reserves from the driver for a
+/// request of `bytes` that none of its pages can take: the pools, smallest first, are sliced
+/// pages of `max_page / 4^j` (aligned) taking slices up to `page / 2^j`, then one pool of
+/// `max_page` pages; a request goes to the first pool whose slice limit holds it, or whose page
+/// it fills to at least 80%.
+///
+/// NOTE: keep in step with cubecl-runtime when the pinned version moves (tested against the
+/// figures seen on the H200 in `pool_page_matches_cubecl_on_the_h200`).
+fn pool_page(bytes: u64, max_page: u64, align: u64) -> u64 {
+    const MB: u64 = 1 << 20;
+    let align = align.max(1);
+    let mut pools = Vec::new();
+    let mut current = max_page;
+    let mut level = 1u32;
+    while current >= 32 * MB {
+        current = (current / 4).next_multiple_of(align);
+        pools.push((current, current.checked_shr(level).unwrap_or(0)));
+        level += 1;
+    }
+    pools.reverse();
+    let top = max_page / align * align;
+    pools.push((top, top));
+    pools
+        .into_iter()
+        .find(|&(page, slice)| slice >= bytes || page.checked_sub(bytes).is_some_and(|d| d * 5 < page))
+        .map_or(bytes, |(page, _)| page)
 }
 
 /// Bytes of a `dtype` tensor of `shape`, or [`Error::OutOfMemory`] when the count overflows
@@ -215,12 +277,15 @@ fn tensor_bytes(op: &'static str, backend: &'static str, dtype: DType, shape: &[
     })
 }
 
+/// NOTE: zero-element tensors (`T = 0`) are valid everywhere in moekit; they keep 16 unused,
+/// initialised bytes, so no runtime is asked for an empty allocation and a kernel's one
+/// 16-byte vector load of element 0 (loaded and discarded where a tile has no data) stays
+/// inside initialised memory (compute-sanitizer's initcheck).
+const MIN_BYTES: usize = 16;
+
 /// Bytes to allocate for `bytes` of data.
-///
-/// NOTE: zero-element tensors (`T = 0`) are valid everywhere in moekit; they keep one unused
-/// byte so no runtime is asked for an empty allocation.
 fn alloc_len(bytes: usize) -> usize {
-    bytes.max(1)
+    bytes.max(MIN_BYTES)
 }
 
 impl<R: Runtime> Device for CubeBackend<R> {
@@ -241,24 +306,18 @@ impl<R: Runtime> Device for CubeBackend<R> {
         self.check_alloc("alloc", alloc_len(bytes))?;
         let words = alloc_len(bytes).div_ceil(4);
         let handle = self.client.empty(words * 4);
-        if let Some(count) = crate::ops::grid("alloc", words)? {
-            // SAFETY: the handle holds `words` u32 words, exactly the array launched over.
-            let out = unsafe { cubecl::prelude::ArrayArg::from_raw_parts(handle.clone(), words) };
-            crate::kernels::fill::zero_words::launch::<R>(
-                &self.client,
-                count,
-                cubecl::prelude::CubeDim::new_1d(crate::ops::BLOCK as u32),
-                out,
-            );
-        }
+        self.zero_words("alloc", &handle, words)?;
         Ok(CubeBuffer { dtype, shape: shape.to_vec(), handle })
     }
 
     fn upload(&self, tensor: &HostTensor) -> Result<CubeBuffer> {
         let bytes = tensor.as_bytes();
         self.check_alloc("upload", alloc_len(bytes.len()))?;
-        let handle =
-            if bytes.is_empty() { self.client.create_from_slice(&[0u8]) } else { self.client.create_from_slice(bytes) };
+        let handle = if bytes.is_empty() {
+            self.client.create_from_slice(&[0u8; MIN_BYTES])
+        } else {
+            self.client.create_from_slice(bytes)
+        };
         Ok(CubeBuffer { dtype: tensor.dtype(), shape: tensor.shape().to_vec(), handle })
     }
 
@@ -347,5 +406,30 @@ impl<R: Runtime> Device for CubeBackend<R> {
             msg: e.to_string(),
         })?;
         self.flag.check(&self.client, self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pool_page;
+
+    /// The H200 (cubecl-cuda: a quarter of 150.1 GB per largest page, 512-byte alignment):
+    /// the fault test saw cubecl reserve 9,381,867,520 bytes for an 8 GiB buffer.
+    #[test]
+    fn pool_page_matches_cubecl_on_the_h200() {
+        const MAX: u64 = 37_527_470_080;
+        const GIB: u64 = 1 << 30;
+        assert_eq!(pool_page(8 * GIB, MAX, 512), 9_381_867_520);
+        // Too large for the 9.4 GB pool's slices, too small to fill 80% of its page.
+        assert_eq!(pool_page(6 * GIB, MAX, 512), MAX);
+        // Slices up to half of the 9.4 GB page.
+        assert_eq!(pool_page(4 * GIB, MAX, 512), 9_381_867_520);
+        assert_eq!(pool_page(MAX, MAX, 512), MAX);
+        // Small requests take small pages; every page holds its request.
+        for bytes in [64u64 << 20, 100 << 20, 1 << 30, 3 * GIB, 20 * GIB, MAX - 1] {
+            let page = pool_page(bytes, MAX, 512);
+            assert!(page >= bytes && page <= MAX, "{bytes} -> {page}");
+        }
+        assert!(pool_page(64 << 20, MAX, 512) < 1 << 30);
     }
 }

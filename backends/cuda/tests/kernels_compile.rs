@@ -17,7 +17,11 @@ fn every_kernel_source_compiles() {
             // NOTE: the wgmma kernels sit behind `__CUDA_ARCH_FEAT_SM90_ALL`; they must be there
             // for sm_90a (the launcher picks them on Hopper) and absent elsewhere.
             if name == "grouped_gemm.cu" {
-                assert_eq!(text.contains("grouped_gemm_wgmma_kn_bf16"), arch == "sm_90a", "{arch} {name}: wgmma");
+                for kernel in
+                    ["grouped_gemm_wgmma_kn_bf16", "grouped_gemm_wgmma_ws_kn_bf16", "grouped_gemm_wgmma_ws_nk_f16"]
+                {
+                    assert_eq!(text.contains(kernel), arch == "sm_90a", "{arch} {name}: {kernel}");
+                }
             }
             if name == "attention.cu" {
                 assert_eq!(text.contains("attention_sm90_d128_bf16"), arch == "sm_90a", "{arch} {name}: wgmma");

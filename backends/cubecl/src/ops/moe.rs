@@ -74,13 +74,17 @@ struct Held<'a, R: Runtime> {
 }
 
 impl<R: Runtime> Held<'_, R> {
-    /// The handle of `slot`, at least `bytes` long (at least 4), grown (uninitialised) when
-    /// too small.
+    /// The handle of `slot`, at least `bytes` long (at least 16), grown when too small.
+    ///
+    /// NOTE: a grown slot is zeroed once. The kernels never use what they did not write, but
+    /// the grouped GEMMs load their first element in place of rows past an expert (and discard
+    /// it), which compute-sanitizer's initcheck reports as a read of uninitialised memory when
+    /// nothing wrote that row (a masked layout whose first expert is empty).
     ///
     /// # Errors
     /// [`Error::OutOfMemory`] when the device cannot hold it (the slot keeps what it held).
     fn handle(&mut self, slot: Slot, bytes: usize) -> Result<Handle> {
-        let bytes = bytes.max(4).next_multiple_of(4);
+        let bytes = bytes.max(16).next_multiple_of(4);
         let entry = &mut self.slots[slot as usize];
         match entry {
             Some((h, size)) if *size >= bytes => Ok(h.clone()),
@@ -88,6 +92,7 @@ impl<R: Runtime> Held<'_, R> {
                 // NOTE: the old allocation (if any) is released when its last handle drops;
                 // kernels already queued on it keep it alive in the client.
                 let h = self.b.scratch("moe_layer", bytes)?;
+                self.b.zero_words("moe_layer", &h, bytes / 4)?;
                 *entry = Some((h.clone(), bytes));
                 Ok(h)
             }

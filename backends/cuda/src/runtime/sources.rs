@@ -6,14 +6,17 @@ use super::Source;
 pub(crate) static ROUTE: Source = Source { name: "route.cu", code: include_str!("../../kernels/route.cu") };
 /// Dispatch and combine.
 pub(crate) static PERMUTE: Source = Source { name: "permute.cu", code: include_str!("../../kernels/permute.cu") };
-/// Grouped GEMM: the portable kernels, then the Hopper (`sm_90a`) wgmma kernels, in one module so
-/// they share the plan and zero kernels (the second file compiles to nothing elsewhere).
+/// Grouped GEMM: the portable kernels, then the Hopper (`sm_90a`) wgmma kernels and their
+/// warp-specialised variant, in one module so they share the plan and zero kernels (the Hopper
+/// files compile to nothing elsewhere).
 pub(crate) static GROUPED_GEMM: Source = Source {
     name: "grouped_gemm.cu",
     code: concat!(
         include_str!("../../kernels/grouped_gemm.cu"),
         "\n",
-        include_str!("../../kernels/grouped_gemm_sm90.cu")
+        include_str!("../../kernels/grouped_gemm_sm90.cu"),
+        "\n",
+        include_str!("../../kernels/grouped_gemm_sm90_ws.cu")
     ),
 };
 /// Attention: the portable kernels, then the Hopper (`sm_90a`) wgmma kernels, in one module so

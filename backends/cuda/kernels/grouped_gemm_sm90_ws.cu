@@ -1,0 +1,331 @@
+#line 1 "grouped_gemm_sm90_ws.cu"
+// grouped_gemm on Hopper (sm_90a only), warp-specialised and persistent:
+// `grouped_gemm_wgmma_ws_{kn,nk}_<dtype>`, f16 / bf16 (opt-in: MOEKIT_CUDA_GEMM=wgmma-ws).
+// Appended after grouped_gemm_sm90.cu in one module (see src/runtime/sources.rs): it reuses the
+// plan, gg_src_row, the epilogue helpers, the zero kernel and, from grouped_gemm_sm90.cu, the
+// constants of namespace gw, gw_cp16, the wgmma wrappers and gw_desc. The block tile
+// (128 × 256 × 64), the 48 KiB stage, the 128-byte-swizzled shared layouts, the descriptors and
+// the accumulator fragment are exactly those of grouped_gemm_sm90.cu (read its header); only the
+// thread roles, the synchronisation and the tile walk differ.
+//
+// Block: 384 threads = 3 warpgroups, one block per SM (grid = min(#SMs, tile bound)).
+// - Warpgroup 0, the producer (setmaxnreg.dec to PRODUCER_REGS): its 128 threads copy each
+//   k-tile's A (8 chunks each: rows tid/8 + 16j, chunk tid%8) and B (16 chunks each) into a
+//   stage with cp.async (zero-fill rules of grouped_gemm_sm90.cu) and signal the stage's FULL
+//   barrier with cp.async.mbarrier.arrive.noinc (FULL counts 128 arrivals: one per producer
+//   thread, each fired when that thread's earlier copies have landed).
+// - Warpgroups 1 and 2, the consumers (setmaxnreg.inc to CONSUMER_REGS): consumer warpgroup c
+//   computes tile rows 64c..64c+64 × 256 virtual columns (acc[0], acc[1], as in
+//   grouped_gemm_sm90.cu). Per k-tile: wait FULL, 8 wgmma, commit, wgmma.wait_group 1 (the
+//   previous k-tile's wgmmas, and with them their shared-memory reads, are complete), then lane 0
+//   of each consumer warp arrives on the previous stage's EMPTY barrier (EMPTY counts 8 arrivals,
+//   one per consumer warp); after the last k-tile, wait_group 0 and release the last stage. Then
+//   the epilogue (SwiGLU / scale / plain, registers to global) of this tile runs while the
+//   producer already fills the stages with the next tile's k-tiles.
+//
+// Pipeline state: both roles count the k-tiles they have handled over all their tiles (`it`,
+// continuing across tiles); k-tile `it` uses stage it % S in round r = it / S. The consumers wait
+// FULL[s] for parity r & 1 (phase r completes when the producer filled round r); the producer
+// waits EMPTY[s] for parity (r & 1) ^ 1 (round 0 passes at once: the "phase before phase 0"
+// counts as complete; round r >= 1 needs the consumers' release of round r - 1). A barrier never
+// runs more than one phase ahead of its waiter (FULL round r + 1 needs EMPTY round r, which
+// needs the consumers past FULL round r), so the parity test is unambiguous.
+//
+// Tile walk: tiles t = blockIdx.x, +gridDim.x, ... < plan[E] · n_tiles (the plan's m-tile count,
+// read on the device: no host sync), m-tile-major: m-tile t / n_tiles, n-tile t % n_tiles. The
+// blocks running at one time hold ~#SMs consecutive tiles: every n-tile of ~#SMs / n_tiles
+// consecutive m-tiles, so an A m-tile is read from DRAM once and shared in L2 by its n-tiles, and
+// the few experts those m-tiles belong to have their whole weights read by all of them while in
+// L2 (qwen3 up: 6 n-tiles, ~22 m-tiles ≈ 3 experts ≈ 18 MiB of weights at a time, inside the
+// 50 MiB L2). Producer and consumers walk the same sequence; each thread finds a tile's expert by
+// a binary search of the plan's tile starts (no block barrier: the roles run apart).
+//
+// Proxy ordering: cp.async writes shared memory through the generic proxy; wgmma reads it through
+// the async proxy. The PTX ISA asks for fence.proxy.async between the two, which the writer
+// cannot issue after its copies without waiting for them (that is what the .noinc arrive avoids).
+// The mbarrier wait (acquire, cta) makes the copies visible to the consumer thread in the generic
+// proxy; a fence.proxy.async in that consumer thread after the wait and before its wgmma orders
+// that view before its async-proxy reads (the fence is cumulative). CUTLASS's cp.async + GMMA
+// warp-specialised mainloop (sm90_mma_multistage_gmma_ss_warpspecialized: producer_commit with
+// cpasync_barrier_arrive, consumer_wait, warpgroup_arrive, gemm) issues no proxy fence, and the
+// __syncthreads-ordered grouped_gemm_sm90.cu kernel runs correctly without one on the H200. So,
+// as there, the consumer-side fence is a run-time switch (`proxy_fence`,
+// MOEKIT_CUDA_GEMM=wgmma-ws-fence), off by default. In the other direction (wgmma reads, then
+// the producer's cp.async overwrites) no fence is needed: the completion of a wgmma is followed by
+// an implicit generic-async proxy fence, and the EMPTY arrive (release) / wait (acquire) orders
+// it before the copies.
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+namespace gws {
+constexpr int BM = gw::BM, BN = gw::BN, BK = gw::BK, STAGES = 4;
+constexpr int PRODUCER_THREADS = 128, CONSUMER_THREADS = 256, THREADS = PRODUCER_THREADS + CONSUMER_THREADS;
+constexpr int A_BYTES = gw::A_BYTES, STAGE_BYTES = gw::STAGE_BYTES, ATOM_N_BYTES = gw::ATOM_N_BYTES;
+constexpr int FULL_COUNT = PRODUCER_THREADS;        // one noinc cp.async arrival per producer thread
+constexpr int EMPTY_COUNT = CONSUMER_THREADS / 32;  // one arrival per consumer warp
+// Registers per thread after setmaxnreg: 128 · 40 + 256 · 232 = 64512 <= 65536.
+constexpr int PRODUCER_REGS = 40, CONSUMER_REGS = 232;
+// Dynamic shared memory asked for: the stages, the FULL and EMPTY barriers (8 bytes each) and
+// slack to align the base to 1024 bytes (keep in step with WGMMA_WS_SHARED in
+// src/ops/grouped_gemm.rs).
+constexpr int BAR_BYTES = 2 * STAGES * 8;
+constexpr int SMEM_BYTES = STAGES * STAGE_BYTES + BAR_BYTES + 1024;
+}  // namespace gws
+
+__device__ __forceinline__ void gws_bar_init(u32 bar, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void gws_bar_arrive(u32 bar) {
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}" ::"r"(bar) : "memory");
+}
+// Spins until the phase of parity `parity` of the barrier has completed (acquire, cta).
+__device__ __forceinline__ void gws_bar_wait(u32 bar, u32 parity) {
+    u32 done;
+    do {
+        asm volatile(
+            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
+            : "=r"(done)
+            : "r"(bar), "r"(parity)
+            : "memory");
+    } while (!done);
+}
+// Arrives on the barrier once all of this thread's earlier cp.async copies have completed; the
+// pending count is not raised first (.noinc), so each call is one of the barrier's arrivals.
+__device__ __forceinline__ void gws_cp_arrive(u32 bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void gws_cp_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+// `v`, opaque to the compiler: values computed from it inside a loop are not hoisted out of it.
+__device__ __forceinline__ int gws_opaque(int v) {
+    int r;
+    asm volatile("mov.b32 %0, %1;" : "=r"(r) : "r"(v));
+    return r;
+}
+template <int N> __device__ __forceinline__ void gws_setmaxnreg_dec() {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(N));
+}
+template <int N> __device__ __forceinline__ void gws_setmaxnreg_inc() {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(N));
+}
+
+// One output tile of the persistent walk.
+struct GwsTile {
+    int e, row_begin, rows, i0, nt;
+};
+
+// Tile `t` (< plan[E] · n_tiles): its expert is the last e with tile_start[e] <= m-tile (empty
+// experts share their tile start with the next expert, so the last one is the owner).
+__device__ __forceinline__ GwsTile gws_tile(const i32* plan, int experts, int n_tiles, int t) {
+    const int mt = t / n_tiles;
+    int lo = 0, hi = experts;  // tile_start[lo] <= mt < tile_start[hi]
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) >> 1;
+        if (__ldg(plan + mid) <= mt) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    GwsTile r;
+    r.e = lo;
+    r.row_begin = __ldg(plan + experts + 1 + lo);
+    r.rows = __ldg(plan + 2 * experts + 1 + lo);
+    r.i0 = (mt - __ldg(plan + lo)) * gws::BM;
+    r.nt = t - mt * n_tiles;
+    return r;
+}
+
+// Needs what grouped_gemm_sm90.cu's kernel needs (K % 8 == 0, whole 8-column chunks; the
+// launcher checks), gridDim.x + tiles <= INT_MAX (the launcher checks), and 384 threads.
+template <typename T, bool NK>
+__device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* plan, const i32* gather,
+                                         const float* scale, T* y, int experts, int K, int N, int swiglu,
+                                         int n_tiles, int tokens, int proxy_fence, i32* rec) {
+    using namespace gws;
+    extern __shared__ unsigned char gws_smem_raw[];
+    const u32 smem = (gg_smem(gws_smem_raw) + 1023u) & ~1023u;
+    const u32 full_bar = smem + STAGES * STAGE_BYTES;  // FULL[s] at full_bar + 8s
+    const u32 empty_bar = full_bar + STAGES * 8;       // EMPTY[s] at empty_bar + 8s
+    const int tid = threadIdx.x;
+    if (tid == 0) {
+#pragma unroll
+        for (int s = 0; s < STAGES; ++s) {
+            gws_bar_init(full_bar + 8 * s, FULL_COUNT);
+            gws_bar_init(empty_bar + 8 * s, EMPTY_COUNT);
+        }
+    }
+    __syncthreads();
+
+    const int tiles = __ldg(plan + experts) * n_tiles;
+    const int kt_n = (K + BK - 1) / BK;
+    const int half_n = N / 2;
+    const int col_limit = swiglu ? half_n : N;
+
+    if (tid < PRODUCER_THREADS) {
+        gws_setmaxnreg_dec<PRODUCER_REGS>();
+        const u16* x = reinterpret_cast<const u16*>(x_);
+        // A: tile rows a_r0 + 16j (j < 8), chunk a_c; (a_r0 + 16j) % 8 == a_r0 % 8, so the
+        // swizzled destination of row j is a_dst + 16j · 128.
+        const int a_c = tid & 7, a_r0 = tid >> 3;
+        const u32 a_dst = (u32)(a_r0 * 128 + ((a_c ^ (a_r0 & 7)) << 4));
+        // B. NK: virtual columns b_r0 + 16j (j < 16), chunk tid % 8, destination b_dst0 + 16j · 128.
+        // KN: k rows b_kr0 + 4j (j < 16), column chunk b_q: k row b_kr0 + 4 (j % 2) + 8 (j / 2)
+        // swizzles with b_kr0 + 4 (j % 2), so its destination is b_dst0 (even j) or b_dst1 (odd
+        // j), plus (j / 2) · 1024.
+        const int b_r0 = tid >> 3, b_q = tid & 31, b_kr0 = tid >> 5;
+        const u32 b_dst0 = NK ? (u32)(b_r0 * 128 + (((tid & 7) ^ (b_r0 & 7)) << 4))
+                              : (u32)((b_q >> 3) * ATOM_N_BYTES + b_kr0 * 128 + (((b_q & 7) ^ b_kr0) << 4));
+        const u32 b_dst1 = NK ? 0u : (u32)((b_q >> 3) * ATOM_N_BYTES + (b_kr0 + 4) * 128 +
+                                           (((b_q & 7) ^ (b_kr0 + 4)) << 4));
+        int it = 0;
+        for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+            const GwsTile tl = gws_tile(plan, experts, n_tiles, t);
+            const u16* we = reinterpret_cast<const u16*>(w_) + (long long)tl.e * N * K;
+            int a_src[8];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const int i = tl.i0 + a_r0 + 16 * j;
+                a_src[j] = i < tl.rows ? gg_src_row(gather, tokens, tl.row_begin + i, rec) : -1;
+            }
+            // NK: output column of virtual column b_r0 + 16j is cb + 16 (j % 8) with SwiGLU
+            // (+ half_n for the up half, j >= 8), cb + 16j without. KN: the weight column of
+            // virtual column 8 b_q, or -1 past the output columns.
+            const int cb = swiglu ? tl.nt * 128 + b_r0 : tl.nt * BN + b_r0;
+            int kn_col;
+            {
+                const int v = b_q * 8;
+                const int c = swiglu ? tl.nt * 128 + (v & 127) : tl.nt * BN + v;
+                kn_col = c >= col_limit ? -1 : (swiglu && v >= 128 ? half_n + c : c);
+            }
+            for (int kt = 0; kt < kt_n; ++kt, ++it) {
+                const int s = it % STAGES;
+                gws_bar_wait(empty_bar + 8 * s, (u32)(((it / STAGES) & 1) ^ 1));
+                const int k0 = kt * BK;
+                const u32 sa = smem + s * STAGE_BYTES;
+                const u32 sb = sa + A_BYTES;
+                const int ka = k0 + a_c * 8;
+                // NOTE: the row addresses are recomputed per k-tile from an opaque K (and NK
+                // column base); hoisted out of the loop, 24 64-bit addresses and 16 predicates
+                // would not fit the producer's registers.
+                const int k_stride = gws_opaque(K);
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    const bool ok = a_src[j] >= 0 && ka < K;
+                    gw_cp16(sa + a_dst + j * 16 * 128, x + (ok ? (long long)a_src[j] * k_stride + ka : 0), ok);
+                }
+                if (NK) {
+                    const int kc = k0 + (tid & 7) * 8;
+                    const int cb_k = gws_opaque(cb);
+#pragma unroll
+                    for (int j = 0; j < 16; ++j) {
+                        const int c = cb_k + 16 * (swiglu ? (j & 7) : j);
+                        const int wcol = swiglu && j >= 8 ? half_n + c : c;
+                        const bool ok = c < col_limit && kc < K;
+                        gw_cp16(sb + b_dst0 + j * 16 * 128, we + (ok ? (long long)wcol * k_stride + kc : 0), ok);
+                    }
+                } else {
+#pragma unroll
+                    for (int j = 0; j < 16; ++j) {
+                        const int k = k0 + b_kr0 + 4 * j;
+                        const bool ok = kn_col >= 0 && k < K;
+                        // k row b_kr0 + 4j = (b_kr0 + 4 (j % 2)) + 8 (j / 2).
+                        const u32 dst = ((j & 1) ? b_dst1 : b_dst0) + (j >> 1) * 8 * 128;
+                        gw_cp16(sb + dst, we + (ok ? (long long)k * N + kn_col : 0), ok);
+                    }
+                }
+                gws_cp_arrive(full_bar + 8 * s);
+            }
+        }
+        // NOTE: no copy may be in flight into shared memory when this warpgroup exits.
+        gws_cp_wait_all();
+    } else {
+        gws_setmaxnreg_inc<CONSUMER_REGS>();
+        const int ctid = tid - PRODUCER_THREADS;
+        const int wg = ctid >> 7;
+        const int lane = ctid & 31, g = lane >> 2, tg = lane & 3;
+        const int r_base = wg * 64 + ((ctid >> 5) & 3) * 16 + g;
+        const int n_out = col_limit;
+        float acc[2][64];
+        int it = 0;
+        for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+            const GwsTile tl = gws_tile(plan, experts, n_tiles, t);
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int i = 0; i < 64; ++i) acc[h][i] = 0.0f;
+            for (int kt = 0; kt < kt_n; ++kt, ++it) {
+                const int s = it % STAGES;
+                gws_bar_wait(full_bar + 8 * s, (u32)((it / STAGES) & 1));
+                if (proxy_fence) gw_fence_proxy_async();
+                const u32 sa = smem + s * STAGE_BYTES;
+                const u32 sb = sa + A_BYTES;
+                gw_fence_acc(acc[0]);
+                gw_fence_acc(acc[1]);
+                gw_mma_fence();
+#pragma unroll
+                for (int ks = 0; ks < BK / 16; ++ks) {
+                    const unsigned long long da = gw_desc(sa + wg * 64 * 128 + ks * 32, 16, 1024);
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        if (NK) {
+                            gw_mma<T, 0>(acc[h], da, gw_desc(sb + h * 128 * 128 + ks * 32, 16, 1024));
+                        } else {
+                            gw_mma<T, 1>(acc[h], da,
+                                         gw_desc(sb + h * 2 * ATOM_N_BYTES + ks * 16 * 128, ATOM_N_BYTES, 1024));
+                        }
+                    }
+                }
+                gw_mma_commit();
+                gw_mma_wait<1>();
+                gw_fence_acc(acc[0]);
+                gw_fence_acc(acc[1]);
+                // k-tile it - 1 (this tile's previous one) is complete: release its stage.
+                if (kt > 0 && lane == 0) gws_bar_arrive(empty_bar + 8 * ((it - 1) % STAGES));
+            }
+            gw_mma_wait<0>();
+            gw_fence_acc(acc[0]);
+            gw_fence_acc(acc[1]);
+            if (kt_n > 0 && lane == 0) gws_bar_arrive(empty_bar + 8 * ((it - 1) % STAGES));
+
+            // Epilogue (the producer is loading the next tile meanwhile): SwiGLU and the row
+            // scale on the f32 accumulators, one rounding; as in grouped_gemm_sm90.cu.
+#pragma unroll
+            for (int hr = 0; hr < 2; ++hr) {
+                T* yr;
+                float sc;
+                if (!gg_out_row<T>(y, scale, tl.row_begin, tl.rows, tl.i0 + r_base + 8 * hr, n_out, yr, sc)) continue;
+                if (swiglu) {
+#pragma unroll
+                    for (int ni = 0; ni < 16; ++ni) {
+                        const int c = tl.nt * 128 + ni * 8 + tg * 2;
+                        const int q = 4 * ni + 2 * hr;
+                        gg_store2_swiglu<T>(yr, c, acc[0][q], acc[0][q + 1], acc[1][q], acc[1][q + 1], sc, n_out);
+                    }
+                } else {
+#pragma unroll
+                    for (int h = 0; h < 2; ++h)
+#pragma unroll
+                        for (int ni = 0; ni < 16; ++ni) {
+                            const int c = tl.nt * BN + h * 128 + ni * 8 + tg * 2;
+                            const int q = 4 * ni + 2 * hr;
+                            gg_store2_scaled<T>(yr, c, acc[h][q], acc[h][q + 1], sc, n_out);
+                        }
+                }
+            }
+        }
+    }
+}
+
+#define GWS_KERNEL(NAME, TY, NKV)                                                                             \
+    extern "C" __global__ void __launch_bounds__(gws::THREADS, 1)                                             \
+        NAME(const TY* x, const TY* w, const i32* plan, const i32* gather, const float* scale, TY* y,          \
+             int experts, int K, int N, int swiglu, int n_tiles, int tokens, int proxy_fence, i32* rec) {      \
+        gws_impl<TY, NKV>(x, w, plan, gather, scale, y, experts, K, N, swiglu, n_tiles, tokens, proxy_fence,  \
+                          rec);                                                                               \
+    }
+GWS_KERNEL(grouped_gemm_wgmma_ws_kn_bf16, bf16, false)
+GWS_KERNEL(grouped_gemm_wgmma_ws_nk_bf16, bf16, true)
+GWS_KERNEL(grouped_gemm_wgmma_ws_kn_f16, f16, false)
+GWS_KERNEL(grouped_gemm_wgmma_ws_nk_f16, f16, true)
+
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
