@@ -131,9 +131,91 @@ template <> __device__ __forceinline__ void gw_mma<f16, 1>(float* d, unsigned lo
     GW_WGMMA("f16", 1);
 }
 
+// The wide form (WIDE kernels): one m64n256k16 per k16 step instead of two m64n128k16, so each
+// warpgroup reads its A rows from shared memory once per step, not twice. d[128] is acc[0]
+// followed by acc[1]: register 4i + 2hr + j is column 8i + 2(l%4) + j, so i < 16 lands in
+// acc[0] (columns 0..127) and i >= 16 in acc[1] (128..255), the same accumulators as the two
+// narrow instructions. The B descriptor is the first half's: the second half's rows (K-major,
+// +16 groups of SBO) and atoms (N-major, +2 LBO) continue the same strides.
+#define GW_D128 \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+    "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), \
+    "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), \
+    "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), \
+    "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), \
+    "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), \
+    "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), \
+    "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), \
+    "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), \
+    "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), \
+    "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), \
+    "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), \
+    "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), \
+    "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), \
+    "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), \
+    "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), \
+    "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), \
+    "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), \
+    "+f"(d[127])
+
+#define GW_REGS128 \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+    "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, " \
+    "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, " \
+    "%56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, " \
+    "%74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, " \
+    "%92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, " \
+    "%108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, " \
+    "%123, %124, %125, %126, %127}"
+
+// d [128] += A (64 × 16, descriptor da) · B (16 × 256, descriptor db); TB: imm-trans-b.
+#define GW_WGMMA256(TY, TB)                                                                               \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"                                          \
+                 "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " GW_REGS128                 \
+                 ", %128, %129, p, 1, 1, 0, " #TB ";\n}\n"                                              \
+                 : GW_D128                                                                               \
+                 : "l"(da), "l"(db), "r"(1))
+
+template <typename T, int TB> __device__ __forceinline__ void gw_mma256(float* d, unsigned long long da, unsigned long long db);
+template <> __device__ __forceinline__ void gw_mma256<bf16, 0>(float* d, unsigned long long da, unsigned long long db) {
+    GW_WGMMA256("bf16", 0);
+}
+template <> __device__ __forceinline__ void gw_mma256<bf16, 1>(float* d, unsigned long long da, unsigned long long db) {
+    GW_WGMMA256("bf16", 1);
+}
+template <> __device__ __forceinline__ void gw_mma256<f16, 0>(float* d, unsigned long long da, unsigned long long db) {
+    GW_WGMMA256("f16", 0);
+}
+template <> __device__ __forceinline__ void gw_mma256<f16, 1>(float* d, unsigned long long da, unsigned long long db) {
+    GW_WGMMA256("f16", 1);
+}
+
+// One k16 step s (0..3) of a stage for one warpgroup: its A rows at `sa_wg` (stage A base plus
+// 64·wg rows), the stage's B tile at `sb`, into acc[2][64] (both kernels use this).
+template <typename T, bool NK, bool WIDE>
+__device__ __forceinline__ void gw_k16(float (&acc)[2][64], u32 sa_wg, u32 sb, int s) {
+    const unsigned long long da = gw_desc(sa_wg + s * 32, 16, 1024);
+    if (WIDE) {
+        if (NK) {
+            gw_mma256<T, 0>(&acc[0][0], da, gw_desc(sb + s * 32, 16, 1024));
+        } else {
+            gw_mma256<T, 1>(&acc[0][0], da, gw_desc(sb + s * 16 * 128, gw::ATOM_N_BYTES, 1024));
+        }
+    } else {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            if (NK) {
+                gw_mma<T, 0>(acc[h], da, gw_desc(sb + h * 128 * 128 + s * 32, 16, 1024));
+            } else {
+                gw_mma<T, 1>(acc[h], da, gw_desc(sb + h * 2 * gw::ATOM_N_BYTES + s * 16 * 128, gw::ATOM_N_BYTES, 1024));
+            }
+        }
+    }
+}
+
 // Needs K % 8 == 0 and the columns a block reads in whole 8-column chunks (N % 8 == 0, and
 // I % 8 == 0 with SwiGLU): the launcher checks; x and w 16-byte aligned (whole allocations).
-template <typename T, bool NK>
+template <typename T, bool NK, bool WIDE>
 __device__ __forceinline__ void gw_impl(const T* x_, const T* w_, const i32* plan, const i32* gather,
                                         const float* scale, T* y, int experts, int K, int N, int swiglu, int n_tiles,
                                         int tokens, int proxy_fence, i32* rec) {
@@ -241,17 +323,7 @@ __device__ __forceinline__ void gw_impl(const T* x_, const T* w_, const i32* pla
         gw_fence_acc(acc[1]);
         gw_mma_fence();
 #pragma unroll
-        for (int s = 0; s < BK / 16; ++s) {
-            const unsigned long long da = gw_desc(sa + wg * 64 * 128 + s * 32, 16, 1024);
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                if (NK) {
-                    gw_mma<T, 0>(acc[h], da, gw_desc(sb + h * 128 * 128 + s * 32, 16, 1024));
-                } else {
-                    gw_mma<T, 1>(acc[h], da, gw_desc(sb + h * 2 * ATOM_N_BYTES + s * 16 * 128, ATOM_N_BYTES, 1024));
-                }
-            }
-        }
+        for (int s = 0; s < BK / 16; ++s) gw_k16<T, NK, WIDE>(acc, sa + wg * 64 * 128, sb, s);
         gw_mma_commit();
         gw_mma_wait<1>();
         gw_fence_acc(acc[0]);
@@ -290,16 +362,21 @@ __device__ __forceinline__ void gw_impl(const T* x_, const T* w_, const i32* pla
     }
 }
 
-#define GW_KERNEL(NAME, TY, NKV)                                                                              \
+#define GW_KERNEL(NAME, TY, NKV, WIDEV)                                                                       \
     extern "C" __global__ void __launch_bounds__(gw::THREADS, 1)                                              \
         NAME(const TY* x, const TY* w, const i32* plan, const i32* gather, const float* scale, TY* y,          \
              int experts, int K, int N, int swiglu, int n_tiles, int tokens, int proxy_fence, i32* rec) {      \
-        gw_impl<TY, NKV>(x, w, plan, gather, scale, y, experts, K, N, swiglu, n_tiles, tokens, proxy_fence,   \
-                         rec);                                                                                \
+        gw_impl<TY, NKV, WIDEV>(x, w, plan, gather, scale, y, experts, K, N, swiglu, n_tiles, tokens,        \
+                                proxy_fence, rec);                                                            \
     }
-GW_KERNEL(grouped_gemm_wgmma_kn_bf16, bf16, false)
-GW_KERNEL(grouped_gemm_wgmma_nk_bf16, bf16, true)
-GW_KERNEL(grouped_gemm_wgmma_kn_f16, f16, false)
-GW_KERNEL(grouped_gemm_wgmma_nk_f16, f16, true)
+GW_KERNEL(grouped_gemm_wgmma_kn_bf16, bf16, false, false)
+GW_KERNEL(grouped_gemm_wgmma_nk_bf16, bf16, true, false)
+GW_KERNEL(grouped_gemm_wgmma_kn_f16, f16, false, false)
+GW_KERNEL(grouped_gemm_wgmma_nk_f16, f16, true, false)
+// The wide form (one m64n256k16 per k16 step): MOEKIT_CUDA_WGMMA_WIDE=1.
+GW_KERNEL(grouped_gemm_wgmma_wide_kn_bf16, bf16, false, true)
+GW_KERNEL(grouped_gemm_wgmma_wide_nk_bf16, bf16, true, true)
+GW_KERNEL(grouped_gemm_wgmma_wide_kn_f16, f16, false, true)
+GW_KERNEL(grouped_gemm_wgmma_wide_nk_f16, f16, true, true)
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL

@@ -1,6 +1,7 @@
 #line 1 "grouped_gemm_sm90_ws.cu"
 // grouped_gemm on Hopper (sm_90a only), warp-specialised and persistent:
-// `grouped_gemm_wgmma_ws_{kn,nk}_<dtype>`, f16 / bf16 (opt-in: MOEKIT_CUDA_GEMM=wgmma-ws).
+// `grouped_gemm_wgmma_ws[_tma][_wide]_{kn,nk}_<dtype>`, f16 / bf16 (the TMA form is the default on
+// Hopper since run 16; MOEKIT_CUDA_GEMM=wgmma-ws picks the cp.async form).
 // Appended after grouped_gemm_sm90.cu in one module (see src/runtime/sources.rs): it reuses the
 // plan, gg_src_row, the epilogue helpers, the zero kernel and, from grouped_gemm_sm90.cu, the
 // constants of namespace gw, gw_cp16, the wgmma wrappers and gw_desc. The block tile
@@ -54,6 +55,31 @@
 // the producer's cp.async overwrites) no fence is needed: the completion of a wgmma is followed by
 // an implicit generic-async proxy fence, and the EMPTY arrive (release) / wait (acquire) orders
 // it before the copies.
+//
+// TMA variant (TMA_B; `grouped_gemm_wgmma_ws_tma[_wide]_{kn,nk}_<dtype>`, opt-in:
+// MOEKIT_CUDA_GEMM=wgmma-ws-tma): the weight tile B comes through the tensor memory accelerator;
+// A (gathered rows) stays on cp.async as above. Per k-tile, after the EMPTY wait, producer thread
+// 0 arrives on FULL[s] with mbarrier.arrive.expect_tx of B_BYTES (32 KiB: always the whole boxes,
+// because TMA writes every element of a box, the zero-filled out-of-bounds ones too, and counts
+// them in complete_tx; CUTLASS's sm90 TMA mainloops likewise expect a constant per-stage byte
+// count for residue tiles), then issues the stage's B boxes with
+// cp.async.bulk.tensor.4d...mbarrier::complete_tx::bytes into FULL[s]. FULL then counts 129
+// arrivals (128 cp.async noinc + the expect_tx arrive) and completes when those and the 32 KiB
+// have landed. TMA writes through the async proxy, which wgmma reads: no proxy fence for B.
+// The 4-D tensor map (src/ops/grouped_gemm_tma.rs; passed by value as a __grid_constant__
+// parameter) bounds each SwiGLU half by I on its own, so out-of-range columns and k past K are
+// zero-filled exactly where the cp.async path writes zeros (c >= col_limit, k >= K):
+// - NK [E, N, K]: dims (K, C, H, E), box (64, 128, 1, 1): 128 rows of 128 bytes at
+//   row·128 with the 128B swizzle = B rows (virtual columns) v..v+128 of the layout above.
+//   Plain: C = N, H = 1; copy h (0, 1) at coordinates (k0, 256·nt + 128h, 0, e) into sb + 16384h.
+//   SwiGLU: C = I, H = 2 (strides K·2, I·K·2, N·K·2 bytes); copy h at (k0, 128·nt, h, e) into
+//   sb + 16384h (h = 0 gate columns j0.., h = 1 up columns I + j0..).
+// - KN [E, K, N]: dims (C, H, K, E), box (64, 1, 64, 1): 64 k rows of 64 columns (128 bytes)
+//   at kr·128, swizzled = one 64-column atom. Plain: C = N, H = 1; atom a (0..4) at
+//   (256·nt + 64a, 0, k0, e) into sb + 8192a. SwiGLU: C = I, H = 2 (strides I·2, N·2, K·N·2
+//   bytes); atom a at (128·nt + 64(a % 2), a / 2, k0, e) into sb + 8192a.
+// Every destination is 1024-aligned (stage bases are), so the hardware's swizzle (address bits
+// 4..6 ^ 7..9) is the layout's chunk ^ row % 8.
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
@@ -62,6 +88,7 @@ constexpr int BM = gw::BM, BN = gw::BN, BK = gw::BK, STAGES = 4;
 constexpr int PRODUCER_THREADS = 128, CONSUMER_THREADS = 256, THREADS = PRODUCER_THREADS + CONSUMER_THREADS;
 constexpr int A_BYTES = gw::A_BYTES, STAGE_BYTES = gw::STAGE_BYTES, ATOM_N_BYTES = gw::ATOM_N_BYTES;
 constexpr int FULL_COUNT = PRODUCER_THREADS;        // one noinc cp.async arrival per producer thread
+constexpr int B_BYTES = gw::B_BYTES;                 // TMA_B: the expect_tx bytes of one stage
 constexpr int EMPTY_COUNT = CONSUMER_THREADS / 32;  // one arrival per consumer warp
 // Registers per thread after setmaxnreg: 128 · 40 + 256 · 232 = 64512 <= 65536.
 constexpr int PRODUCER_REGS = 40, CONSUMER_REGS = 232;
@@ -108,6 +135,47 @@ template <int N> __device__ __forceinline__ void gws_setmaxnreg_inc() {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(N));
 }
 
+// The driver's CUtensorMap: 128 opaque bytes, 64-byte aligned (src/ops/grouped_gemm_tma.rs
+// `TensorMap`).
+struct alignas(64) GwsTmap {
+    unsigned long long opaque[16];
+};
+// Arrives on the barrier and raises its expected transaction count by `bytes`.
+__device__ __forceinline__ void gws_bar_arrive_tx(u32 bar, u32 bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+// One box of the 4-D tensor map at coordinates (c0, c1, c2, c3) (innermost first) to shared
+// `dst`, completing its bytes on barrier `bar`.
+__device__ __forceinline__ void gws_tma4(u32 dst, const GwsTmap* map, int c0, int c1, int c2, int c3, u32 bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, "
+        "%5}], [%6];" ::"r"(dst),
+        "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+        : "memory");
+}
+__device__ __forceinline__ void gws_tma_prefetch(const GwsTmap* map) {
+    asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<unsigned long long>(map)) : "memory");
+}
+// TMA_B, producer thread 0: B of k-tile k0 of n-tile nt of expert e into stage B region `sb`,
+// completing on FULL barrier `bar` (box geometry: the header).
+template <bool NK>
+__device__ __forceinline__ void gws_tma_b(const GwsTmap* map, u32 sb, u32 bar, int k0, int e, int nt, int swiglu) {
+    gws_bar_arrive_tx(bar, gws::B_BYTES);
+    if (NK) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int c = swiglu ? nt * 128 : nt * gws::BN + 128 * h;
+            gws_tma4(sb + h * 128 * 128, map, k0, c, swiglu ? h : 0, e, bar);
+        }
+    } else {
+#pragma unroll
+        for (int a = 0; a < 4; ++a) {
+            const int c = swiglu ? nt * 128 + 64 * (a & 1) : nt * gws::BN + 64 * a;
+            gws_tma4(sb + a * gws::ATOM_N_BYTES, map, c, swiglu ? a >> 1 : 0, k0, e, bar);
+        }
+    }
+}
+
 // One output tile of the persistent walk.
 struct GwsTile {
     int e, row_begin, rows, i0, nt;
@@ -137,10 +205,11 @@ __device__ __forceinline__ GwsTile gws_tile(const i32* plan, int experts, int n_
 
 // Needs what grouped_gemm_sm90.cu's kernel needs (K % 8 == 0, whole 8-column chunks; the
 // launcher checks), gridDim.x + tiles <= INT_MAX (the launcher checks), and 384 threads.
-template <typename T, bool NK>
+// TMA_B: `b_map` is the weight tensor map of the header (null otherwise).
+template <typename T, bool NK, bool WIDE, bool TMA_B>
 __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* plan, const i32* gather,
                                          const float* scale, T* y, int experts, int K, int N, int swiglu,
-                                         int n_tiles, int tokens, int proxy_fence, i32* rec) {
+                                         int n_tiles, int tokens, int proxy_fence, i32* rec, const GwsTmap* b_map) {
     using namespace gws;
     extern __shared__ unsigned char gws_smem_raw[];
     const u32 smem = (gg_smem(gws_smem_raw) + 1023u) & ~1023u;
@@ -150,7 +219,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
     if (tid == 0) {
 #pragma unroll
         for (int s = 0; s < STAGES; ++s) {
-            gws_bar_init(full_bar + 8 * s, FULL_COUNT);
+            gws_bar_init(full_bar + 8 * s, FULL_COUNT + (TMA_B ? 1 : 0));
             gws_bar_init(empty_bar + 8 * s, EMPTY_COUNT);
         }
     }
@@ -163,6 +232,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
 
     if (tid < PRODUCER_THREADS) {
         gws_setmaxnreg_dec<PRODUCER_REGS>();
+        if (TMA_B && tid == 0) gws_tma_prefetch(b_map);
         const u16* x = reinterpret_cast<const u16*>(x_);
         // A: tile rows a_r0 + 16j (j < 8), chunk a_c; (a_r0 + 16j) % 8 == a_r0 % 8, so the
         // swizzled destination of row j is a_dst + 16j · 128.
@@ -203,6 +273,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
                 const int k0 = kt * BK;
                 const u32 sa = smem + s * STAGE_BYTES;
                 const u32 sb = sa + A_BYTES;
+                if (TMA_B && tid == 0) gws_tma_b<NK>(b_map, sb, full_bar + 8 * s, k0, tl.e, tl.nt, swiglu);
                 const int ka = k0 + a_c * 8;
                 // NOTE: the row addresses are recomputed per k-tile from an opaque K (and NK
                 // column base); hoisted out of the loop, 24 64-bit addresses and 16 predicates
@@ -213,7 +284,9 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
                     const bool ok = a_src[j] >= 0 && ka < K;
                     gw_cp16(sa + a_dst + j * 16 * 128, x + (ok ? (long long)a_src[j] * k_stride + ka : 0), ok);
                 }
-                if (NK) {
+                if (TMA_B) {
+                    // B: thread 0's boxes above.
+                } else if (NK) {
                     const int kc = k0 + (tid & 7) * 8;
                     const int cb_k = gws_opaque(cb);
 #pragma unroll
@@ -263,18 +336,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
                 gw_fence_acc(acc[1]);
                 gw_mma_fence();
 #pragma unroll
-                for (int ks = 0; ks < BK / 16; ++ks) {
-                    const unsigned long long da = gw_desc(sa + wg * 64 * 128 + ks * 32, 16, 1024);
-#pragma unroll
-                    for (int h = 0; h < 2; ++h) {
-                        if (NK) {
-                            gw_mma<T, 0>(acc[h], da, gw_desc(sb + h * 128 * 128 + ks * 32, 16, 1024));
-                        } else {
-                            gw_mma<T, 1>(acc[h], da,
-                                         gw_desc(sb + h * 2 * ATOM_N_BYTES + ks * 16 * 128, ATOM_N_BYTES, 1024));
-                        }
-                    }
-                }
+                for (int ks = 0; ks < BK / 16; ++ks) gw_k16<T, NK, WIDE>(acc, sa + wg * 64 * 128, sb, ks);
                 gw_mma_commit();
                 gw_mma_wait<1>();
                 gw_fence_acc(acc[0]);
@@ -316,16 +378,40 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
     }
 }
 
-#define GWS_KERNEL(NAME, TY, NKV)                                                                             \
+#define GWS_KERNEL(NAME, TY, NKV, WIDEV)                                                                      \
     extern "C" __global__ void __launch_bounds__(gws::THREADS, 1)                                             \
         NAME(const TY* x, const TY* w, const i32* plan, const i32* gather, const float* scale, TY* y,          \
              int experts, int K, int N, int swiglu, int n_tiles, int tokens, int proxy_fence, i32* rec) {      \
-        gws_impl<TY, NKV>(x, w, plan, gather, scale, y, experts, K, N, swiglu, n_tiles, tokens, proxy_fence,  \
-                          rec);                                                                               \
+        gws_impl<TY, NKV, WIDEV, false>(x, w, plan, gather, scale, y, experts, K, N, swiglu, n_tiles, tokens, \
+                                        proxy_fence, rec, nullptr);                                           \
     }
-GWS_KERNEL(grouped_gemm_wgmma_ws_kn_bf16, bf16, false)
-GWS_KERNEL(grouped_gemm_wgmma_ws_nk_bf16, bf16, true)
-GWS_KERNEL(grouped_gemm_wgmma_ws_kn_f16, f16, false)
-GWS_KERNEL(grouped_gemm_wgmma_ws_nk_f16, f16, true)
+// TMA_B: the weight tensor map, by value in the parameter space (CUtensorMap must live in
+// param, const or global memory; __grid_constant__ lets the kernel take its address).
+#define GWS_TMA_KERNEL(NAME, TY, NKV, WIDEV)                                                                  \
+    extern "C" __global__ void __launch_bounds__(gws::THREADS, 1)                                             \
+        NAME(const TY* x, const TY* w, const i32* plan, const i32* gather, const float* scale, TY* y,          \
+             int experts, int K, int N, int swiglu, int n_tiles, int tokens, int proxy_fence, i32* rec,        \
+             const __grid_constant__ GwsTmap b_map) {                                                        \
+        gws_impl<TY, NKV, WIDEV, true>(x, w, plan, gather, scale, y, experts, K, N, swiglu, n_tiles, tokens,  \
+                                       proxy_fence, rec, &b_map);                                             \
+    }
+GWS_KERNEL(grouped_gemm_wgmma_ws_kn_bf16, bf16, false, false)
+GWS_KERNEL(grouped_gemm_wgmma_ws_nk_bf16, bf16, true, false)
+GWS_KERNEL(grouped_gemm_wgmma_ws_kn_f16, f16, false, false)
+GWS_KERNEL(grouped_gemm_wgmma_ws_nk_f16, f16, true, false)
+// The wide form (one m64n256k16 per k16 step): MOEKIT_CUDA_WGMMA_WIDE=1.
+GWS_KERNEL(grouped_gemm_wgmma_ws_wide_kn_bf16, bf16, false, true)
+GWS_KERNEL(grouped_gemm_wgmma_ws_wide_nk_bf16, bf16, true, true)
+GWS_KERNEL(grouped_gemm_wgmma_ws_wide_kn_f16, f16, false, true)
+GWS_KERNEL(grouped_gemm_wgmma_ws_wide_nk_f16, f16, true, true)
+// B through TMA: MOEKIT_CUDA_GEMM=wgmma-ws-tma (with the wide form too).
+GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_kn_bf16, bf16, false, false)
+GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_nk_bf16, bf16, true, false)
+GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_kn_f16, f16, false, false)
+GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_nk_f16, f16, true, false)
+GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_wide_kn_bf16, bf16, false, true)
+GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_wide_nk_bf16, bf16, true, true)
+GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_wide_kn_f16, f16, false, true)
+GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_wide_nk_f16, f16, true, true)
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL

@@ -17,9 +17,14 @@ fn every_kernel_source_compiles() {
             // NOTE: the wgmma kernels sit behind `__CUDA_ARCH_FEAT_SM90_ALL`; they must be there
             // for sm_90a (the launcher picks them on Hopper) and absent elsewhere.
             if name == "grouped_gemm.cu" {
-                for kernel in
-                    ["grouped_gemm_wgmma_kn_bf16", "grouped_gemm_wgmma_ws_kn_bf16", "grouped_gemm_wgmma_ws_nk_f16"]
-                {
+                for kernel in [
+                    "grouped_gemm_wgmma_kn_bf16",
+                    "grouped_gemm_wgmma_ws_kn_bf16",
+                    "grouped_gemm_wgmma_ws_nk_f16",
+                    "grouped_gemm_wgmma_wide_nk_bf16",
+                    "grouped_gemm_wgmma_ws_wide_kn_f16",
+                    "grouped_gemm_wgmma_ws_tma_nk_bf16",
+                ] {
                     assert_eq!(text.contains(kernel), arch == "sm_90a", "{arch} {name}: {kernel}");
                 }
             }

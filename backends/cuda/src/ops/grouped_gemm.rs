@@ -3,24 +3,29 @@
 //!
 //! 1. `grouped_gemm_plan` (one block) checks the offsets (or counts) on the device and writes a
 //!    tile plan `[3E+2] i32`: each expert's first m-tile, first output row and row count.
-//! 2. The GEMM kernel runs one block per (m-tile, n-tile) over an upper bound of the m-tiles
-//!    (`ceil(R / BM) + min(E, R)` contiguous, `E · ceil(C / BM)` masked); a block finds its expert
-//!    in the plan or exits. f16/bf16 on Hopper (`sm_90a`): `wgmma.mma_async` from 128-byte-swizzled
-//!    shared memory fed by a 4-stage `cp.async` pipeline, 128 × 256 × 64 tiles
-//!    (`kernels/grouped_gemm_sm90.cu`); elsewhere, or for sizes it cannot take, tensor cores through
-//!    `mma.sync` m16n8k16, 128 × 128 × 32 tiles; f32 with plain FMAs (64 × 64 × 16 tiles).
-//!    `MOEKIT_CUDA_GEMM=mma` forces the `mma.sync` kernel on Hopper too; `MOEKIT_CUDA_GEMM=wgmma-fence`
-//!    keeps wgmma and adds `fence.proxy.async` between the copies and the tensor cores (see the NOTE
-//!    in the kernel file). `MOEKIT_CUDA_GEMM=wgmma-ws` (opt-in) runs the warp-specialised,
-//!    persistent wgmma kernel instead (`kernels/grouped_gemm_sm90_ws.cu`: one 384-thread block per
-//!    SM walking the plan's tiles, a producer warpgroup feeding two consumer warpgroups through
-//!    mbarriers); `wgmma-ws-fence` adds its consumer-side proxy fence. It passed the suite on the
-//!    H200 but is 6–9% slower than the default there (run 15 in `benches/results/h200/`; see
-//!    `benches/NOTES.md`), so it stays opt-in: it is the base for TMA loads in the producer.
+//! 2. The GEMM kernel. f16/bf16 on Hopper (`sm_90a`), by default: the warp-specialised,
+//!    persistent `wgmma` kernel (`kernels/grouped_gemm_sm90_ws.cu`): one 384-thread block per SM
+//!    walks the plan's (m-tile, n-tile) tiles of 128 × 256 × 64; a producer warpgroup loads the
+//!    weight tile with TMA from a tensor map encoded per call (`grouped_gemm_tma.rs`) and the
+//!    (gathered) activation rows with `cp.async`, into a 4-stage 128-byte-swizzled pipeline on
+//!    mbarriers; two consumer warpgroups run `wgmma.mma_async` and the epilogue of one tile
+//!    while the producer loads the next. Measured on the H200 (run 16): 1.43 ms on the qwen3 up
+//!    GEMM against 1.81 ms for the plain wgmma kernel and 1.44 ms for `torch._grouped_mm`.
+//!    The other kernels stay, chosen by `MOEKIT_CUDA_GEMM`: `wgmma` the plain kernel (one block
+//!    per tile over an upper bound of the m-tiles, `cp.async` by every thread, a block barrier
+//!    per k-tile; `kernels/grouped_gemm_sm90.cu`), `wgmma-ws` the warp-specialised kernel with
+//!    `cp.async` weights (6–9% slower than the plain one: its producer issues every copy),
+//!    `-fence` on any of the wgmma values adds `fence.proxy.async` between the `cp.async` copies
+//!    and the tensor cores (see the NOTE in the kernel files), `mma` forces the `mma.sync`
+//!    m16n8k16 kernel (128 × 128 × 32 tiles) that runs elsewhere or for sizes the wgmma kernels
+//!    cannot take; `MOEKIT_CUDA_WGMMA_WIDE=1` makes any wgmma kernel issue one m64n256k16 per
+//!    k16 step instead of two m64n128k16 (+5% on the plain kernel, ±0 on the default, run 16).
+//!    f32 runs plain FMAs (64 × 64 × 16 tiles).
 //! 3. `grouped_gemm_zero_*` writes the rows outside every expert.
 
 use crate::backend::device_err;
 use crate::launch::{blocks, i32_of, launch_err};
+use crate::ops::grouped_gemm_tma::{check_geometry, encode_weight_map, weight_map_geometry};
 use crate::runtime::sources::GROUPED_GEMM;
 use crate::{CudaBackend, CudaBuffer};
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
@@ -55,12 +60,15 @@ const WGMMA_WS_THREADS: u32 = 384;
 
 /// Environment variable that picks the f16/bf16 kernel family: `mma` forces the `mma.sync`
 /// kernel, `wgmma-fence` adds the proxy fence to the wgmma kernel, `wgmma-ws` picks the
-/// warp-specialised persistent wgmma kernel and `wgmma-ws-fence` that one with its proxy fence;
-/// anything else (or unset) lets [`family`] choose.
+/// warp-specialised persistent wgmma kernel and `wgmma-ws-fence` that one with its proxy fence,
+/// `wgmma-ws-tma` (`wgmma-ws-tma-fence`) that one with the weight tile loaded by TMA;
+/// `wgmma` the plain (non-specialised) wgmma kernel; anything else (or unset) is
+/// [`GemmEnv::DEFAULT`], the warp-specialised kernel with TMA weight loads, where [`family`]
+/// can run it.
 const GEMM_ENV: &str = "MOEKIT_CUDA_GEMM";
 
 /// What `MOEKIT_CUDA_GEMM` asks for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct GemmEnv {
     /// `mma`: never the wgmma kernel.
     forced_mma: bool,
@@ -70,22 +78,44 @@ struct GemmEnv {
     /// `wgmma-ws`, `wgmma-ws-fence`: the warp-specialised persistent kernel wherever the wgmma
     /// kernel would run.
     warp_specialised: bool,
+    /// `wgmma-ws-tma`, `wgmma-ws-tma-fence`: the warp-specialised kernel with the weight tile B
+    /// loaded through TMA (`cp.async.bulk.tensor`) instead of cp.async.
+    tma_b: bool,
+    /// `MOEKIT_CUDA_WGMMA_WIDE=1`: the wgmma kernels (either) with one m64n256k16 per k16 step
+    /// instead of two m64n128k16.
+    wide: bool,
 }
 
+/// Environment variable that picks the wide form of the wgmma kernels (`1`); see
+/// [`GemmEnv::wide`].
+const WIDE_ENV: &str = "MOEKIT_CUDA_WGMMA_WIDE";
+
 impl GemmEnv {
+    /// The plain wgmma kernel (`MOEKIT_CUDA_GEMM=wgmma`; the default until run 16): nothing set.
+    const WGMMA: GemmEnv =
+        GemmEnv { forced_mma: false, proxy_fence: false, warp_specialised: false, tma_b: false, wide: false };
+
+    /// What runs when `MOEKIT_CUDA_GEMM` is unset: the warp-specialised kernel with TMA weight
+    /// loads (1.27× the plain wgmma kernel on the H200's qwen3 up GEMM, run 16).
+    const DEFAULT: GemmEnv = GemmEnv { warp_specialised: true, tma_b: true, ..GemmEnv::WGMMA };
+
     fn parse(v: Option<&str>) -> Self {
-        let d = GemmEnv::default();
+        let d = GemmEnv::WGMMA;
         match v.map(str::to_ascii_lowercase).as_deref() {
+            Some("wgmma") => d,
             Some("mma") => GemmEnv { forced_mma: true, ..d },
             Some("wgmma-fence") => GemmEnv { proxy_fence: true, ..d },
             Some("wgmma-ws") => GemmEnv { warp_specialised: true, ..d },
             Some("wgmma-ws-fence") => GemmEnv { warp_specialised: true, proxy_fence: true, ..d },
-            _ => d,
+            Some("wgmma-ws-tma") => GemmEnv { warp_specialised: true, tma_b: true, ..d },
+            Some("wgmma-ws-tma-fence") => GemmEnv { warp_specialised: true, tma_b: true, proxy_fence: true, ..d },
+            _ => GemmEnv::DEFAULT,
         }
     }
 
     fn from_env() -> Self {
-        GemmEnv::parse(std::env::var(GEMM_ENV).ok().as_deref())
+        let wide = std::env::var(WIDE_ENV).is_ok_and(|v| v.trim() == "1");
+        GemmEnv { wide, ..GemmEnv::parse(std::env::var(GEMM_ENV).ok().as_deref()) }
     }
 }
 
@@ -98,20 +128,30 @@ enum Family {
     Wgmma,
     /// The same tiles and sizes as [`Family::Wgmma`], warp-specialised and persistent.
     WgmmaWs,
+    /// [`Family::WgmmaWs`] with the weight tile loaded through a tensor map.
+    WgmmaWsTma,
 }
 
 /// The heuristic: wgmma on Hopper whenever the kernel's 16-byte copies fit the sizes (K and the
 /// weight columns it reads in whole chunks of 8), unless `env.forced_mma`; its warp-specialised
-/// variant when `env.warp_specialised`.
+/// variant when `env.warp_specialised`, with TMA weight loads when `env.tma_b` too (and the
+/// tensor map has no empty dimension).
 fn family(p: &GroupedGemmProblem, arch: &str, env: GemmEnv) -> Family {
     let chunked = p.k_dim % 8 == 0 && p.n_dim % 8 == 0 && (!p.swiglu || (p.n_dim / 2) % 8 == 0);
     if arch != "sm_90a" || !chunked || env.forced_mma {
         Family::Mma
+    } else if env.warp_specialised && env.tma_b && p.k_dim > 0 && p.n_dim > 0 && p.experts > 0 && tma_geometry_ok(p) {
+        Family::WgmmaWsTma
     } else if env.warp_specialised {
         Family::WgmmaWs
     } else {
         Family::Wgmma
     }
+}
+
+/// Whether the weights' tensor map meets the driver's rules (sizes far past any model's fail).
+fn tma_geometry_ok(p: &GroupedGemmProblem) -> bool {
+    check_geometry(&weight_map_geometry(p.weight_layout, p.experts, p.k_dim, p.n_dim, p.swiglu)).is_ok()
 }
 
 /// The GEMM kernel for a problem and its tiling.
@@ -128,6 +168,8 @@ struct Tiling {
     shared: u32,
     /// One block per SM walking the tiles (`min(#SMs, tiles)` blocks), not one block per tile.
     persistent: bool,
+    /// The kernel takes the weight tensor map (`grouped_gemm_tma`) as its last argument.
+    b_map: bool,
 }
 
 fn tiling(p: &GroupedGemmProblem, arch: &str, env: GemmEnv) -> Tiling {
@@ -138,15 +180,19 @@ fn tiling(p: &GroupedGemmProblem, arch: &str, env: GemmEnv) -> Tiling {
     // NOTE: with SwiGLU a block computes matching gate and up column tiles, so it covers half
     // as many output columns (keep in step with the kernels' BN). The plan kernel's m-tile is
     // `bm`, so every family here must agree with its kernel's BM.
-    let (family, bm, bn, shared, threads, persistent) = match (p.dtype, family(p, arch, env)) {
+    let fam = family(p, arch, env);
+    let (family, bm, bn, shared, threads, persistent) = match (p.dtype, fam) {
         (DType::F32, _) => ("fma", 64, 64, 0, 256, false),
         (_, Family::Mma) => ("mma", 128, 128, 0, 256, false),
         (_, Family::Wgmma) => ("wgmma", 128, 256, WGMMA_SHARED, 256, false),
         (_, Family::WgmmaWs) => ("wgmma_ws", 128, 256, WGMMA_WS_SHARED, WGMMA_WS_THREADS, true),
+        (_, Family::WgmmaWsTma) => ("wgmma_ws_tma", 128, 256, WGMMA_WS_SHARED, WGMMA_WS_THREADS, true),
     };
+    let b_map = p.dtype != DType::F32 && fam == Family::WgmmaWsTma;
     let bn_out = if p.swiglu { bn / 2 } else { bn };
-    let kernel = format!("grouped_gemm_{family}_{nk}_{}", p.dtype.name());
-    Tiling { kernel, bm, bn_out, threads, shared, persistent }
+    let wide = if env.wide && family.starts_with("wgmma") { "_wide" } else { "" };
+    let kernel = format!("grouped_gemm_{family}{wide}_{nk}_{}", p.dtype.name());
+    Tiling { kernel, bm, bn_out, threads, shared, persistent, b_map }
 }
 
 /// Blocks of a persistent kernel: one per SM, at most one per tile.
@@ -223,6 +269,14 @@ impl GroupedGemmOps for CudaBackend {
         }
 
         if grid > 0 {
+            let b_map = if t.b_map {
+                use cudarc::driver::DevicePtr;
+                let g = weight_map_geometry(p.weight_layout, p.experts, p.k_dim, p.n_dim, p.swiglu);
+                let (ptr, _read) = io.w.data.device_ptr(&self.stream);
+                Some(encode_weight_map(ptr, p.dtype, &g)?)
+            } else {
+                None
+            };
             let f = self.kernels.function(OP, &GROUPED_GEMM, &t.kernel)?;
             if t.shared > 0 {
                 f.set_attribute(
@@ -250,13 +304,19 @@ impl GroupedGemmOps for CudaBackend {
                 b.arg(&proxy_fence);
             }
             b.arg(&flag.record);
+            if let Some(m) = &b_map {
+                // The TMA kernels' weight tensor map, by value.
+                b.arg(m);
+            }
             // SAFETY: arguments match the GEMM kernel; check_io proved x, w, y, row_to_token and
             // row_scale hold their shapes; every block reads rows and columns only inside them
             // (loads are predicated on K, N and the plan's row counts, which the plan kernel
             // clamped), and gather rows outside -1..T read nothing; the wgmma kernel's 16-byte
             // copies need K and the column chunks multiples of 8, which `family` checked, and
             // its shared size was raised above. The persistent kernel reads the plan's tile count
-            // on the device and runs any grid size.
+            // on the device and runs any grid size. The TMA kernel's tensor map describes w
+            // [E, N, K] or [E, K, N] exactly (check_io proved its shape), w is also an argument (so
+            // the stream orders the launch after its writes), and TMA reads only inside the map.
             let cfg = LaunchConfig { shared_mem_bytes: t.shared, ..blocks(grid, t.threads) };
             unsafe { b.launch(cfg) }.map_err(launch_err(OP))?;
         }
@@ -281,8 +341,53 @@ impl GroupedGemmOps for CudaBackend {
 mod tests {
     use super::*;
 
-    const MMA: GemmEnv = GemmEnv { forced_mma: true, proxy_fence: false, warp_specialised: false };
-    const WS: GemmEnv = GemmEnv { forced_mma: false, proxy_fence: false, warp_specialised: true };
+    const MMA: GemmEnv =
+        GemmEnv { forced_mma: true, proxy_fence: false, warp_specialised: false, wide: false, tma_b: false };
+    const WS: GemmEnv =
+        GemmEnv { forced_mma: false, proxy_fence: false, warp_specialised: true, wide: false, tma_b: false };
+    const WS_TMA: GemmEnv = GemmEnv { tma_b: true, ..WS };
+
+    #[test]
+    fn ws_tma_parses_and_names_its_kernels() {
+        assert_eq!(GemmEnv::parse(Some("wgmma-ws-tma")), WS_TMA);
+        assert_eq!(GemmEnv::parse(Some("WGMMA-WS-TMA-FENCE")), GemmEnv { proxy_fence: true, ..WS_TMA });
+        for v in ["wgmma-ws", "wgmma-ws-fence", "wgmma-fence", "mma"] {
+            assert!(!GemmEnv::parse(Some(v)).tma_b, "{v}");
+        }
+        let mut p = GroupedGemmProblem::contiguous(16, 128, 2048, 1536, DType::BF16);
+        p.swiglu = true;
+        assert_eq!(family(&p, "sm_90a", WS_TMA), Family::WgmmaWsTma);
+        let t = tiling(&p, "sm_90a", WS_TMA);
+        assert_eq!(
+            (t.kernel.as_str(), t.bn_out, t.threads, t.shared, t.persistent, t.b_map),
+            ("grouped_gemm_wgmma_ws_tma_kn_bf16", 128, WGMMA_WS_THREADS, WGMMA_WS_SHARED, true, true)
+        );
+        p.weight_layout = WeightLayout::NK;
+        let t = tiling(&p, "sm_90a", GemmEnv { wide: true, ..WS_TMA });
+        assert_eq!((t.kernel.as_str(), t.b_map), ("grouped_gemm_wgmma_ws_tma_wide_nk_bf16", true));
+        assert!(!tiling(&p, "sm_90a", WS).b_map);
+        // Off Hopper, f32, unchunked, or K = 0 (no tensor map): not the TMA kernel.
+        assert_eq!(family(&p, "sm_80", WS_TMA), Family::Mma);
+        let q = GroupedGemmProblem::contiguous(16, 4, 0, 16, DType::F16);
+        assert_eq!(family(&q, "sm_90a", WS_TMA), Family::WgmmaWs);
+        p.dtype = DType::F32;
+        let t = tiling(&p, "sm_90a", WS_TMA);
+        assert_eq!((t.kernel.as_str(), t.b_map), ("grouped_gemm_fma_nk_f32", false));
+    }
+
+    #[test]
+    fn wide_names_the_wide_wgmma_kernels_only() {
+        let mut p = GroupedGemmProblem::contiguous(16, 128, 2048, 1536, DType::BF16);
+        p.swiglu = true;
+        let wide = GemmEnv { wide: true, ..GemmEnv::WGMMA };
+        assert_eq!(tiling(&p, "sm_90a", wide).kernel, "grouped_gemm_wgmma_wide_kn_bf16");
+        let ws_wide = GemmEnv { wide: true, ..WS };
+        assert_eq!(tiling(&p, "sm_90a", ws_wide).kernel, "grouped_gemm_wgmma_ws_wide_kn_bf16");
+        // Not for the mma.sync or f32 kernels.
+        assert_eq!(tiling(&p, "sm_80", wide).kernel, "grouped_gemm_mma_kn_bf16");
+        p.dtype = DType::F32;
+        assert_eq!(tiling(&p, "sm_90a", wide).kernel, "grouped_gemm_fma_kn_f32");
+    }
 
     #[test]
     fn tile_bound_covers_every_split() {
@@ -301,9 +406,9 @@ mod tests {
         let mut p = GroupedGemmProblem::contiguous(4, 2, 8, 16, DType::BF16);
         p.weight_layout = WeightLayout::NK;
         p.swiglu = true;
-        let t = tiling(&p, "sm_80", GemmEnv::default());
+        let t = tiling(&p, "sm_80", GemmEnv::WGMMA);
         assert_eq!((t.kernel.as_str(), t.bm, t.bn_out), ("grouped_gemm_mma_nk_bf16", 128, 64));
-        let t = tiling(&p, "sm_90a", GemmEnv::default());
+        let t = tiling(&p, "sm_90a", GemmEnv::WGMMA);
         assert_eq!(
             (t.kernel.as_str(), t.bm, t.bn_out, t.shared),
             ("grouped_gemm_wgmma_nk_bf16", 128, 128, WGMMA_SHARED)
@@ -312,7 +417,7 @@ mod tests {
         assert_eq!(t.kernel, "grouped_gemm_mma_nk_bf16");
         p.dtype = DType::F32;
         p.swiglu = false;
-        let t = tiling(&p, "sm_90a", GemmEnv::default());
+        let t = tiling(&p, "sm_90a", GemmEnv::WGMMA);
         assert_eq!((t.kernel.as_str(), t.bm, t.bn_out), ("grouped_gemm_fma_nk_f32", 64, 64));
     }
 
@@ -321,26 +426,43 @@ mod tests {
         // qwen3 up and down GEMMs take the fast path.
         let mut p = GroupedGemmProblem::contiguous(16, 128, 2048, 1536, DType::BF16);
         p.swiglu = true;
-        assert_eq!(family(&p, "sm_90a", GemmEnv::default()), Family::Wgmma);
+        assert_eq!(family(&p, "sm_90a", GemmEnv::WGMMA), Family::Wgmma);
         let p = GroupedGemmProblem::contiguous(16, 128, 768, 2048, DType::BF16);
-        assert_eq!(family(&p, "sm_90a", GemmEnv::default()), Family::Wgmma);
+        assert_eq!(family(&p, "sm_90a", GemmEnv::WGMMA), Family::Wgmma);
         // K, N or the SwiGLU half not a multiple of 8: mma.sync.
         let p = GroupedGemmProblem::contiguous(16, 4, 20, 16, DType::F16);
-        assert_eq!(family(&p, "sm_90a", GemmEnv::default()), Family::Mma);
+        assert_eq!(family(&p, "sm_90a", GemmEnv::WGMMA), Family::Mma);
         let mut p = GroupedGemmProblem::contiguous(16, 4, 16, 24, DType::F16);
-        assert_eq!(family(&p, "sm_90a", GemmEnv::default()), Family::Wgmma);
+        assert_eq!(family(&p, "sm_90a", GemmEnv::WGMMA), Family::Wgmma);
         p.swiglu = true;
-        assert_eq!(family(&p, "sm_90a", GemmEnv::default()), Family::Mma);
-        assert_eq!(family(&p, "sm_89", GemmEnv::default()), Family::Mma);
+        assert_eq!(family(&p, "sm_90a", GemmEnv::WGMMA), Family::Mma);
+        assert_eq!(family(&p, "sm_89", GemmEnv::WGMMA), Family::Mma);
+    }
+
+    #[test]
+    fn default_is_the_tma_kernel_on_hopper() {
+        let mut p = GroupedGemmProblem::contiguous(16, 128, 2048, 1536, DType::BF16);
+        p.swiglu = true;
+        let t = tiling(&p, "sm_90a", GemmEnv::DEFAULT);
+        assert_eq!((t.kernel.as_str(), t.persistent, t.b_map), ("grouped_gemm_wgmma_ws_tma_kn_bf16", true, true));
+        // Elsewhere, and for f32, what ran before.
+        assert_eq!(tiling(&p, "sm_80", GemmEnv::DEFAULT).kernel, "grouped_gemm_mma_kn_bf16");
+        p.dtype = DType::F32;
+        assert_eq!(tiling(&p, "sm_90a", GemmEnv::DEFAULT).kernel, "grouped_gemm_fma_kn_f32");
+        // No tensor map for an empty dimension: the warp-specialised kernel without TMA.
+        let p = GroupedGemmProblem::contiguous(16, 4, 0, 16, DType::F16);
+        assert_eq!(family(&p, "sm_90a", GemmEnv::DEFAULT), Family::WgmmaWs);
     }
 
     #[test]
     fn env_override_parses() {
-        assert_eq!(GemmEnv::parse(None), GemmEnv::default());
+        assert_eq!(GemmEnv::parse(None), GemmEnv::DEFAULT);
+        assert_eq!(GemmEnv::parse(Some("wgmma")), GemmEnv::WGMMA);
+        assert_eq!(GemmEnv::parse(Some("wgmma-ws-tma")), GemmEnv::DEFAULT);
         assert!(GemmEnv::parse(Some("MMA")).forced_mma);
         let e = GemmEnv::parse(Some("wgmma-fence"));
         assert!(e.proxy_fence && !e.forced_mma);
-        assert_eq!(GemmEnv::parse(Some("other")), GemmEnv::default());
+        assert_eq!(GemmEnv::parse(Some("other")), GemmEnv::DEFAULT);
         assert_eq!(GemmEnv::parse(Some("wgmma-ws")), WS);
         let e = GemmEnv::parse(Some("WGMMA-WS-FENCE"));
         assert!(e.warp_specialised && e.proxy_fence && !e.forced_mma);
@@ -348,11 +470,11 @@ mod tests {
     }
 
     #[test]
-    fn warp_specialised_is_opt_in_and_persistent() {
+    fn warp_specialised_kernels_are_persistent() {
         let mut p = GroupedGemmProblem::contiguous(16, 128, 2048, 1536, DType::BF16);
         p.swiglu = true;
         assert_eq!(family(&p, "sm_90a", WS), Family::WgmmaWs);
-        assert!(!tiling(&p, "sm_90a", GemmEnv::default()).persistent);
+        assert!(!tiling(&p, "sm_90a", GemmEnv::WGMMA).persistent);
         let t = tiling(&p, "sm_90a", WS);
         assert_eq!(
             (t.kernel.as_str(), t.bm, t.bn_out, t.threads, t.shared, t.persistent),

@@ -5,6 +5,7 @@ mod attention;
 pub(crate) mod gemm;
 mod glue;
 mod grouped_gemm;
+mod grouped_gemm_tma;
 mod moe;
 mod permute;
 mod route;
