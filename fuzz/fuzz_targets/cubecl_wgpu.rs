@@ -79,7 +79,7 @@ fn route_case(g: &mut Gen) -> RouteCase {
         let n_group = pick(g, &[2, 4]).min(e / 2);
         p.groups = Some(GroupLimit { n_group, topk_group: g.int(1, n_group) });
     }
-    common::lower_k_to_reachable(&mut p);
+    moekit_testing::props::route::lower_k_to_reachable(&mut p);
     RouteCase { problem: p, skew: pick(g, &[0.0, 1.2]), seed }
 }
 

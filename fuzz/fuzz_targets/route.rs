@@ -52,7 +52,7 @@ fn route_case(g: &mut Gen) -> RouteCase {
         p.groups = Some(GroupLimit { n_group, topk_group });
     }
     if g.valid {
-        common::lower_k_to_reachable(&mut p);
+        moekit_testing::props::route::lower_k_to_reachable(&mut p);
     }
     let (dt, h, k) = (p.dtype, p.hidden, p.k);
     // NOTE: hidden and gate on a 1/8 grid keep the fused gate GEMM exact in f32.

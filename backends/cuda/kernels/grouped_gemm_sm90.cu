@@ -117,19 +117,27 @@ __device__ __forceinline__ unsigned long long gw_desc(u32 addr, u32 lbo, u32 sbo
                  : GW_D64                                                                                \
                  : "l"(da), "l"(db), "r"(1))
 
-template <typename T, int TB> __device__ __forceinline__ void gw_mma(float* d, unsigned long long da, unsigned long long db);
-template <> __device__ __forceinline__ void gw_mma<bf16, 0>(float* d, unsigned long long da, unsigned long long db) {
-    GW_WGMMA("bf16", 0);
-}
-template <> __device__ __forceinline__ void gw_mma<bf16, 1>(float* d, unsigned long long da, unsigned long long db) {
-    GW_WGMMA("bf16", 1);
-}
-template <> __device__ __forceinline__ void gw_mma<f16, 0>(float* d, unsigned long long da, unsigned long long db) {
-    GW_WGMMA("f16", 0);
-}
-template <> __device__ __forceinline__ void gw_mma<f16, 1>(float* d, unsigned long long da, unsigned long long db) {
-    GW_WGMMA("f16", 1);
-}
+// FN<T, TB>(d, da, db) for both input types and both B layouts, each one instruction of MACRO.
+#define GW_MMA_FAMILY(FN, MACRO)                                                                          \
+    template <typename T, int TB>                                                                         \
+    __device__ __forceinline__ void FN(float* d, unsigned long long da, unsigned long long db);           \
+    template <> __device__ __forceinline__ void FN<bf16, 0>(float* d, unsigned long long da,             \
+                                                            unsigned long long db) {                     \
+        MACRO("bf16", 0);                                                                                 \
+    }                                                                                                     \
+    template <> __device__ __forceinline__ void FN<bf16, 1>(float* d, unsigned long long da,             \
+                                                            unsigned long long db) {                     \
+        MACRO("bf16", 1);                                                                                 \
+    }                                                                                                     \
+    template <> __device__ __forceinline__ void FN<f16, 0>(float* d, unsigned long long da,              \
+                                                           unsigned long long db) {                      \
+        MACRO("f16", 0);                                                                                  \
+    }                                                                                                     \
+    template <> __device__ __forceinline__ void FN<f16, 1>(float* d, unsigned long long da,              \
+                                                           unsigned long long db) {                      \
+        MACRO("f16", 1);                                                                                  \
+    }
+GW_MMA_FAMILY(gw_mma, GW_WGMMA)
 
 // The wide form (WIDE kernels): one m64n256k16 per k16 step instead of two m64n128k16, so each
 // warpgroup reads its A rows from shared memory once per step, not twice. d[128] is acc[0]
@@ -176,19 +184,7 @@ template <> __device__ __forceinline__ void gw_mma<f16, 1>(float* d, unsigned lo
                  : GW_D128                                                                               \
                  : "l"(da), "l"(db), "r"(1))
 
-template <typename T, int TB> __device__ __forceinline__ void gw_mma256(float* d, unsigned long long da, unsigned long long db);
-template <> __device__ __forceinline__ void gw_mma256<bf16, 0>(float* d, unsigned long long da, unsigned long long db) {
-    GW_WGMMA256("bf16", 0);
-}
-template <> __device__ __forceinline__ void gw_mma256<bf16, 1>(float* d, unsigned long long da, unsigned long long db) {
-    GW_WGMMA256("bf16", 1);
-}
-template <> __device__ __forceinline__ void gw_mma256<f16, 0>(float* d, unsigned long long da, unsigned long long db) {
-    GW_WGMMA256("f16", 0);
-}
-template <> __device__ __forceinline__ void gw_mma256<f16, 1>(float* d, unsigned long long da, unsigned long long db) {
-    GW_WGMMA256("f16", 1);
-}
+GW_MMA_FAMILY(gw_mma256, GW_WGMMA256)
 
 // One k16 step s (0..3) of a stage for one warpgroup: its A rows at `sa_wg` (stage A base plus
 // 64·wg rows), the stage's B tile at `sb`, into acc[2][64] (both kernels use this).

@@ -252,21 +252,6 @@ impl<'a> Gen<'a> {
     }
 }
 
-/// Lowers `p.k` until the routing problem validates, dropping the group limit and then the
-/// expert mask when even `k = 1` is out of their reach. For problems whose other fields are
-/// valid (else it would not end).
-pub fn lower_k_to_reachable(p: &mut moekit_ops::RouteProblem) {
-    while p.validate().is_err() {
-        if p.k > 1 {
-            p.k -= 1;
-        } else if p.groups.is_some() {
-            p.groups = None;
-        } else {
-            p.expert_mask = None;
-        }
-    }
-}
-
 /// Product of a shape, `None` on overflow.
 pub fn numel(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))

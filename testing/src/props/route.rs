@@ -52,6 +52,13 @@ pub fn route_cases() -> impl Strategy<Value = RouteCase> {
 /// Lowers `k` to what the mask and groups can reach (dropping them when they reach nothing).
 fn clamp_k(p: &mut RouteProblem) {
     p.k = p.k.min(p.experts);
+    lower_k_to_reachable(p);
+}
+
+/// Lowers `p.k` until the routing problem validates, dropping the group limit and then the
+/// expert mask when even `k = 1` is out of their reach. For problems whose other fields are
+/// valid (else it would not end). The fuzz targets use it too.
+pub fn lower_k_to_reachable(p: &mut RouteProblem) {
     while p.validate().is_err() {
         if p.k > 1 {
             p.k -= 1;
