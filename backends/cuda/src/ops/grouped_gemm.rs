@@ -140,7 +140,7 @@ fn family(p: &GroupedGemmProblem, arch: &str, env: GemmEnv) -> Family {
     let chunked = p.k_dim % 8 == 0 && p.n_dim % 8 == 0 && (!p.swiglu || (p.n_dim / 2) % 8 == 0);
     if arch != "sm_90a" || !chunked || env.forced_mma {
         Family::Mma
-    } else if env.warp_specialised && env.tma_b && p.k_dim > 0 && p.n_dim > 0 && p.experts > 0 && tma_geometry_ok(p) {
+    } else if env.warp_specialised && env.tma_b && tma_geometry_ok(p) {
         Family::WgmmaWsTma
     } else if env.warp_specialised {
         Family::WgmmaWs
@@ -149,7 +149,8 @@ fn family(p: &GroupedGemmProblem, arch: &str, env: GemmEnv) -> Family {
     }
 }
 
-/// Whether the weights' tensor map meets the driver's rules (sizes far past any model's fail).
+/// Whether the weights' tensor map meets the driver's rules: no empty dimension (K, N or E of
+/// 0), none past 2^32.
 fn tma_geometry_ok(p: &GroupedGemmProblem) -> bool {
     check_geometry(&weight_map_geometry(p.weight_layout, p.experts, p.k_dim, p.n_dim, p.swiglu)).is_ok()
 }
