@@ -34,6 +34,8 @@ pub struct Record {
     pub min_ms: f64,
     /// Timed runs.
     pub iters: usize,
+    /// `eager` (one call per run) or `graph` (replays of a recorded graph, `--graph`).
+    pub launch: String,
     /// TFLOP/s at the median (`null` for data movement).
     pub tflops: Option<f64>,
     /// GB/s at the median (minimum bytes read + written).
@@ -108,6 +110,7 @@ impl Record {
             ms,
             min_ms: o.timing.min_s * 1e3,
             iters: o.timing.iters,
+            launch: if o.graph { "graph" } else { "eager" }.to_string(),
             tflops: o.tflops(),
             gbps: o.gbps(),
             flops: o.flops,

@@ -5,7 +5,7 @@ use crate::cases::{AnyWorkload, GemmCase, Visit};
 use crate::dump::{self, DumpError, DumpInfo};
 use crate::shapes::MoeShape;
 use crate::verify::Verdict;
-use crate::workload::{measure, measure_interleaved, reference_outputs, Measured, Op, Timing, Workload};
+use crate::workload::{measure, measure_graph, measure_interleaved, reference_outputs, Measured, Op, Timing, Workload};
 use moekit_ops::{Backend, DType, HostTensor, Result};
 use moekit_reference::ReferenceBackend;
 use std::path::PathBuf;
@@ -39,6 +39,9 @@ pub struct RunConfig {
     pub copy_ceiling_gbps: Option<f64>,
     /// Write each case's inputs and checked outputs as safetensors into this folder.
     pub dump: Option<PathBuf>,
+    /// Time replays of the op recorded as a device graph ([`measure_graph`]; CUDA only), no
+    /// ceiling interleaved.
+    pub graph: bool,
 }
 
 impl Default for RunConfig {
@@ -56,6 +59,7 @@ impl Default for RunConfig {
             ceiling: false,
             copy_ceiling_gbps: None,
             dump: None,
+            graph: false,
         }
     }
 }
@@ -101,6 +105,8 @@ pub struct Outcome {
     pub copy_ceiling_gbps: Option<f64>,
     /// The dump file written, or why it was not, with `--dump`.
     pub dump: Option<std::result::Result<PathBuf, DumpError>>,
+    /// Timed as replays of a recorded graph (`--graph`).
+    pub graph: bool,
 }
 
 impl Outcome {
@@ -174,6 +180,9 @@ impl<B: Backend> RunCase<'_, B> {
     fn time<W: Workload>(&self, w: &W) -> Result<(Measured, Option<Ceiling>)> {
         let cfg = self.cfg;
         let mkn = w.ceiling_gemm().filter(|_| cfg.ceiling);
+        if cfg.graph {
+            return Ok((measure_graph(self.backend, w, cfg.warmup, cfg.iters)?, None));
+        }
         match mkn {
             Some(mkn) if w.op() != Op::Gemm => {
                 let g = GemmCase::new(mkn.0, mkn.1, mkn.2, self.dtype, cfg.seed ^ 0xCE11)?;
@@ -236,6 +245,7 @@ impl<B: Backend> Visit for RunCase<'_, B> {
             ceiling,
             copy_ceiling_gbps: cfg.copy_ceiling_gbps.filter(|_| w.op().memory_bound() || w.ceiling_gemm().is_none()),
             dump,
+            graph: cfg.graph,
         })
     }
 }

@@ -39,7 +39,7 @@ fn short(name: &str, width: usize) -> String {
 pub fn row(r: &Record) -> String {
     format!(
         "{:<18} {:<16} {:<5} {:>10} {:>8} {:>8.2} {:>7} {:>6} {:>9} {:>20} {:<5} {:>9}",
-        r.op,
+        if r.launch == "graph" { format!("{} (graph)", r.op) } else { r.op.clone() },
         short(&r.shape, 16),
         r.dtype,
         time(r.ms),

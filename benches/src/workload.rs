@@ -277,6 +277,49 @@ pub fn measure_interleaved<B: Backend, W: Workload, C: Workload>(
     Ok((Measured { timing: timing(tp), outputs: p.checked_run()? }, timing(tq)))
 }
 
+/// As [`measure`], for the op recorded once as a device graph ([`moekit_ops::Device::capture`])
+/// and replayed: `warmup` untimed replays, `iters` timed replays (one launch each). The checked
+/// outputs are those of a replay of a second recording that first overwrites the outputs with
+/// poison, whose eager run (the one `capture` does first) writes only the poison, so a replay
+/// that computed nothing fails the check.
+///
+/// # Errors
+/// [`moekit_ops::Error::Unsupported`] on backends without graphs; the op's or a device error.
+pub fn measure_graph<B: Backend, W: Workload>(b: &B, w: &W, warmup: usize, iters: usize) -> Result<Measured> {
+    let mut p = Prepared::new(b, w)?;
+    let mut times = Vec::with_capacity(iters.max(1));
+    {
+        let (ins, outs) = (&p.ins, &mut p.outs);
+        let graph = b.capture(&mut || w.call(b, ins, outs))?;
+        for _ in 0..warmup {
+            graph.replay()?;
+        }
+        for _ in 0..iters.max(1) {
+            times.push(b.time_ms(&mut || graph.replay())? / 1e3);
+        }
+    }
+    let shapes = w.outputs();
+    let poisoned = shapes.iter().map(|(dt, s)| b.upload(&poison(*dt, s))).collect::<Result<Vec<_>>>()?;
+    {
+        let (ins, outs) = (&p.ins, &mut p.outs);
+        let mut calls = 0;
+        let graph = b.capture(&mut || {
+            calls += 1;
+            for ((src, dst), (_, s)) in poisoned.iter().zip(outs.iter_mut()).zip(&shapes) {
+                b.copy_rows(src, 0, dst, 0, s.first().copied().unwrap_or(1))?;
+            }
+            if calls == 1 {
+                return Ok(());
+            }
+            w.call(b, ins, outs)
+        })?;
+        graph.replay()?;
+    }
+    b.sync()?;
+    let outputs = p.outs.iter().map(|o| b.download(o)).collect::<Result<_>>()?;
+    Ok(Measured { timing: timing(times), outputs })
+}
+
 /// Seconds of one run, timed by the backend ([`moekit_ops::Device::time_ms`]: device events on
 /// GPU backends, the wall clock around a sync elsewhere).
 fn timed<B: Backend, W: Workload>(p: &mut Prepared<'_, B, W>) -> Result<f64> {

@@ -109,6 +109,37 @@ pub trait Device {
         self.sync()?;
         Ok(start.elapsed().as_secs_f64() * 1e3)
     }
+
+    /// Records the device work `work` queues as a graph that [`Replay::replay`] queues again
+    /// with one launch, for decode steps and other small problems whose time is launches.
+    ///
+    /// `work` runs twice: once eagerly (and waited for), so kernels are compiled, scratch is
+    /// grown and tuning choices are made outside the recording, then once recorded (nothing it
+    /// queues runs until a replay). A replay repeats exactly the recorded work on the same
+    /// buffers: the borrows `work` holds stay held while the returned graph lives, so the
+    /// buffers it reads and writes can be neither freed nor changed from the host in between.
+    /// Problem sizes, and everything the host decided while recording, are fixed; data on the
+    /// device (routing, offsets) is read afresh by every replay. Content errors a replay meets
+    /// are deferred as for ops.
+    ///
+    /// The default refuses: only the CUDA backend records graphs.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] on backends without graphs (and on CUDA for work that
+    /// waits on the host, such as a download, while recording); the errors of `work`.
+    fn capture<'a>(&'a self, work: &mut (dyn FnMut() -> Result<()> + 'a)) -> Result<Box<dyn Replay + 'a>> {
+        let _ = work;
+        Err(crate::Error::unsupported("capture", format!("the {} backend does not record graphs", self.name())))
+    }
+}
+
+/// Recorded device work ([`Device::capture`]).
+pub trait Replay {
+    /// Queues the recorded work once more on its backend's stream (no wait).
+    ///
+    /// # Errors
+    /// Device errors of the launch.
+    fn replay(&self) -> Result<()>;
 }
 
 /// Routing and the aux-loss-free bias update.

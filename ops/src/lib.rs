@@ -39,7 +39,7 @@ pub mod tolerance;
 mod validated;
 
 pub use attention::{AttentionIo, AttentionMask, AttentionProblem, ColumnRanges, Window, HEAD_DIMS};
-pub use backend::{AttentionOps, Backend, Device, GlueOps, GroupedGemmOps, PermuteOps, RouteOps};
+pub use backend::{AttentionOps, Backend, Device, GlueOps, GroupedGemmOps, PermuteOps, Replay, RouteOps};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use glue::{

@@ -78,6 +78,13 @@
 //   at kr·128, swizzled = one 64-column atom. Plain: C = N, H = 1; atom a (0..4) at
 //   (256·nt + 64a, 0, k0, e) into sb + 8192a. SwiGLU: C = I, H = 2 (strides I·2, N·2, K·N·2
 //   bytes); atom a at (128·nt + 64(a % 2), a / 2, k0, e) into sb + 8192a.
+//
+// TMA_A (`grouped_gemm_wgmma_ws_tma2_{kn,nk}_<dtype>`, the default where the rows are not
+// gathered): A comes through TMA as well, from a tensor map over x [R, K] (dims (K, R, 1, 1),
+// box (64, 128, 1, 1), 128B swizzle = the cp.async layout of A above) at (k0, first row of the
+// tile); producer thread 0 issues every copy (gws_produce_tma) and FULL counts its 2 arrivals.
+// Why: the TMA_B kernel with its wgmmas left out still took 1.41 ms on the qwen3 up GEMM (run
+// 17), where with them it takes 1.43 ms (run 16): its loads, the cp.async A producer, bound it.
 // Every destination is 1024-aligned (stage bases are), so the hardware's swizzle (address bits
 // 4..6 ^ 7..9) is the layout's chunk ^ row % 8.
 
@@ -176,6 +183,14 @@ __device__ __forceinline__ void gws_tma_b(const GwsTmap* map, u32 sb, u32 bar, i
     }
 }
 
+// Probes (bits of `proxy_fence` above bit 0, MOEKIT_CUDA_GEMM_PROBE; timing experiments only,
+// the output is wrong): leave one stage of the kernel out to see what it costs. NO_A: the
+// producer issues no activation-row copies (the A stages keep stale data; FULL still counts
+// every producer thread's arrival). NO_EPILOGUE: the consumers store nothing. (No probe may
+// leave the wgmma out: any branch around it serialises the wgmmas, see the consumer.)
+#define GWS_PROBE_NO_A 2
+#define GWS_PROBE_NO_EPILOGUE 8
+
 // One output tile of the persistent walk.
 struct GwsTile {
     int e, row_begin, rows, i0, nt;
@@ -203,13 +218,40 @@ __device__ __forceinline__ GwsTile gws_tile(const i32* plan, int experts, int n_
     return r;
 }
 
+// TMA_A, producer thread 0: per k-tile, after the EMPTY wait, the A box (128 rows from the
+// tile's first row, 64 k; rows past the expert's are other experts' rows or zero-filled past
+// the tensor, computed and never stored) and the B boxes into the stage, both completing on
+// FULL[s], which then counts 2 arrivals (A_BYTES + B_BYTES of transactions).
+template <bool NK>
+__device__ __forceinline__ void gws_produce_tma(const GwsTmap* a_map, const GwsTmap* b_map, const i32* plan,
+                                                int experts, int n_tiles, int tiles, int kt_n, int swiglu, u32 smem,
+                                                u32 full_bar, u32 empty_bar) {
+    using namespace gws;
+    gws_tma_prefetch(a_map);
+    gws_tma_prefetch(b_map);
+    int it = 0;
+    for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+        const GwsTile tl = gws_tile(plan, experts, n_tiles, t);
+        const int row0 = tl.row_begin + tl.i0;
+        for (int kt = 0; kt < kt_n; ++kt, ++it) {
+            const int s = it % STAGES;
+            gws_bar_wait(empty_bar + 8 * s, (u32)(((it / STAGES) & 1) ^ 1));
+            const u32 sa = smem + s * STAGE_BYTES, bar = full_bar + 8 * s;
+            gws_bar_arrive_tx(bar, A_BYTES);
+            gws_tma4(sa, a_map, kt * BK, row0, 0, 0, bar);
+            gws_tma_b<NK>(b_map, sa + A_BYTES, bar, kt * BK, tl.e, tl.nt, swiglu);
+        }
+    }
+}
+
 // Needs what grouped_gemm_sm90.cu's kernel needs (K % 8 == 0, whole 8-column chunks; the
 // launcher checks), gridDim.x + tiles <= INT_MAX (the launcher checks), and 384 threads.
 // TMA_B: `b_map` is the weight tensor map of the header (null otherwise).
-template <typename T, bool NK, bool WIDE, bool TMA_B>
+template <typename T, bool NK, bool WIDE, bool TMA_B, bool TMA_A>
 __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* plan, const i32* gather,
                                          const float* scale, T* y, int experts, int K, int N, int swiglu,
-                                         int n_tiles, int tokens, int proxy_fence, i32* rec, const GwsTmap* b_map) {
+                                         int n_tiles, int tokens, int proxy_fence, i32* rec, const GwsTmap* b_map,
+                                         const GwsTmap* a_map) {
     using namespace gws;
     extern __shared__ unsigned char gws_smem_raw[];
     const u32 smem = (gg_smem(gws_smem_raw) + 1023u) & ~1023u;
@@ -219,7 +261,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
     if (tid == 0) {
 #pragma unroll
         for (int s = 0; s < STAGES; ++s) {
-            gws_bar_init(full_bar + 8 * s, FULL_COUNT + (TMA_B ? 1 : 0));
+            gws_bar_init(full_bar + 8 * s, TMA_A ? 2 : FULL_COUNT + (TMA_B ? 1 : 0));
             gws_bar_init(empty_bar + 8 * s, EMPTY_COUNT);
         }
     }
@@ -232,85 +274,93 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
 
     if (tid < PRODUCER_THREADS) {
         gws_setmaxnreg_dec<PRODUCER_REGS>();
-        if (TMA_B && tid == 0) gws_tma_prefetch(b_map);
-        const u16* x = reinterpret_cast<const u16*>(x_);
-        // A: tile rows a_r0 + 16j (j < 8), chunk a_c; (a_r0 + 16j) % 8 == a_r0 % 8, so the
-        // swizzled destination of row j is a_dst + 16j · 128.
-        const int a_c = tid & 7, a_r0 = tid >> 3;
-        const u32 a_dst = (u32)(a_r0 * 128 + ((a_c ^ (a_r0 & 7)) << 4));
-        // B. NK: virtual columns b_r0 + 16j (j < 16), chunk tid % 8, destination b_dst0 + 16j · 128.
-        // KN: k rows b_kr0 + 4j (j < 16), column chunk b_q: k row b_kr0 + 4 (j % 2) + 8 (j / 2)
-        // swizzles with b_kr0 + 4 (j % 2), so its destination is b_dst0 (even j) or b_dst1 (odd
-        // j), plus (j / 2) · 1024.
-        const int b_r0 = tid >> 3, b_q = tid & 31, b_kr0 = tid >> 5;
-        const u32 b_dst0 = NK ? (u32)(b_r0 * 128 + (((tid & 7) ^ (b_r0 & 7)) << 4))
-                              : (u32)((b_q >> 3) * ATOM_N_BYTES + b_kr0 * 128 + (((b_q & 7) ^ b_kr0) << 4));
-        const u32 b_dst1 = NK ? 0u : (u32)((b_q >> 3) * ATOM_N_BYTES + (b_kr0 + 4) * 128 +
-                                           (((b_q & 7) ^ (b_kr0 + 4)) << 4));
-        int it = 0;
-        for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-            const GwsTile tl = gws_tile(plan, experts, n_tiles, t);
-            const u16* we = reinterpret_cast<const u16*>(w_) + (long long)tl.e * N * K;
-            int a_src[8];
-#pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                const int i = tl.i0 + a_r0 + 16 * j;
-                a_src[j] = i < tl.rows ? gg_src_row(gather, tokens, tl.row_begin + i, rec) : -1;
-            }
-            // NK: output column of virtual column b_r0 + 16j is cb + 16 (j % 8) with SwiGLU
-            // (+ half_n for the up half, j >= 8), cb + 16j without. KN: the weight column of
-            // virtual column 8 b_q, or -1 past the output columns.
-            const int cb = swiglu ? tl.nt * 128 + b_r0 : tl.nt * BN + b_r0;
-            int kn_col;
-            {
-                const int v = b_q * 8;
-                const int c = swiglu ? tl.nt * 128 + (v & 127) : tl.nt * BN + v;
-                kn_col = c >= col_limit ? -1 : (swiglu && v >= 128 ? half_n + c : c);
-            }
-            for (int kt = 0; kt < kt_n; ++kt, ++it) {
-                const int s = it % STAGES;
-                gws_bar_wait(empty_bar + 8 * s, (u32)(((it / STAGES) & 1) ^ 1));
-                const int k0 = kt * BK;
-                const u32 sa = smem + s * STAGE_BYTES;
-                const u32 sb = sa + A_BYTES;
-                if (TMA_B && tid == 0) gws_tma_b<NK>(b_map, sb, full_bar + 8 * s, k0, tl.e, tl.nt, swiglu);
-                const int ka = k0 + a_c * 8;
-                // NOTE: the row addresses are recomputed per k-tile from an opaque K (and NK
-                // column base); hoisted out of the loop, 24 64-bit addresses and 16 predicates
-                // would not fit the producer's registers.
-                const int k_stride = gws_opaque(K);
-#pragma unroll
+        if (TMA_A) {
+            // TMA_A: producer thread 0 alone loads A and B of every stage; the others are done.
+            if (tid == 0)
+                gws_produce_tma<NK>(a_map, b_map, plan, experts, n_tiles, tiles, kt_n, swiglu, smem, full_bar,
+                                    empty_bar);
+        } else {
+            if (TMA_B && tid == 0) gws_tma_prefetch(b_map);
+            const u16* x = reinterpret_cast<const u16*>(x_);
+            // A: tile rows a_r0 + 16j (j < 8), chunk a_c; (a_r0 + 16j) % 8 == a_r0 % 8, so the
+            // swizzled destination of row j is a_dst + 16j · 128.
+            const int a_c = tid & 7, a_r0 = tid >> 3;
+            const u32 a_dst = (u32)(a_r0 * 128 + ((a_c ^ (a_r0 & 7)) << 4));
+            // B. NK: virtual columns b_r0 + 16j (j < 16), chunk tid % 8, destination b_dst0 + 16j · 128.
+            // KN: k rows b_kr0 + 4j (j < 16), column chunk b_q: k row b_kr0 + 4 (j % 2) + 8 (j / 2)
+            // swizzles with b_kr0 + 4 (j % 2), so its destination is b_dst0 (even j) or b_dst1 (odd
+            // j), plus (j / 2) · 1024.
+            const int b_r0 = tid >> 3, b_q = tid & 31, b_kr0 = tid >> 5;
+            const u32 b_dst0 = NK ? (u32)(b_r0 * 128 + (((tid & 7) ^ (b_r0 & 7)) << 4))
+                                  : (u32)((b_q >> 3) * ATOM_N_BYTES + b_kr0 * 128 + (((b_q & 7) ^ b_kr0) << 4));
+            const u32 b_dst1 = NK ? 0u : (u32)((b_q >> 3) * ATOM_N_BYTES + (b_kr0 + 4) * 128 +
+                                               (((b_q & 7) ^ (b_kr0 + 4)) << 4));
+            int it = 0;
+            for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+                const GwsTile tl = gws_tile(plan, experts, n_tiles, t);
+                const u16* we = reinterpret_cast<const u16*>(w_) + (long long)tl.e * N * K;
+                int a_src[8];
+    #pragma unroll
                 for (int j = 0; j < 8; ++j) {
-                    const bool ok = a_src[j] >= 0 && ka < K;
-                    gw_cp16(sa + a_dst + j * 16 * 128, x + (ok ? (long long)a_src[j] * k_stride + ka : 0), ok);
+                    const int i = tl.i0 + a_r0 + 16 * j;
+                    a_src[j] = i < tl.rows ? gg_src_row(gather, tokens, tl.row_begin + i, rec) : -1;
                 }
-                if (TMA_B) {
-                    // B: thread 0's boxes above.
-                } else if (NK) {
-                    const int kc = k0 + (tid & 7) * 8;
-                    const int cb_k = gws_opaque(cb);
-#pragma unroll
-                    for (int j = 0; j < 16; ++j) {
-                        const int c = cb_k + 16 * (swiglu ? (j & 7) : j);
-                        const int wcol = swiglu && j >= 8 ? half_n + c : c;
-                        const bool ok = c < col_limit && kc < K;
-                        gw_cp16(sb + b_dst0 + j * 16 * 128, we + (ok ? (long long)wcol * k_stride + kc : 0), ok);
-                    }
-                } else {
-#pragma unroll
-                    for (int j = 0; j < 16; ++j) {
-                        const int k = k0 + b_kr0 + 4 * j;
-                        const bool ok = kn_col >= 0 && k < K;
-                        // k row b_kr0 + 4j = (b_kr0 + 4 (j % 2)) + 8 (j / 2).
-                        const u32 dst = ((j & 1) ? b_dst1 : b_dst0) + (j >> 1) * 8 * 128;
-                        gw_cp16(sb + dst, we + (ok ? (long long)k * N + kn_col : 0), ok);
-                    }
+                // NK: output column of virtual column b_r0 + 16j is cb + 16 (j % 8) with SwiGLU
+                // (+ half_n for the up half, j >= 8), cb + 16j without. KN: the weight column of
+                // virtual column 8 b_q, or -1 past the output columns.
+                const int cb = swiglu ? tl.nt * 128 + b_r0 : tl.nt * BN + b_r0;
+                int kn_col;
+                {
+                    const int v = b_q * 8;
+                    const int c = swiglu ? tl.nt * 128 + (v & 127) : tl.nt * BN + v;
+                    kn_col = c >= col_limit ? -1 : (swiglu && v >= 128 ? half_n + c : c);
                 }
-                gws_cp_arrive(full_bar + 8 * s);
+                for (int kt = 0; kt < kt_n; ++kt, ++it) {
+                    const int s = it % STAGES;
+                    gws_bar_wait(empty_bar + 8 * s, (u32)(((it / STAGES) & 1) ^ 1));
+                    const int k0 = kt * BK;
+                    const u32 sa = smem + s * STAGE_BYTES;
+                    const u32 sb = sa + A_BYTES;
+                    if (TMA_B && tid == 0) gws_tma_b<NK>(b_map, sb, full_bar + 8 * s, k0, tl.e, tl.nt, swiglu);
+                    const int ka = k0 + a_c * 8;
+                    // NOTE: the row addresses are recomputed per k-tile from an opaque K (and NK
+                    // column base); hoisted out of the loop, 24 64-bit addresses and 16 predicates
+                    // would not fit the producer's registers.
+                    const int k_stride = gws_opaque(K);
+    #pragma unroll
+                    for (int j = 0; j < 8; ++j) {
+                        if (proxy_fence & GWS_PROBE_NO_A) break;
+                        const bool ok = a_src[j] >= 0 && ka < K;
+                        gw_cp16(sa + a_dst + j * 16 * 128, x + (ok ? (long long)a_src[j] * k_stride + ka : 0), ok);
+                    }
+                    if (TMA_B) {
+                        // B: thread 0's boxes above.
+                    } else if (NK) {
+                        const int kc = k0 + (tid & 7) * 8;
+                        const int cb_k = gws_opaque(cb);
+    #pragma unroll
+                        for (int j = 0; j < 16; ++j) {
+                            const int c = cb_k + 16 * (swiglu ? (j & 7) : j);
+                            const int wcol = swiglu && j >= 8 ? half_n + c : c;
+                            const bool ok = c < col_limit && kc < K;
+                            gw_cp16(sb + b_dst0 + j * 16 * 128, we + (ok ? (long long)wcol * k_stride + kc : 0), ok);
+                        }
+                    } else {
+    #pragma unroll
+                        for (int j = 0; j < 16; ++j) {
+                            const int k = k0 + b_kr0 + 4 * j;
+                            const bool ok = kn_col >= 0 && k < K;
+                            // k row b_kr0 + 4j = (b_kr0 + 4 (j % 2)) + 8 (j / 2).
+                            const u32 dst = ((j & 1) ? b_dst1 : b_dst0) + (j >> 1) * 8 * 128;
+                            gw_cp16(sb + dst, we + (ok ? (long long)k * N + kn_col : 0), ok);
+                        }
+                    }
+                    gws_cp_arrive(full_bar + 8 * s);
+                }
             }
+            // NOTE: no copy may be in flight into shared memory when this warpgroup exits.
+            gws_cp_wait_all();
         }
-        // NOTE: no copy may be in flight into shared memory when this warpgroup exits.
-        gws_cp_wait_all();
     } else {
         gws_setmaxnreg_inc<CONSUMER_REGS>();
         const int ctid = tid - PRODUCER_THREADS;
@@ -322,6 +372,10 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
         int it = 0;
         for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
             const GwsTile tl = gws_tile(plan, experts, n_tiles, t);
+            // NOTE: no branch may hold the wgmma: skipping it for a warpgroup whose 64 rows are
+            // all past the tile's rows (decode tiles) made ptxas serialise every wgmma of the
+            // kernel (C7520: a compiler-inserted warpgroup.arrive on a divergent path) and cost
+            // 17% on the qwen3 up GEMM (run 17). Decode tiles stay weight-bound anyway.
 #pragma unroll
             for (int h = 0; h < 2; ++h)
 #pragma unroll
@@ -329,7 +383,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
             for (int kt = 0; kt < kt_n; ++kt, ++it) {
                 const int s = it % STAGES;
                 gws_bar_wait(full_bar + 8 * s, (u32)((it / STAGES) & 1));
-                if (proxy_fence) gw_fence_proxy_async();
+                if (proxy_fence & 1) gw_fence_proxy_async();
                 const u32 sa = smem + s * STAGE_BYTES;
                 const u32 sb = sa + A_BYTES;
                 gw_fence_acc(acc[0]);
@@ -355,6 +409,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
             for (int hr = 0; hr < 2; ++hr) {
                 T* yr;
                 float sc;
+                if (proxy_fence & GWS_PROBE_NO_EPILOGUE) break;
                 if (!gg_out_row<T>(y, scale, tl.row_begin, tl.rows, tl.i0 + r_base + 8 * hr, n_out, yr, sc)) continue;
                 if (swiglu) {
 #pragma unroll
@@ -382,8 +437,8 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
     extern "C" __global__ void __launch_bounds__(gws::THREADS, 1)                                             \
         NAME(const TY* x, const TY* w, const i32* plan, const i32* gather, const float* scale, TY* y,          \
              int experts, int K, int N, int swiglu, int n_tiles, int tokens, int proxy_fence, i32* rec) {      \
-        gws_impl<TY, NKV, WIDEV, false>(x, w, plan, gather, scale, y, experts, K, N, swiglu, n_tiles, tokens, \
-                                        proxy_fence, rec, nullptr);                                           \
+        gws_impl<TY, NKV, WIDEV, false, false>(x, w, plan, gather, scale, y, experts, K, N, swiglu, n_tiles,  \
+                                               tokens, proxy_fence, rec, nullptr, nullptr);                   \
     }
 // TMA_B: the weight tensor map, by value in the parameter space (CUtensorMap must live in
 // param, const or global memory; __grid_constant__ lets the kernel take its address).
@@ -392,8 +447,17 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
         NAME(const TY* x, const TY* w, const i32* plan, const i32* gather, const float* scale, TY* y,          \
              int experts, int K, int N, int swiglu, int n_tiles, int tokens, int proxy_fence, i32* rec,        \
              const __grid_constant__ GwsTmap b_map) {                                                        \
-        gws_impl<TY, NKV, WIDEV, true>(x, w, plan, gather, scale, y, experts, K, N, swiglu, n_tiles, tokens,  \
-                                       proxy_fence, rec, &b_map);                                             \
+        gws_impl<TY, NKV, WIDEV, true, false>(x, w, plan, gather, scale, y, experts, K, N, swiglu, n_tiles,   \
+                                              tokens, proxy_fence, rec, &b_map, nullptr);                     \
+    }
+// TMA_A too (no gather): the activation tensor map after the weights'.
+#define GWS_TMA2_KERNEL(NAME, TY, NKV)                                                                        \
+    extern "C" __global__ void __launch_bounds__(gws::THREADS, 1)                                             \
+        NAME(const TY* x, const TY* w, const i32* plan, const i32* gather, const float* scale, TY* y,          \
+             int experts, int K, int N, int swiglu, int n_tiles, int tokens, int proxy_fence, i32* rec,        \
+             const __grid_constant__ GwsTmap b_map, const __grid_constant__ GwsTmap a_map) {                   \
+        gws_impl<TY, NKV, false, true, true>(x, w, plan, gather, scale, y, experts, K, N, swiglu, n_tiles,    \
+                                             tokens, proxy_fence, rec, &b_map, &a_map);                       \
     }
 GWS_KERNEL(grouped_gemm_wgmma_ws_kn_bf16, bf16, false, false)
 GWS_KERNEL(grouped_gemm_wgmma_ws_nk_bf16, bf16, true, false)
@@ -413,5 +477,10 @@ GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_wide_kn_bf16, bf16, false, true)
 GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_wide_nk_bf16, bf16, true, true)
 GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_wide_kn_f16, f16, false, true)
 GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_wide_nk_f16, f16, true, true)
+// A through TMA too, where the rows are not gathered (the default there).
+GWS_TMA2_KERNEL(grouped_gemm_wgmma_ws_tma2_kn_bf16, bf16, false)
+GWS_TMA2_KERNEL(grouped_gemm_wgmma_ws_tma2_nk_bf16, bf16, true)
+GWS_TMA2_KERNEL(grouped_gemm_wgmma_ws_tma2_kn_f16, f16, false)
+GWS_TMA2_KERNEL(grouped_gemm_wgmma_ws_tma2_nk_f16, f16, true)
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL

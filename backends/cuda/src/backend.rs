@@ -35,6 +35,12 @@ pub struct CudaBackend {
     /// The route op's f32 gate logits (bytes; grown with [`grown`], never shrunk).
     #[cfg(feature = "cuda")]
     pub(crate) route_logits: Mutex<Option<CudaSlice<u8>>>,
+    /// Live graphs and the scratch they keep alive (`graph.rs`).
+    #[cfg(feature = "cuda")]
+    pub(crate) pins: Arc<Mutex<crate::graph::Pins>>,
+    /// The grouped GEMM's autotune mode and cached kernel choices (`ops/autotune.rs`).
+    #[cfg(feature = "cuda")]
+    pub(crate) autotune: Mutex<crate::ops::autotune::AutotuneState>,
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -56,7 +62,10 @@ fn not_compiled() -> Error {
 
 #[cfg(feature = "cuda")]
 impl CudaBackend {
-    /// The backend on GPU `ordinal`, queueing work on that device's default stream.
+    /// The backend on GPU `ordinal`, queueing work on a stream of its own (a non-blocking
+    /// stream of a context handle of its own, with cudarc's cross-stream event tracking off:
+    /// every op of the backend is ordered on that one stream, and the stream can record graphs,
+    /// which the legacy default stream cannot).
     ///
     /// # Errors
     /// [`Error::NoDevice`] when the CUDA driver library is not installed, or the driver reports
@@ -71,11 +80,18 @@ impl CudaBackend {
         let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
             .map_err(|_| no_device(format!("the CUDA driver could not open device {ordinal}")))?
             .map_err(|e| no_device(format!("device {ordinal}: {e}")))?;
-        Self::from_stream(ctx.default_stream())
+        // SAFETY: this context handle is the backend's own (CudaContext::new makes a fresh
+        // one), and the backend queues all its work on the one stream made next, so no buffer
+        // of it is used on two streams and the events cudarc would record are not needed.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(|e| no_device(format!("device {ordinal}: no stream: {e}")))?;
+        Self::from_stream(stream)
     }
 
     /// The backend on a caller's stream (and its context), so moekit ops queue behind and
-    /// before the caller's own work with no extra synchronisation.
+    /// before the caller's own work with no extra synchronisation. Graphs
+    /// ([`Device::capture`]) need a stream other than the legacy default stream, and a context
+    /// without cudarc's event tracking (or buffers allocated before it was turned on).
     ///
     /// # Errors
     /// [`Error::NoDevice`] when the device's compute capability cannot be read.
@@ -84,7 +100,18 @@ impl CudaBackend {
         let flag = Mutex::new(ErrorFlag::new(&stream)?);
         let blas = std::sync::OnceLock::new();
         let (lt_cache, route_logits) = (Mutex::default(), Mutex::new(None));
-        Ok(CudaBackend { ordinal: stream.context().ordinal(), stream, kernels, flag, blas, lt_cache, route_logits })
+        let pins = Arc::default();
+        Ok(CudaBackend {
+            ordinal: stream.context().ordinal(),
+            stream,
+            kernels,
+            flag,
+            blas,
+            lt_cache,
+            route_logits,
+            pins,
+            autotune: Mutex::default(),
+        })
     }
 
     /// The device error record kernels write bad indices to (see `flag.rs`).
@@ -164,8 +191,9 @@ pub(crate) fn tensor_bytes(op: &'static str, dtype: DType, shape: &[usize]) -> R
     })
 }
 
-/// The scratch buffer in `slot`, at least `len` elements (at least one), allocated on `stream`
-/// or grown there (the old one freed stream-ordered); contents undefined.
+/// The scratch buffer in `slot`, at least `len` elements (at least one), allocated on the
+/// backend's stream or grown there (the old one freed stream-ordered, or kept until the last
+/// graph that may read it is dropped); contents undefined.
 ///
 /// NOTE: reusing one buffer across calls is safe because every op of a backend is queued on
 /// its one stream: the next call's writes run after this call's reads.
@@ -173,16 +201,18 @@ pub(crate) fn tensor_bytes(op: &'static str, dtype: DType, shape: &[usize]) -> R
 /// # Errors
 /// The driver's allocation error.
 #[cfg(feature = "cuda")]
-pub(crate) fn grown<'a, T: cudarc::driver::DeviceRepr>(
+pub(crate) fn grown<'a, T: cudarc::driver::DeviceRepr + Send + 'static>(
     slot: &'a mut Option<CudaSlice<T>>,
-    stream: &Arc<CudaStream>,
+    be: &CudaBackend,
     len: usize,
 ) -> std::result::Result<&'a mut CudaSlice<T>, DriverError> {
-    let len = len.max(1);
+    let (len, stream) = (len.max(1), &be.stream);
     let buf = match slot.take() {
         Some(buf) if buf.len() >= len => buf,
         old => {
-            drop(old);
+            if let Some(old) = old {
+                crate::graph::Pins::retire(&be.pins, Box::new(old));
+            }
             // SAFETY: scratch whose users write every element they read.
             unsafe { stream.alloc::<T>(len) }?
         }
@@ -293,6 +323,11 @@ impl Device for CudaBackend {
     fn sync(&self) -> Result<()> {
         self.stream.synchronize().map_err(device_err("sync"))?;
         self.take_content_error()
+    }
+
+    #[cfg(feature = "cuda")]
+    fn capture<'a>(&'a self, work: &mut (dyn FnMut() -> Result<()> + 'a)) -> Result<Box<dyn moekit_ops::Replay + 'a>> {
+        self.capture_graph(work)
     }
 
     // Without the feature no `CudaBackend` can be built (`new` always fails), so these are

@@ -27,6 +27,8 @@ mod buffer;
 #[cfg(feature = "cuda")]
 mod flag;
 #[cfg(feature = "cuda")]
+mod graph;
+#[cfg(feature = "cuda")]
 mod launch;
 #[cfg(feature = "cuda")]
 mod ops;
@@ -36,6 +38,8 @@ mod runtime;
 pub use backend::CudaBackend;
 pub use buffer::CudaBuffer;
 pub use moekit_ops::Error;
+#[cfg(feature = "cuda")]
+pub use ops::autotune::AutotuneMode;
 
 /// The backend name every error and report uses.
 pub const NAME: &str = "cuda";

@@ -84,6 +84,11 @@ struct Cli {
     /// (tensors `in.<arg>`, `out.<arg>`; files are as large as the op's inputs and outputs).
     #[arg(long, value_name = "DIR")]
     dump: Option<PathBuf>,
+    /// Time replays of each op recorded once as a CUDA graph (one launch per run; the cuda
+    /// backend only), for decode-sized problems whose eager time is launches. The check reads
+    /// the outputs a replay wrote. No --ceiling GEMM is interleaved.
+    #[arg(long)]
+    graph: bool,
     /// Print the shape table and exit.
     #[arg(long)]
     list: bool,
@@ -144,6 +149,7 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
         ceiling: cli.ceiling,
         copy_ceiling_gbps: copy_ceiling(cli)?,
         dump: cli.dump.clone(),
+        graph: cli.graph,
     };
     Ok(Plan { ops, shapes, dtypes: cli.dtype.clone(), cfg, peers, json: cli.json.clone() })
 }

@@ -18,6 +18,8 @@ use moekit_reference::ReferenceBackend;
 pub struct MoeCase {
     problem: MoeLayerProblem,
     inputs: Vec<HostTensor>,
+    /// Experts the routing sends at least one token to (whose weights a run must read).
+    active_experts: usize,
 }
 
 impl MoeCase {
@@ -35,7 +37,8 @@ impl MoeCase {
         let (x, gate) = router_inputs(shape, dtype, seed);
         let w_up = uniform(dtype, &[e, h, 2 * i], (3.0 / h as f32).sqrt(), seed ^ 0xA1)?;
         let w_down = uniform(dtype, &[e, i, h], (3.0 / i as f32).sqrt(), seed ^ 0xA2)?;
-        Ok(MoeCase { problem, inputs: vec![x, gate, w_up, w_down] })
+        let active_experts = active_experts(&problem, &x, &gate)?;
+        Ok(MoeCase { problem, inputs: vec![x, gate, w_up, w_down], active_experts })
     }
 
     fn dims_tuple(&self) -> (usize, usize, usize, usize, usize) {
@@ -103,9 +106,11 @@ impl Workload for MoeCase {
     fn flops(&self) -> Option<f64> {
         Some(self.problem.flops())
     }
+    /// Tokens in and out, the gate, and the weights of every expert the routing reaches: at
+    /// decode sizes (T·k ≤ 4E) only those are read, which is the HBM bound of a decode step.
     fn bytes(&self) -> f64 {
         let (t, h, e, _, i) = self.dims_tuple();
-        ((2 * t * h + h * e + 3 * e * h * i) * self.problem.route.dtype.size()) as f64
+        ((2 * t * h + h * e + 3 * self.active_experts * h * i) * self.problem.route.dtype.size()) as f64
     }
     fn inputs(&self) -> &[HostTensor] {
         &self.inputs
@@ -162,6 +167,32 @@ impl Workload for MoeCase {
     }
 }
 
+/// Experts that `problem`'s routing of `x` reaches, routed on the reference when the tokens
+/// are few (T·k ≤ 4E, decode steps); above that every expert (a token-choice routing of
+/// T·k picks leaves an expert out with probability about e^(-T·k/E) < 2%, and routing a
+/// prefill on the reference would take longer than the run).
+fn active_experts(problem: &MoeLayerProblem, x: &HostTensor, gate: &HostTensor) -> Result<usize> {
+    let r = &problem.route;
+    let (t, e, k) = (r.tokens, r.experts, r.k);
+    if t * k > 4 * e {
+        return Ok(e);
+    }
+    let z = |dt: DType, s: &[usize]| HostTensor::zeros(dt, s);
+    let (mut ids, mut weights) = (z(DType::I32, &[t, k]), z(DType::F32, &[t, k]));
+    let (mut counts, mut load) = (z(DType::I32, &[e]), z(DType::F32, &[e]));
+    let io = RouteIo {
+        logits: x,
+        gate: Some(gate),
+        bias: None,
+        ids: &mut ids,
+        weights: &mut weights,
+        counts: &mut counts,
+        load: &mut load,
+    };
+    api::route(&ReferenceBackend, r, io)?;
+    Ok(counts.as_i32()?.iter().filter(|&&c| c > 0).count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +206,18 @@ mod tests {
             let parts = case.reference_by_parts(&case.problem, &case.inputs[0]).unwrap();
             assert_eq!(whole[0], parts, "{dtype}");
         }
+    }
+
+    #[test]
+    fn decode_bytes_count_the_experts_the_routing_reaches() {
+        // 2 tokens × top-2 over 64 experts reach 2 to 4 experts; a prefill counts them all.
+        let shape = crate::shapes::resolve("custom:T=2,H=64,E=64,k=2,I=32").unwrap().remove(0);
+        let case = MoeCase::new(&shape, DType::F32, 5).unwrap();
+        assert!((2..=4).contains(&case.active_experts), "{}", case.active_experts);
+        let weights = |n: usize| (3 * n * 64 * 32 * 4) as f64;
+        let rest = ((2 * 2 * 64 + 64 * 64) * 4) as f64;
+        assert_eq!(case.bytes(), rest + weights(case.active_experts));
+        let shape = crate::shapes::resolve("custom:T=200,H=64,E=8,k=2,I=32").unwrap().remove(0);
+        assert_eq!(MoeCase::new(&shape, DType::F32, 5).unwrap().active_experts, 8);
     }
 }

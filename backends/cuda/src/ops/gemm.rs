@@ -240,7 +240,7 @@ pub(crate) fn gemm_f32_out(
     let Some(Some(plan)) = plans.get(&key) else {
         return Ok(false);
     };
-    let ws = grown(workspace, &be.stream, plan.ws_len).map_err(device_err(op))?;
+    let ws = grown(workspace, be, plan.ws_len).map_err(device_err(op))?;
     match lt_f32_out(lt, &be.stream, plan, ws, a, b, c) {
         Ok(()) => Ok(true),
         Err(e) if e.0 == sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED => Ok(false),

@@ -22,10 +22,14 @@
 //!    k16 step instead of two m64n128k16 (+5% on the plain kernel, ±0 on the default, run 16).
 //!    f32 runs plain FMAs (64 × 64 × 16 tiles).
 //! 3. `grouped_gemm_zero_*` writes the rows outside every expert.
+//!
+//! Which kernel runs: `MOEKIT_CUDA_GEMM` / `MOEKIT_CUDA_WGMMA_WIDE` when set, else the
+//! autotuner's choice when `MOEKIT_CUDA_AUTOTUNE` (or [`CudaBackend::set_autotune`]) turns it on
+//! (`autotune.rs`), else the default above.
 
 use crate::backend::device_err;
 use crate::launch::{blocks, i32_of, launch_err};
-use crate::ops::grouped_gemm_tma::{check_geometry, encode_weight_map, weight_map_geometry};
+use crate::ops::grouped_gemm_tma::{act_map_geometry, check_geometry, encode_map, weight_map_geometry};
 use crate::runtime::sources::GROUPED_GEMM;
 use crate::{CudaBackend, CudaBuffer};
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
@@ -61,15 +65,15 @@ const WGMMA_WS_THREADS: u32 = 384;
 /// Environment variable that picks the f16/bf16 kernel family: `mma` forces the `mma.sync`
 /// kernel, `wgmma-fence` adds the proxy fence to the wgmma kernel, `wgmma-ws` picks the
 /// warp-specialised persistent wgmma kernel and `wgmma-ws-fence` that one with its proxy fence,
-/// `wgmma-ws-tma` (`wgmma-ws-tma-fence`) that one with the weight tile loaded by TMA;
+/// `wgmma-ws-tma-b` that one with the weight tile loaded by TMA, `wgmma-ws-tma`
+/// (`wgmma-ws-tma-fence`) with the activation tile too where its rows are not gathered;
 /// `wgmma` the plain (non-specialised) wgmma kernel; anything else (or unset) is
-/// [`GemmEnv::DEFAULT`], the warp-specialised kernel with TMA weight loads, where [`family`]
-/// can run it.
+/// [`GemmEnv::DEFAULT`] (= `wgmma-ws-tma`), where [`family`] can run it.
 const GEMM_ENV: &str = "MOEKIT_CUDA_GEMM";
 
-/// What `MOEKIT_CUDA_GEMM` asks for.
+/// What `MOEKIT_CUDA_GEMM` asks for (or an autotune candidate, `autotune.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct GemmEnv {
+pub(super) struct GemmEnv {
     /// `mma`: never the wgmma kernel.
     forced_mma: bool,
     /// `wgmma-fence`, `wgmma-ws-fence`: `fence.proxy.async` between the copies and the wgmma
@@ -78,9 +82,12 @@ struct GemmEnv {
     /// `wgmma-ws`, `wgmma-ws-fence`: the warp-specialised persistent kernel wherever the wgmma
     /// kernel would run.
     warp_specialised: bool,
-    /// `wgmma-ws-tma`, `wgmma-ws-tma-fence`: the warp-specialised kernel with the weight tile B
-    /// loaded through TMA (`cp.async.bulk.tensor`) instead of cp.async.
+    /// `wgmma-ws-tma-b`, `wgmma-ws-tma`, `wgmma-ws-tma-fence`: the warp-specialised kernel with
+    /// the weight tile B loaded through TMA (`cp.async.bulk.tensor`) instead of cp.async.
     tma_b: bool,
+    /// `wgmma-ws-tma`, `wgmma-ws-tma-fence` (with `tma_b`): the activation tile A through TMA
+    /// as well, where the rows are not gathered (`row_to_token` absent).
+    tma_a: bool,
     /// `MOEKIT_CUDA_WGMMA_WIDE=1`: the wgmma kernels (either) with one m64n256k16 per k16 step
     /// instead of two m64n128k16.
     wide: bool,
@@ -92,12 +99,34 @@ const WIDE_ENV: &str = "MOEKIT_CUDA_WGMMA_WIDE";
 
 impl GemmEnv {
     /// The plain wgmma kernel (`MOEKIT_CUDA_GEMM=wgmma`; the default until run 16): nothing set.
-    const WGMMA: GemmEnv =
-        GemmEnv { forced_mma: false, proxy_fence: false, warp_specialised: false, tma_b: false, wide: false };
+    pub(super) const WGMMA: GemmEnv = GemmEnv {
+        forced_mma: false,
+        proxy_fence: false,
+        warp_specialised: false,
+        tma_b: false,
+        tma_a: false,
+        wide: false,
+    };
 
-    /// What runs when `MOEKIT_CUDA_GEMM` is unset: the warp-specialised kernel with TMA weight
-    /// loads (1.27× the plain wgmma kernel on the H200's qwen3 up GEMM, run 16).
-    const DEFAULT: GemmEnv = GemmEnv { warp_specialised: true, tma_b: true, ..GemmEnv::WGMMA };
+    /// The warp-specialised kernel with TMA weight loads and cp.async activation rows
+    /// (`MOEKIT_CUDA_GEMM=wgmma-ws-tma-b`; 1.27× the plain wgmma kernel on the H200's qwen3 up
+    /// GEMM, run 16; the default from run 16 to run 17).
+    pub(super) const TMA_B: GemmEnv = GemmEnv { warp_specialised: true, tma_b: true, ..GemmEnv::WGMMA };
+
+    /// What runs when `MOEKIT_CUDA_GEMM` is unset: [`GemmEnv::TMA_B`], with the activation
+    /// tile through TMA too where its rows are not gathered.
+    pub(super) const DEFAULT: GemmEnv = GemmEnv { tma_a: true, ..GemmEnv::TMA_B };
+
+    /// The warp-specialised kernel with `cp.async` weights (`MOEKIT_CUDA_GEMM=wgmma-ws`).
+    pub(super) const WS: GemmEnv = GemmEnv { warp_specialised: true, ..GemmEnv::WGMMA };
+
+    /// The `mma.sync` kernel (`MOEKIT_CUDA_GEMM=mma`).
+    pub(super) const MMA: GemmEnv = GemmEnv { forced_mma: true, ..GemmEnv::WGMMA };
+
+    /// The same kernel in its wide form (see [`GemmEnv::wide`]).
+    pub(super) const fn widened(self) -> Self {
+        GemmEnv { wide: true, ..self }
+    }
 
     fn parse(v: Option<&str>) -> Self {
         let d = GemmEnv::WGMMA;
@@ -107,15 +136,24 @@ impl GemmEnv {
             Some("wgmma-fence") => GemmEnv { proxy_fence: true, ..d },
             Some("wgmma-ws") => GemmEnv { warp_specialised: true, ..d },
             Some("wgmma-ws-fence") => GemmEnv { warp_specialised: true, proxy_fence: true, ..d },
-            Some("wgmma-ws-tma") => GemmEnv { warp_specialised: true, tma_b: true, ..d },
-            Some("wgmma-ws-tma-fence") => GemmEnv { warp_specialised: true, tma_b: true, proxy_fence: true, ..d },
+            Some("wgmma-ws-tma-b") => GemmEnv::TMA_B,
+            Some("wgmma-ws-tma") => GemmEnv::DEFAULT,
+            Some("wgmma-ws-tma-fence") => GemmEnv { proxy_fence: true, ..GemmEnv::DEFAULT },
             _ => GemmEnv::DEFAULT,
         }
     }
 
-    fn from_env() -> Self {
+    /// What the environment asks for; [`GemmEnv::DEFAULT`] when it asks for nothing.
+    pub(super) fn from_env() -> Self {
         let wide = std::env::var(WIDE_ENV).is_ok_and(|v| v.trim() == "1");
         GemmEnv { wide, ..GemmEnv::parse(std::env::var(GEMM_ENV).ok().as_deref()) }
+    }
+
+    /// Whether the environment forces a kernel: `MOEKIT_CUDA_GEMM` set to anything non-empty,
+    /// or `MOEKIT_CUDA_WGMMA_WIDE=1`. Such a choice wins over autotuning.
+    pub(super) fn forced_by_env() -> bool {
+        std::env::var(GEMM_ENV).is_ok_and(|v| !v.trim().is_empty())
+            || std::env::var(WIDE_ENV).is_ok_and(|v| v.trim() == "1")
     }
 }
 
@@ -130,17 +168,23 @@ enum Family {
     WgmmaWs,
     /// [`Family::WgmmaWs`] with the weight tile loaded through a tensor map.
     WgmmaWsTma,
+    /// [`Family::WgmmaWsTma`] with the activation tile through a tensor map too (no gather).
+    WgmmaWsTma2,
 }
 
 /// The heuristic: wgmma on Hopper whenever the kernel's 16-byte copies fit the sizes (K and the
 /// weight columns it reads in whole chunks of 8), unless `env.forced_mma`; its warp-specialised
 /// variant when `env.warp_specialised`, with TMA weight loads when `env.tma_b` too (and the
-/// tensor map has no empty dimension).
+/// tensor map has no empty dimension), and TMA activation loads when `env.tma_a` too and the
+/// rows are not gathered (nor its map empty).
 fn family(p: &GroupedGemmProblem, arch: &str, env: GemmEnv) -> Family {
     let chunked = p.k_dim % 8 == 0 && p.n_dim % 8 == 0 && (!p.swiglu || (p.n_dim / 2) % 8 == 0);
     if arch != "sm_90a" || !chunked || env.forced_mma {
         Family::Mma
     } else if env.warp_specialised && env.tma_b && tma_geometry_ok(p) {
+        if env.tma_a && p.gather_tokens.is_none() && check_geometry(&act_map_geometry(p.out_rows(), p.k_dim)).is_ok() {
+            return Family::WgmmaWsTma2;
+        }
         Family::WgmmaWsTma
     } else if env.warp_specialised {
         Family::WgmmaWs
@@ -169,8 +213,10 @@ struct Tiling {
     shared: u32,
     /// One block per SM walking the tiles (`min(#SMs, tiles)` blocks), not one block per tile.
     persistent: bool,
-    /// The kernel takes the weight tensor map (`grouped_gemm_tma`) as its last argument.
+    /// The kernel takes the weight tensor map (`grouped_gemm_tma`) after the error record.
     b_map: bool,
+    /// The kernel takes the activation tensor map after the weight map.
+    a_map: bool,
 }
 
 fn tiling(p: &GroupedGemmProblem, arch: &str, env: GemmEnv) -> Tiling {
@@ -188,12 +234,43 @@ fn tiling(p: &GroupedGemmProblem, arch: &str, env: GemmEnv) -> Tiling {
         (_, Family::Wgmma) => ("wgmma", 128, 256, WGMMA_SHARED, 256, false),
         (_, Family::WgmmaWs) => ("wgmma_ws", 128, 256, WGMMA_WS_SHARED, WGMMA_WS_THREADS, true),
         (_, Family::WgmmaWsTma) => ("wgmma_ws_tma", 128, 256, WGMMA_WS_SHARED, WGMMA_WS_THREADS, true),
+        (_, Family::WgmmaWsTma2) => ("wgmma_ws_tma2", 128, 256, WGMMA_WS_SHARED, WGMMA_WS_THREADS, true),
     };
-    let b_map = p.dtype != DType::F32 && fam == Family::WgmmaWsTma;
+    let tma = p.dtype != DType::F32;
+    let b_map = tma && matches!(fam, Family::WgmmaWsTma | Family::WgmmaWsTma2);
+    let a_map = tma && fam == Family::WgmmaWsTma2;
     let bn_out = if p.swiglu { bn / 2 } else { bn };
-    let wide = if env.wide && family.starts_with("wgmma") { "_wide" } else { "" };
+    // NOTE: the TMA2 kernels come in the narrow form only.
+    let wide = if env.wide && family.starts_with("wgmma") && !a_map { "_wide" } else { "" };
     let kernel = format!("grouped_gemm_{family}{wide}_{nk}_{}", p.dtype.name());
-    Tiling { kernel, bm, bn_out, threads, shared, persistent, b_map }
+    Tiling { kernel, bm, bn_out, threads, shared, persistent, b_map, a_map }
+}
+
+/// The name of the GEMM kernel `env` runs for `p` on `arch` (two envs that name the same kernel
+/// run the same code).
+pub(super) fn kernel_name(p: &GroupedGemmProblem, arch: &str, env: GemmEnv) -> String {
+    tiling(p, arch, env).kernel
+}
+
+/// Environment variable of the timing probes of the warp-specialised kernels: a comma list of
+/// `no-a` (the producer copies no activation rows), `no-epilogue` (nothing is stored). Each leaves one stage of the kernel out, so the time it
+/// saves is what that stage costs; the output is then wrong (experiments only, never set it
+/// for real work).
+const PROBE_ENV: &str = "MOEKIT_CUDA_GEMM_PROBE";
+
+/// The kernel's probe bits (`GWS_PROBE_*` in grouped_gemm_sm90_ws.cu) of `MOEKIT_CUDA_GEMM_PROBE`.
+fn probe_bits() -> i32 {
+    std::env::var(PROBE_ENV).map_or(0, |v| parse_probe(&v))
+}
+
+fn parse_probe(v: &str) -> i32 {
+    v.split(',').fold(0, |bits, w| {
+        bits | match w.trim() {
+            "no-a" => 2,
+            "no-epilogue" => 8,
+            _ => 0,
+        }
+    })
 }
 
 /// Blocks of a persistent kernel: one per SM, at most one per tile.
@@ -233,7 +310,23 @@ fn m_tiles_bound(p: &GroupedGemmProblem, bm: usize) -> usize {
 
 impl GroupedGemmOps for CudaBackend {
     fn grouped_gemm(&self, p: &Validated<GroupedGemmProblem>, io: GroupedGemmIo<'_, CudaBuffer>) -> Result<()> {
-        let env = GemmEnv::from_env();
+        let env = self.gemm_env(p, &io)?;
+        self.run_with(p, io, env)
+    }
+}
+
+impl CudaBackend {
+    /// Queue the grouped GEMM's kernels with the kernel `env` picks (the plan, the GEMM, the
+    /// zero fill), writing every element of `io.y`.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for more tiles than one launch takes; device and launch errors.
+    pub(super) fn run_with(
+        &self,
+        p: &Validated<GroupedGemmProblem>,
+        io: GroupedGemmIo<'_, CudaBuffer>,
+        env: GemmEnv,
+    ) -> Result<()> {
         let t = tiling(p, self.arch(), env);
         let (masked, limit) = match p.layout {
             GemmLayout::Contiguous { rows } => (0i32, i32_of(rows)),
@@ -274,7 +367,14 @@ impl GroupedGemmOps for CudaBackend {
                 use cudarc::driver::DevicePtr;
                 let g = weight_map_geometry(p.weight_layout, p.experts, p.k_dim, p.n_dim, p.swiglu);
                 let (ptr, _read) = io.w.data.device_ptr(&self.stream);
-                Some(encode_weight_map(ptr, p.dtype, &g)?)
+                Some(encode_map(ptr, p.dtype, &g)?)
+            } else {
+                None
+            };
+            let a_map = if t.a_map {
+                use cudarc::driver::DevicePtr;
+                let (ptr, _read) = io.x.data.device_ptr(&self.stream);
+                Some(encode_map(ptr, p.dtype, &act_map_geometry(out_rows, p.k_dim))?)
             } else {
                 None
             };
@@ -299,7 +399,7 @@ impl GroupedGemmOps for CudaBackend {
             };
             b.arg(&mut io.y.data);
             b.arg(&experts).arg(&k_dim).arg(&n_dim).arg(&swiglu).arg(&n_tiles).arg(&tokens);
-            let proxy_fence = i32::from(env.proxy_fence);
+            let proxy_fence = i32::from(env.proxy_fence) | if t.persistent { probe_bits() } else { 0 };
             if t.shared > 0 {
                 // The wgmma kernels' extra argument.
                 b.arg(&proxy_fence);
@@ -307,6 +407,10 @@ impl GroupedGemmOps for CudaBackend {
             b.arg(&flag.record);
             if let Some(m) = &b_map {
                 // The TMA kernels' weight tensor map, by value.
+                b.arg(m);
+            }
+            if let Some(m) = &a_map {
+                // The TMA2 kernels' activation tensor map, by value.
                 b.arg(m);
             }
             // SAFETY: arguments match the GEMM kernel; check_io proved x, w, y, row_to_token and
@@ -317,7 +421,8 @@ impl GroupedGemmOps for CudaBackend {
             // its shared size was raised above. The persistent kernel reads the plan's tile count
             // on the device and runs any grid size. The TMA kernel's tensor map describes w
             // [E, N, K] or [E, K, N] exactly (check_io proved its shape), w is also an argument (so
-            // the stream orders the launch after its writes), and TMA reads only inside the map.
+            // the stream orders the launch after its writes), and TMA reads only inside the map;
+            // likewise the TMA2 kernel's activation map describes x as out_rows × K rows exactly.
             let cfg = LaunchConfig { shared_mem_bytes: t.shared, ..blocks(grid, t.threads) };
             unsafe { b.launch(cfg) }.map_err(launch_err(OP))?;
         }
@@ -342,16 +447,15 @@ impl GroupedGemmOps for CudaBackend {
 mod tests {
     use super::*;
 
-    const MMA: GemmEnv =
-        GemmEnv { forced_mma: true, proxy_fence: false, warp_specialised: false, wide: false, tma_b: false };
-    const WS: GemmEnv =
-        GemmEnv { forced_mma: false, proxy_fence: false, warp_specialised: true, wide: false, tma_b: false };
-    const WS_TMA: GemmEnv = GemmEnv { tma_b: true, ..WS };
+    const MMA: GemmEnv = GemmEnv::MMA;
+    const WS: GemmEnv = GemmEnv::WS;
+    const WS_TMA: GemmEnv = GemmEnv::TMA_B;
 
     #[test]
     fn ws_tma_parses_and_names_its_kernels() {
-        assert_eq!(GemmEnv::parse(Some("wgmma-ws-tma")), WS_TMA);
-        assert_eq!(GemmEnv::parse(Some("WGMMA-WS-TMA-FENCE")), GemmEnv { proxy_fence: true, ..WS_TMA });
+        assert_eq!(GemmEnv::parse(Some("wgmma-ws-tma-b")), WS_TMA);
+        assert_eq!(GemmEnv::parse(Some("wgmma-ws-tma")), GemmEnv::DEFAULT);
+        assert_eq!(GemmEnv::parse(Some("WGMMA-WS-TMA-FENCE")), GemmEnv { proxy_fence: true, ..GemmEnv::DEFAULT });
         for v in ["wgmma-ws", "wgmma-ws-fence", "wgmma-fence", "mma"] {
             assert!(!GemmEnv::parse(Some(v)).tma_b, "{v}");
         }
@@ -445,7 +549,19 @@ mod tests {
         let mut p = GroupedGemmProblem::contiguous(16, 128, 2048, 1536, DType::BF16);
         p.swiglu = true;
         let t = tiling(&p, "sm_90a", GemmEnv::DEFAULT);
-        assert_eq!((t.kernel.as_str(), t.persistent, t.b_map), ("grouped_gemm_wgmma_ws_tma_kn_bf16", true, true));
+        assert_eq!(
+            (t.kernel.as_str(), t.persistent, t.b_map, t.a_map),
+            ("grouped_gemm_wgmma_ws_tma2_kn_bf16", true, true, true)
+        );
+        // Gathered rows (the MoE layer's up GEMM): A stays on cp.async.
+        p.gather_tokens = Some(16);
+        let t = tiling(&p, "sm_90a", GemmEnv::DEFAULT);
+        assert_eq!((t.kernel.as_str(), t.b_map, t.a_map), ("grouped_gemm_wgmma_ws_tma_kn_bf16", true, false));
+        // The wide form applies to the weights-only TMA kernel, not to the TMA2 one.
+        p.gather_tokens = None;
+        assert_eq!(tiling(&p, "sm_90a", GemmEnv::DEFAULT.widened()).kernel, "grouped_gemm_wgmma_ws_tma2_kn_bf16");
+        assert_eq!(tiling(&p, "sm_90a", GemmEnv::TMA_B).kernel, "grouped_gemm_wgmma_ws_tma_kn_bf16");
+        p.gather_tokens = Some(16);
         // Elsewhere, and for f32, what ran before.
         assert_eq!(tiling(&p, "sm_80", GemmEnv::DEFAULT).kernel, "grouped_gemm_mma_kn_bf16");
         p.dtype = DType::F32;
@@ -490,6 +606,14 @@ mod tests {
         p.swiglu = false;
         let t = tiling(&p, "sm_90a", WS);
         assert_eq!((t.kernel.as_str(), t.persistent), ("grouped_gemm_fma_kn_f32", false));
+    }
+
+    #[test]
+    fn probes_parse_to_the_kernel_bits() {
+        assert_eq!(parse_probe("no-a"), 2);
+        assert_eq!(parse_probe("no-a, no-epilogue"), 10);
+        assert_eq!(parse_probe("no-mma"), 0);
+        assert_eq!(parse_probe("other"), 0);
     }
 
     #[test]

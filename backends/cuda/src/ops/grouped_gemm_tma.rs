@@ -1,8 +1,8 @@
-//! The weight tensor map of the TMA variant of the warp-specialised wgmma kernel
-//! (`grouped_gemm_wgmma_ws_tma_*`, `MOEKIT_CUDA_GEMM=wgmma-ws-tma`): its producer loads the weight
-//! tile B with `cp.async.bulk.tensor` boxes of a 4-D tiled tensor map, 128-byte swizzled, that
-//! reproduce the cp.async kernel's shared layouts byte for byte (the box coordinates are in the
-//! header of `kernels/grouped_gemm_sm90_ws.cu`).
+//! The tensor maps of the TMA variants of the warp-specialised wgmma kernel
+//! (`grouped_gemm_wgmma_ws_tma[2]_*`): their producer loads the weight tile B (and, in the TMA2
+//! kernels, the activation tile A) with `cp.async.bulk.tensor` boxes of 4-D tiled tensor maps,
+//! 128-byte swizzled, that reproduce the cp.async kernel's shared layouts byte for byte (the box
+//! coordinates are in the header of `kernels/grouped_gemm_sm90_ws.cu`).
 
 use crate::backend::device_err;
 use cudarc::driver::sys::{
@@ -20,7 +20,10 @@ const ELEM: u64 = 2;
 /// Bytes of the B tile of one k-tile (`gws::B_BYTES`: 256 virtual columns × 64 k).
 pub(crate) const B_TILE_BYTES: u64 = 256 * 64 * ELEM;
 
-/// A 4-D tiled tensor map's geometry over the weights, innermost dimension first.
+/// Bytes of the A tile of one k-tile (`gws::A_BYTES`: 128 rows × 64 k).
+pub(crate) const A_TILE_BYTES: u64 = 128 * 64 * ELEM;
+
+/// A 4-D tiled tensor map's geometry (weights or activations), innermost dimension first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct MapGeometry {
     /// Elements per dimension.
@@ -31,6 +34,8 @@ pub(crate) struct MapGeometry {
     pub boxes: [u32; 4],
     /// Boxes the kernel copies per k-tile.
     pub copies: u64,
+    /// Bytes of the tile those boxes fill (the kernel's expect_tx count).
+    pub tile: u64,
 }
 
 impl MapGeometry {
@@ -63,30 +68,46 @@ pub(crate) fn weight_map_geometry(
             strides: [k * ELEM, c * k * ELEM, n * k * ELEM],
             boxes: [64, 128, 1, 1],
             copies: 2,
+            tile: B_TILE_BYTES,
         },
         WeightLayout::KN => MapGeometry {
             dims: [c, h, k, e],
             strides: [c * ELEM, n * ELEM, k * n * ELEM],
             boxes: [64, 1, 64, 1],
             copies: 4,
+            tile: B_TILE_BYTES,
         },
+    }
+}
+
+/// The tensor map geometry of the activations `x`, `rows` rows of `k` 2-byte elements (the
+/// contiguous `[R, K]` or masked `[E, C, K]` as `E·C` rows): dims (K, R, 1, 1), box (64, 128, 1,
+/// 1), one box per k-tile = the A tile of 128 rows.
+pub(crate) fn act_map_geometry(rows: usize, k: usize) -> MapGeometry {
+    let (r, k) = (rows as u64, k as u64);
+    MapGeometry {
+        dims: [k, r, 1, 1],
+        strides: [k * ELEM, r * k * ELEM, r * k * ELEM],
+        boxes: [64, 128, 1, 1],
+        copies: 1,
+        tile: A_TILE_BYTES,
     }
 }
 
 /// Checks the driver's rules for a tiled map that this geometry must meet (the driver checks
 /// them again): every dimension in 1..=2^32, strides multiples of 16 below 2^40, boxes in
 /// 1..=256, the inner box 128 bytes (the 128-byte swizzle span); and the kernel's: its boxes fill
-/// the B tile (the expect_tx byte count).
+/// the tile (the expect_tx byte count).
 pub(crate) fn check_geometry(g: &MapGeometry) -> Result<()> {
     let dims_ok = g.dims.iter().all(|&d| (1..=1u64 << 32).contains(&d));
     let strides_ok = g.strides.iter().all(|&s| s % 16 == 0 && s < 1u64 << 40);
     let boxes_ok = g.boxes.iter().all(|&b| (1..=256).contains(&b))
         && u64::from(g.boxes[0]) * ELEM == 128
-        && g.box_bytes() * g.copies == B_TILE_BYTES;
+        && g.box_bytes() * g.copies == g.tile;
     if dims_ok && strides_ok && boxes_ok {
         Ok(())
     } else {
-        Err(Error::unsupported(OP, format!("no weight tensor map for {g:?}")))
+        Err(Error::unsupported(OP, format!("no tensor map for {g:?}")))
     }
 }
 
@@ -100,19 +121,19 @@ pub(crate) struct TensorMap([u64; 16]);
 // passes a pointer to it and cuLaunchKernel copies its 128 bytes into the parameter buffer.
 unsafe impl DeviceRepr for TensorMap {}
 
-/// Encodes the weight tensor map of `geometry` over the weights at device address `ptr`.
+/// Encodes the tensor map of `geometry` over the tensor at device address `ptr`.
 ///
 /// # Errors
 /// [`Error::Unsupported`] for a dtype other than f16/bf16, a pointer not 16-byte aligned or a
 /// geometry outside the driver's rules; [`Error::Device`] when `cuTensorMapEncodeTiled` fails.
-pub(crate) fn encode_weight_map(ptr: u64, dtype: DType, geometry: &MapGeometry) -> Result<TensorMap> {
+pub(crate) fn encode_map(ptr: u64, dtype: DType, geometry: &MapGeometry) -> Result<TensorMap> {
     let ty = match dtype {
         DType::BF16 => CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
         DType::F16 => CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-        _ => return Err(Error::unsupported(OP, format!("no weight tensor map for {}", dtype.name()))),
+        _ => return Err(Error::unsupported(OP, format!("no tensor map for {}", dtype.name()))),
     };
     if ptr % 16 != 0 {
-        return Err(Error::unsupported(OP, "weights not 16-byte aligned for a tensor map"));
+        return Err(Error::unsupported(OP, "a tensor not 16-byte aligned for a tensor map"));
     }
     check_geometry(geometry)?;
     let mut map = sys::CUtensorMap { opaque: [0; 16] };
@@ -179,14 +200,27 @@ mod tests {
     }
 
     #[test]
+    fn activation_geometry() {
+        // The qwen3 down GEMM's A: [R = 131072, K = 768].
+        let g = act_map_geometry(131_072, 768);
+        assert_eq!(g.dims, [768, 131_072, 1, 1]);
+        assert_eq!(g.strides, [1536, 131_072 * 1536, 131_072 * 1536]);
+        assert_eq!(g.box_bytes() * g.copies, A_TILE_BYTES);
+        assert!(check_geometry(&g).is_ok());
+        // No rows or K = 0: no map (the kernel without TMA A runs).
+        assert!(check_geometry(&act_map_geometry(0, 64)).is_err());
+        assert!(check_geometry(&act_map_geometry(64, 0)).is_err());
+    }
+
+    #[test]
     fn geometry_outside_the_rules_is_refused() {
         // N = 4: rows of 8 bytes, not a multiple of 16 (the family needs N % 8 == 0 anyway).
         let g = weight_map_geometry(WeightLayout::KN, 1, 64, 4, false);
         assert!(matches!(check_geometry(&g), Err(Error::Unsupported { .. })));
         let g = weight_map_geometry(WeightLayout::NK, 0, 64, 64, false);
         assert!(check_geometry(&g).is_err());
-        assert!(matches!(encode_weight_map(0, DType::F32, &g), Err(Error::Unsupported { .. })));
+        assert!(matches!(encode_map(0, DType::F32, &g), Err(Error::Unsupported { .. })));
         let g = weight_map_geometry(WeightLayout::NK, 1, 64, 64, false);
-        assert!(matches!(encode_weight_map(8, DType::BF16, &g), Err(Error::Unsupported { .. })));
+        assert!(matches!(encode_map(8, DType::BF16, &g), Err(Error::Unsupported { .. })));
     }
 }

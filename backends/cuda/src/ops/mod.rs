@@ -2,6 +2,7 @@
 //! problem and queues its kernels on the backend's stream without a host synchronisation.
 
 mod attention;
+pub(crate) mod autotune;
 pub(crate) mod gemm;
 mod glue;
 mod grouped_gemm;

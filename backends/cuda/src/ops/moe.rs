@@ -6,27 +6,46 @@
 //! grouped kernel the backend has. The result equals [`moe_layer_from_primitives`]: the gather
 //! reads the same rows the permute would have copied.
 //!
-//! `MOEKIT_CUDA_MOE=primitives` forces the composition of the public ops.
+//! `MOEKIT_CUDA_MOE=primitives` forces the composition of the public ops; `permuted` keeps the
+//! fused layer but copies the routed rows first (the permute op) so that the gate/up GEMM reads
+//! contiguous rows, which it loads through TMA (the gather prologue loads them with cp.async).
 
 use crate::{CudaBackend, CudaBuffer};
 use moekit_ops::moe::moe_layer_from_primitives;
 use moekit_ops::{
-    CombineIo, DType, Device, GroupedGemmIo, GroupedGemmOps, MoeLayerIo, MoeLayerProblem, MoeOps, PermuteOps, Result,
-    RouteIo, RouteOps, Validated,
+    CombineIo, DType, Device, GroupedGemmIo, GroupedGemmOps, MoeLayerIo, MoeLayerProblem, MoeOps, PermuteIo,
+    PermuteOps, Result, RouteIo, RouteOps, Validated,
 };
 
-/// Whether the fused layer runs (unless `MOEKIT_CUDA_MOE=primitives`).
-fn fused() -> bool {
-    std::env::var("MOEKIT_CUDA_MOE").as_deref() != Ok("primitives")
+/// How the layer runs (`MOEKIT_CUDA_MOE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// The public ops one after the other (`primitives`).
+    Primitives,
+    /// The fused layer with the gather prologue (the default).
+    Gather,
+    /// The fused layer with the rows permuted first (`permuted`).
+    Permuted,
+}
+
+fn path() -> Path {
+    match std::env::var("MOEKIT_CUDA_MOE").as_deref() {
+        Ok("primitives") => Path::Primitives,
+        Ok("permuted") => Path::Permuted,
+        _ => Path::Gather,
+    }
 }
 
 impl MoeOps for CudaBackend {
     fn moe_layer(&self, p: &Validated<MoeLayerProblem>, io: MoeLayerIo<'_, CudaBuffer>) -> Result<()> {
-        if !fused() {
+        let path = path();
+        if path == Path::Primitives {
             return moe_layer_from_primitives(self, p, io);
         }
         let (rp, pp, mut up, dp, cp) = p.parts();
-        up.gather_tokens = Some(rp.tokens);
+        if path == Path::Gather {
+            up.gather_tokens = Some(rp.tokens);
+        }
         let (rp, up, dp, cp) = (rp.validate()?, up.validate()?, dp.validate()?, cp.validate()?);
         let pp = pp.validate()?;
         let (t, e, k, i, dt) = (rp.tokens, rp.experts, rp.k, p.inter, rp.dtype);
@@ -55,14 +74,29 @@ impl MoeOps for CudaBackend {
         let mut offsets = self.alloc(DType::I32, &[e + 1])?;
         let mut row_to_token = self.alloc(DType::I32, &[rows])?;
         let mut tsr = self.alloc(DType::I32, &[t, k])?;
-        self.permute_index(&pp, &ids, &mut offsets, &mut row_to_token, &mut tsr)?;
+        let mut permuted = None;
+        if path == Path::Permuted {
+            let mut rows_x = self.alloc(dt, &[rows, h])?;
+            let pio = PermuteIo {
+                hidden: io.x,
+                ids: &ids,
+                permuted: &mut rows_x,
+                offsets: &mut offsets,
+                row_to_token: &mut row_to_token,
+                token_slot_to_row: &mut tsr,
+            };
+            self.permute(&pp, pio)?;
+            permuted = Some(rows_x);
+        } else {
+            self.permute_index(&pp, &ids, &mut offsets, &mut row_to_token, &mut tsr)?;
+        }
 
         let mut act = self.alloc(dt, &[rows, i])?;
         let up_io = GroupedGemmIo {
-            x: io.x,
+            x: permuted.as_ref().unwrap_or(io.x),
             w: io.w_up,
             group: &offsets,
-            row_to_token: Some(&row_to_token),
+            row_to_token: if permuted.is_some() { None } else { Some(&row_to_token) },
             row_scale: None,
             y: &mut act,
         };

@@ -150,7 +150,7 @@ impl CudaBackend {
         let (splits, kchunk) = gate_split(p.tokens, p.experts, h);
         // NOTE: sized for the SIMT kernel's partials, which also covers cuBLASLt's one slice.
         // Uninitialised: both write every element the routing kernel reads.
-        let logits = grown(slot, &self.stream, splits * p.tokens * p.experts * 4).map_err(device_err(OP))?;
+        let logits = grown(slot, self, splits * p.tokens * p.experts * 4).map_err(device_err(OP))?;
         if gate_path() == GatePath::CublasLt
             && gemm_f32_out(self, OP, p.dtype, (p.tokens, p.experts, h), hidden, gate, logits)?
         {
