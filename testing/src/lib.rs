@@ -23,6 +23,7 @@
 
 pub mod compare;
 pub mod exec;
+pub mod faults;
 pub mod gen;
 pub mod props;
 #[cfg(test)]

@@ -31,8 +31,8 @@
 //! machine.
 
 use moekit_cubecl::{CubeBackend, WgpuRuntime};
-use moekit_ops::{Backend, DType, Device, HostTensor, MoeLayerProblem, RouteProblem};
-use moekit_testing::props::{attention, glue, grouped_gemm, moe, permute, route};
+use moekit_ops::{Backend, DType, Device, HostTensor};
+use moekit_testing::faults;
 use moekit_testing::suite::backend_or_skip;
 
 type Cube = CubeBackend<WgpuRuntime>;
@@ -61,69 +61,6 @@ fn rss_bytes() -> u64 {
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// One instance of each op the memory test cycles through (small, fixed shapes, so the set
-/// of compiled kernels and cached workspaces is the same on every round).
-struct Workload {
-    route: route::RouteCase,
-    permute: permute::PermuteCase,
-    gemm: grouped_gemm::GroupedGemmCase,
-    combine: permute::CombineCase,
-    attention: attention::AttentionCase,
-    rms_norm: glue::GlueCase<moekit_ops::RmsNormProblem>,
-    moe: moe::MoeCase,
-}
-
-fn workload(seed: u64) -> Workload {
-    use moekit_ops::{
-        AttentionMask, AttentionProblem, CombineProblem, GroupedGemmProblem, PermuteProblem, RmsNormProblem,
-    };
-    let f = DType::F32; // replaced by the test's dtype
-    let mut r = RouteProblem::new(64, 32, 4, f);
-    r.hidden = Some(48);
-    let mut moe_route = RouteProblem::new(24, 8, 2, f);
-    moe_route.hidden = Some(40);
-    Workload {
-        route: route::RouteCase { problem: r, skew: 1.0, seed },
-        permute: permute::PermuteCase {
-            problem: PermuteProblem { tokens: 64, hidden: 96, experts: 16, k: 4, align: 1, dtype: f },
-            empty: 0.25,
-            skew: 1.0,
-            seed,
-        },
-        gemm: grouped_gemm::GroupedGemmCase {
-            problem: GroupedGemmProblem::contiguous(128, 8, 64, 96, f),
-            valid_rows: 120,
-            align: 1,
-            skew: 1.0,
-            seed,
-        },
-        combine: permute::CombineCase {
-            problem: CombineProblem { tokens: 64, hidden: 96, k: 4, rows: 256, add: true, dtype: f },
-            seed,
-        },
-        attention: attention::AttentionCase {
-            problem: AttentionProblem {
-                cu_seqlens_q: vec![0, 40, 96],
-                cu_seqlens_k: vec![0, 40, 96],
-                heads_q: 4,
-                heads_kv: 2,
-                head_dim: 64,
-                scale: 0.125,
-                softcap: None,
-                mask: AttentionMask::causal(),
-                dtype: f,
-            },
-            pattern: None,
-            seed,
-        },
-        rms_norm: glue::GlueCase {
-            problem: RmsNormProblem { rows: 64, hidden: 128, eps: 1e-5, residual: true, dtype: f },
-            seed,
-        },
-        moe: moe::MoeCase { problem: MoeLayerProblem { route: moe_route, inter: 24, add: true }, seed },
-    }
 }
 
 const KINDS: [&str; 8] = ["route", "permute", "gemm", "combine", "attention", "rms_norm", "moe", "transfer"];
@@ -162,16 +99,9 @@ fn call<B: Backend>(b: &B, kinds: &[usize], n: u64) {
     let ops = kinds.len() as u64;
     let dt = if (n / ops) % 2 == 0 { DType::F16 } else { DType::F32 };
     // NOTE: a few data seeds, so the data varies but every round hits the same kernels.
-    let w = workload(n % 5);
     let kind = kinds[(n % ops) as usize];
     let r = match kind {
-        0 => route::route_matches_reference(b, dt, &w.route),
-        1 => permute::permute_matches_reference(b, dt, &w.permute),
-        2 => grouped_gemm::grouped_gemm_matches_reference(b, dt, &w.gemm),
-        3 => permute::combine_matches_reference(b, dt, &w.combine),
-        4 => attention::attention_matches_reference(b, dt, &w.attention),
-        5 => glue::rms_norm_matches_reference(b, dt, &w.rms_norm),
-        6 => moe::moe_layer_matches_reference(b, dt, &w.moe),
+        k if k < faults::OPS.len() => faults::run_op(b, dt, &faults::workload(n % 5), k),
         _ => transfer(b, dt, n % 5).map_err(|e| e.to_string()),
     };
     r.unwrap_or_else(|e| panic!("op call {n} ({}, {dt}): {e}", KINDS[kind]));

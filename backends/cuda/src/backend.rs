@@ -35,6 +35,9 @@ pub struct CudaBackend {
     /// The route op's f32 gate logits (bytes; grown with [`grown`], never shrunk).
     #[cfg(feature = "cuda")]
     pub(crate) route_logits: Mutex<Option<CudaSlice<u8>>>,
+    /// The device's multiprocessor count (the persistent kernels' grid), read once.
+    #[cfg(feature = "cuda")]
+    pub(crate) sms: usize,
     /// Live graphs and the scratch they keep alive (`graph.rs`).
     #[cfg(feature = "cuda")]
     pub(crate) pins: Arc<Mutex<crate::graph::Pins>>,
@@ -94,13 +97,19 @@ impl CudaBackend {
     /// without cudarc's event tracking (or buffers allocated before it was turned on).
     ///
     /// # Errors
-    /// [`Error::NoDevice`] when the device's compute capability cannot be read.
+    /// [`Error::NoDevice`] when the device's compute capability or multiprocessor count cannot
+    /// be read.
     pub fn from_stream(stream: Arc<CudaStream>) -> Result<Self> {
         let kernels = Arc::new(Kernels::new(stream.context().clone())?);
         let flag = Mutex::new(ErrorFlag::new(&stream)?);
         let blas = std::sync::OnceLock::new();
         let (lt_cache, route_logits) = (Mutex::default(), Mutex::new(None));
         let pins = Arc::default();
+        let sms = stream
+            .context()
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| no_device(format!("multiprocessor count: {e}")))?;
+        let sms = usize::try_from(sms).unwrap_or(1).max(1);
         Ok(CudaBackend {
             ordinal: stream.context().ordinal(),
             stream,
@@ -110,6 +119,7 @@ impl CudaBackend {
             lt_cache,
             route_logits,
             pins,
+            sms,
             autotune: Mutex::default(),
         })
     }

@@ -10,7 +10,8 @@
 
 use moekit_cuda::CudaBackend;
 use moekit_ops::{api, Backend, DType, Device, Error, MoeLayerIo, MoeLayerProblem, RouteProblem};
-use moekit_testing::props::{attention, glue, grouped_gemm, moe, permute, route};
+use moekit_testing::faults;
+use moekit_testing::props::{grouped_gemm, moe, route};
 use moekit_testing::suite::backend_or_skip;
 use std::sync::{Mutex, MutexGuard};
 
@@ -65,7 +66,7 @@ fn expect_oom<T: std::fmt::Debug>(r: moekit_ops::Result<T>, op: &str, bytes: Opt
 /// A few ops on fresh random data, each compared with the reference: the backend works.
 fn still_works<B: Backend>(b: &B, seed: u64) {
     let dt = DType::BF16;
-    let w = workload(seed);
+    let w = faults::workload(seed);
     route::route_matches_reference(b, dt, &w.route).expect("route after OOM");
     grouped_gemm::grouped_gemm_matches_reference(b, dt, &w.gemm).expect("grouped GEMM after OOM");
     moe::moe_layer_matches_reference(b, dt, &w.moe).expect("MoE layer after OOM");
@@ -148,85 +149,13 @@ fn a_problem_too_large_for_the_device_is_a_typed_error() {
     still_works(&b, 4);
 }
 
-/// One instance of each op the memory test cycles through (small, fixed shapes, so the set
-/// of compiled kernels and cached workspaces is the same on every round).
-struct Workload {
-    route: route::RouteCase,
-    permute: permute::PermuteCase,
-    gemm: grouped_gemm::GroupedGemmCase,
-    combine: permute::CombineCase,
-    attention: attention::AttentionCase,
-    rms_norm: glue::GlueCase<moekit_ops::RmsNormProblem>,
-    moe: moe::MoeCase,
-}
-
-fn workload(seed: u64) -> Workload {
-    use moekit_ops::{
-        AttentionMask, AttentionProblem, CombineProblem, GroupedGemmProblem, PermuteProblem, RmsNormProblem,
-    };
-    let f = DType::F32; // replaced by the test's dtype
-    let mut r = RouteProblem::new(64, 32, 4, f);
-    r.hidden = Some(48);
-    let mut moe_route = RouteProblem::new(24, 8, 2, f);
-    moe_route.hidden = Some(40);
-    Workload {
-        route: route::RouteCase { problem: r, skew: 1.0, seed },
-        permute: permute::PermuteCase {
-            problem: PermuteProblem { tokens: 64, hidden: 96, experts: 16, k: 4, align: 1, dtype: f },
-            empty: 0.25,
-            skew: 1.0,
-            seed,
-        },
-        gemm: grouped_gemm::GroupedGemmCase {
-            problem: GroupedGemmProblem::contiguous(128, 8, 64, 96, f),
-            valid_rows: 120,
-            align: 1,
-            skew: 1.0,
-            seed,
-        },
-        combine: permute::CombineCase {
-            problem: CombineProblem { tokens: 64, hidden: 96, k: 4, rows: 256, add: true, dtype: f },
-            seed,
-        },
-        attention: attention::AttentionCase {
-            problem: AttentionProblem {
-                cu_seqlens_q: vec![0, 40, 96],
-                cu_seqlens_k: vec![0, 40, 96],
-                heads_q: 4,
-                heads_kv: 2,
-                head_dim: 64,
-                scale: 0.125,
-                softcap: None,
-                mask: AttentionMask::causal(),
-                dtype: f,
-            },
-            pattern: None,
-            seed,
-        },
-        rms_norm: glue::GlueCase {
-            problem: RmsNormProblem { rows: 64, hidden: 128, eps: 1e-5, residual: true, dtype: f },
-            seed,
-        },
-        moe: moe::MoeCase { problem: MoeLayerProblem { route: moe_route, inter: 24, add: true }, seed },
-    }
-}
-
 /// Op call `n` of the cycle (each call uploads its inputs, allocates its outputs, runs one op,
 /// downloads, compares with the reference and drops every buffer).
 fn call<B: Backend>(b: &B, n: u64) {
-    const OPS: u64 = 7;
-    let dt = if (n / OPS) % 2 == 0 { DType::BF16 } else { DType::F32 };
+    let ops = faults::OPS.len() as u64;
+    let dt = if (n / ops) % 2 == 0 { DType::BF16 } else { DType::F32 };
     // NOTE: a few data seeds, so the data varies but every round hits the same kernels.
-    let w = workload(n % 5);
-    let r = match n % OPS {
-        0 => route::route_matches_reference(b, dt, &w.route),
-        1 => permute::permute_matches_reference(b, dt, &w.permute),
-        2 => grouped_gemm::grouped_gemm_matches_reference(b, dt, &w.gemm),
-        3 => permute::combine_matches_reference(b, dt, &w.combine),
-        4 => attention::attention_matches_reference(b, dt, &w.attention),
-        5 => glue::rms_norm_matches_reference(b, dt, &w.rms_norm),
-        _ => moe::moe_layer_matches_reference(b, dt, &w.moe),
-    };
+    let r = faults::run_op(b, dt, &faults::workload(n % 5), (n % ops) as usize);
     r.unwrap_or_else(|e| panic!("op call {n} ({dt}): {e}"));
 }
 

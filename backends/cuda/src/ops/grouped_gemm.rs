@@ -32,7 +32,7 @@ use crate::launch::{blocks, i32_of, launch_err};
 use crate::ops::grouped_gemm_tma::{act_map_geometry, check_geometry, encode_map, weight_map_geometry};
 use crate::runtime::sources::GROUPED_GEMM;
 use crate::{CudaBackend, CudaBuffer};
-use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
+use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use moekit_ops::{
     DType, Error, GemmLayout, GroupedGemmIo, GroupedGemmOps, GroupedGemmProblem, Result, Validated, WeightLayout,
@@ -278,27 +278,6 @@ fn persistent_blocks(tiles: usize, sms: usize) -> usize {
     tiles.min(sms.max(1))
 }
 
-/// Multiprocessor counts by device ordinal, read once per device.
-static SM_COUNTS: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::new(Vec::new());
-
-impl CudaBackend {
-    /// The device's multiprocessor count (cached per ordinal).
-    fn sm_count(&self) -> Result<usize> {
-        let ordinal = self.ordinal();
-        let mut cache = crate::backend::lock(&SM_COUNTS, OP, "SM count cache")?;
-        if let Some(&(_, n)) = cache.iter().find(|(o, _)| *o == ordinal) {
-            return Ok(n);
-        }
-        let n = self
-            .context()
-            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-            .map_err(device_err(OP))?;
-        let n = usize::try_from(n).unwrap_or(1).max(1);
-        cache.push((ordinal, n));
-        Ok(n)
-    }
-}
-
 /// Upper bound of the m-tiles over all experts.
 fn m_tiles_bound(p: &GroupedGemmProblem, bm: usize) -> usize {
     match p.layout {
@@ -337,7 +316,7 @@ impl CudaBackend {
         let tokens = i32_of(p.gather_tokens.unwrap_or(0));
         let n_tiles = p.n_out().div_ceil(t.bn_out);
         let tiles = m_tiles_bound(p, t.bm) * n_tiles;
-        let grid = if t.persistent { persistent_blocks(tiles, self.sm_count()?) } else { tiles };
+        let grid = if t.persistent { persistent_blocks(tiles, self.sms) } else { tiles };
         // NOTE: the persistent kernel steps its tile index past the last tile by up to `grid`.
         let overshoot = if t.persistent { grid } else { 0 };
         if tiles + overshoot > i32::MAX as usize {
