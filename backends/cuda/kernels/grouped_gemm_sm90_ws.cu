@@ -104,6 +104,13 @@ constexpr int PRODUCER_REGS = 40, CONSUMER_REGS = 232;
 // src/ops/grouped_gemm.rs).
 constexpr int BAR_BYTES = 2 * STAGES * 8;
 constexpr int SMEM_BYTES = STAGES * STAGE_BYTES + BAR_BYTES + 1024;
+// EPI (TMA2 only): 3 stages, then the output tile buffer [BM][BN] of T with rows EPI_PITCH
+// bytes apart (16 bytes of padding: the consumers' 4-byte writes of 8 rows × 4 column pairs hit
+// 32 distinct banks), then FULL/EMPTY of the stages and EPI_FULL, EPI_EMPTY. Keep in step with
+// WGMMA_WS_EPI_SHARED in src/ops/grouped_gemm.rs.
+constexpr int EPI_STAGES = 3, EPI_PITCH = 2 * BN + 16, EPI_BYTES = BM * EPI_PITCH;
+constexpr int STORER_THREADS = PRODUCER_THREADS - 32;  // producer warps 1..3
+constexpr int EPI_SMEM_BYTES = EPI_STAGES * STAGE_BYTES + EPI_BYTES + (2 * EPI_STAGES + 2) * 8 + 1024;
 }  // namespace gws
 
 __device__ __forceinline__ void gws_bar_init(u32 bar, int count) {
@@ -222,7 +229,7 @@ __device__ __forceinline__ GwsTile gws_tile(const i32* plan, int experts, int n_
 // tile's first row, 64 k; rows past the expert's are other experts' rows or zero-filled past
 // the tensor, computed and never stored) and the B boxes into the stage, both completing on
 // FULL[s], which then counts 2 arrivals (A_BYTES + B_BYTES of transactions).
-template <bool NK>
+template <bool NK, int NST>
 __device__ __forceinline__ void gws_produce_tma(const GwsTmap* a_map, const GwsTmap* b_map, const i32* plan,
                                                 int experts, int n_tiles, int tiles, int kt_n, int swiglu, u32 smem,
                                                 u32 full_bar, u32 empty_bar) {
@@ -234,8 +241,8 @@ __device__ __forceinline__ void gws_produce_tma(const GwsTmap* a_map, const GwsT
         const GwsTile tl = gws_tile(plan, experts, n_tiles, t);
         const int row0 = tl.row_begin + tl.i0;
         for (int kt = 0; kt < kt_n; ++kt, ++it) {
-            const int s = it % STAGES;
-            gws_bar_wait(empty_bar + 8 * s, (u32)(((it / STAGES) & 1) ^ 1));
+            const int s = it % NST;
+            gws_bar_wait(empty_bar + 8 * s, (u32)(((it / NST) & 1) ^ 1));
             const u32 sa = smem + s * STAGE_BYTES, bar = full_bar + 8 * s;
             gws_bar_arrive_tx(bar, A_BYTES);
             gws_tma4(sa, a_map, kt * BK, row0, 0, 0, bar);
@@ -244,25 +251,70 @@ __device__ __forceinline__ void gws_produce_tma(const GwsTmap* a_map, const GwsT
     }
 }
 
+__device__ __forceinline__ void gws_st_shared_u32(u32 addr, u32 v) {
+    asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
+}
+
+// EPI, producer warps 1..3 (`sid` 0..95): for each tile of the walk, after EPI_FULL (the
+// consumers wrote the rounded tile into the buffer at `epi`), copy its rows inside the expert's
+// rows and its columns inside n_out to y with 16-byte loads and stores, then release the buffer
+// on EPI_EMPTY. n_out is a multiple of 8 (the launcher's chunk rule), so a 16-byte chunk is all
+// in or all out, and every global address is 16-byte aligned.
+template <typename T>
+__device__ __forceinline__ void gws_store_tiles(T* y, const i32* plan, int experts, int n_tiles, int tiles,
+                                                int swiglu, int n_out, u32 epi, u32 epi_full, u32 epi_empty,
+                                                int sid) {
+    using namespace gws;
+    const int shift = swiglu ? 4 : 5;  // 16-byte chunks per tile row: 16 (SwiGLU: 128 columns) or 32
+    const int cpr = 1 << shift, width = swiglu ? BN / 2 : BN;
+    int j = 0;
+    for (int t = blockIdx.x; t < tiles; t += gridDim.x, ++j) {
+        const GwsTile tl = gws_tile(plan, experts, n_tiles, t);
+        gws_bar_wait(epi_full, (u32)(j & 1));
+        for (int idx = sid; idx < BM * cpr; idx += STORER_THREADS) {
+            const int r = idx >> shift, ch = idx & (cpr - 1);
+            const int c = tl.nt * width + ch * 8;
+            if (tl.i0 + r >= tl.rows || c >= n_out) continue;
+            u32 v0, v1, v2, v3;
+            asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                         : "=r"(v0), "=r"(v1), "=r"(v2), "=r"(v3)
+                         : "r"(epi + (u32)(r * EPI_PITCH + ch * 16))
+                         : "memory");
+            T* dst = y + (long long)(tl.row_begin + tl.i0 + r) * n_out + c;
+            asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(dst), "r"(v0), "r"(v1), "r"(v2), "r"(v3)
+                         : "memory");
+        }
+        gws_bar_arrive(epi_empty);
+    }
+}
+
 // Needs what grouped_gemm_sm90.cu's kernel needs (K % 8 == 0, whole 8-column chunks; the
 // launcher checks), gridDim.x + tiles <= INT_MAX (the launcher checks), and 384 threads.
 // TMA_B: `b_map` is the weight tensor map of the header (null otherwise).
-template <typename T, bool NK, bool WIDE, bool TMA_B, bool TMA_A>
+template <typename T, bool NK, bool WIDE, bool TMA_B, bool TMA_A, bool EPI = false>
 __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* plan, const i32* gather,
                                          const float* scale, T* y, int experts, int K, int N, int swiglu,
                                          int n_tiles, int tokens, int proxy_fence, i32* rec, const GwsTmap* b_map,
                                          const GwsTmap* a_map) {
     using namespace gws;
+    static_assert(!EPI || TMA_A, "the EPI storers are the producer warps TMA_A leaves idle");
+    constexpr int NST = EPI ? EPI_STAGES : STAGES;
     extern __shared__ unsigned char gws_smem_raw[];
     const u32 smem = (gg_smem(gws_smem_raw) + 1023u) & ~1023u;
-    const u32 full_bar = smem + STAGES * STAGE_BYTES;  // FULL[s] at full_bar + 8s
-    const u32 empty_bar = full_bar + STAGES * 8;       // EMPTY[s] at empty_bar + 8s
+    const u32 epi = smem + NST * STAGE_BYTES;                   // EPI: the output tile buffer
+    const u32 full_bar = epi + (EPI ? EPI_BYTES : 0);           // FULL[s] at full_bar + 8s
+    const u32 empty_bar = full_bar + NST * 8;                   // EMPTY[s] at empty_bar + 8s
+    const u32 epi_full = empty_bar + NST * 8, epi_empty = epi_full + 8;
     const int tid = threadIdx.x;
     if (tid == 0) {
 #pragma unroll
-        for (int s = 0; s < STAGES; ++s) {
+        for (int s = 0; s < NST; ++s) {
             gws_bar_init(full_bar + 8 * s, TMA_A ? 2 : FULL_COUNT + (TMA_B ? 1 : 0));
             gws_bar_init(empty_bar + 8 * s, EMPTY_COUNT);
+        }
+        if (EPI) {
+            gws_bar_init(epi_full, CONSUMER_THREADS);
+            gws_bar_init(epi_empty, STORER_THREADS);
         }
     }
     __syncthreads();
@@ -277,8 +329,11 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
         if (TMA_A) {
             // TMA_A: producer thread 0 alone loads A and B of every stage; the others are done.
             if (tid == 0)
-                gws_produce_tma<NK>(a_map, b_map, plan, experts, n_tiles, tiles, kt_n, swiglu, smem, full_bar,
-                                    empty_bar);
+                gws_produce_tma<NK, NST>(a_map, b_map, plan, experts, n_tiles, tiles, kt_n, swiglu, smem, full_bar,
+                                         empty_bar);
+            else if (EPI && tid >= 32)
+                gws_store_tiles<T>(y, plan, experts, n_tiles, tiles, swiglu, col_limit, epi, epi_full, epi_empty,
+                                   tid - 32);
         } else {
             if (TMA_B && tid == 0) gws_tma_prefetch(b_map);
             const u16* x = reinterpret_cast<const u16*>(x_);
@@ -316,8 +371,8 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
                     kn_col = c >= col_limit ? -1 : (swiglu && v >= 128 ? half_n + c : c);
                 }
                 for (int kt = 0; kt < kt_n; ++kt, ++it) {
-                    const int s = it % STAGES;
-                    gws_bar_wait(empty_bar + 8 * s, (u32)(((it / STAGES) & 1) ^ 1));
+                    const int s = it % NST;
+                    gws_bar_wait(empty_bar + 8 * s, (u32)(((it / NST) & 1) ^ 1));
                     const int k0 = kt * BK;
                     const u32 sa = smem + s * STAGE_BYTES;
                     const u32 sb = sa + A_BYTES;
@@ -369,8 +424,8 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
         const int r_base = wg * 64 + ((ctid >> 5) & 3) * 16 + g;
         const int n_out = col_limit;
         float acc[2][64];
-        int it = 0;
-        for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+        int it = 0, j = 0;
+        for (int t = blockIdx.x; t < tiles; t += gridDim.x, ++j) {
             const GwsTile tl = gws_tile(plan, experts, n_tiles, t);
             // NOTE: no branch may hold the wgmma: skipping it for a warpgroup whose 64 rows are
             // all past the tile's rows (decode tiles) made ptxas serialise every wgmma of the
@@ -381,8 +436,8 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
 #pragma unroll
                 for (int i = 0; i < 64; ++i) acc[h][i] = 0.0f;
             for (int kt = 0; kt < kt_n; ++kt, ++it) {
-                const int s = it % STAGES;
-                gws_bar_wait(full_bar + 8 * s, (u32)((it / STAGES) & 1));
+                const int s = it % NST;
+                gws_bar_wait(full_bar + 8 * s, (u32)((it / NST) & 1));
                 if (proxy_fence & 1) gw_fence_proxy_async();
                 const u32 sa = smem + s * STAGE_BYTES;
                 const u32 sb = sa + A_BYTES;
@@ -396,12 +451,46 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
                 gw_fence_acc(acc[0]);
                 gw_fence_acc(acc[1]);
                 // k-tile it - 1 (this tile's previous one) is complete: release its stage.
-                if (kt > 0 && lane == 0) gws_bar_arrive(empty_bar + 8 * ((it - 1) % STAGES));
+                if (kt > 0 && lane == 0) gws_bar_arrive(empty_bar + 8 * ((it - 1) % NST));
             }
             gw_mma_wait<0>();
             gw_fence_acc(acc[0]);
             gw_fence_acc(acc[1]);
-            if (kt_n > 0 && lane == 0) gws_bar_arrive(empty_bar + 8 * ((it - 1) % STAGES));
+            if (kt_n > 0 && lane == 0) gws_bar_arrive(empty_bar + 8 * ((it - 1) % NST));
+
+            if (EPI) {
+                // EPI: the rounded tile into the buffer (once the storers released it), then on
+                // to the next tile's k-tiles while the storers write this one out. Rows past the
+                // expert's are written too (never stored) with scale 1.
+                gws_bar_wait(epi_empty, (u32)((j & 1) ^ 1));
+#pragma unroll
+                for (int hr = 0; hr < 2; ++hr) {
+                    const int i = r_base + 8 * hr;
+                    const float sc = scale && tl.i0 + i < tl.rows ? scale[tl.row_begin + tl.i0 + i] : 1.0f;
+                    const u32 row = epi + (u32)(i * EPI_PITCH);
+                    if (swiglu) {
+#pragma unroll
+                        for (int ni = 0; ni < 16; ++ni) {
+                            const int q = 4 * ni + 2 * hr;
+                            const float v0 = gg_swiglu(acc[0][q], acc[1][q], sc);
+                            const float v1 = gg_swiglu(acc[0][q + 1], acc[1][q + 1], sc);
+                            gws_st_shared_u32(row + (u32)((ni * 8 + tg * 2) * 2),
+                                              (u32)gg_bits<T>(v0) | ((u32)gg_bits<T>(v1) << 16));
+                        }
+                    } else {
+#pragma unroll
+                        for (int h = 0; h < 2; ++h)
+#pragma unroll
+                            for (int ni = 0; ni < 16; ++ni) {
+                                const int q = 4 * ni + 2 * hr;
+                                const u32 v = (u32)gg_bits<T>(acc[h][q] * sc) | ((u32)gg_bits<T>(acc[h][q + 1] * sc) << 16);
+                                gws_st_shared_u32(row + (u32)((h * 128 + ni * 8 + tg * 2) * 2), v);
+                            }
+                    }
+                }
+                gws_bar_arrive(epi_full);
+                continue;
+            }
 
             // Epilogue (the producer is loading the next tile meanwhile): SwiGLU and the row
             // scale on the f32 accumulators, one rounding; as in grouped_gemm_sm90.cu.
@@ -477,6 +566,19 @@ GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_wide_kn_bf16, bf16, false, true)
 GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_wide_nk_bf16, bf16, true, true)
 GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_wide_kn_f16, f16, false, true)
 GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_wide_nk_f16, f16, true, true)
+// EPI: the TMA2 kernel whose idle producer warps store the output tiles (opt-in).
+#define GWS_TMA2_EPI_KERNEL(NAME, TY, NKV)                                                                    \
+    extern "C" __global__ void __launch_bounds__(gws::THREADS, 1)                                             \
+        NAME(const TY* x, const TY* w, const i32* plan, const i32* gather, const float* scale, TY* y,          \
+             int experts, int K, int N, int swiglu, int n_tiles, int tokens, int proxy_fence, i32* rec,        \
+             const __grid_constant__ GwsTmap b_map, const __grid_constant__ GwsTmap a_map) {                   \
+        gws_impl<TY, NKV, false, true, true, true>(x, w, plan, gather, scale, y, experts, K, N, swiglu,       \
+                                                   n_tiles, tokens, proxy_fence, rec, &b_map, &a_map);        \
+    }
+GWS_TMA2_EPI_KERNEL(grouped_gemm_wgmma_ws_tma2_epi_kn_bf16, bf16, false)
+GWS_TMA2_EPI_KERNEL(grouped_gemm_wgmma_ws_tma2_epi_nk_bf16, bf16, true)
+GWS_TMA2_EPI_KERNEL(grouped_gemm_wgmma_ws_tma2_epi_kn_f16, f16, false)
+GWS_TMA2_EPI_KERNEL(grouped_gemm_wgmma_ws_tma2_epi_nk_f16, f16, true)
 // A through TMA too, where the rows are not gathered (the default there).
 GWS_TMA2_KERNEL(grouped_gemm_wgmma_ws_tma2_kn_bf16, bf16, false)
 GWS_TMA2_KERNEL(grouped_gemm_wgmma_ws_tma2_nk_bf16, bf16, true)

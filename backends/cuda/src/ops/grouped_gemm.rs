@@ -59,6 +59,12 @@ const WGMMA_WS_SHARED: u32 = 4 * (128 * 64 + 256 * 64) * 2 + 2 * 4 * 8 + 1024;
 // Inside Hopper's 227 KiB of shared memory per block.
 const _: () = assert!(WGMMA_WS_SHARED <= 227 * 1024);
 
+/// Dynamic shared memory of the TMA2 kernel with storer warps (`gws::EPI_SMEM_BYTES`): 3 stages,
+/// the output tile buffer (128 rows of 256 2-byte columns, 16 bytes of padding per row), the
+/// stage barriers and the two buffer barriers, and slack to align the base.
+const WGMMA_WS_EPI_SHARED: u32 = 3 * (128 * 64 + 256 * 64) * 2 + 128 * (2 * 256 + 16) + (2 * 3 + 2) * 8 + 1024;
+const _: () = assert!(WGMMA_WS_EPI_SHARED <= 227 * 1024);
+
 /// Threads of the warp-specialised wgmma kernel: a producer and two consumer warpgroups.
 const WGMMA_WS_THREADS: u32 = 384;
 
@@ -67,7 +73,8 @@ const WGMMA_WS_THREADS: u32 = 384;
 /// warp-specialised persistent wgmma kernel and `wgmma-ws-fence` that one with its proxy fence,
 /// `wgmma-ws-tma-b` that one with the weight tile loaded by TMA, `wgmma-ws-tma`
 /// (`wgmma-ws-tma-fence`) with the activation tile too where its rows are not gathered;
-/// `wgmma` the plain (non-specialised) wgmma kernel; anything else (or unset) is
+/// `wgmma-ws-tma-epi` that one with the output tiles stored by the producer's idle warps (opt-in,
+/// not yet measured); `wgmma` the plain (non-specialised) wgmma kernel; anything else (or unset) is
 /// [`GemmEnv::DEFAULT`] (= `wgmma-ws-tma`), where [`family`] can run it.
 const GEMM_ENV: &str = "MOEKIT_CUDA_GEMM";
 
@@ -88,6 +95,10 @@ pub(super) struct GemmEnv {
     /// `wgmma-ws-tma`, `wgmma-ws-tma-fence` (with `tma_b`): the activation tile A through TMA
     /// as well, where the rows are not gathered (`row_to_token` absent).
     tma_a: bool,
+    /// `wgmma-ws-tma-epi` (with `tma_a`): the consumers hand each output tile to the producer
+    /// warpgroup's three idle warps through shared memory and go on to the next tile (3 stages
+    /// instead of 4 to make room).
+    epi: bool,
     /// `MOEKIT_CUDA_WGMMA_WIDE=1`: the wgmma kernels (either) with one m64n256k16 per k16 step
     /// instead of two m64n128k16.
     wide: bool,
@@ -105,6 +116,7 @@ impl GemmEnv {
         warp_specialised: false,
         tma_b: false,
         tma_a: false,
+        epi: false,
         wide: false,
     };
 
@@ -139,6 +151,7 @@ impl GemmEnv {
             Some("wgmma-ws-tma-b") => GemmEnv::TMA_B,
             Some("wgmma-ws-tma") => GemmEnv::DEFAULT,
             Some("wgmma-ws-tma-fence") => GemmEnv { proxy_fence: true, ..GemmEnv::DEFAULT },
+            Some("wgmma-ws-tma-epi") => GemmEnv { epi: true, ..GemmEnv::DEFAULT },
             _ => GemmEnv::DEFAULT,
         }
     }
@@ -234,6 +247,9 @@ fn tiling(p: &GroupedGemmProblem, arch: &str, env: GemmEnv) -> Tiling {
         (_, Family::Wgmma) => ("wgmma", 128, 256, WGMMA_SHARED, 256, false),
         (_, Family::WgmmaWs) => ("wgmma_ws", 128, 256, WGMMA_WS_SHARED, WGMMA_WS_THREADS, true),
         (_, Family::WgmmaWsTma) => ("wgmma_ws_tma", 128, 256, WGMMA_WS_SHARED, WGMMA_WS_THREADS, true),
+        (_, Family::WgmmaWsTma2) if env.epi => {
+            ("wgmma_ws_tma2_epi", 128, 256, WGMMA_WS_EPI_SHARED, WGMMA_WS_THREADS, true)
+        }
         (_, Family::WgmmaWsTma2) => ("wgmma_ws_tma2", 128, 256, WGMMA_WS_SHARED, WGMMA_WS_THREADS, true),
     };
     let tma = p.dtype != DType::F32;
@@ -435,6 +451,19 @@ mod tests {
         assert_eq!(GemmEnv::parse(Some("wgmma-ws-tma-b")), WS_TMA);
         assert_eq!(GemmEnv::parse(Some("wgmma-ws-tma")), GemmEnv::DEFAULT);
         assert_eq!(GemmEnv::parse(Some("WGMMA-WS-TMA-FENCE")), GemmEnv { proxy_fence: true, ..GemmEnv::DEFAULT });
+        // The storer-warp epilogue: TMA2 problems only (gathered rows keep the weights-only
+        // kernel, which has no idle warps).
+        let epi = GemmEnv::parse(Some("wgmma-ws-tma-epi"));
+        assert!(epi.epi && epi.tma_a);
+        let mut q = GroupedGemmProblem::contiguous(16, 128, 2048, 1536, DType::BF16);
+        q.swiglu = true;
+        let t = tiling(&q, "sm_90a", epi);
+        assert_eq!(
+            (t.kernel.as_str(), t.shared, t.a_map),
+            ("grouped_gemm_wgmma_ws_tma2_epi_kn_bf16", WGMMA_WS_EPI_SHARED, true)
+        );
+        q.gather_tokens = Some(16);
+        assert_eq!(tiling(&q, "sm_90a", epi).kernel, "grouped_gemm_wgmma_ws_tma_kn_bf16");
         for v in ["wgmma-ws", "wgmma-ws-fence", "wgmma-fence", "mma"] {
             assert!(!GemmEnv::parse(Some(v)).tma_b, "{v}");
         }
