@@ -1,7 +1,7 @@
 //! Run one op on one shape on a backend: time it, check it against the reference, and
 //! optionally time the reference and the dense-GEMM ceiling at the same FLOPs.
 
-use crate::cases::{AnyWorkload, GemmCase, Visit};
+use crate::cases::{AnyWorkload, GemmCase, Visit, WeightStash};
 use crate::dump::{self, DumpError, DumpInfo};
 use crate::shapes::MoeShape;
 use crate::verify::Verdict;
@@ -137,12 +137,14 @@ impl Outcome {
 pub struct Runner<'a, B: Backend> {
     backend: &'a B,
     cfg: RunConfig,
+    /// The last layer case's expert weights, for the next case with the same experts.
+    stash: WeightStash,
 }
 
 impl<'a, B: Backend> Runner<'a, B> {
     /// A runner for `backend`.
     pub fn new(backend: &'a B, cfg: RunConfig) -> Self {
-        Runner { backend, cfg }
+        Runner { backend, cfg, stash: WeightStash::default() }
     }
 
     /// The configuration.
@@ -155,8 +157,14 @@ impl<'a, B: Backend> Runner<'a, B> {
     /// # Errors
     /// Errors of the op on the backend or on the reference.
     pub fn run(&mut self, op: Op, shape: &MoeShape, dtype: DType) -> Result<Outcome> {
-        let work = AnyWorkload::build(op, shape, dtype, self.cfg.seed)?;
-        work.visit(RunCase { backend: self.backend, cfg: &self.cfg, dtype, shape: &shape.name })
+        if op != Op::MoeLayer {
+            // NOTE: only consecutive layer cases share weights; another op's case frees them.
+            self.stash = WeightStash::default();
+        }
+        let work = AnyWorkload::build_reusing(op, shape, dtype, self.cfg.seed, &mut self.stash)?;
+        let out = work.visit(RunCase { backend: self.backend, cfg: &self.cfg, dtype, shape: &shape.name });
+        work.into_stash(&mut self.stash);
+        out
     }
 }
 

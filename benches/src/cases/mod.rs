@@ -14,7 +14,7 @@ pub use attention::AttentionCase;
 pub use combine::CombineCase;
 pub use gemm::GemmCase;
 pub use grouped::GroupedCase;
-pub use moe::MoeCase;
+pub use moe::{MoeCase, WeightStash};
 pub use permute::PermuteCase;
 pub use rms_norm::RmsNormCase;
 pub use route::RouteCase;
@@ -60,6 +60,15 @@ impl AnyWorkload {
     /// # Errors
     /// Validation errors of the resulting problem.
     pub fn build(op: Op, shape: &MoeShape, dtype: DType, seed: u64) -> Result<Self> {
+        Self::build_reusing(op, shape, dtype, seed, &mut WeightStash::default())
+    }
+
+    /// As [`AnyWorkload::build`], the layer taking its expert weights from `stash` where they
+    /// match ([`MoeCase::with_stash`]).
+    ///
+    /// # Errors
+    /// Validation errors of the resulting problem.
+    pub fn build_reusing(op: Op, shape: &MoeShape, dtype: DType, seed: u64, stash: &mut WeightStash) -> Result<Self> {
         Ok(match op {
             Op::Route => AnyWorkload::Route(RouteCase::new(shape, dtype, seed)?),
             Op::Permute => AnyWorkload::Permute(PermuteCase::new(shape, dtype, seed)?),
@@ -71,8 +80,15 @@ impl AnyWorkload {
             }
             Op::Attention => AnyWorkload::Attention(AttentionCase::new(&shape.attn, dtype, seed)?),
             Op::RmsNorm => AnyWorkload::RmsNorm(RmsNormCase::new(shape.tokens, shape.hidden, dtype, seed)?),
-            Op::MoeLayer => AnyWorkload::Moe(MoeCase::new(shape, dtype, seed)?),
+            Op::MoeLayer => AnyWorkload::Moe(MoeCase::with_stash(shape, dtype, seed, stash)?),
         })
+    }
+
+    /// Frees the workload, handing the layer's expert weights to `stash` for the next case.
+    pub fn into_stash(self, stash: &mut WeightStash) {
+        if let AnyWorkload::Moe(w) = self {
+            w.into_stash(stash);
+        }
     }
 
     /// Run `v` on the concrete workload.

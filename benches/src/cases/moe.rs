@@ -20,6 +20,35 @@ pub struct MoeCase {
     inputs: Vec<HostTensor>,
     /// Experts the routing sends at least one token to (whose weights a run must read).
     active_experts: usize,
+    /// What the expert weights were drawn from.
+    key: WeightKey,
+}
+
+/// Expert weights `w_up`, `w_down` handed from one layer case to the next with the same experts
+/// ([`MoeCase::with_stash`], [`MoeCase::into_stash`]): a decode series (the layer at T = 1, 8,
+/// ... on deepseek-v3's experts) draws and frees 22.5 GB of host weights once instead of once
+/// per T, which took a minute a case on the H200 machine (run 17).
+#[derive(Debug, Default)]
+pub struct WeightStash(Option<(WeightKey, HostTensor, HostTensor)>);
+
+/// What the expert weights are drawn from: equal keys, equal weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WeightKey {
+    dtype: DType,
+    experts: usize,
+    hidden: usize,
+    inter: usize,
+    seed: u64,
+}
+
+impl WeightStash {
+    /// The stashed weights when they are the ones `key` draws; anything else is freed first.
+    fn take(&mut self, key: WeightKey) -> Option<(HostTensor, HostTensor)> {
+        match self.0.take() {
+            Some((k, up, down)) if k == key => Some((up, down)),
+            _ => None,
+        }
+    }
 }
 
 impl MoeCase {
@@ -28,6 +57,16 @@ impl MoeCase {
     /// # Errors
     /// Validation errors of the problem.
     pub fn new(shape: &MoeShape, dtype: DType, seed: u64) -> Result<Self> {
+        Self::with_stash(shape, dtype, seed, &mut WeightStash::default())
+    }
+
+    /// As [`MoeCase::new`], taking the expert weights from `stash` when it holds the ones this
+    /// case would draw (same dtype, experts, hidden and intermediate sizes, seed; the tokens
+    /// may differ), else drawing them.
+    ///
+    /// # Errors
+    /// Validation errors of the problem.
+    pub fn with_stash(shape: &MoeShape, dtype: DType, seed: u64, stash: &mut WeightStash) -> Result<Self> {
         let (h, e, i) = (shape.hidden, shape.experts, shape.inter);
         let mut route = RouteProblem::new(shape.tokens, e, shape.k, dtype);
         route.hidden = Some(h);
@@ -35,10 +74,24 @@ impl MoeCase {
         let problem = MoeLayerProblem { route, inter: i, add: false };
         problem.validate()?;
         let (x, gate) = router_inputs(shape, dtype, seed);
-        let w_up = uniform(dtype, &[e, h, 2 * i], (3.0 / h as f32).sqrt(), seed ^ 0xA1)?;
-        let w_down = uniform(dtype, &[e, i, h], (3.0 / i as f32).sqrt(), seed ^ 0xA2)?;
+        let key = WeightKey { dtype, experts: e, hidden: h, inter: i, seed };
+        let (w_up, w_down) = match stash.take(key) {
+            Some(weights) => weights,
+            None => (
+                uniform(dtype, &[e, h, 2 * i], (3.0 / h as f32).sqrt(), seed ^ 0xA1)?,
+                uniform(dtype, &[e, i, h], (3.0 / i as f32).sqrt(), seed ^ 0xA2)?,
+            ),
+        };
         let active_experts = active_experts(&problem, &x, &gate)?;
-        Ok(MoeCase { problem, inputs: vec![x, gate, w_up, w_down], active_experts })
+        Ok(MoeCase { problem, inputs: vec![x, gate, w_up, w_down], active_experts, key })
+    }
+
+    /// Hands the expert weights to `stash` for the next case (the rest is freed).
+    pub fn into_stash(self, stash: &mut WeightStash) {
+        let MoeCase { mut inputs, key, .. } = self;
+        if let (Some(down), Some(up)) = (inputs.pop(), inputs.pop()) {
+            stash.0 = Some((key, up, down));
+        }
     }
 
     fn dims_tuple(&self) -> (usize, usize, usize, usize, usize) {
@@ -206,6 +259,25 @@ mod tests {
             let parts = case.reference_by_parts(&case.problem, &case.inputs[0]).unwrap();
             assert_eq!(whole[0], parts, "{dtype}");
         }
+    }
+
+    #[test]
+    fn a_case_of_other_tokens_reuses_the_stashed_weights() {
+        let shape = |t: usize| crate::shapes::resolve(&format!("custom:T={t},H=64,E=8,k=2,I=32")).unwrap().remove(0);
+        let mut stash = WeightStash::default();
+        let a = MoeCase::with_stash(&shape(2), DType::BF16, 11, &mut stash).unwrap();
+        let up_at = a.inputs[2].as_bytes().as_ptr();
+        a.into_stash(&mut stash);
+        let b = MoeCase::with_stash(&shape(5), DType::BF16, 11, &mut stash).unwrap();
+        assert!(stash.0.is_none());
+        assert_eq!(b.inputs[2].as_bytes().as_ptr(), up_at, "the weights were drawn again");
+        let fresh = MoeCase::new(&shape(5), DType::BF16, 11).unwrap();
+        assert_eq!(b.inputs, fresh.inputs);
+        // Another seed (or size, or dtype) draws its own.
+        b.into_stash(&mut stash);
+        let c = MoeCase::with_stash(&shape(5), DType::BF16, 12, &mut stash).unwrap();
+        assert_eq!(c.inputs, MoeCase::new(&shape(5), DType::BF16, 12).unwrap().inputs);
+        assert_ne!(c.inputs[2], fresh.inputs[2]);
     }
 
     #[test]
