@@ -364,6 +364,16 @@ impl<'b, B: Backend> Model<'b, B> {
         }
         let b = self.backend;
         let x = self.embed(segments, &layout)?;
+        // NOTE: the MTP modules read the embeddings again once the main stack has consumed `x`:
+        // a device copy now instead of a second embedding pass (a text gather, the visual bit
+        // projections and the audio level sums, with their uploads).
+        let x0 = if mtp {
+            let mut c = b.alloc(self.dtype, &[t, cfg.hidden])?;
+            b.copy_rows(&x, 0, &mut c, 0, t)?;
+            Some(c)
+        } else {
+            None
+        };
         let positions = b.upload(&HostTensor::from_i32(&[3, t], &layout.positions))?;
         let mask = match layout.column_ranges(past) {
             Some(c) => AttentionMask { column_ranges: Some(c), ..AttentionMask::none() },
@@ -404,7 +414,10 @@ impl<'b, B: Backend> Model<'b, B> {
         for (layer, ids) in routed {
             routing.push(LayerRouting { layer, ids: b.download(&ids)?.as_i32()?.to_vec(), k });
         }
-        let mtp_logits = if mtp { self.mtp(&stream.x, segments, &layout, k, e.experts.as_deref())? } else { vec![] };
+        let mtp_logits = match &x0 {
+            Some(x0) => self.mtp(&stream.x, x0, &layout, k, e.experts.as_deref())?,
+            None => vec![],
+        };
         Ok(Forward {
             layout,
             text_rows,
@@ -556,18 +569,18 @@ impl<'b, B: Backend> Model<'b, B> {
         Ok((logits, codes))
     }
 
-    /// The multi-token-prediction modules on the main model's final hidden states `h [T, H]`.
+    /// The multi-token-prediction modules on the main model's final hidden states `h [T, H]`
+    /// and the input embeddings `x0 [T, H]`.
     fn mtp(
         &self,
         h: &B::Buffer,
-        segments: &[Segment],
+        x0: &B::Buffer,
         layout: &Layout,
         k: usize,
         mask: Option<&[bool]>,
     ) -> Result<Vec<HostTensor>, ModelError> {
         let (cfg, b) = (&self.cfg, self.backend);
         let (t, hd) = (layout.rows, cfg.hidden);
-        let x0 = self.embed(segments, layout)?;
         let mut prev: Option<B::Buffer> = None;
         let mut out = Vec::new();
         for j in 0..cfg.mtp_depth {
@@ -580,9 +593,9 @@ impl<'b, B: Backend> Model<'b, B> {
             // NOTE: n < T, so both takes are copies (never `None`).
             let (first, next) = (0..n, j + 1..j + 1 + n);
             let a = self.take_rows(hid, std::slice::from_ref(&first))?;
-            let e = self.take_rows(&x0, std::slice::from_ref(&next))?;
+            let e = self.take_rows(x0, std::slice::from_ref(&next))?;
             let a = self.rms(a.as_ref().unwrap_or(hid), &format!("{prefix}.norm_hidden"))?;
-            let e = self.rms(e.as_ref().unwrap_or(&x0), &format!("{prefix}.norm_embed"))?;
+            let e = self.rms(e.as_ref().unwrap_or(x0), &format!("{prefix}.norm_embed"))?;
             // [a, e] · proj = a · proj[..H] + e · proj[H..]: the second term enters the layer
             // as the pending residual delta.
             let x = self.matmul(&a, &format!("{prefix}.proj.hidden"), hd)?;
