@@ -34,9 +34,8 @@ pub(crate) fn run_on<B: Backend>(b: &B, p: &RunPlan) -> Result<(), String> {
     let model = Model::new(b, cfg, &p.weights, p.dtype).map_err(|e| e.to_string())?;
     let upload = t0.elapsed().as_secs_f64();
     println!("backend      {} ({:?}), weights uploaded in {:.2} s", b.name(), p.dtype, upload);
-    let layers = p.elastic.layers.clone().unwrap_or_else(|| (0..cfg.layers).collect());
-    let kept = p.elastic.experts.as_ref().map_or(cfg.routed_experts, |m| m.iter().filter(|&&x| x).count());
-    let k = p.elastic.top_k.unwrap_or(cfg.top_k);
+    let sub = model.plan(&p.elastic).map_err(|e| e.to_string())?;
+    let (layers, kept, k) = (sub.layers, sub.experts, sub.top_k);
     println!(
         "sub-model    layers {layers:?} of {}, {kept} of {} routed experts, top-{k} of {}",
         cfg.layers, cfg.routed_experts, cfg.top_k

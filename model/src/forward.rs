@@ -47,6 +47,17 @@ pub struct Elastic {
     pub top_k: Option<usize>,
 }
 
+/// The sub-model an [`Elastic`] choice selects ([`Model::plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubModel {
+    /// The layers it runs, increasing.
+    pub layers: Vec<usize>,
+    /// Experts each token is routed to.
+    pub top_k: usize,
+    /// Routed experts it keeps (all of them without a mask).
+    pub experts: usize,
+}
+
 /// How the depth-wise audio heads choose a level's code: `(level, logits) -> code`.
 pub type AudioPick<'p> = &'p mut dyn FnMut(usize, &[f32]) -> usize;
 
@@ -213,8 +224,15 @@ impl<'b, B: Backend> Model<'b, B> {
         self.tensors.get(name).ok_or_else(|| ModelError::MissingTensor(name.to_owned()))
     }
 
-    /// Checks `e` against the configuration and returns the layers to run and the top-k.
-    fn plan(&self, e: &Elastic) -> Result<(Vec<usize>, usize), ModelError> {
+    /// The sub-model `e` selects, checked against the configuration: the layers it runs, its
+    /// top-k and how many routed experts it keeps. Every forward checks it; callers may ask
+    /// first (to report the sub-model, or to refuse a bad one before any work).
+    ///
+    /// # Errors
+    /// [`ModelError::Elastic`] for layers that are empty, not strictly increasing or past the
+    /// model's, a top-k of 0 or above the model's, or an expert mask of the wrong length or
+    /// with fewer than top-k experts kept.
+    pub fn plan(&self, e: &Elastic) -> Result<SubModel, ModelError> {
         let layers = match &e.layers {
             None => (0..self.cfg.layers).collect(),
             Some(l) => {
@@ -241,7 +259,8 @@ impl<'b, B: Backend> Model<'b, B> {
                 )));
             }
         }
-        Ok((layers, k))
+        let experts = e.experts.as_ref().map_or(self.cfg.routed_experts, |m| m.iter().filter(|&&b| b).count());
+        Ok(SubModel { layers, top_k: k, experts })
     }
 
     /// An empty KV cache of `capacity` rows for the layers of sub-model `e`.
@@ -249,7 +268,7 @@ impl<'b, B: Backend> Model<'b, B> {
     /// # Errors
     /// [`ModelError::Elastic`], allocation errors.
     pub fn cache(&self, capacity: usize, e: &Elastic) -> Result<KvCache<B::Buffer>, ModelError> {
-        let (layers, _) = self.plan(e)?;
+        let layers = self.plan(e)?.layers;
         let (hkv, d) = (self.cfg.kv_heads, self.cfg.head_dim);
         let alloc = || self.backend.alloc(self.dtype, &[capacity, hkv, d]);
         let k = layers.iter().map(|_| alloc()).collect::<Result<_, _>>()?;
@@ -351,7 +370,7 @@ impl<'b, B: Backend> Model<'b, B> {
         pick: Option<AudioPick<'_>>,
     ) -> Result<Forward, ModelError> {
         let cfg = &self.cfg;
-        let (layers, k) = self.plan(e)?;
+        let SubModel { layers, top_k: k, .. } = self.plan(e)?;
         if layers != cache.layers {
             return Err(ModelError::Elastic(format!("layers {layers:?} differ from the cache's {:?}", cache.layers)));
         }

@@ -24,7 +24,7 @@ pub mod report;
 pub mod stats;
 pub mod weights;
 
-pub use forward::{AudioPick, Elastic, Forward, Heads, KvCache, LayerRouting, Model, ModelError};
+pub use forward::{AudioPick, Elastic, Forward, Heads, KvCache, LayerRouting, Model, ModelError, SubModel};
 pub use generate::{demo_sequence, generate_audio, generate_image, generate_text, Sampler};
 pub use input::{next_scale_inputs, upsample, Audio, Layout, Segment, Visual};
 pub use report::{write_all, write_heatmap, Report, ReportError, ReportFiles};

@@ -6,7 +6,7 @@ mod common;
 
 use common::{ids, tiny};
 use moekit_cpu::CpuBackend;
-use moekit_model::{Elastic, Model, ModelConfig, Weights};
+use moekit_model::{Elastic, Model, ModelConfig, SubModel, Weights};
 use moekit_ops::tolerance::{compare, Tolerance};
 use moekit_ops::{Backend, DType, TensorMeta};
 use moekit_reference::ReferenceBackend;
@@ -108,4 +108,18 @@ fn bad_inputs_and_elastic_options_are_typed_errors() {
     assert!(err(&[1], Elastic { experts: one, ..Elastic::default() }).contains("at least top_k = 2 kept"));
     let missing = Weights::empty();
     assert!(Model::new(&b, &cfg, &missing, DType::F32).unwrap_err().to_string().contains("embed.text"));
+}
+
+#[test]
+fn plan_reports_the_sub_model_and_refuses_a_bad_one() {
+    let (cfg, w) = tiny();
+    let b = ReferenceBackend;
+    let m = Model::new(&b, &cfg, &w, DType::F32).unwrap();
+    let all = m.plan(&Elastic::default()).unwrap();
+    assert_eq!(all, SubModel { layers: (0..cfg.layers).collect(), top_k: cfg.top_k, experts: cfg.routed_experts });
+    let mask: Vec<bool> = (0..cfg.routed_experts).map(|e| e % 2 == 0).collect();
+    let e = Elastic { layers: Some(vec![1, 2]), experts: Some(mask), top_k: Some(1) };
+    let cut = SubModel { layers: vec![1, 2], top_k: 1, experts: cfg.routed_experts.div_ceil(2) };
+    assert_eq!(m.plan(&e).unwrap(), cut);
+    assert!(m.plan(&Elastic { top_k: Some(0), ..Elastic::default() }).is_err());
 }
