@@ -22,7 +22,7 @@ mod bench;
 use actions::{run_on, Action, RunPlan};
 use clap::{Parser, Subcommand, ValueEnum};
 use moekit_model::{param_count, Elastic, FileDType, ModelConfig, Preset, Sampler, Weights};
-use moekit_ops::{Backend, DType, Error};
+use moekit_ops::{Backend, Error};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -64,6 +64,15 @@ enum DTypeArg {
 }
 
 /// The model, its weights, the backend and the sub-model.
+/// The file (and weight) dtype of a `--dtype` choice.
+fn file_dtype(d: DTypeArg) -> FileDType {
+    match d {
+        DTypeArg::F32 => FileDType::F32,
+        DTypeArg::F16 => FileDType::F16,
+        DTypeArg::Bf16 => FileDType::BF16,
+    }
+}
+
 #[derive(clap::Args, Debug)]
 struct ModelArgs {
     #[command(flatten)]
@@ -239,14 +248,12 @@ fn start(m: &ModelArgs, action: impl FnOnce(&ModelConfig) -> Result<Action, Stri
                 bar.finish_and_clear();
                 w
             }
-            None => Weights::random(&cfg, m.which.seed),
+            // NOTE: drawn in the model's dtype, so a large preset never holds f32 host copies
+            // (the same weights the f32 draw would give, rounded once).
+            None => Weights::random_as(&cfg, m.which.seed, file_dtype(m.dtype)),
         };
         let experts = m.experts.as_deref().map(|s| expert_mask(s, cfg.routed_experts)).transpose()?;
-        let dtype = match m.dtype {
-            DTypeArg::F32 => DType::F32,
-            DTypeArg::F16 => DType::F16,
-            DTypeArg::Bf16 => DType::BF16,
-        };
+        let dtype = file_dtype(m.dtype).dtype();
         println!(
             "model        {}: {} layers, H {}, {} routed experts of I {} (top-{}), {} shared; {:.2} M parameters",
             cfg.name,
@@ -321,12 +328,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let fd = match dtype {
-                DTypeArg::F32 => FileDType::F32,
-                DTypeArg::F16 => FileDType::F16,
-                DTypeArg::Bf16 => FileDType::BF16,
-            };
-            let w = Weights::random(&cfg, which.seed);
+            let fd = file_dtype(dtype);
+            let w = Weights::random_as(&cfg, which.seed, fd);
             match w.save(&out, fd) {
                 Ok(()) => {
                     println!(

@@ -185,24 +185,30 @@ impl<'b, B: Backend> Model<'b, B> {
         let mut tensors = BTreeMap::new();
         let mut audio = Vec::new();
         for s in crate::weights::specs(cfg) {
-            let (shape, data) = weights.get(&s.name).ok_or_else(|| ModelError::MissingTensor(s.name.clone()))?;
+            let w = weights.get(&s.name).ok_or_else(|| ModelError::MissingTensor(s.name.clone()))?;
             let dt = if s.name.ends_with("router_bias") { DType::F32 } else { dtype };
             // NOTE: the audio levels' tables live on the device only as the stacked table and
             // the MTP projection only as its halves: each weight is uploaded once.
             if s.name.starts_with("embed.audio.") {
-                audio.extend_from_slice(data);
+                audio.extend(w.to_f32_vec());
                 continue;
             }
             if let Some(prefix) = s.name.strip_suffix(".proj") {
                 // The MTP projection `[2H, H]` as its two halves (hidden rows, embedding rows).
-                let half = cfg.hidden * cfg.hidden;
+                let (data, half) = (w.to_f32_vec(), cfg.hidden * cfg.hidden);
                 for (part, rows) in [("hidden", &data[..half]), ("embed", &data[half..])] {
                     let t = HostTensor::from_f32(dtype, &[cfg.hidden, cfg.hidden], rows);
                     tensors.insert(format!("{prefix}.proj.{part}"), backend.upload(&t)?);
                 }
                 continue;
             }
-            let buf = backend.upload(&HostTensor::from_f32(dt, shape, data))?;
+            // NOTE: uploaded as it is when already in the model's dtype (no host copy), else
+            // converted once (through f32, exact from f16 and bf16).
+            let buf = if w.dtype() == dt {
+                backend.upload(w)?
+            } else {
+                backend.upload(&HostTensor::from_f32(dt, w.shape(), &w.to_f32_vec()))?
+            };
             tensors.insert(s.name, buf);
         }
         let table = HostTensor::from_f32(dtype, &[cfg.audio_levels * cfg.audio_codebook, cfg.hidden], &audio);

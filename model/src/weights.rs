@@ -28,6 +28,7 @@
 
 use crate::config::ModelConfig;
 use half::{bf16, f16};
+use moekit_ops::{DType, HostTensor, TensorMeta};
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -190,21 +191,38 @@ pub enum FileDType {
     BF16,
 }
 
-/// Host weights: every tensor of a configuration as f32, by name.
-///
-/// NOTE: f32 host copies suit the tiny and small presets; the ERNIE-like preset (~21 B
-/// parameters) needs the file streamed to the device tensor by tensor instead (to come with
-/// the model's device upload).
+impl FileDType {
+    /// The tensor dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            FileDType::F32 => DType::F32,
+            FileDType::F16 => DType::F16,
+            FileDType::BF16 => DType::BF16,
+        }
+    }
+}
+
+/// Host weights: every tensor of a configuration, by name, each in the dtype it was read or
+/// drawn in (a bf16 file stays bf16 on the host: 2 bytes a parameter, 42 GB for the ERNIE-like
+/// preset's ~21 B, not 84 GB of f32 copies); [`crate::Model::new`] converts to the model's
+/// dtype only where they differ.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Weights {
-    tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    tensors: BTreeMap<String, HostTensor>,
 }
 
 impl Weights {
-    /// Seeded random weights for `cfg` (the same seed gives the same weights on every
+    /// Seeded random weights for `cfg` in f32 (the same seed gives the same weights on every
     /// machine and any thread count: tensor `i` of [`specs`] draws from its own `StdRng`
     /// seeded from `seed` and `i`; tensors are drawn in parallel).
     pub fn random(cfg: &ModelConfig, seed: u64) -> Self {
+        Self::random_as(cfg, seed, FileDType::F32)
+    }
+
+    /// [`Weights::random`] rounded (to nearest even) to `dtype` as each tensor is drawn, so a
+    /// large model never holds f32 copies; a model of that dtype gets exactly the weights it
+    /// would get from [`Weights::random`].
+    pub fn random_as(cfg: &ModelConfig, seed: u64, dtype: FileDType) -> Self {
         use rayon::prelude::*;
         // NOTE: each tensor draws from its own generator, seeded from `seed` and its index in
         // `specs`, so tensors are drawn in parallel and the result does not depend on the
@@ -225,7 +243,7 @@ impl Weights {
                         (0..n).map(|_| dist.sample(&mut rng)).collect()
                     }
                 };
-                (s.name, (s.shape, data))
+                (s.name, HostTensor::from_f32(dtype.dtype(), &s.shape, &data))
             })
             .collect();
         Weights { tensors }
@@ -236,13 +254,18 @@ impl Weights {
         Weights { tensors: BTreeMap::new() }
     }
 
-    /// Adds (or replaces) tensor `name`.
+    /// Adds (or replaces) tensor `name` as f32.
     ///
     /// # Panics
     /// When `data` does not hold the elements `shape` implies.
     pub fn insert(&mut self, name: &str, shape: &[usize], data: Vec<f32>) {
         assert_eq!(shape.iter().product::<usize>(), data.len(), "tensor `{name}`: shape {shape:?}");
-        self.tensors.insert(name.to_owned(), (shape.to_vec(), data));
+        self.tensors.insert(name.to_owned(), HostTensor::from_f32(DType::F32, shape, &data));
+    }
+
+    /// Adds (or replaces) tensor `name`, in its own dtype.
+    pub fn insert_tensor(&mut self, name: &str, tensor: HostTensor) {
+        self.tensors.insert(name.to_owned(), tensor);
     }
 
     /// The tensor names, in order.
@@ -250,9 +273,9 @@ impl Weights {
         self.tensors.keys().map(String::as_str)
     }
 
-    /// The tensor called `name`: its shape and f32 data.
-    pub fn get(&self, name: &str) -> Option<(&[usize], &[f32])> {
-        self.tensors.get(name).map(|(s, d)| (s.as_slice(), d.as_slice()))
+    /// The tensor called `name`, in the dtype it was read or drawn in.
+    pub fn get(&self, name: &str) -> Option<&HostTensor> {
+        self.tensors.get(name)
     }
 
     /// Tensors held.
@@ -267,7 +290,7 @@ impl Weights {
 
     /// Parameters held.
     pub fn params(&self) -> usize {
-        self.tensors.values().map(|(_, d)| d.len()).sum()
+        self.tensors.values().map(|t| t.shape().iter().product::<usize>()).sum()
     }
 
     /// Writes every tensor to a safetensors file at `path` in `dtype` (rounded once to
@@ -277,16 +300,23 @@ impl Weights {
     /// [`WeightsError::Io`] when the file cannot be written.
     pub fn save(&self, path: &Path, dtype: FileDType) -> Result<(), WeightsError> {
         let io = |source| WeightsError::Io { path: path.display().to_string(), source };
-        let bytes: Vec<(&String, &Vec<usize>, Vec<u8>)> = self
+        let bytes: Vec<(&String, &[usize], Vec<u8>)> = self
             .tensors
             .iter()
-            .map(|(name, (shape, data))| {
-                let b = match dtype {
-                    FileDType::F32 => bytemuck::cast_slice(data).to_vec(),
-                    FileDType::F16 => data.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
-                    FileDType::BF16 => data.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
+            .map(|(name, t)| {
+                // NOTE: a tensor already in the file's dtype is written as it is; others go
+                // through f32 (exact from f16/bf16) and are rounded once.
+                let b = if t.dtype() == dtype.dtype() {
+                    t.as_bytes().to_vec()
+                } else {
+                    let data = t.to_f32_vec();
+                    match dtype {
+                        FileDType::F32 => bytemuck::cast_slice(&data).to_vec(),
+                        FileDType::F16 => data.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
+                        FileDType::BF16 => data.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
+                    }
                 };
-                (name, shape, b)
+                (name, t.shape(), b)
             })
             .collect();
         let st = match dtype {
@@ -305,8 +335,8 @@ impl Weights {
     }
 
     /// Reads the weights of `cfg` from the safetensors file at `path` (memory-mapped; f32,
-    /// f16 or bf16 tensors, converted to f32). Every tensor of [`specs`] must be there with its
-    /// shape; others in the file are ignored.
+    /// f16 or bf16 tensors, kept in their dtype). Every tensor of [`specs`] must be there with
+    /// its shape; others in the file are ignored.
     ///
     /// # Errors
     /// [`WeightsError`]: the file cannot be read or parsed, or a tensor is missing, has
@@ -354,10 +384,10 @@ impl Weights {
                 });
             }
             let b = view.data();
-            let data: Vec<f32> = match view.dtype() {
-                Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-                Dtype::F16 => b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-                Dtype::BF16 => b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            let dt = match view.dtype() {
+                Dtype::F32 => DType::F32,
+                Dtype::F16 => DType::F16,
+                Dtype::BF16 => DType::BF16,
                 other => {
                     return Err(WeightsError::DType {
                         path: p.clone(),
@@ -366,9 +396,13 @@ impl Weights {
                     })
                 }
             };
+            // NOTE: safetensors stores little-endian values, the host's order on every machine
+            // moekit builds for; the byte length matches the shape, which was just checked.
+            let t = HostTensor::from_bytes(dt, &s.shape, b)
+                .map_err(|e| WeightsError::Format { path: p.clone(), msg: format!("{}: {e}", s.name) })?;
             done += b.len() as u64;
             progress(done, total);
-            tensors.insert(s.name, (s.shape, data));
+            tensors.insert(s.name, t);
         }
         Ok(Weights { tensors })
     }

@@ -2,6 +2,7 @@
 //! safetensors files) of the model.
 
 use moekit_model::{param_count, specs, ConfigError, FileDType, Init, ModelConfig, Preset, Weights, WeightsError};
+use moekit_ops::{DType, HostTensor, TensorMeta};
 use std::collections::HashSet;
 use std::path::PathBuf;
 
@@ -124,14 +125,21 @@ fn random_weights_are_seeded_and_follow_their_init() {
     assert_ne!(a, Weights::random(&c, 8));
     assert_eq!(a.len(), specs(&c).len());
     assert_eq!(a.params(), param_count(&c));
-    let (shape, norm) = a.get("layers.0.attn_norm").unwrap();
-    assert_eq!(shape, &[128]);
-    assert!(norm.iter().all(|&v| v == 1.0));
-    assert!(a.get("layers.1.router_bias").unwrap().1.iter().all(|&v| v == 0.0));
-    let (_, emb) = a.get("embed.text").unwrap();
+    let norm = a.get("layers.0.attn_norm").unwrap();
+    assert_eq!((norm.shape(), norm.dtype()), (&[128usize][..], DType::F32));
+    assert!(norm.to_f32_vec().iter().all(|&v| v == 1.0));
+    assert!(a.get("layers.1.router_bias").unwrap().to_f32_vec().iter().all(|&v| v == 0.0));
+    let emb = a.get("embed.text").unwrap().to_f32_vec();
     let std = (emb.iter().map(|v| v * v).sum::<f32>() / emb.len() as f32).sqrt();
     assert!((0.018..0.022).contains(&std), "{std}");
     assert!(a.get("no.such.tensor").is_none());
+    // Drawn straight in bf16: the f32 draw rounded once, 2 bytes a parameter.
+    let h = Weights::random_as(&c, 7, FileDType::BF16);
+    for s in specs(&c) {
+        let (x, y) = (a.get(&s.name).unwrap(), h.get(&s.name).unwrap());
+        assert_eq!(y.dtype(), DType::BF16);
+        assert_eq!(*y, HostTensor::from_f32(DType::BF16, x.shape(), &x.to_f32_vec()), "{}", s.name);
+    }
 }
 
 #[test]
@@ -153,7 +161,8 @@ fn safetensors_files_round_trip_and_are_checked_against_the_config() {
         w.save(&path, dtype).unwrap();
         let r = Weights::load(&c, &path).unwrap();
         for s in specs(&c) {
-            let (a, b) = (w.get(&s.name).unwrap().1, r.get(&s.name).unwrap().1);
+            let (a, b) = (w.get(&s.name).unwrap().to_f32_vec(), r.get(&s.name).unwrap().to_f32_vec());
+            assert_eq!(r.get(&s.name).unwrap().dtype(), dtype.dtype(), "read in the file's dtype");
             for (x, y) in a.iter().zip(b) {
                 assert!((x - y).abs() <= rel * x.abs() + 1e-7, "{dtype:?} {}: {x} vs {y}", s.name);
             }

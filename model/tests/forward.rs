@@ -68,7 +68,7 @@ fn a_depth_reduced_model_is_exactly_the_model_of_the_chosen_layers() {
     small.layers = keep.len();
     let mut w2 = Weights::empty();
     for name in w.names() {
-        let (shape, data) = w.get(name).unwrap();
+        let t = w.get(name).unwrap();
         let renamed = match name.strip_prefix("layers.") {
             None => Some(name.to_owned()),
             Some(rest) => {
@@ -77,7 +77,7 @@ fn a_depth_reduced_model_is_exactly_the_model_of_the_chosen_layers() {
             }
         };
         if let Some(n) = renamed {
-            w2.insert(&n, shape, data.to_vec());
+            w2.insert_tensor(&n, t.clone());
         }
     }
     let e = Elastic { layers: Some(keep.to_vec()), ..Elastic::default() };
