@@ -106,19 +106,7 @@ impl MoeCase {
         let (rp, pp, up, down, cp) = sub.parts();
         let (n, h, e, k) = (rp.tokens, sub.hidden(), rp.experts, rp.k);
         let z = |dt: DType, s: &[usize]| HostTensor::zeros(dt, s);
-        let (mut ids, mut weights) = (z(DType::I32, &[n, k]), z(DType::F32, &[n, k]));
-        let (mut counts, mut load) = (z(DType::I32, &[e]), z(DType::F32, &[e]));
-        let gate = Some(&self.inputs[1]);
-        let io = RouteIo {
-            logits: x,
-            gate,
-            bias: None,
-            ids: &mut ids,
-            weights: &mut weights,
-            counts: &mut counts,
-            load: &mut load,
-        };
-        api::route(&ReferenceBackend, &rp, io)?;
+        let Routed { ids, weights, .. } = reference_route(&rp, x, &self.inputs[1])?;
         let rows = pp.max_rows();
         let (mut permuted, mut offs) = (z(rp.dtype, &[rows, h]), z(DType::I32, &[e + 1]));
         let (mut r2t, mut tsr) = (z(DType::I32, &[rows]), z(DType::I32, &[n, k]));
@@ -226,10 +214,23 @@ impl Workload for MoeCase {
 /// prefill on the reference would take longer than the run).
 fn active_experts(problem: &MoeLayerProblem, x: &HostTensor, gate: &HostTensor) -> Result<usize> {
     let r = &problem.route;
-    let (t, e, k) = (r.tokens, r.experts, r.k);
-    if t * k > 4 * e {
-        return Ok(e);
+    if r.tokens * r.k > 4 * r.experts {
+        return Ok(r.experts);
     }
+    let counts = reference_route(r, x, gate)?.counts;
+    Ok(counts.as_i32()?.iter().filter(|&&c| c > 0).count())
+}
+
+/// The reference routing's outputs.
+struct Routed {
+    ids: HostTensor,
+    weights: HostTensor,
+    counts: HostTensor,
+}
+
+/// `x` routed on the reference through `gate` (no bias), as the layer routes.
+fn reference_route(r: &RouteProblem, x: &HostTensor, gate: &HostTensor) -> Result<Routed> {
+    let (t, e, k) = (r.tokens, r.experts, r.k);
     let z = |dt: DType, s: &[usize]| HostTensor::zeros(dt, s);
     let (mut ids, mut weights) = (z(DType::I32, &[t, k]), z(DType::F32, &[t, k]));
     let (mut counts, mut load) = (z(DType::I32, &[e]), z(DType::F32, &[e]));
@@ -243,7 +244,7 @@ fn active_experts(problem: &MoeLayerProblem, x: &HostTensor, gate: &HostTensor) 
         load: &mut load,
     };
     api::route(&ReferenceBackend, r, io)?;
-    Ok(counts.as_i32()?.iter().filter(|&&c| c > 0).count())
+    Ok(Routed { ids, weights, counts })
 }
 
 #[cfg(test)]
