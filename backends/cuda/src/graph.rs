@@ -13,7 +13,7 @@
 //! any graph exists, so a replay never reads freed memory; the retired buffers are freed
 //! (stream-ordered, after the replays queued before) when the last graph is dropped.
 
-use crate::backend::{device_err, lock};
+use crate::backend::device_err;
 use crate::{CudaBackend, NAME};
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode, CUstreamCaptureStatus};
 use cudarc::driver::CudaGraph;
@@ -31,13 +31,34 @@ pub(crate) struct Pins {
 }
 
 impl Pins {
+    /// The lock, also after a panic elsewhere.
+    ///
+    /// NOTE: a poisoned lock only means another thread panicked while holding it; the counts
+    /// are still right, and losing track of a graph or a buffer would be worse.
+    fn locked(pins: &Mutex<Pins>) -> std::sync::MutexGuard<'_, Pins> {
+        pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Drop `old` now, or keep it until the last graph is gone when a graph may read it.
     pub(crate) fn retire(pins: &Mutex<Pins>, old: Box<dyn Any + Send>) {
-        // NOTE: a poisoned lock only means another thread panicked while holding it; the
-        // counts are still right, and leaking `old` there would be worse than keeping it.
-        let mut p = pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut p = Self::locked(pins);
         if p.live > 0 {
             p.retired.push(old);
+        }
+    }
+
+    /// One more graph that may read the scratch.
+    fn pin(pins: &Mutex<Pins>) {
+        Self::locked(pins).live += 1;
+    }
+
+    /// One graph fewer; the last one frees the retired scratch (stream-ordered, after every
+    /// replay queued so far).
+    fn unpin(pins: &Mutex<Pins>) {
+        let mut p = Self::locked(pins);
+        p.live -= 1;
+        if p.live == 0 {
+            p.retired.clear();
         }
     }
 }
@@ -56,12 +77,7 @@ impl Replay for CudaReplay {
 
 impl Drop for CudaReplay {
     fn drop(&mut self) {
-        let mut p = self.pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        p.live -= 1;
-        if p.live == 0 {
-            // Stream-ordered frees, after every replay queued so far.
-            p.retired.clear();
-        }
+        Pins::unpin(&self.pins);
     }
 }
 
@@ -90,16 +106,11 @@ impl CudaBackend {
         work()?;
         self.sync()?;
         // Count the graph before recording, so scratch replaced from here on is kept.
-        lock(&self.pins, OP, "graph pins")?.live += 1;
-        let recorded = self.record(work);
-        let mut pins = lock(&self.pins, OP, "graph pins")?;
-        match recorded {
+        Pins::pin(&self.pins);
+        match self.record(work) {
             Ok(graph) => Ok(Box::new(CudaReplay { graph, pins: Arc::clone(&self.pins) })),
             Err(e) => {
-                pins.live -= 1;
-                if pins.live == 0 {
-                    pins.retired.clear();
-                }
+                Pins::unpin(&self.pins);
                 Err(e)
             }
         }
