@@ -301,6 +301,190 @@ MOEKIT_FLOAT_KERNELS(route,
 // Dynamic shared memory (words): load [E] f32, counts [E] i32, then with groups > 0 each warp's
 // selection [E], group scores [G] and kept groups [G] i32.
 // Same results as route_impl: ties to the lower expert index everywhere, the same f32 formulas.
+// The fused Hopper kernel (route_sm90.cu) routes with the same three steps: route_lane_init,
+// route_reg_token per token, route_lane_flush.
+
+// Order-preserving unsigned key of a float that is not NaN (-0 keyed as +0, so keys tie exactly
+// where the floats compare equal), and its inverse.
+__device__ __forceinline__ u32 route_key(float x) {
+    const u32 u = __float_as_uint(x + 0.0f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ float route_unkey(u32 k) {
+    return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+// Warp max / min of 32-bit unsigned values: one redux.sync on sm_80+, shuffles before.
+// NOTE: the intrinsics, not inline `redux.sync` asm: with the asm, ptxas held route_r8 to 64
+// registers and spilled (276 bytes); with the intrinsics it takes 80 and spills nothing.
+__device__ __forceinline__ u32 route_warp_umax(u32 v) {
+#if __CUDA_ARCH__ >= 800
+    return __reduce_max_sync(ROUTE_FULL, v);
+#else
+    for (int o = 16; o > 0; o >>= 1) v = max(v, (u32)__shfl_xor_sync(ROUTE_FULL, v, o));
+    return v;
+#endif
+}
+__device__ __forceinline__ u32 route_warp_umin(u32 v) {
+#if __CUDA_ARCH__ >= 800
+    return __reduce_min_sync(ROUTE_FULL, v);
+#else
+    for (int o = 16; o > 0; o >>= 1) v = min(v, (u32)__shfl_xor_sync(ROUTE_FULL, v, o));
+    return v;
+#endif
+}
+
+// One lane's state across the tokens of a block: which of its experts exist and are allowed
+// (bit i: expert lane + 32·i), their selection bias, and its share of load and counts.
+template <int EPL> struct RouteLane {
+    unsigned allowed;
+    float b[EPL];
+    float lacc[EPL];
+    int cnt[EPL];
+};
+
+// The lane's state for E experts: `report` says whether a non-finite bias is recorded (one warp
+// of the grid that routes tokens, so a bad bias is reported, not once per block).
+template <int EPL>
+__device__ __forceinline__ void route_lane_init(RouteLane<EPL>& s, const float* bias, const i32* mask, int E,
+                                                bool report, i32* rec) {
+    const int lane = threadIdx.x & 31;
+    s.allowed = 0;
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+        const int e = lane + 32 * i;
+        s.b[i] = 0.0f;
+        s.lacc[i] = 0.0f;
+        s.cnt[i] = 0;
+        if (e < E) {
+            if (!mask || mask[e]) s.allowed |= 1u << i;
+            if (bias) {
+                float v = bias[e];
+                if (!route_finite(v)) {
+                    if (report) report_bad(rec, MOEKIT_BAD_ROUTE_BIAS_NONFINITE, e, 0, 0);
+                    v = 0.0f;
+                }
+                s.b[i] = v;
+            }
+        }
+    }
+}
+
+// Route token t from its logits sc[i] (expert lane + 32·i; finite, 0 for absent experts): the
+// scores, the group limit (gsel [E], gsc [G], gkeep [G]: the warp's shared work area, G > 0
+// only), the top-k with ties to the lower index, and the stores of ids and weights.
+template <int EPL>
+__device__ __forceinline__ void route_reg_token(RouteLane<EPL>& s, float (&sc)[EPL], long long t, const i32* mask,
+                                                i32* ids, float* weights, int E, int k, int softmax, int G,
+                                                int topk_group, int renorm, float scaling, float* gsel, float* gsc,
+                                                i32* gkeep) {
+    const int lane = threadIdx.x & 31;
+    const float ninf = route_neg_inf();
+    const unsigned allowed = s.allowed;
+    float sel[EPL];
+    if (softmax) {
+        float m = ninf;
+#pragma unroll
+        for (int i = 0; i < EPL; ++i)
+            if ((allowed >> i) & 1u) m = fmaxf(m, sc[i]);
+        m = route_unkey(route_warp_umax(route_key(m)));
+        float sum = 0.0f;
+#pragma unroll
+        for (int i = 0; i < EPL; ++i) {
+            float v = ((allowed >> i) & 1u) ? expf(sc[i] - m) : 0.0f;
+            sc[i] = v;
+            sum += v;
+        }
+        sum = warp_sum(sum);
+#pragma unroll
+        for (int i = 0; i < EPL; ++i) sc[i] = sc[i] / sum;
+    } else {
+#pragma unroll
+        for (int i = 0; i < EPL; ++i) sc[i] = ((allowed >> i) & 1u) ? route_sigmoid(sc[i]) : 0.0f;
+    }
+    // Selection scores (bias for selection only); masked and absent experts never compete.
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+        sel[i] = ((allowed >> i) & 1u) ? sc[i] + s.b[i] : ninf;
+        s.lacc[i] += sc[i];
+    }
+    if (G > 0) {
+#pragma unroll
+        for (int i = 0; i < EPL; ++i)
+            if (lane + 32 * i < E) gsel[lane + 32 * i] = sel[i];
+        __syncwarp();
+        route_keep_groups(gsel, mask, E, G, topk_group, gsc, gkeep, lane);
+        const int size = E / G;
+#pragma unroll
+        for (int i = 0; i < EPL; ++i) {
+            const int e = lane + 32 * i;
+            if (e < E && !gkeep[e / size]) sel[i] = ninf;
+        }
+    }
+    // Top-k by repeated warp argmax: the best key (one redux), then the lowest expert index
+    // holding it (a second), so ties go to the lower index; the owner of the pick drops it and
+    // rescans its own registers. Lane j keeps pick j.
+    float bv = ninf;
+    int bi = -1;
+#pragma unroll
+    for (int i = 0; i < EPL; ++i)
+        if (sel[i] > bv) {
+            bv = sel[i];
+            bi = lane + 32 * i;
+        }
+    float wsum = 0.0f, my_w = 0.0f;
+    int my_id = 0;
+    for (int j = 0; j < k; ++j) {
+        const u32 key = route_key(bv);
+        const u32 best = route_warp_umax(key);
+        // NOTE: an index of -1 ("none") is the largest unsigned value, so it loses every tie.
+        const int id = (int)route_warp_umin(key == best ? (u32)bi : 0xffffffffu);
+        // NOTE: validation guarantees k candidates with finite selection scores; the guard
+        // only keeps a corrupted state in bounds.
+        const int pick = id < 0 ? 0 : id;
+        const int slot = pick >> 5, owner = pick & 31;
+        float own = 0.0f;
+#pragma unroll
+        for (int i = 0; i < EPL; ++i)
+            if (i == slot) own = sc[i];
+        const float w = __shfl_sync(ROUTE_FULL, own, owner);
+        wsum += w;
+        if (lane == j) {
+            my_id = pick;
+            my_w = w;
+        }
+        if (id >= 0 && lane == owner) {
+            bv = ninf;
+            bi = -1;
+#pragma unroll
+            for (int i = 0; i < EPL; ++i) {
+                if (i == slot) {
+                    sel[i] = ninf;
+                    s.cnt[i] += 1;
+                }
+                if (sel[i] > bv) {
+                    bv = sel[i];
+                    bi = lane + 32 * i;
+                }
+            }
+        }
+    }
+    if (lane < k) route_store(ids, weights, t, k, lane, my_id, my_w, wsum, renorm, scaling);
+}
+
+// Add the lane's load and counts into the block's accumulators (shared memory).
+template <int EPL>
+__device__ __forceinline__ void route_lane_flush(const RouteLane<EPL>& s, float* acc_load, i32* acc_cnt, int E) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+        const int e = lane + 32 * i;
+        if (e < E) {
+            if (s.lacc[i] != 0.0f) atomicAdd(&acc_load[e], s.lacc[i]);
+            if (s.cnt[i] != 0) atomicAdd(&acc_cnt[e], s.cnt[i]);
+        }
+    }
+}
+
 template <typename T, int EPL>
 __device__ void route_reg_impl(const T* logits, const float* bias, const i32* mask, i32* ids, float* weights,
                                i32* counts, float* load, int tokens, int experts, int k, int softmax, int groups,
@@ -308,7 +492,6 @@ __device__ void route_reg_impl(const T* logits, const float* bias, const i32* ma
     extern __shared__ float route_smem[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wpb = blockDim.x >> 5;
     const int E = experts, G = groups;
-    const float ninf = route_neg_inf();
     float* acc_load = route_smem;
     i32* acc_cnt = (i32*)(route_smem + E);
     float* gsel = route_smem + 2 * E + warp * (E + 2 * G);
@@ -316,134 +499,22 @@ __device__ void route_reg_impl(const T* logits, const float* bias, const i32* ma
     i32* gkeep = (i32*)(gsc + G);
     route_acc_zero(acc_load, acc_cnt, E);
     const long long gwarp = (long long)blockIdx.x * wpb + warp;
-
-    // Bit i of `allowed`: expert lane + 32·i exists and the mask allows it.
-    unsigned allowed = 0;
-    float b[EPL], lacc[EPL];
-    int cnt[EPL];
-#pragma unroll
-    for (int i = 0; i < EPL; ++i) {
-        const int e = lane + 32 * i;
-        b[i] = 0.0f;
-        lacc[i] = 0.0f;
-        cnt[i] = 0;
-        if (e < E) {
-            if (!mask || mask[e]) allowed |= 1u << i;
-            if (bias) {
-                float v = bias[e];
-                if (!route_finite(v)) {
-                    if (gwarp < tokens) report_bad(rec, MOEKIT_BAD_ROUTE_BIAS_NONFINITE, e, 0, 0);
-                    v = 0.0f;
-                }
-                b[i] = v;
-            }
-        }
-    }
+    RouteLane<EPL> s;
+    route_lane_init<EPL>(s, bias, mask, E, gwarp < tokens, rec);
     __syncthreads();
 
     for (long long t = gwarp; t < tokens; t += (long long)gridDim.x * wpb) {
         const T* row = logits + t * E;
-        float sc[EPL], sel[EPL];
-        float m = ninf;
+        float sc[EPL];
 #pragma unroll
         for (int i = 0; i < EPL; ++i) {
             const int e = lane + 32 * i;
-            float x = 0.0f;
-            if (e < E) x = route_logit(row, e, t, tokens, E, splits, rec);
-            sc[i] = x;
-            if ((allowed >> i) & 1u) m = fmaxf(m, x);
+            sc[i] = e < E ? route_logit(row, e, t, tokens, E, splits, rec) : 0.0f;
         }
-        if (softmax) {
-            m = warp_max(m);
-            float s = 0.0f;
-#pragma unroll
-            for (int i = 0; i < EPL; ++i) {
-                float v = ((allowed >> i) & 1u) ? expf(sc[i] - m) : 0.0f;
-                sc[i] = v;
-                s += v;
-            }
-            s = warp_sum(s);
-#pragma unroll
-            for (int i = 0; i < EPL; ++i) sc[i] = sc[i] / s;
-        } else {
-#pragma unroll
-            for (int i = 0; i < EPL; ++i) sc[i] = ((allowed >> i) & 1u) ? route_sigmoid(sc[i]) : 0.0f;
-        }
-        // Selection scores (bias for selection only); masked and absent experts never compete.
-#pragma unroll
-        for (int i = 0; i < EPL; ++i) {
-            sel[i] = ((allowed >> i) & 1u) ? sc[i] + b[i] : ninf;
-            lacc[i] += sc[i];
-        }
-        if (G > 0) {
-#pragma unroll
-            for (int i = 0; i < EPL; ++i)
-                if (lane + 32 * i < E) gsel[lane + 32 * i] = sel[i];
-            __syncwarp();
-            route_keep_groups(gsel, mask, E, G, topk_group, gsc, gkeep, lane);
-            const int size = E / G;
-#pragma unroll
-            for (int i = 0; i < EPL; ++i) {
-                const int e = lane + 32 * i;
-                if (e < E && !gkeep[e / size]) sel[i] = ninf;
-            }
-        }
-        // Top-k by repeated warp argmax, ties to the lower index; the owner of the pick drops it
-        // and rescans its own registers. Lane j keeps pick j.
-        float bv = ninf;
-        int bi = -1;
-#pragma unroll
-        for (int i = 0; i < EPL; ++i)
-            if (sel[i] > bv) {
-                bv = sel[i];
-                bi = lane + 32 * i;
-            }
-        float wsum = 0.0f, my_w = 0.0f;
-        int my_id = 0;
-        for (int j = 0; j < k; ++j) {
-            float v = bv;
-            int id = bi;
-            route_warp_argmax(v, id);
-            // NOTE: validation guarantees k candidates with finite selection scores; the guard
-            // only keeps a corrupted state in bounds.
-            const int pick = id < 0 ? 0 : id;
-            const int slot = pick >> 5, owner = pick & 31;
-            float own = 0.0f;
-#pragma unroll
-            for (int i = 0; i < EPL; ++i)
-                if (i == slot) own = sc[i];
-            const float w = __shfl_sync(ROUTE_FULL, own, owner);
-            wsum += w;
-            if (lane == j) {
-                my_id = pick;
-                my_w = w;
-            }
-            if (id >= 0 && lane == owner) {
-                bv = ninf;
-                bi = -1;
-#pragma unroll
-                for (int i = 0; i < EPL; ++i) {
-                    if (i == slot) {
-                        sel[i] = ninf;
-                        cnt[i] += 1;
-                    }
-                    if (sel[i] > bv) {
-                        bv = sel[i];
-                        bi = lane + 32 * i;
-                    }
-                }
-            }
-        }
-        if (lane < k) route_store(ids, weights, t, k, lane, my_id, my_w, wsum, renorm, scaling);
+        route_reg_token<EPL>(s, sc, t, mask, ids, weights, E, k, softmax, G, topk_group, renorm, scaling, gsel, gsc,
+                             gkeep);
     }
-#pragma unroll
-    for (int i = 0; i < EPL; ++i) {
-        const int e = lane + 32 * i;
-        if (e < E) {
-            if (lacc[i] != 0.0f) atomicAdd(&acc_load[e], lacc[i]);
-            if (cnt[i] != 0) atomicAdd(&acc_cnt[e], cnt[i]);
-        }
-    }
+    route_lane_flush<EPL>(s, acc_load, acc_cnt, E);
     __syncthreads();
     route_acc_flush(acc_load, acc_cnt, load, counts, E);
 }

@@ -38,6 +38,10 @@ pub struct CudaBackend {
     /// The device's multiprocessor count (the persistent kernels' grid), read once.
     #[cfg(feature = "cuda")]
     pub(crate) sms: usize,
+    /// Whether routing with the fused gate takes the one-kernel Hopper path where it applies
+    /// (`ops/route.rs`): `MOEKIT_CUDA_ROUTE_GATE=fused`, or [`CudaBackend::set_fused_routing`].
+    #[cfg(feature = "cuda")]
+    pub(crate) fused_route: std::sync::atomic::AtomicBool,
     /// Live graphs and the scratch they keep alive (`graph.rs`).
     #[cfg(feature = "cuda")]
     pub(crate) pins: Arc<Mutex<crate::graph::Pins>>,
@@ -120,6 +124,7 @@ impl CudaBackend {
             route_logits,
             pins,
             sms,
+            fused_route: crate::ops::route::fused_route_from_env().into(),
             autotune: Mutex::default(),
         })
     }

@@ -28,6 +28,12 @@ fn every_kernel_source_compiles() {
                     assert_eq!(text.contains(kernel), arch == "sm_90a", "{arch} {name}: {kernel}");
                 }
             }
+            if name == "route.cu" {
+                for kernel in ["route_fused_r1_bf16", "route_fused_r4_f16", "route_fused_r8_bf16"] {
+                    assert_eq!(text.contains(kernel), arch == "sm_90a", "{arch} {name}: {kernel}");
+                }
+                assert!(text.contains("route_r4_bf16"), "{arch} {name}: the register path");
+            }
             if name == "attention.cu" {
                 assert_eq!(text.contains("attention_sm90_d128_bf16"), arch == "sm_90a", "{arch} {name}: wgmma");
             }

@@ -88,7 +88,7 @@ pub(super) struct Candidate {
 }
 
 /// Every candidate; the first is the default heuristic's, the reference in `check` mode.
-const CANDIDATES: [Candidate; 7] = [
+const CANDIDATES: [Candidate; 9] = [
     Candidate { name: "wgmma-ws-tma", env: GemmEnv::DEFAULT },
     Candidate { name: "wgmma-ws-tma-wide", env: GemmEnv::DEFAULT.widened() },
     Candidate { name: "wgmma", env: GemmEnv::WGMMA },
@@ -96,6 +96,8 @@ const CANDIDATES: [Candidate; 7] = [
     Candidate { name: "wgmma-ws", env: GemmEnv::WS },
     Candidate { name: "mma", env: GemmEnv::MMA },
     Candidate { name: "wgmma-ws-tma-b", env: GemmEnv::TMA_B },
+    Candidate { name: "wgmma-ws-tma2", env: GemmEnv::TMA2 },
+    Candidate { name: "wgmma-ws-tma-epi", env: GemmEnv::EPI },
 ];
 
 impl Candidate {
@@ -606,13 +608,20 @@ mod tests {
     }
 
     #[test]
-    fn hopper_half_precision_has_six_candidates_else_one() {
+    fn hopper_half_precision_has_seven_candidates_else_one() {
         // Rows not gathered: the default loads A through TMA and has no wide form (its wide
         // candidate is the same kernel), and the weights-only TMA kernel is a candidate of its own.
-        let all = ["wgmma-ws-tma", "wgmma", "wgmma-wide", "wgmma-ws", "mma", "wgmma-ws-tma-b"];
+        // With SwiGLU the default has no storer warps (wgmma-ws-tma2 is the same kernel), so the
+        // storer-warp kernel is one more candidate; without SwiGLU the default has them, and the
+        // kernel without them is the extra one.
+        let all = ["wgmma-ws-tma", "wgmma", "wgmma-wide", "wgmma-ws", "mma", "wgmma-ws-tma-b", "wgmma-ws-tma-epi"];
         for dtype in [DType::BF16, DType::F16] {
             assert_eq!(names(&candidates(&up_gemm(1000, dtype), "sm_90a")), all);
         }
+        let mut plain = up_gemm(1000, DType::BF16);
+        plain.swiglu = false;
+        let all = ["wgmma-ws-tma", "wgmma", "wgmma-wide", "wgmma-ws", "mma", "wgmma-ws-tma-b", "wgmma-ws-tma2"];
+        assert_eq!(names(&candidates(&plain, "sm_90a")), all);
         // Gathered rows: the default is the weights-only TMA kernel, which comes wide too.
         let mut gathered = up_gemm(1000, DType::BF16);
         gathered.gather_tokens = Some(200);

@@ -9,4 +9,4 @@ mod grouped_gemm;
 mod grouped_gemm_tma;
 mod moe;
 mod permute;
-mod route;
+pub(crate) mod route;

@@ -1,17 +1,28 @@
-//! RouteOps on CUDA (`kernels/route.cu`): the fused gate GEMM into f32 logits (cuBLASLt, or a
-//! SIMT split-K kernel), the routing kernel (one warp per token: the register path `route_r*`
-//! for E <= 1024 and k <= 32, else the generic `route_*`) and the one-block bias update.
-//! The fused logits live in a grow-only scratch buffer of the backend, and cuBLASLt's plans are
-//! cached per shape (`gemm_f32_out`), so a repeated call queues the GEMM with no host setup.
+//! RouteOps on CUDA (`kernels/route.cu`, `kernels/route_sm90.cu`). With the fused gate:
+//! - by default the gate GEMM into f32 logits (cuBLASLt, or a SIMT split-K kernel), then the
+//!   routing kernel (one warp per token: the register path `route_r*` for E <= 1024 and k <= 32,
+//!   else the generic `route_*`);
+//! - opt-in (`MOEKIT_CUDA_ROUTE_GATE=fused`), on Hopper, f16/bf16, E <= 256 and E, H multiples
+//!   of 8: one kernel, `route_fused_r*`, the gate GEMM on wgmma with the routing in its epilogue
+//!   (the logits stay in shared memory; with few token tiles the hidden dimension is split over
+//!   blocks whose f32 partials the last block of each tile adds, see [`FusedPlan`]). Run 19
+//!   measured it slower than the two kernels (qwen3 56.8 µs against 21.3 + 26.0), so it is not
+//!   the default.
 //!
-//! Overrides: `MOEKIT_CUDA_ROUTE_GATE=simt` (SIMT gate), `MOEKIT_CUDA_ROUTE=generic` (generic
-//! routing kernel).
+//! The one-block bias update is apart. Logits and partials live in a grow-only scratch buffer
+//! of the backend, and cuBLASLt's plans are cached per shape (`gemm_f32_out`), so a repeated
+//! call queues its work with no host setup.
+//!
+//! Overrides: `MOEKIT_CUDA_ROUTE_GATE=fused` (the one-kernel path where it applies),
+//! `MOEKIT_CUDA_ROUTE_GATE=simt` (SIMT gate, then routing), `MOEKIT_CUDA_ROUTE=generic`
+//! (generic routing kernel, after either gate).
 
 use crate::backend::{device_err, grown, lock};
 use crate::launch::{blocks, i32_of, kernel_name, launch_err};
 use crate::ops::gemm::gemm_f32_out;
 use crate::runtime::sources::ROUTE;
 use crate::{CudaBackend, CudaBuffer};
+use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 use moekit_ops::{BiasUpdateProblem, DType, Result, RouteIo, RouteOps, RouteProblem, ScoreFn, Validated};
 
@@ -72,18 +83,100 @@ fn gate_split(t: usize, e: usize, h: usize) -> (usize, usize) {
 /// How the gate logits are computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum GatePath {
+    /// The fused Hopper kernel where it applies ([`fused_plan_for`]), else cuBLASLt
+    /// (`MOEKIT_CUDA_ROUTE_GATE=fused`; opt-in: slower than the two kernels in run 19, see
+    /// benches/NOTES.md).
+    Fused,
     /// cuBLASLt, f32 output (the SIMT kernel where cuBLASLt is missing or declines the shape).
     CublasLt,
     /// The SIMT split-K kernel (`MOEKIT_CUDA_ROUTE_GATE=simt`).
     Simt,
 }
 
-/// The gate path: cuBLASLt unless `MOEKIT_CUDA_ROUTE_GATE=simt`.
+/// The gate path: cuBLASLt unless `MOEKIT_CUDA_ROUTE_GATE` is `fused` or `simt`.
 fn gate_path() -> GatePath {
     match std::env::var("MOEKIT_CUDA_ROUTE_GATE").as_deref() {
         Ok("simt") => GatePath::Simt,
+        Ok("fused") => GatePath::Fused,
         _ => GatePath::CublasLt,
     }
+}
+
+/// Whether a new backend routes through the fused kernel (`MOEKIT_CUDA_ROUTE_GATE=fused`).
+pub(crate) fn fused_route_from_env() -> bool {
+    gate_path() == GatePath::Fused
+}
+
+/// Token rows per block of the fused kernel (`rf::BM` in route_sm90.cu).
+const FUSED_BM: usize = 128;
+/// Hidden elements per pipeline stage (`rf::BK`).
+const FUSED_BK: usize = 64;
+/// Warps per block (`rf::WARPS`).
+const FUSED_WARPS: usize = 8;
+/// Most experts (two m64n128 halves).
+const FUSED_MAX_EXPERTS: usize = 256;
+/// Most blocks one token tile's hidden dimension is split over, and the fewest stages each
+/// split keeps.
+const FUSED_MAX_SPLITS: usize = 32;
+const FUSED_MIN_SPLIT_TILES: usize = 2;
+/// Dynamic shared memory a Hopper block may opt into.
+const HOPPER_SHARED: usize = 227 * 1024;
+
+/// The fused kernel's launch for one problem (route_sm90.cu's header has the design).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FusedPlan {
+    /// Experts per lane of the routing (`route_fused_r<epl>`): 1, 2, 4 or 8.
+    epl: usize,
+    /// Expert columns of the GEMM tile: 128 or 256.
+    bn: usize,
+    /// Token tiles (grid x) and hidden splits per tile (grid y).
+    m_tiles: usize,
+    splits: usize,
+    /// Hidden elements per split, a multiple of `FUSED_BK`.
+    kchunk: usize,
+    /// Dynamic shared memory in bytes.
+    shared: usize,
+}
+
+impl FusedPlan {
+    /// Bytes of the per-tile arrival counters, rounded up so the partials start 256-aligned.
+    fn sem_bytes(&self) -> usize {
+        (self.m_tiles * 4).next_multiple_of(256)
+    }
+
+    /// Bytes of the f32 partial tiles (none without a split).
+    fn part_bytes(&self) -> usize {
+        if self.splits > 1 {
+            self.m_tiles * self.splits * FUSED_BM * self.bn * 4
+        } else {
+            0
+        }
+    }
+}
+
+/// The fused kernel's plan for `t` tokens, hidden `h`, `e` experts, `g` groups (0: none),
+/// top-`k`, on `sms` multiprocessors of architecture `arch`; `None` where it does not apply.
+/// Splits the hidden dimension when the token tiles alone leave multiprocessors idle.
+fn fused_plan_for(arch: &str, dtype: DType, (t, h, e, g, k): (usize, usize, usize, usize, usize), sms: usize) -> Option<FusedPlan> {
+    let half = matches!(dtype, DType::BF16 | DType::F16);
+    if arch != "sm_90a" || !half || t == 0 || e == 0 || e > FUSED_MAX_EXPERTS || e % 8 != 0 || h % 8 != 0 || k > REG_MAX_K {
+        return None;
+    }
+    let epl = e.div_ceil(32).next_power_of_two();
+    let nh = if epl > 4 { 2 } else { 1 };
+    let bn = 128 * nh;
+    let m_tiles = t.div_ceil(FUSED_BM);
+    let k_tiles = h.div_ceil(FUSED_BK);
+    let want = (sms / m_tiles).clamp(1, FUSED_MAX_SPLITS).min((k_tiles / FUSED_MIN_SPLIT_TILES).max(1));
+    let kchunk = k_tiles.div_ceil(want) * FUSED_BK;
+    let splits = h.div_ceil(kchunk);
+    // RfTile<NH> in route_sm90.cu: the pipeline stages or the staged logits, whichever is larger.
+    let stages = if nh == 1 { 5 } else { 4 };
+    let pipe = stages * (FUSED_BM * FUSED_BK * 2 + bn * FUSED_BK * 2);
+    let logits = FUSED_BM * (bn + 4) * 4;
+    let words = 2 * e + if g > 0 { FUSED_WARPS * (e + 2 * g) } else { 0 };
+    let shared = 1024 + pipe.max(logits) + 4 * words;
+    (shared <= HOPPER_SHARED).then_some(FusedPlan { epl, bn, m_tiles, splits, kchunk, shared })
 }
 
 /// Most experts of the register routing path (32 lanes × `EPL` <= 32 each).
@@ -123,6 +216,97 @@ fn reg_plan_for(e: usize, g: usize, k: usize) -> Option<RegPlan> {
 }
 
 impl CudaBackend {
+    /// Route with the fused gate through the one-kernel Hopper path where it applies (`true`),
+    /// or through the gate GEMM and the routing kernel (`false`, the default unless
+    /// `MOEKIT_CUDA_ROUTE_GATE=fused`). Takes effect from the next call.
+    pub fn set_fused_routing(&self, on: bool) {
+        self.fused_route.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The fused kernel's plan for `p` (hidden `h`) on this device, when this backend takes it.
+    fn fused_plan(&self, p: &RouteProblem, h: usize, a: &RouteArgs) -> Option<FusedPlan> {
+        if !self.fused_route.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        fused_plan_for(self.arch(), p.dtype, (p.tokens, h, p.experts, a.groups, p.k), self.sms)
+    }
+
+    /// The kernels one `route` call queues for `p`, in order (memsets left out): what the
+    /// tests and the benchmark's notes use to see which path ran.
+    pub fn route_kernels(&self, p: &Validated<RouteProblem>) -> Vec<String> {
+        let a = RouteArgs::new(p, None, 1);
+        let routing = |dtype| match reg_plan(a.experts, a.groups, a.picks) {
+            Some(rp) => kernel_name(&format!("route_r{}", rp.epl), dtype),
+            None => kernel_name("route", dtype),
+        };
+        match p.hidden {
+            _ if p.tokens == 0 => Vec::new(),
+            Some(h) => match self.fused_plan(p, h, &a) {
+                Some(fp) => vec![kernel_name(&format!("route_fused_r{}", fp.epl), p.dtype)],
+                None if gate_path() == GatePath::Simt => vec![kernel_name("route_gate", p.dtype), routing(DType::F32)],
+                None => vec!["cublaslt-gate".to_string(), routing(DType::F32)],
+            },
+            None => vec![routing(p.dtype)],
+        }
+    }
+
+    /// Queue the fused gate + routing kernel `route_fused_r<epl>` (route_sm90.cu) for `p`:
+    /// `hidden [T, H] · gate [H, E]` on wgmma, routed in the epilogue; the counts and load
+    /// must be zeroed before.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_fused(
+        &self,
+        fp: FusedPlan,
+        p: &RouteProblem,
+        h: usize,
+        hidden: &CudaBuffer,
+        gate: &CudaBuffer,
+        io: &mut RouteIo<'_, CudaBuffer>,
+        a: &RouteArgs,
+    ) -> Result<()> {
+        const OP: &str = "route";
+        let f = self.kernels.function(OP, &ROUTE, &kernel_name(&format!("route_fused_r{}", fp.epl), p.dtype))?;
+        f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, fp.shared as i32)
+            .map_err(device_err(OP))?;
+        let mut slot = lock(&self.route_logits, OP, "route logits")?;
+        let sem_bytes = fp.sem_bytes();
+        let scratch = grown(&mut slot, self, sem_bytes + fp.part_bytes()).map_err(device_err(OP))?;
+        let (mut sem, mut part) = scratch.split_at_mut(sem_bytes);
+        if fp.splits > 1 {
+            // NOTE: the last block of each tile is the one that finds splits − 1 arrivals before
+            // its own, so the counters start at zero on every call (and every graph replay).
+            self.stream.memset_zeros(&mut sem).map_err(device_err(OP))?;
+        }
+        let (t, hh, kc) = (i32_of(p.tokens), i32_of(h), i32_of(fp.kchunk));
+        let flag = self.flag()?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&hidden.data).arg(&gate.data);
+        match io.bias {
+            Some(bias) => b.arg(&bias.data),
+            None => b.arg(&NULL),
+        };
+        match &a.mask {
+            Some(m) => b.arg(m),
+            None => b.arg(&NULL),
+        };
+        b.arg(&mut io.ids.data).arg(&mut io.weights.data).arg(&mut io.counts.data).arg(&mut io.load.data);
+        b.arg(&t).arg(&hh).arg(&a.e).arg(&a.k).arg(&a.softmax).arg(&a.groups_arg).arg(&a.topk_group).arg(&a.renorm);
+        b.arg(&a.scaling).arg(&kc).arg(&mut part).arg(&mut sem).arg(&flag.record);
+        let cfg = LaunchConfig {
+            grid_dim: (fp.m_tiles as u32, fp.splits as u32, 1),
+            block_dim: ((FUSED_WARPS * 32) as u32, 1, 1),
+            shared_mem_bytes: fp.shared as u32,
+        };
+        // SAFETY: arguments match `rf_impl`; hidden holds T × H and gate H × E elements of the
+        // dtype (check_io), 16-byte aligned allocations with H and E multiples of 8 (fused_plan),
+        // so every 16-byte copy is whole and in bounds (rows past T, columns past E and hidden
+        // past each split are zero-filled, nothing read); bias and mask hold E, ids and weights
+        // T × k, counts and load E elements; the partials hold m_tiles × splits × 128 × bn f32 and
+        // the counters m_tiles i32 (sem_bytes, part_bytes); the shared memory is what
+        // fused_plan sized after RfTile.
+        unsafe { b.launch(cfg) }.map(drop).map_err(launch_err(OP))
+    }
+
     /// The expert mask as `[E] i32` on the device (`None` when every expert is allowed).
     ///
     /// NOTE: uploaded per call (a few hundred bytes, no stream sync); a per-mask cache would
@@ -338,6 +522,12 @@ impl RouteOps for CudaBackend {
         let input: &CudaBuffer = io.logits;
         match (p.hidden, io.gate) {
             (Some(h), Some(gate)) => {
+                let a = RouteArgs::new(p, mask, 1);
+                if let Some(fp) = self.fused_plan(p, h, &a) {
+                    self.zero_totals(&mut io)?;
+                    return self.launch_fused(fp, p, h, input, gate, &mut io, &a);
+                }
+                let mask = a.mask;
                 // NOTE: the scratch stays locked until the routing kernel that reads it is queued.
                 let mut slot = lock(&self.route_logits, OP, "route logits")?;
                 let (logits, splits) = self.gate_logits(p, h, input, gate, &mut slot)?;
@@ -401,6 +591,32 @@ mod tests {
         }
         assert_eq!(gate_split(16384, 128, 2048).0, 1);
         assert!(gate_split(1, 64, 7168).0 > 1);
+    }
+
+    #[test]
+    fn fused_plan_splits_the_hidden_size_only_when_token_tiles_are_few() {
+        let qwen = fused_plan_for("sm_90a", DType::BF16, (16384, 2048, 128, 0, 8), 132).unwrap();
+        assert_eq!((qwen.epl, qwen.bn, qwen.m_tiles, qwen.splits, qwen.kchunk), (4, 128, 128, 1, 2048));
+        let ernie = fused_plan_for("sm_90a", DType::F16, (16384, 2560, 64, 0, 6), 132).unwrap();
+        assert_eq!((ernie.epl, ernie.bn, ernie.splits), (2, 128, 1));
+        let ds = fused_plan_for("sm_90a", DType::BF16, (8192, 7168, 256, 8, 8), 132).unwrap();
+        assert_eq!((ds.epl, ds.bn, ds.m_tiles, ds.splits), (8, 256, 64, 2));
+        let one = fused_plan_for("sm_90a", DType::BF16, (1, 7168, 256, 8, 8), 132).unwrap();
+        assert_eq!((one.m_tiles, one.splits, one.kchunk), (1, 28, 256));
+        for (t, h, e, g, k) in [(1, 8, 8, 0, 1), (5, 200, 160, 0, 5), (300, 7168, 256, 8, 8), (3000, 4096, 64, 8, 8)] {
+            let pl = fused_plan_for("sm_90a", DType::BF16, (t, h, e, g, k), 132).unwrap();
+            assert!(pl.shared <= HOPPER_SHARED, "{t} {h} {e}");
+            assert!(pl.kchunk % FUSED_BK == 0 && pl.splits * pl.kchunk >= h && (pl.splits - 1) * pl.kchunk < h);
+            assert!(pl.splits <= FUSED_MAX_SPLITS && pl.sem_bytes() % 256 == 0);
+            assert_eq!(pl.part_bytes() > 0, pl.splits > 1);
+        }
+        let no = |arch, dtype, shape| fused_plan_for(arch, dtype, shape, 132).is_none();
+        assert!(no("sm_80", DType::BF16, (64, 64, 64, 0, 4)), "Hopper only");
+        assert!(no("sm_90a", DType::F32, (64, 64, 64, 0, 4)), "half types only");
+        assert!(no("sm_90a", DType::BF16, (64, 64, 264, 0, 4)), "at most 256 experts");
+        assert!(no("sm_90a", DType::BF16, (64, 64, 60, 0, 4)), "experts in chunks of 8");
+        assert!(no("sm_90a", DType::BF16, (64, 100, 64, 0, 4)), "hidden in chunks of 8");
+        assert!(no("sm_90a", DType::BF16, (0, 64, 64, 0, 4)), "no tokens");
     }
 
     #[test]

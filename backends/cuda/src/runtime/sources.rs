@@ -2,17 +2,30 @@
 
 use super::Source;
 
-/// Routing and the bias update.
-pub(crate) static ROUTE: Source = Source { name: "route.cu", code: include_str!("../../kernels/route.cu") };
+/// Routing and the bias update, then the fused Hopper (`sm_90a`) gate + routing kernel, which
+/// routes with the register path's device functions (the Hopper files compile to nothing
+/// elsewhere).
+pub(crate) static ROUTE: Source = Source {
+    name: "route.cu",
+    code: concat!(
+        include_str!("../../kernels/route.cu"),
+        "\n",
+        include_str!("../../kernels/wgmma.cuh"),
+        "\n",
+        include_str!("../../kernels/route_sm90.cu")
+    ),
+};
 /// Dispatch and combine.
 pub(crate) static PERMUTE: Source = Source { name: "permute.cu", code: include_str!("../../kernels/permute.cu") };
 /// Grouped GEMM: the portable kernels, then the Hopper (`sm_90a`) wgmma kernels and their
-/// warp-specialised variant, in one module so they share the plan and zero kernels (the Hopper
-/// files compile to nothing elsewhere).
+/// warp-specialised variant (with the wgmma helpers they share with routing), in one module so
+/// they share the plan and zero kernels (the Hopper files compile to nothing elsewhere).
 pub(crate) static GROUPED_GEMM: Source = Source {
     name: "grouped_gemm.cu",
     code: concat!(
         include_str!("../../kernels/grouped_gemm.cu"),
+        "\n",
+        include_str!("../../kernels/wgmma.cuh"),
         "\n",
         include_str!("../../kernels/grouped_gemm_sm90.cu"),
         "\n",
