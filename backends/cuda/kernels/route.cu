@@ -539,6 +539,154 @@ ROUTE_REG_KERNELS(8)
 ROUTE_REG_KERNELS(16)
 ROUTE_REG_KERNELS(32)
 
+// ---- routing, thread path: one thread per token, E <= 256, G <= 64, k <= 32 ---------------------
+// The warp paths spend most of a token's time in warp-collective steps (a reduction per pick):
+// ncu found route_r4 issue-bound at 60% of the SM's issue rate for 16384 tokens (run 19). Here
+// a block of ROUTE_TPB threads routes tiles of ROUTE_TPB tokens (grid-strided): the tile's logits
+// are staged in shared memory, token r's row at r·(E+1) (the pad keeps the threads' walks along
+// their own rows on distinct banks), each thread turns its row into scores in place, the block
+// sums the tile's scores per expert (one expert per thread, rows in order: the load), and each
+// thread marks its experts that cannot be picked (masked, or outside the kept groups) with NaN,
+// which no comparison takes, then picks its k experts by k scans of its row, ties to the lower
+// index; a picked expert is marked too. Same rules as the warp paths (the f32 softmax sum runs
+// in expert order instead of a warp tree, so weights may differ in the last bit).
+// Dynamic shared memory (words): load [E], counts [E] i32, bias [E], allowed [E] i32, the rows
+// [TPB][E+1], and with groups each thread's group scores [TPB][G+1].
+#define ROUTE_TPB 64
+template <typename T>
+__device__ void route_t_impl(const T* logits, const float* bias, const i32* mask, i32* ids, float* weights,
+                             i32* counts, float* load, int tokens, int experts, int k, int softmax, int groups,
+                             int topk_group, int renorm, float scaling, int splits, i32* rec) {
+    extern __shared__ float route_smem[];
+    const int E = experts, G = groups, tid = threadIdx.x, stride = E + 1;
+    const float ninf = route_neg_inf(), nan = __int_as_float(0x7fffffff);
+    float* acc_load = route_smem;
+    i32* acc_cnt = (i32*)(route_smem + E);
+    float* bias_s = route_smem + 2 * E;
+    i32* allowed_s = (i32*)(route_smem + 3 * E);
+    float* rows = route_smem + 4 * E;
+    float* gsc = rows + ROUTE_TPB * stride + tid * (G + 1);
+    for (int e = tid; e < E; e += blockDim.x) {
+        acc_load[e] = 0.0f;
+        acc_cnt[e] = 0;
+        allowed_s[e] = !mask || mask[e];
+        float v = bias ? bias[e] : 0.0f;
+        if (!route_finite(v)) {
+            if (blockIdx.x == 0) report_bad(rec, MOEKIT_BAD_ROUTE_BIAS_NONFINITE, e, 0, 0);
+            v = 0.0f;
+        }
+        bias_s[e] = v;
+    }
+    __syncthreads();
+    const int size = G > 0 ? E / G : E;
+    for (long long t0 = (long long)blockIdx.x * ROUTE_TPB; t0 < tokens; t0 += (long long)gridDim.x * ROUTE_TPB) {
+        const int n = (int)min((long long)ROUTE_TPB, tokens - t0);
+        for (int r = 0; r < n; ++r) {
+            const long long t = t0 + r;
+            for (int e = tid; e < E; e += blockDim.x)
+                rows[r * stride + e] = route_logit(logits + t * E, e, t, tokens, E, splits, rec);
+        }
+        __syncthreads();
+        float* row = rows + tid * stride;
+        if (tid < n) {
+            if (softmax) {
+                float m = ninf;
+                for (int e = 0; e < E; ++e)
+                    if (allowed_s[e]) m = fmaxf(m, row[e]);
+                float s = 0.0f;
+                for (int e = 0; e < E; ++e) {
+                    const float v = allowed_s[e] ? expf(row[e] - m) : 0.0f;
+                    row[e] = v;
+                    s += v;
+                }
+                for (int e = 0; e < E; ++e) row[e] = row[e] / s;
+            } else {
+                for (int e = 0; e < E; ++e) row[e] = allowed_s[e] ? route_sigmoid(row[e]) : 0.0f;
+            }
+        }
+        __syncthreads();
+        for (int e = tid; e < E; e += blockDim.x) {
+            float s = 0.0f;
+            for (int r = 0; r < n; ++r) s += rows[r * stride + e];
+            acc_load[e] += s;
+        }
+        __syncthreads();  // the column sums read every row before the picks mark them
+        if (tid < n) {
+            const long long t = t0 + tid;
+            unsigned long long keep = ~0ull;
+            if (G > 0) {
+                for (int g = 0; g < G; ++g) {
+                    float b1 = ninf, b2 = ninf;
+                    int c = 0;
+                    for (int e = g * size; e < (g + 1) * size; ++e) {
+                        if (!allowed_s[e]) continue;
+                        const float v = row[e] + bias_s[e];
+                        ++c;
+                        if (v > b1) {
+                            b2 = b1;
+                            b1 = v;
+                        } else if (v > b2) {
+                            b2 = v;
+                        }
+                    }
+                    gsc[g] = c == 0 ? ninf : (c == 1 ? b1 : b1 + b2);
+                }
+                keep = 0;
+                for (int g = 0; g < G; ++g) {
+                    const float v = gsc[g];
+                    int rank = 0;
+                    for (int g2 = 0; g2 < G; ++g2) {
+                        const float u = gsc[g2];
+                        rank += (u > v || (u == v && g2 < g)) ? 1 : 0;
+                    }
+                    if (rank < topk_group) keep |= 1ull << g;
+                }
+            }
+            // Scores of pickable experts stay; the rest are marked.
+            for (int g = 0, e0 = 0; e0 < E; ++g, e0 += size)
+                for (int e = e0; e < e0 + size; ++e)
+                    if (!allowed_s[e] || !((keep >> g) & 1ull)) row[e] = nan;
+            float wsum = 0.0f;
+            for (int j = 0; j < k; ++j) {
+                float bv = ninf;
+                int bi = -1;
+                for (int e = 0; e < E; ++e) {
+                    const float v = row[e] + bias_s[e];
+                    if (v > bv) {
+                        bv = v;
+                        bi = e;
+                    }
+                }
+                // NOTE: validation guarantees k pickable experts; the guard only keeps a
+                // corrupted state in bounds.
+                const int pick = bi < 0 ? 0 : bi;
+                const float w = bi < 0 ? 0.0f : row[pick];
+                wsum += w;
+                ids[t * k + j] = pick;
+                weights[t * k + j] = w;
+                if (bi >= 0) {
+                    row[pick] = nan;
+                    atomicAdd(&acc_cnt[pick], 1);
+                }
+            }
+            for (int j = 0; j < k; ++j) {
+                float w = weights[t * k + j];
+                // NOTE: a sum of 0 only happens when every chosen score underflowed; keep the zeros.
+                if (renorm && wsum > 0.0f) w = w / wsum;
+                weights[t * k + j] = w * scaling;
+            }
+        }
+        __syncthreads();  // the next tile overwrites the rows
+    }
+    route_acc_flush(acc_load, acc_cnt, load, counts, E);
+}
+MOEKIT_FLOAT_KERNELS(route_t,
+                     (const T* logits, const float* bias, const i32* mask, i32* ids, float* weights, i32* counts,
+                      float* load, int tokens, int experts, int k, int softmax, int groups, int topk_group,
+                      int renorm, float scaling, int splits, i32* rec),
+                     (logits, bias, mask, ids, weights, counts, load, tokens, experts, k, softmax, groups,
+                      topk_group, renorm, scaling, splits, rec))
+
 // ---- aux-loss-free bias update: one block ------------------------------------------------------
 // bias[e] += speed * sign(Σ_allowed counts − n_allowed · counts[e]) for allowed e: the exact
 // integer form of sign(mean − counts[e]) the reference uses.

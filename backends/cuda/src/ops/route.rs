@@ -179,6 +179,32 @@ fn fused_plan_for(arch: &str, dtype: DType, (t, h, e, g, k): (usize, usize, usiz
     (shared <= HOPPER_SHARED).then_some(FusedPlan { epl, bn, m_tiles, splits, kchunk, shared })
 }
 
+/// Tokens per block of the thread routing path (`ROUTE_TPB` in route.cu).
+const THREAD_TPB: usize = 64;
+/// Most experts and groups of the thread path (its group choice is a 64-bit mask).
+const THREAD_MAX_EXPERTS: usize = 256;
+const THREAD_MAX_GROUPS: usize = 64;
+/// Dynamic shared memory a block may use on any CUDA GPU from sm_80 after opting in.
+const OPT_IN_SHARED: usize = 163 * 1024;
+
+/// Dynamic shared memory (words) of the thread routing path `route_t_*` for `e` experts, `g`
+/// groups (0: none) and top-`k`, where it applies and `MOEKIT_CUDA_ROUTE` (`reg`, `generic`)
+/// does not force a warp path.
+fn thread_plan(e: usize, g: usize, k: usize) -> Option<usize> {
+    match std::env::var("MOEKIT_CUDA_ROUTE").as_deref() {
+        Ok("reg" | "generic") => None,
+        _ => thread_plan_for(e, g, k),
+    }
+}
+
+fn thread_plan_for(e: usize, g: usize, k: usize) -> Option<usize> {
+    if e > THREAD_MAX_EXPERTS || g > THREAD_MAX_GROUPS || k > REG_MAX_K {
+        return None;
+    }
+    let words = 4 * e + THREAD_TPB * (e + 1) + if g > 0 { THREAD_TPB * (g + 1) } else { 0 };
+    (4 * words <= OPT_IN_SHARED).then_some(words)
+}
+
 /// Most experts of the register routing path (32 lanes × `EPL` <= 32 each).
 const REG_MAX_EXPERTS: usize = 1024;
 /// Most picks of the register routing path (lane j keeps pick j).
@@ -235,9 +261,10 @@ impl CudaBackend {
     /// tests and the benchmark's notes use to see which path ran.
     pub fn route_kernels(&self, p: &Validated<RouteProblem>) -> Vec<String> {
         let a = RouteArgs::new(p, None, 1);
-        let routing = |dtype| match reg_plan(a.experts, a.groups, a.picks) {
-            Some(rp) => kernel_name(&format!("route_r{}", rp.epl), dtype),
-            None => kernel_name("route", dtype),
+        let routing = |dtype| match (thread_plan(a.experts, a.groups, a.picks), reg_plan(a.experts, a.groups, a.picks)) {
+            (Some(_), _) => kernel_name("route_t", dtype),
+            (None, Some(rp)) => kernel_name(&format!("route_r{}", rp.epl), dtype),
+            (None, None) => kernel_name("route", dtype),
         };
         match p.hidden {
             _ if p.tokens == 0 => Vec::new(),
@@ -370,10 +397,48 @@ impl CudaBackend {
         io: &mut RouteIo<'_, CudaBuffer>,
         a: &RouteArgs,
     ) -> Result<()> {
+        if let Some(words) = thread_plan(a.experts, a.groups, a.picks) {
+            return self.launch_thread(words, dtype, logits, io, a);
+        }
         match reg_plan(a.experts, a.groups, a.picks) {
             Some(rp) => self.launch_reg(rp, dtype, logits, io, a),
             None => self.launch_generic(dtype, logits, io, a),
         }
+    }
+
+    /// Queue the thread routing kernel `route_t_*` over `logits` of `dtype` (`words` of
+    /// dynamic shared memory, from [`thread_plan`]).
+    fn launch_thread(
+        &self,
+        words: usize,
+        dtype: DType,
+        logits: &CudaSlice<u8>,
+        io: &mut RouteIo<'_, CudaBuffer>,
+        a: &RouteArgs,
+    ) -> Result<()> {
+        const OP: &str = "route";
+        let f = self.kernels.function(OP, &ROUTE, &kernel_name("route_t", dtype))?;
+        let shared = 4 * words;
+        if shared > SMEM_WORDS * 4 {
+            f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32)
+                .map_err(device_err(OP))?;
+        }
+        let grid = a.tokens.div_ceil(THREAD_TPB).min(MAX_BLOCKS);
+        let flag = self.flag()?;
+        let mut b = self.stream.launch_builder(&f);
+        push_route_prefix(&mut b, logits, io, a);
+        b.arg(&flag.record);
+        let cfg = LaunchConfig {
+            grid_dim: (grid as u32, 1, 1),
+            block_dim: (THREAD_TPB as u32, 1, 1),
+            shared_mem_bytes: shared as u32,
+        };
+        // SAFETY: arguments match `route_t_impl`; logits hold (splits ×) T × E elements, bias
+        // and mask E, ids and weights T × k, counts and load E (check_io); E <= 256, G <= 64 and
+        // k <= 32 (thread_plan); the shared memory holds the four per-expert arrays, the block's
+        // THREAD_TPB rows of E + 1 words and, with groups, THREAD_TPB × (G + 1) words; indices
+        // come from loop bounds, never data.
+        unsafe { b.launch(cfg) }.map(drop).map_err(launch_err(OP))
     }
 
     /// Queue the register routing kernel `route_r<epl>` over `logits` of `dtype`.
@@ -617,6 +682,17 @@ mod tests {
         assert!(no("sm_90a", DType::BF16, (64, 64, 60, 0, 4)), "experts in chunks of 8");
         assert!(no("sm_90a", DType::BF16, (64, 100, 64, 0, 4)), "hidden in chunks of 8");
         assert!(no("sm_90a", DType::BF16, (0, 64, 64, 0, 4)), "no tokens");
+    }
+
+    #[test]
+    fn thread_path_takes_up_to_256_experts_and_64_groups() {
+        assert_eq!(thread_plan_for(128, 0, 8), Some(4 * 128 + THREAD_TPB * 129));
+        assert_eq!(thread_plan_for(256, 8, 8), Some(4 * 256 + THREAD_TPB * 257 + THREAD_TPB * 9));
+        assert!(4 * thread_plan_for(256, 64, 32).unwrap() <= OPT_IN_SHARED);
+        assert!(thread_plan_for(1, 0, 1).is_some());
+        assert!(thread_plan_for(257, 0, 8).is_none());
+        assert!(thread_plan_for(256, 128, 8).is_none());
+        assert!(thread_plan_for(64, 0, 33).is_none());
     }
 
     #[test]
