@@ -539,9 +539,13 @@ ROUTE_REG_KERNELS(8)
 ROUTE_REG_KERNELS(16)
 ROUTE_REG_KERNELS(32)
 
-// ---- routing, thread path: one thread per token, E <= 256, G <= 64, k <= 32 ---------------------
+// ---- routing, thread path (opt-in, MOEKIT_CUDA_ROUTE=thread): one thread per token, E <= 256,
+// G <= 64, k <= 32 ----------------------------------------------------------------------------------
 // The warp paths spend most of a token's time in warp-collective steps (a reduction per pick):
-// ncu found route_r4 issue-bound at 60% of the SM's issue rate for 16384 tokens (run 19). Here
+// ncu found route_r4 issue-bound at 60% of the SM's issue rate for 16384 tokens (run 19).
+// NOTE: measured 1.7–2.1× slower than the register path at prefill sizes (run 19): one thread
+// per token leaves ~4 warps per SM for 16384 tokens, each running thousands of dependent
+// shared-memory steps. Kept opt-in and tested. Here
 // a block of ROUTE_TPB threads routes tiles of ROUTE_TPB tokens (grid-strided): the tile's logits
 // are staged in shared memory, token r's row at r·(E+1) (the pad keeps the threads' walks along
 // their own rows on distinct banks), each thread turns its row into scores in place, the block

@@ -612,13 +612,13 @@ mod tests {
         // Rows not gathered: the default loads A through TMA and has no wide form (its wide
         // candidate is the same kernel), and the weights-only TMA kernel is a candidate of its own.
         // With SwiGLU the default has no storer warps (wgmma-ws-tma2 is the same kernel), so the
-        // storer-warp kernel is one more candidate; without SwiGLU the default has them, and the
-        // kernel without them is the extra one.
+        // storer-warp kernel is one more candidate; without SwiGLU and from 128 rows per expert
+        // the default has them, and the kernel without them is the extra one.
         let all = ["wgmma-ws-tma", "wgmma", "wgmma-wide", "wgmma-ws", "mma", "wgmma-ws-tma-b", "wgmma-ws-tma-epi"];
         for dtype in [DType::BF16, DType::F16] {
             assert_eq!(names(&candidates(&up_gemm(1000, dtype), "sm_90a")), all);
         }
-        let mut plain = up_gemm(1000, DType::BF16);
+        let mut plain = up_gemm(8 * 128, DType::BF16);
         plain.swiglu = false;
         let all = ["wgmma-ws-tma", "wgmma", "wgmma-wide", "wgmma-ws", "mma", "wgmma-ws-tma-b", "wgmma-ws-tma2"];
         assert_eq!(names(&candidates(&plain, "sm_90a")), all);

@@ -65,6 +65,10 @@ const _: () = assert!(WGMMA_WS_SHARED <= 227 * 1024);
 const WGMMA_WS_EPI_SHARED: u32 = 3 * (128 * 64 + 256 * 64) * 2 + 128 * (2 * 256 + 16) + (2 * 3 + 2) * 8 + 1024;
 const _: () = assert!(WGMMA_WS_EPI_SHARED <= 227 * 1024);
 
+/// Mean rows per expert from which the default stores without SwiGLU through the storer warps
+/// ([`GemmEnv::epi_plain`]): one whole m-tile.
+const EPI_MIN_ROWS: usize = 128;
+
 /// Threads of the warp-specialised wgmma kernel: a producer and two consumer warpgroups.
 const WGMMA_WS_THREADS: u32 = 384;
 
@@ -100,8 +104,10 @@ pub(super) struct GemmEnv {
     /// warpgroup's three idle warps through shared memory and go on to the next tile (3 stages
     /// instead of 4 to make room).
     epi: bool,
-    /// The same storer-warp kernel for problems without SwiGLU only (the default since run 19:
-    /// the down GEMM gained 16–29% with it, the SwiGLU up GEMM lost 1–3%).
+    /// The same storer-warp kernel for problems without SwiGLU whose experts hold at least
+    /// [`EPI_MIN_ROWS`] rows on average (the default since run 19: the prefill down GEMM gained
+    /// 16–29% with it; the SwiGLU up GEMM lost 1–3%, and the decode layer 3–20%, where its
+    /// third stage given up matters more than the stores it hides).
     epi_plain: bool,
     /// `MOEKIT_CUDA_WGMMA_WIDE=1`: the wgmma kernels (either) with one m64n256k16 per k16 step
     /// instead of two m64n128k16.
@@ -260,7 +266,9 @@ fn tiling(p: &GroupedGemmProblem, arch: &str, env: GemmEnv) -> Tiling {
         (_, Family::Wgmma) => ("wgmma", 128, 256, WGMMA_SHARED, 256, false),
         (_, Family::WgmmaWs) => ("wgmma_ws", 128, 256, WGMMA_WS_SHARED, WGMMA_WS_THREADS, true),
         (_, Family::WgmmaWsTma) => ("wgmma_ws_tma", 128, 256, WGMMA_WS_SHARED, WGMMA_WS_THREADS, true),
-        (_, Family::WgmmaWsTma2) if env.epi || (env.epi_plain && !p.swiglu) => {
+        (_, Family::WgmmaWsTma2)
+            if env.epi || (env.epi_plain && !p.swiglu && p.out_rows() >= EPI_MIN_ROWS * p.experts.max(1)) =>
+        {
             ("wgmma_ws_tma2_epi", 128, 256, WGMMA_WS_EPI_SHARED, WGMMA_WS_THREADS, true)
         }
         (_, Family::WgmmaWsTma2) => ("wgmma_ws_tma2", 128, 256, WGMMA_WS_SHARED, WGMMA_WS_THREADS, true),
@@ -469,10 +477,14 @@ mod tests {
         let epi = GemmEnv::parse(Some("wgmma-ws-tma-epi"));
         assert!(epi.epi && epi.tma_a);
         assert_eq!(GemmEnv::parse(Some("wgmma-ws-tma2")), GemmEnv::TMA2);
-        // The default: storer warps without SwiGLU (the down GEMM), run 18's TMA2 with it.
-        let mut down = GroupedGemmProblem::contiguous(16, 128, 768, 2048, DType::BF16);
+        // The default: storer warps without SwiGLU (the down GEMM) from 128 rows per expert on
+        // average, run 18's TMA2 with SwiGLU or fewer rows (decode).
+        let mut down = GroupedGemmProblem::contiguous(128 * 128, 128, 768, 2048, DType::BF16);
         assert_eq!(tiling(&down, "sm_90a", GemmEnv::DEFAULT).kernel, "grouped_gemm_wgmma_ws_tma2_epi_kn_bf16");
         assert_eq!(tiling(&down, "sm_90a", GemmEnv::TMA2).kernel, "grouped_gemm_wgmma_ws_tma2_kn_bf16");
+        let decode = GroupedGemmProblem::contiguous(128 * 127, 128, 768, 2048, DType::BF16);
+        assert_eq!(tiling(&decode, "sm_90a", GemmEnv::DEFAULT).kernel, "grouped_gemm_wgmma_ws_tma2_kn_bf16");
+        assert_eq!(tiling(&decode, "sm_90a", GemmEnv::EPI).kernel, "grouped_gemm_wgmma_ws_tma2_epi_kn_bf16");
         down.swiglu = true;
         assert_eq!(tiling(&down, "sm_90a", GemmEnv::DEFAULT).kernel, "grouped_gemm_wgmma_ws_tma2_kn_bf16");
         let mut q = GroupedGemmProblem::contiguous(16, 128, 2048, 1536, DType::BF16);
