@@ -157,9 +157,22 @@ impl FusedPlan {
 /// The fused kernel's plan for `t` tokens, hidden `h`, `e` experts, `g` groups (0: none),
 /// top-`k`, on `sms` multiprocessors of architecture `arch`; `None` where it does not apply.
 /// Splits the hidden dimension when the token tiles alone leave multiprocessors idle.
-fn fused_plan_for(arch: &str, dtype: DType, (t, h, e, g, k): (usize, usize, usize, usize, usize), sms: usize) -> Option<FusedPlan> {
+fn fused_plan_for(
+    arch: &str,
+    dtype: DType,
+    (t, h, e, g, k): (usize, usize, usize, usize, usize),
+    sms: usize,
+) -> Option<FusedPlan> {
     let half = matches!(dtype, DType::BF16 | DType::F16);
-    if arch != "sm_90a" || !half || t == 0 || e == 0 || e > FUSED_MAX_EXPERTS || e % 8 != 0 || h % 8 != 0 || k > REG_MAX_K {
+    if arch != "sm_90a"
+        || !half
+        || t == 0
+        || e == 0
+        || e > FUSED_MAX_EXPERTS
+        || e % 8 != 0
+        || h % 8 != 0
+        || k > REG_MAX_K
+    {
         return None;
     }
     let epl = e.div_ceil(32).next_power_of_two();
@@ -263,7 +276,8 @@ impl CudaBackend {
     /// tests and the benchmark's notes use to see which path ran.
     pub fn route_kernels(&self, p: &Validated<RouteProblem>) -> Vec<String> {
         let a = RouteArgs::new(p, None, 1);
-        let routing = |dtype| match (thread_plan(a.experts, a.groups, a.picks), reg_plan(a.experts, a.groups, a.picks)) {
+        let routing = |dtype| match (thread_plan(a.experts, a.groups, a.picks), reg_plan(a.experts, a.groups, a.picks))
+        {
             (Some(_), _) => kernel_name("route_t", dtype),
             (None, Some(rp)) => kernel_name(&format!("route_r{}", rp.epl), dtype),
             (None, None) => kernel_name("route", dtype),
