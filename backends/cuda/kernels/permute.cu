@@ -116,6 +116,47 @@ extern "C" __global__ void permute_scatter(const i32* ids, i32* cc, const i32* o
     }
 }
 
+// The fast path's scatter: as permute_scatter, but the running bases of the chunk live in shared
+// memory (dynamic, E i32), so a warp's turn costs a shared-memory round trip instead of a global
+// one, and cc (the chunk prefixes from permute_scan) is only read; offsets[e] and cc[e][c] are
+// read before the turns so their latency overlaps them. Same rows as permute_scatter.
+extern "C" __global__ void permute_scatter_smem(const i32* ids, const i32* cc, const i32* offsets,
+                                                i32* token_slot_to_row, i32* row_to_token, int slots, int experts,
+                                                int k, int chunks, i32* rec) {
+    extern __shared__ int permute_base[];
+    const int c = blockIdx.x;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const long long s = (long long)c * PERMUTE_CHUNK + threadIdx.x;
+    const bool valid = s < slots;
+    const int e = valid ? ids[s] : -1;
+    const bool ok = valid && e >= 0 && e < experts;
+    const int start = ok ? offsets[e] + cc[(long long)e * chunks + c] : 0;
+    if (valid && !ok) {
+        report_bad(rec, MOEKIT_BAD_PERMUTE_IDS, (int)s, e, experts);
+        token_slot_to_row[s] = -1;
+    }
+    for (int i = threadIdx.x; i < experts; i += blockDim.x) permute_base[i] = 0;
+    const unsigned peers = __match_any_sync(PERMUTE_FULL, ok ? e : -1);
+    const int rank = __popc(peers & ((1u << lane) - 1u));
+    const int last = 31 - __clz(peers);
+    __syncthreads();
+    int before = 0;
+    for (int w = 0; w < nw; ++w) {
+        if (warp == w) {
+            if (ok) before = permute_base[e];
+            // NOTE: every lane of the group reads the base before its last lane advances it.
+            __syncwarp();
+            if (ok && lane == last) permute_base[e] = before + __popc(peers);
+        }
+        __syncthreads();
+    }
+    if (ok) {
+        const int r = start + before + rank;
+        token_slot_to_row[s] = r;
+        row_to_token[r] = (int)(s / k);
+    }
+}
+
 // One block per row r of [R, words]: hidden[row_to_token[r]] or zeros, as words of type W.
 template <typename W>
 __device__ void permute_copy_impl(const W* hidden, const i32* row_to_token, W* out, int words) {
@@ -247,22 +288,96 @@ extern "C" __global__ void permute_copy_tok_w2(const u16* hidden, const i32* tsr
     permute_copy_tok_impl<u16>(hidden, tsr, out, words, k, rows);
 }
 
-// ---- unpermute_combine: one block per token -----------------------------------------------------
+// ---- row-copy variant, chosen by MOEKIT_CUDA_PERMUTE_COPY=tokcs (src/ops/permute.rs) ----------
+// Streaming stores (st.global.cs: evict-first, the written rows are not read back soon). The
+// template also strides over TOK tokens per step (a persistent grid with TOK loads in flight per
+// thread); TOK = 2 measured 4-6% slower than one block per token (run 20), so only TOK = 1 is
+// instantiated. Same output as permute_copy_tok_*.
+template <typename W>
+__device__ __forceinline__ void permute_store(W* p, const W& v, bool cs) {
+    if (!cs) {
+        *p = v;
+    } else if constexpr (sizeof(W) == 16) {
+        __stcs((int4*)p, *(const int4*)&v);
+    } else if constexpr (sizeof(W) == 8) {
+        __stcs((int2*)p, *(const int2*)&v);
+    } else if constexpr (sizeof(W) == 4) {
+        __stcs((unsigned int*)p, *(const unsigned int*)&v);
+    } else {
+        __stcs((unsigned short*)p, *(const unsigned short*)&v);
+    }
+}
+
+template <typename W, int TOK, bool CS>
+__device__ void permute_copy_var_impl(const W* hidden, const i32* tsr, W* out, int words, int k, int rows,
+                                      int tokens) {
+    for (long long t0 = (long long)blockIdx.x * TOK; t0 < tokens; t0 += (long long)gridDim.x * TOK) {
+        for (int i = threadIdx.x; i < words; i += blockDim.x) {
+            W v[TOK];
+#pragma unroll
+            for (int u = 0; u < TOK; ++u)
+                if (t0 + u < tokens) v[u] = hidden[(t0 + u) * words + i];
+#pragma unroll
+            for (int u = 0; u < TOK; ++u) {
+                if (t0 + u >= tokens) break;
+                const i32* slot_rows = tsr + (t0 + u) * k;
+                for (int j = 0; j < k; ++j) {
+                    const int r = slot_rows[j];
+                    if (r >= 0 && r < rows) permute_store(out + (long long)r * words + i, v[u], CS);
+                }
+            }
+        }
+    }
+}
+
+#define PERMUTE_COPY_VARIANT(NAME, TOK, CS)                                                              \
+    extern "C" __global__ void NAME##_w16(const permute_w16* hidden, const i32* tsr, permute_w16* out,     \
+                                          int words, int k, int rows, int tokens) {                       \
+        permute_copy_var_impl<permute_w16, TOK, CS>(hidden, tsr, out, words, k, rows, tokens);            \
+    }                                                                                                     \
+    extern "C" __global__ void NAME##_w8(const permute_w8* hidden, const i32* tsr, permute_w8* out,        \
+                                         int words, int k, int rows, int tokens) {                        \
+        permute_copy_var_impl<permute_w8, TOK, CS>(hidden, tsr, out, words, k, rows, tokens);             \
+    }                                                                                                     \
+    extern "C" __global__ void NAME##_w4(const u32* hidden, const i32* tsr, u32* out, int words, int k,    \
+                                         int rows, int tokens) {                                          \
+        permute_copy_var_impl<u32, TOK, CS>(hidden, tsr, out, words, k, rows, tokens);                    \
+    }                                                                                                     \
+    extern "C" __global__ void NAME##_w2(const u16* hidden, const i32* tsr, u16* out, int words, int k,    \
+                                         int rows, int tokens) {                                          \
+        permute_copy_var_impl<u16, TOK, CS>(hidden, tsr, out, words, k, rows, tokens);                    \
+    }
+
+PERMUTE_COPY_VARIANT(permute_copy_tokcs, 1, true)
+
+// ---- unpermute_combine: one block per token (and slice of H) ------------------------------------
 // out[t] = add[t] + Σ_j weights[t, j] · y[token_slot_to_row[t, j]], f32 accumulation in slot
 // order, rounded once. Each thread handles V consecutive elements (V = 16 bytes of T when H
 // allows; else 1). A row outside 0..R is recorded and its term skipped.
+// combine_<dtype>: one block per token (prefill). combine_sliced_<dtype>: block (t, y) takes slice
+// y of gridDim.y equal slices of the row's packs, so a decode step's few tokens spread over the
+// GPU (one deepseek-v3 token took 16 µs in one block); slice 0 records bad rows. Two kernels,
+// not one: the slice arithmetic raised the one-block kernel from 32 to 40 registers (6 blocks
+// per SM instead of 8) and the prefill combine 8-12% slower (run 20).
 template <typename T, int V>
 struct alignas(sizeof(T) * V) combine_pack {
     T v[V];
 };
 
-template <typename T, int V>
+template <typename T, int V, bool SLICED>
 __device__ void combine_body(const T* y, const float* w, const i32* tsr, const T* add, T* out, int k, int rows,
                              int h) {
     typedef combine_pack<T, V> P;
     const long long t = blockIdx.x;
     const int packs = h / V;
-    for (int i = threadIdx.x; i < packs; i += blockDim.x) {
+    int first = 0, count = packs;
+    if (SLICED) {
+        const int per = (packs + gridDim.y - 1) / gridDim.y;
+        first = blockIdx.y * per;
+        count = min(packs - first, per);
+    }
+    const int end = first + count;
+    for (int i = first + threadIdx.x; i < end; i += blockDim.x) {
         float acc[V];
         if (add) {
             P a = ((const P*)(add + t * h))[i];
@@ -287,22 +402,38 @@ __device__ void combine_body(const T* y, const float* w, const i32* tsr, const T
     }
 }
 
-template <typename T>
-__device__ void combine_impl(const T* y, const float* w, const i32* tsr, const T* add, T* out, int tokens, int k,
+template <typename T, bool SLICED>
+__device__ void combine_run(const T* y, const float* w, const i32* tsr, const T* add, T* out, int tokens, int k,
                              int rows, int h, int vec, i32* rec) {
     if ((long long)blockIdx.x >= tokens) return;
     const long long t = blockIdx.x;
-    for (int j = threadIdx.x; j < k; j += blockDim.x) {
-        int r = tsr[t * k + j];
-        if (r < 0 || r >= rows) report_bad(rec, MOEKIT_BAD_COMBINE_ROWS, (int)(t * k + j), r, rows);
+    if (!SLICED || blockIdx.y == 0) {
+        for (int j = threadIdx.x; j < k; j += blockDim.x) {
+            int r = tsr[t * k + j];
+            if (r < 0 || r >= rows) report_bad(rec, MOEKIT_BAD_COMBINE_ROWS, (int)(t * k + j), r, rows);
+        }
     }
     if (vec) {
-        combine_body<T, 16 / sizeof(T)>(y, w, tsr, add, out, k, rows, h);
+        combine_body<T, 16 / sizeof(T), SLICED>(y, w, tsr, add, out, k, rows, h);
     } else {
-        combine_body<T, 1>(y, w, tsr, add, out, k, rows, h);
+        combine_body<T, 1, SLICED>(y, w, tsr, add, out, k, rows, h);
     }
 }
+template <typename T>
+__device__ void combine_impl(const T* y, const float* w, const i32* tsr, const T* add, T* out, int tokens, int k,
+                             int rows, int h, int vec, i32* rec) {
+    combine_run<T, false>(y, w, tsr, add, out, tokens, k, rows, h, vec, rec);
+}
+template <typename T>
+__device__ void combine_sliced_impl(const T* y, const float* w, const i32* tsr, const T* add, T* out, int tokens,
+                                    int k, int rows, int h, int vec, i32* rec) {
+    combine_run<T, true>(y, w, tsr, add, out, tokens, k, rows, h, vec, rec);
+}
 MOEKIT_FLOAT_KERNELS(combine,
+                     (const T* y, const float* w, const i32* tsr, const T* add, T* out, int tokens, int k, int rows,
+                      int h, int vec, i32* rec),
+                     (y, w, tsr, add, out, tokens, k, rows, h, vec, rec))
+MOEKIT_FLOAT_KERNELS(combine_sliced,
                      (const T* y, const float* w, const i32* tsr, const T* add, T* out, int tokens, int k, int rows,
                       int h, int vec, i32* rec),
                      (y, w, tsr, add, out, tokens, k, rows, h, vec, rec))

@@ -50,12 +50,16 @@ impl MoeOps for CudaBackend {
         let pp = pp.validate()?;
         let (t, e, k, i, dt) = (rp.tokens, rp.experts, rp.k, p.inter, rp.dtype);
         let (h, rows) = (p.hidden(), pp.max_rows());
-        // NOTE: every intermediate is a fresh zeroed allocation per call; a per-backend
-        // workspace cache keyed by the problem would save the allocations and memsets.
-        let mut ids = self.alloc(DType::I32, &[t, k])?;
-        let mut weights = self.alloc(DType::F32, &[t, k])?;
-        let mut counts = self.alloc(DType::I32, &[e])?;
-        let mut load = self.alloc(DType::F32, &[e])?;
+        // NOTE: every intermediate is a fresh stream-ordered allocation per call, left
+        // uninitialised because the kernels write all of it before any read: route writes every
+        // (token, slot) of ids and weights and zeroes counts and load first; the permute index
+        // writes offsets [E+1], row_to_token (all -1 first) and every slot of token_slot_to_row;
+        // each grouped GEMM writes its experts' rows and its zero kernel the rest (the down
+        // GEMM's TMA reads of act stay inside those rows); the permute copy writes every row.
+        let mut ids = self.alloc_uninit(DType::I32, &[t, k])?;
+        let mut weights = self.alloc_uninit(DType::F32, &[t, k])?;
+        let mut counts = self.alloc_uninit(DType::I32, &[e])?;
+        let mut load = self.alloc_uninit(DType::F32, &[e])?;
         let route_io = RouteIo {
             logits: io.x,
             gate: Some(io.gate),
@@ -71,12 +75,12 @@ impl MoeOps for CudaBackend {
             self.copy_rows(&ids, 0, out, 0, t)?;
         }
 
-        let mut offsets = self.alloc(DType::I32, &[e + 1])?;
-        let mut row_to_token = self.alloc(DType::I32, &[rows])?;
-        let mut tsr = self.alloc(DType::I32, &[t, k])?;
+        let mut offsets = self.alloc_uninit(DType::I32, &[e + 1])?;
+        let mut row_to_token = self.alloc_uninit(DType::I32, &[rows])?;
+        let mut tsr = self.alloc_uninit(DType::I32, &[t, k])?;
         let mut permuted = None;
         if path == Path::Permuted {
-            let mut rows_x = self.alloc(dt, &[rows, h])?;
+            let mut rows_x = self.alloc_uninit(dt, &[rows, h])?;
             let pio = PermuteIo {
                 hidden: io.x,
                 ids: &ids,
@@ -91,7 +95,7 @@ impl MoeOps for CudaBackend {
             self.permute_index(&pp, &ids, &mut offsets, &mut row_to_token, &mut tsr)?;
         }
 
-        let mut act = self.alloc(dt, &[rows, i])?;
+        let mut act = self.alloc_uninit(dt, &[rows, i])?;
         let up_io = GroupedGemmIo {
             x: permuted.as_ref().unwrap_or(io.x),
             w: io.w_up,
@@ -103,7 +107,7 @@ impl MoeOps for CudaBackend {
         up.check_io(&up_io)?;
         self.grouped_gemm(&up, up_io)?;
 
-        let mut y = self.alloc(dt, &[rows, h])?;
+        let mut y = self.alloc_uninit(dt, &[rows, h])?;
         let down_io =
             GroupedGemmIo { x: &act, w: io.w_down, group: &offsets, row_to_token: None, row_scale: None, y: &mut y };
         dp.check_io(&down_io)?;

@@ -1,6 +1,8 @@
 //! PermuteOps on CUDA (`kernels/permute.cu`): a deterministic, stable dispatch with no host
-//! sync in four kernels (shared-memory histogram per chunk of slots, one fused scan, scatter,
-//! token-major row copy), and the combine, one block per token.
+//! sync in four kernels (shared-memory histogram per chunk of slots, one fused scan, scatter
+//! with the chunk's running bases in shared memory, token-major row copy with streaming
+//! stores), and the combine, one block per token, or per token and slice of the row when the
+//! tokens are fewer than two per multiprocessor (decode).
 //!
 //! `MOEKIT_CUDA_PERMUTE=legacy` forces the first version (global-atomic histogram, two scans,
 //! row-major copy); E above 8192 takes its histogram, and `align > 1` its row-major copy (which
@@ -10,7 +12,7 @@ use crate::backend::device_err;
 use crate::launch::{blocks, cover, i32_of, kernel_name, launch_err};
 use crate::runtime::sources::PERMUTE;
 use crate::{CudaBackend, CudaBuffer};
-use cudarc::driver::PushKernelArg;
+use cudarc::driver::{LaunchConfig, PushKernelArg};
 use moekit_ops::{CombineIo, CombineProblem, PermuteIo, PermuteOps, PermuteProblem, Result, Validated};
 
 /// A null device pointer for an absent optional argument.
@@ -31,6 +33,15 @@ fn threads_for(n: usize) -> u32 {
     (n.div_ceil(32) * 32).clamp(32, 256) as u32
 }
 
+/// Slices of a row's `packs` for the combine over `tokens` tokens on `sms` multiprocessors: one
+/// per token at prefill sizes; below two blocks per multiprocessor the row is cut into slices of
+/// at least 32 packs so a decode step spreads over the GPU (one token of deepseek-v3's 7168
+/// columns took 16 µs in one block; run 20).
+fn combine_slices(tokens: usize, packs: usize, sms: usize) -> usize {
+    let want = (2 * sms).div_ceil(tokens.max(1));
+    want.clamp(1, packs.div_ceil(32).max(1))
+}
+
 /// Which dispatch kernels run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path {
@@ -46,6 +57,38 @@ fn path() -> Path {
         Ok("legacy") => Path::Legacy,
         _ => Path::Fast,
     }
+}
+
+/// The token-major row copy's kernel (`MOEKIT_CUDA_PERMUTE_COPY`): one block per token with
+/// streaming, evict-first stores (`tokcs`, the default since run 20: permute 187.6 → 183.0 µs on
+/// qwen3, 177.1 → 175.7 on ernie; it takes T as an extra last argument) or plain stores (`tok`).
+/// A persistent two-token variant measured 4-6% slower (run 20) and was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CopyVariant {
+    Tok,
+    TokCs,
+}
+
+impl CopyVariant {
+    fn parse(v: &str) -> Option<Self> {
+        match v {
+            "tok" => Some(Self::Tok),
+            "tokcs" => Some(Self::TokCs),
+            _ => None,
+        }
+    }
+
+    /// The kernel name's prefix (`<prefix>_w16` and the other words).
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Tok => "permute_copy_tok",
+            Self::TokCs => "permute_copy_tokcs",
+        }
+    }
+}
+
+fn copy_variant() -> CopyVariant {
+    std::env::var("MOEKIT_CUDA_PERMUTE_COPY").ok().and_then(|v| CopyVariant::parse(&v)).unwrap_or(CopyVariant::TokCs)
 }
 
 /// Most experts of the shared-memory histogram (`E` i32 of dynamic shared memory).
@@ -128,15 +171,23 @@ impl CudaBackend {
 
         if slots > 0 {
             let flag = self.flag()?;
-            let f = self.kernels.function(OP, &PERMUTE, "permute_scatter")?;
+            // The shared-memory scatter keeps the chunk's running bases in E i32 of shared memory.
+            let smem = fast && p.experts <= HIST_MAX_EXPERTS;
+            let name = if smem { "permute_scatter_smem" } else { "permute_scatter" };
+            let f = self.kernels.function(OP, &PERMUTE, name)?;
             let mut b = self.stream.launch_builder(&f);
             b.arg(&ids.data).arg(&mut cc).arg(&offsets.data);
             b.arg(&mut token_slot_to_row.data).arg(&mut row_to_token.data);
             b.arg(&n).arg(&e).arg(&k).arg(&c).arg(&flag.record);
-            // SAFETY: arguments match `permute_scatter`; one block of CHUNK threads per chunk, one
-            // slot each; ids outside 0..E are recorded and skipped, and a valid slot's row is
-            // below offsets[E] <= R, so every write is in bounds.
-            unsafe { b.launch(blocks(chunks, CHUNK as u32)) }.map_err(launch_err(OP))?;
+            let mut cfg = blocks(chunks, CHUNK as u32);
+            if smem {
+                cfg.shared_mem_bytes = (p.experts * 4) as u32;
+            }
+            // SAFETY: arguments match `permute_scatter` / `permute_scatter_smem`; one block of
+            // CHUNK threads per chunk, one slot each; ids outside 0..E are recorded and skipped,
+            // and a valid slot's row is below offsets[E] <= R, so every write is in bounds; the
+            // shared-memory kernel's bases are E i32 (E <= HIST_MAX_EXPERTS) indexed by valid ids.
+            unsafe { b.launch(cfg) }.map_err(launch_err(OP))?;
         }
         Ok(())
     }
@@ -159,15 +210,21 @@ impl PermuteOps for CudaBackend {
             if p.tokens == 0 {
                 return Ok(());
             }
-            let f = self.kernels.function(OP, &PERMUTE, &name.replace("permute_copy_", "permute_copy_tok_"))?;
-            let (k, r) = (i32_of(p.k), i32_of(rows));
+            let variant = copy_variant();
+            let kernel = name.replace("permute_copy_", &format!("{}_", variant.prefix()));
+            let f = self.kernels.function(OP, &PERMUTE, &kernel)?;
+            let (k, r, t) = (i32_of(p.k), i32_of(rows), i32_of(p.tokens));
             let mut b = self.stream.launch_builder(&f);
             b.arg(&io.hidden.data).arg(&io.token_slot_to_row.data).arg(&mut io.permuted.data);
             b.arg(&wi).arg(&k).arg(&r);
-            // SAFETY: arguments match `permute_copy_tok_*`; one block per token of T; hidden holds
-            // T and permuted R rows of `words` words (check_io), token_slot_to_row T × k i32 whose
-            // rows outside 0..R are skipped; allocations are 256-byte aligned and the word divides
-            // a row, so every access is word-aligned.
+            if variant == CopyVariant::TokCs {
+                b.arg(&t);
+            }
+            // SAFETY: arguments match `permute_copy_tok_*` or `permute_copy_tokcs_*` (with T; one
+            // block per token of T either way); hidden holds T and
+            // permuted R rows of `words` words (check_io), token_slot_to_row T × k i32 whose rows
+            // outside 0..R are skipped; allocations are 256-byte aligned and the word divides a
+            // row, so every access is word-aligned.
             return unsafe { b.launch(blocks(p.tokens, threads_for(words))) }.map(drop).map_err(launch_err(OP));
         }
         let f = self.kernels.function(OP, &PERMUTE, name)?;
@@ -184,10 +241,12 @@ impl PermuteOps for CudaBackend {
         if p.tokens == 0 {
             return Ok(());
         }
-        let f = self.kernels.function(OP, &PERMUTE, &kernel_name("combine", p.dtype))?;
         let lanes = 16 / p.dtype.size();
         let vec = p.hidden % lanes == 0;
         let packs = if vec { p.hidden / lanes } else { p.hidden };
+        let slices = combine_slices(p.tokens, packs, self.sms);
+        let family = if slices > 1 { "combine_sliced" } else { "combine" };
+        let f = self.kernels.function(OP, &PERMUTE, &kernel_name(family, p.dtype))?;
         let (t, k, r, h, v) = (i32_of(p.tokens), i32_of(p.k), i32_of(p.rows), i32_of(p.hidden), i32::from(vec));
         let flag = self.flag()?;
         let mut b = self.stream.launch_builder(&f);
@@ -197,10 +256,16 @@ impl PermuteOps for CudaBackend {
             None => b.arg(&NULL),
         };
         b.arg(&mut io.out.data).arg(&t).arg(&k).arg(&r).arg(&h).arg(&v).arg(&flag.record);
-        // SAFETY: arguments match `combine_impl`; one block per token; rows outside 0..R are
-        // recorded and skipped; y holds R × H, add and out T × H elements (check_io); the packed
-        // path runs only when H is a multiple of the pack, so packs stay 16-byte aligned.
-        unsafe { b.launch(blocks(p.tokens, threads_for(packs))) }.map(drop).map_err(launch_err(OP))
+        let cfg = LaunchConfig {
+            grid_dim: (p.tokens as u32, slices as u32, 1),
+            block_dim: (threads_for(packs.div_ceil(slices)), 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match `combine_impl` / `combine_sliced_impl`; one block per token
+        // (and slice of the row's packs, each bounded by the pack count); rows outside 0..R are recorded
+        // and skipped; y holds R × H, add and out T × H elements (check_io); the packed path runs
+        // only when H is a multiple of the pack, so packs stay 16-byte aligned.
+        unsafe { b.launch(cfg) }.map(drop).map_err(launch_err(OP))
     }
 }
 
@@ -214,6 +279,29 @@ mod tests {
         assert_eq!(copy_word(24).0, 8);
         assert_eq!(copy_word(12).0, 4);
         assert_eq!(copy_word(6).0, 2);
+    }
+
+    #[test]
+    fn copy_variants_parse_and_name_their_kernels() {
+        assert_eq!(CopyVariant::parse("tok").map(CopyVariant::prefix), Some("permute_copy_tok"));
+        assert_eq!(CopyVariant::parse("tokcs").map(CopyVariant::prefix), Some("permute_copy_tokcs"));
+        assert_eq!(CopyVariant::parse("tok2"), None);
+    }
+
+    #[test]
+    fn combine_slices_spread_decode_rows_and_leave_prefill_whole() {
+        // deepseek-v3, one token: 896 packs in 28 slices of 32 packs.
+        assert_eq!(combine_slices(1, 896, 132), 28);
+        assert_eq!(combine_slices(8, 896, 132), 28);
+        assert_eq!(combine_slices(32, 896, 132), 9);
+        assert_eq!(combine_slices(264, 896, 132), 1);
+        assert_eq!(combine_slices(16384, 256, 132), 1);
+        // Rows shorter than a slice stay whole; no slice is ever empty.
+        assert_eq!(combine_slices(1, 20, 132), 1);
+        for (t, packs) in [(1, 33), (3, 100), (7, 65), (100, 4096)] {
+            let s = combine_slices(t, packs, 132);
+            assert!(s >= 1 && (s - 1) * packs.div_ceil(s) < packs, "t {t} packs {packs} slices {s}");
+        }
     }
 
     #[test]

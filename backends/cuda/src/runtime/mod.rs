@@ -13,12 +13,20 @@ use moekit_ops::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Compiled modules of one context, by source name.
+/// Compiled modules of one context, by source name, with the functions looked up so far.
 #[derive(Debug)]
 pub(crate) struct Kernels {
     ctx: Arc<CudaContext>,
     arch: &'static str,
-    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    modules: Mutex<HashMap<&'static str, Loaded>>,
+}
+
+/// One loaded module and its functions by name: a launch looks its function up here instead of
+/// asking the driver (`cuModuleGetFunction`) every time.
+#[derive(Debug)]
+struct Loaded {
+    module: Arc<CudaModule>,
+    functions: HashMap<String, CudaFunction>,
 }
 
 impl Kernels {
@@ -45,22 +53,22 @@ impl Kernels {
     /// or the driver cannot load the module or find the function.
     pub fn function(&self, op: &'static str, src: &'static Source, name: &str) -> Result<CudaFunction> {
         let err = |msg: String| Error::Device { op, backend: NAME, msg };
-        let module = {
-            let mut modules = self.modules.lock().map_err(|_| err("kernel registry poisoned".into()))?;
-            match modules.get(src.name) {
-                Some(m) => m.clone(),
-                None => {
-                    // SAFETY: only tries to load the NVRTC library by its usual names.
-                    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-                        return Err(err("the NVRTC library (libnvrtc) is not installed".into()));
-                    }
-                    let ptx = compile(src, self.arch, cache_dir().as_deref()).map_err(err)?;
-                    let m = self.ctx.load_module(ptx).map_err(|e| err(format!("{}: load: {e}", src.name)))?;
-                    modules.insert(src.name, m.clone());
-                    m
-                }
+        let mut modules = self.modules.lock().map_err(|_| err("kernel registry poisoned".into()))?;
+        if !modules.contains_key(src.name) {
+            // SAFETY: only tries to load the NVRTC library by its usual names.
+            if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+                return Err(err("the NVRTC library (libnvrtc) is not installed".into()));
             }
-        };
-        module.load_function(name).map_err(|e| err(format!("{}: function `{name}`: {e}", src.name)))
+            let ptx = compile(src, self.arch, cache_dir().as_deref()).map_err(err)?;
+            let module = self.ctx.load_module(ptx).map_err(|e| err(format!("{}: load: {e}", src.name)))?;
+            modules.insert(src.name, Loaded { module, functions: HashMap::new() });
+        }
+        let loaded = modules.get_mut(src.name).ok_or_else(|| err(format!("{}: not loaded", src.name)))?;
+        if let Some(f) = loaded.functions.get(name) {
+            return Ok(f.clone());
+        }
+        let f = loaded.module.load_function(name).map_err(|e| err(format!("{}: function `{name}`: {e}", src.name)))?;
+        loaded.functions.insert(name.to_string(), f.clone());
+        Ok(f)
     }
 }
