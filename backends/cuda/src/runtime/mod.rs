@@ -10,6 +10,7 @@ pub(crate) use compile::{arch_for, cache_dir, compile, Source};
 use crate::NAME;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
 use moekit_ops::{Error, Result};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -54,16 +55,18 @@ impl Kernels {
     pub fn function(&self, op: &'static str, src: &'static Source, name: &str) -> Result<CudaFunction> {
         let err = |msg: String| Error::Device { op, backend: NAME, msg };
         let mut modules = self.modules.lock().map_err(|_| err("kernel registry poisoned".into()))?;
-        if !modules.contains_key(src.name) {
-            // SAFETY: only tries to load the NVRTC library by its usual names.
-            if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-                return Err(err("the NVRTC library (libnvrtc) is not installed".into()));
+        let loaded = match modules.entry(src.name) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                // SAFETY: only tries to load the NVRTC library by its usual names.
+                if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+                    return Err(err("the NVRTC library (libnvrtc) is not installed".into()));
+                }
+                let ptx = compile(src, self.arch, cache_dir().as_deref()).map_err(err)?;
+                let module = self.ctx.load_module(ptx).map_err(|e| err(format!("{}: load: {e}", src.name)))?;
+                v.insert(Loaded { module, functions: HashMap::new() })
             }
-            let ptx = compile(src, self.arch, cache_dir().as_deref()).map_err(err)?;
-            let module = self.ctx.load_module(ptx).map_err(|e| err(format!("{}: load: {e}", src.name)))?;
-            modules.insert(src.name, Loaded { module, functions: HashMap::new() });
-        }
-        let loaded = modules.get_mut(src.name).ok_or_else(|| err(format!("{}: not loaded", src.name)))?;
+        };
         if let Some(f) = loaded.functions.get(name) {
             return Ok(f.clone());
         }
