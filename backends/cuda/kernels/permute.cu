@@ -157,6 +157,130 @@ extern "C" __global__ void permute_scatter_smem(const i32* ids, const i32* cc, c
     }
 }
 
+// ---- the whole index in one cooperative launch (opt-in: MOEKIT_CUDA_PERMUTE=coop) ---------------
+// permute_index_coop runs hist, scan and scatter as three phases of one kernel launched with
+// cuLaunchCooperativeKernel (every block resident), separated by two grid barriers, instead of
+// three launches. Blocks stride over chunks (hist, scatter) and experts (scan). cc is [E, chunks]
+// followed by E segment sizes; bar is two u32 (arrivals, generation) that persist across calls
+// and return to zero arrivals after each barrier. Dynamic shared memory: 2E + 1 i32.
+__device__ __forceinline__ void permute_grid_sync(unsigned* bar) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        volatile unsigned* gen = bar + 1;
+        const unsigned g = *gen;
+        // NOTE: the fence publishes this block's writes before its arrival; the last block to
+        // arrive resets the count and then moves the generation that the others wait on.
+        __threadfence();
+        if (atomicAdd(bar, 1u) == gridDim.x - 1) {
+            atomicExch(bar, 0u);
+            __threadfence();
+            atomicAdd(bar + 1, 1u);
+        } else {
+            while (*gen == g) __nanosleep(64);
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+extern "C" __global__ void permute_index_coop(const i32* ids, i32* cc, i32* offsets, i32* token_slot_to_row,
+                                              i32* row_to_token, int slots, int rows, int experts, int k,
+                                              int chunks, int align, unsigned* bar, i32* rec) {
+    extern __shared__ int permute_coop_smem[];
+    __shared__ int warp_tot[32];
+    int* hist = permute_coop_smem;             // [E]: phase 1 counts, phase 3 running bases
+    int* off = permute_coop_smem + experts;    // [E + 1]: the offsets, in every block
+    i32* sizes = cc + (long long)experts * chunks;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+
+    // Phase 1: row_to_token = -1; each chunk's column of counts.
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < rows;
+         i += (long long)gridDim.x * blockDim.x)
+        row_to_token[i] = -1;
+    for (int c = blockIdx.x; c < chunks; c += gridDim.x) {
+        for (int e = threadIdx.x; e < experts; e += blockDim.x) hist[e] = 0;
+        __syncthreads();
+        for (int j = threadIdx.x; j < PERMUTE_CHUNK; j += blockDim.x) {
+            const long long s = (long long)c * PERMUTE_CHUNK + j;
+            if (s < slots) {
+                const int e = ids[s];
+                if (e >= 0 && e < experts) atomicAdd(&hist[e], 1);
+            }
+        }
+        __syncthreads();
+        for (int e = threadIdx.x; e < experts; e += blockDim.x) cc[(long long)e * chunks + c] = hist[e];
+        __syncthreads();
+    }
+    permute_grid_sync(bar);
+
+    // Phase 2: each expert's row becomes its exclusive prefix over chunks; sizes[e] the aligned
+    // segment size.
+    for (int e = blockIdx.x; e < experts; e += gridDim.x) {
+        i32* row = cc + (long long)e * chunks;
+        long long carry = 0;
+        for (int base = 0; base < chunks; base += blockDim.x) {
+            const int c = base + threadIdx.x;
+            const int v = c < chunks ? row[c] : 0;
+            int total;
+            const int incl = permute_block_scan(v, warp_tot, &total);
+            if (c < chunks) row[c] = (int)(carry + incl - v);
+            carry += total;
+        }
+        if (threadIdx.x == 0) sizes[e] = (int)((carry + align - 1) / align * align);
+    }
+    permute_grid_sync(bar);
+
+    // Phase 3: every block scans the sizes into its own offsets; block 0 also writes them out.
+    {
+        long long run = 0;
+        for (int b = 0; b < experts; b += blockDim.x) {
+            const int i = b + threadIdx.x;
+            const int v = i < experts ? sizes[i] : 0;
+            int total;
+            const int incl = permute_block_scan(v, warp_tot, &total);
+            if (i < experts) off[i + 1] = (int)(run + incl);
+            run += total;
+        }
+        if (threadIdx.x == 0) off[0] = 0;
+        __syncthreads();
+        if (blockIdx.x == 0)
+            for (int i = threadIdx.x; i <= experts; i += blockDim.x) offsets[i] = off[i];
+    }
+
+    // Phase 4: the scatter of permute_scatter_smem, chunk by chunk (PERMUTE_CHUNK threads).
+    for (int c = blockIdx.x; c < chunks; c += gridDim.x) {
+        const long long s = (long long)c * PERMUTE_CHUNK + threadIdx.x;
+        const bool valid = s < slots;
+        const int e = valid ? ids[s] : -1;
+        const bool ok = valid && e >= 0 && e < experts;
+        const int start = ok ? off[e] + cc[(long long)e * chunks + c] : 0;
+        if (valid && !ok) {
+            report_bad(rec, MOEKIT_BAD_PERMUTE_IDS, (int)s, e, experts);
+            token_slot_to_row[s] = -1;
+        }
+        for (int i = threadIdx.x; i < experts; i += blockDim.x) hist[i] = 0;
+        const unsigned peers = __match_any_sync(PERMUTE_FULL, ok ? e : -1);
+        const int rank = __popc(peers & ((1u << lane) - 1u));
+        const int last = 31 - __clz(peers);
+        __syncthreads();
+        int before = 0;
+        for (int w = 0; w < nw; ++w) {
+            if (warp == w) {
+                if (ok) before = hist[e];
+                __syncwarp();
+                if (ok && lane == last) hist[e] = before + __popc(peers);
+            }
+            __syncthreads();
+        }
+        if (ok) {
+            const int r = start + before + rank;
+            token_slot_to_row[s] = r;
+            row_to_token[r] = (int)(s / k);
+        }
+        __syncthreads();
+    }
+}
+
 // One block per row r of [R, words]: hidden[row_to_token[r]] or zeros, as words of type W.
 template <typename W>
 __device__ void permute_copy_impl(const W* hidden, const i32* row_to_token, W* out, int words) {

@@ -35,6 +35,10 @@ pub struct CudaBackend {
     /// The route op's f32 gate logits (bytes; grown with [`grown`], never shrunk).
     #[cfg(feature = "cuda")]
     pub(crate) route_logits: Mutex<Option<CudaSlice<u8>>>,
+    /// The grid barrier of the cooperative permute index (`permute_index_coop`): two u32
+    /// (arrivals, generation), zeroed once and back to zero arrivals after every barrier.
+    #[cfg(feature = "cuda")]
+    pub(crate) permute_bar: Mutex<Option<CudaSlice<u32>>>,
     /// The device's multiprocessor count (the persistent kernels' grid), read once.
     #[cfg(feature = "cuda")]
     pub(crate) sms: usize,
@@ -122,6 +126,7 @@ impl CudaBackend {
             blas,
             lt_cache,
             route_logits,
+            permute_bar: Mutex::new(None),
             pins,
             sms,
             fused_route: crate::ops::route::fused_route_from_env().into(),

@@ -50,13 +50,27 @@ enum Path {
     /// The first version: global-atomic histogram, two scans, row-major copy
     /// (`MOEKIT_CUDA_PERMUTE=legacy`).
     Legacy,
+    /// As `Fast`, with the three index kernels as phases of one cooperative launch
+    /// (`MOEKIT_CUDA_PERMUTE=coop`, up to [`COOP_MAX_EXPERTS`] experts).
+    Coop,
 }
 
 fn path() -> Path {
     match std::env::var("MOEKIT_CUDA_PERMUTE").as_deref() {
         Ok("legacy") => Path::Legacy,
+        Ok("coop") => Path::Coop,
         _ => Path::Fast,
     }
+}
+
+/// Most experts of the cooperative index kernel (2E + 1 i32 of dynamic shared memory, within
+/// the 48 KiB a launch gets without opting in).
+const COOP_MAX_EXPERTS: usize = 4096;
+
+/// Blocks of the cooperative index kernel: enough for the larger of its chunk and expert loops,
+/// at most what the device keeps resident at once (`resident` blocks), at least one.
+fn coop_grid(chunks: usize, experts: usize, resident: usize) -> usize {
+    chunks.max(experts).min(resident).max(1)
 }
 
 /// The token-major row copy's kernel (`MOEKIT_CUDA_PERMUTE_COPY`): one block per token with
@@ -109,7 +123,10 @@ impl CudaBackend {
         token_slot_to_row: &mut CudaBuffer,
     ) -> Result<()> {
         const OP: &str = "permute";
-        let fast = path() == Path::Fast;
+        if path() == Path::Coop && p.experts <= COOP_MAX_EXPERTS {
+            return self.permute_index_coop(p, ids, offsets, row_to_token, token_slot_to_row);
+        }
+        let fast = path() != Path::Legacy;
         let (slots, rows) = (p.tokens * p.k, p.max_rows());
         let chunks = slots.div_ceil(CHUNK);
         let (n, r, e, k, c) = (i32_of(slots), i32_of(rows), i32_of(p.experts), i32_of(p.k), i32_of(chunks));
@@ -193,6 +210,60 @@ impl CudaBackend {
     }
 }
 
+impl CudaBackend {
+    /// [`CudaBackend::permute_index`] in one cooperative launch (`permute_index_coop`): the
+    /// histogram, the scans and the scatter as phases separated by grid barriers.
+    fn permute_index_coop(
+        &self,
+        p: &PermuteProblem,
+        ids: &CudaBuffer,
+        offsets: &mut CudaBuffer,
+        row_to_token: &mut CudaBuffer,
+        token_slot_to_row: &mut CudaBuffer,
+    ) -> Result<()> {
+        const OP: &str = "permute";
+        let (slots, rows) = (p.tokens * p.k, p.max_rows());
+        let chunks = slots.div_ceil(CHUNK);
+        let f = self.kernels.function(OP, &PERMUTE, "permute_index_coop")?;
+        let shared = (2 * p.experts + 1) * 4;
+        let per_sm = f
+            .occupancy_max_active_blocks_per_multiprocessor(CHUNK as u32, shared, None)
+            .map_err(device_err(OP))? as usize;
+        let grid = coop_grid(chunks, p.experts, per_sm * self.sms);
+        // SAFETY: the kernel writes every entry of cc (E × chunks counts, then E sizes) before
+        // it reads any, with a grid barrier between.
+        let mut cc = unsafe { self.stream.alloc::<i32>(p.experts * chunks + p.experts) }.map_err(device_err(OP))?;
+        let mut bar_slot = crate::backend::lock(&self.permute_bar, OP, "permute barrier")?;
+        if bar_slot.is_none() {
+            *bar_slot = Some(self.stream.alloc_zeros::<u32>(2).map_err(device_err(OP))?);
+        }
+        let bar = bar_slot.as_mut().ok_or_else(|| moekit_ops::Error::Device {
+            op: OP,
+            backend: crate::NAME,
+            msg: "permute barrier missing".into(),
+        })?;
+        let flag = self.flag()?;
+        let (n, r, e, k, c, a) =
+            (i32_of(slots), i32_of(rows), i32_of(p.experts), i32_of(p.k), i32_of(chunks), i32_of(p.align));
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&ids.data).arg(&mut cc).arg(&mut offsets.data).arg(&mut token_slot_to_row.data);
+        b.arg(&mut row_to_token.data).arg(&n).arg(&r).arg(&e).arg(&k).arg(&c).arg(&a);
+        b.arg(&mut *bar).arg(&flag.record);
+        let cfg = LaunchConfig {
+            grid_dim: (grid as u32, 1, 1),
+            block_dim: (CHUNK as u32, 1, 1),
+            shared_mem_bytes: shared as u32,
+        };
+        // SAFETY: arguments match `permute_index_coop`; CHUNK threads per block (one slot each
+        // in the scatter phase); a cooperative launch of at most the resident block count, so
+        // the grid barriers cannot wait on a block that never runs (the driver refuses a larger
+        // grid); ids outside 0..E are recorded and skipped; cc holds E × chunks + E i32, offsets
+        // E + 1, row_to_token R and token_slot_to_row T × k; the shared memory holds 2E + 1 i32
+        // (E <= COOP_MAX_EXPERTS); the barrier's two u32 start each call at zero arrivals.
+        unsafe { b.launch_cooperative(cfg) }.map(drop).map_err(launch_err(OP))
+    }
+}
+
 impl PermuteOps for CudaBackend {
     fn permute(&self, p: &Validated<PermuteProblem>, io: PermuteIo<'_, CudaBuffer>) -> Result<()> {
         const OP: &str = "permute";
@@ -205,7 +276,7 @@ impl PermuteOps for CudaBackend {
         let (word, name) = copy_word(row_bytes);
         let words = row_bytes / word;
         let wi = i32_of(words);
-        if path() == Path::Fast && p.align == 1 {
+        if path() != Path::Legacy && p.align == 1 {
             // Every row of R = T·k is some slot's: one block per token writes its k rows.
             if p.tokens == 0 {
                 return Ok(());
@@ -302,6 +373,15 @@ mod tests {
             let s = combine_slices(t, packs, 132);
             assert!(s >= 1 && (s - 1) * packs.div_ceil(s) < packs, "t {t} packs {packs} slices {s}");
         }
+    }
+
+    #[test]
+    fn coop_grid_covers_the_larger_loop_within_the_resident_blocks() {
+        assert_eq!(coop_grid(512, 128, 1056), 512);
+        assert_eq!(coop_grid(2048, 128, 1056), 1056);
+        assert_eq!(coop_grid(1, 256, 1056), 256);
+        assert_eq!(coop_grid(0, 0, 1056), 1);
+        assert_eq!(coop_grid(10, 10, 0), 1);
     }
 
     #[test]
