@@ -8,6 +8,7 @@ use std::fmt;
 use {
     crate::flag::ErrorFlag,
     crate::ops::gemm::LtCache,
+    crate::ops::route::ROUTE_TOTALS_EXPERTS,
     crate::runtime::Kernels,
     cudarc::driver::{CudaContext, CudaSlice, CudaStream, DriverError},
     moekit_ops::TensorMeta,
@@ -36,9 +37,16 @@ pub struct CudaBackend {
     #[cfg(feature = "cuda")]
     pub(crate) route_logits: Mutex<Option<CudaSlice<u8>>>,
     /// The grid barrier of the cooperative permute index (`permute_index_coop`): two u32
-    /// (arrivals, generation), zeroed once and back to zero arrivals after every barrier.
+    /// (arrivals, generation), zeroed when the backend is made and back to zero arrivals after
+    /// every barrier.
     #[cfg(feature = "cuda")]
-    pub(crate) permute_bar: Mutex<Option<CudaSlice<u32>>>,
+    pub(crate) permute_bar: Mutex<CudaSlice<u32>>,
+    /// The register routing kernel's totals (`route_acc_finish` in route.cu): an arrival count,
+    /// a pad, then counts and load of up to [`ROUTE_TOTALS_EXPERTS`] experts; zeroed when the
+    /// backend is made, and the kernel's last block leaves them zero again. Made here, not on
+    /// first use, so that no graph capture records their allocation.
+    #[cfg(feature = "cuda")]
+    pub(crate) route_totals: Mutex<CudaSlice<u32>>,
     /// The device's multiprocessor count (the persistent kernels' grid), read once.
     #[cfg(feature = "cuda")]
     pub(crate) sms: usize,
@@ -113,6 +121,11 @@ impl CudaBackend {
         let blas = std::sync::OnceLock::new();
         let (lt_cache, route_logits) = (Mutex::default(), Mutex::new(None));
         let pins = Arc::default();
+        let zeroed = |len: usize, what: &str| {
+            stream.alloc_zeros::<u32>(len).map(Mutex::new).map_err(|e| no_device(format!("{what}: {e}")))
+        };
+        let permute_bar = zeroed(2, "permute barrier")?;
+        let route_totals = zeroed(2 + 2 * ROUTE_TOTALS_EXPERTS, "route totals")?;
         let sms = stream
             .context()
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
@@ -126,7 +139,8 @@ impl CudaBackend {
             blas,
             lt_cache,
             route_logits,
-            permute_bar: Mutex::new(None),
+            permute_bar,
+            route_totals,
             pins,
             sms,
             fused_route: crate::ops::route::fused_route_from_env().into(),

@@ -233,15 +233,7 @@ impl CudaBackend {
         // SAFETY: the kernel writes every entry of cc (E × chunks counts, then E sizes) before
         // it reads any, with a grid barrier between.
         let mut cc = unsafe { self.stream.alloc::<i32>(p.experts * chunks + p.experts) }.map_err(device_err(OP))?;
-        let mut bar_slot = crate::backend::lock(&self.permute_bar, OP, "permute barrier")?;
-        if bar_slot.is_none() {
-            *bar_slot = Some(self.stream.alloc_zeros::<u32>(2).map_err(device_err(OP))?);
-        }
-        let bar = bar_slot.as_mut().ok_or_else(|| moekit_ops::Error::Device {
-            op: OP,
-            backend: crate::NAME,
-            msg: "permute barrier missing".into(),
-        })?;
+        let mut bar = crate::backend::lock(&self.permute_bar, OP, "permute barrier")?;
         let flag = self.flag()?;
         let (n, r, e, k, c, a) =
             (i32_of(slots), i32_of(rows), i32_of(p.experts), i32_of(p.k), i32_of(chunks), i32_of(p.align));
