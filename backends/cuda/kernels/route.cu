@@ -99,34 +99,6 @@ __device__ __forceinline__ void route_acc_flush(const float* acc_load, const i32
     }
 }
 
-// The block's totals into the op's counts and load. Without `tot`: atomics straight into
-// counts and load, which the host zeroed first. With `tot` (the backend's persistent
-// [2 + 2·1024] u32, all zero between calls; register path): atomics into tot's counts
-// (tot + 2) and load (tot + 2 + E); the last block to arrive (tot[0] counts the arrivals) moves
-// the sums into counts and load and leaves tot zero again, so the op queues no memsets.
-__device__ __forceinline__ void route_acc_finish(const float* acc_load, const i32* acc_cnt, float* load, i32* counts,
-                                                 int E, u32* tot) {
-    if (!tot) {
-        route_acc_flush(acc_load, acc_cnt, load, counts, E);
-        return;
-    }
-    i32* tc = (i32*)(tot + 2);
-    float* tl = (float*)(tot + 2 + E);
-    route_acc_flush(acc_load, acc_cnt, tl, tc, E);
-    __shared__ int route_last;
-    __threadfence();  // this thread's atomics before the block's arrival
-    __syncthreads();
-    if (threadIdx.x == 0) route_last = atomicAdd(tot, 1u) == gridDim.x - 1;
-    __syncthreads();
-    if (!route_last) return;
-    __threadfence();  // every block arrived, and with it its atomics: read the sums
-    for (int e = threadIdx.x; e < E; e += blockDim.x) {
-        counts[e] = atomicExch(tc + e, 0);
-        load[e] = atomicExch(tl + e, 0.0f);
-    }
-    if (threadIdx.x == 0) atomicExch(tot, 0u);
-}
-
 // ---- fused gate: logits [T, E] f32 = hidden [T, H] · gate [H, E], f32 accumulation ----------
 // A 64 × 64 output tile per block of 256 threads, 4 × 4 outputs per thread, K steps of 16.
 // Grid: (ceil(T / 64), ceil(E / 64), splits). Split z sums the H range [z·kchunk, (z+1)·kchunk)
@@ -516,7 +488,7 @@ __device__ __forceinline__ void route_lane_flush(const RouteLane<EPL>& s, float*
 template <typename T, int EPL>
 __device__ void route_reg_impl(const T* logits, const float* bias, const i32* mask, i32* ids, float* weights,
                                i32* counts, float* load, int tokens, int experts, int k, int softmax, int groups,
-                               int topk_group, int renorm, float scaling, int splits, u32* tot, i32* rec) {
+                               int topk_group, int renorm, float scaling, int splits, i32* rec) {
     extern __shared__ float route_smem[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wpb = blockDim.x >> 5;
     const int E = experts, G = groups;
@@ -544,7 +516,7 @@ __device__ void route_reg_impl(const T* logits, const float* bias, const i32* ma
     }
     route_lane_flush<EPL>(s, acc_load, acc_cnt, E);
     __syncthreads();
-    route_acc_finish(acc_load, acc_cnt, load, counts, E, tot);
+    route_acc_flush(acc_load, acc_cnt, load, counts, E);
 }
 
 // route_r<EPL>_<dtype>: the register path for E <= 32·EPL.
@@ -552,9 +524,9 @@ __device__ void route_reg_impl(const T* logits, const float* bias, const i32* ma
     extern "C" __global__ void __launch_bounds__(256) route_r##EPL##_##SUFFIX(                                \
         const TY* logits, const float* bias, const i32* mask, i32* ids, float* weights, i32* counts,           \
         float* load, int tokens, int experts, int k, int softmax, int groups, int topk_group, int renorm,       \
-        float scaling, int splits, u32* tot, i32* rec) {                                                       \
+        float scaling, int splits, i32* rec) {                                                                 \
         route_reg_impl<TY, EPL>(logits, bias, mask, ids, weights, counts, load, tokens, experts, k, softmax,  \
-                                groups, topk_group, renorm, scaling, splits, tot, rec);                        \
+                                groups, topk_group, renorm, scaling, splits, rec);                             \
     }
 #define ROUTE_REG_KERNELS(EPL)             \
     ROUTE_REG_KERNEL(float, f32, EPL)      \

@@ -8,7 +8,6 @@ use std::fmt;
 use {
     crate::flag::ErrorFlag,
     crate::ops::gemm::LtCache,
-    crate::ops::route::ROUTE_TOTALS_EXPERTS,
     crate::runtime::Kernels,
     cudarc::driver::{CudaContext, CudaSlice, CudaStream, DriverError},
     moekit_ops::TensorMeta,
@@ -38,15 +37,11 @@ pub struct CudaBackend {
     pub(crate) route_logits: Mutex<Option<CudaSlice<u8>>>,
     /// The grid barrier of the cooperative permute index (`permute_index_coop`): two u32
     /// (arrivals, generation), zeroed when the backend is made and back to zero arrivals after
-    /// every barrier.
+    /// every barrier. Made here, not on first use, so that no graph capture records its
+    /// allocation.
     #[cfg(feature = "cuda")]
     pub(crate) permute_bar: Mutex<CudaSlice<u32>>,
-    /// The register routing kernel's totals (`route_acc_finish` in route.cu): an arrival count,
-    /// a pad, then counts and load of up to [`ROUTE_TOTALS_EXPERTS`] experts; zeroed when the
-    /// backend is made, and the kernel's last block leaves them zero again. Made here, not on
-    /// first use, so that no graph capture records their allocation.
-    #[cfg(feature = "cuda")]
-    pub(crate) route_totals: Mutex<CudaSlice<u32>>,
+
     /// The device's multiprocessor count (the persistent kernels' grid), read once.
     #[cfg(feature = "cuda")]
     pub(crate) sms: usize,
@@ -121,11 +116,8 @@ impl CudaBackend {
         let blas = std::sync::OnceLock::new();
         let (lt_cache, route_logits) = (Mutex::default(), Mutex::new(None));
         let pins = Arc::default();
-        let zeroed = |len: usize, what: &str| {
-            stream.alloc_zeros::<u32>(len).map(Mutex::new).map_err(|e| no_device(format!("{what}: {e}")))
-        };
-        let permute_bar = zeroed(2, "permute barrier")?;
-        let route_totals = zeroed(2 + 2 * ROUTE_TOTALS_EXPERTS, "route totals")?;
+        let permute_bar =
+            stream.alloc_zeros::<u32>(2).map(Mutex::new).map_err(|e| no_device(format!("permute barrier: {e}")))?;
         let sms = stream
             .context()
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
@@ -140,7 +132,6 @@ impl CudaBackend {
             lt_cache,
             route_logits,
             permute_bar,
-            route_totals,
             pins,
             sms,
             fused_route: crate::ops::route::fused_route_from_env().into(),

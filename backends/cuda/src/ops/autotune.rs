@@ -88,7 +88,7 @@ pub(super) struct Candidate {
 }
 
 /// Every candidate; the first is the default heuristic's, the reference in `check` mode.
-const CANDIDATES: [Candidate; 9] = [
+const CANDIDATES: [Candidate; 10] = [
     Candidate { name: "wgmma-ws-tma", env: GemmEnv::DEFAULT },
     Candidate { name: "wgmma-ws-tma-wide", env: GemmEnv::DEFAULT.widened() },
     Candidate { name: "wgmma", env: GemmEnv::WGMMA },
@@ -98,6 +98,7 @@ const CANDIDATES: [Candidate; 9] = [
     Candidate { name: "wgmma-ws-tma-b", env: GemmEnv::TMA_B },
     Candidate { name: "wgmma-ws-tma2", env: GemmEnv::TMA2 },
     Candidate { name: "wgmma-ws-tma-epi", env: GemmEnv::EPI },
+    Candidate { name: "wgmma-pp", env: GemmEnv::PINGPONG },
 ];
 
 impl Candidate {
@@ -608,24 +609,35 @@ mod tests {
     }
 
     #[test]
-    fn hopper_half_precision_has_seven_candidates_else_one() {
+    fn hopper_half_precision_has_eight_candidates_else_one() {
         // Rows not gathered: the default loads A through TMA and has no wide form (its wide
         // candidate is the same kernel), and the weights-only TMA kernel is a candidate of its own.
         // With SwiGLU the default has no storer warps (wgmma-ws-tma2 is the same kernel), so the
         // storer-warp kernel is one more candidate; without SwiGLU and from 128 rows per expert
-        // the default has them, and the kernel without them is the extra one.
-        let all = ["wgmma-ws-tma", "wgmma", "wgmma-wide", "wgmma-ws", "mma", "wgmma-ws-tma-b", "wgmma-ws-tma-epi"];
+        // the default has them, and the kernel without them is the extra one. The ping-pong
+        // kernel is a candidate wherever the TMA kernels run.
+        let all = [
+            "wgmma-ws-tma",
+            "wgmma",
+            "wgmma-wide",
+            "wgmma-ws",
+            "mma",
+            "wgmma-ws-tma-b",
+            "wgmma-ws-tma-epi",
+            "wgmma-pp",
+        ];
         for dtype in [DType::BF16, DType::F16] {
             assert_eq!(names(&candidates(&up_gemm(1000, dtype), "sm_90a")), all);
         }
         let mut plain = up_gemm(8 * 128, DType::BF16);
         plain.swiglu = false;
-        let all = ["wgmma-ws-tma", "wgmma", "wgmma-wide", "wgmma-ws", "mma", "wgmma-ws-tma-b", "wgmma-ws-tma2"];
+        let all =
+            ["wgmma-ws-tma", "wgmma", "wgmma-wide", "wgmma-ws", "mma", "wgmma-ws-tma-b", "wgmma-ws-tma2", "wgmma-pp"];
         assert_eq!(names(&candidates(&plain, "sm_90a")), all);
         // Gathered rows: the default is the weights-only TMA kernel, which comes wide too.
         let mut gathered = up_gemm(1000, DType::BF16);
         gathered.gather_tokens = Some(200);
-        let all = ["wgmma-ws-tma", "wgmma-ws-tma-wide", "wgmma", "wgmma-wide", "wgmma-ws", "mma"];
+        let all = ["wgmma-ws-tma", "wgmma-ws-tma-wide", "wgmma", "wgmma-wide", "wgmma-ws", "mma", "wgmma-pp"];
         assert_eq!(names(&candidates(&gathered, "sm_90a")), all);
         // The default first, whatever runs.
         assert_eq!(names(&candidates(&up_gemm(1000, DType::BF16), "sm_80")), ["wgmma-ws-tma"]);

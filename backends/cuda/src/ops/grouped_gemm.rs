@@ -29,7 +29,9 @@
 
 use crate::backend::device_err;
 use crate::launch::{blocks, i32_of, launch_err};
-use crate::ops::grouped_gemm_tma::{act_map_geometry, check_geometry, encode_map, weight_map_geometry};
+use crate::ops::grouped_gemm_tma::{
+    act_map_geometry, check_geometry, encode_map, weight_map_geometry, weight_map_geometry_pp,
+};
 use crate::runtime::sources::GROUPED_GEMM;
 use crate::{CudaBackend, CudaBuffer};
 use cudarc::driver::sys::CUfunction_attribute_enum;
@@ -64,6 +66,12 @@ const _: () = assert!(WGMMA_WS_SHARED <= 227 * 1024);
 /// stage barriers and the two buffer barriers, and slack to align the base.
 const WGMMA_WS_EPI_SHARED: u32 = 3 * (128 * 64 + 256 * 64) * 2 + 128 * (2 * 256 + 16) + (2 * 3 + 2) * 8 + 1024;
 const _: () = assert!(WGMMA_WS_EPI_SHARED <= 227 * 1024);
+
+/// Dynamic shared memory of the ping-pong kernel (`gpp::SMEM_BYTES`): 6 stages of A 128 × 64 and
+/// B 128 × 64 (32 KiB), FULL and EMPTY per stage and ORDER[2] (8 bytes each), and slack to align
+/// the base.
+const WGMMA_PP_SHARED: u32 = 6 * (128 * 64 + 128 * 64) * 2 + (2 * 6 + 2) * 8 + 1024;
+const _: () = assert!(WGMMA_PP_SHARED <= 227 * 1024);
 
 /// Mean rows per expert from which the default stores without SwiGLU through the storer warps
 /// ([`GemmEnv::epi_plain`]): one whole m-tile.
@@ -112,6 +120,10 @@ pub(super) struct GemmEnv {
     /// `MOEKIT_CUDA_WGMMA_WIDE=1`: the wgmma kernels (either) with one m64n256k16 per k16 step
     /// instead of two m64n128k16.
     wide: bool,
+    /// `wgmma-pp` (with `tma_b`, `tma_a`): the ping-pong kernel wherever the TMA kernels would
+    /// run: each consumer warpgroup owns 128 × 128 tiles and the two take turns, one's
+    /// epilogue under the other's main loop (`kernels/grouped_gemm_sm90_pp.cu`).
+    pingpong: bool,
 }
 
 /// Environment variable that picks the wide form of the wgmma kernels (`1`); see
@@ -129,6 +141,7 @@ impl GemmEnv {
         epi: false,
         epi_plain: false,
         wide: false,
+        pingpong: false,
     };
 
     /// The warp-specialised kernel with TMA weight loads and cp.async activation rows
@@ -146,6 +159,9 @@ impl GemmEnv {
 
     /// [`GemmEnv::TMA2`] with the storer warps everywhere (`MOEKIT_CUDA_GEMM=wgmma-ws-tma-epi`).
     pub(super) const EPI: GemmEnv = GemmEnv { epi: true, ..GemmEnv::TMA2 };
+
+    /// The ping-pong kernel where the TMA kernels run (`MOEKIT_CUDA_GEMM=wgmma-pp`).
+    pub(super) const PINGPONG: GemmEnv = GemmEnv { pingpong: true, ..GemmEnv::TMA2 };
 
     /// The warp-specialised kernel with `cp.async` weights (`MOEKIT_CUDA_GEMM=wgmma-ws`).
     pub(super) const WS: GemmEnv = GemmEnv { warp_specialised: true, ..GemmEnv::WGMMA };
@@ -171,6 +187,7 @@ impl GemmEnv {
             Some("wgmma-ws-tma-fence") => GemmEnv { proxy_fence: true, ..GemmEnv::DEFAULT },
             Some("wgmma-ws-tma2") => GemmEnv::TMA2,
             Some("wgmma-ws-tma-epi") => GemmEnv::EPI,
+            Some("wgmma-pp") => GemmEnv::PINGPONG,
             _ => GemmEnv::DEFAULT,
         }
     }
@@ -249,6 +266,8 @@ struct Tiling {
     b_map: bool,
     /// The kernel takes the activation tensor map after the weight map.
     a_map: bool,
+    /// The ping-pong kernel: its weight map has the boxes of `weight_map_geometry_pp`.
+    pingpong: bool,
 }
 
 fn tiling(p: &GroupedGemmProblem, arch: &str, env: GemmEnv) -> Tiling {
@@ -260,8 +279,11 @@ fn tiling(p: &GroupedGemmProblem, arch: &str, env: GemmEnv) -> Tiling {
     // as many output columns (keep in step with the kernels' BN). The plan kernel's m-tile is
     // `bm`, so every family here must agree with its kernel's BM.
     let fam = family(p, arch, env);
+    let pingpong = env.pingpong && p.dtype != DType::F32 && matches!(fam, Family::WgmmaWsTma | Family::WgmmaWsTma2);
     let (family, bm, bn, shared, threads, persistent) = match (p.dtype, fam) {
         (DType::F32, _) => ("fma", 64, 64, 0, 256, false),
+        (_, Family::WgmmaWsTma) if pingpong => ("wgmma_pp", 128, 128, WGMMA_PP_SHARED, WGMMA_WS_THREADS, true),
+        (_, Family::WgmmaWsTma2) if pingpong => ("wgmma_pp2", 128, 128, WGMMA_PP_SHARED, WGMMA_WS_THREADS, true),
         (_, Family::Mma) => ("mma", 128, 128, 0, 256, false),
         (_, Family::Wgmma) => ("wgmma", 128, 256, WGMMA_SHARED, 256, false),
         (_, Family::WgmmaWs) => ("wgmma_ws", 128, 256, WGMMA_WS_SHARED, WGMMA_WS_THREADS, true),
@@ -277,10 +299,10 @@ fn tiling(p: &GroupedGemmProblem, arch: &str, env: GemmEnv) -> Tiling {
     let b_map = tma && matches!(fam, Family::WgmmaWsTma | Family::WgmmaWsTma2);
     let a_map = tma && fam == Family::WgmmaWsTma2;
     let bn_out = if p.swiglu { bn / 2 } else { bn };
-    // NOTE: the TMA2 kernels come in the narrow form only.
-    let wide = if env.wide && family.starts_with("wgmma") && !a_map { "_wide" } else { "" };
+    // NOTE: the TMA2 and ping-pong kernels come in the narrow form only.
+    let wide = if env.wide && family.starts_with("wgmma") && !a_map && !pingpong { "_wide" } else { "" };
     let kernel = format!("grouped_gemm_{family}{wide}_{nk}_{}", p.dtype.name());
-    Tiling { kernel, bm, bn_out, threads, shared, persistent, b_map, a_map }
+    Tiling { kernel, bm, bn_out, threads, shared, persistent, b_map, a_map, pingpong }
 }
 
 /// The name of the GEMM kernel `env` runs for `p` on `arch` (two envs that name the same kernel
@@ -381,7 +403,10 @@ impl CudaBackend {
         if grid > 0 {
             let b_map = if t.b_map {
                 use cudarc::driver::DevicePtr;
-                let g = weight_map_geometry(p.weight_layout, p.experts, p.k_dim, p.n_dim, p.swiglu);
+                let g = match t.pingpong {
+                    true => weight_map_geometry_pp(p.weight_layout, p.experts, p.k_dim, p.n_dim, p.swiglu),
+                    false => weight_map_geometry(p.weight_layout, p.experts, p.k_dim, p.n_dim, p.swiglu),
+                };
                 let (ptr, _read) = io.w.data.device_ptr(&self.stream);
                 Some(encode_map(ptr, p.dtype, &g)?)
             } else {
@@ -466,6 +491,25 @@ mod tests {
     const MMA: GemmEnv = GemmEnv::MMA;
     const WS: GemmEnv = GemmEnv::WS;
     const WS_TMA: GemmEnv = GemmEnv::TMA_B;
+
+    #[test]
+    fn pingpong_parses_and_names_its_kernels() {
+        assert_eq!(GemmEnv::parse(Some("wgmma-pp")), GemmEnv::PINGPONG);
+        let mut up = GroupedGemmProblem::contiguous(128 * 128, 128, 2048, 1536, DType::BF16);
+        up.swiglu = true;
+        let t = tiling(&up, "sm_90a", GemmEnv::PINGPONG);
+        assert_eq!((t.kernel.as_str(), t.bm, t.bn_out), ("grouped_gemm_wgmma_pp2_kn_bf16", 128, 64));
+        assert!(t.pingpong && t.a_map && t.b_map && t.persistent && t.shared == WGMMA_PP_SHARED);
+        // Gathered rows: A by cp.async, B by TMA; without SwiGLU 128 output columns per tile.
+        let mut gathered = GroupedGemmProblem::contiguous(128, 8, 2048, 1536, DType::BF16);
+        gathered.gather_tokens = Some(64);
+        let t = tiling(&gathered, "sm_90a", GemmEnv::PINGPONG);
+        assert_eq!((t.kernel.as_str(), t.bn_out, t.a_map), ("grouped_gemm_wgmma_pp_kn_bf16", 128, false));
+        // Never the wide form; off Hopper and for f32 the usual kernels.
+        assert_eq!(tiling(&up, "sm_90a", GemmEnv::PINGPONG.widened()).kernel, "grouped_gemm_wgmma_pp2_kn_bf16");
+        assert_eq!(tiling(&up, "sm_80", GemmEnv::PINGPONG).kernel, "grouped_gemm_mma_kn_bf16");
+        assert!(!tiling(&up, "sm_80", GemmEnv::PINGPONG).pingpong);
+    }
 
     #[test]
     fn ws_tma_parses_and_names_its_kernels() {

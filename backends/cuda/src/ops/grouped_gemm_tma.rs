@@ -80,6 +80,30 @@ pub(crate) fn weight_map_geometry(
     }
 }
 
+/// Bytes of the ping-pong kernel's B tile of one k-tile (`gpp::B_BYTES`: 128 virtual columns × 64 k).
+pub(crate) const B_TILE_BYTES_PP: u64 = 128 * 64 * ELEM;
+
+/// [`weight_map_geometry`] for the ping-pong kernel, whose B tile holds 128 virtual columns
+/// (same dims and strides, other boxes):
+/// - NK plain: box (64, 128, 1, 1), one per k-tile; SwiGLU: box (64, 64, 2, 1), one per k-tile:
+///   64 gate rows, then the 64 up rows of the same columns.
+/// - KN: box (64, 1, 64, 1), two per k-tile.
+pub(crate) fn weight_map_geometry_pp(
+    layout: WeightLayout,
+    experts: usize,
+    k: usize,
+    n: usize,
+    swiglu: bool,
+) -> MapGeometry {
+    let g = weight_map_geometry(layout, experts, k, n, swiglu);
+    let (boxes, copies) = match layout {
+        WeightLayout::NK if swiglu => ([64, 64, 2, 1], 1),
+        WeightLayout::NK => ([64, 128, 1, 1], 1),
+        WeightLayout::KN => ([64, 1, 64, 1], 2),
+    };
+    MapGeometry { boxes, copies, tile: B_TILE_BYTES_PP, ..g }
+}
+
 /// The tensor map geometry of the activations `x`, `rows` rows of `k` 2-byte elements (the
 /// contiguous `[R, K]` or masked `[E, C, K]` as `E·C` rows): dims (K, R, 1, 1), box (64, 128, 1,
 /// 1), one box per k-tile = the A tile of 128 rows.
@@ -183,6 +207,21 @@ mod tests {
         assert_eq!(g.dims, [2048, 768, 2, 128]);
         assert_eq!(g.strides, [4096, 768 * 4096, 1536 * 4096]);
         assert!(check_geometry(&g).is_ok());
+    }
+
+    #[test]
+    fn pingpong_geometry_fills_its_tile() {
+        for (layout, swiglu) in
+            [(WeightLayout::NK, false), (WeightLayout::NK, true), (WeightLayout::KN, false), (WeightLayout::KN, true)]
+        {
+            let g = weight_map_geometry_pp(layout, 128, 2048, 1536, swiglu);
+            assert_eq!(g.box_bytes() * g.copies, B_TILE_BYTES_PP, "{layout:?} {swiglu}");
+            assert!(check_geometry(&g).is_ok(), "{layout:?} {swiglu}");
+            assert_eq!(g.dims, weight_map_geometry(layout, 128, 2048, 1536, swiglu).dims);
+        }
+        // SwiGLU NK: one box spans both halves (H = 2) of 64 rows each.
+        let g = weight_map_geometry_pp(WeightLayout::NK, 128, 2048, 1536, true);
+        assert_eq!((g.boxes, g.copies), ([64, 64, 2, 1], 1));
     }
 
     #[test]

@@ -222,15 +222,6 @@ fn thread_plan_for(e: usize, g: usize, k: usize) -> Option<usize> {
 
 /// Most experts of the register routing path (32 lanes × `EPL` <= 32 each).
 const REG_MAX_EXPERTS: usize = 1024;
-/// Experts the backend's routing totals hold (`CudaBackend::route_totals`): the register path's.
-pub(crate) const ROUTE_TOTALS_EXPERTS: usize = REG_MAX_EXPERTS;
-
-/// Whether the register path sums counts and load in the backend's persistent totals, whose
-/// last block writes them out (the default since run 21: no memsets in the op), or adds into
-/// counts and load after two memsets (`MOEKIT_CUDA_ROUTE_TOTALS=memset`).
-fn device_totals() -> bool {
-    std::env::var("MOEKIT_CUDA_ROUTE_TOTALS").as_deref() != Ok("memset")
-}
 /// Most picks of the register routing path (lane j keeps pick j).
 const REG_MAX_K: usize = 32;
 
@@ -414,9 +405,7 @@ impl CudaBackend {
     }
 
     /// Queue the routing kernel over `logits` of `dtype` (f32 from the fused gate, else the
-    /// problem's dtype): the register path where it applies, else the generic kernel. Each
-    /// kernel but the register one with device totals adds into counts and load, which are
-    /// zeroed first.
+    /// problem's dtype): the register path where it applies, else the generic kernel.
     fn launch_routing(
         &self,
         dtype: DType,
@@ -425,15 +414,11 @@ impl CudaBackend {
         a: &RouteArgs,
     ) -> Result<()> {
         if let Some(words) = thread_plan(a.experts, a.groups, a.picks) {
-            self.zero_totals(io)?;
             return self.launch_thread(words, dtype, logits, io, a);
         }
         match reg_plan(a.experts, a.groups, a.picks) {
             Some(rp) => self.launch_reg(rp, dtype, logits, io, a),
-            None => {
-                self.zero_totals(io)?;
-                self.launch_generic(dtype, logits, io, a)
-            }
+            None => self.launch_generic(dtype, logits, io, a),
         }
     }
 
@@ -484,20 +469,9 @@ impl CudaBackend {
         const OP: &str = "route";
         let f = self.kernels.function(OP, &ROUTE, &kernel_name(&format!("route_r{}", rp.epl), dtype))?;
         let grid = a.tokens.div_ceil(rp.warps).min(MAX_BLOCKS);
-        let mut totals = match device_totals() {
-            true => Some(lock(&self.route_totals, OP, "route totals")?),
-            false => {
-                self.zero_totals(io)?;
-                None
-            }
-        };
         let flag = self.flag()?;
         let mut b = self.stream.launch_builder(&f);
         push_route_prefix(&mut b, logits, io, a);
-        match totals.as_deref_mut() {
-            Some(t) => b.arg(t),
-            None => b.arg(&NULL),
-        };
         b.arg(&flag.record);
         let cfg = LaunchConfig {
             grid_dim: (grid as u32, 1, 1),
@@ -507,9 +481,7 @@ impl CudaBackend {
         // SAFETY: arguments match `route_reg_impl`; logits hold (splits ×) T × E elements,
         // bias and mask E, ids and weights T × k, counts and load E (check_io); E <= 32 · EPL
         // and k <= 32 (reg_plan); the shared memory holds the accumulators and every warp's
-        // group area as reg_plan laid them out; indices come from loop bounds, never data. The
-        // totals hold 2 + 2 · ROUTE_TOTALS_EXPERTS u32 (E <= REG_MAX_EXPERTS), all zero: made
-        // so, and every call's last block leaves them so (calls on the one stream never overlap).
+        // group area as reg_plan laid them out; indices come from loop bounds, never data.
         unsafe { b.launch(cfg) }.map(drop).map_err(launch_err(OP))
     }
 
@@ -640,11 +612,15 @@ impl RouteOps for CudaBackend {
                 // NOTE: the scratch stays locked until the routing kernel that reads it is queued.
                 let mut slot = lock(&self.route_logits, OP, "route logits")?;
                 let (logits, splits) = self.gate_logits(p, h, input, gate, &mut slot)?;
-                // NOTE: a path that zeroes counts and load does so after the gate is queued, so
-                // the GEMM starts sooner; stream order still runs the memsets before it routes.
+                // NOTE: zeroed after the gate is queued, so the GEMM starts sooner; stream order
+                // still runs the memsets before the routing kernel.
+                self.zero_totals(&mut io)?;
                 self.launch_routing(DType::F32, logits, &mut io, &RouteArgs::new(p, mask, splits))
             }
-            _ => self.launch_routing(p.dtype, &input.data, &mut io, &RouteArgs::new(p, mask, 1)),
+            _ => {
+                self.zero_totals(&mut io)?;
+                self.launch_routing(p.dtype, &input.data, &mut io, &RouteArgs::new(p, mask, 1))
+            }
         }
     }
 

@@ -29,7 +29,9 @@ pub(crate) static GROUPED_GEMM: Source = Source {
         "\n",
         include_str!("../../kernels/grouped_gemm_sm90.cu"),
         "\n",
-        include_str!("../../kernels/grouped_gemm_sm90_ws.cu")
+        include_str!("../../kernels/grouped_gemm_sm90_ws.cu"),
+        "\n",
+        include_str!("../../kernels/grouped_gemm_sm90_pp.cu")
     ),
 };
 /// Attention: the portable kernels, then the Hopper (`sm_90a`) wgmma kernels, in one module so
