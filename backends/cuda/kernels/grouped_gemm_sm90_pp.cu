@@ -15,7 +15,7 @@
 //
 // Block: 384 threads, one block per SM, persistent over tiles t = blockIdx.x + j · gridDim.x
 // (j = 0, 1, ...; the m-tile-major walk of grouped_gemm_sm90_ws.cu with n-tiles of 128 virtual
-// columns); tile j goes to consumer warpgroup j % 2.
+// columns, or expert-major: GWS_ORDER_EXPERT in grouped_gemm_sm90_ws.cu); tile j goes to consumer warpgroup j % 2.
 // - Producer warpgroup 0: PP2 (A through TMA too, no gather): thread 0 issues every box, FULL
 //   counts 2 arrivals (A and B expect_tx). Otherwise its 128 threads copy A's gathered rows with
 //   cp.async exactly as grouped_gemm_sm90_ws.cu (8 chunks each, cp.async.mbarrier.arrive.noinc)
@@ -105,6 +105,7 @@ __device__ __forceinline__ void gpp_impl(const T* x_, const T* w_, const i32* pl
     const int tiles = __ldg(plan + experts) * n_tiles;
     const int kt_n = (K + BK - 1) / BK;
     const int col_limit = swiglu ? N / 2 : N;
+    const bool by_expert = (probe & GWS_ORDER_EXPERT) != 0;
 
     if (tid < PRODUCER_THREADS) {
         gws_setmaxnreg_dec<PRODUCER_REGS>();
@@ -119,7 +120,7 @@ __device__ __forceinline__ void gpp_impl(const T* x_, const T* w_, const i32* pl
             const u32 a_dst = (u32)(a_r0 * 128 + ((a_c ^ (a_r0 & 7)) << 4));
             int it = 0;
             for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-                const GwsTile tl = gws_tile(plan, experts, n_tiles, t);
+                const GwsTile tl = gws_tile_in(plan, experts, n_tiles, t, by_expert);
                 int a_src[8];
                 if (!TMA_A) {
 #pragma unroll
@@ -164,7 +165,7 @@ __device__ __forceinline__ void gpp_impl(const T* x_, const T* w_, const i32* pl
         int i = 0;
         for (int j = wg; blockIdx.x + (long long)j * gridDim.x < tiles; j += 2, ++i) {
             const int t = blockIdx.x + j * gridDim.x;
-            const GwsTile tl = gws_tile(plan, experts, n_tiles, t);
+            const GwsTile tl = gws_tile_in(plan, experts, n_tiles, t, by_expert);
 #pragma unroll
             for (int h = 0; h < 2; ++h)
 #pragma unroll

@@ -225,6 +225,26 @@ __device__ __forceinline__ GwsTile gws_tile(const i32* plan, int experts, int n_
     return r;
 }
 
+// Flag bit of the `proxy_fence` word (of every persistent kernel here and of the ping-pong
+// kernel): the expert-major tile order (MOEKIT_CUDA_GEMM_ORDER=expert). Tiles [tile_start[e] · n_tiles, tile_start[e + 1] ·
+// n_tiles) are expert e's in either order; m-tile-major walks them m-tile by m-tile (every n-tile
+// of one m-tile, then the next: consecutive tiles share A), expert-major n-tile by n-tile (the
+// expert's m-tiles of one n-tile, then the next: consecutive tiles share the weight tile, which
+// for large experts such as deepseek-v3's, 58.7 MB of up weights each, cannot stay in L2).
+#define GWS_ORDER_EXPERT 16
+
+// Tile t of the walk in the order `by_expert` picks (GWS_ORDER_EXPERT).
+__device__ __forceinline__ GwsTile gws_tile_in(const i32* plan, int experts, int n_tiles, int t, bool by_expert) {
+    GwsTile r = gws_tile(plan, experts, n_tiles, t);
+    if (by_expert) {
+        const int ts = __ldg(plan + r.e), m_e = __ldg(plan + r.e + 1) - ts;  // m_e >= 1: e owns tile t
+        const int local = t - ts * n_tiles;
+        r.nt = local / m_e;
+        r.i0 = (local - r.nt * m_e) * gws::BM;
+    }
+    return r;
+}
+
 // TMA_A, producer thread 0: per k-tile, after the EMPTY wait, the A box (128 rows from the
 // tile's first row, 64 k; rows past the expert's are other experts' rows or zero-filled past
 // the tensor, computed and never stored) and the B boxes into the stage, both completing on
@@ -232,13 +252,13 @@ __device__ __forceinline__ GwsTile gws_tile(const i32* plan, int experts, int n_
 template <bool NK, int NST>
 __device__ __forceinline__ void gws_produce_tma(const GwsTmap* a_map, const GwsTmap* b_map, const i32* plan,
                                                 int experts, int n_tiles, int tiles, int kt_n, int swiglu, u32 smem,
-                                                u32 full_bar, u32 empty_bar) {
+                                                u32 full_bar, u32 empty_bar, bool by_expert) {
     using namespace gws;
     gws_tma_prefetch(a_map);
     gws_tma_prefetch(b_map);
     int it = 0;
     for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-        const GwsTile tl = gws_tile(plan, experts, n_tiles, t);
+        const GwsTile tl = gws_tile_in(plan, experts, n_tiles, t, by_expert);
         const int row0 = tl.row_begin + tl.i0;
         for (int kt = 0; kt < kt_n; ++kt, ++it) {
             const int s = it % NST;
@@ -263,13 +283,13 @@ __device__ __forceinline__ void gws_st_shared_u32(u32 addr, u32 v) {
 template <typename T>
 __device__ __forceinline__ void gws_store_tiles(T* y, const i32* plan, int experts, int n_tiles, int tiles,
                                                 int swiglu, int n_out, u32 epi, u32 epi_full, u32 epi_empty,
-                                                int sid) {
+                                                int sid, bool by_expert) {
     using namespace gws;
     const int shift = swiglu ? 4 : 5;  // 16-byte chunks per tile row: 16 (SwiGLU: 128 columns) or 32
     const int cpr = 1 << shift, width = swiglu ? BN / 2 : BN;
     int j = 0;
     for (int t = blockIdx.x; t < tiles; t += gridDim.x, ++j) {
-        const GwsTile tl = gws_tile(plan, experts, n_tiles, t);
+        const GwsTile tl = gws_tile_in(plan, experts, n_tiles, t, by_expert);
         gws_bar_wait(epi_full, (u32)(j & 1));
         for (int idx = sid; idx < BM * cpr; idx += STORER_THREADS) {
             const int r = idx >> shift, ch = idx & (cpr - 1);
@@ -323,6 +343,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
     const int kt_n = (K + BK - 1) / BK;
     const int half_n = N / 2;
     const int col_limit = swiglu ? half_n : N;
+    const bool by_expert = (proxy_fence & GWS_ORDER_EXPERT) != 0;
 
     if (tid < PRODUCER_THREADS) {
         gws_setmaxnreg_dec<PRODUCER_REGS>();
@@ -330,10 +351,10 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
             // TMA_A: producer thread 0 alone loads A and B of every stage; the others are done.
             if (tid == 0)
                 gws_produce_tma<NK, NST>(a_map, b_map, plan, experts, n_tiles, tiles, kt_n, swiglu, smem, full_bar,
-                                         empty_bar);
+                                         empty_bar, by_expert);
             else if (EPI && tid >= 32)
                 gws_store_tiles<T>(y, plan, experts, n_tiles, tiles, swiglu, col_limit, epi, epi_full, epi_empty,
-                                   tid - 32);
+                                   tid - 32, by_expert);
         } else {
             if (TMA_B && tid == 0) gws_tma_prefetch(b_map);
             const u16* x = reinterpret_cast<const u16*>(x_);
@@ -352,7 +373,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
                                                (((b_q & 7) ^ (b_kr0 + 4)) << 4));
             int it = 0;
             for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-                const GwsTile tl = gws_tile(plan, experts, n_tiles, t);
+                const GwsTile tl = gws_tile_in(plan, experts, n_tiles, t, by_expert);
                 const u16* we = reinterpret_cast<const u16*>(w_) + (long long)tl.e * N * K;
                 int a_src[8];
     #pragma unroll
@@ -426,7 +447,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
         float acc[2][64];
         int it = 0, j = 0;
         for (int t = blockIdx.x; t < tiles; t += gridDim.x, ++j) {
-            const GwsTile tl = gws_tile(plan, experts, n_tiles, t);
+            const GwsTile tl = gws_tile_in(plan, experts, n_tiles, t, by_expert);
             // NOTE: no branch may hold the wgmma: skipping it for a warpgroup whose 64 rows are
             // all past the tile's rows (decode tiles) made ptxas serialise every wgmma of the
             // kernel (C7520: a compiler-inserted warpgroup.arrive on a divergent path) and cost

@@ -322,6 +322,20 @@ fn probe_bits() -> i32 {
     std::env::var(PROBE_ENV).map_or(0, |v| parse_probe(&v))
 }
 
+/// Environment variable of the persistent kernels' tile order: `expert` walks each expert's
+/// tiles n-tile by n-tile, so that its m-tiles sharing a weight tile run side by side (flag
+/// `GWS_ORDER_EXPERT` in grouped_gemm_sm90_ws.cu); anything else keeps the m-tile-major walk.
+const ORDER_ENV: &str = "MOEKIT_CUDA_GEMM_ORDER";
+
+/// The persistent kernels' order flag of `MOEKIT_CUDA_GEMM_ORDER`.
+fn order_bits() -> i32 {
+    if std::env::var(ORDER_ENV).is_ok_and(|v| v.trim() == "expert") {
+        16
+    } else {
+        0
+    }
+}
+
 fn parse_probe(v: &str) -> i32 {
     v.split(',').fold(0, |bits, w| {
         bits | match w.trim() {
@@ -440,7 +454,9 @@ impl CudaBackend {
             };
             b.arg(&mut io.y.data);
             b.arg(&experts).arg(&k_dim).arg(&n_dim).arg(&swiglu).arg(&n_tiles).arg(&tokens);
-            let proxy_fence = i32::from(env.proxy_fence) | if t.persistent { probe_bits() } else { 0 };
+            let proxy_fence = i32::from(env.proxy_fence)
+                | if t.persistent { probe_bits() } else { 0 }
+                | if t.persistent { order_bits() } else { 0 };
             if t.shared > 0 {
                 // The wgmma kernels' extra argument.
                 b.arg(&proxy_fence);
