@@ -381,42 +381,9 @@ extern "C" __global__ void permute_scan(i32* cc, i32* offsets, int chunks, int e
 // Reads hidden[t] once and writes it to each of its k rows token_slot_to_row[t, .] (rows outside
 // 0..R, i.e. bad slots already recorded by the scatter, are skipped). With align = 1 and valid ids
 // every row of R = T·k is some slot's, so no row needs zeros.
-template <typename W>
-__device__ void permute_copy_tok_impl(const W* hidden, const i32* tsr, W* out, int words, int k, int rows) {
-    const long long t = blockIdx.x;
-    const W* src = hidden + t * words;
-    const i32* slot_rows = tsr + t * k;
-    for (int i = threadIdx.x; i < words; i += blockDim.x) {
-        const W v = src[i];
-        for (int j = 0; j < k; ++j) {
-            int r = slot_rows[j];
-            if (r >= 0 && r < rows) out[(long long)r * words + i] = v;
-        }
-    }
-}
-
-extern "C" __global__ void permute_copy_tok_w16(const permute_w16* hidden, const i32* tsr, permute_w16* out,
-                                                int words, int k, int rows) {
-    permute_copy_tok_impl<permute_w16>(hidden, tsr, out, words, k, rows);
-}
-extern "C" __global__ void permute_copy_tok_w8(const permute_w8* hidden, const i32* tsr, permute_w8* out, int words,
-                                               int k, int rows) {
-    permute_copy_tok_impl<permute_w8>(hidden, tsr, out, words, k, rows);
-}
-extern "C" __global__ void permute_copy_tok_w4(const u32* hidden, const i32* tsr, u32* out, int words, int k,
-                                               int rows) {
-    permute_copy_tok_impl<u32>(hidden, tsr, out, words, k, rows);
-}
-extern "C" __global__ void permute_copy_tok_w2(const u16* hidden, const i32* tsr, u16* out, int words, int k,
-                                               int rows) {
-    permute_copy_tok_impl<u16>(hidden, tsr, out, words, k, rows);
-}
-
-// ---- row-copy variant, chosen by MOEKIT_CUDA_PERMUTE_COPY=tokcs (src/ops/permute.rs) ----------
-// Streaming stores (st.global.cs: evict-first, the written rows are not read back soon). The
-// template also strides over TOK tokens per step (a persistent grid with TOK loads in flight per
-// thread); TOK = 2 measured 4-6% slower than one block per token (run 20), so only TOK = 1 is
-// instantiated. Same output as permute_copy_tok_*.
+// `permute_copy_tok_*` stores plainly, `permute_copy_tokcs_*` (the default since run 20,
+// MOEKIT_CUDA_PERMUTE_COPY in src/ops/permute.rs) with streaming stores (st.global.cs:
+// evict-first; the written rows are not read back soon). Same output.
 template <typename W>
 __device__ __forceinline__ void permute_store(W* p, const W& v, bool cs) {
     if (!cs) {
@@ -432,47 +399,37 @@ __device__ __forceinline__ void permute_store(W* p, const W& v, bool cs) {
     }
 }
 
-template <typename W, int TOK, bool CS>
-__device__ void permute_copy_var_impl(const W* hidden, const i32* tsr, W* out, int words, int k, int rows,
-                                      int tokens) {
-    for (long long t0 = (long long)blockIdx.x * TOK; t0 < tokens; t0 += (long long)gridDim.x * TOK) {
-        for (int i = threadIdx.x; i < words; i += blockDim.x) {
-            W v[TOK];
-#pragma unroll
-            for (int u = 0; u < TOK; ++u)
-                if (t0 + u < tokens) v[u] = hidden[(t0 + u) * words + i];
-#pragma unroll
-            for (int u = 0; u < TOK; ++u) {
-                if (t0 + u >= tokens) break;
-                const i32* slot_rows = tsr + (t0 + u) * k;
-                for (int j = 0; j < k; ++j) {
-                    const int r = slot_rows[j];
-                    if (r >= 0 && r < rows) permute_store(out + (long long)r * words + i, v[u], CS);
-                }
-            }
+template <typename W, bool CS>
+__device__ void permute_copy_tok_impl(const W* hidden, const i32* tsr, W* out, int words, int k, int rows) {
+    const long long t = blockIdx.x;
+    const W* src = hidden + t * words;
+    const i32* slot_rows = tsr + t * k;
+    for (int i = threadIdx.x; i < words; i += blockDim.x) {
+        const W v = src[i];
+        for (int j = 0; j < k; ++j) {
+            int r = slot_rows[j];
+            if (r >= 0 && r < rows) permute_store(out + (long long)r * words + i, v, CS);
         }
     }
 }
 
-#define PERMUTE_COPY_VARIANT(NAME, TOK, CS)                                                              \
-    extern "C" __global__ void NAME##_w16(const permute_w16* hidden, const i32* tsr, permute_w16* out,     \
-                                          int words, int k, int rows, int tokens) {                       \
-        permute_copy_var_impl<permute_w16, TOK, CS>(hidden, tsr, out, words, k, rows, tokens);            \
-    }                                                                                                     \
-    extern "C" __global__ void NAME##_w8(const permute_w8* hidden, const i32* tsr, permute_w8* out,        \
-                                         int words, int k, int rows, int tokens) {                        \
-        permute_copy_var_impl<permute_w8, TOK, CS>(hidden, tsr, out, words, k, rows, tokens);             \
-    }                                                                                                     \
-    extern "C" __global__ void NAME##_w4(const u32* hidden, const i32* tsr, u32* out, int words, int k,    \
-                                         int rows, int tokens) {                                          \
-        permute_copy_var_impl<u32, TOK, CS>(hidden, tsr, out, words, k, rows, tokens);                    \
-    }                                                                                                     \
-    extern "C" __global__ void NAME##_w2(const u16* hidden, const i32* tsr, u16* out, int words, int k,    \
-                                         int rows, int tokens) {                                          \
-        permute_copy_var_impl<u16, TOK, CS>(hidden, tsr, out, words, k, rows, tokens);                    \
+#define PERMUTE_COPY_TOK(NAME, CS)                                                                              \
+    extern "C" __global__ void NAME##_w16(const permute_w16* hidden, const i32* tsr, permute_w16* out,            \
+                                          int words, int k, int rows) {                                          \
+        permute_copy_tok_impl<permute_w16, CS>(hidden, tsr, out, words, k, rows);                                \
+    }                                                                                                            \
+    extern "C" __global__ void NAME##_w8(const permute_w8* hidden, const i32* tsr, permute_w8* out, int words,    \
+                                         int k, int rows) {                                                      \
+        permute_copy_tok_impl<permute_w8, CS>(hidden, tsr, out, words, k, rows);                                 \
+    }                                                                                                            \
+    extern "C" __global__ void NAME##_w4(const u32* hidden, const i32* tsr, u32* out, int words, int k, int rows) { \
+        permute_copy_tok_impl<u32, CS>(hidden, tsr, out, words, k, rows);                                        \
+    }                                                                                                            \
+    extern "C" __global__ void NAME##_w2(const u16* hidden, const i32* tsr, u16* out, int words, int k, int rows) { \
+        permute_copy_tok_impl<u16, CS>(hidden, tsr, out, words, k, rows);                                        \
     }
-
-PERMUTE_COPY_VARIANT(permute_copy_tokcs, 1, true)
+PERMUTE_COPY_TOK(permute_copy_tok, false)
+PERMUTE_COPY_TOK(permute_copy_tokcs, true)
 
 // ---- unpermute_combine: one block per token (and slice of H) ------------------------------------
 // out[t] = add[t] + Σ_j weights[t, j] · y[token_slot_to_row[t, j]], f32 accumulation in slot

@@ -75,7 +75,7 @@ fn coop_grid(chunks: usize, experts: usize, resident: usize) -> usize {
 
 /// The token-major row copy's kernel (`MOEKIT_CUDA_PERMUTE_COPY`): one block per token with
 /// streaming, evict-first stores (`tokcs`, the default since run 20: permute 187.6 → 183.0 µs on
-/// qwen3, 177.1 → 175.7 on ernie; it takes T as an extra last argument) or plain stores (`tok`).
+/// qwen3, 177.1 → 175.7 on ernie) or plain stores (`tok`); both take the same arguments.
 /// A persistent two-token variant measured 4-6% slower (run 20) and was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CopyVariant {
@@ -276,15 +276,12 @@ impl PermuteOps for CudaBackend {
             let variant = copy_variant();
             let kernel = name.replace("permute_copy_", &format!("{}_", variant.prefix()));
             let f = self.kernels.function(OP, &PERMUTE, &kernel)?;
-            let (k, r, t) = (i32_of(p.k), i32_of(rows), i32_of(p.tokens));
+            let (k, r) = (i32_of(p.k), i32_of(rows));
             let mut b = self.stream.launch_builder(&f);
             b.arg(&io.hidden.data).arg(&io.token_slot_to_row.data).arg(&mut io.permuted.data);
             b.arg(&wi).arg(&k).arg(&r);
-            if variant == CopyVariant::TokCs {
-                b.arg(&t);
-            }
-            // SAFETY: arguments match `permute_copy_tok_*` or `permute_copy_tokcs_*` (with T; one
-            // block per token of T either way); hidden holds T and
+            // SAFETY: arguments match `permute_copy_tok_*` and `permute_copy_tokcs_*` (one
+            // block per token of T); hidden holds T and
             // permuted R rows of `words` words (check_io), token_slot_to_row T × k i32 whose rows
             // outside 0..R are skipped; allocations are 256-byte aligned and the word divides a
             // row, so every access is word-aligned.
