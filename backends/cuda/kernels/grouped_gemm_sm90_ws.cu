@@ -40,6 +40,12 @@
 // L2 (qwen3 up: 6 n-tiles, ~22 m-tiles ≈ 3 experts ≈ 18 MiB of weights at a time, inside the
 // 50 MiB L2). Producer and consumers walk the same sequence; each thread finds a tile's expert by
 // a binary search of the plan's tile starts (no block barrier: the roles run apart).
+// Expert-major (GWS_ORDER_EXPERT, the default since run 21): within each expert's range of
+// tiles, n-tile by n-tile, so the expert's m-tiles of one n-tile are consecutive tiles, run side
+// by side, and read each weight tile from DRAM once between them. For deepseek-v3 (58.7 MB of up
+// weights per expert, ~2-3 m-tiles each) the m-tile-major walk put them 16 tiles apart and the
+// blocks drifted: 27.0 GB of DRAM reads for 15 GB of weights; expert-major read 17.0 GB and took
+// the up GEMM from 8.00 to 7.11 ms (ncu, run 21).
 //
 // Proxy ordering: cp.async writes shared memory through the generic proxy; wgmma reads it through
 // the async proxy. The PTX ISA asks for fence.proxy.async between the two, which the writer
@@ -226,11 +232,12 @@ __device__ __forceinline__ GwsTile gws_tile(const i32* plan, int experts, int n_
 }
 
 // Flag bit of the `proxy_fence` word (of every persistent kernel here and of the ping-pong
-// kernel): the expert-major tile order (MOEKIT_CUDA_GEMM_ORDER=expert). Tiles [tile_start[e] · n_tiles, tile_start[e + 1] ·
-// n_tiles) are expert e's in either order; m-tile-major walks them m-tile by m-tile (every n-tile
-// of one m-tile, then the next: consecutive tiles share A), expert-major n-tile by n-tile (the
-// expert's m-tiles of one n-tile, then the next: consecutive tiles share the weight tile, which
-// for large experts such as deepseek-v3's, 58.7 MB of up weights each, cannot stay in L2).
+// kernel): the expert-major tile order (the default; MOEKIT_CUDA_GEMM_ORDER=mtile clears it).
+// Tiles [tile_start[e] · n_tiles, tile_start[e + 1] · n_tiles) are expert e's in either order;
+// m-tile-major walks them m-tile by m-tile (every n-tile of one m-tile, then the next:
+// consecutive tiles share A), expert-major n-tile by n-tile (the expert's m-tiles of one n-tile,
+// then the next: consecutive tiles share the weight tile, which for large experts such as
+// deepseek-v3's, 58.7 MB of up weights each, cannot stay in L2).
 #define GWS_ORDER_EXPERT 16
 
 // Tile t of the walk in the order `by_expert` picks (GWS_ORDER_EXPERT).
