@@ -120,11 +120,13 @@ extern "C" __global__ void permute_scatter(const i32* ids, i32* cc, const i32* o
 // memory (dynamic, E i32), so a warp's turn costs a shared-memory round trip instead of a global
 // one, and cc (the chunk prefixes from permute_scan) is only read; offsets[e] and cc[e][c] are
 // read before the turns so their latency overlaps them. Same rows as permute_scatter.
-extern "C" __global__ void permute_scatter_smem(const i32* ids, const i32* cc, const i32* offsets,
-                                                i32* token_slot_to_row, i32* row_to_token, int slots, int experts,
-                                                int k, int chunks, i32* rec) {
-    extern __shared__ int permute_base[];
-    const int c = blockIdx.x;
+// One chunk c of the stable scatter, PERMUTE_CHUNK threads with a slot each: the rows of the
+// chunk's valid slots from offsets (global, or the cooperative kernel's shared copy) and the chunk
+// prefixes cc, with `base` (E i32 of shared memory) holding the warps' running per-expert bases.
+// Used by permute_scatter_smem and by phase 4 of permute_index_coop.
+__device__ __forceinline__ void permute_scatter_chunk(const i32* ids, const i32* cc, const i32* offsets,
+                                                      i32* token_slot_to_row, i32* row_to_token, int slots,
+                                                      int experts, int k, int chunks, int c, int* base, i32* rec) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     const long long s = (long long)c * PERMUTE_CHUNK + threadIdx.x;
     const bool valid = s < slots;
@@ -135,7 +137,7 @@ extern "C" __global__ void permute_scatter_smem(const i32* ids, const i32* cc, c
         report_bad(rec, MOEKIT_BAD_PERMUTE_IDS, (int)s, e, experts);
         token_slot_to_row[s] = -1;
     }
-    for (int i = threadIdx.x; i < experts; i += blockDim.x) permute_base[i] = 0;
+    for (int i = threadIdx.x; i < experts; i += blockDim.x) base[i] = 0;
     const unsigned peers = __match_any_sync(PERMUTE_FULL, ok ? e : -1);
     const int rank = __popc(peers & ((1u << lane) - 1u));
     const int last = 31 - __clz(peers);
@@ -143,10 +145,10 @@ extern "C" __global__ void permute_scatter_smem(const i32* ids, const i32* cc, c
     int before = 0;
     for (int w = 0; w < nw; ++w) {
         if (warp == w) {
-            if (ok) before = permute_base[e];
+            if (ok) before = base[e];
             // NOTE: every lane of the group reads the base before its last lane advances it.
             __syncwarp();
-            if (ok && lane == last) permute_base[e] = before + __popc(peers);
+            if (ok && lane == last) base[e] = before + __popc(peers);
         }
         __syncthreads();
     }
@@ -155,6 +157,14 @@ extern "C" __global__ void permute_scatter_smem(const i32* ids, const i32* cc, c
         token_slot_to_row[s] = r;
         row_to_token[r] = (int)(s / k);
     }
+}
+
+extern "C" __global__ void permute_scatter_smem(const i32* ids, const i32* cc, const i32* offsets,
+                                                i32* token_slot_to_row, i32* row_to_token, int slots, int experts,
+                                                int k, int chunks, i32* rec) {
+    extern __shared__ int permute_base[];
+    permute_scatter_chunk(ids, cc, offsets, token_slot_to_row, row_to_token, slots, experts, k, chunks, blockIdx.x,
+                          permute_base, rec);
 }
 
 // ---- the whole index in one cooperative launch (opt-in: MOEKIT_CUDA_PERMUTE=coop) ---------------
@@ -191,7 +201,6 @@ extern "C" __global__ void permute_index_coop(const i32* ids, i32* cc, i32* offs
     int* hist = permute_coop_smem;             // [E]: phase 1 counts, phase 3 running bases
     int* off = permute_coop_smem + experts;    // [E + 1]: the offsets, in every block
     i32* sizes = cc + (long long)experts * chunks;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
 
     // Phase 1: row_to_token = -1; each chunk's column of counts.
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < rows;
@@ -249,34 +258,7 @@ extern "C" __global__ void permute_index_coop(const i32* ids, i32* cc, i32* offs
 
     // Phase 4: the scatter of permute_scatter_smem, chunk by chunk (PERMUTE_CHUNK threads).
     for (int c = blockIdx.x; c < chunks; c += gridDim.x) {
-        const long long s = (long long)c * PERMUTE_CHUNK + threadIdx.x;
-        const bool valid = s < slots;
-        const int e = valid ? ids[s] : -1;
-        const bool ok = valid && e >= 0 && e < experts;
-        const int start = ok ? off[e] + cc[(long long)e * chunks + c] : 0;
-        if (valid && !ok) {
-            report_bad(rec, MOEKIT_BAD_PERMUTE_IDS, (int)s, e, experts);
-            token_slot_to_row[s] = -1;
-        }
-        for (int i = threadIdx.x; i < experts; i += blockDim.x) hist[i] = 0;
-        const unsigned peers = __match_any_sync(PERMUTE_FULL, ok ? e : -1);
-        const int rank = __popc(peers & ((1u << lane) - 1u));
-        const int last = 31 - __clz(peers);
-        __syncthreads();
-        int before = 0;
-        for (int w = 0; w < nw; ++w) {
-            if (warp == w) {
-                if (ok) before = hist[e];
-                __syncwarp();
-                if (ok && lane == last) hist[e] = before + __popc(peers);
-            }
-            __syncthreads();
-        }
-        if (ok) {
-            const int r = start + before + rank;
-            token_slot_to_row[s] = r;
-            row_to_token[r] = (int)(s / k);
-        }
+        permute_scatter_chunk(ids, cc, off, token_slot_to_row, row_to_token, slots, experts, k, chunks, c, hist, rec);
         __syncthreads();
     }
 }
