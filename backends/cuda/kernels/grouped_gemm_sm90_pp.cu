@@ -122,13 +122,7 @@ __device__ __forceinline__ void gpp_impl(const T* x_, const T* w_, const i32* pl
             for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
                 const GwsTile tl = gws_tile_in(plan, experts, n_tiles, t, by_expert);
                 int a_src[8];
-                if (!TMA_A) {
-#pragma unroll
-                    for (int j = 0; j < 8; ++j) {
-                        const int i = tl.i0 + a_r0 + 16 * j;
-                        a_src[j] = i < tl.rows ? gg_src_row(gather, tokens, tl.row_begin + i, rec) : -1;
-                    }
-                }
+                if (!TMA_A) gws_a_rows(a_src, tl, a_r0, gather, tokens, rec);
                 for (int kt = 0; kt < kt_n; ++kt, ++it) {
                     const int s = it % S;
                     gws_bar_wait(empty_bar + 8 * s, (u32)(((it / S) & 1) ^ 1));
@@ -141,13 +135,7 @@ __device__ __forceinline__ void gpp_impl(const T* x_, const T* w_, const i32* pl
                         gpp_tma_b<NK>(b_map, sa + A_BYTES, bar, kt * BK, tl.e, tl.nt, swiglu);
                     }
                     if (!TMA_A) {
-                        const int ka = kt * BK + a_c * 8;
-                        const int k_stride = gws_opaque(K);
-#pragma unroll
-                        for (int j = 0; j < 8; ++j) {
-                            const bool ok = a_src[j] >= 0 && ka < K;
-                            gw_cp16(sa + a_dst + j * 16 * 128, x + (ok ? (long long)a_src[j] * k_stride + ka : 0), ok);
-                        }
+                        gws_copy_a(sa, a_dst, a_src, x, kt * BK + a_c * 8, K, gws_opaque(K));
                         gws_cp_arrive(bar);
                     }
                 }

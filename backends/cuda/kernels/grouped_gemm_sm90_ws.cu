@@ -252,6 +252,27 @@ __device__ __forceinline__ GwsTile gws_tile_in(const i32* plan, int experts, int
     return r;
 }
 
+// The cp.async A producer (a thread of the producer warpgroup; rows a_r0 + 16j, j < 8, of the
+// tile, chunk a_c of each): the source row of each of its rows, -1 past the expert's rows.
+__device__ __forceinline__ void gws_a_rows(int (&a_src)[8], const GwsTile& tl, int a_r0, const i32* gather,
+                                           int tokens, i32* rec) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        const int i = tl.i0 + a_r0 + 16 * j;
+        a_src[j] = i < tl.rows ? gg_src_row(gather, tokens, tl.row_begin + i, rec) : -1;
+    }
+}
+// Its 8 copies of k-tile chunk ka (K elements per row, K as k_stride) into the stage's A at
+// sa + a_dst; zero-filled past the rows and K.
+__device__ __forceinline__ void gws_copy_a(u32 sa, u32 a_dst, const int (&a_src)[8], const u16* x, int ka, int K,
+                                           int k_stride) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        const bool ok = a_src[j] >= 0 && ka < K;
+        gw_cp16(sa + a_dst + j * 16 * 128, x + (ok ? (long long)a_src[j] * k_stride + ka : 0), ok);
+    }
+}
+
 // TMA_A, producer thread 0: per k-tile, after the EMPTY wait, the A box (128 rows from the
 // tile's first row, 64 k; rows past the expert's are other experts' rows or zero-filled past
 // the tensor, computed and never stored) and the B boxes into the stage, both completing on
@@ -383,11 +404,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
                 const GwsTile tl = gws_tile_in(plan, experts, n_tiles, t, by_expert);
                 const u16* we = reinterpret_cast<const u16*>(w_) + (long long)tl.e * N * K;
                 int a_src[8];
-    #pragma unroll
-                for (int j = 0; j < 8; ++j) {
-                    const int i = tl.i0 + a_r0 + 16 * j;
-                    a_src[j] = i < tl.rows ? gg_src_row(gather, tokens, tl.row_begin + i, rec) : -1;
-                }
+                gws_a_rows(a_src, tl, a_r0, gather, tokens, rec);
                 // NK: output column of virtual column b_r0 + 16j is cb + 16 (j % 8) with SwiGLU
                 // (+ half_n for the up half, j >= 8), cb + 16j without. KN: the weight column of
                 // virtual column 8 b_q, or -1 past the output columns.
@@ -410,12 +427,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
                     // column base); hoisted out of the loop, 24 64-bit addresses and 16 predicates
                     // would not fit the producer's registers.
                     const int k_stride = gws_opaque(K);
-    #pragma unroll
-                    for (int j = 0; j < 8; ++j) {
-                        if (proxy_fence & GWS_PROBE_NO_A) break;
-                        const bool ok = a_src[j] >= 0 && ka < K;
-                        gw_cp16(sa + a_dst + j * 16 * 128, x + (ok ? (long long)a_src[j] * k_stride + ka : 0), ok);
-                    }
+                    if (!(proxy_fence & GWS_PROBE_NO_A)) gws_copy_a(sa, a_dst, a_src, x, ka, K, k_stride);
                     if (TMA_B) {
                         // B: thread 0's boxes above.
                     } else if (NK) {

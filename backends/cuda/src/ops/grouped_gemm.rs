@@ -455,9 +455,7 @@ impl CudaBackend {
             };
             b.arg(&mut io.y.data);
             b.arg(&experts).arg(&k_dim).arg(&n_dim).arg(&swiglu).arg(&n_tiles).arg(&tokens);
-            let proxy_fence = i32::from(env.proxy_fence)
-                | if t.persistent { probe_bits() } else { 0 }
-                | if t.persistent { order_bits() } else { 0 };
+            let proxy_fence = i32::from(env.proxy_fence) | if t.persistent { probe_bits() | order_bits() } else { 0 };
             if t.shared > 0 {
                 // The wgmma kernels' extra argument.
                 b.arg(&proxy_fence);
