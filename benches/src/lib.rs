@@ -41,4 +41,4 @@ pub mod verify;
 pub mod workload;
 
 pub use shapes::{AttnShape, MoeShape};
-pub use workload::{measure, Measured, Op, Prepared, Timing, Workload};
+pub use workload::{measure, Measured, Op, Prepared, Timing, TimingMode, Workload};

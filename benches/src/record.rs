@@ -36,6 +36,10 @@ pub struct Record {
     pub iters: usize,
     /// `eager` (one call per run) or `graph` (replays of a recorded graph, `--graph`).
     pub launch: String,
+    /// `queued` (each run after a cache-clearing write, runs not waited for one by one, as
+    /// `triton.testing.do_bench` times the peers; the default) or `synced` (`--synced`: each run
+    /// alone on an idle device, the host's time to its first launch included; runs 1–22).
+    pub timing: String,
     /// TFLOP/s at the median (`null` for data movement).
     pub tflops: Option<f64>,
     /// GB/s at the median (minimum bytes read + written).
@@ -111,6 +115,7 @@ impl Record {
             min_ms: o.timing.min_s * 1e3,
             iters: o.timing.iters,
             launch: if o.graph { "graph" } else { "eager" }.to_string(),
+            timing: o.timing_mode.name().to_string(),
             tflops: o.tflops(),
             gbps: o.gbps(),
             flops: o.flops,

@@ -5,7 +5,9 @@ use crate::cases::{AnyWorkload, GemmCase, Visit, WeightStash};
 use crate::dump::{self, DumpError, DumpInfo};
 use crate::shapes::MoeShape;
 use crate::verify::Verdict;
-use crate::workload::{measure, measure_graph, measure_interleaved, reference_outputs, Measured, Op, Timing, Workload};
+use crate::workload::{
+    measure, measure_graph, measure_interleaved, reference_outputs, Measured, Op, Timing, TimingMode, Workload,
+};
 use moekit_ops::{Backend, DType, HostTensor, Result};
 use moekit_reference::ReferenceBackend;
 use std::path::PathBuf;
@@ -42,6 +44,8 @@ pub struct RunConfig {
     /// Time replays of the op recorded as a device graph ([`measure_graph`]; CUDA only), no
     /// ceiling interleaved.
     pub graph: bool,
+    /// How the timed runs are timed (`--synced`: [`TimingMode::Synced`]).
+    pub timing: TimingMode,
 }
 
 impl Default for RunConfig {
@@ -60,6 +64,7 @@ impl Default for RunConfig {
             copy_ceiling_gbps: None,
             dump: None,
             graph: false,
+            timing: TimingMode::Queued,
         }
     }
 }
@@ -107,6 +112,8 @@ pub struct Outcome {
     pub dump: Option<std::result::Result<PathBuf, DumpError>>,
     /// Timed as replays of a recorded graph (`--graph`).
     pub graph: bool,
+    /// How the runs were timed.
+    pub timing_mode: TimingMode,
 }
 
 impl Outcome {
@@ -189,17 +196,17 @@ impl<B: Backend> RunCase<'_, B> {
         let cfg = self.cfg;
         let mkn = w.ceiling_gemm().filter(|_| cfg.ceiling);
         if cfg.graph {
-            return Ok((measure_graph(self.backend, w, cfg.warmup, cfg.iters)?, None));
+            return Ok((measure_graph(self.backend, w, cfg.warmup, cfg.iters, cfg.timing)?, None));
         }
         match mkn {
             Some(mkn) if w.op() != Op::Gemm => {
                 let g = GemmCase::new(mkn.0, mkn.1, mkn.2, self.dtype, cfg.seed ^ 0xCE11)?;
-                let (m, t) = measure_interleaved(self.backend, w, &g, cfg.warmup, cfg.iters)?;
+                let (m, t) = measure_interleaved(self.backend, w, &g, cfg.warmup, cfg.iters, cfg.timing)?;
                 let tflops = g.flops().unwrap_or(0.0) / t.median_s / 1e12;
                 Ok((m, Some(Ceiling { mkn, tflops })))
             }
             _ => {
-                let m = measure(self.backend, w, cfg.warmup, cfg.iters)?;
+                let m = measure(self.backend, w, cfg.warmup, cfg.iters, cfg.timing)?;
                 let own = w.flops().map(|f| f / m.timing.median_s / 1e12);
                 let ceiling = mkn.zip(own).map(|(mkn, tflops)| Ceiling { mkn, tflops });
                 Ok((m, ceiling))
@@ -220,7 +227,7 @@ impl<B: Backend> Visit for RunCase<'_, B> {
         let (mut reference, mut reference_skipped, mut full): (_, _, Option<Vec<HostTensor>>) = (None, None, None);
         if cfg.compare_reference {
             if w.reference_work() <= cfg.ref_max_work {
-                let r = measure(&ReferenceBackend, w, 0, cfg.ref_iters)?;
+                let r = measure(&ReferenceBackend, w, 0, cfg.ref_iters, TimingMode::Synced)?;
                 reference = Some(r.timing);
                 full = Some(r.outputs);
             } else {
@@ -254,6 +261,7 @@ impl<B: Backend> Visit for RunCase<'_, B> {
             copy_ceiling_gbps: cfg.copy_ceiling_gbps.filter(|_| w.op().memory_bound() || w.ceiling_gemm().is_none()),
             dump,
             graph: cfg.graph,
+            timing_mode: cfg.timing,
         })
     }
 }

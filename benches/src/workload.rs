@@ -234,26 +234,56 @@ pub struct Measured {
     pub outputs: Vec<HostTensor>,
 }
 
-/// `warmup` untimed runs, `iters` timed runs (each waited for with `sync`), then one run
-/// into poisoned outputs whose results come back for the check.
+/// How timed runs are timed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimingMode {
+    /// As `triton.testing.do_bench` times the PyTorch peers ([`moekit_ops::Device::time_runs_ms`]):
+    /// each run after a cache-clearing write, the runs queued without waiting for each, so the
+    /// host's launch time overlaps the device's work (the default since run 23).
+    #[default]
+    Queued,
+    /// Each run timed on its own ([`moekit_ops::Device::time_ms`]) with the device idle before
+    /// it, so the host's time until its first launch is in the figure (`--synced`; runs 1–22).
+    Synced,
+}
+
+impl TimingMode {
+    /// The name in the JSON records.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimingMode::Queued => "queued",
+            TimingMode::Synced => "synced",
+        }
+    }
+}
+
+/// `warmup` untimed runs, `iters` timed runs (timed as `mode` says), then one run into
+/// poisoned outputs whose results come back for the check.
 ///
 /// # Errors
 /// The op's error or a device error.
-pub fn measure<B: Backend, W: Workload>(b: &B, w: &W, warmup: usize, iters: usize) -> Result<Measured> {
+pub fn measure<B: Backend, W: Workload>(
+    b: &B,
+    w: &W,
+    warmup: usize,
+    iters: usize,
+    mode: TimingMode,
+) -> Result<Measured> {
     let mut p = Prepared::new(b, w)?;
     for _ in 0..warmup {
         p.run()?;
     }
-    let mut times = Vec::with_capacity(iters.max(1));
-    for _ in 0..iters.max(1) {
-        times.push(timed(&mut p)?);
-    }
+    let times = timed(&mut p, iters.max(1), mode)?;
     Ok(Measured { timing: timing(times), outputs: p.checked_run()? })
 }
 
+/// Timed runs of the op and of the ceiling taken in turns, [`INTERLEAVE`] at a time.
+const INTERLEAVE: usize = 5;
+
 /// As [`measure`], with the runs of a second workload `c` (the ceiling GEMM) interleaved:
-/// op, ceiling, op, ceiling... so that load from other processes on the machine weighs on
-/// both alike. Returns the op's measurement and the timing of `c`.
+/// [`INTERLEAVE`] runs of the op, as many of the ceiling, and so on, so that load from other
+/// processes on the machine weighs on both alike. Returns the op's measurement and the timing
+/// of `c`.
 ///
 /// # Errors
 /// The op's or the ceiling's error, or a device error.
@@ -263,6 +293,7 @@ pub fn measure_interleaved<B: Backend, W: Workload, C: Workload>(
     c: &C,
     warmup: usize,
     iters: usize,
+    mode: TimingMode,
 ) -> Result<(Measured, Timing)> {
     let (mut p, mut q) = (Prepared::new(b, w)?, Prepared::new(b, c)?);
     for _ in 0..warmup {
@@ -270,9 +301,12 @@ pub fn measure_interleaved<B: Backend, W: Workload, C: Workload>(
         q.run()?;
     }
     let (mut tp, mut tq) = (Vec::new(), Vec::new());
-    for _ in 0..iters.max(1) {
-        tp.push(timed(&mut p)?);
-        tq.push(timed(&mut q)?);
+    let mut left = iters.max(1);
+    while left > 0 {
+        let n = left.min(INTERLEAVE);
+        tp.extend(timed(&mut p, n, mode)?);
+        tq.extend(timed(&mut q, n, mode)?);
+        left -= n;
     }
     Ok((Measured { timing: timing(tp), outputs: p.checked_run()? }, timing(tq)))
 }
@@ -285,19 +319,22 @@ pub fn measure_interleaved<B: Backend, W: Workload, C: Workload>(
 ///
 /// # Errors
 /// [`moekit_ops::Error::Unsupported`] on backends without graphs; the op's or a device error.
-pub fn measure_graph<B: Backend, W: Workload>(b: &B, w: &W, warmup: usize, iters: usize) -> Result<Measured> {
+pub fn measure_graph<B: Backend, W: Workload>(
+    b: &B,
+    w: &W,
+    warmup: usize,
+    iters: usize,
+    mode: TimingMode,
+) -> Result<Measured> {
     let mut p = Prepared::new(b, w)?;
-    let mut times = Vec::with_capacity(iters.max(1));
-    {
+    let times = {
         let (ins, outs) = (&p.ins, &mut p.outs);
         let graph = b.capture(&mut || w.call(b, ins, outs))?;
         for _ in 0..warmup {
             graph.replay()?;
         }
-        for _ in 0..iters.max(1) {
-            times.push(b.time_ms(&mut || graph.replay())? / 1e3);
-        }
-    }
+        time_runs(b, &mut || graph.replay(), iters.max(1), mode)?
+    };
     let shapes = w.outputs();
     let poisoned = shapes.iter().map(|(dt, s)| b.upload(&poison(*dt, s))).collect::<Result<Vec<_>>>()?;
     {
@@ -320,12 +357,27 @@ pub fn measure_graph<B: Backend, W: Workload>(b: &B, w: &W, warmup: usize, iters
     Ok(Measured { timing: timing(times), outputs })
 }
 
-/// Seconds of one run, timed by the backend ([`moekit_ops::Device::time_ms`]: device events on
+/// Seconds of each of `runs` runs of `work`, timed by the backend as `mode` says
+/// ([`moekit_ops::Device::time_runs_ms`] or [`moekit_ops::Device::time_ms`]: device events on
 /// GPU backends, the wall clock around a sync elsewhere).
-fn timed<B: Backend, W: Workload>(p: &mut Prepared<'_, B, W>) -> Result<f64> {
+fn time_runs<B: Backend>(
+    b: &B,
+    work: &mut dyn FnMut() -> Result<()>,
+    runs: usize,
+    mode: TimingMode,
+) -> Result<Vec<f64>> {
+    let ms = match mode {
+        TimingMode::Queued => b.time_runs_ms(work, runs)?,
+        TimingMode::Synced => (0..runs).map(|_| b.time_ms(work)).collect::<Result<Vec<_>>>()?,
+    };
+    Ok(ms.into_iter().map(|ms| ms / 1e3).collect())
+}
+
+/// Seconds of each of `runs` runs of the prepared op.
+fn timed<B: Backend, W: Workload>(p: &mut Prepared<'_, B, W>, runs: usize, mode: TimingMode) -> Result<Vec<f64>> {
     let (backend, work) = (p.backend, p.work);
     let (ins, outs) = (&p.ins, &mut p.outs);
-    Ok(backend.time_ms(&mut || work.call(backend, ins, outs))? / 1e3)
+    time_runs(backend, &mut || work.call(backend, ins, outs), runs, mode)
 }
 
 fn timing(mut times: Vec<f64>) -> Timing {

@@ -7,7 +7,7 @@ use moekit_bench::record::Record;
 use moekit_bench::runner::{RunConfig, Runner};
 use moekit_bench::shapes::{resolve, MoeShape};
 use moekit_bench::workload::reference_outputs;
-use moekit_bench::{measure, Op, Workload};
+use moekit_bench::{measure, Op, TimingMode, Workload};
 use moekit_cpu::CpuBackend;
 use moekit_ops::{DType, HostTensor};
 
@@ -25,7 +25,7 @@ impl Visit for FourWays {
     fn visit<W: Workload>(self, w: &W) -> Vec<String> {
         let mut problems = Vec::new();
         let name = w.op().name();
-        let got = measure(&CpuBackend::new(), w, 1, 2).unwrap().outputs;
+        let got = measure(&CpuBackend::new(), w, 1, 2, TimingMode::Queued).unwrap().outputs;
         let expected = reference_outputs(w).unwrap();
         let full = w.verify_full(&expected, &got).unwrap();
         if !full.pass {
@@ -109,4 +109,20 @@ fn runner_fills_the_json_line() {
     assert_eq!(v["check"], "pass");
     let ratio = v["ratio"].as_f64().unwrap();
     assert!((ratio - 0.25 / v["ms"].as_f64().unwrap()).abs() < 1e-9 * ratio.max(1.0));
+    assert_eq!((v["timing"].as_str(), v["iters"].as_u64()), (Some("queued"), Some(2)));
+}
+
+#[test]
+fn the_json_line_says_how_the_runs_were_timed() {
+    let cpu = CpuBackend::new();
+    for (mode, name) in [(TimingMode::Queued, "queued"), (TimingMode::Synced, "synced")] {
+        // 7 runs with the ceiling interleaved 5 at a time: every run of the op is counted.
+        let cfg = RunConfig { iters: 7, warmup: 0, ceiling: true, timing: mode, ..RunConfig::default() };
+        let out = Runner::new(&cpu, cfg).run(Op::Permute, &tiny(), DType::F32).unwrap();
+        assert!(out.verdict.pass, "{:?}", out.verdict.detail);
+        let v: serde_json::Value = serde_json::from_str(&Record::new(&out, &[], "host", "d").to_json()).unwrap();
+        assert_eq!((v["timing"].as_str(), v["iters"].as_u64()), (Some(name), Some(7)), "{v}");
+        let (ms, min_ms) = (v["ms"].as_f64().unwrap(), v["min_ms"].as_f64().unwrap());
+        assert!(min_ms > 0.0 && min_ms <= ms, "{v}");
+    }
 }

@@ -6,7 +6,7 @@ use moekit_bench::dump::{self, st_dtype, DumpInfo};
 use moekit_bench::runner::{RunConfig, Runner};
 use moekit_bench::shapes::{resolve, MoeShape};
 use moekit_bench::workload::reference_outputs;
-use moekit_bench::{measure, Op, Workload};
+use moekit_bench::{measure, Op, TimingMode, Workload};
 use moekit_cpu::CpuBackend;
 use moekit_ops::{DType, HostTensor, TensorMeta};
 use safetensors::SafeTensors;
@@ -59,7 +59,7 @@ struct DumpAndRead<'a> {
 impl Visit for DumpAndRead<'_> {
     type Out = PathBuf;
     fn visit<W: Workload>(self, w: &W) -> PathBuf {
-        let got = measure(&CpuBackend::new(), w, 0, 1).unwrap().outputs;
+        let got = measure(&CpuBackend::new(), w, 0, 1, TimingMode::Queued).unwrap().outputs;
         let info = DumpInfo { shape: "tiny", backend: "cpu", seed: 5 };
         let path = dump::write(self.dir, w, self.dtype, &got, &info).unwrap();
         let ins = w.input_names().iter().map(|n| format!("in.{n}")).zip(w.inputs());

@@ -110,6 +110,20 @@ pub trait Device {
         Ok(start.elapsed().as_secs_f64() * 1e3)
     }
 
+    /// Milliseconds of device time of each of `runs` runs of `work`, timed as
+    /// `triton.testing.do_bench` times the PyTorch peers: each run follows a write over a buffer
+    /// larger than the last-level cache (256 MiB), so it starts with a cold cache, and the runs
+    /// are queued without waiting for each one, so the host's launches of a run overlap the
+    /// device's work before it and stay out of the figure while they take less time than that
+    /// write. The default (host backends, cubecl) times each run with [`Device::time_ms`];
+    /// the cuda backend does the above.
+    ///
+    /// # Errors
+    /// The errors of `work` and of [`Device::sync`] (a deferred content error included).
+    fn time_runs_ms(&self, work: &mut dyn FnMut() -> Result<()>, runs: usize) -> Result<Vec<f64>> {
+        (0..runs).map(|_| self.time_ms(work)).collect()
+    }
+
     /// Records the device work `work` queues as a graph that [`Replay::replay`] queues again
     /// with one launch, for decode steps and other small problems whose time is launches.
     ///

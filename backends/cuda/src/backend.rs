@@ -363,6 +363,30 @@ impl Device for CudaBackend {
     }
 
     #[cfg(feature = "cuda")]
+    fn time_runs_ms(&self, work: &mut dyn FnMut() -> Result<()>, runs: usize) -> Result<Vec<f64>> {
+        use cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT;
+        /// Bytes written before each run: `do_bench`'s cache-clearing buffer, 5× the H200's L2.
+        const FLUSH_BYTES: usize = 256 << 20;
+        // SAFETY: the buffer is only written (zeroed) and never read.
+        let mut flush = unsafe { self.stream.alloc::<u8>(FLUSH_BYTES) }.map_err(device_err("time"))?;
+        let mut events = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            self.stream.memset_zeros(&mut flush).map_err(device_err("time"))?;
+            let start = self.stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(device_err("time"))?;
+            work()?;
+            let end = self.stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(device_err("time"))?;
+            events.push((start, end));
+        }
+        let ms = events
+            .iter()
+            .map(|(start, end)| start.elapsed_ms(end).map(f64::from))
+            .collect::<std::result::Result<Vec<f64>, _>>()
+            .map_err(device_err("time"))?;
+        self.take_content_error()?;
+        Ok(ms)
+    }
+
+    #[cfg(feature = "cuda")]
     fn sync(&self) -> Result<()> {
         self.stream.synchronize().map_err(device_err("sync"))?;
         self.take_content_error()

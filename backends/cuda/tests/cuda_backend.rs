@@ -211,3 +211,35 @@ fn attention_matches_the_reference_on_long_sequences() {
         }
     }
 }
+
+#[test]
+fn queued_timing_runs_the_work_once_per_run_and_times_each_run() {
+    let Some(gpu) = backend_or_skip("queued_timing_runs_the_work_once_per_run_and_times_each_run") else { return };
+    // 64 MiB of bf16 copied: 134 MB moved, at least ~30 µs at the H200's 4.3 TB/s, so a timing
+    // that missed the work (events recorded around nothing) would fall under the bound below.
+    let (rows, cols) = (1 << 14, 2048);
+    let values: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 1000) as f32 * 0.01 - 5.0).collect();
+    let host = HostTensor::from_f32(DType::BF16, &[rows, cols], &values);
+    let src = gpu.upload(&host).unwrap();
+    let mut dst = gpu.alloc(DType::BF16, &[rows, cols]).unwrap();
+    let mut calls = 0;
+    let times = gpu
+        .time_runs_ms(
+            &mut || {
+                calls += 1;
+                gpu.copy_rows(&src, 0, &mut dst, 0, rows)
+            },
+            7,
+        )
+        .unwrap();
+    assert_eq!((calls, times.len()), (7, 7));
+    for t in &times {
+        assert!(t.is_finite() && *t >= 0.02 && *t < 1e3, "{times:?}");
+    }
+    assert_eq!(gpu.download(&dst).unwrap(), host);
+    assert!(gpu.time_runs_ms(&mut || Ok(()), 0).unwrap().is_empty());
+    // The work's error comes back as it is.
+    let refused = gpu.time_runs_ms(&mut || gpu.copy_rows(&src, rows, &mut dst, 0, 1), 3).unwrap_err();
+    assert!(matches!(refused, Error::Invalid { op: "copy_rows", .. }), "{refused:?}");
+    gpu.sync().unwrap();
+}

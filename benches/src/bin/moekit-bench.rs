@@ -10,7 +10,7 @@ use moekit_bench::peers::{self, PeerLine};
 use moekit_bench::record::{host, utc_now, Record};
 use moekit_bench::runner::{RunConfig, Runner};
 use moekit_bench::shapes::{self, AttnShape, MoeShape};
-use moekit_bench::{table, Op};
+use moekit_bench::{table, Op, TimingMode};
 use moekit_ops::{Backend, DType, Error};
 use std::io::Write;
 use std::path::PathBuf;
@@ -89,6 +89,12 @@ struct Cli {
     /// the outputs a replay wrote. No --ceiling GEMM is interleaved.
     #[arg(long)]
     graph: bool,
+    /// Time each run on its own, the device idle before it, so the host's time until the run's
+    /// first launch counts (the method of runs 1–22). By default runs are timed as
+    /// triton.testing.do_bench times the PyTorch peers: each after a 256 MiB cache-clearing
+    /// write, queued without waiting for one another.
+    #[arg(long)]
+    synced: bool,
     /// Print the shape table and exit.
     #[arg(long)]
     list: bool,
@@ -150,6 +156,7 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
         copy_ceiling_gbps: copy_ceiling(cli)?,
         dump: cli.dump.clone(),
         graph: cli.graph,
+        timing: if cli.synced { TimingMode::Synced } else { TimingMode::Queued },
     };
     Ok(Plan { ops, shapes, dtypes: cli.dtype.clone(), cfg, peers, json: cli.json.clone() })
 }
