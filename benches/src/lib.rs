@@ -12,6 +12,13 @@
 //! a sub-problem ([`Workload::verify_sample`]). Integers compare exactly, floats through
 //! `moekit_ops::tolerance`.
 //!
+//! Timed runs are timed as `triton.testing.do_bench` times the PyTorch peers
+//! ([`TimingMode::Queued`], the default since run 23): on the cuda backend each run follows a
+//! 256 MiB cache-clearing write and the runs are queued without a sync between them, so the
+//! host's launch time overlaps the device's work as it does for the peers.
+//! [`TimingMode::Synced`] (`--synced`, runs 1–22) times each run on an idle device, with the
+//! host's time until its first launch in the figure.
+//!
 //! [`runner::Runner`] adds the reference's own time (`--compare-reference`) and the
 //! backend's dense GEMM rate at the same FLOPs (`--ceiling`) and, for memory-bound ops, the
 //! percentage of a copy rate (`--copy-ceiling-gbps`, 4280 GB/s on GPU backends: the H200's

@@ -277,11 +277,11 @@ pub fn measure<B: Backend, W: Workload>(
     Ok(Measured { timing: timing(times), outputs: p.checked_run()? })
 }
 
-/// Timed runs of the op and of the ceiling taken in turns, [`INTERLEAVE`] at a time.
+/// Timed runs of the op and of the ceiling taken in turns, this many at a time.
 const INTERLEAVE: usize = 5;
 
 /// As [`measure`], with the runs of a second workload `c` (the ceiling GEMM) interleaved:
-/// [`INTERLEAVE`] runs of the op, as many of the ceiling, and so on, so that load from other
+/// five runs of the op, five of the ceiling, and so on, so that load from other
 /// processes on the machine weighs on both alike. Returns the op's measurement and the timing
 /// of `c`.
 ///
