@@ -243,3 +243,47 @@ fn queued_timing_runs_the_work_once_per_run_and_times_each_run() {
     assert!(matches!(refused, Error::Invalid { op: "copy_rows", .. }), "{refused:?}");
     gpu.sync().unwrap();
 }
+
+/// The release threshold of the device's default memory pool (where the backend's
+/// stream-ordered allocations come from).
+#[cfg(feature = "cuda")]
+fn pool_release_threshold() -> u64 {
+    use cudarc::driver::sys;
+    let mut dev: sys::CUdevice = 0;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold = 0u64;
+    // SAFETY: out-pointers of the right types; the driver is initialised by the backend.
+    unsafe {
+        sys::cuDeviceGet(&mut dev, 0).result().unwrap();
+        sys::cuDeviceGetDefaultMemPool(&mut pool, dev).result().unwrap();
+        sys::cuMemPoolGetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+        .result()
+        .unwrap();
+    }
+    threshold
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn freed_memory_stays_in_the_pool_across_syncs() {
+    let Some(gpu) = backend_or_skip("freed_memory_stays_in_the_pool_across_syncs") else { return };
+    if std::env::var("MOEKIT_CUDA_POOL").as_deref() == Ok("release") {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED freed_memory_stays_in_the_pool_across_syncs: MOEKIT_CUDA_POOL=release"
+        );
+        return;
+    }
+    assert_eq!(pool_release_threshold(), u64::MAX);
+    // Memory freed and allocated again across a sync still round-trips.
+    for _ in 0..2 {
+        let host = HostTensor::from_f32(DType::F32, &[1 << 16], &vec![1.5; 1 << 16]);
+        let buf = gpu.upload(&host).unwrap();
+        gpu.sync().unwrap();
+        assert_eq!(gpu.download(&buf).unwrap(), host);
+    }
+}
