@@ -11,6 +11,10 @@
 //      rank among the earlier slots of the chunk with the same expert; writes
 //      token_slot_to_row and row_to_token.
 //   5. permute_copy_* (one block per row): copies hidden[row_to_token[r]] or writes zeros.
+// The fast path replaces 1-3 with permute_hist and permute_scan, 4 with permute_scatter_smem and,
+// with align = 1, 5 with the token-major copy (permute_copy_tok*_*). With align = 1 the permute op
+// by default runs permute_copy_rank_* instead of 4 and 5: one block per token ranks its k slots
+// within their chunks (the rows of step 4) and copies its row to them, so the op is three kernels.
 
 #define PERMUTE_CHUNK 256
 #define PERMUTE_FULL 0xffffffffu
@@ -381,11 +385,13 @@ __device__ __forceinline__ void permute_store(W* p, const W& v, bool cs) {
     }
 }
 
+// Token t's row copied to its k rows `slot_rows[0..k)` (global or shared), skipping rows outside
+// 0..R.
 template <typename W, bool CS>
-__device__ void permute_copy_tok_impl(const W* hidden, const i32* tsr, W* out, int words, int k, int rows) {
+__device__ __forceinline__ void permute_copy_tok_rows(const W* hidden, const i32* slot_rows, W* out, int words,
+                                                      int k, int rows) {
     const long long t = blockIdx.x;
     const W* src = hidden + t * words;
-    const i32* slot_rows = tsr + t * k;
     for (int i = threadIdx.x; i < words; i += blockDim.x) {
         const W v = src[i];
         for (int j = 0; j < k; ++j) {
@@ -393,6 +399,11 @@ __device__ void permute_copy_tok_impl(const W* hidden, const i32* tsr, W* out, i
             if (r >= 0 && r < rows) permute_store(out + (long long)r * words + i, v, CS);
         }
     }
+}
+
+template <typename W, bool CS>
+__device__ void permute_copy_tok_impl(const W* hidden, const i32* tsr, W* out, int words, int k, int rows) {
+    permute_copy_tok_rows<W, CS>(hidden, tsr + (long long)blockIdx.x * k, out, words, k, rows);
 }
 
 #define PERMUTE_COPY_TOK(NAME, CS)                                                                              \
@@ -412,6 +423,81 @@ __device__ void permute_copy_tok_impl(const W* hidden, const i32* tsr, W* out, i
     }
 PERMUTE_COPY_TOK(permute_copy_tok, false)
 PERMUTE_COPY_TOK(permute_copy_tokcs, true)
+
+// ---- scatter fused into the token-major copy (align = 1): one block per token -------------------
+// After permute_hist and permute_scan, block t finds the rows of its k slots s = t·k + j as
+// permute_scatter_chunk does: offsets[e] + cc[e][c] + the rank of s among the earlier slots of
+// its chunk c = s / PERMUTE_CHUNK with the same expert e (so a token whose slots straddle two
+// chunks ranks each slot in its own). Warp w takes j = w, w + nwarps, ... and counts the equal
+// ids below s with coalesced loads and __ballot_sync (at most PERMUTE_CHUNK - 1 ids, which the
+// chunk's other blocks read too). A bad id equals no valid e, so it is never counted; its slot
+// gets row -1 and is recorded. The block writes token_slot_to_row and row_to_token, keeps the k
+// rows in dynamic shared memory (k i32, rounded up to 16 bytes: the compiler reads the rows four
+// at a time) and copies hidden[t] to them as permute_copy_tokcs_*.
+// blockDim.x is a multiple of 32.
+template <typename W>
+__device__ void permute_copy_rank_impl(const W* hidden, const i32* ids, const i32* cc, const i32* offsets,
+                                       i32* tsr, i32* row_to_token, W* out, int words, int k, int experts,
+                                       int chunks, int rows, i32* rec) {
+    extern __shared__ int permute_rank_rows[];
+    const long long t = blockIdx.x;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    // The row's first word per thread is loaded before the ranks, so its latency overlaps them.
+    const W* src = hidden + t * words;
+    const int i0 = threadIdx.x;
+    W v0{};
+    if (i0 < words) v0 = src[i0];
+    for (int j = warp; j < k; j += nw) {
+        const long long s = t * k + j;
+        const int e = ids[s];
+        int r = -1;
+        if (e >= 0 && e < experts) {
+            const long long c = s / PERMUTE_CHUNK;
+            const int start = offsets[e] + cc[(long long)e * chunks + c];
+            // NOTE: all the chunk's ids below s are loaded before the first ballot, so the loads
+            // overlap; -1 (past s) equals no valid e.
+            int v[PERMUTE_CHUNK / 32];
+#pragma unroll
+            for (int q = 0; q < PERMUTE_CHUNK / 32; ++q) {
+                const long long i = c * PERMUTE_CHUNK + q * 32 + lane;
+                v[q] = i < s ? ids[i] : -1;
+            }
+            int rank = 0;
+#pragma unroll
+            for (int q = 0; q < PERMUTE_CHUNK / 32; ++q) rank += __popc(__ballot_sync(PERMUTE_FULL, v[q] == e));
+            r = start + rank;
+            if (lane == 0) {
+                tsr[s] = r;
+                row_to_token[r] = (int)t;
+            }
+        } else if (lane == 0) {
+            report_bad(rec, MOEKIT_BAD_PERMUTE_IDS, (int)s, e, experts);
+            tsr[s] = -1;
+        }
+        if (lane == 0) permute_rank_rows[j] = r;
+    }
+    __syncthreads();
+    for (int i = i0; i < words; i += blockDim.x) {
+        const W v = i == i0 ? v0 : src[i];
+        for (int j = 0; j < k; ++j) {
+            const int r = permute_rank_rows[j];
+            if (r >= 0 && r < rows) permute_store(out + (long long)r * words + i, v, true);
+        }
+    }
+}
+
+#define PERMUTE_COPY_RANK(SUFFIX, W)                                                                            \
+    extern "C" __global__ void permute_copy_rank_##SUFFIX(const W* hidden, const i32* ids, const i32* cc,         \
+                                                         const i32* offsets, i32* tsr, i32* row_to_token, W* out, \
+                                                         int words, int k, int experts, int chunks, int rows,     \
+                                                         i32* rec) {                                              \
+        permute_copy_rank_impl<W>(hidden, ids, cc, offsets, tsr, row_to_token, out, words, k, experts, chunks,    \
+                                  rows, rec);                                                                     \
+    }
+PERMUTE_COPY_RANK(w16, permute_w16)
+PERMUTE_COPY_RANK(w8, permute_w8)
+PERMUTE_COPY_RANK(w4, u32)
+PERMUTE_COPY_RANK(w2, u16)
 
 // ---- unpermute_combine: one block per token (and slice of H) ------------------------------------
 // out[t] = add[t] + Σ_j weights[t, j] · y[token_slot_to_row[t, j]], f32 accumulation in slot

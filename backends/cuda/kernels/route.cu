@@ -324,6 +324,14 @@ __device__ __forceinline__ u32 route_warp_umax(u32 v) {
     return v;
 #endif
 }
+__device__ __forceinline__ u32 route_warp_uadd(u32 v) {
+#if __CUDA_ARCH__ >= 800
+    return __reduce_add_sync(ROUTE_FULL, v);
+#else
+    for (int o = 16; o > 0; o >>= 1) v += (u32)__shfl_xor_sync(ROUTE_FULL, v, o);
+    return v;
+#endif
+}
 __device__ __forceinline__ u32 route_warp_umin(u32 v) {
 #if __CUDA_ARCH__ >= 800
     return __reduce_min_sync(ROUTE_FULL, v);
@@ -369,6 +377,85 @@ __device__ __forceinline__ void route_lane_init(RouteLane<EPL>& s, const float* 
     }
 }
 
+// Whether route_keep_groups_reg applies: every register slot i holds experts lane + 32·i of one
+// group, i.e. E = 32·EPL and each group is a whole number m = EPL / G of slots.
+template <int EPL> __device__ __forceinline__ bool route_groups_in_registers(int E, int G) {
+    return E == 32 * EPL && G <= EPL && EPL % G == 0;
+}
+
+// The group limit of route_keep_groups without shared memory, for the layout above (group g is
+// slots [g·m, (g+1)·m) of every lane): bit i of the result says whether slot i's group is among
+// the topk_group best, uniform over the warp. Same rule: a group's score is the sum of its two
+// best allowed selection scores (one if only one, -inf if none), ties to the lower group index.
+// Each lane takes the top two of its own slots of the group; the warp's best is one max
+// reduction, and the second is the best again when two lanes hold it, else the best of the other
+// lanes' first and the holder's second (a second max reduction).
+template <int EPL>
+__device__ __forceinline__ unsigned route_keep_groups_reg(const float (&sel)[EPL], unsigned allowed, int G,
+                                                         int topk_group) {
+    const int lane = threadIdx.x & 31;
+    const float ninf = route_neg_inf();
+    const int m = EPL / G;
+    float mine = ninf, l1 = ninf, l2 = ninf;
+    int ln = 0, g = 0, left = m;
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+        if ((allowed >> i) & 1u) {
+            const float v = sel[i];
+            ++ln;
+            if (v > l1) {
+                l2 = l1;
+                l1 = v;
+            } else if (v > l2) {
+                l2 = v;
+            }
+        }
+        if (--left == 0) {
+            const int n = (int)route_warp_uadd((u32)ln);
+            const u32 k1 = route_key(l1);
+            const u32 m1 = route_warp_umax(k1);
+            const bool holds = ln > 0 && k1 == m1;
+            float score = ninf;
+            if (n == 1) {
+                score = route_unkey(m1);
+            } else if (n > 1) {
+                const float b1 = route_unkey(m1);
+                const int holders = __popc(__ballot_sync(ROUTE_FULL, holds));
+                const u32 k2 = holds ? route_key(l2) : (ln > 0 ? k1 : 0u);
+                const float b2 = holders > 1 ? b1 : route_unkey(route_warp_umax(k2));
+                score = b1 + b2;
+            }
+            if (lane == g) mine = score;
+            ++g;
+            left = m;
+            l1 = l2 = ninf;
+            ln = 0;
+        }
+    }
+    // Lane g < G ranks group g against the others' scores (shuffled from their lanes).
+    int rank = 0;
+#pragma unroll
+    for (int h = 0; h < EPL; ++h) {
+        if (h >= G) break;
+        const float u = __shfl_sync(ROUTE_FULL, mine, h);
+        rank += (u > mine || (u == mine && h < lane)) ? 1 : 0;
+    }
+    const unsigned keep = __ballot_sync(ROUTE_FULL, lane < G && rank < topk_group);
+    // Spread the group bits over the slots.
+    unsigned slots = 0;
+    g = 0;
+    left = m;
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+        if ((keep >> g) & 1u) slots |= 1u << i;
+        if (--left == 0) {
+            ++g;
+            left = m;
+        }
+    }
+    return slots;
+}
+
 // Route token t from its logits sc[i] (expert lane + 32·i; finite, 0 for absent experts): the
 // scores, the group limit (gsel [E], gsc [G], gkeep [G]: the warp's shared work area, G > 0
 // only), the top-k with ties to the lower index, and the stores of ids and weights.
@@ -407,7 +494,12 @@ __device__ __forceinline__ void route_reg_token(RouteLane<EPL>& s, float (&sc)[E
         sel[i] = ((allowed >> i) & 1u) ? sc[i] + s.b[i] : ninf;
         s.lacc[i] += sc[i];
     }
-    if (G > 0) {
+    if (G > 0 && route_groups_in_registers<EPL>(E, G)) {
+        const unsigned keep = route_keep_groups_reg<EPL>(sel, allowed, G, topk_group);
+#pragma unroll
+        for (int i = 0; i < EPL; ++i)
+            if (!((keep >> i) & 1u)) sel[i] = ninf;
+    } else if (G > 0) {
 #pragma unroll
         for (int i = 0; i < EPL; ++i)
             if (lane + 32 * i < E) gsel[lane + 32 * i] = sel[i];

@@ -1,8 +1,10 @@
 //! PermuteOps on CUDA (`kernels/permute.cu`): a deterministic, stable dispatch with no host
-//! sync in four kernels (shared-memory histogram per chunk of slots, one fused scan, scatter
-//! with the chunk's running bases in shared memory, token-major row copy with streaming
-//! stores), and the combine, one block per token, or per token and slice of the row when the
-//! tokens are fewer than two per multiprocessor (decode).
+//! sync in three kernels (shared-memory histogram per chunk of slots, one fused scan, then one
+//! block per token that ranks its slots within their chunks and copies its row to them with
+//! streaming stores), and the combine, one block per token, or per token and slice of the row
+//! when the tokens are fewer than two per multiprocessor (decode). The MoE layer's index
+//! ([`CudaBackend::permute_index`]), `align > 1` and `MOEKIT_CUDA_PERMUTE_COPY=tokcs|tok` keep
+//! a separate scatter kernel (the chunk's running bases in shared memory) after the scan.
 //!
 //! `MOEKIT_CUDA_PERMUTE=legacy` forces the first version (global-atomic histogram, two scans,
 //! row-major copy); E above 8192 takes its histogram, and `align > 1` its row-major copy (which
@@ -12,7 +14,7 @@ use crate::backend::device_err;
 use crate::launch::{blocks, cover, i32_of, kernel_name, launch_err};
 use crate::runtime::sources::PERMUTE;
 use crate::{CudaBackend, CudaBuffer};
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use moekit_ops::{CombineIo, CombineProblem, PermuteIo, PermuteOps, PermuteProblem, Result, Validated};
 
 /// A null device pointer for an absent optional argument.
@@ -73,14 +75,19 @@ fn coop_grid(chunks: usize, experts: usize, resident: usize) -> usize {
     chunks.max(experts).min(resident).max(1)
 }
 
-/// The token-major row copy's kernel (`MOEKIT_CUDA_PERMUTE_COPY`): one block per token with
-/// streaming, evict-first stores (`tokcs`, the default since run 20: permute 187.6 → 183.0 µs on
-/// qwen3, 177.1 → 175.7 on ernie) or plain stores (`tok`); both take the same arguments.
-/// A persistent two-token variant measured 4-6% slower (run 20) and was dropped.
+/// The token-major row copy's kernel (`MOEKIT_CUDA_PERMUTE_COPY`), one block per token:
+/// `rank` (the default) runs in place of the scatter, each block finding its k slots' rows
+/// itself, then copies with streaming stores (`permute_copy_rank_*`); `tokcs` (the default of
+/// runs 20-23: permute 187.6 → 183.0 µs on qwen3, 177.1 → 175.7 on ernie) copies after the
+/// scatter with streaming, evict-first stores, `tok` with plain stores. `rank` needs the fast
+/// path (not `MOEKIT_CUDA_PERMUTE=coop`, whose kernel scatters itself) and k up to
+/// [`RANK_MAX_K`]; elsewhere it copies as `tokcs`. A persistent two-token variant measured 4-6%
+/// slower (run 20) and was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CopyVariant {
     Tok,
     TokCs,
+    Rank,
 }
 
 impl CopyVariant {
@@ -88,6 +95,7 @@ impl CopyVariant {
         match v {
             "tok" => Some(Self::Tok),
             "tokcs" => Some(Self::TokCs),
+            "rank" => Some(Self::Rank),
             _ => None,
         }
     }
@@ -97,13 +105,18 @@ impl CopyVariant {
         match self {
             Self::Tok => "permute_copy_tok",
             Self::TokCs => "permute_copy_tokcs",
+            Self::Rank => "permute_copy_rank",
         }
     }
 }
 
 fn copy_variant() -> CopyVariant {
-    std::env::var("MOEKIT_CUDA_PERMUTE_COPY").ok().and_then(|v| CopyVariant::parse(&v)).unwrap_or(CopyVariant::TokCs)
+    std::env::var("MOEKIT_CUDA_PERMUTE_COPY").ok().and_then(|v| CopyVariant::parse(&v)).unwrap_or(CopyVariant::Rank)
 }
+
+/// Most slots per token of `permute_copy_rank_*` (k i32 of dynamic shared memory, within the
+/// 48 KiB a launch gets without opting in); a larger k takes the scatter and `tokcs`.
+const RANK_MAX_K: usize = 4096;
 
 /// Most experts of the shared-memory histogram (`E` i32 of dynamic shared memory).
 const HIST_MAX_EXPERTS: usize = 8192;
@@ -126,10 +139,50 @@ impl CudaBackend {
         if path() == Path::Coop && p.experts <= COOP_MAX_EXPERTS {
             return self.permute_index_coop(p, ids, offsets, row_to_token, token_slot_to_row);
         }
+        let mut cc = self.permute_index_counts(p, ids, offsets, row_to_token)?;
+        let fast = path() != Path::Legacy;
+        let slots = p.tokens * p.k;
+        let chunks = slots.div_ceil(CHUNK);
+        let (n, e, k, c) = (i32_of(slots), i32_of(p.experts), i32_of(p.k), i32_of(chunks));
+        if slots > 0 {
+            let flag = self.flag()?;
+            // The shared-memory scatter keeps the chunk's running bases in E i32 of shared memory.
+            let smem = fast && p.experts <= HIST_MAX_EXPERTS;
+            let name = if smem { "permute_scatter_smem" } else { "permute_scatter" };
+            let f = self.kernels.function(OP, &PERMUTE, name)?;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&ids.data).arg(&mut cc).arg(&offsets.data);
+            b.arg(&mut token_slot_to_row.data).arg(&mut row_to_token.data);
+            b.arg(&n).arg(&e).arg(&k).arg(&c).arg(&flag.record);
+            let mut cfg = blocks(chunks, CHUNK as u32);
+            if smem {
+                cfg.shared_mem_bytes = (p.experts * 4) as u32;
+            }
+            // SAFETY: arguments match `permute_scatter` / `permute_scatter_smem`; one block of
+            // CHUNK threads per chunk, one slot each; ids outside 0..E are recorded and skipped,
+            // and a valid slot's row is below offsets[E] <= R, so every write is in bounds; the
+            // shared-memory kernel's bases are E i32 (E <= HIST_MAX_EXPERTS) indexed by valid ids.
+            unsafe { b.launch(cfg) }.map_err(launch_err(OP))?;
+        }
+        Ok(())
+    }
+
+    /// The index up to the scatter (not the cooperative kernel): the histogram and the scans.
+    /// Writes `offsets [E+1]` and `row_to_token [R] = −1`, and returns cc, `[E, chunks]` i32 of
+    /// per-chunk exclusive prefixes (`cc[e·chunks + c]`: the slots of chunks before c that chose
+    /// e) followed by the fused scan's arrival counter.
+    fn permute_index_counts(
+        &self,
+        p: &PermuteProblem,
+        ids: &CudaBuffer,
+        offsets: &mut CudaBuffer,
+        row_to_token: &mut CudaBuffer,
+    ) -> Result<CudaSlice<i32>> {
+        const OP: &str = "permute";
         let fast = path() != Path::Legacy;
         let (slots, rows) = (p.tokens * p.k, p.max_rows());
         let chunks = slots.div_ceil(CHUNK);
-        let (n, r, e, k, c) = (i32_of(slots), i32_of(rows), i32_of(p.experts), i32_of(p.k), i32_of(chunks));
+        let (n, r, e, c) = (i32_of(slots), i32_of(rows), i32_of(p.experts), i32_of(chunks));
         // Layout: cc [E, chunks] (slot counts, then their prefix, then running bases), then the
         // fused scan's arrival counter.
         // NOTE: a fresh temporary per call (stream-ordered); a workspace cache would save the
@@ -185,28 +238,7 @@ impl CudaBackend {
             // SAFETY: arguments match `permute_scan_offsets`; one block scans offsets[1..=E].
             unsafe { b.launch(blocks(1, 1024)) }.map_err(launch_err(OP))?;
         }
-
-        if slots > 0 {
-            let flag = self.flag()?;
-            // The shared-memory scatter keeps the chunk's running bases in E i32 of shared memory.
-            let smem = fast && p.experts <= HIST_MAX_EXPERTS;
-            let name = if smem { "permute_scatter_smem" } else { "permute_scatter" };
-            let f = self.kernels.function(OP, &PERMUTE, name)?;
-            let mut b = self.stream.launch_builder(&f);
-            b.arg(&ids.data).arg(&mut cc).arg(&offsets.data);
-            b.arg(&mut token_slot_to_row.data).arg(&mut row_to_token.data);
-            b.arg(&n).arg(&e).arg(&k).arg(&c).arg(&flag.record);
-            let mut cfg = blocks(chunks, CHUNK as u32);
-            if smem {
-                cfg.shared_mem_bytes = (p.experts * 4) as u32;
-            }
-            // SAFETY: arguments match `permute_scatter` / `permute_scatter_smem`; one block of
-            // CHUNK threads per chunk, one slot each; ids outside 0..E are recorded and skipped,
-            // and a valid slot's row is below offsets[E] <= R, so every write is in bounds; the
-            // shared-memory kernel's bases are E i32 (E <= HIST_MAX_EXPERTS) indexed by valid ids.
-            unsafe { b.launch(cfg) }.map_err(launch_err(OP))?;
-        }
-        Ok(())
+        Ok(cc)
     }
 }
 
@@ -256,9 +288,55 @@ impl CudaBackend {
     }
 }
 
+impl CudaBackend {
+    /// [`PermuteOps::permute`] on the fast path with `align == 1` and `MOEKIT_CUDA_PERMUTE_COPY`
+    /// `rank`: the histogram and the scans, then `permute_copy_rank_*` (one block per token
+    /// ranks its k slots within their chunks, writes token_slot_to_row and row_to_token, and
+    /// copies its row to its k rows) instead of the scatter and the copy.
+    fn permute_rank(&self, p: &PermuteProblem, io: PermuteIo<'_, CudaBuffer>) -> Result<()> {
+        const OP: &str = "permute";
+        let cc = self.permute_index_counts(p, io.ids, io.offsets, io.row_to_token)?;
+        if p.tokens == 0 {
+            return Ok(());
+        }
+        let (slots, rows) = (p.tokens * p.k, p.max_rows());
+        let chunks = slots.div_ceil(CHUNK);
+        let row_bytes = p.hidden * p.dtype.size();
+        let (word, name) = copy_word(row_bytes);
+        let words = row_bytes / word;
+        let kernel = name.replace("permute_copy_", &format!("{}_", CopyVariant::Rank.prefix()));
+        let f = self.kernels.function(OP, &PERMUTE, &kernel)?;
+        let (wi, k, e, c, r) = (i32_of(words), i32_of(p.k), i32_of(p.experts), i32_of(chunks), i32_of(rows));
+        let flag = self.flag()?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&io.hidden.data).arg(&io.ids.data).arg(&cc).arg(&io.offsets.data);
+        b.arg(&mut io.token_slot_to_row.data).arg(&mut io.row_to_token.data).arg(&mut io.permuted.data);
+        b.arg(&wi).arg(&k).arg(&e).arg(&c).arg(&r).arg(&flag.record);
+        let mut cfg = blocks(p.tokens, threads_for(words));
+        // NOTE: rounded up to 16 bytes: the copy loop reads the rows as 16-byte vectors, the
+        // last one past k when k is not a multiple of 4 (memcheck flagged it, run 24).
+        cfg.shared_mem_bytes = (p.k.next_multiple_of(4) * 4) as u32;
+        // SAFETY: arguments match `permute_copy_rank_*`; one block per token of T, a whole
+        // number of warps (threads_for); block t reads ids[t·k .. t·k + k) and the ids of their
+        // chunks below them (all below N = T × k); ids outside 0..E are recorded and their slots
+        // get row -1; a valid slot's row offsets[e] + cc[e·chunks + c] + rank (cc from
+        // permute_scan, E × chunks i32, indexed by a valid e and the slot's chunk c) is below
+        // offsets[E] = R, so the token_slot_to_row (T × k i32) and row_to_token (R i32) writes are
+        // in bounds; the k rows sit in k i32 of dynamic shared memory (k <= RANK_MAX_K); hidden
+        // holds T and permuted R rows of `words` words (check_io), rows outside 0..R are
+        // skipped, and allocations are 256-byte aligned with the word dividing a row, so every
+        // access is word-aligned.
+        unsafe { b.launch(cfg) }.map(drop).map_err(launch_err(OP))
+    }
+}
+
 impl PermuteOps for CudaBackend {
     fn permute(&self, p: &Validated<PermuteProblem>, io: PermuteIo<'_, CudaBuffer>) -> Result<()> {
         const OP: &str = "permute";
+        let variant = copy_variant();
+        if path() == Path::Fast && p.align == 1 && variant == CopyVariant::Rank && p.k <= RANK_MAX_K {
+            return self.permute_rank(p, io);
+        }
         self.permute_index(p, io.ids, io.offsets, io.row_to_token, io.token_slot_to_row)?;
         let rows = p.max_rows();
         if rows == 0 {
@@ -273,7 +351,7 @@ impl PermuteOps for CudaBackend {
             if p.tokens == 0 {
                 return Ok(());
             }
-            let variant = copy_variant();
+            let variant = if variant == CopyVariant::Rank { CopyVariant::TokCs } else { variant };
             let kernel = name.replace("permute_copy_", &format!("{}_", variant.prefix()));
             let f = self.kernels.function(OP, &PERMUTE, &kernel)?;
             let (k, r) = (i32_of(p.k), i32_of(rows));
@@ -345,6 +423,11 @@ mod tests {
     fn copy_variants_parse_and_name_their_kernels() {
         assert_eq!(CopyVariant::parse("tok").map(CopyVariant::prefix), Some("permute_copy_tok"));
         assert_eq!(CopyVariant::parse("tokcs").map(CopyVariant::prefix), Some("permute_copy_tokcs"));
+        assert_eq!(CopyVariant::parse("rank").map(CopyVariant::prefix), Some("permute_copy_rank"));
+        for v in ["tok", "tokcs", "rank"] {
+            let prefix = CopyVariant::parse(v).map(CopyVariant::prefix).unwrap_or_default();
+            assert_eq!(copy_word(4096).1.replace("permute_copy_", &format!("{prefix}_")), format!("{prefix}_w16"));
+        }
         assert_eq!(CopyVariant::parse("tok2"), None);
     }
 

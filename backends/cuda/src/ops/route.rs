@@ -256,6 +256,21 @@ fn reg_plan_for(e: usize, g: usize, k: usize) -> Option<RegPlan> {
     (warps >= 1).then_some(RegPlan { epl, warps, smem_words: acc + warps * per_warp })
 }
 
+/// Whether the register kernel keeps the fixed grid of [`MAX_BLOCKS`] blocks
+/// (`MOEKIT_CUDA_ROUTE_GRID=fixed`, the grid before run 24) instead of one wave.
+fn reg_grid_fixed() -> bool {
+    std::env::var("MOEKIT_CUDA_ROUTE_GRID").as_deref() == Ok("fixed")
+}
+
+/// Blocks of the register routing kernel: one wave of the `resident` blocks the device holds at
+/// once, fewer when the tokens need fewer (`warps` tokens per block), at least one. Each block
+/// zeroes and flushes its per-expert accumulators once, so a grid beyond one wave only repeats
+/// that work and its global atomics (1,024 blocks gave deepseek-v3's 8,192 tokens one token per
+/// warp and 2.6 waves).
+fn reg_grid(tokens: usize, warps: usize, resident: usize) -> usize {
+    tokens.div_ceil(warps.max(1)).min(resident).max(1)
+}
+
 impl CudaBackend {
     /// Route with the fused gate through the one-kernel Hopper path where it applies (`true`),
     /// or through the gate GEMM and the routing kernel (`false`, the default unless
@@ -468,7 +483,15 @@ impl CudaBackend {
     ) -> Result<()> {
         const OP: &str = "route";
         let f = self.kernels.function(OP, &ROUTE, &kernel_name(&format!("route_r{}", rp.epl), dtype))?;
-        let grid = a.tokens.div_ceil(rp.warps).min(MAX_BLOCKS);
+        let resident = if reg_grid_fixed() {
+            MAX_BLOCKS
+        } else {
+            let per_sm = f
+                .occupancy_max_active_blocks_per_multiprocessor((rp.warps * 32) as u32, rp.smem_words * 4, None)
+                .map_err(device_err(OP))? as usize;
+            per_sm.max(1) * self.sms
+        };
+        let grid = reg_grid(a.tokens, rp.warps, resident);
         let flag = self.flag()?;
         let mut b = self.stream.launch_builder(&f);
         push_route_prefix(&mut b, logits, io, a);
@@ -661,6 +684,18 @@ mod tests {
         assert!(grouped.smem_words <= SMEM_WORDS);
         let wide = reg_plan_for(1024, 1024, 8).unwrap();
         assert!(wide.warps >= 1 && wide.smem_words <= SMEM_WORDS);
+    }
+
+    #[test]
+    fn register_grid_is_one_wave_at_most_and_covers_small_problems() {
+        // deepseek-v3 prefill: 8,192 tokens, 8 warps per block, 3 blocks per SM on 132 SMs.
+        assert_eq!(reg_grid(8192, 8, 3 * 132), 396);
+        assert_eq!(reg_grid(16384, 8, 5 * 132), 660);
+        // Few tokens: one block per 8, at least one.
+        assert_eq!(reg_grid(1, 8, 396), 1);
+        assert_eq!(reg_grid(17, 8, 396), 3);
+        assert_eq!(reg_grid(0, 8, 396), 1);
+        assert_eq!(reg_grid(100, 0, 396), 100);
     }
 
     #[test]
