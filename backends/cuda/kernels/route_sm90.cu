@@ -230,7 +230,7 @@ __device__ __forceinline__ void rf_impl(const T* x_, const T* g_, const float* b
             sc[i] = v;
         }
         route_reg_token<EPL>(s, sc, t, mask, ids, weights, E, k, softmax, G, topk_group, renorm, scaling, gsel, gsc,
-                             gkeep);
+                             gkeep, acc_cnt);
     }
     route_lane_flush<EPL>(s, acc_load, acc_cnt, E);
     __syncthreads();
