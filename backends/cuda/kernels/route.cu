@@ -36,6 +36,16 @@ __device__ __forceinline__ void route_warp_argmax(float& v, int& i) {
     }
 }
 
+// Push v into the best two b1 >= b2 (strictly greater replaces: ties keep the earlier value).
+__device__ __forceinline__ void route_top2_push(float v, float& b1, float& b2) {
+    if (v > b1) {
+        b2 = b1;
+        b1 = v;
+    } else if (v > b2) {
+        b2 = v;
+    }
+}
+
 // Group limit of one token, by its warp: from the selection scores sel [E] (shared memory,
 // written by the warp and synced), gkeep[g] = whether group g is among the topk_group best.
 // The group score is the sum of the two best allowed selection scores (one if only one, -inf
@@ -49,14 +59,8 @@ __device__ __forceinline__ void route_keep_groups(const float* sel, const i32* m
         int n = 0;
         for (int e = g * size; e < (g + 1) * size; ++e) {
             if (mask && !mask[e]) continue;
-            float v = sel[e];
             ++n;
-            if (v > b1) {
-                b2 = b1;
-                b1 = v;
-            } else if (v > b2) {
-                b2 = v;
-            }
+            route_top2_push(sel[e], b1, b2);
         }
         gsc[g] = n == 0 ? ninf : (n == 1 ? b1 : b1 + b2);
     }
@@ -341,23 +345,15 @@ __device__ __forceinline__ u32 route_warp_umin(u32 v) {
 #endif
 }
 
-// Whether a lane keeps its experts' pick counts in registers (flushed once per block) or adds
-// each pick to the block's shared accumulator at once. Run 24: registers held route_r8 to 80
-// registers and 3 blocks per SM (the shared counts: 64 and 4 blocks, 27.4 -> 22.6 us on
-// deepseek-v3; route_r4 26.1 -> 24.8 on qwen3), but route_r2 ran 18.1 -> 20.9 us on ernie with
-// shared counts, so EPL <= 2 keeps them in registers.
-template <int EPL> struct RouteRegCounts {
-    static constexpr bool value = EPL <= 2;
-};
-
 // One lane's state across the tokens of a block: which of its experts exist and are allowed
-// (bit i: expert lane + 32·i), their selection bias, its share of the load and, for small EPL
-// (RouteRegCounts), of the counts.
+// (bit i: expert lane + 32·i), their selection bias (`biased`: a bias was given) and its share of
+// the load. Pick counts go to the block's shared accumulator, one warp-wide atomic per token
+// (run 25; before, registers for EPL <= 2 and one atomic per pick for larger EPL).
 template <int EPL> struct RouteLane {
     unsigned allowed;
+    bool biased;
     float b[EPL];
     float lacc[EPL];
-    int cnt[RouteRegCounts<EPL>::value ? EPL : 1];
 };
 
 // The lane's state for E experts: `report` says whether a non-finite bias is recorded (one warp
@@ -367,12 +363,12 @@ __device__ __forceinline__ void route_lane_init(RouteLane<EPL>& s, const float* 
                                                 bool report, i32* rec) {
     const int lane = threadIdx.x & 31;
     s.allowed = 0;
+    s.biased = bias != nullptr;
 #pragma unroll
     for (int i = 0; i < EPL; ++i) {
         const int e = lane + 32 * i;
         s.b[i] = 0.0f;
         s.lacc[i] = 0.0f;
-        if constexpr (RouteRegCounts<EPL>::value) s.cnt[i] = 0;
         if (e < E) {
             if (!mask || mask[e]) s.allowed |= 1u << i;
             if (bias) {
@@ -390,7 +386,8 @@ __device__ __forceinline__ void route_lane_init(RouteLane<EPL>& s, const float* 
 // Whether route_keep_groups_reg applies: every register slot i holds experts lane + 32·i of one
 // group, i.e. E = 32·EPL and each group is a whole number m = EPL / G of slots.
 template <int EPL> __device__ __forceinline__ bool route_groups_in_registers(int E, int G) {
-    return E == 32 * EPL && G <= EPL && EPL % G == 0;
+    // NOTE: EPL is a power of two, so G divides it exactly when G is one too (no division).
+    return E == 32 * EPL && G > 0 && G <= EPL && (G & (G - 1)) == 0;
 }
 
 // The group limit of route_keep_groups without shared memory, for the layout above (group g is
@@ -405,20 +402,14 @@ __device__ __forceinline__ unsigned route_keep_groups_reg(const float (&sel)[EPL
                                                          int topk_group) {
     const int lane = threadIdx.x & 31;
     const float ninf = route_neg_inf();
-    const int m = EPL / G;
+    const int m = EPL >> (__ffs(G) - 1);
     float mine = ninf, l1 = ninf, l2 = ninf;
     int ln = 0, g = 0, left = m;
 #pragma unroll
     for (int i = 0; i < EPL; ++i) {
         if ((allowed >> i) & 1u) {
-            const float v = sel[i];
             ++ln;
-            if (v > l1) {
-                l2 = l1;
-                l1 = v;
-            } else if (v > l2) {
-                l2 = v;
-            }
+            route_top2_push(sel[i], l1, l2);
         }
         if (--left == 0) {
             const int n = (int)route_warp_uadd((u32)ln);
@@ -464,6 +455,89 @@ __device__ __forceinline__ unsigned route_keep_groups_reg(const float (&sel)[EPL
         }
     }
     return slots;
+}
+
+// A lane's best two candidates among its live slots (bit i of `live`; key 0: none): keys k0 >= k1
+// at slots s0, s1, ties to the lower slot (the lower expert index).
+template <int EPL>
+__device__ __forceinline__ void route_lane_top2(const u32 (&key)[EPL], unsigned live, u32& k0, int& s0, u32& k1,
+                                                int& s1) {
+    k0 = k1 = 0u;
+    s0 = s1 = 0;
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+        const u32 v = ((live >> i) & 1u) ? key[i] : 0u;
+        if (v > k0) {
+            k1 = k0;
+            s1 = s0;
+            k0 = v;
+            s0 = i;
+        } else if (v > k1) {
+            k1 = v;
+            s1 = i;
+        }
+    }
+}
+
+// Top-k of one token by repeated warp argmax over keys (0: not a candidate; sel -inf): the best
+// key (one redux), then the lowest expert index holding it (a second), so ties go to the lower
+// index. Each lane keeps its best two candidates; the owner of a pick moves its second up without
+// a branch. For EPL > 2 the new second is not known until the lane is picked again, and only then
+// does it rescan its slots (route_lane_top2). Lane j gets pick j (my_id, my_w; my_ok: a real
+// candidate) and every lane the sum of the k scores. BIASED: the selection scores carry a bias,
+// so a pick's score is shuffled from its owner; without one the selection score is the score
+// (sc + 0 is exact for sc >= 0) and comes from the key.
+template <int EPL, bool BIASED>
+__device__ __forceinline__ void route_reg_picks(const float (&sel)[EPL], const float (&sc)[EPL], int k, float& wsum,
+                                                int& my_id, float& my_w, int& my_ok) {
+    const int lane = threadIdx.x & 31;
+    const float ninf = route_neg_inf();
+    u32 key[EPL];
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) key[i] = sel[i] == ninf ? 0u : route_key(sel[i]);
+    unsigned live = EPL == 32 ? ROUTE_FULL : (1u << (EPL & 31)) - 1u;
+    u32 k0, k1;
+    int s0, s1;
+    route_lane_top2<EPL>(key, live, k0, s0, k1, s1);
+    bool stale = false;
+    for (int j = 0; j < k; ++j) {
+        const u32 best = route_warp_umax(k0);
+        // NOTE: an index of -1 ("none") is the largest unsigned value, so it loses every tie.
+        const int id = (int)route_warp_umin(k0 == best && best != 0u ? (u32)(lane + 32 * s0) : 0xffffffffu);
+        // NOTE: validation guarantees k candidates with finite selection scores; the guard
+        // only keeps a corrupted state in bounds (expert 0, weight 0 without a bias).
+        const int pick = id < 0 ? 0 : id;
+        const int slot = pick >> 5, owner = pick & 31;
+        float w;
+        if constexpr (BIASED) {
+            float own = 0.0f;
+#pragma unroll
+            for (int i = 0; i < EPL; ++i)
+                if (i == slot) own = sc[i];
+            w = __shfl_sync(ROUTE_FULL, own, owner);
+        } else {
+            w = best != 0u ? route_unkey(best) : 0.0f;
+        }
+        wsum += w;
+        if (lane == j) {
+            my_id = pick;
+            my_w = w;
+            my_ok = id >= 0;
+        }
+        const bool mine = id >= 0 && lane == owner;
+        k0 = mine ? k1 : k0;
+        s0 = mine ? s1 : s0;
+        k1 = mine ? 0u : k1;
+        if constexpr (EPL > 2) {
+            live &= ~(mine ? 1u << slot : 0u);
+            if (mine && stale) {
+                route_lane_top2<EPL>(key, live, k0, s0, k1, s1);
+                stale = false;
+            } else {
+                stale = stale || mine;
+            }
+        }
+    }
 }
 
 // Route token t from its logits sc[i] (expert lane + 32·i; finite, 0 for absent experts): the
@@ -522,59 +596,19 @@ __device__ __forceinline__ void route_reg_token(RouteLane<EPL>& s, float (&sc)[E
             if (e < E && !gkeep[e / size]) sel[i] = ninf;
         }
     }
-    // Top-k by repeated warp argmax: the best key (one redux), then the lowest expert index
-    // holding it (a second), so ties go to the lower index; the owner of the pick drops it and
-    // rescans its own registers. Lane j keeps pick j.
-    float bv = ninf;
-    int bi = -1;
-#pragma unroll
-    for (int i = 0; i < EPL; ++i)
-        if (sel[i] > bv) {
-            bv = sel[i];
-            bi = lane + 32 * i;
-        }
     float wsum = 0.0f, my_w = 0.0f;
-    int my_id = 0;
-    for (int j = 0; j < k; ++j) {
-        const u32 key = route_key(bv);
-        const u32 best = route_warp_umax(key);
-        // NOTE: an index of -1 ("none") is the largest unsigned value, so it loses every tie.
-        const int id = (int)route_warp_umin(key == best ? (u32)bi : 0xffffffffu);
-        // NOTE: validation guarantees k candidates with finite selection scores; the guard
-        // only keeps a corrupted state in bounds.
-        const int pick = id < 0 ? 0 : id;
-        const int slot = pick >> 5, owner = pick & 31;
-        float own = 0.0f;
-#pragma unroll
-        for (int i = 0; i < EPL; ++i)
-            if (i == slot) own = sc[i];
-        const float w = __shfl_sync(ROUTE_FULL, own, owner);
-        wsum += w;
-        if (lane == j) {
-            my_id = pick;
-            my_w = w;
-        }
-        if (id >= 0 && lane == owner) {
-            if constexpr (!RouteRegCounts<EPL>::value) atomicAdd(&acc_cnt[pick], 1);
-            bv = ninf;
-            bi = -1;
-#pragma unroll
-            for (int i = 0; i < EPL; ++i) {
-                if (i == slot) {
-                    sel[i] = ninf;
-                    if constexpr (RouteRegCounts<EPL>::value) s.cnt[i] += 1;
-                }
-                if (sel[i] > bv) {
-                    bv = sel[i];
-                    bi = lane + 32 * i;
-                }
-            }
-        }
+    int my_id = 0, my_ok = 0;
+    if (s.biased)
+        route_reg_picks<EPL, true>(sel, sc, k, wsum, my_id, my_w, my_ok);
+    else
+        route_reg_picks<EPL, false>(sel, sc, k, wsum, my_id, my_w, my_ok);
+    if (lane < k) {
+        if (my_ok) atomicAdd(&acc_cnt[my_id], 1);
+        route_store(ids, weights, t, k, lane, my_id, my_w, wsum, renorm, scaling);
     }
-    if (lane < k) route_store(ids, weights, t, k, lane, my_id, my_w, wsum, renorm, scaling);
 }
 
-// Add the lane's load (and counts, RouteRegCounts) into the block's accumulators (shared memory).
+// Add the lane's load into the block's accumulator (shared memory).
 template <int EPL>
 __device__ __forceinline__ void route_lane_flush(const RouteLane<EPL>& s, float* acc_load, i32* acc_cnt, int E) {
     const int lane = threadIdx.x & 31;
@@ -583,8 +617,6 @@ __device__ __forceinline__ void route_lane_flush(const RouteLane<EPL>& s, float*
         const int e = lane + 32 * i;
         if (e < E) {
             if (s.lacc[i] != 0.0f) atomicAdd(&acc_load[e], s.lacc[i]);
-            if constexpr (RouteRegCounts<EPL>::value)
-                if (s.cnt[i] != 0) atomicAdd(&acc_cnt[e], s.cnt[i]);
         }
     }
 }
@@ -610,10 +642,30 @@ __device__ void route_reg_impl(const T* logits, const float* bias, const i32* ma
     for (long long t = gwarp; t < tokens; t += (long long)gridDim.x * wpb) {
         const T* row = logits + t * E;
         float sc[EPL];
+        if (splits == 1) {
+            // One slice (cuBLASLt's gate, or logits given): plain loads, one finiteness test for
+            // the row, and the per-value report only when it fails.
+            bool bad = false;
 #pragma unroll
-        for (int i = 0; i < EPL; ++i) {
-            const int e = lane + 32 * i;
-            sc[i] = e < E ? route_logit(row, e, t, tokens, E, splits, rec) : 0.0f;
+            for (int i = 0; i < EPL; ++i) {
+                const int e = lane + 32 * i;
+                sc[i] = e < E ? to_f32(row[e]) : 0.0f;
+                bad |= !route_finite(sc[i]);
+            }
+            if (bad) {
+#pragma unroll
+                for (int i = 0; i < EPL; ++i)
+                    if (!route_finite(sc[i])) {
+                        report_bad(rec, MOEKIT_BAD_ROUTE_NONFINITE, (int)(t * E + lane + 32 * i), 0, 0);
+                        sc[i] = 0.0f;
+                    }
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < EPL; ++i) {
+                const int e = lane + 32 * i;
+                sc[i] = e < E ? route_logit(row, e, t, tokens, E, splits, rec) : 0.0f;
+            }
         }
         route_reg_token<EPL>(s, sc, t, mask, ids, weights, E, k, softmax, G, topk_group, renorm, scaling, gsel, gsc,
                              gkeep, acc_cnt);

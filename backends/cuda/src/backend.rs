@@ -55,6 +55,10 @@ pub struct CudaBackend {
     /// The grouped GEMM's autotune mode and cached kernel choices (`ops/autotune.rs`).
     #[cfg(feature = "cuda")]
     pub(crate) autotune: Mutex<crate::ops::autotune::AutotuneState>,
+    /// Blocks per multiprocessor of each register routing kernel (by name) at its launch
+    /// shape, from one occupancy query (`ops/route.rs`).
+    #[cfg(feature = "cuda")]
+    pub(crate) route_resident: Mutex<std::collections::HashMap<String, usize>>,
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -170,6 +174,7 @@ impl CudaBackend {
             sms,
             fused_route: crate::ops::route::fused_route_from_env().into(),
             autotune: Mutex::default(),
+            route_resident: Mutex::default(),
         })
     }
 

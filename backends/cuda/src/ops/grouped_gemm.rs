@@ -68,7 +68,7 @@ const WGMMA_WS_EPI_SHARED: u32 = 3 * (128 * 64 + 256 * 64) * 2 + 128 * (2 * 256 
 const _: () = assert!(WGMMA_WS_EPI_SHARED <= 227 * 1024);
 
 /// Dynamic shared memory of the ping-pong kernel (`gpp::SMEM_BYTES`): 6 stages of A 128 × 64 and
-/// B 128 × 64 (32 KiB), FULL and EMPTY per stage and ORDER[2] (8 bytes each), and slack to align
+/// B 128 × 64 (32 KiB), FULL and EMPTY per stage and `ORDER[2]` (8 bytes each), and slack to align
 /// the base.
 const WGMMA_PP_SHARED: u32 = 6 * (128 * 64 + 128 * 64) * 2 + (2 * 6 + 2) * 8 + 1024;
 const _: () = assert!(WGMMA_PP_SHARED <= 227 * 1024);

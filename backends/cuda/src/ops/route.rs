@@ -23,7 +23,7 @@ use crate::ops::gemm::gemm_f32_out;
 use crate::runtime::sources::ROUTE;
 use crate::{CudaBackend, CudaBuffer};
 use cudarc::driver::sys::CUfunction_attribute_enum;
-use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 use moekit_ops::{BiasUpdateProblem, DType, Result, RouteIo, RouteOps, RouteProblem, ScoreFn, Validated};
 
 /// A null device pointer for an absent optional argument.
@@ -232,7 +232,8 @@ struct RegPlan {
     epl: usize,
     /// Warps (tokens in flight) per block.
     warps: usize,
-    /// Dynamic shared memory in words: `2E` accumulators, plus `E + 2G` per warp with groups.
+    /// Dynamic shared memory in words: `2E` accumulators, plus `E + 2G` per warp with groups
+    /// that are not limited in registers ([`groups_in_registers`]).
     smem_words: usize,
 }
 
@@ -251,9 +252,43 @@ fn reg_plan_for(e: usize, g: usize, k: usize) -> Option<RegPlan> {
     }
     let epl = e.div_ceil(32).next_power_of_two();
     let acc = 2 * e;
-    let per_warp = if g > 0 { e + 2 * g } else { 0 };
+    let per_warp = if g > 0 && !groups_in_registers(e, g, epl) { e + 2 * g } else { 0 };
     let warps = SMEM_WORDS.checked_sub(acc)?.checked_div(per_warp).map_or(MAX_WARPS, |w| w.min(MAX_WARPS));
     (warps >= 1).then_some(RegPlan { epl, warps, smem_words: acc + warps * per_warp })
+}
+
+/// Environment variable of the routing op's timing probes (the fused-gate path, two kernels):
+/// `gate-only` queues the gate GEMM and the zeroing but no routing kernel; `no-gate` leaves the
+/// gate GEMM out, so the routing kernel reads the logits of the call before. Each leaves one stage
+/// out, so the time it saves is what that stage costs in the op; the outputs are then wrong
+/// (experiments only, never set it for real work).
+const ROUTE_PROBE_ENV: &str = "MOEKIT_CUDA_ROUTE_PROBE";
+
+/// A stage the routing op leaves out ([`ROUTE_PROBE_ENV`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RouteProbe {
+    None,
+    GateOnly,
+    NoGate,
+}
+
+fn route_probe() -> RouteProbe {
+    parse_route_probe(std::env::var(ROUTE_PROBE_ENV).ok().as_deref())
+}
+
+fn parse_route_probe(v: Option<&str>) -> RouteProbe {
+    match v.map(str::trim) {
+        Some("gate-only") => RouteProbe::GateOnly,
+        Some("no-gate") => RouteProbe::NoGate,
+        _ => RouteProbe::None,
+    }
+}
+
+/// Whether the register kernel applies the group limit in registers (`route_groups_in_registers`
+/// in route.cu): every register slot holds experts of one group, i.e. E = 32 · EPL and the `g`
+/// groups are a power of two no larger than EPL. The warps then need no shared group area.
+fn groups_in_registers(e: usize, g: usize, epl: usize) -> bool {
+    g > 0 && e == 32 * epl && g <= epl && g.is_power_of_two()
 }
 
 /// Whether the register kernel keeps the fixed grid of [`MAX_BLOCKS`] blocks
@@ -482,15 +517,9 @@ impl CudaBackend {
         a: &RouteArgs,
     ) -> Result<()> {
         const OP: &str = "route";
-        let f = self.kernels.function(OP, &ROUTE, &kernel_name(&format!("route_r{}", rp.epl), dtype))?;
-        let resident = if reg_grid_fixed() {
-            MAX_BLOCKS
-        } else {
-            let per_sm = f
-                .occupancy_max_active_blocks_per_multiprocessor((rp.warps * 32) as u32, rp.smem_words * 4, None)
-                .map_err(device_err(OP))? as usize;
-            per_sm.max(1) * self.sms
-        };
+        let name = kernel_name(&format!("route_r{}", rp.epl), dtype);
+        let f = self.kernels.function(OP, &ROUTE, &name)?;
+        let resident = if reg_grid_fixed() { MAX_BLOCKS } else { self.resident_per_sm(&f, &name, &rp)? * self.sms };
         let grid = reg_grid(a.tokens, rp.warps, resident);
         let flag = self.flag()?;
         let mut b = self.stream.launch_builder(&f);
@@ -506,6 +535,24 @@ impl CudaBackend {
         // and k <= 32 (reg_plan); the shared memory holds the accumulators and every warp's
         // group area as reg_plan laid them out; indices come from loop bounds, never data.
         unsafe { b.launch(cfg) }.map(drop).map_err(launch_err(OP))
+    }
+
+    /// Blocks of the register routing kernel `name` (`f`) one multiprocessor holds at once at
+    /// `rp`'s block size and shared memory (at least one): the driver's occupancy answer, asked
+    /// once per kernel and kept. NOTE: `rp` is the same for a kernel on every call that reaches
+    /// it except for the shared memory of a group limit (E + 2G words per warp), which grows
+    /// with E; the key holds it.
+    fn resident_per_sm(&self, f: &CudaFunction, name: &str, rp: &RegPlan) -> Result<usize> {
+        const OP: &str = "route";
+        let key = format!("{name}/{}/{}", rp.warps, rp.smem_words);
+        if let Some(&n) = lock(&self.route_resident, OP, "routing occupancy")?.get(&key) {
+            return Ok(n);
+        }
+        let n = f
+            .occupancy_max_active_blocks_per_multiprocessor((rp.warps * 32) as u32, rp.smem_words * 4, None)
+            .map_err(device_err(OP))? as usize;
+        lock(&self.route_resident, OP, "routing occupancy")?.insert(key, n.max(1));
+        Ok(n.max(1))
     }
 
     /// Queue the generic routing kernel `route_*` over `logits` of `dtype`.
@@ -634,10 +681,23 @@ impl RouteOps for CudaBackend {
                 let mask = a.mask;
                 // NOTE: the scratch stays locked until the routing kernel that reads it is queued.
                 let mut slot = lock(&self.route_logits, OP, "route logits")?;
-                let (logits, splits) = self.gate_logits(p, h, input, gate, &mut slot)?;
+                let probe = route_probe();
+                // NOTE: cuBLASLt writes one slice (the probe assumes it ran where it is chosen).
+                let splits = if gate_path() == GatePath::CublasLt { 1 } else { gate_split(p.tokens, p.experts, h).0 };
+                let held = slot.as_ref().map_or(0, |b| b.len());
+                // NOTE: the probe still runs the gate when the scratch is new (the first call),
+                // so the routing kernel never reads uninitialised logits.
+                let (logits, splits) = if probe == RouteProbe::NoGate && held >= splits * p.tokens * p.experts * 4 {
+                    (&*grown(&mut slot, self, held).map_err(device_err(OP))?, splits)
+                } else {
+                    self.gate_logits(p, h, input, gate, &mut slot)?
+                };
                 // NOTE: zeroed after the gate is queued, so the GEMM starts sooner; stream order
                 // still runs the memsets before the routing kernel.
                 self.zero_totals(&mut io)?;
+                if probe == RouteProbe::GateOnly {
+                    return Ok(());
+                }
                 self.launch_routing(DType::F32, logits, &mut io, &RouteArgs::new(p, mask, splits))
             }
             _ => {
@@ -670,6 +730,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn route_probes_parse_and_default_to_none() {
+        assert_eq!(parse_route_probe(Some("gate-only")), RouteProbe::GateOnly);
+        assert_eq!(parse_route_probe(Some(" no-gate ")), RouteProbe::NoGate);
+        assert_eq!(parse_route_probe(Some("gate")), RouteProbe::None);
+        assert_eq!(parse_route_probe(None), RouteProbe::None);
+    }
+
+    #[test]
     fn register_path_covers_up_to_1024_experts_and_32_picks() {
         let pl = reg_plan_for(128, 0, 8).unwrap();
         assert_eq!((pl.epl, pl.warps, pl.smem_words), (4, MAX_WARPS, 256));
@@ -679,9 +747,16 @@ mod tests {
         assert_eq!(reg_plan_for(1024, 0, 8).unwrap().epl, 32);
         assert!(reg_plan_for(1025, 0, 8).is_none());
         assert!(reg_plan_for(64, 0, 33).is_none());
-        let grouped = reg_plan_for(256, 8, 8).unwrap();
-        assert_eq!(grouped.smem_words, 512 + grouped.warps * (256 + 16));
+        // deepseek-v3's 8 groups of 32: one register slot per group, no shared group area.
+        let in_regs = reg_plan_for(256, 8, 8).unwrap();
+        assert_eq!((in_regs.warps, in_regs.smem_words), (MAX_WARPS, 512));
+        // 6 groups (not a power of two) and 200 experts (not 32 · EPL) need the shared area.
+        let grouped = reg_plan_for(192, 6, 8).unwrap();
+        assert_eq!(grouped.smem_words, 384 + grouped.warps * (192 + 12));
         assert!(grouped.smem_words <= SMEM_WORDS);
+        let uneven = reg_plan_for(200, 8, 8).unwrap();
+        assert_eq!(uneven.smem_words, 400 + uneven.warps * (200 + 16));
+        assert!(groups_in_registers(64, 2, 2) && !groups_in_registers(64, 4, 2) && !groups_in_registers(64, 0, 2));
         let wide = reg_plan_for(1024, 1024, 8).unwrap();
         assert!(wide.warps >= 1 && wide.smem_words <= SMEM_WORDS);
     }
