@@ -682,15 +682,18 @@ impl RouteOps for CudaBackend {
                 // NOTE: the scratch stays locked until the routing kernel that reads it is queued.
                 let mut slot = lock(&self.route_logits, OP, "route logits")?;
                 let probe = route_probe();
-                // NOTE: cuBLASLt writes one slice (the probe assumes it ran where it is chosen).
-                let splits = if gate_path() == GatePath::CublasLt { 1 } else { gate_split(p.tokens, p.experts, h).0 };
-                let held = slot.as_ref().map_or(0, |b| b.len());
-                // NOTE: the probe still runs the gate when the scratch is new (the first call),
-                // so the routing kernel never reads uninitialised logits.
-                let (logits, splits) = if probe == RouteProbe::NoGate && held >= splits * p.tokens * p.experts * 4 {
-                    (&*grown(&mut slot, self, held).map_err(device_err(OP))?, splits)
-                } else {
-                    self.gate_logits(p, h, input, gate, &mut slot)?
+                // The no-gate probe reuses the logits of the call before: the slices the gate
+                // wrote (cuBLASLt one, where it is chosen). NOTE: the gate still runs when the
+                // scratch is new (the first call), so the kernel never reads uninitialised logits.
+                let reuse = (probe == RouteProbe::NoGate)
+                    .then(|| if gate_path() == GatePath::CublasLt { 1 } else { gate_split(p.tokens, p.experts, h).0 })
+                    .filter(|s| slot.as_ref().is_some_and(|b| b.len() >= s * p.tokens * p.experts * 4));
+                let (logits, splits) = match reuse {
+                    Some(splits) => {
+                        let bytes = splits * p.tokens * p.experts * 4;
+                        (&*grown(&mut slot, self, bytes).map_err(device_err(OP))?, splits)
+                    }
+                    None => self.gate_logits(p, h, input, gate, &mut slot)?,
                 };
                 // NOTE: zeroed after the gate is queued, so the GEMM starts sooner; stream order
                 // still runs the memsets before the routing kernel.
