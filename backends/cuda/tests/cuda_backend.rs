@@ -166,7 +166,8 @@ fn fused_route_of_several_shapes_on_one_backend_matches_the_reference() {
 /// Attention shapes the property suite never reaches (it keeps sequences under ~40 tokens):
 /// several sequences of 300–1100 tokens (many 128-key tiles, ragged ends, Lk > Lq), GQA 4:1,
 /// causal and not, windows, softcap and FlashMask column ranges, D 64 and 128, f16 and bf16.
-/// On Hopper this runs the wgmma kernel (`attention_sm90_*`), elsewhere the mma.sync one.
+/// On Hopper this runs the warp-specialised wgmma kernel (`attention_sm90ws_*`; the earlier
+/// `attention_sm90_*` with `MOEKIT_CUDA_ATTN=sm90`), elsewhere the mma.sync one.
 #[test]
 fn attention_matches_the_reference_on_long_sequences() {
     use moekit_ops::{AttentionMask, AttentionProblem, Window};

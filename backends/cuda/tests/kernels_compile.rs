@@ -35,7 +35,9 @@ fn every_kernel_source_compiles() {
                 assert!(text.contains("route_r4_bf16"), "{arch} {name}: the register path");
             }
             if name == "attention.cu" {
-                assert_eq!(text.contains("attention_sm90_d128_bf16"), arch == "sm_90a", "{arch} {name}: wgmma");
+                for kernel in ["attention_sm90_d128_bf16", "attention_sm90ws_d128_bf16", "attention_sm90ws_d64_f16"] {
+                    assert_eq!(text.contains(kernel), arch == "sm_90a", "{arch} {name}: {kernel}");
+                }
             }
             if let Some(dir) = std::env::var_os("MOEKIT_PTX_OUT") {
                 let path = std::path::Path::new(&dir).join(format!("{}-{arch}.ptx", name.trim_end_matches(".cu")));

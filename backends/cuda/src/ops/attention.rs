@@ -3,42 +3,61 @@
 //!
 //! The host turns `cu_seqlens` (host data, so no synchronisation) into a list of work items,
 //! one per query-row block of a sequence, heaviest first; one CTA runs per (item, query head).
-//! f16/bf16 run on tensor cores: on Hopper (`sm_90a`), D <= 128 on `attention_sm90_d{D}_{dtype}`
-//! (`kernels/attention_sm90.cu`: wgmma, 128-row blocks, two warpgroups); elsewhere (sm_80+, or
-//! `MOEKIT_CUDA_ATTN=fa2`) D <= 128 on `attention_fa2_d{D}_{dtype}` (128-row blocks, 32 rows
+//! f16/bf16 run on tensor cores: on Hopper (`sm_90a`), D <= 128 on
+//! `attention_sm90ws_d{D}_{dtype}` (`kernels/attention_sm90_ws.cu`: warp-specialised, TMA loads
+//! of K/V through tensor maps, two consumer warpgroups in ping-pong over wgmma), or with
+//! `MOEKIT_CUDA_ATTN=sm90` on `attention_sm90_d{D}_{dtype}` (`kernels/attention_sm90.cu`: wgmma,
+//! cp.async, the two warpgroups in step); elsewhere (sm_80+, or `MOEKIT_CUDA_ATTN=fa2`) D <= 128 on `attention_fa2_d{D}_{dtype}` (128-row blocks, 32 rows
 //! per warp, double-buffered K/V); D = 256 on `attention_mma_d{D}_{dtype}` (64-row blocks; also
 //! forced by `MOEKIT_CUDA_ATTN=v1`); f32 (and f16/bf16 on older GPUs) on the exact
 //! warp-per-row kernel (`attention_rows_d{D}_{dtype}`).
 
+use super::grouped_gemm_tma::{encode_map_for, MapGeometry};
 use crate::backend::device_err;
 use crate::launch::{i32_of, kernel_name, launch_err};
 use crate::runtime::sources::ATTENTION;
 use crate::{CudaBackend, CudaBuffer};
 use cudarc::driver::sys::CUfunction_attribute_enum;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use moekit_ops::{AttentionIo, AttentionOps, AttentionProblem, DType, Error, Result, Validated};
 
 const OP: &str = "attention";
 /// Query rows per work item (CTA) of the v1 and row kernels; matches `ATT_BM`.
 const BLOCK_M: usize = 64;
-/// Query rows per work item of the v2 (`fa2`) and Hopper kernels; matches `ATT2_BM` and
-/// `a90::BM`.
+/// Query rows per work item of the v2 (`fa2`) and Hopper kernels; matches `ATT2_BM`, `a90::BM`
+/// and `aws::Cfg<2>::BM`.
 const BLOCK_M2: usize = 128;
+/// Rows of one box of the query tensor map (`aws_produce` copies BM / 64 of them per half).
+const Q_BOX_ROWS: usize = 64;
 /// Keys per block of the tensor-core kernels; matches `ATT_BN` and `ATT2_BN`.
 const BLOCK_N: usize = 64;
+/// Keys per tile of the Hopper kernels; matches `a90::BN` and `aws::BN`.
+const BLOCK_N2: usize = 128;
 /// Threads per CTA of the sm_80 kernels; matches `ATT_THREADS` and `ATT2_THREADS`.
 const THREADS: u32 = 128;
 /// Threads per CTA of the Hopper kernel (two warpgroups); matches `a90::THREADS`.
 const THREADS_SM90: u32 = 256;
 /// Key and value stages of the Hopper kernel; match `a90::K_STAGES` and `a90::V_STAGES`.
 const SM90_STAGES: usize = 2 + 3;
+/// Threads per CTA of the warp-specialised Hopper kernel (a producer and two consumer
+/// warpgroups); matches `aws::Cfg<2>::THREADS`.
+const THREADS_SM90WS: u32 = 384;
+/// Key and value stages of the warp-specialised kernel; match `2 * aws::STAGES`.
+const SM90WS_STAGES: usize = 2 + 2;
+/// Bytes reserved for its mbarriers; matches `aws::BAR_BYTES`.
+const SM90WS_BARS: usize = 128;
 /// Environment override: `v1` forces the 64-row tensor-core kernel, `fa2` the 128-row mma.sync
-/// kernel (instead of the Hopper one).
+/// kernel (instead of the Hopper ones), `sm90` the Hopper kernel without warp specialisation.
 const ENV_PATH: &str = "MOEKIT_CUDA_ATTN";
 /// i32 fields of one work item: `q0, Lq, k0, Lk, m0`.
 const ITEM: usize = 5;
 /// Dynamic shared memory a kernel gets without opting in.
 const DEFAULT_SHARED: u32 = 48 * 1024;
+/// Environment probe of the warp-specialised kernel (timing experiments; results stay exact): a
+/// comma-separated list of `no-pingpong` (the consumer warpgroups issue their wgmma without
+/// taking turns), `eager-rescale` (O is rescaled whenever a row maximum grows) and `no-fold` (the
+/// scores are scaled one by one, not in the exponent's fma).
+const ENV_PROBE: &str = "MOEKIT_CUDA_ATTN_PROBE";
 /// A null device pointer for an absent optional argument.
 const NULL: u64 = 0;
 /// Window sides past this are no constraint for any i32 sequence; the clamp keeps the
@@ -74,6 +93,21 @@ impl AttentionOps for CudaBackend {
         let clamp = |x: usize| x.min(WINDOW_CAP) as i64;
         let (wl, wr) = p.mask.window.map_or((-1i64, 0i64), |w| (clamp(w.left), clamp(w.right)));
 
+        // The warp-specialised kernel reads q, k and v through tensor maps (by value, last).
+        let maps = match path {
+            Path::Sm90Ws => {
+                let map = |data: &CudaSlice<u8>, heads: usize, tokens: usize, rows: usize, tile_rows: usize| {
+                    let (ptr, _read) = data.device_ptr(&self.stream);
+                    encode_map_for(OP, ptr, p.dtype, &token_map_geometry(tokens, heads, p.head_dim, rows, tile_rows))
+                };
+                Some([
+                    map(&io.q.data, p.heads_q, p.total_q(), Q_BOX_ROWS, path.block_m())?,
+                    map(&io.k.data, p.heads_kv, p.total_k(), BLOCK_N2, BLOCK_N2)?,
+                    map(&io.v.data, p.heads_kv, p.total_k(), BLOCK_N2, BLOCK_N2)?,
+                ])
+            }
+            _ => None,
+        };
         let mut b = self.stream.launch_builder(&f);
         b.arg(&io.q.data).arg(&io.k.data).arg(&io.v.data).arg(&mut io.o.data).arg(&mut io.lse.data);
         b.arg(&items);
@@ -82,11 +116,16 @@ impl AttentionOps for CudaBackend {
             None => b.arg(&NULL),
         };
         b.arg(&tq).arg(&tk).arg(&hq).arg(&hkv).arg(&p.scale).arg(&softcap).arg(&causal).arg(&wl).arg(&wr);
+        let flags = probe_flags(std::env::var(ENV_PROBE).ok().as_deref());
+        if let Some(m) = &maps {
+            b.arg(&flags).arg(&m[0]).arg(&m[1]).arg(&m[2]);
+        }
         let cfg =
             LaunchConfig { grid_dim: (ctas as u32, 1, 1), block_dim: (path.threads(), 1, 1), shared_mem_bytes: shared };
         // SAFETY: the arguments match `attention_rows_impl` / `attention_mma_impl` /
-        // `attention_fa2_impl` / `a90_impl`, whose rows per CTA and threads the schedule and
-        // config used; check_io proved q, o hold Tq × Hq × D and k, v Tk × Hkv × D elements of
+        // `attention_fa2_impl` / `a90_impl` / `aws_impl` (plus the three tensor maps, over q, k
+        // and v as [T, H, D], which live through the launch), whose rows per CTA and threads the
+        // schedule and config used; check_io proved q, o hold Tq × Hq × D and k, v Tk × Hkv × D elements of
         // the dtype and lse Hq × Tq f32;
         // every item row is inside its sequence (rows and keys past it are zero-filled or skipped),
         // column ranges hold 4 × Tk i32, and the shared size was raised above for this function.
@@ -105,21 +144,24 @@ enum Path {
     Fa2,
     /// 128-row wgmma kernel, two warpgroups (Hopper, f16/bf16, D <= 128).
     Sm90,
+    /// 128-row wgmma kernel, warp-specialised: a TMA producer and two consumer warpgroups in
+    /// ping-pong (Hopper, f16/bf16, D <= 128).
+    Sm90Ws,
 }
 
 impl Path {
     fn block_m(self) -> usize {
         match self {
-            Path::Fa2 | Path::Sm90 => BLOCK_M2,
+            Path::Fa2 | Path::Sm90 | Path::Sm90Ws => BLOCK_M2,
             Path::Rows | Path::MmaV1 => BLOCK_M,
         }
     }
 
     fn threads(self) -> u32 {
-        if self == Path::Sm90 {
-            THREADS_SM90
-        } else {
-            THREADS
+        match self {
+            Path::Sm90 => THREADS_SM90,
+            Path::Sm90Ws => THREADS_SM90WS,
+            _ => THREADS,
         }
     }
 
@@ -129,34 +171,68 @@ impl Path {
             Path::MmaV1 => format!("attention_mma_d{d}"),
             Path::Fa2 => format!("attention_fa2_d{d}"),
             Path::Sm90 => format!("attention_sm90_d{d}"),
+            Path::Sm90Ws => format!("attention_sm90ws_d{d}"),
         }
     }
 
     /// Dynamic shared memory: Q tile and one (v1) or two (v2) stages of K and V, rows padded
     /// to D + 8 elements; Hopper: unpadded 128-row tiles of Q, 2 K and 3 V stages, and 1 KiB
-    /// to align the base (`a90::Smem`).
+    /// to align the base (`a90::Smem`); warp-specialised: Q, 2 K and 2 V stages, the barriers and
+    /// 1 KiB (`aws::Smem`).
     fn shared_bytes(self, d: usize, elem: usize) -> u32 {
         let rows = match self {
             Path::Rows => return 0,
             Path::MmaV1 => BLOCK_M + 2 * BLOCK_N,
             Path::Fa2 => BLOCK_M2 + 4 * BLOCK_N,
             Path::Sm90 => return ((1 + SM90_STAGES) * BLOCK_M2 * d * elem + 1024) as u32,
+            Path::Sm90Ws => {
+                return ((self.block_m() + SM90WS_STAGES * BLOCK_N2) * d * elem + SM90WS_BARS + 1024) as u32
+            }
         };
         (rows * (d + 8) * elem) as u32
     }
 }
 
 /// The kernel for `p` on `arch`, given the `MOEKIT_CUDA_ATTN` override (`v1`: the 64-row
-/// kernel; `fa2`: never the Hopper kernel).
+/// kernel; `fa2`: never a Hopper kernel; `sm90`: the Hopper kernel without warp specialisation).
 fn choose_path(p: &AttentionProblem, arch: &str, env: Option<&str>) -> Path {
     if p.dtype == DType::F32 || matches!(arch, "sm_70" | "sm_75") {
         Path::Rows
     } else if p.head_dim > 128 || env == Some("v1") {
         Path::MmaV1
-    } else if arch == "sm_90a" && env != Some("fa2") {
+    } else if arch == "sm_90a" && env == Some("sm90") {
         Path::Sm90
+    } else if arch == "sm_90a" && env != Some("fa2") {
+        Path::Sm90Ws
     } else {
         Path::Fa2
+    }
+}
+
+/// The `flags` argument of the warp-specialised kernel (`aws::NO_PINGPONG`, `aws::EAGER_RESCALE`,
+/// `aws::NO_FOLD`)
+/// from the `MOEKIT_CUDA_ATTN_PROBE` list; unknown words are ignored.
+fn probe_flags(env: Option<&str>) -> i32 {
+    env.unwrap_or("").split(',').fold(0, |f, w| match w.trim() {
+        "no-pingpong" => f | 1,
+        "eager-rescale" => f | 2,
+        "no-fold" => f | 4,
+        _ => f,
+    })
+}
+
+/// The tensor map geometry of q, k or v (`[tokens, heads, D]`, 2-byte elements) for the
+/// warp-specialised kernel: dims (D, H, T, 1), box (64, 1, rows, 1) = `rows` token rows of one
+/// head's 64 columns (one 128-byte swizzle atom wide: a half of the kernel's tile, or a part of
+/// one), so a tile of `tile_rows` rows takes D / 64 · tile_rows / rows boxes.
+fn token_map_geometry(tokens: usize, heads: usize, d: usize, rows: usize, tile_rows: usize) -> MapGeometry {
+    let (t, h, d) = (tokens as u64, heads as u64, d as u64);
+    MapGeometry {
+        dims: [d, h, t, 1],
+        strides: [d * 2, h * d * 2, t * h * d * 2],
+        boxes: [64, 1, rows as u32, 1],
+        copies: d / 64 * (tile_rows / rows) as u64,
+        tile: tile_rows as u64 * d * 2,
     }
 }
 
@@ -212,8 +288,10 @@ mod tests {
 
     #[test]
     fn path_choice_and_override() {
-        assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", None), Path::Sm90);
-        assert_eq!(choose_path(&problem(DType::F16, 64), "sm_90a", None), Path::Sm90);
+        assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", None), Path::Sm90Ws);
+        assert_eq!(choose_path(&problem(DType::F16, 64), "sm_90a", None), Path::Sm90Ws);
+        assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", Some("sm90")), Path::Sm90);
+        assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_80", Some("sm90")), Path::Fa2);
         assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", Some("fa2")), Path::Fa2);
         assert_eq!(choose_path(&problem(DType::F16, 64), "sm_80", None), Path::Fa2);
         assert_eq!(choose_path(&problem(DType::BF16, 64), "sm_89", None), Path::Fa2);
@@ -234,5 +312,30 @@ mod tests {
         assert_eq!(Path::Sm90.shared_bytes(128, 2), 6 * 32768 + 1024);
         assert_eq!(Path::Sm90.shared_bytes(64, 2), 6 * 16384 + 1024);
         assert_eq!((Path::Sm90.block_m(), Path::Sm90.threads()), (128, 256));
+        // Q + 2 K + 2 V tiles, the barriers and the alignment slack.
+        assert_eq!(Path::Sm90Ws.shared_bytes(128, 2), 5 * 32768 + 128 + 1024);
+        assert_eq!((Path::Sm90Ws.block_m(), Path::Sm90Ws.threads()), (128, 384));
+    }
+
+    #[test]
+    fn probe_words_set_their_flags() {
+        assert_eq!(probe_flags(None), 0);
+        assert_eq!(probe_flags(Some("no-pingpong")), 1);
+        assert_eq!(probe_flags(Some("eager-rescale, no-pingpong")), 3);
+        assert_eq!(probe_flags(Some("no-fold")), 4);
+        assert_eq!(probe_flags(Some("bogus")), 0);
+    }
+
+    #[test]
+    fn token_maps_fit_the_driver_rules() {
+        use super::super::grouped_gemm_tma::check_geometry;
+        for d in [64, 128] {
+            for (rows, tile_rows) in [(BLOCK_N2, BLOCK_N2), (Q_BOX_ROWS, BLOCK_M2), (Q_BOX_ROWS, 192)] {
+                let g = token_map_geometry(4 * 4096, 8, d, rows, tile_rows);
+                assert!(check_geometry(&g).is_ok(), "{g:?}");
+                assert_eq!(g.box_bytes() * g.copies, (tile_rows * d * 2) as u64);
+                assert_eq!(g.strides, [d as u64 * 2, 8 * d as u64 * 2, 4 * 4096 * 8 * d as u64 * 2]);
+            }
+        }
     }
 }

@@ -151,15 +151,25 @@ unsafe impl DeviceRepr for TensorMap {}
 /// [`Error::Unsupported`] for a dtype other than f16/bf16, a pointer not 16-byte aligned or a
 /// geometry outside the driver's rules; [`Error::Device`] when `cuTensorMapEncodeTiled` fails.
 pub(crate) fn encode_map(ptr: u64, dtype: DType, geometry: &MapGeometry) -> Result<TensorMap> {
+    encode_map_for(OP, ptr, dtype, geometry)
+}
+
+/// [`encode_map`] for another op (`op` names it in the errors): the attention kernels' maps.
+///
+/// # Errors
+/// As [`encode_map`].
+pub(crate) fn encode_map_for(op: &'static str, ptr: u64, dtype: DType, geometry: &MapGeometry) -> Result<TensorMap> {
     let ty = match dtype {
         DType::BF16 => CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
         DType::F16 => CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-        _ => return Err(Error::unsupported(OP, format!("no tensor map for {}", dtype.name()))),
+        _ => return Err(Error::unsupported(op, format!("no tensor map for {}", dtype.name()))),
     };
     if ptr % 16 != 0 {
-        return Err(Error::unsupported(OP, "a tensor not 16-byte aligned for a tensor map"));
+        return Err(Error::unsupported(op, "a tensor not 16-byte aligned for a tensor map"));
     }
-    check_geometry(geometry)?;
+    if check_geometry(geometry).is_err() {
+        return Err(Error::unsupported(op, format!("no tensor map for {geometry:?}")));
+    }
     let mut map = sys::CUtensorMap { opaque: [0; 16] };
     let element_strides = [1u32; 4];
     // SAFETY: `map` is a writable CUtensorMap; the four-entry arrays outlive the call (rank 4,
@@ -180,7 +190,7 @@ pub(crate) fn encode_map(ptr: u64, dtype: DType, geometry: &MapGeometry) -> Resu
             CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
         )
     };
-    r.result().map_err(device_err(OP))?;
+    r.result().map_err(device_err(op))?;
     Ok(TensorMap(map.opaque))
 }
 

@@ -34,11 +34,20 @@ pub(crate) static GROUPED_GEMM: Source = Source {
         include_str!("../../kernels/grouped_gemm_sm90_pp.cu")
     ),
 };
-/// Attention: the portable kernels, then the Hopper (`sm_90a`) wgmma kernels, in one module so
-/// they share the masking helpers (the second file compiles to nothing elsewhere).
+/// Attention: the portable kernels, then the Hopper (`sm_90a`) wgmma kernels and their
+/// warp-specialised form (with the Hopper helpers), in one module so they share the masking
+/// helpers (the Hopper files compile to nothing elsewhere).
 pub(crate) static ATTENTION: Source = Source {
     name: "attention.cu",
-    code: concat!(include_str!("../../kernels/attention.cu"), "\n", include_str!("../../kernels/attention_sm90.cu")),
+    code: concat!(
+        include_str!("../../kernels/attention.cu"),
+        "\n",
+        include_str!("../../kernels/attention_sm90.cu"),
+        "\n",
+        include_str!("../../kernels/hopper.cuh"),
+        "\n",
+        include_str!("../../kernels/attention_sm90_ws.cu")
+    ),
 };
 /// Model glue.
 pub(crate) static GLUE: Source = Source { name: "glue.cu", code: include_str!("../../kernels/glue.cu") };

@@ -1,0 +1,397 @@
+#line 1 "attention_sm90_ws.cu"
+// Attention forward on Hopper, warp-specialised: `attention_sm90ws_d{64,128}_{f16,bf16}` (the
+// default on sm_90a for D <= 128; MOEKIT_CUDA_ATTN=sm90 picks attention_sm90.cu's kernel).
+// Appended after attention_sm90.cu in one module (src/runtime/sources.rs): same work items,
+// arguments and masking helpers, and the wgmma wrappers, descriptors, shared tile layout (128-row
+// tiles, 64-column halves of the 128-byte swizzle 16 KiB apart) and accumulator fragments of
+// attention_sm90.cu (read its header). What differs is who loads and when each warpgroup works.
+//
+// CTA: 384 threads = 3 warpgroups, 128 query rows of one (item, query head), one CTA per SM.
+// - Warpgroup 0, the producer (setmaxnreg.dec to PRODUCER_REGS): thread 0 loads Q once and then
+//   every key tile's K and V through TMA (4-D tensor maps over [T, H, D] as (D, H, T, 1), box
+//   (64, 1, 128, 1): 128 token rows of 64 columns, 128-byte swizzled = one half of the tile), into
+//   STAGES stages of K and of V, each with a FULL barrier (one expect_tx arrival + the bytes) and
+//   an EMPTY barrier (one arrival per consumer warp). The other producer threads are done.
+// - Warpgroups 1 and 2, the consumers (setmaxnreg.inc to CONSUMER_REGS): consumer c owns rows
+//   64c..64c+64, exactly as a warpgroup of attention_sm90.cu, with its intra-warpgroup overlap
+//   (S_j = Q·K_j issued, then P_{j-1}·V_{j-1}; the softmax of S_j runs while the second is in
+//   flight).
+// - Ping-pong between the consumers (FlashAttention-3's inter-warpgroup schedule): a consumer
+//   issues a tile's two wgmma groups only in its turn (named barrier SCHED + c, 256 threads: its
+//   own 128 sync, the other's 128 arrive when they have issued theirs), so one consumer's
+//   softmax runs while the other's matrix products keep the tensor cores busy. Consumer 1
+//   arrives once at the start (consumer 0 goes first); each then arrives once per tile, and
+//   consumer 0 syncs once more at the end to take the last turn, so every phase completes.
+// - Rescaling only when a row's maximum moves past RESCALE_LOG2 (log2 domain): below it the old
+//   maximum stays the shift, P <= 2^RESCALE_LOG2 in f32 and in the 16-bit P (no overflow, the
+//   same relative rounding), and O and l need no rescale; the final 1/l and the LSE use the same
+//   shift, so the result is the same softmax.
+//
+// Keys past the sequence (a tile's rows lk - n..128) come from the next sequence (or zeros past
+// the tensor): their scores are masked to -inf, so p = 0, but 0 · (a non-finite v) is NaN, so each
+// consumer zeroes those V rows in shared memory before its P·V reads them (both consumers write
+// the same zeros; each fences its writes to the async proxy and syncs its warpgroup first).
+// Query rows past the sequence are computed and never stored.
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+namespace aws {
+constexpr int BN = 128, STAGES = 2, PRODUCER_REGS = 24;
+// NC consumer warpgroups (2; see the instantiations for 3): BM = 64·NC query rows, 128·(1 + NC)
+// threads.
+// Registers per thread after setmaxnreg: 128 · 24 + 256 · 240 = 64512 (NC 2), 128 · 24 + 384 · 160
+// = 64512 (NC 3), <= 65536.
+template <int NC> struct Cfg {
+    static constexpr int BM = 64 * NC, THREADS = 128 * (1 + NC);
+    static constexpr int CONSUMER_REGS = NC == 2 ? 240 : 160;
+    static constexpr int EMPTY_COUNT = 4 * NC;  // one arrival per consumer warp
+    static constexpr int QHALF = BM * 128;      // bytes of one 64-column half of the Q tile
+};
+// Named barriers: SCHED + c is consumer c's turn; LOCAL + c syncs consumer c's warpgroup.
+constexpr int SCHED = 1, LOCAL = 5;
+constexpr float RESCALE_LOG2 = 8.0f;
+// Bits of the kernel's `flags` (MOEKIT_CUDA_ATTN_PROBE, timing experiments; the result stays
+// exact): NO_PINGPONG lets the consumers issue their wgmma without taking turns; EAGER_RESCALE
+// moves a row's shift with every new maximum (as attention_sm90.cu does); NO_FOLD scales every
+// score by its own multiply before the exponent's subtraction (as attention_sm90.cu does).
+constexpr int NO_PINGPONG = 1, EAGER_RESCALE = 2, NO_FOLD = 4;
+// Barriers: Q_FULL, K_FULL[S], V_FULL[S], K_EMPTY[S], V_EMPTY[S], 8 bytes each (128 reserved).
+constexpr int BAR_BYTES = 128;
+template <int D, int NC> struct Smem {
+    static constexpr int TILE = a90::Tile<D>::BYTES, QTILE = Cfg<NC>::BM * D * 2;
+    // Q, K stages, V stages, barriers and slack to align the base to 1024 (keep in step with
+    // `Path::shared_bytes` in src/ops/attention.rs).
+    static constexpr int BYTES = QTILE + TILE * 2 * STAGES + BAR_BYTES + 1024;
+};
+}  // namespace aws
+
+// Thread 0 of the producer: Q (NC boxes of 64 rows per 64-column half: the Q map's box is 64
+// rows), then K and V of every key tile n = nstart + BN·j < bhi (tile j in stage j % STAGES,
+// round j / STAGES), D/64 boxes of 128 rows each.
+template <int D, int NC>
+__device__ __forceinline__ void aws_produce(const HpTmap* qm, const HpTmap* km, const HpTmap* vm, u32 sQ, u32 sK,
+                                            u32 sV, u32 bars, int q_row, int h, int k0, int kvh, int nstart, int bhi) {
+    using namespace aws;
+    constexpr int TILE = Smem<D, NC>::TILE, HALVES = D / 64;
+    const u32 q_full = bars, k_full = bars + 8, v_full = k_full + 8 * STAGES, k_empty = v_full + 8 * STAGES,
+              v_empty = k_empty + 8 * STAGES;
+    hp_tma_prefetch(qm);
+    hp_tma_prefetch(km);
+    hp_tma_prefetch(vm);
+    hp_bar_arrive_tx(q_full, Smem<D, NC>::QTILE);
+#pragma unroll
+    for (int c = 0; c < HALVES; ++c)
+#pragma unroll
+        for (int i = 0; i < NC; ++i) hp_tma4(sQ + c * Cfg<NC>::QHALF + i * 64 * 128, qm, 64 * c, h, q_row + 64 * i, 0, q_full);
+    int j = 0;
+    for (int n = nstart; n < bhi; n += BN, ++j) {
+        const int s = j % STAGES;
+        const u32 parity = (u32)(((j / STAGES) & 1) ^ 1);
+        hp_bar_wait(k_empty + 8 * s, parity);
+        hp_bar_arrive_tx(k_full + 8 * s, TILE);
+#pragma unroll
+        for (int c = 0; c < HALVES; ++c) hp_tma4(sK + s * TILE + c * a90::HALF, km, 64 * c, kvh, k0 + n, 0, k_full + 8 * s);
+        hp_bar_wait(v_empty + 8 * s, parity);
+        hp_bar_arrive_tx(v_full + 8 * s, TILE);
+#pragma unroll
+        for (int c = 0; c < HALVES; ++c) hp_tma4(sV + s * TILE + c * a90::HALF, vm, 64 * c, kvh, k0 + n, 0, v_full + 8 * s);
+    }
+}
+
+// Zeroes rows `valid..128` of the V tile at `vt` (all D columns), by the 128 threads of one
+// consumer warpgroup (thread `wt`), then fences them to the async proxy and syncs the warpgroup.
+template <int D> __device__ __forceinline__ void aws_zero_tail(u32 vt, int valid, int wt, int local_bar) {
+    constexpr int CPR = D / 8;
+    for (int idx = wt; idx < (aws::BN - valid) * CPR; idx += 128) {
+        const int r = valid + idx / CPR, c = idx % CPR;
+        asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(vt + (c >> 3) * a90::HALF + r * 128 + (c & 7) * 16),
+                     "r"(0u)
+                     : "memory");
+    }
+    hp_fence_proxy_async();
+    hp_named_sync(local_bar, 128);
+}
+
+// Online softmax with a lazy shift: as att_online_max, but a row keeps its old maximum as the
+// shift (alpha = 1) while the new one exceeds it by at most `lazy` (RESCALE_LOG2; 0 with
+// EAGER_RESCALE: a row keeps its shift only while its maximum stays).
+__device__ __forceinline__ void aws_online_max(float* mx, float* mrow, float* mu, float* alpha, float lazy) {
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 1));
+        mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 2));
+        const float mn = fmaxf(mrow[x], mx[x]);
+        const bool keep = mrow[x] != ATT_NEG_INF && mn - mrow[x] <= lazy;
+        const float m = keep ? mrow[x] : mn;
+        // NOTE: a row with no allowed key yet keeps the max at -inf; shift by 0 then.
+        mu[x] = m == ATT_NEG_INF ? 0.0f : m;
+        alpha[x] = keep ? 1.0f : att_exp2(mrow[x] - mu[x]);
+        mrow[x] = m;
+    }
+}
+
+template <typename T, int D, int NC>
+__device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, const i32* cr, int tq, int tk, int hq,
+                                         int hkv, float scale, float softcap, int causal, long long wl, long long wr,
+                                         int flags, const HpTmap* qm, const HpTmap* km, const HpTmap* vm) {
+    using namespace aws;
+    constexpr int TILE = Smem<D, NC>::TILE, KS = D / 16, ON = D / 2, HALF = a90::HALF;
+    constexpr int BM = Cfg<NC>::BM, QHALF = Cfg<NC>::QHALF;
+    extern __shared__ __align__(1024) unsigned char aws_smem[];
+    const u32 smem = (att_smem_addr(aws_smem) + 1023u) & ~1023u;
+    const u32 sQ = smem, sK = smem + Smem<D, NC>::QTILE, sV = sK + STAGES * TILE, bars = sV + STAGES * TILE;
+    const u32 q_full = bars, k_full = bars + 8, v_full = k_full + 8 * STAGES, k_empty = v_full + 8 * STAGES,
+              v_empty = k_empty + 8 * STAGES;
+
+    const int item = blockIdx.x / hq, h = blockIdx.x % hq, kvh = h / (hq / hkv);
+    const i32* itm = items + (size_t)item * 5;
+    const int q0 = itm[0], lq = itm[1], k0 = itm[2], lk = itm[3], m0 = itm[4];
+    const int tid = threadIdx.x;
+
+    // CTA key tiles: from the first row's lower bound to the last row's upper bound.
+    const int last = (m0 + BM < lq ? m0 + BM : lq) - 1;
+    int blo, bhi, unused0, unused1;
+    att_row_range(m0, lq, lk, causal, wl, wr, blo, unused0);
+    att_row_range(last, lq, lk, causal, wl, wr, unused1, bhi);
+    const int nstart = (blo / BN) * BN;
+
+    if (tid == 0) {
+        hp_bar_init(q_full, 1);
+#pragma unroll
+        for (int s = 0; s < STAGES; ++s) {
+            hp_bar_init(k_full + 8 * s, 1);
+            hp_bar_init(v_full + 8 * s, 1);
+            hp_bar_init(k_empty + 8 * s, Cfg<NC>::EMPTY_COUNT);
+            hp_bar_init(v_empty + 8 * s, Cfg<NC>::EMPTY_COUNT);
+        }
+        hp_bar_init_fence();
+    }
+    __syncthreads();
+
+    const int role = hp_uniform(tid / 128);
+    if (role == 0) {
+        hp_setmaxnreg_dec<PRODUCER_REGS>();
+        if (tid == 0 && nstart < bhi) aws_produce<D, NC>(qm, km, vm, sQ, sK, sV, bars, q0 + m0, h, k0, kvh, nstart, bhi);
+        return;
+    }
+    hp_setmaxnreg_inc<Cfg<NC>::CONSUMER_REGS>();
+    const int wg = role - 1, wt = tid - 128 * role, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int wrow = 64 * wg + 16 * ((wt >> 5) & 3) + g;  // this thread's rows: wrow, wrow + 8
+    const int sched_me = SCHED + wg, sched_next = SCHED + (wg + 1 == NC ? 0 : wg + 1), local = LOCAL + wg;
+    const bool pingpong = !(flags & NO_PINGPONG);
+    const float lazy = flags & EAGER_RESCALE ? 0.0f : RESCALE_LOG2;
+    // Without a softcap and with a positive scale, max(s)·c = max(s·c) and the scale folds into
+    // the exponent's subtraction as one fma (p = exp2(s·c - mu)); else the scores are mapped
+    // first and mul is 1 (the fma is exact then).
+    const bool fold = !(softcap > 0.0f) && scale > 0.0f && !(flags & NO_FOLD);
+    const float mul = fold ? scale * ATT_LOG2E : 1.0f;
+
+    // Keys every valid row of this warpgroup sees: [wlast_lo, wfirst_hi) (empty when it has no
+    // valid row); tiles inside it skip the element mask.
+    const int wfirst = m0 + 64 * wg;
+    const int wlast = (wfirst + 64 < lq ? wfirst + 64 : lq) - 1;
+    int wfirst_hi = 0, wlast_lo = 0, unused2, unused3;
+    if (wfirst < lq) {
+        att_row_range(wfirst, lq, lk, causal, wl, wr, unused2, wfirst_hi);
+        att_row_range(wlast, lq, lk, causal, wl, wr, wlast_lo, unused3);
+    }
+
+    float s[64], oacc[ON];
+    u32 p[32];
+#pragma unroll
+    for (int e = 0; e < 64; ++e) s[e] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < ON; ++e) oacc[e] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 32; ++e) p[e] = 0u;
+    float mrow[2] = {ATT_NEG_INF, ATT_NEG_INF}, lrow[2] = {0.0f, 0.0f};
+    const float scale_log2 = scale * ATT_LOG2E;
+    const unsigned long long dq = a90_desc(sQ + wg * 64 * 128, 16, 1024);
+
+    // Consumer 0 goes first: the last consumer hands it the first turn.
+    if (pingpong && wg == NC - 1) hp_named_arrive(SCHED, 256);
+
+    // Waits for the V tile of key tile j (at n) and zeroes its rows past the sequence.
+    auto wait_v = [&](int j, int n) {
+        const int s_ = j % STAGES;
+        hp_bar_wait(v_full + 8 * s_, (u32)((j / STAGES) & 1));
+        if (n + BN > lk) aws_zero_tail<D>(sV + s_ * TILE, lk - n, wt, local);
+    };
+    auto release = [&](u32 bar) {
+        if (lane == 0) hp_bar_arrive(bar);
+    };
+
+    // Key tile j at n; FIRST (a compile-time flag: a runtime one around the P·V wgmma makes
+    // ptxas serialise every wgmma, C7513): no P·V pending yet.
+    auto tile = [&](int j, int n, auto first_tag) {
+            constexpr bool first = decltype(first_tag)::value;
+            const int ks_ = j % STAGES, vs_prev = (j + STAGES - 1) % STAGES;
+            hp_bar_wait(k_full + 8 * ks_, (u32)((j / STAGES) & 1));
+            if (!first) wait_v(j - 1, n - BN);
+
+            // This consumer's turn: S_j = Q·K_j, then the previous tile's O += P·V behind it.
+            if (pingpong) hp_named_sync(sched_me, 256);
+            a90_mma_fence();
+            const unsigned long long dk = a90_desc(sK + ks_ * TILE, 16, 1024);
+#pragma unroll
+            for (int ks = 0; ks < KS; ++ks) {
+                const u32 offq = (u32)(((ks >> 2) * QHALF + (ks & 3) * 32) >> 4);
+                const u32 offk = (u32)(((ks >> 2) * HALF + (ks & 3) * 32) >> 4);
+                a90_qk<T>(s, dq + offq, dk + offk, ks > 0 ? 1 : 0);
+            }
+            a90_mma_commit();
+            if constexpr (!first) {
+                a90_pv<T, D>(oacc, p, sV + vs_prev * TILE);
+                a90_mma_commit();
+            }
+            if (pingpong) hp_named_arrive(sched_next, 256);
+            if constexpr (first) {
+                a90_mma_wait<0>();
+            } else {
+                a90_mma_wait<1>();
+            }
+            a90_fence_f<64>(s);
+            release(k_empty + 8 * ks_);  // S_j is done: K_j's stage is free
+
+            // Scores in the log2 domain, masked (only tiles some row of the warpgroup sees
+            // partly); online softmax, while the tensor cores finish the previous P·V.
+            const bool full = !cr && n + BN <= lk && n >= wlast_lo && n + BN <= wfirst_hi;
+            float mx[2] = {ATT_NEG_INF, ATT_NEG_INF};
+            if (full && fold) {
+#pragma unroll
+                for (int e = 0; e < 64; ++e) mx[(e >> 1) & 1] = fmaxf(mx[(e >> 1) & 1], s[e]);
+            } else if (full) {
+#pragma unroll
+                for (int e = 0; e < 64; ++e) {
+                    const float sc = softcap > 0.0f ? att_score(s[e], scale, softcap) * ATT_LOG2E : s[e] * scale_log2;
+                    s[e] = sc;
+                    mx[(e >> 1) & 1] = fmaxf(mx[(e >> 1) & 1], sc);
+                }
+            } else {
+                int rlo[2], rhi[2];
+                const int r = m0 + wrow;
+                att_row_range(r, lq, lk, causal, wl, wr, rlo[0], rhi[0]);
+                att_row_range(r + 8, lq, lk, causal, wl, wr, rlo[1], rhi[1]);
+#pragma unroll
+                for (int e = 0; e < 64; ++e) {
+                    const int x = (e >> 1) & 1, key = n + 8 * (e >> 2) + 2 * t + (e & 1);
+                    float sc = fold               ? s[e]
+                               : softcap > 0.0f ? att_score(s[e], scale, softcap) * ATT_LOG2E
+                                                : s[e] * scale_log2;
+                    const bool ok =
+                        key >= rlo[x] && key < rhi[x] && !(cr && att_col_masked(cr, tk, k0 + key, r + 8 * x));
+                    if (!ok) sc = ATT_NEG_INF;
+                    s[e] = sc;
+                    mx[x] = fmaxf(mx[x], sc);
+                }
+            }
+            float alpha[2], mu[2];
+            mx[0] *= mul;
+            mx[1] *= mul;
+            aws_online_max(mx, mrow, mu, alpha, lazy);
+            float rs[2] = {0.0f, 0.0f};
+#pragma unroll
+            for (int e = 0; e < 64; ++e) {
+                s[e] = att_exp2(fmaf(s[e], mul, -mu[(e >> 1) & 1]));
+                rs[(e >> 1) & 1] += s[e];
+            }
+#pragma unroll
+            for (int x = 0; x < 2; ++x) lrow[x] = lrow[x] * alpha[x] + rs[x];
+
+            // The previous P·V is done: its V stage, O and p are free. Rescale O where a row's
+            // shift moved, then P as the register A operand of the next P·V.
+            if constexpr (!first) {
+                a90_mma_wait<0>();
+                a90_fence_f<64>(s);
+                a90_fence_f<ON>(oacc);
+                a90_fence_u<32>(p);
+                release(v_empty + 8 * vs_prev);
+                // NOTE: warp-uniform vote: with the lazy shift most tiles skip this.
+                if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+#pragma unroll
+                    for (int e = 0; e < ON; ++e) oacc[e] *= alpha[(e >> 1) & 1];
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < 32; ++i) p[i] = att_pack<T>(s[2 * i], s[2 * i + 1]);
+    };
+
+    if (nstart < bhi) {
+        hp_bar_wait(q_full, 0);
+        tile(0, nstart, a90_flag<true>());
+        int j = 1;
+        for (int n = nstart + BN; n < bhi; n += BN, ++j) tile(j, n, a90_flag<false>());
+        // The last tile's P·V (outside the turns: nothing of the other consumer waits on it).
+        const int jl = j - 1;
+        wait_v(jl, nstart + BN * jl);
+        a90_mma_fence();
+        a90_pv<T, D>(oacc, p, sV + (jl % STAGES) * TILE);
+        a90_mma_commit();
+        a90_mma_wait<0>();
+        a90_fence_f<ON>(oacc);
+        release(v_empty + 8 * (jl % STAGES));
+    }
+    // Consumer 0 takes the turn consumer 1 handed over last (or at the start), so that both
+    // barriers end balanced.
+    if (pingpong && wg == 0) hp_named_sync(SCHED, 256);
+
+    // Normalise; stage the warpgroup's 64 output rows in its own rows of sQ (only its own wgmma
+    // read them, all finished; without key tiles Q was never loaded), then 16-byte stores.
+    float inv[2];
+    att_final_inv(lrow, inv);
+    hp_named_sync(local, 128);
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        const int row = wrow + 8 * x;
+#pragma unroll
+        for (int c = 0; c < D / 8; ++c) {
+            const u32 addr = sQ + (c >> 3) * QHALF + row * 128 + (((c & 7) ^ (row & 7)) << 4) + 4 * t;
+            const u32 val = att_pack<T>(oacc[4 * c + 2 * x] * inv[x], oacc[4 * c + 2 * x + 1] * inv[x]);
+            asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(val) : "memory");
+        }
+        const int i = m0 + row;
+        if (t == 0 && i < lq) lse[(size_t)h * tq + q0 + i] = att_lse(mrow[x], lrow[x]);
+    }
+    hp_named_sync(local, 128);
+    constexpr int CPR = D / 8, RPW = 128 / CPR, PASSES = 64 / RPW;
+    const int c = wt % CPR;
+    u16* o = reinterpret_cast<u16*>(o_);
+#pragma unroll
+    for (int pass = 0; pass < PASSES; ++pass) {
+        const int row = 64 * wg + wt / CPR + RPW * pass, i = m0 + row;
+        if (i < lq) {
+            const u32 addr = sQ + (c >> 3) * QHALF + row * 128 + (((c & 7) ^ (row & 7)) << 4);
+            uint4 val;
+            asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                         : "=r"(val.x), "=r"(val.y), "=r"(val.z), "=r"(val.w)
+                         : "r"(addr)
+                         : "memory");
+            *reinterpret_cast<uint4*>(o + ((size_t)(q0 + i) * hq + h) * D + c * 8) = val;
+        }
+    }
+}
+
+// Instantiates `attention_sm90ws_dD_f16` and `..._bf16`: 384 threads, one CTA per SM; the
+// arguments of the other attention kernels (q, k, v are read through the tensor maps only), the
+// probe flags, then the maps of q, k and v by value.
+#define AWS_KERNEL_1(NAME, DIM, NC, TY, SUFFIX)                                                                \
+    namespace NAME##_d##DIM##_##SUFFIX##_ns {                                                                  \
+    using T = TY;                                                                                              \
+    extern "C" __global__ void __launch_bounds__(aws::Cfg<NC>::THREADS, 1) NAME##_d##DIM##_##SUFFIX(           \
+        const T* q, const T* k, const T* v, T* o, float* lse, const i32* items, const i32* cr, int tq, int tk, \
+        int hq, int hkv, float scale, float softcap, int causal, long long wl, long long wr, int flags,       \
+        const __grid_constant__ HpTmap q_map, const __grid_constant__ HpTmap k_map,                           \
+        const __grid_constant__ HpTmap v_map) {                                                                \
+        aws_impl<TY, DIM, NC>(o, lse, items, cr, tq, tk, hq, hkv, scale, softcap, causal, wl, wr, flags, &q_map,  \
+                          &k_map, &v_map);                                                                     \
+    }                                                                                                          \
+    }
+AWS_KERNEL_1(attention_sm90ws, 64, 2, f16, f16)
+AWS_KERNEL_1(attention_sm90ws, 64, 2, bf16, bf16)
+AWS_KERNEL_1(attention_sm90ws, 128, 2, f16, f16)
+AWS_KERNEL_1(attention_sm90ws, 128, 2, bf16, bf16)
+// NOTE: NC = 3 at D = 64 (192 rows; the softmax weighs twice as much against the matrix products
+// there) spilled 44 bytes at 160 registers and ran slower (run 26: 468 against 442 us on
+// B4 H16 S4096 causal), so it is not instantiated.
+
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
