@@ -73,15 +73,6 @@ __device__ __forceinline__ void a90_mma_commit() { asm volatile("wgmma.commit_gr
 template <int N> __device__ __forceinline__ void a90_mma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
 }
-// The 128 threads of warpgroup `wg` meet (barrier 0 is __syncthreads).
-__device__ __forceinline__ void a90_wg_sync(int wg) {
-    if (wg == 0) {
-        asm volatile("bar.sync 1, 128;" ::: "memory");
-    } else {
-        asm volatile("bar.sync 2, 128;" ::: "memory");
-    }
-}
-
 // Keep the compiler from moving register reads or writes across this point: wgmma results
 // (and its reads of A registers) happen behind the compiler's back, between issue and wait.
 template <int N> __device__ __forceinline__ void a90_fence_f(float* d) {
@@ -167,6 +158,53 @@ template <typename T, int D> __device__ __forceinline__ void a90_pv(float* o, co
     const unsigned long long dv = a90_desc(vt, a90::HALF, 1024);
 #pragma unroll
     for (int kk = 0; kk < a90::BN / 16; ++kk) A90Pv<T, D>::run(o, p + 4 * kk, dv + ((kk * 16 * 128) >> 4));
+}
+
+// The 128 threads of a warpgroup meet at named barrier `id` (barrier 0 is __syncthreads).
+__device__ __forceinline__ void a90_bar(int id) { asm volatile("bar.sync %0, 128;" ::"r"(id) : "memory"); }
+
+// The epilogue of warpgroup `wg` (thread `wt` of it, quad lane t; its accumulator rows wrow and
+// wrow + 8 in `oacc`, their maxima and partial sums in mrow, lrow): normalises its 64 output rows
+// and stages them in its own rows of the Q tile at sQ (64-column halves `qhalf` bytes apart, the
+// tile's swizzled layout; only the warpgroup's own wgmma read them, all finished) between two
+// meets at named barrier `bar`, then writes 16-byte chunks of the rows inside the sequence, and
+// their LSE.
+template <typename T, int D>
+__device__ __forceinline__ void a90_store_rows(u32 sQ, int qhalf, int bar, int wg, int wt, int wrow, int t,
+                                               const float* oacc, float* lrow, const float* mrow, T* o_, float* lse,
+                                               int q0, int lq, int m0, int hq, int h, int tq) {
+    float inv[2];
+    att_final_inv(lrow, inv);
+    a90_bar(bar);
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        const int row = wrow + 8 * x;
+#pragma unroll
+        for (int c = 0; c < D / 8; ++c) {
+            const u32 addr = sQ + (c >> 3) * qhalf + row * 128 + (((c & 7) ^ (row & 7)) << 4) + 4 * t;
+            const u32 val = att_pack<T>(oacc[4 * c + 2 * x] * inv[x], oacc[4 * c + 2 * x + 1] * inv[x]);
+            asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(val) : "memory");
+        }
+        const int i = m0 + row;
+        if (t == 0 && i < lq) lse[(size_t)h * tq + q0 + i] = att_lse(mrow[x], lrow[x]);
+    }
+    a90_bar(bar);
+    constexpr int CPR = D / 8, RPW = 128 / CPR, PASSES = 64 / RPW;
+    const int c = wt % CPR;
+    u16* o = reinterpret_cast<u16*>(o_);
+#pragma unroll
+    for (int pass = 0; pass < PASSES; ++pass) {
+        const int row = 64 * wg + wt / CPR + RPW * pass, i = m0 + row;
+        if (i < lq) {
+            const u32 addr = sQ + (c >> 3) * qhalf + row * 128 + (((c & 7) ^ (row & 7)) << 4);
+            uint4 val;
+            asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                         : "=r"(val.x), "=r"(val.y), "=r"(val.z), "=r"(val.w)
+                         : "r"(addr)
+                         : "memory");
+            *reinterpret_cast<uint4*>(o + ((size_t)(q0 + i) * hq + h) * D + c * 8) = val;
+        }
+    }
 }
 
 template <bool B> struct a90_flag {
@@ -357,41 +395,8 @@ __device__ __forceinline__ void a90_impl(const T* q_, const T* k_, const T* v_, 
     // staging below overwrites sQ (validation rules this case out; kept for safety).
     if (nstart >= bhi) __syncthreads();
 
-    // Normalise; stage the warpgroup's 64 output rows in its own rows of sQ (only its own
-    // wgmma read them, all finished), in the tile's swizzled layout, then write 16-byte chunks.
-    float inv[2];
-    att_final_inv(lrow, inv);
-    a90_wg_sync(wg);
-#pragma unroll
-    for (int x = 0; x < 2; ++x) {
-        const int row = wrow + 8 * x;
-#pragma unroll
-        for (int c = 0; c < D / 8; ++c) {
-            const u32 addr = sQ + (c >> 3) * HALF + row * 128 + (((c & 7) ^ (row & 7)) << 4) + 4 * t;
-            const u32 val = att_pack<T>(oacc[4 * c + 2 * x] * inv[x], oacc[4 * c + 2 * x + 1] * inv[x]);
-            asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(val) : "memory");
-        }
-        const int i = m0 + row;
-        if (t == 0 && i < lq)
-            lse[(size_t)h * tq + q0 + i] = att_lse(mrow[x], lrow[x]);
-    }
-    a90_wg_sync(wg);
-    constexpr int CPR = D / 8, RPW = 128 / CPR, PASSES = 64 / RPW;
-    const int wt = tid & 127, c = wt % CPR;
-    u16* o = reinterpret_cast<u16*>(o_);
-#pragma unroll
-    for (int j = 0; j < PASSES; ++j) {
-        const int rr = wt / CPR + RPW * j, row = 64 * wg + rr, i = m0 + row;
-        if (i < lq) {
-            const u32 addr = sQ + (c >> 3) * HALF + row * 128 + (((c & 7) ^ (row & 7)) << 4);
-            uint4 val;
-            asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
-                         : "=r"(val.x), "=r"(val.y), "=r"(val.z), "=r"(val.w)
-                         : "r"(addr)
-                         : "memory");
-            *reinterpret_cast<uint4*>(o + ((size_t)(q0 + i) * hq + h) * D + c * 8) = val;
-        }
-    }
+    // Normalise and store through the warpgroup's own rows of sQ.
+    a90_store_rows<T, D>(sQ, HALF, 1 + wg, wg, tid & 127, wrow, t, oacc, lrow, mrow, o_, lse, q0, lq, m0, hq, h, tq);
 }
 
 // Instantiates `attention_sm90_dD_f16` and `attention_sm90_dD_bf16`: 256 threads, one CTA per

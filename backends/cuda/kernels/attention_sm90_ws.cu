@@ -255,6 +255,8 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
 
             // Scores in the log2 domain, masked (only tiles some row of the warpgroup sees
             // partly); online softmax, while the tensor cores finish the previous P·V.
+            // NOTE: the row maxima and sums in 4 partial chains per row instead of one (the 32
+            // dependent fmax / add of a row made 8) measured the same (run 26 call D).
             const bool full = !cr && n + BN <= lk && n >= wlast_lo && n + BN <= wfirst_hi;
             float mx[2] = {ATT_NEG_INF, ATT_NEG_INF};
             if (full && fold) {
@@ -335,40 +337,9 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
     // barriers end balanced.
     if (pingpong && wg == 0) hp_named_sync(SCHED, 256);
 
-    // Normalise; stage the warpgroup's 64 output rows in its own rows of sQ (only its own wgmma
-    // read them, all finished; without key tiles Q was never loaded), then 16-byte stores.
-    float inv[2];
-    att_final_inv(lrow, inv);
-    hp_named_sync(local, 128);
-#pragma unroll
-    for (int x = 0; x < 2; ++x) {
-        const int row = wrow + 8 * x;
-#pragma unroll
-        for (int c = 0; c < D / 8; ++c) {
-            const u32 addr = sQ + (c >> 3) * QHALF + row * 128 + (((c & 7) ^ (row & 7)) << 4) + 4 * t;
-            const u32 val = att_pack<T>(oacc[4 * c + 2 * x] * inv[x], oacc[4 * c + 2 * x + 1] * inv[x]);
-            asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(val) : "memory");
-        }
-        const int i = m0 + row;
-        if (t == 0 && i < lq) lse[(size_t)h * tq + q0 + i] = att_lse(mrow[x], lrow[x]);
-    }
-    hp_named_sync(local, 128);
-    constexpr int CPR = D / 8, RPW = 128 / CPR, PASSES = 64 / RPW;
-    const int c = wt % CPR;
-    u16* o = reinterpret_cast<u16*>(o_);
-#pragma unroll
-    for (int pass = 0; pass < PASSES; ++pass) {
-        const int row = 64 * wg + wt / CPR + RPW * pass, i = m0 + row;
-        if (i < lq) {
-            const u32 addr = sQ + (c >> 3) * QHALF + row * 128 + (((c & 7) ^ (row & 7)) << 4);
-            uint4 val;
-            asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
-                         : "=r"(val.x), "=r"(val.y), "=r"(val.z), "=r"(val.w)
-                         : "r"(addr)
-                         : "memory");
-            *reinterpret_cast<uint4*>(o + ((size_t)(q0 + i) * hq + h) * D + c * 8) = val;
-        }
-    }
+    // Normalise and store through the warpgroup's own rows of sQ (without key tiles Q was never
+    // loaded: the rows are free too).
+    a90_store_rows<T, D>(sQ, QHALF, local, wg, wt, wrow, t, oacc, lrow, mrow, o_, lse, q0, lq, m0, hq, h, tq);
 }
 
 // Instantiates `attention_sm90ws_dD_f16` and `..._bf16`: 384 threads, one CTA per SM; the

@@ -60,14 +60,14 @@ static_assert(BM == gws::BM, "gws_tile computes the m-tile's first row with gws:
 
 // B of k-tile k0 of n-tile nt of expert e into `sb`, completing on `bar` (boxes: the header).
 template <bool NK>
-__device__ __forceinline__ void gpp_tma_b(const GwsTmap* map, u32 sb, u32 bar, int k0, int e, int nt, int swiglu) {
-    gws_bar_arrive_tx(bar, gpp::B_BYTES);
+__device__ __forceinline__ void gpp_tma_b(const HpTmap* map, u32 sb, u32 bar, int k0, int e, int nt, int swiglu) {
+    hp_bar_arrive_tx(bar, gpp::B_BYTES);
     if (NK) {
-        gws_tma4(sb, map, k0, swiglu ? nt * 64 : nt * 128, 0, e, bar);
+        hp_tma4(sb, map, k0, swiglu ? nt * 64 : nt * 128, 0, e, bar);
     } else {
 #pragma unroll
         for (int a = 0; a < 2; ++a)
-            gws_tma4(sb + a * gw::ATOM_N_BYTES, map, swiglu ? nt * 64 : nt * 128 + 64 * a, swiglu ? a : 0, k0, e, bar);
+            hp_tma4(sb + a * gw::ATOM_N_BYTES, map, swiglu ? nt * 64 : nt * 128 + 64 * a, swiglu ? a : 0, k0, e, bar);
     }
 }
 
@@ -83,8 +83,8 @@ __device__ __forceinline__ void gpp_k16(float (&acc)[2][64], u32 sa, u32 sb, int
 template <typename T, bool NK, bool TMA_A>
 __device__ __forceinline__ void gpp_impl(const T* x_, const T* w_, const i32* plan, const i32* gather,
                                          const float* scale, T* y, int experts, int K, int N, int swiglu,
-                                         int n_tiles, int tokens, int probe, i32* rec, const GwsTmap* b_map,
-                                         const GwsTmap* a_map) {
+                                         int n_tiles, int tokens, int probe, i32* rec, const HpTmap* b_map,
+                                         const HpTmap* a_map) {
     using namespace gpp;
     constexpr int S = STAGES;
     extern __shared__ unsigned char gpp_smem_raw[];
@@ -94,11 +94,11 @@ __device__ __forceinline__ void gpp_impl(const T* x_, const T* w_, const i32* pl
     if (tid == 0) {
 #pragma unroll
         for (int s = 0; s < S; ++s) {
-            gws_bar_init(full_bar + 8 * s, TMA_A ? 2 : PRODUCER_THREADS + 1);
-            gws_bar_init(empty_bar + 8 * s, EMPTY_COUNT);
+            hp_bar_init(full_bar + 8 * s, TMA_A ? 2 : PRODUCER_THREADS + 1);
+            hp_bar_init(empty_bar + 8 * s, EMPTY_COUNT);
         }
-        gws_bar_init(order_bar, 1);
-        gws_bar_init(order_bar + 8, 1);
+        hp_bar_init(order_bar, 1);
+        hp_bar_init(order_bar + 8, 1);
     }
     __syncthreads();
 
@@ -108,11 +108,11 @@ __device__ __forceinline__ void gpp_impl(const T* x_, const T* w_, const i32* pl
     const bool by_expert = (probe & GWS_ORDER_EXPERT) != 0;
 
     if (tid < PRODUCER_THREADS) {
-        gws_setmaxnreg_dec<PRODUCER_REGS>();
+        hp_setmaxnreg_dec<PRODUCER_REGS>();
         if (!TMA_A || tid == 0) {
             if (tid == 0) {
-                gws_tma_prefetch(b_map);
-                if (TMA_A) gws_tma_prefetch(a_map);
+                hp_tma_prefetch(b_map);
+                if (TMA_A) hp_tma_prefetch(a_map);
             }
             const u16* x = reinterpret_cast<const u16*>(x_);
             // A by cp.async (gather): tile rows a_r0 + 16j (j < 8), chunk a_c, as grouped_gemm_sm90_ws.cu.
@@ -125,12 +125,12 @@ __device__ __forceinline__ void gpp_impl(const T* x_, const T* w_, const i32* pl
                 if (!TMA_A) gws_a_rows(a_src, tl, a_r0, gather, tokens, rec);
                 for (int kt = 0; kt < kt_n; ++kt, ++it) {
                     const int s = it % S;
-                    gws_bar_wait(empty_bar + 8 * s, (u32)(((it / S) & 1) ^ 1));
+                    hp_bar_wait(empty_bar + 8 * s, (u32)(((it / S) & 1) ^ 1));
                     const u32 sa = smem + s * STAGE_BYTES, bar = full_bar + 8 * s;
                     if (tid == 0) {
                         if (TMA_A) {
-                            gws_bar_arrive_tx(bar, A_BYTES);
-                            gws_tma4(sa, a_map, kt * BK, tl.row_begin + tl.i0, 0, 0, bar);
+                            hp_bar_arrive_tx(bar, A_BYTES);
+                            hp_tma4(sa, a_map, kt * BK, tl.row_begin + tl.i0, 0, 0, bar);
                         }
                         gpp_tma_b<NK>(b_map, sa + A_BYTES, bar, kt * BK, tl.e, tl.nt, swiglu);
                     }
@@ -144,7 +144,7 @@ __device__ __forceinline__ void gpp_impl(const T* x_, const T* w_, const i32* pl
             if (!TMA_A) gws_cp_wait_all();
         }
     } else {
-        gws_setmaxnreg_inc<CONSUMER_REGS>();
+        hp_setmaxnreg_inc<CONSUMER_REGS>();
         const int ctid = tid - PRODUCER_THREADS;
         const int wg = ctid >> 7, wtid = ctid & 127;
         const int lane = ctid & 31, g = lane >> 2, tg = lane & 3;
@@ -159,11 +159,11 @@ __device__ __forceinline__ void gpp_impl(const T* x_, const T* w_, const i32* pl
 #pragma unroll
                 for (int q = 0; q < 64; ++q) acc[h][q] = 0.0f;
             // The other warpgroup has issued every wgmma of tile j - 1 (the header's Order).
-            if (j > 0) gws_bar_wait(order_bar + 8 * wg, (u32)((wg == 0 ? i - 1 : i) & 1));
+            if (j > 0) hp_bar_wait(order_bar + 8 * wg, (u32)((wg == 0 ? i - 1 : i) & 1));
             int it = j * kt_n;
             for (int kt = 0; kt < kt_n; ++kt, ++it) {
                 const int s = it % S;
-                gws_bar_wait(full_bar + 8 * s, (u32)((it / S) & 1));
+                hp_bar_wait(full_bar + 8 * s, (u32)((it / S) & 1));
                 const u32 sa = smem + s * STAGE_BYTES;
                 gw_fence_acc(acc[0]);
                 gw_fence_acc(acc[1]);
@@ -175,14 +175,14 @@ __device__ __forceinline__ void gpp_impl(const T* x_, const T* w_, const i32* pl
                 gw_fence_acc(acc[0]);
                 gw_fence_acc(acc[1]);
                 // k-tile it - 1 (this tile's previous one) is complete: release its stage.
-                if (kt > 0 && lane == 0) gws_bar_arrive(empty_bar + 8 * ((it - 1) % S));
+                if (kt > 0 && lane == 0) hp_bar_arrive(empty_bar + 8 * ((it - 1) % S));
             }
             // Every wgmma of this tile is issued: the other warpgroup may start its main loop.
-            if (wtid == 0) gws_bar_arrive(order_bar + 8 * (wg ^ 1));
+            if (wtid == 0) hp_bar_arrive(order_bar + 8 * (wg ^ 1));
             gw_mma_wait<0>();
             gw_fence_acc(acc[0]);
             gw_fence_acc(acc[1]);
-            if (kt_n > 0 && lane == 0) gws_bar_arrive(empty_bar + 8 * ((it - 1) % S));
+            if (kt_n > 0 && lane == 0) hp_bar_arrive(empty_bar + 8 * ((it - 1) % S));
 
             // Epilogue (the other warpgroup's main loop runs meanwhile): SwiGLU and the row
             // scale on the f32 accumulators, one rounding.
@@ -221,7 +221,7 @@ __device__ __forceinline__ void gpp_impl(const T* x_, const T* w_, const i32* pl
     extern "C" __global__ void __launch_bounds__(gpp::THREADS, 1)                                             \
         NAME(const TY* x, const TY* w, const i32* plan, const i32* gather, const float* scale, TY* y,          \
              int experts, int K, int N, int swiglu, int n_tiles, int tokens, int probe, i32* rec,              \
-             const __grid_constant__ GwsTmap b_map) {                                                        \
+             const __grid_constant__ HpTmap b_map) {                                                        \
         gpp_impl<TY, NKV, false>(x, w, plan, gather, scale, y, experts, K, N, swiglu, n_tiles, tokens, probe, \
                                  rec, &b_map, nullptr);                                                       \
     }
@@ -229,7 +229,7 @@ __device__ __forceinline__ void gpp_impl(const T* x_, const T* w_, const i32* pl
     extern "C" __global__ void __launch_bounds__(gpp::THREADS, 1)                                             \
         NAME(const TY* x, const TY* w, const i32* plan, const i32* gather, const float* scale, TY* y,          \
              int experts, int K, int N, int swiglu, int n_tiles, int tokens, int probe, i32* rec,              \
-             const __grid_constant__ GwsTmap b_map, const __grid_constant__ GwsTmap a_map) {                   \
+             const __grid_constant__ HpTmap b_map, const __grid_constant__ HpTmap a_map) {                   \
         gpp_impl<TY, NKV, true>(x, w, plan, gather, scale, y, experts, K, N, swiglu, n_tiles, tokens, probe,  \
                                 rec, &b_map, &a_map);                                                         \
     }

@@ -3,8 +3,9 @@
 // `grouped_gemm_wgmma_ws[_tma][_wide]_{kn,nk}_<dtype>`, f16 / bf16 (the TMA form is the default on
 // Hopper since run 16; MOEKIT_CUDA_GEMM=wgmma-ws picks the cp.async form).
 // Appended after grouped_gemm_sm90.cu in one module (see src/runtime/sources.rs): it reuses the
-// plan, gg_src_row, the epilogue helpers, the zero kernel and, from grouped_gemm_sm90.cu, the
-// constants of namespace gw, gw_cp16, the wgmma wrappers and gw_desc. The block tile
+// plan, gg_src_row, the epilogue helpers, the zero kernel, from grouped_gemm_sm90.cu the
+// constants of namespace gw, gw_cp16, the wgmma wrappers and gw_desc, and from hopper.cuh
+// (before this file) the mbarrier, TMA and setmaxnreg helpers (hp_*) and HpTmap. The block tile
 // (128 × 256 × 64), the 48 KiB stage, the 128-byte-swizzled shared layouts, the descriptors and
 // the accumulator fragment are exactly those of grouped_gemm_sm90.cu (read its header); only the
 // thread roles, the synchronisation and the tile walk differ.
@@ -119,23 +120,6 @@ constexpr int STORER_THREADS = PRODUCER_THREADS - 32;  // producer warps 1..3
 constexpr int EPI_SMEM_BYTES = EPI_STAGES * STAGE_BYTES + EPI_BYTES + (2 * EPI_STAGES + 2) * 8 + 1024;
 }  // namespace gws
 
-__device__ __forceinline__ void gws_bar_init(u32 bar, int count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void gws_bar_arrive(u32 bar) {
-    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}" ::"r"(bar) : "memory");
-}
-// Spins until the phase of parity `parity` of the barrier has completed (acquire, cta).
-__device__ __forceinline__ void gws_bar_wait(u32 bar, u32 parity) {
-    u32 done;
-    do {
-        asm volatile(
-            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
-            : "=r"(done)
-            : "r"(bar), "r"(parity)
-            : "memory");
-    } while (!done);
-}
 // Arrives on the barrier once all of this thread's earlier cp.async copies have completed; the
 // pending count is not raised first (.noinc), so each call is one of the barrier's arrivals.
 __device__ __forceinline__ void gws_cp_arrive(u32 bar) {
@@ -148,50 +132,22 @@ __device__ __forceinline__ int gws_opaque(int v) {
     asm volatile("mov.b32 %0, %1;" : "=r"(r) : "r"(v));
     return r;
 }
-template <int N> __device__ __forceinline__ void gws_setmaxnreg_dec() {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(N));
-}
-template <int N> __device__ __forceinline__ void gws_setmaxnreg_inc() {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(N));
-}
-
-// The driver's CUtensorMap: 128 opaque bytes, 64-byte aligned (src/ops/grouped_gemm_tma.rs
-// `TensorMap`).
-struct alignas(64) GwsTmap {
-    unsigned long long opaque[16];
-};
-// Arrives on the barrier and raises its expected transaction count by `bytes`.
-__device__ __forceinline__ void gws_bar_arrive_tx(u32 bar, u32 bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-}
-// One box of the 4-D tensor map at coordinates (c0, c1, c2, c3) (innermost first) to shared
-// `dst`, completing its bytes on barrier `bar`.
-__device__ __forceinline__ void gws_tma4(u32 dst, const GwsTmap* map, int c0, int c1, int c2, int c3, u32 bar) {
-    asm volatile(
-        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, "
-        "%5}], [%6];" ::"r"(dst),
-        "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
-        : "memory");
-}
-__device__ __forceinline__ void gws_tma_prefetch(const GwsTmap* map) {
-    asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<unsigned long long>(map)) : "memory");
-}
 // TMA_B, producer thread 0: B of k-tile k0 of n-tile nt of expert e into stage B region `sb`,
 // completing on FULL barrier `bar` (box geometry: the header).
 template <bool NK>
-__device__ __forceinline__ void gws_tma_b(const GwsTmap* map, u32 sb, u32 bar, int k0, int e, int nt, int swiglu) {
-    gws_bar_arrive_tx(bar, gws::B_BYTES);
+__device__ __forceinline__ void gws_tma_b(const HpTmap* map, u32 sb, u32 bar, int k0, int e, int nt, int swiglu) {
+    hp_bar_arrive_tx(bar, gws::B_BYTES);
     if (NK) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const int c = swiglu ? nt * 128 : nt * gws::BN + 128 * h;
-            gws_tma4(sb + h * 128 * 128, map, k0, c, swiglu ? h : 0, e, bar);
+            hp_tma4(sb + h * 128 * 128, map, k0, c, swiglu ? h : 0, e, bar);
         }
     } else {
 #pragma unroll
         for (int a = 0; a < 4; ++a) {
             const int c = swiglu ? nt * 128 + 64 * (a & 1) : nt * gws::BN + 64 * a;
-            gws_tma4(sb + a * gws::ATOM_N_BYTES, map, c, swiglu ? a >> 1 : 0, k0, e, bar);
+            hp_tma4(sb + a * gws::ATOM_N_BYTES, map, c, swiglu ? a >> 1 : 0, k0, e, bar);
         }
     }
 }
@@ -278,22 +234,22 @@ __device__ __forceinline__ void gws_copy_a(u32 sa, u32 a_dst, const int (&a_src)
 // the tensor, computed and never stored) and the B boxes into the stage, both completing on
 // FULL[s], which then counts 2 arrivals (A_BYTES + B_BYTES of transactions).
 template <bool NK, int NST>
-__device__ __forceinline__ void gws_produce_tma(const GwsTmap* a_map, const GwsTmap* b_map, const i32* plan,
+__device__ __forceinline__ void gws_produce_tma(const HpTmap* a_map, const HpTmap* b_map, const i32* plan,
                                                 int experts, int n_tiles, int tiles, int kt_n, int swiglu, u32 smem,
                                                 u32 full_bar, u32 empty_bar, bool by_expert) {
     using namespace gws;
-    gws_tma_prefetch(a_map);
-    gws_tma_prefetch(b_map);
+    hp_tma_prefetch(a_map);
+    hp_tma_prefetch(b_map);
     int it = 0;
     for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
         const GwsTile tl = gws_tile_in(plan, experts, n_tiles, t, by_expert);
         const int row0 = tl.row_begin + tl.i0;
         for (int kt = 0; kt < kt_n; ++kt, ++it) {
             const int s = it % NST;
-            gws_bar_wait(empty_bar + 8 * s, (u32)(((it / NST) & 1) ^ 1));
+            hp_bar_wait(empty_bar + 8 * s, (u32)(((it / NST) & 1) ^ 1));
             const u32 sa = smem + s * STAGE_BYTES, bar = full_bar + 8 * s;
-            gws_bar_arrive_tx(bar, A_BYTES);
-            gws_tma4(sa, a_map, kt * BK, row0, 0, 0, bar);
+            hp_bar_arrive_tx(bar, A_BYTES);
+            hp_tma4(sa, a_map, kt * BK, row0, 0, 0, bar);
             gws_tma_b<NK>(b_map, sa + A_BYTES, bar, kt * BK, tl.e, tl.nt, swiglu);
         }
     }
@@ -318,7 +274,7 @@ __device__ __forceinline__ void gws_store_tiles(T* y, const i32* plan, int exper
     int j = 0;
     for (int t = blockIdx.x; t < tiles; t += gridDim.x, ++j) {
         const GwsTile tl = gws_tile_in(plan, experts, n_tiles, t, by_expert);
-        gws_bar_wait(epi_full, (u32)(j & 1));
+        hp_bar_wait(epi_full, (u32)(j & 1));
         for (int idx = sid; idx < BM * cpr; idx += STORER_THREADS) {
             const int r = idx >> shift, ch = idx & (cpr - 1);
             const int c = tl.nt * width + ch * 8;
@@ -332,7 +288,7 @@ __device__ __forceinline__ void gws_store_tiles(T* y, const i32* plan, int exper
             asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(dst), "r"(v0), "r"(v1), "r"(v2), "r"(v3)
                          : "memory");
         }
-        gws_bar_arrive(epi_empty);
+        hp_bar_arrive(epi_empty);
     }
 }
 
@@ -342,8 +298,8 @@ __device__ __forceinline__ void gws_store_tiles(T* y, const i32* plan, int exper
 template <typename T, bool NK, bool WIDE, bool TMA_B, bool TMA_A, bool EPI = false>
 __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* plan, const i32* gather,
                                          const float* scale, T* y, int experts, int K, int N, int swiglu,
-                                         int n_tiles, int tokens, int proxy_fence, i32* rec, const GwsTmap* b_map,
-                                         const GwsTmap* a_map) {
+                                         int n_tiles, int tokens, int proxy_fence, i32* rec, const HpTmap* b_map,
+                                         const HpTmap* a_map) {
     using namespace gws;
     static_assert(!EPI || TMA_A, "the EPI storers are the producer warps TMA_A leaves idle");
     constexpr int NST = EPI ? EPI_STAGES : STAGES;
@@ -357,12 +313,12 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
     if (tid == 0) {
 #pragma unroll
         for (int s = 0; s < NST; ++s) {
-            gws_bar_init(full_bar + 8 * s, TMA_A ? 2 : FULL_COUNT + (TMA_B ? 1 : 0));
-            gws_bar_init(empty_bar + 8 * s, EMPTY_COUNT);
+            hp_bar_init(full_bar + 8 * s, TMA_A ? 2 : FULL_COUNT + (TMA_B ? 1 : 0));
+            hp_bar_init(empty_bar + 8 * s, EMPTY_COUNT);
         }
         if (EPI) {
-            gws_bar_init(epi_full, CONSUMER_THREADS);
-            gws_bar_init(epi_empty, STORER_THREADS);
+            hp_bar_init(epi_full, CONSUMER_THREADS);
+            hp_bar_init(epi_empty, STORER_THREADS);
         }
     }
     __syncthreads();
@@ -374,7 +330,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
     const bool by_expert = (proxy_fence & GWS_ORDER_EXPERT) != 0;
 
     if (tid < PRODUCER_THREADS) {
-        gws_setmaxnreg_dec<PRODUCER_REGS>();
+        hp_setmaxnreg_dec<PRODUCER_REGS>();
         if (TMA_A) {
             // TMA_A: producer thread 0 alone loads A and B of every stage; the others are done.
             if (tid == 0)
@@ -384,7 +340,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
                 gws_store_tiles<T>(y, plan, experts, n_tiles, tiles, swiglu, col_limit, epi, epi_full, epi_empty,
                                    tid - 32, by_expert);
         } else {
-            if (TMA_B && tid == 0) gws_tma_prefetch(b_map);
+            if (TMA_B && tid == 0) hp_tma_prefetch(b_map);
             const u16* x = reinterpret_cast<const u16*>(x_);
             // A: tile rows a_r0 + 16j (j < 8), chunk a_c; (a_r0 + 16j) % 8 == a_r0 % 8, so the
             // swizzled destination of row j is a_dst + 16j · 128.
@@ -417,7 +373,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
                 }
                 for (int kt = 0; kt < kt_n; ++kt, ++it) {
                     const int s = it % NST;
-                    gws_bar_wait(empty_bar + 8 * s, (u32)(((it / NST) & 1) ^ 1));
+                    hp_bar_wait(empty_bar + 8 * s, (u32)(((it / NST) & 1) ^ 1));
                     const int k0 = kt * BK;
                     const u32 sa = smem + s * STAGE_BYTES;
                     const u32 sb = sa + A_BYTES;
@@ -457,7 +413,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
             gws_cp_wait_all();
         }
     } else {
-        gws_setmaxnreg_inc<CONSUMER_REGS>();
+        hp_setmaxnreg_inc<CONSUMER_REGS>();
         const int ctid = tid - PRODUCER_THREADS;
         const int wg = ctid >> 7;
         const int lane = ctid & 31, g = lane >> 2, tg = lane & 3;
@@ -477,7 +433,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
                 for (int i = 0; i < 64; ++i) acc[h][i] = 0.0f;
             for (int kt = 0; kt < kt_n; ++kt, ++it) {
                 const int s = it % NST;
-                gws_bar_wait(full_bar + 8 * s, (u32)((it / NST) & 1));
+                hp_bar_wait(full_bar + 8 * s, (u32)((it / NST) & 1));
                 if (proxy_fence & 1) gw_fence_proxy_async();
                 const u32 sa = smem + s * STAGE_BYTES;
                 const u32 sb = sa + A_BYTES;
@@ -491,18 +447,18 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
                 gw_fence_acc(acc[0]);
                 gw_fence_acc(acc[1]);
                 // k-tile it - 1 (this tile's previous one) is complete: release its stage.
-                if (kt > 0 && lane == 0) gws_bar_arrive(empty_bar + 8 * ((it - 1) % NST));
+                if (kt > 0 && lane == 0) hp_bar_arrive(empty_bar + 8 * ((it - 1) % NST));
             }
             gw_mma_wait<0>();
             gw_fence_acc(acc[0]);
             gw_fence_acc(acc[1]);
-            if (kt_n > 0 && lane == 0) gws_bar_arrive(empty_bar + 8 * ((it - 1) % NST));
+            if (kt_n > 0 && lane == 0) hp_bar_arrive(empty_bar + 8 * ((it - 1) % NST));
 
             if (EPI) {
                 // EPI: the rounded tile into the buffer (once the storers released it), then on
                 // to the next tile's k-tiles while the storers write this one out. Rows past the
                 // expert's are written too (never stored) with scale 1.
-                gws_bar_wait(epi_empty, (u32)((j & 1) ^ 1));
+                hp_bar_wait(epi_empty, (u32)((j & 1) ^ 1));
 #pragma unroll
                 for (int hr = 0; hr < 2; ++hr) {
                     const int i = r_base + 8 * hr;
@@ -528,7 +484,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
                             }
                     }
                 }
-                gws_bar_arrive(epi_full);
+                hp_bar_arrive(epi_full);
                 continue;
             }
 
@@ -575,7 +531,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
     extern "C" __global__ void __launch_bounds__(gws::THREADS, 1)                                             \
         NAME(const TY* x, const TY* w, const i32* plan, const i32* gather, const float* scale, TY* y,          \
              int experts, int K, int N, int swiglu, int n_tiles, int tokens, int proxy_fence, i32* rec,        \
-             const __grid_constant__ GwsTmap b_map) {                                                        \
+             const __grid_constant__ HpTmap b_map) {                                                        \
         gws_impl<TY, NKV, WIDEV, true, false>(x, w, plan, gather, scale, y, experts, K, N, swiglu, n_tiles,   \
                                               tokens, proxy_fence, rec, &b_map, nullptr);                     \
     }
@@ -584,7 +540,7 @@ __device__ __forceinline__ void gws_impl(const T* x_, const T* w_, const i32* pl
     extern "C" __global__ void __launch_bounds__(gws::THREADS, 1)                                             \
         NAME(const TY* x, const TY* w, const i32* plan, const i32* gather, const float* scale, TY* y,          \
              int experts, int K, int N, int swiglu, int n_tiles, int tokens, int proxy_fence, i32* rec,        \
-             const __grid_constant__ GwsTmap b_map, const __grid_constant__ GwsTmap a_map) {                   \
+             const __grid_constant__ HpTmap b_map, const __grid_constant__ HpTmap a_map) {                   \
         gws_impl<TY, NKV, false, true, true>(x, w, plan, gather, scale, y, experts, K, N, swiglu, n_tiles,    \
                                              tokens, proxy_fence, rec, &b_map, &a_map);                       \
     }
@@ -611,7 +567,7 @@ GWS_TMA_KERNEL(grouped_gemm_wgmma_ws_tma_wide_nk_f16, f16, true, true)
     extern "C" __global__ void __launch_bounds__(gws::THREADS, 1)                                             \
         NAME(const TY* x, const TY* w, const i32* plan, const i32* gather, const float* scale, TY* y,          \
              int experts, int K, int N, int swiglu, int n_tiles, int tokens, int proxy_fence, i32* rec,        \
-             const __grid_constant__ GwsTmap b_map, const __grid_constant__ GwsTmap a_map) {                   \
+             const __grid_constant__ HpTmap b_map, const __grid_constant__ HpTmap a_map) {                   \
         gws_impl<TY, NKV, false, true, true, true>(x, w, plan, gather, scale, y, experts, K, N, swiglu,       \
                                                    n_tiles, tokens, proxy_fence, rec, &b_map, &a_map);        \
     }

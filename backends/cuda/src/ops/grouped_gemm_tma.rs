@@ -136,12 +136,12 @@ pub(crate) fn check_geometry(g: &MapGeometry) -> Result<()> {
 }
 
 /// The driver's `CUtensorMap`: 128 opaque bytes, 64-byte aligned, passed by value to the kernel's
-/// `const __grid_constant__ GwsTmap b_map` parameter.
+/// `const __grid_constant__ HpTmap b_map` parameter.
 #[repr(C, align(64))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TensorMap([u64; 16]);
 
-// SAFETY: plain bytes with the size and alignment of the kernel's `GwsTmap` (CUtensorMap); cudarc
+// SAFETY: plain bytes with the size and alignment of the kernel's `HpTmap` (CUtensorMap); cudarc
 // passes a pointer to it and cuLaunchKernel copies its 128 bytes into the parameter buffer.
 unsafe impl DeviceRepr for TensorMap {}
 

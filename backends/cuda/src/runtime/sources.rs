@@ -18,7 +18,8 @@ pub(crate) static ROUTE: Source = Source {
 /// Dispatch and combine.
 pub(crate) static PERMUTE: Source = Source { name: "permute.cu", code: include_str!("../../kernels/permute.cu") };
 /// Grouped GEMM: the portable kernels, then the Hopper (`sm_90a`) wgmma kernels and their
-/// warp-specialised variant (with the wgmma helpers they share with routing), in one module so
+/// warp-specialised variant (with the wgmma helpers they share with routing and the Hopper
+/// helpers they share with attention), in one module so
 /// they share the plan and zero kernels (the Hopper files compile to nothing elsewhere).
 pub(crate) static GROUPED_GEMM: Source = Source {
     name: "grouped_gemm.cu",
@@ -28,6 +29,8 @@ pub(crate) static GROUPED_GEMM: Source = Source {
         include_str!("../../kernels/wgmma.cuh"),
         "\n",
         include_str!("../../kernels/grouped_gemm_sm90.cu"),
+        "\n",
+        include_str!("../../kernels/hopper.cuh"),
         "\n",
         include_str!("../../kernels/grouped_gemm_sm90_ws.cu"),
         "\n",
