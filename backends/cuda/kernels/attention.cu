@@ -122,9 +122,13 @@ template <typename T> __device__ void attention_rows_d128_impl ATT_ROWS_PARAMS {
 template <typename T> __device__ void attention_rows_d256_impl ATT_ROWS_PARAMS {
     attention_rows_impl<T, 256> ATT_ARGS;
 }
+// NOTE: ATT_HELPERS_ONLY (the warp-specialised Hopper module, src/runtime/sources.rs) keeps the
+// helpers and leaves this file's kernels out, so that module compiles only its own.
+#ifndef ATT_HELPERS_ONLY
 MOEKIT_FLOAT_KERNELS(attention_rows_d64, ATT_ROWS_PARAMS, ATT_ARGS)
 MOEKIT_FLOAT_KERNELS(attention_rows_d128, ATT_ROWS_PARAMS, ATT_ARGS)
 MOEKIT_FLOAT_KERNELS(attention_rows_d256, ATT_ROWS_PARAMS, ATT_ARGS)
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // Tensor-core path (f16, bf16; sm_80+): FlashAttention-2 forward. A CTA of 4 warps owns 64
@@ -473,9 +477,11 @@ __device__ void attention_mma_impl(const T* q, const T* k, const T* v, T* o, flo
     }                                                                                               \
     }
 #define ATT_MMA_KERNELS(DIM) ATT_MMA_KERNEL_1(DIM, f16, f16) ATT_MMA_KERNEL_1(DIM, bf16, bf16)
+#ifndef ATT_HELPERS_ONLY
 ATT_MMA_KERNELS(64)
 ATT_MMA_KERNELS(128)
 ATT_MMA_KERNELS(256)
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // Tensor-core path v2 (f16, bf16; D <= 128): FlashAttention-2 tiling as in the FA2 sm80/sm90
@@ -711,5 +717,7 @@ __device__ void attention_fa2_impl(const T* q, const T* k, const T* v, T* o, flo
     }                                                                                              \
     }
 #define ATT_FA2_KERNELS(DIM) ATT_FA2_KERNEL_1(DIM, f16, f16) ATT_FA2_KERNEL_1(DIM, bf16, bf16)
+#ifndef ATT_HELPERS_ONLY
 ATT_FA2_KERNELS(64)
 ATT_FA2_KERNELS(128)
+#endif

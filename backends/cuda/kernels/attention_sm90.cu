@@ -409,9 +409,11 @@ __device__ __forceinline__ void a90_impl(const T* q_, const T* k_, const T* v_, 
         a90_impl<TY, DIM> ATT_ARGS;                                                                     \
     }                                                                                                   \
     }
+#ifndef ATT_HELPERS_ONLY
 A90_KERNEL_1(64, f16, f16)
 A90_KERNEL_1(64, bf16, bf16)
 A90_KERNEL_1(128, f16, f16)
 A90_KERNEL_1(128, bf16, bf16)
+#endif
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL

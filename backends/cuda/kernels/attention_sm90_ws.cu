@@ -1,7 +1,9 @@
 #line 1 "attention_sm90_ws.cu"
 // Attention forward on Hopper, warp-specialised: `attention_sm90ws_d{64,128}_{f16,bf16}` (the
 // default on sm_90a for D <= 128; MOEKIT_CUDA_ATTN=sm90 picks attention_sm90.cu's kernel).
-// Appended after attention_sm90.cu in one module (src/runtime/sources.rs): same work items,
+// Its own module (src/runtime/sources.rs: after attention.cu and attention_sm90.cu with
+// ATT_HELPERS_ONLY, which leaves their kernels out; the first call compiles 4 kernels, not 27):
+// same work items,
 // arguments and masking helpers, and the wgmma wrappers, descriptors, shared tile layout (128-row
 // tiles, 64-column halves of the 128-byte swizzle 16 KiB apart) and accumulator fragments of
 // attention_sm90.cu (read its header). What differs is who loads and when each warpgroup works.

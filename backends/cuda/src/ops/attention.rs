@@ -15,7 +15,7 @@
 use super::grouped_gemm_tma::{encode_map_for, MapGeometry};
 use crate::backend::device_err;
 use crate::launch::{i32_of, kernel_name, launch_err};
-use crate::runtime::sources::ATTENTION;
+use crate::runtime::sources::{ATTENTION, ATTENTION_SM90WS};
 use crate::{CudaBackend, CudaBuffer};
 use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
@@ -76,7 +76,10 @@ impl AttentionOps for CudaBackend {
         if ctas > i32::MAX as usize {
             return Err(Error::unsupported(OP, format!("{ctas} blocks exceed the grid limit")));
         }
-        let f = self.kernels.function(OP, &ATTENTION, &kernel_name(&path.kernel_base(p.head_dim), p.dtype))?;
+        // The warp-specialised kernels live in a module of their own (the first call compiles 4
+        // kernels, not all of them).
+        let src = if path == Path::Sm90Ws { &ATTENTION_SM90WS } else { &ATTENTION };
+        let f = self.kernels.function(OP, src, &kernel_name(&path.kernel_base(p.head_dim), p.dtype))?;
         let shared = path.shared_bytes(p.head_dim, p.dtype.size());
         if shared > DEFAULT_SHARED {
             f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32)
