@@ -7,8 +7,9 @@
 //! `attention_sm90ws_d{D}_{dtype}` (`kernels/attention_sm90_ws.cu`: warp-specialised, TMA loads
 //! of K/V through tensor maps, two consumer warpgroups in ping-pong over wgmma), or with
 //! `MOEKIT_CUDA_ATTN=sm90` on `attention_sm90_d{D}_{dtype}` (`kernels/attention_sm90.cu`: wgmma,
-//! cp.async, the two warpgroups in step); elsewhere (sm_80+, or `MOEKIT_CUDA_ATTN=fa2`) D <= 128 on `attention_fa2_d{D}_{dtype}` (128-row blocks, 32 rows
-//! per warp, double-buffered K/V); D = 256 on `attention_mma_d{D}_{dtype}` (64-row blocks; also
+//! cp.async, the two warpgroups in step); elsewhere (sm_80+, or `MOEKIT_CUDA_ATTN=fa2`)
+//! D <= 128 on `attention_fa2_d{D}_{dtype}` (128-row blocks, 32 rows per warp, double-buffered
+//! K/V); D = 256 on `attention_mma_d{D}_{dtype}` (64-row blocks; also
 //! forced by `MOEKIT_CUDA_ATTN=v1`); f32 (and f16/bf16 on older GPUs) on the exact
 //! warp-per-row kernel (`attention_rows_d{D}_{dtype}`).
 
@@ -96,18 +97,23 @@ impl AttentionOps for CudaBackend {
         let clamp = |x: usize| x.min(WINDOW_CAP) as i64;
         let (wl, wr) = p.mask.window.map_or((-1i64, 0i64), |w| (clamp(w.left), clamp(w.right)));
 
-        // The warp-specialised kernel reads q, k and v through tensor maps (by value, last).
-        let maps = match path {
+        // The warp-specialised kernel reads q, k and v through tensor maps, and takes its probe
+        // flags and the maps (by value) last; only it reads the probe variable.
+        let extra = match path {
             Path::Sm90Ws => {
                 let map = |data: &CudaSlice<u8>, heads: usize, tokens: usize, rows: usize, tile_rows: usize| {
                     let (ptr, _read) = data.device_ptr(&self.stream);
                     encode_map_for(OP, ptr, p.dtype, &token_map_geometry(tokens, heads, p.head_dim, rows, tile_rows))
                 };
-                Some([
-                    map(&io.q.data, p.heads_q, p.total_q(), Q_BOX_ROWS, path.block_m())?,
-                    map(&io.k.data, p.heads_kv, p.total_k(), BLOCK_N2, BLOCK_N2)?,
-                    map(&io.v.data, p.heads_kv, p.total_k(), BLOCK_N2, BLOCK_N2)?,
-                ])
+                let flags = probe_flags(std::env::var(ENV_PROBE).ok().as_deref());
+                Some((
+                    flags,
+                    [
+                        map(&io.q.data, p.heads_q, p.total_q(), Q_BOX_ROWS, path.block_m())?,
+                        map(&io.k.data, p.heads_kv, p.total_k(), BLOCK_N2, BLOCK_N2)?,
+                        map(&io.v.data, p.heads_kv, p.total_k(), BLOCK_N2, BLOCK_N2)?,
+                    ],
+                ))
             }
             _ => None,
         };
@@ -119,17 +125,16 @@ impl AttentionOps for CudaBackend {
             None => b.arg(&NULL),
         };
         b.arg(&tq).arg(&tk).arg(&hq).arg(&hkv).arg(&p.scale).arg(&softcap).arg(&causal).arg(&wl).arg(&wr);
-        let flags = probe_flags(std::env::var(ENV_PROBE).ok().as_deref());
-        if let Some(m) = &maps {
-            b.arg(&flags).arg(&m[0]).arg(&m[1]).arg(&m[2]);
+        if let Some((flags, m)) = &extra {
+            b.arg(flags).arg(&m[0]).arg(&m[1]).arg(&m[2]);
         }
         let cfg =
             LaunchConfig { grid_dim: (ctas as u32, 1, 1), block_dim: (path.threads(), 1, 1), shared_mem_bytes: shared };
         // SAFETY: the arguments match `attention_rows_impl` / `attention_mma_impl` /
-        // `attention_fa2_impl` / `a90_impl` / `aws_impl` (plus the three tensor maps, over q, k
-        // and v as [T, H, D], which live through the launch), whose rows per CTA and threads the
-        // schedule and config used; check_io proved q, o hold Tq × Hq × D and k, v Tk × Hkv × D elements of
-        // the dtype and lse Hq × Tq f32;
+        // `attention_fa2_impl` / `a90_impl` / `aws_impl` (plus the flags and the three tensor
+        // maps, over q, k and v as [T, H, D], which live through the launch), whose rows per CTA
+        // and threads the schedule and config used; check_io proved q, o hold Tq × Hq × D and
+        // k, v Tk × Hkv × D elements of the dtype and lse Hq × Tq f32;
         // every item row is inside its sequence (rows and keys past it are zero-filled or skipped),
         // column ranges hold 4 × Tk i32, and the shared size was raised above for this function.
         unsafe { b.launch(cfg) }.map(drop).map_err(launch_err(OP))
@@ -213,8 +218,7 @@ fn choose_path(p: &AttentionProblem, arch: &str, env: Option<&str>) -> Path {
 }
 
 /// The `flags` argument of the warp-specialised kernel (`aws::NO_PINGPONG`, `aws::EAGER_RESCALE`,
-/// `aws::NO_FOLD`)
-/// from the `MOEKIT_CUDA_ATTN_PROBE` list; unknown words are ignored.
+/// `aws::NO_FOLD`) from the `MOEKIT_CUDA_ATTN_PROBE` list; unknown words are ignored.
 fn probe_flags(env: Option<&str>) -> i32 {
     env.unwrap_or("").split(',').fold(0, |f, w| match w.trim() {
         "no-pingpong" => f | 1,
