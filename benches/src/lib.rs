@@ -39,6 +39,7 @@
 pub mod cases;
 pub mod data;
 pub mod dump;
+pub mod masks;
 pub mod peers;
 pub mod record;
 pub mod runner;

@@ -16,28 +16,79 @@ pub struct AttnShape {
     pub seq: usize,
     /// Head dim `D` (64, 128 or 256).
     pub head_dim: usize,
-    /// Causal mask.
-    pub causal: bool,
+    /// The mask of every sequence.
+    pub mask: AttnMask,
+}
+
+/// The mask of a benchmarked attention batch: none, causal, or FlashMask column ranges (with
+/// no causal flag: the ranges say everything) of one of three patterns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnMask {
+    /// Every key (`0`).
+    None,
+    /// Causal (`1`).
+    Causal,
+    /// Causal written as column ranges (`ranges`): what the ranges cost over the flag.
+    CausalRanges,
+    /// Packed documents (`docs`): causal inside each document, nothing across them
+    /// ([`crate::masks::documents`]).
+    Documents,
+    /// A 4-scale image inside text (`image`): next-frame-and-scale prediction, each scale a
+    /// bidirectional block, causal across blocks and over the text ([`crate::masks::image`]).
+    Image,
+    /// The documents of [`AttnMask::Documents`] as sequences of their own, causal
+    /// (`docs-varlen`): the plain causal problem with the same allowed pairs, to compare with.
+    DocumentsVarlen,
+}
+
+impl AttnMask {
+    const WORDS: [(&'static str, AttnMask); 6] = [
+        ("0", AttnMask::None),
+        ("1", AttnMask::Causal),
+        ("ranges", AttnMask::CausalRanges),
+        ("docs", AttnMask::Documents),
+        ("image", AttnMask::Image),
+        ("docs-varlen", AttnMask::DocumentsVarlen),
+    ];
+
+    /// The mask's field in the peer lines' dims: 0 none, 1 causal, 2–5 the column-range
+    /// patterns and the varlen documents (which no peer line has).
+    pub fn code(self) -> usize {
+        Self::WORDS.iter().position(|&(_, m)| m == self).unwrap_or(0)
+    }
+
+    /// Its spelling in `--attn`.
+    pub fn word(self) -> &'static str {
+        Self::WORDS[self.code()].0
+    }
 }
 
 impl AttnShape {
-    /// Parse `B,Hq,Hkv,S,D` or `B,Hq,Hkv,S,D,causal` (causal 0 or 1, default 1).
+    /// Parse `B,Hq,Hkv,S,D` or `B,Hq,Hkv,S,D,mask`, the mask one of `0` (none), `1` (causal,
+    /// the default), `ranges`, `docs`, `image`, `docs-varlen` ([`AttnMask`]).
     ///
     /// # Errors
     /// A message naming the bad field.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let v: Vec<usize> = s
-            .split(',')
-            .map(|x| x.trim().parse::<usize>().map_err(|e| format!("--attn `{s}`: `{x}`: {e}")))
-            .collect::<Result<_, _>>()?;
-        if !(v.len() == 5 || v.len() == 6) {
-            return Err(format!("--attn `{s}`: expected B,Hq,Hkv,S,D[,causal]"));
+        let fields: Vec<&str> = s.split(',').map(str::trim).collect();
+        if !(fields.len() == 5 || fields.len() == 6) {
+            return Err(format!("--attn `{s}`: expected B,Hq,Hkv,S,D[,mask]"));
         }
-        if v[..5].contains(&0) {
+        let v: Vec<usize> = fields[..5]
+            .iter()
+            .map(|x| x.parse::<usize>().map_err(|e| format!("--attn `{s}`: `{x}`: {e}")))
+            .collect::<Result<_, _>>()?;
+        if v.contains(&0) {
             return Err(format!("--attn `{s}`: every size must be > 0"));
         }
-        let causal = v.get(5).is_none_or(|&c| c != 0);
-        Ok(AttnShape { batch: v[0], heads_q: v[1], heads_kv: v[2], seq: v[3], head_dim: v[4], causal })
+        let mask = match fields.get(5) {
+            None => AttnMask::Causal,
+            Some(w) => AttnMask::WORDS.iter().find(|(word, _)| word == w).map(|&(_, m)| m).ok_or_else(|| {
+                let words: Vec<&str> = AttnMask::WORDS.iter().map(|(w, _)| *w).collect();
+                format!("--attn `{s}`: mask `{w}` is none of {words:?}")
+            })?,
+        };
+        Ok(AttnShape { batch: v[0], heads_q: v[1], heads_kv: v[2], seq: v[3], head_dim: v[4], mask })
     }
 
     /// A default batch for a layer of `tokens` tokens and hidden size `hidden`: sequences of
@@ -48,12 +99,12 @@ impl AttnShape {
         let heads_q = (hidden / head_dim).max(1);
         let heads_kv = if heads_q % 4 == 0 { heads_q / 4 } else { heads_q };
         let seq = tokens.clamp(1, 4096);
-        AttnShape { batch: (tokens / seq).max(1), heads_q, heads_kv, seq, head_dim, causal: true }
+        AttnShape { batch: (tokens / seq).max(1), heads_q, heads_kv, seq, head_dim, mask: AttnMask::Causal }
     }
 
-    /// The peer lines' spelling: `[B, Hq, Hkv, S, D, causal]`.
+    /// The peer lines' spelling: `[B, Hq, Hkv, S, D, causal]` (the mask's [`AttnMask::code`]).
     pub fn dims(&self) -> Vec<usize> {
-        vec![self.batch, self.heads_q, self.heads_kv, self.seq, self.head_dim, usize::from(self.causal)]
+        vec![self.batch, self.heads_q, self.heads_kv, self.seq, self.head_dim, self.mask.code()]
     }
 }
 
@@ -92,7 +143,7 @@ impl fmt::Display for MoeShape {
 type Row = (&'static str, usize, usize, usize, usize, usize, AttnShape);
 
 const fn attn(batch: usize, heads_q: usize, heads_kv: usize, seq: usize, head_dim: usize) -> AttnShape {
-    AttnShape { batch, heads_q, heads_kv, seq, head_dim, causal: true }
+    AttnShape { batch, heads_q, heads_kv, seq, head_dim, mask: AttnMask::Causal }
 }
 
 // NOTE: attention heads follow the models' configs (Qwen3-30B-A3B 32/4, ERNIE-4.5-21B-A3B
@@ -244,7 +295,13 @@ mod tests {
     fn attn_parses_with_and_without_causal() {
         let a = AttnShape::parse("4,32,8,4096,128").unwrap();
         assert_eq!(a.dims(), vec![4, 32, 8, 4096, 128, 1]);
-        assert!(!AttnShape::parse("2,32,8,8192,128,0").unwrap().causal);
+        assert_eq!(AttnShape::parse("2,32,8,8192,128,0").unwrap().mask, AttnMask::None);
+        let docs = AttnShape::parse("1,32,8,16384,128, docs").unwrap();
+        assert_eq!((docs.mask, docs.dims()[5], docs.mask.word()), (AttnMask::Documents, 3, "docs"));
+        for w in ["0", "1", "ranges", "docs", "image", "docs-varlen"] {
+            assert_eq!(AttnShape::parse(&format!("1,2,1,64,64,{w}")).unwrap().mask.word(), w);
+        }
+        assert!(AttnShape::parse("1,2,1,64,64,2").is_err());
         assert!(AttnShape::parse("2,32,8").is_err());
         assert!(AttnShape::parse("2,0,8,1,64").is_err());
     }

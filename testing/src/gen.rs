@@ -207,14 +207,27 @@ pub enum MaskPattern {
     Blocks,
 }
 
-/// Column ranges `[Tk]` for `pattern` over a packed batch. Sequences must have `Lq == Lk`
-/// except for [`MaskPattern::Causal`], which is bottom-right aligned for any `Lk >= Lq`.
+/// Column ranges `[Tk]` for `pattern` over a packed batch, documents and blocks of 1 to 12
+/// keys. Sequences must have `Lq == Lk` except for [`MaskPattern::Causal`], which is
+/// bottom-right aligned for any `Lk >= Lq`.
 pub fn column_ranges(rng: &mut StdRng, pattern: MaskPattern, cu_q: &[usize], cu_k: &[usize]) -> ColumnRanges {
+    column_ranges_of(rng, pattern, cu_q, cu_k, 12)
+}
+
+/// [`column_ranges`] with documents and blocks of 1 to `max_segment` keys (long ones give the
+/// GPU kernels whole key tiles that the ranges mask or leave clear).
+pub fn column_ranges_of(
+    rng: &mut StdRng,
+    pattern: MaskPattern,
+    cu_q: &[usize],
+    cu_k: &[usize],
+    max_segment: usize,
+) -> ColumnRanges {
     let tk = *cu_k.last().unwrap_or(&0);
     let mut c = ColumnRanges { lts: vec![0; tk], lte: vec![0; tk], uts: vec![0; tk], ute: vec![0; tk] };
     for b in 0..cu_q.len().saturating_sub(1) {
         let (lq, lk) = (cu_q[b + 1] - cu_q[b], cu_k[b + 1] - cu_k[b]);
-        let cuts = random_cuts(rng, lk);
+        let cuts = random_cuts(rng, lk, max_segment);
         let prefix = rng.gen_range(0..=lk);
         for j in 0..lk {
             let col = cu_k[b] + j;
@@ -234,12 +247,13 @@ pub fn column_ranges(rng: &mut StdRng, pattern: MaskPattern, cu_q: &[usize], cu_
     c
 }
 
-/// Random segment boundaries `0 = c0 < c1 < ... < cn = len` (documents or blocks).
-fn random_cuts(rng: &mut StdRng, len: usize) -> Vec<usize> {
+/// Random segment boundaries `0 = c0 < c1 < ... < cn = len` (documents or blocks), segments of
+/// 1 to `max_segment` keys.
+fn random_cuts(rng: &mut StdRng, len: usize, max_segment: usize) -> Vec<usize> {
     let mut cuts = vec![0];
     let mut at = 0;
     while at < len {
-        at = (at + rng.gen_range(1..=len.clamp(1, 12))).min(len);
+        at = (at + rng.gen_range(1..=len.clamp(1, max_segment.max(1)))).min(len);
         cuts.push(at);
     }
     if cuts.len() == 1 {

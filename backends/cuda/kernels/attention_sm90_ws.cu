@@ -34,6 +34,19 @@
 // consumer zeroes those V rows in shared memory before its P·V reads them (both consumers write
 // the same zeros; each fences its writes to the async proxy and syncs its warpgroup first).
 // Query rows past the sequence are computed and never stored.
+//
+// FlashMask column ranges (`fm`, null without them; built by the host, `RangeTiles::tables` in
+// src/ops/attention.rs), three int4 arrays: `[items]` the span of each work item (its sequence's
+// first tile, the first key tile n0 it runs, the end n1 past its last one, 0), `[Tk]` (lts, lte,
+// uts, ute) per packed key column, then `[tiles][2]` the per-key-tile minima and maxima of the
+// four (over the tile's columns inside the sequence; item i's key tile n is tile first + n / BN).
+// With them, every role runs only the key tiles in n0..n1 (the host found them with the same
+// test) that the ranges do not mask for all of the CTA's rows (aws_fm_all: the producer loads
+// none of those and the consumers' tile count leaves them out), and a consumer applies the ranges
+// element by element only on the tiles where they may mask one of its rows (aws_fm_none), from a
+// copy of the tile's 128 column ranges in its shared memory (each thread loads one with the tile's
+// other loads in flight; a loop of 32 loads per thread from global memory, each waited for,
+// measured 15-18% over causal, run 27 call B).
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
@@ -59,20 +72,61 @@ constexpr float RESCALE_LOG2 = 8.0f;
 constexpr int NO_PINGPONG = 1, EAGER_RESCALE = 2, NO_FOLD = 4;
 // Barriers: Q_FULL, K_FULL[S], V_FULL[S], K_EMPTY[S], V_EMPTY[S], 8 bytes each (128 reserved).
 constexpr int BAR_BYTES = 128;
+// Per consumer: the column ranges of one key tile (BN int4), staged for its element mask.
+constexpr int RANGE_BYTES = BN * 16;
 template <int D, int NC> struct Smem {
     static constexpr int TILE = a90::Tile<D>::BYTES, QTILE = Cfg<NC>::BM * D * 2;
-    // Q, K stages, V stages, barriers and slack to align the base to 1024 (keep in step with
-    // `Path::shared_bytes` in src/ops/attention.rs).
-    static constexpr int BYTES = QTILE + TILE * 2 * STAGES + BAR_BYTES + 1024;
+    // Q, K stages, V stages, barriers, the consumers' column ranges and slack to align the base
+    // to 1024 (keep in step with `Path::shared_bytes` in src/ops/attention.rs).
+    static constexpr int BYTES = QTILE + TILE * 2 * STAGES + BAR_BYTES + NC * RANGE_BYTES + 1024;
 };
 }  // namespace aws
 
+// Whether the ranges of a key tile, minima `mn` and maxima `mx`, mask every column for every row
+// r0..r1: all the lower intervals contain r0..r1, or all the upper ones do.
+__device__ __forceinline__ bool aws_fm_all(int4 mn, int4 mx, int r0, int r1) {
+    return (mx.x <= r0 && r1 < mn.y) || (mx.z <= r0 && r1 < mn.w);
+}
+// Whether they mask no row r0..r1 of any column: each interval starts past r1 or ends by r0 in
+// every column.
+__device__ __forceinline__ bool aws_fm_none(int4 mn, int4 mx, int r0, int r1) {
+    return (r1 < mn.x || r0 >= mx.y) && (r1 < mn.z || r0 >= mx.w);
+}
+
+// The FlashMask tables of one work item (see the header); `none` when there are no ranges.
+struct AwsFm {
+    const int4* cols;   // [Tk]: (lts, lte, uts, ute) per packed column
+    const int4* tiles;  // this item's key tiles: [n / BN][2] = minima, maxima
+    int n0, n1;         // the key tiles it may run: n0 <= n < n1
+    __device__ __forceinline__ bool none() const { return cols == nullptr; }
+    // Key tile `n` is masked for all rows r0..r1 (never without ranges).
+    __device__ __forceinline__ bool skip(int n, int r0, int r1) const {
+        if (none()) return false;
+        const int4* t = tiles + 2 * (n / aws::BN);
+        return aws_fm_all(__ldg(t), __ldg(t + 1), r0, r1);
+    }
+    // The first key tile from `n` (a multiple of BN) below `bhi` that is not skipped, else bhi.
+    __device__ __forceinline__ int next(int n, int bhi, int r0, int r1) const {
+        while (n < bhi && skip(n, r0, r1)) n += aws::BN;
+        return n;
+    }
+};
+__device__ __forceinline__ AwsFm aws_fm(const i32* fm, int item, int hq, int tk) {
+    if (!fm) return AwsFm{nullptr, nullptr, 0, 0x7fffffff};
+    const int4* spans = reinterpret_cast<const int4*>(fm);
+    const int4 sp = __ldg(spans + item);
+    const int4* cols = spans + gridDim.x / hq;
+    return AwsFm{cols, cols + tk + 2 * sp.x, sp.y, sp.z};
+}
+
 // Thread 0 of the producer: Q (NC boxes of 64 rows per 64-column half: the Q map's box is 64
-// rows), then K and V of every key tile n = nstart + BN·j < bhi (tile j in stage j % STAGES,
-// round j / STAGES), D/64 boxes of 128 rows each.
+// rows), then K and V of every key tile nstart <= n < bhi that `fm` does not skip for the CTA's
+// rows r0..r1 (the j-th such tile in stage j % STAGES, round j / STAGES), D/64 boxes of 128 rows
+// each.
 template <int D, int NC>
 __device__ __forceinline__ void aws_produce(const HpTmap* qm, const HpTmap* km, const HpTmap* vm, u32 sQ, u32 sK,
-                                            u32 sV, u32 bars, int q_row, int h, int k0, int kvh, int nstart, int bhi) {
+                                            u32 sV, u32 bars, int q_row, int h, int k0, int kvh, int nstart, int bhi,
+                                            const AwsFm& fm, int r0, int r1) {
     using namespace aws;
     constexpr int TILE = Smem<D, NC>::TILE, HALVES = D / 64;
     const u32 q_full = bars, k_full = bars + 8, v_full = k_full + 8 * STAGES, k_empty = v_full + 8 * STAGES,
@@ -86,7 +140,7 @@ __device__ __forceinline__ void aws_produce(const HpTmap* qm, const HpTmap* km, 
 #pragma unroll
         for (int i = 0; i < NC; ++i) hp_tma4(sQ + c * Cfg<NC>::QHALF + i * 64 * 128, qm, 64 * c, h, q_row + 64 * i, 0, q_full);
     int j = 0;
-    for (int n = nstart; n < bhi; n += BN, ++j) {
+    for (int n = fm.next(nstart, bhi, r0, r1); n < bhi; n = fm.next(n + BN, bhi, r0, r1), ++j) {
         const int s = j % STAGES;
         const u32 parity = (u32)(((j / STAGES) & 1) ^ 1);
         hp_bar_wait(k_empty + 8 * s, parity);
@@ -133,7 +187,7 @@ __device__ __forceinline__ void aws_online_max(float* mx, float* mrow, float* mu
 }
 
 template <typename T, int D, int NC>
-__device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, const i32* cr, int tq, int tk, int hq,
+__device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, const i32* fm_, int tq, int tk, int hq,
                                          int hkv, float scale, float softcap, int causal, long long wl, long long wr,
                                          int flags, const HpTmap* qm, const HpTmap* km, const HpTmap* vm) {
     using namespace aws;
@@ -142,6 +196,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
     extern __shared__ __align__(1024) unsigned char aws_smem[];
     const u32 smem = (att_smem_addr(aws_smem) + 1023u) & ~1023u;
     const u32 sQ = smem, sK = smem + Smem<D, NC>::QTILE, sV = sK + STAGES * TILE, bars = sV + STAGES * TILE;
+    const u32 ranges = bars + BAR_BYTES;  // NC copies of RANGE_BYTES
     const u32 q_full = bars, k_full = bars + 8, v_full = k_full + 8 * STAGES, k_empty = v_full + 8 * STAGES,
               v_empty = k_empty + 8 * STAGES;
 
@@ -155,7 +210,11 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
     int blo, bhi, unused0, unused1;
     att_row_range(m0, lq, lk, causal, wl, wr, blo, unused0);
     att_row_range(last, lq, lk, causal, wl, wr, unused1, bhi);
-    const int nstart = (blo / BN) * BN;
+    const AwsFm fm = aws_fm(fm_, item, hq, tk);
+    const int nstart = max((blo / BN) * BN, fm.n0);
+    bhi = min(bhi, fm.n1);
+    // The first key tile the CTA works on (bhi if none).
+    const int nfirst = fm.next(nstart, bhi, m0, last);
 
     if (tid == 0) {
         hp_bar_init(q_full, 1);
@@ -173,13 +232,15 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
     const int role = hp_uniform(tid / 128);
     if (role == 0) {
         hp_setmaxnreg_dec<PRODUCER_REGS>();
-        if (tid == 0 && nstart < bhi) aws_produce<D, NC>(qm, km, vm, sQ, sK, sV, bars, q0 + m0, h, k0, kvh, nstart, bhi);
+        if (tid == 0 && nfirst < bhi)
+            aws_produce<D, NC>(qm, km, vm, sQ, sK, sV, bars, q0 + m0, h, k0, kvh, nfirst, bhi, fm, m0, last);
         return;
     }
     hp_setmaxnreg_inc<Cfg<NC>::CONSUMER_REGS>();
     const int wg = role - 1, wt = tid - 128 * role, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int wrow = 64 * wg + 16 * ((wt >> 5) & 3) + g;  // this thread's rows: wrow, wrow + 8
     const int sched_me = SCHED + wg, sched_next = SCHED + (wg + 1 == NC ? 0 : wg + 1), local = LOCAL + wg;
+    const u32 sF = ranges + wg * RANGE_BYTES;
     const bool pingpong = !(flags & NO_PINGPONG);
     const float lazy = flags & EAGER_RESCALE ? 0.0f : RESCALE_LOG2;
     // Without a softcap and with a positive scale, max(s)·c = max(s·c) and the scale folds into
@@ -197,6 +258,13 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
         att_row_range(wfirst, lq, lk, causal, wl, wr, unused2, wfirst_hi);
         att_row_range(wlast, lq, lk, causal, wl, wr, wlast_lo, unused3);
     }
+
+    // The ranges mask none of this warpgroup's valid rows in key tile n (no valid row: true).
+    auto fm_clear = [&](int n) {
+        if (wfirst >= lq) return true;
+        const int4* tl = fm.tiles + 2 * (n / BN);
+        return aws_fm_none(__ldg(tl), __ldg(tl + 1), wfirst, wlast);
+    };
 
     float s[64], oacc[ON];
     u32 p[32];
@@ -223,13 +291,20 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
         if (lane == 0) hp_bar_arrive(bar);
     };
 
-    // Key tile j at n; FIRST (a compile-time flag: a runtime one around the P·V wgmma makes
-    // ptxas serialise every wgmma, C7513): no P·V pending yet.
-    auto tile = [&](int j, int n, auto first_tag) {
+    // Key tile j at n, after tile j - 1 at nprev; FIRST (a compile-time flag: a runtime one
+    // around the P·V wgmma makes ptxas serialise every wgmma, C7513): no P·V pending yet.
+    auto tile = [&](int j, int n, int nprev, auto first_tag) {
             constexpr bool first = decltype(first_tag)::value;
             const int ks_ = j % STAGES, vs_prev = (j + STAGES - 1) % STAGES;
+            // Whether no row of the warpgroup needs the element mask in this tile, and this
+            // thread's column range of the tile if the ranges need it (decided and loaded before
+            // the waits, so that the loads overlap them).
+            const bool full = n + BN <= lk && n >= wlast_lo && n + BN <= wfirst_hi && (fm.none() || fm_clear(n));
+            const bool ranged = !full && !fm.none();
+            int4 own = make_int4(0, 0, 0, 0);
+            if (ranged && n + wt < lk) own = __ldg(fm.cols + k0 + n + wt);
             hp_bar_wait(k_full + 8 * ks_, (u32)((j / STAGES) & 1));
-            if (!first) wait_v(j - 1, n - BN);
+            if (!first) wait_v(j - 1, nprev);
 
             // This consumer's turn: S_j = Q·K_j, then the previous tile's O += P·V behind it.
             if (pingpong) hp_named_sync(sched_me, 256);
@@ -259,7 +334,6 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             // partly); online softmax, while the tensor cores finish the previous P·V.
             // NOTE: the row maxima and sums in 4 partial chains per row instead of one (the 32
             // dependent fmax / add of a row made 8) measured the same (run 26 call D).
-            const bool full = !cr && n + BN <= lk && n >= wlast_lo && n + BN <= wfirst_hi;
             float mx[2] = {ATT_NEG_INF, ATT_NEG_INF};
             if (full && fold) {
 #pragma unroll
@@ -276,17 +350,43 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
                 const int r = m0 + wrow;
                 att_row_range(r, lq, lk, causal, wl, wr, rlo[0], rhi[0]);
                 att_row_range(r + 8, lq, lk, causal, wl, wr, rlo[1], rhi[1]);
+                if (ranged) {
+                    // The tile's ranges into this warpgroup's copy, once its readers of the
+                    // previous one are done.
+                    hp_named_sync(local, 128);
+                    asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};" ::"r"(sF + 16 * wt), "r"(own.x), "r"(own.y),
+                                 "r"(own.z), "r"(own.w)
+                                 : "memory");
+                    hp_named_sync(local, 128);
+                }
+                // The scores mapped first (uniform branches: inside the element loop the
+                // softcap's tanh was computed for every element whatever the branch, run 27), then
+                // each of the thread's 32 keys: its ranges (none past the sequence), then its two
+                // rows.
+                if (!fold && softcap > 0.0f) {
 #pragma unroll
-                for (int e = 0; e < 64; ++e) {
-                    const int x = (e >> 1) & 1, key = n + 8 * (e >> 2) + 2 * t + (e & 1);
-                    float sc = fold               ? s[e]
-                               : softcap > 0.0f ? att_score(s[e], scale, softcap) * ATT_LOG2E
-                                                : s[e] * scale_log2;
-                    const bool ok =
-                        key >= rlo[x] && key < rhi[x] && !(cr && att_col_masked(cr, tk, k0 + key, r + 8 * x));
-                    if (!ok) sc = ATT_NEG_INF;
-                    s[e] = sc;
-                    mx[x] = fmaxf(mx[x], sc);
+                    for (int e = 0; e < 64; ++e) s[e] = att_score(s[e], scale, softcap) * ATT_LOG2E;
+                } else if (!fold) {
+#pragma unroll
+                    for (int e = 0; e < 64; ++e) s[e] *= scale_log2;
+                }
+#pragma unroll
+                for (int kb = 0; kb < 32; ++kb) {
+                    const int col = 8 * (kb >> 1) + 2 * t + (kb & 1), key = n + col;
+                    int4 c = make_int4(0, 0, 0, 0);
+                    if (ranged)
+                        asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];"
+                                     : "=r"(c.x), "=r"(c.y), "=r"(c.z), "=r"(c.w)
+                                     : "r"(sF + 16 * col));
+#pragma unroll
+                    for (int x = 0; x < 2; ++x) {
+                        const int e = 4 * (kb >> 1) + 2 * x + (kb & 1), row = r + 8 * x;
+                        float sc = s[e];
+                        const bool hidden = (c.x <= row && row < c.y) || (c.z <= row && row < c.w);
+                        if (key < rlo[x] || key >= rhi[x] || hidden) sc = ATT_NEG_INF;
+                        s[e] = sc;
+                        mx[x] = fmaxf(mx[x], sc);
+                    }
                 }
             }
             float alpha[2], mu[2];
@@ -323,14 +423,17 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             for (int i = 0; i < 32; ++i) p[i] = att_pack<T>(s[2 * i], s[2 * i + 1]);
     };
 
-    if (nstart < bhi) {
+    if (nfirst < bhi) {
         hp_bar_wait(q_full, 0);
-        tile(0, nstart, a90_flag<true>());
-        int j = 1;
-        for (int n = nstart + BN; n < bhi; n += BN, ++j) tile(j, n, a90_flag<false>());
+        tile(0, nfirst, 0, a90_flag<true>());
+        int j = 1, nprev = nfirst;
+        for (int n = fm.next(nfirst + BN, bhi, m0, last); n < bhi; n = fm.next(n + BN, bhi, m0, last), ++j) {
+            tile(j, n, nprev, a90_flag<false>());
+            nprev = n;
+        }
         // The last tile's P·V (outside the turns: nothing of the other consumer waits on it).
         const int jl = j - 1;
-        wait_v(jl, nstart + BN * jl);
+        wait_v(jl, nprev);
         a90_mma_fence();
         a90_pv<T, D>(oacc, p, sV + (jl % STAGES) * TILE);
         a90_mma_commit();
@@ -348,17 +451,18 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
 }
 
 // Instantiates `attention_sm90ws_dD_f16` and `..._bf16`: 384 threads, one CTA per SM; the
-// arguments of the other attention kernels (q, k, v are read through the tensor maps only), the
-// probe flags, then the maps of q, k and v by value.
+// arguments of the other attention kernels (q, k, v are read through the tensor maps only; the
+// FlashMask tables `fm` in place of the column ranges), the probe flags, then the maps of q, k and
+// v by value.
 #define AWS_KERNEL_1(NAME, DIM, NC, TY, SUFFIX)                                                                \
     namespace NAME##_d##DIM##_##SUFFIX##_ns {                                                                  \
     using T = TY;                                                                                              \
     extern "C" __global__ void __launch_bounds__(aws::Cfg<NC>::THREADS, 1) NAME##_d##DIM##_##SUFFIX(           \
-        const T* q, const T* k, const T* v, T* o, float* lse, const i32* items, const i32* cr, int tq, int tk, \
+        const T* q, const T* k, const T* v, T* o, float* lse, const i32* items, const i32* fm, int tq, int tk, \
         int hq, int hkv, float scale, float softcap, int causal, long long wl, long long wr, int flags,       \
         const __grid_constant__ HpTmap q_map, const __grid_constant__ HpTmap k_map,                           \
         const __grid_constant__ HpTmap v_map) {                                                                \
-        aws_impl<TY, DIM, NC>(o, lse, items, cr, tq, tk, hq, hkv, scale, softcap, causal, wl, wr, flags, &q_map,  \
+        aws_impl<TY, DIM, NC>(o, lse, items, fm, tq, tk, hq, hkv, scale, softcap, causal, wl, wr, flags, &q_map,  \
                           &k_map, &v_map);                                                                     \
     }                                                                                                          \
     }

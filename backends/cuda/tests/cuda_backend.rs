@@ -165,7 +165,9 @@ fn fused_route_of_several_shapes_on_one_backend_matches_the_reference() {
 
 /// Attention shapes the property suite never reaches (it keeps sequences under ~40 tokens):
 /// several sequences of 300–1100 tokens (many 128-key tiles, ragged ends, Lk > Lq), GQA 4:1,
-/// causal and not, windows, softcap and FlashMask column ranges, D 64 and 128, f16 and bf16.
+/// causal and not, windows, softcap and FlashMask column ranges (segments of up to 12 keys, and
+/// of up to 400, whose key tiles the Hopper kernel skips or runs unmasked: documents, blocks and
+/// causal written as ranges alone), D 64 and 128, f16 and bf16.
 /// On Hopper this runs the warp-specialised wgmma kernel (`attention_sm90ws_*`; the earlier
 /// `attention_sm90_*` with `MOEKIT_CUDA_ATTN=sm90`), elsewhere the mma.sync one.
 #[test]
@@ -175,23 +177,28 @@ fn attention_matches_the_reference_on_long_sequences() {
     use moekit_testing::props::attention::{attention_matches_reference, AttentionCase};
     let Some(gpu) = backend_or_skip("attention_matches_the_reference_on_long_sequences") else { return };
     let window = |left, right| Some(Window { left, right });
-    // (q lengths, k lengths, D, causal, window, softcap, column-range pattern)
-    type Shape = (&'static [usize], &'static [usize], usize, bool, Option<Window>, Option<f32>, Option<MaskPattern>);
-    let shapes: [Shape; 9] = [
+    // (q lengths, k lengths, D, causal, window, softcap, column-range pattern and longest segment)
+    type Pattern = Option<(MaskPattern, usize)>;
+    type Shape = (&'static [usize], &'static [usize], usize, bool, Option<Window>, Option<f32>, Pattern);
+    let shapes: [Shape; 13] = [
         (&[300, 1100, 517], &[300, 1100, 517], 128, true, None, None, None),
         (&[700, 333], &[1029, 333], 128, false, None, None, None),
         (&[450, 1000], &[600, 1000], 64, true, None, None, None),
         (&[900, 640], &[900, 700], 128, true, window(200, 0), None, None),
         (&[1100, 388], &[1100, 388], 64, false, window(90, 150), None, None),
         (&[777, 301], &[777, 301], 128, true, None, Some(20.0), None),
-        (&[1024, 470], &[1024, 470], 64, false, None, None, Some(MaskPattern::Document)),
-        (&[640, 1100], &[640, 1100], 128, true, None, None, Some(MaskPattern::Blocks)),
-        (&[530, 813], &[530, 813], 128, false, None, Some(30.0), Some(MaskPattern::PrefixLm)),
+        (&[1024, 470], &[1024, 470], 64, false, None, None, Some((MaskPattern::Document, 12))),
+        (&[640, 1100], &[640, 1100], 128, true, None, None, Some((MaskPattern::Blocks, 12))),
+        (&[530, 813], &[530, 813], 128, false, None, Some(30.0), Some((MaskPattern::PrefixLm, 12))),
+        (&[1300, 700], &[1300, 700], 128, false, None, None, Some((MaskPattern::Document, 400))),
+        (&[1200, 333], &[1200, 333], 64, false, None, None, Some((MaskPattern::Blocks, 400))),
+        (&[1000, 555], &[1100, 555], 128, false, None, None, Some((MaskPattern::Causal, 1))),
+        (&[900, 1024], &[900, 1024], 128, true, window(300, 0), None, Some((MaskPattern::Document, 300))),
     ];
     for (i, &(lq, lk, d, causal, win, softcap, pattern)) in shapes.iter().enumerate() {
         let (cu_q, cu_k) = (gen::cumsum(lq), gen::cumsum(lk));
         let mut rng = gen::rng(71 + i as u64);
-        let column_ranges = pattern.map(|pat| gen::column_ranges(&mut rng, pat, &cu_q, &cu_k));
+        let column_ranges = pattern.map(|(pat, seg)| gen::column_ranges_of(&mut rng, pat, &cu_q, &cu_k, seg));
         let problem = AttentionProblem {
             cu_seqlens_q: cu_q,
             cu_seqlens_k: cu_k,
@@ -204,7 +211,7 @@ fn attention_matches_the_reference_on_long_sequences() {
             dtype: DType::F32,
         };
         problem.validate().unwrap_or_else(|e| panic!("shape {i}: {e}"));
-        let case = AttentionCase { problem, pattern, seed: 300 + i as u64 };
+        let case = AttentionCase { problem, pattern: pattern.map(|(pat, _)| pat), seed: 300 + i as u64 };
         for dtype in [DType::BF16, DType::F16] {
             if let Err(e) = attention_matches_reference(&gpu, dtype, &case) {
                 panic!("shape {i} {dtype}: {e}");

@@ -53,7 +53,9 @@ struct Cli {
     /// each is expensive (at least 16).
     #[arg(long, default_value_t = 2e9)]
     sample_work: f64,
-    /// Attention batch for every shape: B,Hq,Hkv,S,D[,causal].
+    /// Attention batch for every shape: B,Hq,Hkv,S,D[,mask], the mask `0` (none), `1` (causal,
+    /// the default), or FlashMask column ranges: `ranges` (causal), `docs` (packed documents),
+    /// `image` (a 4-scale image inside text).
     #[arg(long)]
     attn: Option<String>,
     /// Write one JSON object per line to FILE (parent folders are created).

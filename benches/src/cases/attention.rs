@@ -1,12 +1,14 @@
-//! Packed varlen attention: `B` sequences of `S` tokens, GQA, causal by default.
+//! Packed varlen attention: `B` sequences of `S` tokens, GQA, causal by default, or none, or
+//! one of the FlashMask patterns of [`crate::masks`].
 
 use super::scope;
 use crate::data::{select_cols, select_rows, uniform};
-use crate::shapes::AttnShape;
+use crate::masks;
+use crate::shapes::{AttnMask, AttnShape};
 use crate::verify::{OutCheck, Verdict};
 use crate::workload::{arity, Op, Workload};
 use moekit_ops::tolerance::Tolerance;
-use moekit_ops::{api, AttentionIo, AttentionMask, AttentionProblem, Backend, DType, HostTensor, Result};
+use moekit_ops::{api, AttentionIo, AttentionMask, AttentionProblem, Backend, ColumnRanges, DType, HostTensor, Result};
 use moekit_reference::ReferenceBackend;
 
 /// `q [B·S, Hq, D]`, `k, v [B·S, Hkv, D]` → `o [B·S, Hq, D]`, `lse [Hq, B·S] f32`.
@@ -19,12 +21,13 @@ pub struct AttentionCase {
 }
 
 impl AttentionCase {
-    /// Seeded inputs for `shape`, scale `1/sqrt(D)`.
+    /// Seeded inputs for `shape`, scale `1/sqrt(D)`. The FLOPs count the allowed (query, key)
+    /// pairs only, so a mask's rate compares with causal's at the same work.
     ///
     /// # Errors
     /// Validation errors of the problem (an unsupported head dim, heads that do not divide).
     pub fn new(shape: &AttnShape, dtype: DType, seed: u64) -> Result<Self> {
-        let cu: Vec<usize> = (0..=shape.batch).map(|b| b * shape.seq).collect();
+        let cu = masks::cu_seqlens(shape, seed);
         let problem = AttentionProblem {
             cu_seqlens_q: cu.clone(),
             cu_seqlens_k: cu,
@@ -33,7 +36,11 @@ impl AttentionCase {
             head_dim: shape.head_dim,
             scale: 1.0 / (shape.head_dim as f32).sqrt(),
             softcap: None,
-            mask: if shape.causal { AttentionMask::causal() } else { AttentionMask::none() },
+            mask: AttentionMask {
+                causal: matches!(shape.mask, AttnMask::Causal | AttnMask::DocumentsVarlen),
+                window: None,
+                column_ranges: masks::column_ranges(shape, seed),
+            },
             dtype,
         };
         problem.validate()?;
@@ -97,13 +104,24 @@ impl Workload for AttentionCase {
         self.shape.batch * self.shape.seq
     }
     /// The last `m` query rows of every sequence against all its keys: with the causal mask
-    /// aligned bottom-right, that sub-problem gives exactly those rows (and the longest ones).
+    /// aligned bottom-right, that sub-problem gives exactly those rows (and the longest ones);
+    /// column ranges move up by the rows left out.
     fn verify_sample(&self, got: &[HostTensor], samples: usize, _seed: u64) -> Result<Verdict> {
-        let s = &self.shape;
-        let m = (samples / s.batch).clamp(1, s.seq);
-        let rows: Vec<usize> = (0..s.batch).flat_map(|b| (b * s.seq + s.seq - m)..(b + 1) * s.seq).collect();
-        let mut sub = self.problem.clone();
-        sub.cu_seqlens_q = (0..=s.batch).map(|b| b * m).collect();
+        let (s, p) = (&self.shape, &self.problem);
+        let m = (samples / p.batch()).max(1);
+        let (mut rows, mut cu_q, mut sub_ranges) = (Vec::new(), vec![0], p.mask.column_ranges.clone());
+        for b in 0..p.batch() {
+            let (lq, _) = p.seq_lens(b);
+            let (mb, q0) = (m.min(lq), p.cu_seqlens_q[b]);
+            rows.extend(q0 + lq - mb..q0 + lq);
+            cu_q.push(rows.len());
+            if let Some(c) = &mut sub_ranges {
+                shift_rows(c, p.cu_seqlens_k[b]..p.cu_seqlens_k[b + 1], lq - mb, mb);
+            }
+        }
+        let mut sub = p.clone();
+        sub.cu_seqlens_q = cu_q;
+        sub.mask.column_ranges = sub_ranges;
         let q = select_rows(&self.inputs[0], &rows)?;
         let mut o = HostTensor::zeros(sub.dtype, &[rows.len(), s.heads_q, s.head_dim]);
         let mut lse = HostTensor::zeros(DType::F32, &[s.heads_q, rows.len()]);
@@ -113,7 +131,7 @@ impl Workload for AttentionCase {
             AttentionIo { q: &q, k: &self.inputs[1], v: &self.inputs[2], o: &mut o, lse: &mut lse },
         )?;
         let (oc, lc) = self.checks();
-        let mut v = Verdict::new(scope(s.batch * s.seq, rows.len(), "query rows (last of each sequence)"));
+        let mut v = Verdict::new(scope(p.total_q(), rows.len(), "query rows (last of each sequence)"));
         v.add("o", &o, &select_rows(&got[0], &rows)?, oc)?;
         v.add("lse", &lse, &select_cols(&got[1], &rows)?, lc)?;
         Ok(v)
@@ -127,5 +145,49 @@ impl Workload for AttentionCase {
         // ceiling would undershoot (its rate is computed from its own FLOPs, so rounding is free).
         let n = n.next_multiple_of(64);
         Some((m, k, n))
+    }
+}
+
+/// The column ranges of key columns `cols` over query rows `off..off + m`, as rows `0..m`: each
+/// bound moves up by `off` and is kept to `0..=m`.
+fn shift_rows(c: &mut ColumnRanges, cols: std::ops::Range<usize>, off: usize, m: usize) {
+    for v in [&mut c.lts, &mut c.lte, &mut c.uts, &mut c.ute] {
+        for x in &mut v[cols.clone()] {
+            *x = (*x as i64 - off as i64).clamp(0, m as i64) as i32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moekit_reference::ReferenceBackend;
+
+    /// The sampled check of every mask passes on the reference's own full output, and fails
+    /// when one sampled output row is wrong.
+    #[test]
+    fn sampled_check_holds_for_every_mask() {
+        use AttnMask::*;
+        for mask in [None, Causal, CausalRanges, Documents, Image, DocumentsVarlen] {
+            let shape = AttnShape { batch: 2, heads_q: 2, heads_kv: 1, seq: 200, head_dim: 64, mask };
+            let case = AttentionCase::new(&shape, DType::F32, 5).unwrap();
+            let mut outs: Vec<HostTensor> = case.outputs().iter().map(|(dt, sh)| HostTensor::zeros(*dt, sh)).collect();
+            let (o, rest) = outs.split_at_mut(1);
+            let io = AttentionIo {
+                q: &case.inputs[0],
+                k: &case.inputs[1],
+                v: &case.inputs[2],
+                o: &mut o[0],
+                lse: &mut rest[0],
+            };
+            api::attention(&ReferenceBackend, &case.problem, io).unwrap();
+            let v = case.verify_sample(&outs, 40, 0).unwrap();
+            assert!(v.pass, "{mask:?}: {v:?}");
+            // The last row of the first sequence, head 0: one value off.
+            let mut bad = outs[0].to_f32_vec();
+            bad[199 * 2 * 64] += 1.0;
+            outs[0] = HostTensor::from_f32(DType::F32, &[400, 2, 64], &bad);
+            assert!(!case.verify_sample(&outs, 40, 0).unwrap().pass, "{mask:?}");
+        }
     }
 }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Device call B (session 17, run 27): the FlashMask tables with per-item spans (host-found first
+# and end tile), the clear test hoisted before the waits, validation in O(Tq) for masks that keep
+# the diagonal. Correctness (long test, properties), then the masks host-inclusive (the bench) and
+# kernel-only (ncu gpu__time_duration) to split the host's share from the kernel's.
+set -u
+source .gpu/prelude.sh
+timeout 120 .gpu/bin/test-cuda_backend attention --test-threads 1 > $R/long-ws.log 2>&1; echo "long ws rc=$?" | tee -a $R/correct.log
+grep -hE "test result|panicked|FAILED" $R/long-ws.log | head -5 | tee -a $R/correct.log
+MOEKIT_PROPTEST_CASES=16 timeout 120 .gpu/bin/test-suite attention --test-threads 4 > $R/suite-attn.log 2>&1; echo "suite attention rc=$?" | tee -a $R/correct.log
+grep -hE "test result|panicked|FAILED" $R/suite-attn.log | head -8 | tee -a $R/correct.log
+el after tests
+timeout 90 python3 .gpu/torch_peers.py attention > $R/peers.jsonl 2> $R/peers.err; echo "peers rc=$?" | tee -a $R/correct.log
+B=".gpu/bin/bin-moekit-bench --backend cuda --dtype bf16 --op attention --shape qwen3-30b-a3b --iters 20 --samples 8 --peers $R/peers.jsonl"
+for base in 4,32,8,4096,128 1,32,8,16384,128 4,16,16,4096,64; do
+  for m in 1 ranges docs image; do
+    timeout 60 $B --attn $base,$m --json $R/bench-$base-$m.json >> $R/bench.txt 2>&1; echo "bench $base,$m rc=$?" | tee -a $R/correct.log
+  done
+done
+grep -h "^attention" $R/bench.txt | tee -a $R/correct.log
+el after bench
+for base in 4,32,8,4096,128 4,16,16,4096,64; do
+  for m in 1 ranges docs image; do
+    timeout 60 ncu --kernel-name regex:attention_sm90ws -c 3 --metrics gpu__time_duration.sum .gpu/bin/bin-moekit-bench --backend cuda --dtype bf16 --op attention --shape qwen3-30b-a3b --attn $base,$m --iters 2 --warmup 1 --samples 1 > $R/ncu-tmp.txt 2>&1
+    echo "ncu $base,$m rc=$? $(grep gpu__time_duration $R/ncu-tmp.txt | awk '{print $NF}' | tr '\n' ' ')" | tee -a $R/correct.log
+    cat $R/ncu-tmp.txt >> $R/ncu.txt
+  done
+done
+el end
