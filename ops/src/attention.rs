@@ -327,21 +327,29 @@ impl AttentionProblem {
         for b in 0..self.batch() {
             let (lq, lk) = self.seq_lens(b);
             let k0 = self.cu_seqlens_k[b];
-            // Whether the column ranges mask key j (local) for row i; causal and window are in
-            // the row's key range already.
-            let ranged = |i: usize, j: usize| match &self.mask.column_ranges {
-                None => false,
+            let probes_see = match &self.mask.column_ranges {
+                None => (0..lq).all(|i| {
+                    let (lo, hi) = self.key_range(b, i);
+                    lo < hi
+                }),
                 Some(c) => {
-                    let (col, r) = (k0 + j, i as i32);
-                    (c.lts[col] <= r && r < c.lte[col]) || (c.uts[col] <= r && r < c.ute[col])
+                    // Whether the column ranges leave key j (local) to row r; causal and window
+                    // are in the row's key range already.
+                    let cols = k0..k0 + lk;
+                    let (lts, lte) = (&c.lts[cols.clone()], &c.lte[cols.clone()]);
+                    let (uts, ute) = (&c.uts[cols.clone()], &c.ute[cols]);
+                    let free = |j: usize, r: i32| !((lts[j] <= r && r < lte[j]) || (uts[j] <= r && r < ute[j]));
+                    (0..lq).all(|i| {
+                        let (lo, hi) = self.key_range(b, i);
+                        let r = i as i32;
+                        lo < hi && {
+                            let diag = (i + lk).saturating_sub(lq).clamp(lo, hi - 1);
+                            free(diag, r) || free(lo, r) || free(hi - 1, r)
+                        }
+                    })
                 }
             };
-            let sees_a_probe = |i: usize| {
-                let (lo, hi) = self.key_range(b, i);
-                let diag = (i + lk).saturating_sub(lq).clamp(lo, hi.max(1) - 1);
-                lo < hi && (!ranged(i, diag) || !ranged(i, lo) || !ranged(i, hi - 1))
-            };
-            if (0..lq).all(sees_a_probe) {
+            if probes_see {
                 continue;
             }
             if let Some(i) = self.visible_keys(b).iter().position(|&n| n == 0) {
@@ -435,6 +443,7 @@ mod tests {
             x ^= x << 17;
             (x % n as u64) as usize
         };
+        let mut empties = 0;
         for case in 0..300 {
             let batch = 1 + rnd(3);
             let mut lens = Vec::new();
@@ -475,14 +484,25 @@ mod tests {
                 mask: AttentionMask { causal: case % 2 == 0, window, column_ranges: Some(c) },
                 dtype: DType::F32,
             };
-            let mut total = 0u64;
+            let (mut total, mut first_empty) = (0u64, None);
             for b in 0..batch {
                 let (lq, lk) = p.seq_lens(b);
                 let want: Vec<usize> = (0..lq).map(|i| (0..lk).filter(|&j| p.allowed(b, i, j)).count()).collect();
                 assert_eq!(p.visible_keys(b), want, "case {case} sequence {b}");
                 total += want.iter().sum::<usize>() as u64;
+                first_empty = first_empty.or(want.iter().position(|&n| n == 0).map(|i| (b, i)));
             }
             assert_eq!(p.allowed_pairs(), total, "case {case}");
+            // Validation names the first row left without a key, whether the probes or the
+            // sweep find it.
+            match (p.validate(), first_empty) {
+                (Ok(_), None) => {}
+                (Err(Error::EmptyMaskRow { seq, row, .. }), Some(at)) => assert_eq!((seq, row), at, "case {case}"),
+                (got, want) => panic!("case {case}: {got:?}, first empty row {want:?}"),
+            }
+            empties += usize::from(first_empty.is_some());
         }
+        // Both outcomes occur.
+        assert!(empties > 10 && empties < 290, "{empties} cases with an empty row");
     }
 }

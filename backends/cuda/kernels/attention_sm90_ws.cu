@@ -35,15 +35,17 @@
 // the same zeros; each fences its writes to the async proxy and syncs its warpgroup first).
 // Query rows past the sequence are computed and never stored.
 //
-// FlashMask column ranges (`fm`, null without them; built by the host, `RangeTiles::tables` in
-// src/ops/attention.rs), three int4 arrays: `[items]` the span of each work item (its sequence's
-// first tile, the first key tile n0 it runs, the end n1 past its last one, 0), `[Tk]` (lts, lte,
-// uts, ute) per packed key column, then `[tiles][2]` the per-key-tile minima and maxima of the
-// four (over the tile's columns inside the sequence; item i's key tile n is tile first + n / BN).
-// With them, every role runs only the key tiles in n0..n1 (the host found them with the same
-// test) that the ranges do not mask for all of the CTA's rows (aws_fm_all: the producer loads
-// none of those and the consumers' tile count leaves them out), and a consumer applies the ranges
-// element by element only on the tiles where they may mask one of its rows (aws_fm_none), from a
+// FlashMask column ranges (`fm`, null without them; the host's plan, src/ops/flashmask.rs), three
+// int4 arrays: `[items]` per work item (the index of its first key tile's stats, that tile's first
+// key n0, the end n1 past its last tile, the end m1 of its rows), `[Tk]` (lts, lte, uts, ute) per
+// packed key column, then `[tiles][2]` the minima and maxima of the four over each key tile's
+// columns. An item's key tiles start at n0, in steps of BN (not 128-aligned: a document's tiles
+// start at its first key); tile n has stats first + (n - n0) / BN. Its rows are m0..m1 (m1 - m0 <=
+// BM: the host ends a block where a document ends); the CTA's other rows are computed and not
+// stored. Every role runs only the key tiles in n0..n1 that the ranges do not mask for all of the
+// item's rows (aws_fm_all: the producer loads none of those and the consumers' tile count leaves
+// them out), and a consumer applies the ranges element by element only on the tiles where they
+// may mask one of its rows (aws_fm_none), from a
 // copy of the tile's 128 column ranges in its shared memory (each thread loads one with the tile's
 // other loads in flight; a loop of 32 loads per thread from global memory, each waited for,
 // measured 15-18% over causal, run 27 call B).
@@ -96,27 +98,29 @@ __device__ __forceinline__ bool aws_fm_none(int4 mn, int4 mx, int r0, int r1) {
 // The FlashMask tables of one work item (see the header); `none` when there are no ranges.
 struct AwsFm {
     const int4* cols;   // [Tk]: (lts, lte, uts, ute) per packed column
-    const int4* tiles;  // this item's key tiles: [n / BN][2] = minima, maxima
-    int n0, n1;         // the key tiles it may run: n0 <= n < n1
+    const int4* tiles;  // this item's key tiles: [(n - n0) / BN][2] = minima, maxima
+    int n0, n1, m1;     // the key tiles it may run: n = n0 + BN·i < n1; its rows end at m1
     __device__ __forceinline__ bool none() const { return cols == nullptr; }
+    // The stats of key tile `n`.
+    __device__ __forceinline__ const int4* stats(int n) const { return tiles + 2 * ((n - n0) / aws::BN); }
     // Key tile `n` is masked for all rows r0..r1 (never without ranges).
     __device__ __forceinline__ bool skip(int n, int r0, int r1) const {
         if (none()) return false;
-        const int4* t = tiles + 2 * (n / aws::BN);
+        const int4* t = stats(n);
         return aws_fm_all(__ldg(t), __ldg(t + 1), r0, r1);
     }
-    // The first key tile from `n` (a multiple of BN) below `bhi` that is not skipped, else bhi.
+    // The first key tile from `n` (on the item's grid) below `bhi` that is not skipped, else bhi.
     __device__ __forceinline__ int next(int n, int bhi, int r0, int r1) const {
         while (n < bhi && skip(n, r0, r1)) n += aws::BN;
         return n;
     }
 };
 __device__ __forceinline__ AwsFm aws_fm(const i32* fm, int item, int hq, int tk) {
-    if (!fm) return AwsFm{nullptr, nullptr, 0, 0x7fffffff};
+    if (!fm) return AwsFm{nullptr, nullptr, 0, 0x7fffffff, 0x7fffffff};
     const int4* spans = reinterpret_cast<const int4*>(fm);
     const int4 sp = __ldg(spans + item);
     const int4* cols = spans + gridDim.x / hq;
-    return AwsFm{cols, cols + tk + 2 * sp.x, sp.y, sp.z};
+    return AwsFm{cols, cols + tk + 2 * sp.x, sp.y, sp.z, sp.w};
 }
 
 // Thread 0 of the producer: Q (NC boxes of 64 rows per 64-column half: the Q map's box is 64
@@ -205,13 +209,16 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
     const int q0 = itm[0], lq = itm[1], k0 = itm[2], lk = itm[3], m0 = itm[4];
     const int tid = threadIdx.x;
 
-    // CTA key tiles: from the first row's lower bound to the last row's upper bound.
-    const int last = (m0 + BM < lq ? m0 + BM : lq) - 1;
+    // The item's rows end at `rows` (the sequence's end, or the host's m1 with ranges).
+    const AwsFm fm = aws_fm(fm_, item, hq, tk);
+    const int rows = min(lq, fm.m1);
+    // CTA key tiles: from the first row's lower bound to the last row's upper bound (with
+    // ranges, from the host's n0 on its grid, which is inside those bounds).
+    const int last = (m0 + BM < rows ? m0 + BM : rows) - 1;
     int blo, bhi, unused0, unused1;
     att_row_range(m0, lq, lk, causal, wl, wr, blo, unused0);
     att_row_range(last, lq, lk, causal, wl, wr, unused1, bhi);
-    const AwsFm fm = aws_fm(fm_, item, hq, tk);
-    const int nstart = max((blo / BN) * BN, fm.n0);
+    const int nstart = fm.none() ? (blo / BN) * BN : fm.n0;
     bhi = min(bhi, fm.n1);
     // The first key tile the CTA works on (bhi if none).
     const int nfirst = fm.next(nstart, bhi, m0, last);
@@ -252,17 +259,17 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
     // Keys every valid row of this warpgroup sees: [wlast_lo, wfirst_hi) (empty when it has no
     // valid row); tiles inside it skip the element mask.
     const int wfirst = m0 + 64 * wg;
-    const int wlast = (wfirst + 64 < lq ? wfirst + 64 : lq) - 1;
+    const int wlast = (wfirst + 64 < rows ? wfirst + 64 : rows) - 1;
     int wfirst_hi = 0, wlast_lo = 0, unused2, unused3;
-    if (wfirst < lq) {
+    if (wfirst < rows) {
         att_row_range(wfirst, lq, lk, causal, wl, wr, unused2, wfirst_hi);
         att_row_range(wlast, lq, lk, causal, wl, wr, wlast_lo, unused3);
     }
 
     // The ranges mask none of this warpgroup's valid rows in key tile n (no valid row: true).
     auto fm_clear = [&](int n) {
-        if (wfirst >= lq) return true;
-        const int4* tl = fm.tiles + 2 * (n / BN);
+        if (wfirst >= rows) return true;
+        const int4* tl = fm.stats(n);
         return aws_fm_none(__ldg(tl), __ldg(tl + 1), wfirst, wlast);
     };
 
@@ -447,7 +454,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
 
     // Normalise and store through the warpgroup's own rows of sQ (without key tiles Q was never
     // loaded: the rows are free too).
-    a90_store_rows<T, D>(sQ, QHALF, local, wg, wt, wrow, t, oacc, lrow, mrow, o_, lse, q0, lq, m0, hq, h, tq);
+    a90_store_rows<T, D>(sQ, QHALF, local, wg, wt, wrow, t, oacc, lrow, mrow, o_, lse, q0, rows, m0, hq, h, tq);
 }
 
 // Instantiates `attention_sm90ws_dD_f16` and `..._bf16`: 384 threads, one CTA per SM; the

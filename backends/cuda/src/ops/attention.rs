@@ -13,6 +13,7 @@
 //! forced by `MOEKIT_CUDA_ATTN=v1`); f32 (and f16/bf16 on older GPUs) on the exact
 //! warp-per-row kernel (`attention_rows_d{D}_{dtype}`).
 
+use super::flashmask::Plan;
 use super::grouped_gemm_tma::{encode_map_for, MapGeometry};
 use crate::backend::device_err;
 use crate::launch::{i32_of, kernel_name, launch_err};
@@ -71,9 +72,12 @@ const WINDOW_CAP: usize = 1 << 40;
 impl AttentionOps for CudaBackend {
     fn attention(&self, p: &Validated<AttentionProblem>, io: AttentionIo<'_, CudaBuffer>) -> Result<()> {
         let path = choose_path(p, self.arch(), std::env::var(ENV_PATH).ok().as_deref());
-        // The warp-specialised kernel skips the key tiles that column ranges mask wholly.
-        let tiles = if path == Path::Sm90Ws { RangeTiles::of(p) } else { None };
-        let (items_host, spans) = schedule(p, path.block_m(), tiles.as_ref());
+        // With column ranges the warp-specialised kernel takes the FlashMask plan's blocks.
+        let plan = if path == Path::Sm90Ws { Plan::of(p, path.block_m()) } else { None };
+        let items_host = match &plan {
+            Some(plan) => plan.items(p),
+            None => schedule(p, path.block_m()),
+        };
         let n_items = items_host.len() / ITEM;
         if n_items == 0 {
             return Ok(());
@@ -97,8 +101,8 @@ impl AttentionOps for CudaBackend {
         let items = self.stream.clone_htod(&items_host).map_err(device_err(OP))?;
         // The warp-specialised kernel takes the column ranges as its FlashMask tables, the others
         // as they are.
-        let ranges = match &tiles {
-            Some(t) => Some(self.stream.clone_htod(&t.tables(p, &spans)).map_err(device_err(OP))?),
+        let ranges = match &plan {
+            Some(plan) => Some(self.stream.clone_htod(&plan.tables(p)).map_err(device_err(OP))?),
             None if path == Path::Sm90Ws => None,
             None => column_ranges(self, p)?,
         };
@@ -148,7 +152,8 @@ impl AttentionOps for CudaBackend {
         // k, v Tk × Hkv × D elements of the dtype and lse Hq × Tq f32;
         // every item row is inside its sequence (rows and keys past it are zero-filled or skipped),
         // column ranges hold 4 × Tk i32 (the FlashMask tables of the warp-specialised kernel: a
-        // tile base per item, 4 × Tk, then 8 per key tile of every sequence, `RangeTiles`), and
+        // block per item, 4 × Tk, then 8 per key tile, `Plan::tables`; its items are the plan's
+        // blocks, whose rows and key tiles lie inside their sequences), and
         // the shared size was raised above for this function.
         unsafe { b.launch(cfg) }.map(drop).map_err(launch_err(OP))
     }
@@ -259,101 +264,22 @@ fn token_map_geometry(tokens: usize, heads: usize, d: usize, rows: usize, tile_r
 
 /// Work items `[n][5] = {q0, Lq, k0, Lk, m0}` for every `block_m`-row query block of every
 /// non-empty sequence, heaviest (most key blocks) first so that the long causal rows do not
-/// trail. With `tiles`, the key tiles that the column ranges mask for all of a block's rows do
-/// not count (the warp-specialised kernel skips them), and each item also gets its span
-/// `[first tile, n of its first key tile, n past its last key tile, 0]` (`[n][4]`, in the same
-/// order): the key tiles it runs lie in `n0..n1` (an empty span: none).
-fn schedule(p: &AttentionProblem, block_m: usize, tiles: Option<&RangeTiles>) -> (Vec<i32>, Vec<[i32; 4]>) {
-    let mut items: Vec<(usize, [i32; ITEM], [i32; 4])> = Vec::new();
+/// trail. (With column ranges, the warp-specialised kernel takes [`Plan::items`] instead.)
+fn schedule(p: &AttentionProblem, block_m: usize) -> Vec<i32> {
+    let mut items: Vec<(usize, [i32; ITEM])> = Vec::new();
     for b in 0..p.batch() {
         let (lq, lk) = p.seq_lens(b);
         for m0 in (0..lq).step_by(block_m) {
             let last = (m0 + block_m).min(lq) - 1;
             let (lo, _) = p.key_range(b, m0);
             let (_, hi) = p.key_range(b, last);
-            let (work, span) = match tiles {
-                Some(t) => {
-                    let run: Vec<usize> = (lo / BLOCK_N2 * BLOCK_N2..hi)
-                        .step_by(BLOCK_N2)
-                        .filter(|&n| !t.skips(b, n, m0, last))
-                        .collect();
-                    let (n0, n1) = (run.first().copied().unwrap_or(0), run.last().map_or(0, |n| n + BLOCK_N2));
-                    (run.len() * (BLOCK_N2 / BLOCK_N), [t.first[b], n0, n1, 0].map(i32_of))
-                }
-                None => (hi.saturating_sub(lo / BLOCK_N * BLOCK_N).div_ceil(BLOCK_N), [0; 4]),
-            };
+            let work = hi.saturating_sub(lo / BLOCK_N * BLOCK_N).div_ceil(BLOCK_N);
             let item = [p.cu_seqlens_q[b], lq, p.cu_seqlens_k[b], lk, m0].map(i32_of);
-            items.push((work, item, span));
+            items.push((work, item));
         }
     }
     items.sort_by_key(|it| std::cmp::Reverse(it.0));
-    let spans = if tiles.is_some() { items.iter().map(|it| it.2).collect() } else { Vec::new() };
-    (items.into_iter().flat_map(|(_, item, _)| item).collect(), spans)
-}
-
-/// The minima and maxima of the column ranges over each key tile of 128 columns of each
-/// sequence (the last one cut at the sequence's end), for the warp-specialised kernel.
-struct RangeTiles {
-    /// Per sequence, the index of its first tile.
-    first: Vec<usize>,
-    /// Per tile, the minima then the maxima of (lts, lte, uts, ute).
-    stats: Vec<[i32; 8]>,
-}
-
-impl RangeTiles {
-    /// The tiles of `p`'s column ranges, if it has them. O(Tk), over host data.
-    fn of(p: &AttentionProblem) -> Option<Self> {
-        let c = p.mask.column_ranges.as_ref()?;
-        let (mut first, mut stats) = (Vec::with_capacity(p.batch()), Vec::new());
-        for b in 0..p.batch() {
-            first.push(stats.len());
-            let (k0, k1) = (p.cu_seqlens_k[b], p.cu_seqlens_k[b + 1]);
-            for t0 in (k0..k1).step_by(BLOCK_N2) {
-                let mut t = [i32::MAX, i32::MAX, i32::MAX, i32::MAX, i32::MIN, i32::MIN, i32::MIN, i32::MIN];
-                for j in t0..(t0 + BLOCK_N2).min(k1) {
-                    for (f, v) in [&c.lts, &c.lte, &c.uts, &c.ute].into_iter().enumerate() {
-                        t[f] = t[f].min(v[j]);
-                        t[4 + f] = t[4 + f].max(v[j]);
-                    }
-                }
-                stats.push(t);
-            }
-        }
-        Some(RangeTiles { first, stats })
-    }
-
-    /// Whether the ranges mask key tile `n` (local, a multiple of 128) of sequence `b` for all
-    /// local query rows `r0..=r1`: all its lower intervals hold those rows, or all its upper
-    /// ones do (the kernel's `aws_fm_all`).
-    fn skips(&self, b: usize, n: usize, r0: usize, r1: usize) -> bool {
-        let t = &self.stats[self.first[b] + n / BLOCK_N2];
-        let (r0, r1) = (r0 as i64, r1 as i64);
-        let [_, mn_lte, _, mn_ute, mx_lts, _, mx_uts, _] = t.map(i64::from);
-        (mx_lts <= r0 && r1 < mn_lte) || (mx_uts <= r0 && r1 < mn_ute)
-    }
-
-    /// Whether they mask no row `r0..=r1` of tile `n`: in every column each interval starts
-    /// past `r1` or ends by `r0` (the kernel's `aws_fm_none`).
-    #[cfg(test)]
-    fn clear(&self, b: usize, n: usize, r0: usize, r1: usize) -> bool {
-        let t = &self.stats[self.first[b] + n / BLOCK_N2];
-        let (r0, r1) = (r0 as i64, r1 as i64);
-        let [mn_lts, _, mn_uts, _, _, mx_lte, _, mx_ute] = t.map(i64::from);
-        (r1 < mn_lts || r0 >= mx_lte) && (r1 < mn_uts || r0 >= mx_ute)
-    }
-
-    /// The kernel's tables (`fm` in `kernels/attention_sm90_ws.cu`): `[n][4]` the span of each
-    /// work item (from [`schedule`]), `[Tk][4]` (lts, lte, uts, ute) per column, then
-    /// `[tiles][8]`; all 16-byte aligned.
-    fn tables(&self, p: &AttentionProblem, spans: &[[i32; 4]]) -> Vec<i32> {
-        let Some(c) = &p.mask.column_ranges else { return Vec::new() };
-        let tk = p.total_k();
-        let mut out = Vec::with_capacity(4 * spans.len() + 4 * tk + 8 * self.stats.len());
-        out.extend(spans.iter().flatten());
-        out.extend((0..tk).flat_map(|j| [c.lts[j], c.lte[j], c.uts[j], c.ute[j]]));
-        out.extend(self.stats.iter().flatten());
-        out
-    }
+    items.into_iter().flat_map(|(_, item)| item).collect()
 }
 
 /// The column ranges as one device array `[4][Tk]` (lts, lte, uts, ute), if the mask has them.
@@ -403,8 +329,7 @@ mod tests {
 
     #[test]
     fn schedule_blocks_heaviest_first() {
-        let (items, spans) = schedule(&problem(DType::BF16, 128), BLOCK_M2, None);
-        assert!(spans.is_empty());
+        let items = schedule(&problem(DType::BF16, 128), BLOCK_M2);
         // 300 causal rows in 128-row blocks: m0 = 256 (most keys), 128, 0.
         let m0: Vec<i32> = items.chunks(ITEM).map(|it| it[4]).collect();
         assert_eq!(m0, vec![256, 128, 0]);
@@ -425,74 +350,6 @@ mod tests {
         assert_eq!(probe_flags(Some("eager-rescale, no-pingpong")), 3);
         assert_eq!(probe_flags(Some("no-fold")), 4);
         assert_eq!(probe_flags(Some("bogus")), 0);
-    }
-
-    #[test]
-    fn range_tiles_classify_tiles_as_the_mask_does() {
-        use moekit_ops::ColumnRanges;
-        // Two sequences of documents (causal inside, ends 500 / 900 / 1300 and 700 / 1000),
-        // written as column ranges only (no causal flag): rows below a column's document are
-        // masked by the lower interval, rows above its column by the upper one.
-        let lens = [1300usize, 1000];
-        let ends: [&[usize]; 2] = [&[500, 900, 1300], &[700, 1000]];
-        let mut c = ColumnRanges { lts: vec![], lte: vec![], uts: vec![], ute: vec![] };
-        for (b, &l) in lens.iter().enumerate() {
-            for j in 0..l {
-                let end = ends[b].iter().copied().find(|&e| j < e).unwrap_or(l);
-                c.lts.push(end as i32);
-                c.lte.push(l as i32);
-                c.uts.push(0);
-                c.ute.push(j as i32);
-            }
-        }
-        let mut p = problem(DType::BF16, 128);
-        p.cu_seqlens_q = vec![0, 1300, 2300];
-        p.cu_seqlens_k = p.cu_seqlens_q.clone();
-        p.mask = AttentionMask { causal: false, window: None, column_ranges: Some(c) };
-        p.validate().unwrap();
-        let tiles = RangeTiles::of(&p).unwrap();
-        assert_eq!((tiles.first.clone(), tiles.stats.len()), (vec![0, 11], 11 + 8));
-        let (items, spans) = schedule(&p, BLOCK_M2, Some(&tiles));
-        let t = tiles.tables(&p, &spans);
-        let nb = 4 * spans.len();
-        assert_eq!((spans.len(), t.len()), (items.len() / ITEM, nb + 4 * 2300 + 8 * (11 + 8)));
-        let (mut skipped, mut clear, mut partial, mut last_work) = (0, 0, 0, usize::MAX);
-        for (i, it) in items.chunks(ITEM).enumerate() {
-            let (q0, lq, m0) = (it[0] as usize, it[1] as usize, it[4] as usize);
-            let b = p.cu_seqlens_q.iter().position(|&x| x == q0).unwrap();
-            assert_eq!((it[2] as usize, t[4 * i] as usize), (p.cu_seqlens_k[b], tiles.first[b]));
-            assert_eq!(t[4 * i..4 * i + 4], spans[i]);
-            let last = (m0 + BLOCK_M2).min(lq) - 1;
-            let (mut work, mut run) = (0, vec![]);
-            for n in (0..lq).step_by(BLOCK_N2) {
-                let (all, none) = (tiles.skips(b, n, m0, last), tiles.clear(b, n, m0, last));
-                // The kernel reads the same 8 numbers.
-                let at = nb + 4 * 2300 + 8 * (t[4 * i] as usize + n / BLOCK_N2);
-                assert_eq!(t[at..at + 8], tiles.stats[tiles.first[b] + n / BLOCK_N2]);
-                let keys = n..(n + BLOCK_N2).min(lq);
-                let seen = (m0..=last).flat_map(|r| keys.clone().map(move |j| (r, j)));
-                let allowed = seen.clone().filter(|&(r, j)| p.allowed(b, r, j)).count();
-                assert!(!all || allowed == 0, "item {i} tile {n}: skipped with {allowed} allowed");
-                assert!(!none || allowed == seen.count(), "item {i} tile {n}: clear but masked");
-                match (all, none) {
-                    (true, _) => skipped += 1,
-                    (_, true) => clear += 1,
-                    _ => partial += 1,
-                }
-                work += usize::from(!all);
-                if !all {
-                    run.push(n as i32);
-                }
-            }
-            // The span runs from the first tile run to the last.
-            assert_eq!(spans[i][1..3], [run[0], run[run.len() - 1] + BLOCK_N2 as i32]);
-            // Heaviest first, counting only the tiles the kernel runs.
-            assert!(work <= last_work, "item {i}: {work} tiles after {last_work}");
-            last_work = work;
-        }
-        // The tables must decide most tiles: documents of 300–500 rows over 128-row tiles.
-        assert!(skipped > 2 * partial && clear > 0, "{skipped} skipped, {clear} clear, {partial} partial");
-        assert!(RangeTiles::of(&problem(DType::BF16, 128)).is_none());
     }
 
     #[test]

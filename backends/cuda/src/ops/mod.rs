@@ -3,6 +3,7 @@
 
 mod attention;
 pub(crate) mod autotune;
+mod flashmask;
 pub(crate) mod gemm;
 mod glue;
 mod grouped_gemm;

@@ -1,0 +1,369 @@
+//! The host's plan for FlashMask column ranges on the warp-specialised attention kernel
+//! (`kernels/attention_sm90_ws.cu`): which query rows each CTA takes, which key tiles it runs,
+//! and the tables the kernel reads. Built once per call over host data, O(Tq + Tk) plus the
+//! key tiles of each block's span.
+//!
+//! - **Blocks of rows.** A sequence's query rows are cut into blocks of at most 128 rows, and
+//!   also where a lower interval starts for 128 or more columns (a document ends: the rows past
+//!   it see none of those keys). So a block does not straddle two documents and run the key
+//!   tiles of both.
+//! - **Key tiles on the block's own grid.** A block's tiles start at its origin, the first key
+//!   some row of it may see (a document's first key), in steps of 128. So the first tile of a
+//!   document is not partly masked for every block of it.
+//! - **Per tile**, the minima and maxima of the four range bounds over its columns: a tile whose
+//!   ranges mask every row of the block is skipped (by the producer and by the consumers); one
+//!   whose ranges mask no row of a consumer's 64 runs without the element mask.
+
+use moekit_ops::{AttentionProblem, ColumnRanges};
+
+/// Keys per tile: the kernel's `aws::BN`.
+pub(super) const TILE: usize = 128;
+
+/// Minima then maxima of (lts, lte, uts, ute) over some columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Stats(pub(super) [i32; 8]);
+
+impl Stats {
+    const EMPTY: Stats = Stats([i32::MAX, i32::MAX, i32::MAX, i32::MAX, i32::MIN, i32::MIN, i32::MIN, i32::MIN]);
+
+    fn add(&mut self, c: [i32; 4]) {
+        for (f, v) in c.into_iter().enumerate() {
+            self.0[f] = self.0[f].min(v);
+            self.0[4 + f] = self.0[4 + f].max(v);
+        }
+    }
+
+    /// Whether the ranges mask every column for every row `r0..=r1`: all the lower intervals
+    /// hold those rows, or all the upper ones do (the kernel's `aws_fm_all`).
+    pub(super) fn skips(&self, r0: usize, r1: usize) -> bool {
+        let (r0, r1) = (r0 as i64, r1 as i64);
+        let [_, mn_lte, _, mn_ute, mx_lts, _, mx_uts, _] = self.0.map(i64::from);
+        (mx_lts <= r0 && r1 < mn_lte) || (mx_uts <= r0 && r1 < mn_ute)
+    }
+
+    /// Whether they mask no row `r0..=r1` of any column: in every column each interval starts
+    /// past `r1` or ends by `r0` (the kernel's `aws_fm_none`).
+    #[cfg(test)]
+    pub(super) fn clear(&self, r0: usize, r1: usize) -> bool {
+        let (r0, r1) = (r0 as i64, r1 as i64);
+        let [mn_lts, _, mn_uts, _, _, mx_lte, _, mx_ute] = self.0.map(i64::from);
+        (r1 < mn_lts || r0 >= mx_lte) && (r1 < mn_uts || r0 >= mx_ute)
+    }
+}
+
+/// One CTA's work: rows `m0..m1` of sequence `b`, key tiles `n0, n0 + 128, ..` below `n1`
+/// (local keys; none when `n0 == n1`), whose stats start at `stats[first]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Block {
+    pub(super) b: usize,
+    pub(super) m0: usize,
+    pub(super) m1: usize,
+    pub(super) n0: usize,
+    pub(super) n1: usize,
+    pub(super) first: usize,
+    /// Key tiles it runs (not skipped).
+    pub(super) tiles: usize,
+}
+
+/// The blocks of a problem with column ranges, heaviest first, and the stats of their tiles.
+#[derive(Debug)]
+pub(super) struct Plan {
+    pub(super) blocks: Vec<Block>,
+    pub(super) stats: Vec<Stats>,
+}
+
+impl Plan {
+    /// The plan of `p` in blocks of at most `block_m` rows, if it has column ranges.
+    pub(super) fn of(p: &AttentionProblem, block_m: usize) -> Option<Plan> {
+        let c = p.mask.column_ranges.as_ref()?;
+        let mut plan = Plan { blocks: Vec::new(), stats: Vec::new() };
+        for b in 0..p.batch() {
+            plan.add_sequence(p, c, b, block_m);
+        }
+        plan.blocks.sort_by_key(|blk| std::cmp::Reverse(blk.tiles));
+        Some(plan)
+    }
+
+    fn add_sequence(&mut self, p: &AttentionProblem, c: &ColumnRanges, b: usize, block_m: usize) {
+        let (lq, lk) = p.seq_lens(b);
+        let k0 = p.cu_seqlens_k[b];
+        let col = |j: usize| [c.lts[k0 + j], c.lte[k0 + j], c.uts[k0 + j], c.ute[k0 + j]];
+        // Stats of the 128-aligned tiles, to find each block's origin without a scan of every
+        // key before it.
+        let aligned: Vec<Stats> = (0..lk)
+            .step_by(TILE)
+            .map(|t0| {
+                let mut s = Stats::EMPTY;
+                (t0..(t0 + TILE).min(lk)).for_each(|j| s.add(col(j)));
+                s
+            })
+            .collect();
+
+        // Rows where a lower interval starts for a tile's worth of columns or more.
+        let mut starts = vec![0usize; lq + 1];
+        for j in 0..lk {
+            let [lts, lte, _, _] = col(j);
+            if lts < lte && (lts as usize) < lq {
+                starts[lts as usize] += 1;
+            }
+        }
+        let cuts = (1..lq).filter(|&r| starts[r] >= TILE);
+
+        // Blocks: (m0, m1, origin, hi).
+        let mut rows = Vec::new();
+        let mut m0 = 0;
+        let mut cuts = cuts.peekable();
+        while m0 < lq {
+            while cuts.peek().is_some_and(|&r| r <= m0) {
+                cuts.next();
+            }
+            let m1 = (m0 + block_m).min(lq).min(cuts.peek().copied().unwrap_or(lq));
+            let (r0, r1) = (m0, m1 - 1);
+            let (lo, _) = p.key_range(b, r0);
+            let (_, mut hi) = p.key_range(b, r1);
+            // The first key some row may see: past the aligned tiles the ranges mask wholly,
+            // then past the columns that mask every row; and the end, before the aligned tiles
+            // they mask wholly at the end.
+            let mut j = lo;
+            while j < hi && aligned[j / TILE].skips(r0, r1) {
+                j = (j / TILE + 1) * TILE;
+            }
+            let masks_all = |j: usize| {
+                let mut s = Stats::EMPTY;
+                s.add(col(j));
+                s.skips(r0, r1)
+            };
+            while j < hi && masks_all(j) {
+                j += 1;
+            }
+            while hi > j && aligned[(hi - 1) / TILE].skips(r0, r1) {
+                hi = (hi - 1) / TILE * TILE;
+            }
+            let origin = j.min(hi);
+            rows.push((m0, m1, origin, if j < hi { hi } else { origin }));
+            m0 = m1;
+        }
+
+        // The tiles of every origin's grid, as far as its blocks reach.
+        let mut grids: Vec<(usize, usize, usize)> = Vec::new(); // (origin, first stat, end)
+        for &(_, _, origin, hi) in &rows {
+            match grids.iter_mut().find(|g| g.0 == origin) {
+                Some(g) => g.2 = g.2.max(hi),
+                None => grids.push((origin, 0, hi)),
+            }
+        }
+        for g in &mut grids {
+            g.1 = self.stats.len();
+            for t0 in (g.0..g.2).step_by(TILE) {
+                let mut s = Stats::EMPTY;
+                (t0..(t0 + TILE).min(lk)).for_each(|j| s.add(col(j)));
+                self.stats.push(s);
+            }
+        }
+        for (m0, m1, origin, hi) in rows {
+            let g = grids.iter().find(|g| g.0 == origin).copied().unwrap_or((origin, 0, origin));
+            let run: Vec<usize> = (origin..hi)
+                .step_by(TILE)
+                .filter(|&n| !self.stats[g.1 + (n - origin) / TILE].skips(m0, m1 - 1))
+                .collect();
+            let (n0, n1) = match (run.first(), run.last()) {
+                (Some(&a), Some(&z)) => (a, z + TILE),
+                _ => (origin, origin),
+            };
+            let first = g.1 + (n0 - origin) / TILE;
+            self.blocks.push(Block { b, m0, m1, n0, n1, first, tiles: run.len() });
+        }
+    }
+
+    /// The kernel's work items `[n][5] = {q0, Lq, k0, Lk, m0}`, in the blocks' order.
+    pub(super) fn items(&self, p: &AttentionProblem) -> Vec<i32> {
+        let i = |x: usize| i32::try_from(x).unwrap_or(i32::MAX);
+        self.blocks
+            .iter()
+            .flat_map(|blk| {
+                let (lq, lk) = p.seq_lens(blk.b);
+                [p.cu_seqlens_q[blk.b], lq, p.cu_seqlens_k[blk.b], lk, blk.m0].map(i)
+            })
+            .collect()
+    }
+
+    /// The kernel's tables (`fm` in `kernels/attention_sm90_ws.cu`), i32, all 16-byte aligned:
+    /// `[n][4]` per block (first stat, n0, n1, m1), `[Tk][4]` (lts, lte, uts, ute) per column,
+    /// then `[stats][8]`.
+    pub(super) fn tables(&self, p: &AttentionProblem) -> Vec<i32> {
+        let Some(c) = &p.mask.column_ranges else { return Vec::new() };
+        let i = |x: usize| i32::try_from(x).unwrap_or(i32::MAX);
+        let tk = p.total_k();
+        let mut out = Vec::with_capacity(4 * self.blocks.len() + 4 * tk + 8 * self.stats.len());
+        out.extend(self.blocks.iter().flat_map(|blk| [blk.first, blk.n0, blk.n1, blk.m1].map(i)));
+        out.extend((0..tk).flat_map(|j| [c.lts[j], c.lte[j], c.uts[j], c.ute[j]]));
+        out.extend(self.stats.iter().flat_map(|s| s.0));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moekit_ops::{AttentionMask, DType, Window};
+    use moekit_testing::gen::{self, MaskPattern};
+
+    fn problem(lens: &[usize], causal: bool, window: Option<Window>, ranges: ColumnRanges) -> AttentionProblem {
+        let cu = gen::cumsum(lens);
+        AttentionProblem {
+            cu_seqlens_q: cu.clone(),
+            cu_seqlens_k: cu,
+            heads_q: 4,
+            heads_kv: 2,
+            head_dim: 128,
+            scale: 0.1,
+            softcap: None,
+            mask: AttentionMask { causal, window, column_ranges: Some(ranges) },
+            dtype: DType::BF16,
+        }
+    }
+
+    /// Documents (causal inside, nothing across) as column ranges, ending at `ends` per sequence.
+    fn documents(lens: &[usize], ends: &[&[usize]]) -> ColumnRanges {
+        let mut c = ColumnRanges { lts: vec![], lte: vec![], uts: vec![], ute: vec![] };
+        for (b, &l) in lens.iter().enumerate() {
+            for j in 0..l {
+                let end = ends[b].iter().copied().find(|&e| j < e).unwrap_or(l);
+                c.lts.push(end as i32);
+                c.lte.push(l as i32);
+                c.uts.push(0);
+                c.ute.push(j as i32);
+            }
+        }
+        c
+    }
+
+    /// Checks a plan against the mask pair by pair: the blocks cover every row once, every
+    /// allowed pair lies in a tile its block runs, a skipped tile has no allowed pair, a clear
+    /// one no pair the ranges mask; and the tables hold what the kernel reads. Returns the
+    /// counts of (run, skipped inside spans, clear for a 64-row half) tiles.
+    fn check(p: &AttentionProblem) -> (usize, usize, usize) {
+        let plan = Plan::of(p, 128).unwrap();
+        let c = p.mask.column_ranges.as_ref().unwrap();
+        let ranged = |b: usize, i: usize, j: usize| {
+            let (col, r) = (p.cu_seqlens_k[b] + j, i as i32);
+            (c.lts[col] <= r && r < c.lte[col]) || (c.uts[col] <= r && r < c.ute[col])
+        };
+        // Heaviest first.
+        assert!(plan.blocks.windows(2).all(|w| w[0].tiles >= w[1].tiles));
+        let mut sorted = plan.blocks.clone();
+        sorted.sort_by_key(|blk| (blk.b, blk.m0));
+        for b in 0..p.batch() {
+            let rows: Vec<(usize, usize)> = sorted.iter().filter(|x| x.b == b).map(|x| (x.m0, x.m1)).collect();
+            let (lq, _) = p.seq_lens(b);
+            assert_eq!(rows.first().map_or(0, |r| r.0), 0);
+            assert_eq!(rows.last().map_or(0, |r| r.1), lq);
+            assert!(rows.windows(2).all(|w| w[0].1 == w[1].0));
+            assert!(rows.iter().all(|&(m0, m1)| m0 < m1 && m1 - m0 <= 128));
+        }
+        let (mut run, mut skipped, mut clear) = (0, 0, 0);
+        for blk in &plan.blocks {
+            let (_, lk) = p.seq_lens(blk.b);
+            let rows = blk.m0..blk.m1;
+            assert!(blk.n0 <= blk.n1 && (blk.n1 - blk.n0) % TILE == 0, "{blk:?}");
+            let tiles: Vec<usize> = (blk.n0..blk.n1).step_by(TILE).collect();
+            for (k, &n) in tiles.iter().enumerate() {
+                let st = plan.stats[blk.first + k];
+                let keys = n..(n + TILE).min(lk);
+                let pairs = || rows.clone().flat_map(|r| keys.clone().map(move |j| (r, j)));
+                let allowed = pairs().filter(|&(r, j)| p.allowed(blk.b, r, j)).count();
+                if st.skips(blk.m0, blk.m1 - 1) {
+                    assert_eq!(allowed, 0, "{blk:?} tile {n}: skipped with allowed pairs");
+                    skipped += 1;
+                } else {
+                    run += 1;
+                }
+                for half in [blk.m0..(blk.m0 + 64).min(blk.m1), (blk.m0 + 64)..blk.m1] {
+                    if !half.is_empty() && st.clear(half.start, half.end - 1) {
+                        let hidden = half.clone().flat_map(|r| keys.clone().map(move |j| (r, j)));
+                        assert_eq!(hidden.filter(|&(r, j)| ranged(blk.b, r, j)).count(), 0, "{blk:?} tile {n}");
+                        clear += 1;
+                    }
+                }
+            }
+            assert_eq!(
+                blk.tiles,
+                tiles.iter().enumerate().filter(|(k, _)| !plan.stats[blk.first + k].skips(blk.m0, blk.m1 - 1)).count()
+            );
+            // Every allowed pair of the block's rows lies in a tile it runs.
+            for r in rows.clone() {
+                for j in 0..lk {
+                    if p.allowed(blk.b, r, j) {
+                        assert!(j >= blk.n0 && j < blk.n1, "{blk:?}: row {r} key {j} outside the span");
+                        let k = (j - blk.n0) / TILE;
+                        assert!(
+                            !plan.stats[blk.first + k].skips(blk.m0, blk.m1 - 1),
+                            "{blk:?}: row {r} key {j} skipped"
+                        );
+                    }
+                }
+            }
+        }
+        // The tables: the blocks' spans, the columns, the stats.
+        let t = plan.tables(p);
+        let (nb, tk) = (plan.blocks.len(), p.total_k());
+        assert_eq!(t.len(), 4 * nb + 4 * tk + 8 * plan.stats.len());
+        for (i, blk) in plan.blocks.iter().enumerate() {
+            assert_eq!(t[4 * i..4 * i + 4], [blk.first, blk.n0, blk.n1, blk.m1].map(|x| x as i32));
+        }
+        assert_eq!(t[4 * nb..4 * nb + 4], [c.lts[0], c.lte[0], c.uts[0], c.ute[0]]);
+        assert_eq!(t[4 * nb + 4 * tk..4 * nb + 4 * tk + 8], plan.stats[0].0);
+        let items = plan.items(p);
+        assert_eq!(items.len(), 5 * nb);
+        for (it, blk) in items.chunks(5).zip(&plan.blocks) {
+            assert_eq!(it[4] as usize, blk.m0);
+            assert_eq!(it[0] as usize, p.cu_seqlens_q[blk.b]);
+        }
+        (run, skipped, clear)
+    }
+
+    #[test]
+    fn documents_get_blocks_and_tiles_of_their_own() {
+        let lens = [1300, 1000];
+        let ends: [&[usize]; 2] = [&[500, 900, 1300], &[700, 1000]];
+        let p = problem(&lens, false, None, documents(&lens, &ends));
+        p.validate().unwrap();
+        let (run, _, clear) = check(&p);
+        let plan = Plan::of(&p, 128).unwrap();
+        // Blocks end at the documents' ends, and their tiles start at their document's start.
+        for blk in &plan.blocks {
+            let docs = ends[blk.b];
+            let start = |r: usize| docs.iter().copied().filter(|&e| e <= r).max().unwrap_or(0);
+            assert_eq!(start(blk.m0), start(blk.m1 - 1), "{blk:?} straddles a document end");
+            assert_eq!(blk.n0, start(blk.m0), "{blk:?}");
+        }
+        // The same documents as varlen sequences run 1 + 2 + 3 + 4 (500), 1 + 2 + 3 + 4 (400),
+        // 1 + 2 + 3 + 4 (400), and 1 + .. + 6 (700), 1 + 2 + 3 (300) tiles; the plan runs no more.
+        assert_eq!(run, 10 + 10 + 10 + 21 + 6, "tiles run");
+        assert!(clear > 0);
+    }
+
+    #[test]
+    fn generated_patterns_plan_exactly() {
+        let lens = [700, 333, 1029];
+        let cu = gen::cumsum(&lens);
+        for (i, (pat, seg, causal, window)) in [
+            (MaskPattern::Document, 400, false, None),
+            (MaskPattern::Document, 12, true, None),
+            (MaskPattern::Blocks, 300, false, None),
+            (MaskPattern::Blocks, 300, true, Some(Window { left: 200, right: 0 })),
+            (MaskPattern::PrefixLm, 1, false, None),
+            (MaskPattern::Causal, 1, false, None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut rng = gen::rng(5 + i as u64);
+            let ranges = gen::column_ranges_of(&mut rng, pat, &cu, &cu, seg);
+            let p = problem(&lens, causal, window, ranges);
+            p.validate().unwrap();
+            let (run, _, _) = check(&p);
+            assert!(run > 0, "{pat:?}");
+        }
+    }
+}
