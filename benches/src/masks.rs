@@ -10,7 +10,7 @@ use moekit_ops::ColumnRanges;
 /// (documents of other lengths), from `seed` and `b`.
 pub fn column_ranges(shape: &AttnShape, seed: u64) -> Option<ColumnRanges> {
     let segments = |b: usize| match shape.mask {
-        AttnMask::None | AttnMask::Causal | AttnMask::DocumentsVarlen => None,
+        AttnMask::None | AttnMask::Causal | AttnMask::DocumentsVarlen | AttnMask::Decode(_) => None,
         AttnMask::CausalRanges => Some(Vec::new()),
         AttnMask::Documents => Some(documents_of(shape, seed, b)),
         AttnMask::Image => Some(image(shape.seq)),
@@ -51,8 +51,9 @@ pub fn documents_of(shape: &AttnShape, seed: u64, b: usize) -> Vec<(usize, usize
     documents(shape.seq, seed ^ (b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
-/// Cumulative lengths of the packed batch of `shape`: `B` sequences of `S`, or with
-/// [`AttnMask::DocumentsVarlen`] each of their documents as a sequence.
+/// Cumulative key lengths of the packed batch of `shape`: `B` sequences of `S`, or with
+/// [`AttnMask::DocumentsVarlen`] each of their documents as a sequence. The query lengths are
+/// the same but for [`AttnMask::Decode`] (`N` per sequence, [`cu_seqlens_q`]).
 pub fn cu_seqlens(shape: &AttnShape, seed: u64) -> Vec<usize> {
     let mut cu = vec![0];
     for b in 0..shape.batch {
@@ -64,6 +65,14 @@ pub fn cu_seqlens(shape: &AttnShape, seed: u64) -> Vec<usize> {
         }
     }
     cu
+}
+
+/// Cumulative query lengths of the packed batch of `shape` (see [`cu_seqlens`]).
+pub fn cu_seqlens_q(shape: &AttnShape, seed: u64) -> Vec<usize> {
+    match shape.mask {
+        AttnMask::Decode(_) => (0..=shape.batch).map(|b| b * shape.mask.queries(shape.seq)).collect(),
+        _ => cu_seqlens(shape, seed),
+    }
 }
 
 /// Documents packed into `s` tokens: lengths drawn from `s/16..=s/2` (a splitmix stream of

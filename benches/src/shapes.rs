@@ -39,6 +39,9 @@ pub enum AttnMask {
     /// The documents of [`AttnMask::Documents`] as sequences of their own, causal
     /// (`docs-varlen`): the plain causal problem with the same allowed pairs, to compare with.
     DocumentsVarlen,
+    /// Decode (`decN`): `N` query rows per sequence (the last ones, causal) against its `S`
+    /// keys, as after a prefill of `S - N` tokens.
+    Decode(usize),
 }
 
 impl AttnMask {
@@ -52,20 +55,35 @@ impl AttnMask {
     ];
 
     /// The mask's field in the peer lines' dims: 0 none, 1 causal, 2–5 the column-range
-    /// patterns and the varlen documents (which no peer line has).
+    /// patterns and the varlen documents, 100 + N decode with N query rows (which no peer line
+    /// has).
     pub fn code(self) -> usize {
-        Self::WORDS.iter().position(|&(_, m)| m == self).unwrap_or(0)
+        match self {
+            AttnMask::Decode(q) => 100 + q,
+            m => Self::WORDS.iter().position(|&(_, w)| w == m).unwrap_or(0),
+        }
     }
 
     /// Its spelling in `--attn`.
-    pub fn word(self) -> &'static str {
-        Self::WORDS[self.code()].0
+    pub fn word(self) -> String {
+        match self {
+            AttnMask::Decode(q) => format!("dec{q}"),
+            m => Self::WORDS[m.code()].0.to_string(),
+        }
+    }
+
+    /// Query rows per sequence of `seq` keys: `N` for decode, else `seq`.
+    pub fn queries(self, seq: usize) -> usize {
+        match self {
+            AttnMask::Decode(q) => q.min(seq),
+            _ => seq,
+        }
     }
 }
 
 impl AttnShape {
     /// Parse `B,Hq,Hkv,S,D` or `B,Hq,Hkv,S,D,mask`, the mask one of `0` (none), `1` (causal,
-    /// the default), `ranges`, `docs`, `image`, `docs-varlen` ([`AttnMask`]).
+    /// the default), `ranges`, `docs`, `image`, `docs-varlen`, `decN` ([`AttnMask`]; S keys).
     ///
     /// # Errors
     /// A message naming the bad field.
@@ -81,12 +99,16 @@ impl AttnShape {
         if v.contains(&0) {
             return Err(format!("--attn `{s}`: every size must be > 0"));
         }
+        let decode = |w: &str| w.strip_prefix("dec")?.parse::<usize>().ok().filter(|&q| (1..=v[3]).contains(&q));
         let mask = match fields.get(5) {
             None => AttnMask::Causal,
-            Some(w) => AttnMask::WORDS.iter().find(|(word, _)| word == w).map(|&(_, m)| m).ok_or_else(|| {
-                let words: Vec<&str> = AttnMask::WORDS.iter().map(|(w, _)| *w).collect();
-                format!("--attn `{s}`: mask `{w}` is none of {words:?}")
-            })?,
+            Some(w) => match decode(w) {
+                Some(q) => AttnMask::Decode(q),
+                None => AttnMask::WORDS.iter().find(|(word, _)| word == w).map(|&(_, m)| m).ok_or_else(|| {
+                    let words: Vec<&str> = AttnMask::WORDS.iter().map(|(w, _)| *w).collect();
+                    format!("--attn `{s}`: mask `{w}` is none of {words:?} nor decN (1 <= N <= S)")
+                })?,
+            },
         };
         Ok(AttnShape { batch: v[0], heads_q: v[1], heads_kv: v[2], seq: v[3], head_dim: v[4], mask })
     }
@@ -297,11 +319,17 @@ mod tests {
         assert_eq!(a.dims(), vec![4, 32, 8, 4096, 128, 1]);
         assert_eq!(AttnShape::parse("2,32,8,8192,128,0").unwrap().mask, AttnMask::None);
         let docs = AttnShape::parse("1,32,8,16384,128, docs").unwrap();
-        assert_eq!((docs.mask, docs.dims()[5], docs.mask.word()), (AttnMask::Documents, 3, "docs"));
+        assert_eq!((docs.mask, docs.dims()[5], docs.mask.word()), (AttnMask::Documents, 3, "docs".to_string()));
         for w in ["0", "1", "ranges", "docs", "image", "docs-varlen"] {
             assert_eq!(AttnShape::parse(&format!("1,2,1,64,64,{w}")).unwrap().mask.word(), w);
         }
         assert!(AttnShape::parse("1,2,1,64,64,2").is_err());
+        let dec = AttnShape::parse("8,32,8,8192,128,dec1").unwrap();
+        assert_eq!(
+            (dec.mask, dec.dims()[5], dec.mask.word(), dec.mask.queries(8192)),
+            (AttnMask::Decode(1), 101, "dec1".into(), 1)
+        );
+        assert!(AttnShape::parse("1,2,1,64,64,dec0").is_err() && AttnShape::parse("1,2,1,64,64,dec65").is_err());
         assert!(AttnShape::parse("2,32,8").is_err());
         assert!(AttnShape::parse("2,0,8,1,64").is_err());
     }

@@ -220,6 +220,54 @@ fn attention_matches_the_reference_on_long_sequences() {
     }
 }
 
+/// Decode batches (few query rows per sequence against long keys), which take the split-KV
+/// decode kernels on sm_80+: one to 16 query rows per sequence, GQA groups of 1, 4 and 8, keys
+/// from 1 to 9000 (one split, many, a ragged last block), causal and not, a window, softcap and
+/// column ranges, D 64 and 128, f16 and bf16, against the reference.
+#[test]
+fn attention_decode_matches_the_reference() {
+    use moekit_ops::{AttentionMask, AttentionProblem, Window};
+    use moekit_testing::gen::{self, MaskPattern};
+    use moekit_testing::props::attention::{attention_matches_reference, AttentionCase};
+    let Some(gpu) = backend_or_skip("attention_decode_matches_the_reference") else { return };
+    // (q lengths, k lengths, Hq, Hkv, D, causal, window, softcap, causal as column ranges)
+    type Shape = (&'static [usize], &'static [usize], usize, usize, usize, bool, Option<Window>, Option<f32>, bool);
+    let shapes: [Shape; 8] = [
+        (&[1, 1, 1], &[1, 63, 5000], 32, 8, 128, true, None, None, false),
+        (&[1, 1], &[9000, 65], 32, 4, 64, true, None, None, false),
+        (&[2, 4, 1], &[700, 3000, 129], 16, 4, 128, true, None, None, false),
+        (&[16, 3], &[2048, 4000], 8, 8, 64, true, None, None, false),
+        (&[1, 2], &[6000, 1500], 16, 2, 128, false, Some(Window { left: 1000, right: 0 }), None, false),
+        (&[1, 1], &[3000, 777], 32, 8, 128, true, None, Some(25.0), false),
+        (&[4, 1], &[2500, 900], 8, 2, 64, false, None, None, true),
+        (&[1, 0, 1], &[4096, 10, 4096], 32, 8, 128, false, None, None, false),
+    ];
+    for (i, &(lq, lk, hq, hkv, d, causal, window, softcap, ranges)) in shapes.iter().enumerate() {
+        let (cu_q, cu_k) = (gen::cumsum(lq), gen::cumsum(lk));
+        let mut rng = gen::rng(90 + i as u64);
+        let pattern = ranges.then_some(MaskPattern::Causal);
+        let column_ranges = pattern.map(|pat| gen::column_ranges(&mut rng, pat, &cu_q, &cu_k));
+        let problem = AttentionProblem {
+            cu_seqlens_q: cu_q,
+            cu_seqlens_k: cu_k,
+            heads_q: hq,
+            heads_kv: hkv,
+            head_dim: d,
+            scale: 1.1 / (d as f32).sqrt(),
+            softcap,
+            mask: AttentionMask { causal, window, column_ranges },
+            dtype: DType::F32,
+        };
+        problem.validate().unwrap_or_else(|e| panic!("shape {i}: {e}"));
+        let case = AttentionCase { problem, pattern, seed: 500 + i as u64 };
+        for dtype in [DType::BF16, DType::F16] {
+            if let Err(e) = attention_matches_reference(&gpu, dtype, &case) {
+                panic!("shape {i} {dtype}: {e}");
+            }
+        }
+    }
+}
+
 #[test]
 fn queued_timing_runs_the_work_once_per_run_and_times_each_run() {
     let Some(gpu) = backend_or_skip("queued_timing_runs_the_work_once_per_run_and_times_each_run") else { return };

@@ -27,25 +27,24 @@ impl AttentionCase {
     /// # Errors
     /// Validation errors of the problem (an unsupported head dim, heads that do not divide).
     pub fn new(shape: &AttnShape, dtype: DType, seed: u64) -> Result<Self> {
-        let cu = masks::cu_seqlens(shape, seed);
         let problem = AttentionProblem {
-            cu_seqlens_q: cu.clone(),
-            cu_seqlens_k: cu,
+            cu_seqlens_q: masks::cu_seqlens_q(shape, seed),
+            cu_seqlens_k: masks::cu_seqlens(shape, seed),
             heads_q: shape.heads_q,
             heads_kv: shape.heads_kv,
             head_dim: shape.head_dim,
             scale: 1.0 / (shape.head_dim as f32).sqrt(),
             softcap: None,
             mask: AttentionMask {
-                causal: matches!(shape.mask, AttnMask::Causal | AttnMask::DocumentsVarlen),
+                causal: matches!(shape.mask, AttnMask::Causal | AttnMask::DocumentsVarlen | AttnMask::Decode(_)),
                 window: None,
                 column_ranges: masks::column_ranges(shape, seed),
             },
             dtype,
         };
         problem.validate()?;
-        let n = shape.batch * shape.seq;
-        let q = uniform(dtype, &[n, shape.heads_q, shape.head_dim], 1.0, seed ^ 0xB1)?;
+        let (n, nq) = (problem.total_k(), problem.total_q());
+        let q = uniform(dtype, &[nq, shape.heads_q, shape.head_dim], 1.0, seed ^ 0xB1)?;
         let k = uniform(dtype, &[n, shape.heads_kv, shape.head_dim], 1.0, seed ^ 0xB2)?;
         let v = uniform(dtype, &[n, shape.heads_kv, shape.head_dim], 1.0, seed ^ 0xB3)?;
         let pairs = problem.allowed_pairs() as f64;
@@ -74,9 +73,9 @@ impl Workload for AttentionCase {
     }
     fn bytes(&self) -> f64 {
         let s = &self.shape;
-        let n = s.batch * s.seq;
-        ((2 * n * s.heads_q * s.head_dim + 2 * n * s.heads_kv * s.head_dim) * self.problem.dtype.size()
-            + s.heads_q * n * 4) as f64
+        let (n, nq) = (self.problem.total_k(), self.problem.total_q());
+        ((2 * nq * s.heads_q * s.head_dim + 2 * n * s.heads_kv * s.head_dim) * self.problem.dtype.size()
+            + s.heads_q * nq * 4) as f64
     }
     fn inputs(&self) -> &[HostTensor] {
         &self.inputs
@@ -86,7 +85,7 @@ impl Workload for AttentionCase {
     }
     fn outputs(&self) -> Vec<(DType, Vec<usize>)> {
         let s = &self.shape;
-        let n = s.batch * s.seq;
+        let n = self.problem.total_q();
         vec![(self.problem.dtype, vec![n, s.heads_q, s.head_dim]), (DType::F32, vec![s.heads_q, n])]
     }
     fn output_checks(&self) -> Vec<(&'static str, OutCheck)> {
@@ -101,7 +100,7 @@ impl Workload for AttentionCase {
         self.flops().unwrap_or(0.0) / 2.0
     }
     fn sample_units(&self) -> usize {
-        self.shape.batch * self.shape.seq
+        self.problem.total_q()
     }
     /// The last `m` query rows of every sequence against all its keys: with the causal mask
     /// aligned bottom-right, that sub-problem gives exactly those rows (and the longest ones);
@@ -136,8 +135,12 @@ impl Workload for AttentionCase {
         v.add("lse", &lse, &select_cols(&got[1], &rows)?, lc)?;
         Ok(v)
     }
-    /// `[B·S, Hq·D] · [Hq·D, N]` with `N` chosen so the FLOPs match.
+    /// `[B·S, Hq·D] · [Hq·D, N]` with `N` chosen so the FLOPs match;
+    /// None for decode: memory-bound, it is measured against the copy ceiling.
     fn ceiling_gemm(&self) -> Option<(usize, usize, usize)> {
+        if matches!(self.shape.mask, AttnMask::Decode(_)) {
+            return None;
+        }
         let m = self.shape.batch * self.shape.seq;
         let k = self.shape.heads_q * self.shape.head_dim;
         let n = (self.flops().unwrap_or(0.0) / (2.0 * m as f64 * k as f64)).round().max(1.0) as usize;
@@ -168,7 +171,7 @@ mod tests {
     #[test]
     fn sampled_check_holds_for_every_mask() {
         use AttnMask::*;
-        for mask in [None, Causal, CausalRanges, Documents, Image, DocumentsVarlen] {
+        for mask in [None, Causal, CausalRanges, Documents, Image, DocumentsVarlen, Decode(3)] {
             let shape = AttnShape { batch: 2, heads_q: 2, heads_kv: 1, seq: 200, head_dim: 64, mask };
             let case = AttentionCase::new(&shape, DType::F32, 5).unwrap();
             let mut outs: Vec<HostTensor> = case.outputs().iter().map(|(dt, sh)| HostTensor::zeros(*dt, sh)).collect();
@@ -185,8 +188,9 @@ mod tests {
             assert!(v.pass, "{mask:?}: {v:?}");
             // The last row of the first sequence, head 0: one value off.
             let mut bad = outs[0].to_f32_vec();
-            bad[199 * 2 * 64] += 1.0;
-            outs[0] = HostTensor::from_f32(DType::F32, &[400, 2, 64], &bad);
+            let (last, tq) = (case.problem.cu_seqlens_q[1] - 1, case.problem.total_q());
+            bad[last * 2 * 64] += 1.0;
+            outs[0] = HostTensor::from_f32(DType::F32, &[tq, 2, 64], &bad);
             assert!(!case.verify_sample(&outs, 40, 0).unwrap().pass, "{mask:?}");
         }
     }

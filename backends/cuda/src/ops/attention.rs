@@ -11,8 +11,11 @@
 //! D <= 128 on `attention_fa2_d{D}_{dtype}` (128-row blocks, 32 rows per warp, double-buffered
 //! K/V); D = 256 on `attention_mma_d{D}_{dtype}` (64-row blocks; also
 //! forced by `MOEKIT_CUDA_ATTN=v1`); f32 (and f16/bf16 on older GPUs) on the exact
-//! warp-per-row kernel (`attention_rows_d{D}_{dtype}`).
+//! warp-per-row kernel (`attention_rows_d{D}_{dtype}`). Batches of few query rows per sequence
+//! (decode: `Lq · Hq / Hkv <= 16`, D 64 or 128, f16/bf16, sm_80+) take the split-KV decode
+//! kernels instead (`attention_decode.rs`) unless `MOEKIT_CUDA_ATTN` forces a kernel.
 
+use super::attention_decode as decode;
 use super::flashmask::Plan;
 use super::grouped_gemm_tma::{encode_map_for, MapGeometry};
 use crate::backend::device_err;
@@ -71,7 +74,11 @@ const WINDOW_CAP: usize = 1 << 40;
 
 impl AttentionOps for CudaBackend {
     fn attention(&self, p: &Validated<AttentionProblem>, io: AttentionIo<'_, CudaBuffer>) -> Result<()> {
-        let path = choose_path(p, self.arch(), std::env::var(ENV_PATH).ok().as_deref());
+        let env = std::env::var(ENV_PATH).ok();
+        if decode::eligible(p, self.arch(), env.as_deref()) {
+            return decode::run(self, p, io);
+        }
+        let path = choose_path(p, self.arch(), env.as_deref());
         // With column ranges the warp-specialised kernel takes the FlashMask plan's blocks.
         let plan = if path == Path::Sm90Ws { Plan::of(p, path.block_m()) } else { None };
         let items_host = match &plan {
@@ -283,7 +290,7 @@ fn schedule(p: &AttentionProblem, block_m: usize) -> Vec<i32> {
 }
 
 /// The column ranges as one device array `[4][Tk]` (lts, lte, uts, ute), if the mask has them.
-fn column_ranges(gpu: &CudaBackend, p: &AttentionProblem) -> Result<Option<CudaSlice<i32>>> {
+pub(super) fn column_ranges(gpu: &CudaBackend, p: &AttentionProblem) -> Result<Option<CudaSlice<i32>>> {
     let Some(c) = &p.mask.column_ranges else { return Ok(None) };
     if p.total_k() == 0 {
         // NOTE: no keys means no non-empty sequence, hence no work item that would read them.

@@ -2,6 +2,7 @@
 //! problem and queues its kernels on the backend's stream without a host synchronisation.
 
 mod attention;
+mod attention_decode;
 pub(crate) mod autotune;
 mod flashmask;
 pub(crate) mod gemm;

@@ -60,8 +60,20 @@ pub(crate) static ATTENTION_SM90WS: Source = Source {
         include_str!("../../kernels/attention_sm90_ws.cu")
     ),
 };
+/// Split-KV decode attention (few query rows per sequence, long keys; `Path::Decode`): the
+/// portable attention file for its helpers only, then the decode and combine kernels.
+pub(crate) static ATTENTION_DECODE: Source = Source {
+    name: "attention_decode.cu",
+    code: concat!(
+        "#define ATT_HELPERS_ONLY\n",
+        include_str!("../../kernels/attention.cu"),
+        "\n",
+        include_str!("../../kernels/attention_decode.cu")
+    ),
+};
 /// Model glue.
 pub(crate) static GLUE: Source = Source { name: "glue.cu", code: include_str!("../../kernels/glue.cu") };
 
 /// Every source, for the compile check.
-pub(crate) static ALL: [&Source; 6] = [&ROUTE, &PERMUTE, &GROUPED_GEMM, &ATTENTION, &ATTENTION_SM90WS, &GLUE];
+pub(crate) static ALL: [&Source; 7] =
+    [&ROUTE, &PERMUTE, &GROUPED_GEMM, &ATTENTION, &ATTENTION_SM90WS, &ATTENTION_DECODE, &GLUE];

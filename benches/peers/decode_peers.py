@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""PyTorch peers of moekit's split-KV decode attention: SDPA (flash, cuDNN, efficient) with one
+query row per sequence against S keys, bf16, GQA. One JSON line each, in torch_peers.py's format,
+with the bench's dims (`[B, Hq, Hkv, S, D, 101]`, 101 = `dec1`) so that `moekit-bench --peers`
+matches them. One query row sees every key, so bottom-right causal is SDPA's non-causal call.
+Usage: python3 decode_peers.py [B,Hq,Hkv,S,D ...]"""
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT = ["8,32,8,8192,128", "32,32,8,4096,128", "1,32,8,65536,128", "16,16,16,4096,64"]
+
+
+def bench(fn, reps=200):
+    # As torch_peers.py: triton's do_bench (a cache-clearing write before each run), the median.
+    from triton.testing import do_bench
+    return do_bench(fn, warmup=25, rep=reps, return_mode="median")
+
+
+def main():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    print(json.dumps({"op": "env", "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0)}), flush=True)
+    for spec in sys.argv[1:] or DEFAULT:
+        b, hq, hkv, s, d = (int(x) for x in spec.split(","))
+        q = torch.randn(b, hq, 1, d, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(b, hkv, s, d, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(b, hkv, s, d, device="cuda", dtype=torch.bfloat16)
+        kv_bytes = 2 * b * hkv * s * d * 2
+        for name, be in [("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION),
+                         ("efficient", SDPBackend.EFFICIENT_ATTENTION), ("math", SDPBackend.MATH)]:
+            line = {"op": "attention_fwd", "shape": [b, hq, hkv, s, d, 101], "peer": f"sdpa-{name}"}
+            try:
+                with sdpa_kernel(be):
+                    fn = lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=hq != hkv)  # noqa: E731
+                    ms = bench(fn)
+                line.update(ms=ms, gbps=kv_bytes / ms / 1e6)
+            except Exception as ex:  # noqa: BLE001
+                line.update(error=str(ex)[:160])
+            print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()
