@@ -10,8 +10,11 @@
 // is query row rho / G (local) of head kvh·G + rho % G; the others are zero and never stored. So
 // the K and V of a kv head are read once for its whole group, which is what bounds decode.
 // - Q once into shared memory and into registers (A fragments for all of D).
-// - K/V in blocks of DEC_BN = 64 keys, two cp.async stages; keys past ks1 are zero-filled and
-//   masked. Warp w takes keys 16w..16w+16 of each block: S (16 × 16) by mma.sync m16n8k16, its
+// - K/V in blocks of DEC_BN = 64 keys through DEC_STAGES = 2 cp.async stages; keys past ks1 are
+//   zero-filled and masked. NOTE: 3 stages (two blocks in flight while one is computed) ran
+//   slower: 106 KiB of shared memory leave 2 CTAs per SM at D 128 instead of 3, and the kernel
+//   took 115 against 94 us on B8 S8192 (ncu, run 27 calls G and H): the warps resident matter
+//   more than the depth of each one's pipeline. Warp w takes keys 16w..16w+16 of each block: S (16 × 16) by mma.sync m16n8k16, its
 //   own online softmax over its keys (the helpers of the other kernels: scores in the log2 domain,
 //   masks, softcap), O += P·V.
 // - The 4 warps merge through shared memory (after the last block, over the K/V stages): the
@@ -24,6 +27,10 @@
 #define DEC_BN 64
 #define DEC_THREADS 128
 #define DEC_ROWS 16
+#define DEC_STAGES 2
+
+// Waits until at most N of this thread's cp.async groups are pending.
+template <int N> __device__ __forceinline__ void dec_cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
 
 template <typename T, int D>
 __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float* part_o, float* part_ml,
@@ -34,7 +41,7 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
     constexpr int STAGE = 2 * DEC_BN * LD;  // elements of one K + V stage
     extern __shared__ __align__(16) unsigned char att_smem[];
     T* sQ = reinterpret_cast<T*>(att_smem);  // [16][LD]
-    T* sKV = sQ + DEC_ROWS * LD;             // 2 stages of K [64][LD], V [64][LD]
+    T* sKV = sQ + DEC_ROWS * LD;             // DEC_STAGES stages of K [64][LD], V [64][LD]
 
     const int item = blockIdx.x / hkv, kvh = blockIdx.x % hkv, grp = hq / hkv;
     const i32* it = items + (size_t)item * 6;
@@ -49,11 +56,16 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
         const T* src = ok ? q + ((size_t)(q0 + r / grp) * hq + kvh * grp + r % grp) * D + ch * 8 : q;
         att_cp16(sQ + r * LD + ch * 8, src, ok);
     }
-    if (ks0 < ks1) {
-        att2_load_tile<T, D, DEC_BN>(sKV, k, k0, ks0, ks1, hkv, kvh);
-        att2_load_tile<T, D, DEC_BN>(sKV + DEC_BN * LD, v, k0, ks0, ks1, hkv, kvh);
+    // The first DEC_STAGES - 1 blocks, a commit group each (Q in the first).
+#pragma unroll
+    for (int st = 0; st < DEC_STAGES - 1; ++st) {
+        const int n = ks0 + st * DEC_BN;
+        if (n < ks1) {
+            att2_load_tile<T, D, DEC_BN>(sKV + st * STAGE, k, k0, n, ks1, hkv, kvh);
+            att2_load_tile<T, D, DEC_BN>(sKV + st * STAGE + DEC_BN * LD, v, k0, n, ks1, hkv, kvh);
+        }
+        att_cp_commit();
     }
-    att_cp_commit();
 
     // This thread's rows g and g + 8: their local query rows and key ranges, cut to the split
     // (rows past `rows` see no key).
@@ -81,19 +93,22 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
 
     u32 qa[KD][4];
     int stage = 0;
-    for (int n = ks0; n < ks1; n += DEC_BN, stage ^= 1) {
-        att_cp_wait_all();
+    for (int n = ks0; n < ks1; n += DEC_BN, stage = stage + 1 == DEC_STAGES ? 0 : stage + 1) {
+        // Block n's group (and Q's) done: one group per block was committed, in order, and only
+        // the newest DEC_STAGES - 2 may still be in flight.
+        dec_cp_wait<DEC_STAGES - 2>();
         // K/V[n] (and Q) visible to all; every warp is done with block n - DEC_BN, whose stage the
-        // next load overwrites.
+        // load below overwrites.
         __syncthreads();
         if (n == ks0) {
 #pragma unroll
             for (int kk = 0; kk < KD; ++kk) att2_ldsm4(qa[kk], q_lane + kk * 16 * 2);
         }
-        if (n + DEC_BN < ks1) {
-            T* nxt = sKV + (stage ^ 1) * STAGE;
-            att2_load_tile<T, D, DEC_BN>(nxt, k, k0, n + DEC_BN, ks1, hkv, kvh);
-            att2_load_tile<T, D, DEC_BN>(nxt + DEC_BN * LD, v, k0, n + DEC_BN, ks1, hkv, kvh);
+        const int ahead = n + (DEC_STAGES - 1) * DEC_BN;
+        if (ahead < ks1) {
+            T* nxt = sKV + (stage == 0 ? DEC_STAGES - 1 : stage - 1) * STAGE;
+            att2_load_tile<T, D, DEC_BN>(nxt, k, k0, ahead, ks1, hkv, kvh);
+            att2_load_tile<T, D, DEC_BN>(nxt + DEC_BN * LD, v, k0, ahead, ks1, hkv, kvh);
         }
         att_cp_commit();
 
@@ -227,8 +242,8 @@ __device__ void attention_decode_combine_impl(const float* part_o, const float* 
     if (d == 0) lse[(size_t)h * tq + q0 + i] = att_lse(m, l);
 }
 
-// Instantiates `attention_decode_dD_{f16,bf16}` (two or more CTAs per SM: 74 KiB of shared
-// memory at D = 128) and `attention_decode_combine_dD_{f16,bf16}`.
+// Instantiates `attention_decode_dD_{f16,bf16}` (three CTAs per SM at D = 128: 152 registers,
+// 74 KiB of shared memory) and `attention_decode_combine_dD_{f16,bf16}`.
 #define DEC_KERNEL_1(DIM, TY, SUFFIX)                                                                         \
     namespace attention_decode_d##DIM##_##SUFFIX##_ns {                                                       \
     using T = TY;                                                                                             \

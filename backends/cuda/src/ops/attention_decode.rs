@@ -19,7 +19,9 @@ const OP: &str = "attention";
 const ROWS: usize = 16;
 /// Keys per block; matches `DEC_BN`. Splits start on a multiple of it.
 const BLOCK: usize = 64;
-/// Threads of both kernels; matches `DEC_THREADS`.
+/// K/V stages; matches `DEC_STAGES`.
+const STAGES: usize = 2;
+/// Threads of the decode kernel; matches `DEC_THREADS`.
 const THREADS: u32 = 128;
 /// i32 fields of one work item: `q0, Lq, k0, Lk, ks0, ks1`.
 const ITEM: usize = 6;
@@ -100,8 +102,8 @@ pub(super) fn run(gpu: &CudaBackend, p: &Validated<AttentionProblem>, io: Attent
         &ATTENTION_DECODE,
         &kernel_name(&format!("attention_decode_combine_d{d}"), p.dtype),
     )?;
-    // Q [16][D + 8] and two stages of K and V [64][D + 8].
-    let shared = ((ROWS + 4 * BLOCK) * (d + 8) * 2) as u32;
+    // Q [16][D + 8] and the stages of K and V [64][D + 8].
+    let shared = ((ROWS + 2 * STAGES * BLOCK) * (d + 8) * 2) as u32;
     if shared > DEFAULT_SHARED {
         f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32)
             .map_err(device_err(OP))?;
