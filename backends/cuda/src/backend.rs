@@ -35,6 +35,10 @@ pub struct CudaBackend {
     /// The route op's f32 gate logits (bytes; grown with [`grown`], never shrunk).
     #[cfg(feature = "cuda")]
     pub(crate) route_logits: Mutex<Option<CudaSlice<u8>>>,
+    /// The FlashMask plan of the last attention call with column ranges on the warp-specialised
+    /// kernel, reused while the same mask comes again (`ops/flashmask.rs`).
+    #[cfg(feature = "cuda")]
+    pub(crate) flash_plan: Mutex<Option<crate::ops::flashmask::PlanCache>>,
     /// The grid barrier of the cooperative permute index (`permute_index_coop`): two u32
     /// (arrivals, generation), zeroed when the backend is made and back to zero arrivals after
     /// every barrier. Made here, not on first use, so that no graph capture records its
@@ -169,6 +173,7 @@ impl CudaBackend {
             blas,
             lt_cache,
             route_logits,
+            flash_plan: Mutex::new(None),
             permute_bar,
             pins,
             sms,

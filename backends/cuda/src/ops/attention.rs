@@ -16,9 +16,9 @@
 //! kernels instead (`attention_decode.rs`) unless `MOEKIT_CUDA_ATTN` forces a kernel.
 
 use super::attention_decode as decode;
-use super::flashmask::Plan;
+use super::flashmask::PlanCache;
 use super::grouped_gemm_tma::{encode_map_for, MapGeometry};
-use crate::backend::device_err;
+use crate::backend::{device_err, lock};
 use crate::launch::{i32_of, kernel_name, launch_err};
 use crate::runtime::sources::{ATTENTION, ATTENTION_SM90WS};
 use crate::{CudaBackend, CudaBuffer};
@@ -79,16 +79,32 @@ impl AttentionOps for CudaBackend {
             return decode::run(self, p, io);
         }
         let path = choose_path(p, self.arch(), env.as_deref());
-        // With column ranges the warp-specialised kernel takes the FlashMask plan's blocks.
-        let plan = if path == Path::Sm90Ws { Plan::of(p, path.block_m()) } else { None };
-        let items_host = match &plan {
-            Some(plan) => plan.items(p),
-            None => schedule(p, path.block_m()),
+        // Work items and mask tables on the device. With column ranges, the warp-specialised
+        // kernel takes the FlashMask plan's blocks and tables, kept from the last call while the
+        // same mask and lengths come again (every layer of a forward pass shares its mask);
+        // otherwise the schedule's items and the ranges as they are.
+        // NOTE: these small uploads are freed when they drop, right after the launch; cudarc
+        // frees stream-ordered, after the kernel. A workspace cache would save the allocations.
+        let (own_items, own_ranges);
+        let mut plan_slot: Option<std::sync::MutexGuard<'_, Option<PlanCache>>> = None;
+        let (items, ranges, n_items) = if path == Path::Sm90Ws && p.mask.column_ranges.is_some() {
+            let slot = plan_slot.insert(lock(&self.flash_plan, OP, "FlashMask plan")?);
+            if !slot.as_ref().is_some_and(|c| c.key.matches(p, path.block_m())) {
+                **slot = PlanCache::new(&self.stream, p, path.block_m()).map_err(device_err(OP))?;
+            }
+            match slot.as_ref() {
+                Some(c) => (&c.items, Some(&c.tables), c.n_items),
+                None => return Ok(()),
+            }
+        } else {
+            let host = schedule(p, path.block_m());
+            if host.is_empty() {
+                return Ok(());
+            }
+            own_items = self.stream.clone_htod(&host).map_err(device_err(OP))?;
+            own_ranges = if path == Path::Sm90Ws { None } else { column_ranges(self, p)? };
+            (&own_items, own_ranges.as_ref(), host.len() / ITEM)
         };
-        let n_items = items_host.len() / ITEM;
-        if n_items == 0 {
-            return Ok(());
-        }
         let ctas = n_items * p.heads_q;
         if ctas > i32::MAX as usize {
             return Err(Error::unsupported(OP, format!("{ctas} blocks exceed the grid limit")));
@@ -103,16 +119,6 @@ impl AttentionOps for CudaBackend {
                 .map_err(device_err(OP))?;
         }
 
-        // NOTE: these small uploads are freed when they drop, right after the launch; cudarc
-        // frees stream-ordered, after the kernel. A workspace cache would save the allocations.
-        let items = self.stream.clone_htod(&items_host).map_err(device_err(OP))?;
-        // The warp-specialised kernel takes the column ranges as its FlashMask tables, the others
-        // as they are.
-        let ranges = match &plan {
-            Some(plan) => Some(self.stream.clone_htod(&plan.tables(p)).map_err(device_err(OP))?),
-            None if path == Path::Sm90Ws => None,
-            None => column_ranges(self, p)?,
-        };
         let (tq, tk, hq, hkv) = (i32_of(p.total_q()), i32_of(p.total_k()), i32_of(p.heads_q), i32_of(p.heads_kv));
         let softcap = p.softcap.unwrap_or(0.0);
         let causal = i32::from(p.mask.causal);
@@ -141,8 +147,8 @@ impl AttentionOps for CudaBackend {
         };
         let mut b = self.stream.launch_builder(&f);
         b.arg(&io.q.data).arg(&io.k.data).arg(&io.v.data).arg(&mut io.o.data).arg(&mut io.lse.data);
-        b.arg(&items);
-        match &ranges {
+        b.arg(items);
+        match ranges {
             Some(r) => b.arg(r),
             None => b.arg(&NULL),
         };

@@ -14,7 +14,69 @@
 //!   ranges mask every row of the block is skipped (by the producer and by the consumers); one
 //!   whose ranges mask no row of a consumer's 64 runs without the element mask.
 
-use moekit_ops::{AttentionProblem, ColumnRanges};
+use cudarc::driver::{CudaSlice, CudaStream, DriverError};
+use moekit_ops::{AttentionProblem, ColumnRanges, Window};
+
+/// What a plan depends on: the lengths, causal, the window, the ranges and the block rows.
+#[derive(Debug)]
+pub(crate) struct PlanKey {
+    cu_q: Vec<usize>,
+    cu_k: Vec<usize>,
+    causal: bool,
+    window: Option<Window>,
+    ranges: ColumnRanges,
+    block_m: usize,
+}
+
+impl PlanKey {
+    fn of(p: &AttentionProblem, block_m: usize) -> Option<PlanKey> {
+        Some(PlanKey {
+            cu_q: p.cu_seqlens_q.clone(),
+            cu_k: p.cu_seqlens_k.clone(),
+            causal: p.mask.causal,
+            window: p.mask.window,
+            ranges: p.mask.column_ranges.clone()?,
+            block_m,
+        })
+    }
+
+    /// Whether `p` in blocks of `block_m` rows has this plan (compared, not cloned: O(Tk)).
+    pub(crate) fn matches(&self, p: &AttentionProblem, block_m: usize) -> bool {
+        self.block_m == block_m
+            && self.causal == p.mask.causal
+            && self.window == p.mask.window
+            && self.cu_q == p.cu_seqlens_q
+            && self.cu_k == p.cu_seqlens_k
+            && p.mask.column_ranges.as_ref() == Some(&self.ranges)
+    }
+}
+
+/// The device copies of a plan's work items and tables, kept by the backend for the next call
+/// with the same [`PlanKey`] (the buffers are only read; a replaced entry is freed in stream
+/// order, after the kernels that read it).
+pub(crate) struct PlanCache {
+    pub(crate) key: PlanKey,
+    pub(crate) items: CudaSlice<i32>,
+    pub(crate) tables: CudaSlice<i32>,
+    pub(crate) n_items: usize,
+}
+
+impl PlanCache {
+    /// The plan of `p` uploaded on `stream`; `None` without column ranges or work items.
+    pub(crate) fn new(
+        stream: &std::sync::Arc<CudaStream>,
+        p: &AttentionProblem,
+        block_m: usize,
+    ) -> Result<Option<PlanCache>, DriverError> {
+        let (Some(plan), Some(key)) = (Plan::of(p, block_m), PlanKey::of(p, block_m)) else { return Ok(None) };
+        if plan.blocks.is_empty() {
+            return Ok(None);
+        }
+        let items = stream.clone_htod(&plan.items(p))?;
+        let tables = stream.clone_htod(&plan.tables(p))?;
+        Ok(Some(PlanCache { key, items, tables, n_items: plan.blocks.len() }))
+    }
+}
 
 /// Keys per tile: the kernel's `aws::BN`.
 pub(super) const TILE: usize = 128;
@@ -205,7 +267,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moekit_ops::{AttentionMask, DType, Window};
+    use moekit_ops::{AttentionMask, DType};
     use moekit_testing::gen::{self, MaskPattern};
 
     fn problem(lens: &[usize], causal: bool, window: Option<Window>, ranges: ColumnRanges) -> AttentionProblem {
@@ -341,6 +403,30 @@ mod tests {
         // 1 + 2 + 3 + 4 (400), and 1 + .. + 6 (700), 1 + 2 + 3 (300) tiles; the plan runs no more.
         assert_eq!(run, 10 + 10 + 10 + 21 + 6, "tiles run");
         assert!(clear > 0);
+    }
+
+    #[test]
+    fn a_plan_key_matches_only_the_same_mask_and_lengths() {
+        let lens = [1300, 1000];
+        let ends: [&[usize]; 2] = [&[500, 900, 1300], &[700, 1000]];
+        let p = problem(&lens, false, None, documents(&lens, &ends));
+        let key = PlanKey::of(&p, 128).unwrap();
+        assert!(key.matches(&p, 128));
+        assert!(!key.matches(&p, 64));
+        let mut q = p.clone();
+        q.mask.column_ranges.as_mut().unwrap().lts[1777] -= 1;
+        assert!(!key.matches(&q, 128));
+        let mut q = p.clone();
+        q.mask.causal = true;
+        assert!(!key.matches(&q, 128));
+        let mut q = p.clone();
+        q.mask.window = Some(Window { left: 5, right: 0 });
+        assert!(!key.matches(&q, 128));
+        let mut q = p.clone();
+        q.cu_seqlens_q = vec![0, 1299, 2300];
+        assert!(!key.matches(&q, 128));
+        q.mask.column_ranges = None;
+        assert!(PlanKey::of(&q, 128).is_none() && !key.matches(&q, 128));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 mod attention;
 mod attention_decode;
 pub(crate) mod autotune;
-mod flashmask;
+pub(crate) mod flashmask;
 pub(crate) mod gemm;
 mod glue;
 mod grouped_gemm;
