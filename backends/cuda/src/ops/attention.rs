@@ -23,7 +23,7 @@ use crate::launch::{i32_of, kernel_name, launch_err};
 use crate::runtime::sources::{ATTENTION, ATTENTION_SM90WS};
 use crate::{CudaBackend, CudaBuffer};
 use cudarc::driver::sys::CUfunction_attribute_enum;
-use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use moekit_ops::{AttentionIo, AttentionOps, AttentionProblem, DType, Error, Result, Validated};
 
 const OP: &str = "attention";
@@ -114,16 +114,10 @@ impl AttentionOps for CudaBackend {
         let src = if path == Path::Sm90Ws { &ATTENTION_SM90WS } else { &ATTENTION };
         let f = self.kernels.function(OP, src, &kernel_name(&path.kernel_base(p.head_dim), p.dtype))?;
         let shared = path.shared_bytes(p.head_dim, p.dtype.size());
-        if shared > DEFAULT_SHARED {
-            f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32)
-                .map_err(device_err(OP))?;
-        }
+        allow_shared(&f, shared)?;
 
         let (tq, tk, hq, hkv) = (i32_of(p.total_q()), i32_of(p.total_k()), i32_of(p.heads_q), i32_of(p.heads_kv));
-        let softcap = p.softcap.unwrap_or(0.0);
-        let causal = i32::from(p.mask.causal);
-        let clamp = |x: usize| x.min(WINDOW_CAP) as i64;
-        let (wl, wr) = p.mask.window.map_or((-1i64, 0i64), |w| (clamp(w.left), clamp(w.right)));
+        let (softcap, causal, wl, wr) = mask_args(p);
 
         // The warp-specialised kernel reads q, k and v through tensor maps, and takes its probe
         // flags and the maps (by value) last; only it reads the probe variable.
@@ -277,22 +271,46 @@ fn token_map_geometry(tokens: usize, heads: usize, d: usize, rows: usize, tile_r
 
 /// Work items `[n][5] = {q0, Lq, k0, Lk, m0}` for every `block_m`-row query block of every
 /// non-empty sequence, heaviest (most key blocks) first so that the long causal rows do not
-/// trail. (With column ranges, the warp-specialised kernel takes [`Plan::items`] instead.)
+/// trail. (With column ranges, the warp-specialised kernel takes `Plan::items` of
+/// `flashmask.rs` instead.)
 fn schedule(p: &AttentionProblem, block_m: usize) -> Vec<i32> {
     let mut items: Vec<(usize, [i32; ITEM])> = Vec::new();
     for b in 0..p.batch() {
-        let (lq, lk) = p.seq_lens(b);
+        let (lq, _) = p.seq_lens(b);
         for m0 in (0..lq).step_by(block_m) {
             let last = (m0 + block_m).min(lq) - 1;
             let (lo, _) = p.key_range(b, m0);
             let (_, hi) = p.key_range(b, last);
             let work = hi.saturating_sub(lo / BLOCK_N * BLOCK_N).div_ceil(BLOCK_N);
-            let item = [p.cu_seqlens_q[b], lq, p.cu_seqlens_k[b], lk, m0].map(i32_of);
-            items.push((work, item));
+            items.push((work, work_item(p, b, m0)));
         }
     }
     items.sort_by_key(|it| std::cmp::Reverse(it.0));
     items.into_iter().flat_map(|(_, item)| item).collect()
+}
+
+/// The work item `{q0, Lq, k0, Lk, m0}` of the query block at row `m0` of sequence `b`.
+pub(super) fn work_item(p: &AttentionProblem, b: usize, m0: usize) -> [i32; ITEM] {
+    let (lq, lk) = p.seq_lens(b);
+    [p.cu_seqlens_q[b], lq, p.cu_seqlens_k[b], lk, m0].map(i32_of)
+}
+
+/// The mask arguments every attention kernel takes: softcap (0: none), causal (0 / 1) and the
+/// window's sides (`wl < 0`: no window), clamped to `WINDOW_CAP`.
+pub(super) fn mask_args(p: &AttentionProblem) -> (f32, i32, i64, i64) {
+    let clamp = |x: usize| x.min(WINDOW_CAP) as i64;
+    let (wl, wr) = p.mask.window.map_or((-1, 0), |w| (clamp(w.left), clamp(w.right)));
+    (p.softcap.unwrap_or(0.0), i32::from(p.mask.causal), wl, wr)
+}
+
+/// Lets `f` take `shared` bytes of dynamic shared memory where that passes the 48 KiB every
+/// kernel gets without opting in.
+pub(super) fn allow_shared(f: &CudaFunction, shared: u32) -> Result<()> {
+    if shared > DEFAULT_SHARED {
+        f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32)
+            .map_err(device_err(OP))?;
+    }
+    Ok(())
 }
 
 /// The column ranges as one device array `[4][Tk]` (lts, lte, uts, ute), if the mask has them.

@@ -5,12 +5,11 @@
 //! is one full wave of the CTAs the SMs hold at once (whatever the batch): two waves, the second
 //! a quarter full, cost 1.5× (run 27 call F).
 
-use super::attention::column_ranges;
+use super::attention::{allow_shared, column_ranges, mask_args};
 use crate::backend::device_err;
 use crate::launch::{i32_of, kernel_name, launch_err};
 use crate::runtime::sources::ATTENTION_DECODE;
 use crate::{CudaBackend, CudaBuffer};
-use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use moekit_ops::{AttentionIo, AttentionProblem, DType, Result, Validated};
 
@@ -27,8 +26,6 @@ const THREADS: u32 = 128;
 const ITEM: usize = 6;
 /// The shortest split: below it the combine's reads outweigh the parallelism.
 const MIN_SPLIT: usize = 256;
-/// Dynamic shared memory a kernel gets without opting in.
-const DEFAULT_SHARED: u32 = 48 * 1024;
 
 /// Whether the decode kernels run `p` on `arch` (with the `MOEKIT_CUDA_ATTN` override, which
 /// forces another kernel when set): f16/bf16, D 64 or 128, sm_80 or later, and every
@@ -104,10 +101,7 @@ pub(super) fn run(gpu: &CudaBackend, p: &Validated<AttentionProblem>, io: Attent
     )?;
     // Q [16][D + 8] and the stages of K and V [64][D + 8].
     let shared = ((ROWS + 2 * STAGES * BLOCK) * (d + 8) * 2) as u32;
-    if shared > DEFAULT_SHARED {
-        f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32)
-            .map_err(device_err(OP))?;
-    }
+    allow_shared(&f, shared)?;
     // CTAs resident per SM (H200: 3 at D 128, 5 at D 64).
     let per_sm =
         f.occupancy_max_active_blocks_per_multiprocessor(THREADS, shared as usize, None).map_err(device_err(OP))?;
@@ -126,10 +120,7 @@ pub(super) fn run(gpu: &CudaBackend, p: &Validated<AttentionProblem>, io: Attent
     let mut part_ml = unsafe { gpu.stream.alloc::<f32>(parts * 2) }.map_err(device_err(OP))?;
 
     let (tq, tk, hq, hkv) = (i32_of(p.total_q()), i32_of(p.total_k()), i32_of(p.heads_q), i32_of(p.heads_kv));
-    let softcap = p.softcap.unwrap_or(0.0);
-    let causal = i32::from(p.mask.causal);
-    let clamp = |x: usize| x.min(1 << 40) as i64;
-    let (wl, wr) = p.mask.window.map_or((-1i64, 0i64), |w| (clamp(w.left), clamp(w.right)));
+    let (softcap, causal, wl, wr) = mask_args(p);
     let null = 0u64;
 
     let mut b = gpu.stream.launch_builder(&f);

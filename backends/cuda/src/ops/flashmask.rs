@@ -14,6 +14,8 @@
 //!   ranges mask every row of the block is skipped (by the producer and by the consumers); one
 //!   whose ranges mask no row of a consumer's 64 runs without the element mask.
 
+use super::attention::work_item;
+use crate::launch::i32_of;
 use cudarc::driver::{CudaSlice, CudaStream, DriverError};
 use moekit_ops::{AttentionProblem, ColumnRanges, Window};
 
@@ -150,16 +152,15 @@ impl Plan {
         let (lq, lk) = p.seq_lens(b);
         let k0 = p.cu_seqlens_k[b];
         let col = |j: usize| [c.lts[k0 + j], c.lte[k0 + j], c.uts[k0 + j], c.ute[k0 + j]];
+        // The stats of local columns j0..j1 (cut at the sequence's end).
+        let stats_of = |j0: usize, j1: usize| {
+            let mut s = Stats::EMPTY;
+            (j0..j1.min(lk)).for_each(|j| s.add(col(j)));
+            s
+        };
         // Stats of the 128-aligned tiles, to find each block's origin without a scan of every
         // key before it.
-        let aligned: Vec<Stats> = (0..lk)
-            .step_by(TILE)
-            .map(|t0| {
-                let mut s = Stats::EMPTY;
-                (t0..(t0 + TILE).min(lk)).for_each(|j| s.add(col(j)));
-                s
-            })
-            .collect();
+        let aligned: Vec<Stats> = (0..lk).step_by(TILE).map(|t0| stats_of(t0, t0 + TILE)).collect();
 
         // Rows where a lower interval starts for a tile's worth of columns or more.
         let mut starts = vec![0usize; lq + 1];
@@ -190,12 +191,7 @@ impl Plan {
             while j < hi && aligned[j / TILE].skips(r0, r1) {
                 j = (j / TILE + 1) * TILE;
             }
-            let masks_all = |j: usize| {
-                let mut s = Stats::EMPTY;
-                s.add(col(j));
-                s.skips(r0, r1)
-            };
-            while j < hi && masks_all(j) {
+            while j < hi && stats_of(j, j + 1).skips(r0, r1) {
                 j += 1;
             }
             while hi > j && aligned[(hi - 1) / TILE].skips(r0, r1) {
@@ -216,11 +212,7 @@ impl Plan {
         }
         for g in &mut grids {
             g.1 = self.stats.len();
-            for t0 in (g.0..g.2).step_by(TILE) {
-                let mut s = Stats::EMPTY;
-                (t0..(t0 + TILE).min(lk)).for_each(|j| s.add(col(j)));
-                self.stats.push(s);
-            }
+            self.stats.extend((g.0..g.2).step_by(TILE).map(|t0| stats_of(t0, t0 + TILE)));
         }
         for (m0, m1, origin, hi) in rows {
             let g = grids.iter().find(|g| g.0 == origin).copied().unwrap_or((origin, 0, origin));
@@ -239,14 +231,7 @@ impl Plan {
 
     /// The kernel's work items `[n][5] = {q0, Lq, k0, Lk, m0}`, in the blocks' order.
     pub(super) fn items(&self, p: &AttentionProblem) -> Vec<i32> {
-        let i = |x: usize| i32::try_from(x).unwrap_or(i32::MAX);
-        self.blocks
-            .iter()
-            .flat_map(|blk| {
-                let (lq, lk) = p.seq_lens(blk.b);
-                [p.cu_seqlens_q[blk.b], lq, p.cu_seqlens_k[blk.b], lk, blk.m0].map(i)
-            })
-            .collect()
+        self.blocks.iter().flat_map(|blk| work_item(p, blk.b, blk.m0)).collect()
     }
 
     /// The kernel's tables (`fm` in `kernels/attention_sm90_ws.cu`), i32, all 16-byte aligned:
@@ -254,10 +239,9 @@ impl Plan {
     /// then `[stats][8]`.
     pub(super) fn tables(&self, p: &AttentionProblem) -> Vec<i32> {
         let Some(c) = &p.mask.column_ranges else { return Vec::new() };
-        let i = |x: usize| i32::try_from(x).unwrap_or(i32::MAX);
         let tk = p.total_k();
         let mut out = Vec::with_capacity(4 * self.blocks.len() + 4 * tk + 8 * self.stats.len());
-        out.extend(self.blocks.iter().flat_map(|blk| [blk.first, blk.n0, blk.n1, blk.m1].map(i)));
+        out.extend(self.blocks.iter().flat_map(|blk| [blk.first, blk.n0, blk.n1, blk.m1].map(i32_of)));
         out.extend((0..tk).flat_map(|j| [c.lts[j], c.lte[j], c.uts[j], c.ute[j]]));
         out.extend(self.stats.iter().flat_map(|s| s.0));
         out
