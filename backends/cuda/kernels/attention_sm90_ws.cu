@@ -1,17 +1,19 @@
 #line 1 "attention_sm90_ws.cu"
-// Attention forward on Hopper, warp-specialised: `attention_sm90ws_d{64,128}_{f16,bf16}` (the
-// default on sm_90a for D <= 128; MOEKIT_CUDA_ATTN=sm90 picks attention_sm90.cu's kernel).
+// Attention forward on Hopper, warp-specialised: `attention_sm90ws_d{64,128,256}_{f16,bf16}` (the
+// default on sm_90a; MOEKIT_CUDA_ATTN=sm90 picks attention_sm90.cu's kernel for D <= 128).
 // Its own module (src/runtime/sources.rs: after attention.cu and attention_sm90.cu with
-// ATT_HELPERS_ONLY, which leaves their kernels out; the first call compiles 4 kernels, not 27):
-// same work items,
-// arguments and masking helpers, and the wgmma wrappers, descriptors, shared tile layout (128-row
-// tiles, 64-column halves of the 128-byte swizzle 16 KiB apart) and accumulator fragments of
-// attention_sm90.cu (read its header). What differs is who loads and when each warpgroup works.
+// ATT_HELPERS_ONLY, which leaves their kernels out; the first call compiles 6 kernels, not 29):
+// same work items, arguments and masking helpers, and the wgmma wrappers, descriptors, shared
+// tile layout (64-column parts of the 128-byte swizzle, a tile's rows · 128 bytes apart) and
+// accumulator fragments of attention_sm90.cu (read its header). What differs is who loads and
+// when each warpgroup works, and the key tile: BN = 128 keys, 64 at D 256 (aws::BN_OF: O's 128
+// accumulator registers per thread leave no room for a 128-key S and P, nor shared memory for
+// 2 stages of 128-key tiles), with the wgmma shapes that needs (S m64n64k16, O m64n256k16).
 //
 // CTA: 384 threads = 3 warpgroups, 128 query rows of one (item, query head), one CTA per SM.
 // - Warpgroup 0, the producer (setmaxnreg.dec to PRODUCER_REGS): thread 0 loads Q once and then
 //   every key tile's K and V through TMA (4-D tensor maps over [T, H, D] as (D, H, T, 1), box
-//   (64, 1, 128, 1): 128 token rows of 64 columns, 128-byte swizzled = one half of the tile), into
+//   (64, 1, BN, 1): BN token rows of 64 columns, 128-byte swizzled = one part of the tile), into
 //   STAGES stages of K and of V, each with a FULL barrier (one expect_tx arrival + the bytes) and
 //   an EMPTY barrier (one arrival per consumer warp). The other producer threads are done.
 // - Warpgroups 1 and 2, the consumers (setmaxnreg.inc to CONSUMER_REGS): consumer c owns rows
@@ -29,7 +31,7 @@
 //   same relative rounding), and O and l need no rescale; the final 1/l and the LSE use the same
 //   shift, so the result is the same softmax.
 //
-// Keys past the sequence (a tile's rows lk - n..128) come from the next sequence (or zeros past
+// Keys past the sequence (a tile's rows lk - n..BN) come from the next sequence (or zeros past
 // the tensor): their scores are masked to -inf, so p = 0, but 0 · (a non-finite v) is NaN, so each
 // consumer zeroes those V rows in shared memory before its P·V reads them (both consumers write
 // the same zeros; each fences its writes to the async proxy and syncs its warpgroup first).
@@ -46,14 +48,20 @@
 // item's rows (aws_fm_all: the producer loads none of those and the consumers' tile count leaves
 // them out), and a consumer applies the ranges element by element only on the tiles where they
 // may mask one of its rows (aws_fm_none), from a
-// copy of the tile's 128 column ranges in its shared memory (each thread loads one with the tile's
+// copy of the tile's BN column ranges in its shared memory (each thread loads one with the tile's
 // other loads in flight; a loop of 32 loads per thread from global memory, each waited for,
 // measured 15-18% over causal, run 27 call B).
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
 namespace aws {
-constexpr int BN = 128, STAGES = 2, PRODUCER_REGS = 24;
+constexpr int STAGES = 2, PRODUCER_REGS = 24;
+// Keys per K/V tile: 128, but 64 at D 256 (FlashAttention-3 takes 80 there). Registers per
+// consumer thread: O D/2 + S BN/2 + P BN/4 f32, 176 at D 256 (224 with 128 keys, past the 240
+// budget with the addresses); shared memory: a 128-row Q tile + 2 stages of K and V of BN rows,
+// 192 KiB at D 256 (256 with 128 keys). Each tile's matrix work at D 256 × 64 keys equals that
+// of D 128 × 128 keys; its softmax is half as large.
+template <int D> constexpr int BN_OF = D > 128 ? 64 : 128;
 // NC consumer warpgroups (2; see the instantiations for 3): BM = 64·NC query rows, 128·(1 + NC)
 // threads.
 // Registers per thread after setmaxnreg: 128 · 24 + 256 · 240 = 64512 (NC 2), 128 · 24 + 384 · 160
@@ -74,10 +82,12 @@ constexpr float RESCALE_LOG2 = 8.0f;
 constexpr int NO_PINGPONG = 1, EAGER_RESCALE = 2, NO_FOLD = 4;
 // Barriers: Q_FULL, K_FULL[S], V_FULL[S], K_EMPTY[S], V_EMPTY[S], 8 bytes each (128 reserved).
 constexpr int BAR_BYTES = 128;
-// Per consumer: the column ranges of one key tile (BN int4), staged for its element mask.
-constexpr int RANGE_BYTES = BN * 16;
 template <int D, int NC> struct Smem {
-    static constexpr int TILE = a90::Tile<D>::BYTES, QTILE = Cfg<NC>::BM * D * 2;
+    static constexpr int BN = BN_OF<D>;
+    // A K or V tile (BN rows of D columns: D/64 parts of 64 columns, CHUNK bytes apart), the Q
+    // tile, and per consumer the column ranges of one key tile (BN int4), staged for its element
+    // mask.
+    static constexpr int TILE = BN * D * 2, CHUNK = BN * 128, QTILE = Cfg<NC>::BM * D * 2, RANGE_BYTES = BN * 16;
     // Q, K stages, V stages, barriers, the consumers' column ranges and slack to align the base
     // to 1024 (keep in step with `Path::shared_bytes` in src/ops/attention.rs).
     static constexpr int BYTES = QTILE + TILE * 2 * STAGES + BAR_BYTES + NC * RANGE_BYTES + 1024;
@@ -95,14 +105,15 @@ __device__ __forceinline__ bool aws_fm_none(int4 mn, int4 mx, int r0, int r1) {
     return (r1 < mn.x || r0 >= mx.y) && (r1 < mn.z || r0 >= mx.w);
 }
 
-// The FlashMask tables of one work item (see the header); `none` when there are no ranges.
-struct AwsFm {
+// The FlashMask tables of one work item (see the header), on a grid of BN-key tiles; `none` when
+// there are no ranges.
+template <int BN> struct AwsFm {
     const int4* cols;   // [Tk]: (lts, lte, uts, ute) per packed column
     const int4* tiles;  // this item's key tiles: [(n - n0) / BN][2] = minima, maxima
     int n0, n1, m1;     // the key tiles it may run: n = n0 + BN·i < n1; its rows end at m1
     __device__ __forceinline__ bool none() const { return cols == nullptr; }
     // The stats of key tile `n`.
-    __device__ __forceinline__ const int4* stats(int n) const { return tiles + 2 * ((n - n0) / aws::BN); }
+    __device__ __forceinline__ const int4* stats(int n) const { return tiles + 2 * ((n - n0) / BN); }
     // Key tile `n` is masked for all rows r0..r1 (never without ranges).
     __device__ __forceinline__ bool skip(int n, int r0, int r1) const {
         if (none()) return false;
@@ -111,28 +122,28 @@ struct AwsFm {
     }
     // The first key tile from `n` (on the item's grid) below `bhi` that is not skipped, else bhi.
     __device__ __forceinline__ int next(int n, int bhi, int r0, int r1) const {
-        while (n < bhi && skip(n, r0, r1)) n += aws::BN;
+        while (n < bhi && skip(n, r0, r1)) n += BN;
         return n;
     }
 };
-__device__ __forceinline__ AwsFm aws_fm(const i32* fm, int item, int hq, int tk) {
-    if (!fm) return AwsFm{nullptr, nullptr, 0, 0x7fffffff, 0x7fffffff};
+template <int BN> __device__ __forceinline__ AwsFm<BN> aws_fm(const i32* fm, int item, int hq, int tk) {
+    if (!fm) return AwsFm<BN>{nullptr, nullptr, 0, 0x7fffffff, 0x7fffffff};
     const int4* spans = reinterpret_cast<const int4*>(fm);
     const int4 sp = __ldg(spans + item);
     const int4* cols = spans + gridDim.x / hq;
-    return AwsFm{cols, cols + tk + 2 * sp.x, sp.y, sp.z, sp.w};
+    return AwsFm<BN>{cols, cols + tk + 2 * sp.x, sp.y, sp.z, sp.w};
 }
 
 // Thread 0 of the producer: Q (NC boxes of 64 rows per 64-column half: the Q map's box is 64
 // rows), then K and V of every key tile nstart <= n < bhi that `fm` does not skip for the CTA's
-// rows r0..r1 (the j-th such tile in stage j % STAGES, round j / STAGES), D/64 boxes of 128 rows
+// rows r0..r1 (the j-th such tile in stage j % STAGES, round j / STAGES), D/64 boxes of BN rows
 // each.
 template <int D, int NC>
 __device__ __forceinline__ void aws_produce(const HpTmap* qm, const HpTmap* km, const HpTmap* vm, u32 sQ, u32 sK,
                                             u32 sV, u32 bars, int q_row, int h, int k0, int kvh, int nstart, int bhi,
-                                            const AwsFm& fm, int r0, int r1) {
+                                            const AwsFm<aws::BN_OF<D>>& fm, int r0, int r1) {
     using namespace aws;
-    constexpr int TILE = Smem<D, NC>::TILE, HALVES = D / 64;
+    constexpr int TILE = Smem<D, NC>::TILE, CHUNK = Smem<D, NC>::CHUNK, BN = BN_OF<D>, HALVES = D / 64;
     const u32 q_full = bars, k_full = bars + 8, v_full = k_full + 8 * STAGES, k_empty = v_full + 8 * STAGES,
               v_empty = k_empty + 8 * STAGES;
     hp_tma_prefetch(qm);
@@ -150,21 +161,22 @@ __device__ __forceinline__ void aws_produce(const HpTmap* qm, const HpTmap* km, 
         hp_bar_wait(k_empty + 8 * s, parity);
         hp_bar_arrive_tx(k_full + 8 * s, TILE);
 #pragma unroll
-        for (int c = 0; c < HALVES; ++c) hp_tma4(sK + s * TILE + c * a90::HALF, km, 64 * c, kvh, k0 + n, 0, k_full + 8 * s);
+        for (int c = 0; c < HALVES; ++c) hp_tma4(sK + s * TILE + c * CHUNK, km, 64 * c, kvh, k0 + n, 0, k_full + 8 * s);
         hp_bar_wait(v_empty + 8 * s, parity);
         hp_bar_arrive_tx(v_full + 8 * s, TILE);
 #pragma unroll
-        for (int c = 0; c < HALVES; ++c) hp_tma4(sV + s * TILE + c * a90::HALF, vm, 64 * c, kvh, k0 + n, 0, v_full + 8 * s);
+        for (int c = 0; c < HALVES; ++c) hp_tma4(sV + s * TILE + c * CHUNK, vm, 64 * c, kvh, k0 + n, 0, v_full + 8 * s);
     }
 }
 
-// Zeroes rows `valid..128` of the V tile at `vt` (all D columns), by the 128 threads of one
-// consumer warpgroup (thread `wt`), then fences them to the async proxy and syncs the warpgroup.
+// Zeroes rows `valid..BN` of the V tile at `vt` (all D columns, parts of 64 CHUNK bytes apart), by
+// the 128 threads of one consumer warpgroup (thread `wt`), then fences them to the async proxy and
+// syncs the warpgroup.
 template <int D> __device__ __forceinline__ void aws_zero_tail(u32 vt, int valid, int wt, int local_bar) {
-    constexpr int CPR = D / 8;
-    for (int idx = wt; idx < (aws::BN - valid) * CPR; idx += 128) {
+    constexpr int CPR = D / 8, BN = aws::BN_OF<D>, CHUNK = BN * 128;
+    for (int idx = wt; idx < (BN - valid) * CPR; idx += 128) {
         const int r = valid + idx / CPR, c = idx % CPR;
-        asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(vt + (c >> 3) * a90::HALF + r * 128 + (c & 7) * 16),
+        asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(vt + (c >> 3) * CHUNK + r * 128 + (c & 7) * 16),
                      "r"(0u)
                      : "memory");
     }
@@ -190,17 +202,84 @@ __device__ __forceinline__ void aws_online_max(float* mx, float* mrow, float* mu
     }
 }
 
+// The wgmma shapes the BN-key tiles need beyond attention_sm90.cu's (whose descriptors and
+// fragments they share): S (64 × 64 keys) = Q · K^T as m64n64k16, and O (64 × 256) += P · V as
+// m64n256k16 (128 accumulator registers).
+#define AWS_SS64(TY)                                                                                 \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                      \
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " A90_R32               \
+                 ", %32, %33, p, 1, 1, 0, 0;\n}\n"                                                \
+                 : A90_D32                                                                          \
+                 : "l"(da), "l"(db), "r"(acc))
+#define AWS_D128 \
+    A90_D64, "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), \
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), \
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), \
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), \
+        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), \
+        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), \
+        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), \
+        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+#define AWS_R128 \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, " \
+    "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, " \
+    "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, " \
+    "%62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, " \
+    "%82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, " \
+    "%101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, " \
+    "%117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}"
+#define AWS_RS256(TY)                                                                                  \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"                                       \
+                 "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " AWS_R128                \
+                 ", {%128, %129, %130, %131}, %132, p, 1, 1, 1;\n}\n"                              \
+                 : AWS_D128                                                                           \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1))
+template <> struct A90Pv<bf16, 256> {
+    static __device__ __forceinline__ void run(float* d, const u32* a, unsigned long long db) { AWS_RS256("bf16"); }
+};
+template <> struct A90Pv<f16, 256> {
+    static __device__ __forceinline__ void run(float* d, const u32* a, unsigned long long db) { AWS_RS256("f16"); }
+};
+
+// One k step of S (64 × BN) (=|+=) Q · K^T; `acc` 0 overwrites.
+template <typename T, int BN> struct AwsQk;
+template <typename T> struct AwsQk<T, 128> {
+    static __device__ __forceinline__ void run(float* d, unsigned long long da, unsigned long long db, int acc) {
+        a90_qk<T>(d, da, db, acc);
+    }
+};
+template <> struct AwsQk<bf16, 64> {
+    static __device__ __forceinline__ void run(float* d, unsigned long long da, unsigned long long db, int acc) {
+        AWS_SS64("bf16");
+    }
+};
+template <> struct AwsQk<f16, 64> {
+    static __device__ __forceinline__ void run(float* d, unsigned long long da, unsigned long long db, int acc) {
+        AWS_SS64("f16");
+    }
+};
+
+// o [D/2] += P (64 × BN keys: p [BN/4] registers) · V (the BN-row tile at shared address `vt`,
+// its 64-column parts BN·128 bytes apart: the descriptor's LBO).
+template <typename T, int D, int BN> __device__ __forceinline__ void aws_pv(float* o, const u32* p, u32 vt) {
+    const unsigned long long dv = a90_desc(vt, BN * 128, 1024);
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) A90Pv<T, D>::run(o, p + 4 * kk, dv + ((kk * 16 * 128) >> 4));
+}
+
 template <typename T, int D, int NC>
 __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, const i32* fm_, int tq, int tk, int hq,
                                          int hkv, float scale, float softcap, int causal, long long wl, long long wr,
                                          int flags, const HpTmap* qm, const HpTmap* km, const HpTmap* vm) {
     using namespace aws;
-    constexpr int TILE = Smem<D, NC>::TILE, KS = D / 16, ON = D / 2, HALF = a90::HALF;
+    constexpr int TILE = Smem<D, NC>::TILE, CHUNK = Smem<D, NC>::CHUNK, KS = D / 16, ON = D / 2;
+    // Keys per tile; S and P registers per thread.
+    constexpr int BN = BN_OF<D>, SN = BN / 2, PN = BN / 4;
     constexpr int BM = Cfg<NC>::BM, QHALF = Cfg<NC>::QHALF;
     extern __shared__ __align__(1024) unsigned char aws_smem[];
     const u32 smem = (att_smem_addr(aws_smem) + 1023u) & ~1023u;
     const u32 sQ = smem, sK = smem + Smem<D, NC>::QTILE, sV = sK + STAGES * TILE, bars = sV + STAGES * TILE;
-    const u32 ranges = bars + BAR_BYTES;  // NC copies of RANGE_BYTES
+    const u32 ranges = bars + BAR_BYTES;  // NC copies of Smem::RANGE_BYTES
     const u32 q_full = bars, k_full = bars + 8, v_full = k_full + 8 * STAGES, k_empty = v_full + 8 * STAGES,
               v_empty = k_empty + 8 * STAGES;
 
@@ -210,7 +289,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
     const int tid = threadIdx.x;
 
     // The item's rows end at `rows` (the sequence's end, or the host's m1 with ranges).
-    const AwsFm fm = aws_fm(fm_, item, hq, tk);
+    const AwsFm<BN> fm = aws_fm<BN>(fm_, item, hq, tk);
     const int rows = min(lq, fm.m1);
     // CTA key tiles: from the first row's lower bound to the last row's upper bound (with
     // ranges, from the host's n0 on its grid, which is inside those bounds).
@@ -247,7 +326,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
     const int wg = role - 1, wt = tid - 128 * role, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int wrow = 64 * wg + 16 * ((wt >> 5) & 3) + g;  // this thread's rows: wrow, wrow + 8
     const int sched_me = SCHED + wg, sched_next = SCHED + (wg + 1 == NC ? 0 : wg + 1), local = LOCAL + wg;
-    const u32 sF = ranges + wg * RANGE_BYTES;
+    const u32 sF = ranges + wg * Smem<D, NC>::RANGE_BYTES;
     const bool pingpong = !(flags & NO_PINGPONG);
     const float lazy = flags & EAGER_RESCALE ? 0.0f : RESCALE_LOG2;
     // Without a softcap and with a positive scale, max(s)·c = max(s·c) and the scale folds into
@@ -267,20 +346,26 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
     }
 
     // The ranges mask none of this warpgroup's valid rows in key tile n (no valid row: true).
+    // This thread's rows m0 + wrow and m0 + wrow + 8: their keys (the same for every tile; kept
+    // rather than lq, lk, the window and causal, which the loop needs for nothing else).
+    int rlo[2], rhi[2];
+    att_row_range(m0 + wrow, lq, lk, causal, wl, wr, rlo[0], rhi[0]);
+    att_row_range(m0 + wrow + 8, lq, lk, causal, wl, wr, rlo[1], rhi[1]);
+
     auto fm_clear = [&](int n) {
         if (wfirst >= rows) return true;
         const int4* tl = fm.stats(n);
         return aws_fm_none(__ldg(tl), __ldg(tl + 1), wfirst, wlast);
     };
 
-    float s[64], oacc[ON];
-    u32 p[32];
+    float s[SN], oacc[ON];
+    u32 p[PN];
 #pragma unroll
-    for (int e = 0; e < 64; ++e) s[e] = 0.0f;
+    for (int e = 0; e < SN; ++e) s[e] = 0.0f;
 #pragma unroll
     for (int e = 0; e < ON; ++e) oacc[e] = 0.0f;
 #pragma unroll
-    for (int e = 0; e < 32; ++e) p[e] = 0u;
+    for (int e = 0; e < PN; ++e) p[e] = 0u;
     float mrow[2] = {ATT_NEG_INF, ATT_NEG_INF}, lrow[2] = {0.0f, 0.0f};
     const float scale_log2 = scale * ATT_LOG2E;
     const unsigned long long dq = a90_desc(sQ + wg * 64 * 128, 16, 1024);
@@ -309,7 +394,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             const bool full = n + BN <= lk && n >= wlast_lo && n + BN <= wfirst_hi && (fm.none() || fm_clear(n));
             const bool ranged = !full && !fm.none();
             int4 own = make_int4(0, 0, 0, 0);
-            if (ranged && n + wt < lk) own = __ldg(fm.cols + k0 + n + wt);
+            if (ranged && wt < BN && n + wt < lk) own = __ldg(fm.cols + k0 + n + wt);
             hp_bar_wait(k_full + 8 * ks_, (u32)((j / STAGES) & 1));
             if (!first) wait_v(j - 1, nprev);
 
@@ -320,12 +405,12 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
 #pragma unroll
             for (int ks = 0; ks < KS; ++ks) {
                 const u32 offq = (u32)(((ks >> 2) * QHALF + (ks & 3) * 32) >> 4);
-                const u32 offk = (u32)(((ks >> 2) * HALF + (ks & 3) * 32) >> 4);
-                a90_qk<T>(s, dq + offq, dk + offk, ks > 0 ? 1 : 0);
+                const u32 offk = (u32)(((ks >> 2) * CHUNK + (ks & 3) * 32) >> 4);
+                AwsQk<T, BN>::run(s, dq + offq, dk + offk, ks > 0 ? 1 : 0);
             }
             a90_mma_commit();
             if constexpr (!first) {
-                a90_pv<T, D>(oacc, p, sV + vs_prev * TILE);
+                aws_pv<T, D, BN>(oacc, p, sV + vs_prev * TILE);
                 a90_mma_commit();
             }
             if (pingpong) hp_named_arrive(sched_next, 256);
@@ -334,7 +419,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             } else {
                 a90_mma_wait<1>();
             }
-            a90_fence_f<64>(s);
+            a90_fence_f<SN>(s);
             release(k_empty + 8 * ks_);  // S_j is done: K_j's stage is free
 
             // Scores in the log2 domain, masked (only tiles some row of the warpgroup sees
@@ -344,26 +429,24 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             float mx[2] = {ATT_NEG_INF, ATT_NEG_INF};
             if (full && fold) {
 #pragma unroll
-                for (int e = 0; e < 64; ++e) mx[(e >> 1) & 1] = fmaxf(mx[(e >> 1) & 1], s[e]);
+                for (int e = 0; e < SN; ++e) mx[(e >> 1) & 1] = fmaxf(mx[(e >> 1) & 1], s[e]);
             } else if (full) {
 #pragma unroll
-                for (int e = 0; e < 64; ++e) {
+                for (int e = 0; e < SN; ++e) {
                     const float sc = softcap > 0.0f ? att_score(s[e], scale, softcap) * ATT_LOG2E : s[e] * scale_log2;
                     s[e] = sc;
                     mx[(e >> 1) & 1] = fmaxf(mx[(e >> 1) & 1], sc);
                 }
             } else {
-                int rlo[2], rhi[2];
                 const int r = m0 + wrow;
-                att_row_range(r, lq, lk, causal, wl, wr, rlo[0], rhi[0]);
-                att_row_range(r + 8, lq, lk, causal, wl, wr, rlo[1], rhi[1]);
                 if (ranged) {
                     // The tile's ranges into this warpgroup's copy, once its readers of the
                     // previous one are done.
                     hp_named_sync(local, 128);
-                    asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};" ::"r"(sF + 16 * wt), "r"(own.x), "r"(own.y),
-                                 "r"(own.z), "r"(own.w)
-                                 : "memory");
+                    if (wt < BN)
+                        asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};" ::"r"(sF + 16 * wt), "r"(own.x),
+                                     "r"(own.y), "r"(own.z), "r"(own.w)
+                                     : "memory");
                     hp_named_sync(local, 128);
                 }
                 // The scores mapped first (uniform branches: inside the element loop the
@@ -372,13 +455,13 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
                 // rows.
                 if (!fold && softcap > 0.0f) {
 #pragma unroll
-                    for (int e = 0; e < 64; ++e) s[e] = att_score(s[e], scale, softcap) * ATT_LOG2E;
+                    for (int e = 0; e < SN; ++e) s[e] = att_score(s[e], scale, softcap) * ATT_LOG2E;
                 } else if (!fold) {
 #pragma unroll
-                    for (int e = 0; e < 64; ++e) s[e] *= scale_log2;
+                    for (int e = 0; e < SN; ++e) s[e] *= scale_log2;
                 }
 #pragma unroll
-                for (int kb = 0; kb < 32; ++kb) {
+                for (int kb = 0; kb < PN; ++kb) {
                     const int col = 8 * (kb >> 1) + 2 * t + (kb & 1), key = n + col;
                     int4 c = make_int4(0, 0, 0, 0);
                     if (ranged)
@@ -405,7 +488,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             // (run 26 call G); the MUFU is busy but not the limit.
             float rs[2] = {0.0f, 0.0f};
 #pragma unroll
-            for (int e = 0; e < 64; ++e) {
+            for (int e = 0; e < SN; ++e) {
                 s[e] = att_exp2(fmaf(s[e], mul, -mu[(e >> 1) & 1]));
                 rs[(e >> 1) & 1] += s[e];
             }
@@ -416,9 +499,9 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             // shift moved, then P as the register A operand of the next P·V.
             if constexpr (!first) {
                 a90_mma_wait<0>();
-                a90_fence_f<64>(s);
+                a90_fence_f<SN>(s);
                 a90_fence_f<ON>(oacc);
-                a90_fence_u<32>(p);
+                a90_fence_u<PN>(p);
                 release(v_empty + 8 * vs_prev);
                 // NOTE: warp-uniform vote: with the lazy shift most tiles skip this.
                 if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
@@ -427,7 +510,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
                 }
             }
 #pragma unroll
-            for (int i = 0; i < 32; ++i) p[i] = att_pack<T>(s[2 * i], s[2 * i + 1]);
+            for (int i = 0; i < PN; ++i) p[i] = att_pack<T>(s[2 * i], s[2 * i + 1]);
     };
 
     if (nfirst < bhi) {
@@ -442,7 +525,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
         const int jl = j - 1;
         wait_v(jl, nprev);
         a90_mma_fence();
-        a90_pv<T, D>(oacc, p, sV + (jl % STAGES) * TILE);
+        aws_pv<T, D, BN>(oacc, p, sV + (jl % STAGES) * TILE);
         a90_mma_commit();
         a90_mma_wait<0>();
         a90_fence_f<ON>(oacc);
@@ -477,6 +560,8 @@ AWS_KERNEL_1(attention_sm90ws, 64, 2, f16, f16)
 AWS_KERNEL_1(attention_sm90ws, 64, 2, bf16, bf16)
 AWS_KERNEL_1(attention_sm90ws, 128, 2, f16, f16)
 AWS_KERNEL_1(attention_sm90ws, 128, 2, bf16, bf16)
+AWS_KERNEL_1(attention_sm90ws, 256, 2, f16, f16)
+AWS_KERNEL_1(attention_sm90ws, 256, 2, bf16, bf16)
 // NOTE: NC = 3 at D = 64 (192 rows; the softmax weighs twice as much against the matrix products
 // there) spilled 44 bytes at 160 registers and ran slower (run 26: 468 against 442 us on
 // B4 H16 S4096 causal), so it is not instantiated.

@@ -167,9 +167,10 @@ fn fused_route_of_several_shapes_on_one_backend_matches_the_reference() {
 /// several sequences of 300–1100 tokens (many 128-key tiles, ragged ends, Lk > Lq), GQA 4:1,
 /// causal and not, windows, softcap and FlashMask column ranges (segments of up to 12 keys, and
 /// of up to 400, whose key tiles the Hopper kernel skips or runs unmasked: documents, blocks and
-/// causal written as ranges alone), D 64 and 128, f16 and bf16.
-/// On Hopper this runs the warp-specialised wgmma kernel (`attention_sm90ws_*`; the earlier
-/// `attention_sm90_*` with `MOEKIT_CUDA_ATTN=sm90`), elsewhere the mma.sync one.
+/// causal written as ranges alone), D 64, 128 and 256, f16 and bf16.
+/// On Hopper this runs the warp-specialised wgmma kernel (`attention_sm90ws_*`, 64-key tiles at
+/// D 256; the earlier `attention_sm90_*` with `MOEKIT_CUDA_ATTN=sm90`), elsewhere the mma.sync
+/// ones.
 #[test]
 fn attention_matches_the_reference_on_long_sequences() {
     use moekit_ops::{AttentionMask, AttentionProblem, Window};
@@ -180,7 +181,7 @@ fn attention_matches_the_reference_on_long_sequences() {
     // (q lengths, k lengths, D, causal, window, softcap, column-range pattern and longest segment)
     type Pattern = Option<(MaskPattern, usize)>;
     type Shape = (&'static [usize], &'static [usize], usize, bool, Option<Window>, Option<f32>, Pattern);
-    let shapes: [Shape; 13] = [
+    let shapes: [Shape; 18] = [
         (&[300, 1100, 517], &[300, 1100, 517], 128, true, None, None, None),
         (&[700, 333], &[1029, 333], 128, false, None, None, None),
         (&[450, 1000], &[600, 1000], 64, true, None, None, None),
@@ -194,6 +195,11 @@ fn attention_matches_the_reference_on_long_sequences() {
         (&[1200, 333], &[1200, 333], 64, false, None, None, Some((MaskPattern::Blocks, 400))),
         (&[1000, 555], &[1100, 555], 128, false, None, None, Some((MaskPattern::Causal, 1))),
         (&[900, 1024], &[900, 1024], 128, true, window(300, 0), None, Some((MaskPattern::Document, 300))),
+        (&[300, 1100, 517], &[300, 1100, 517], 256, true, None, None, None),
+        (&[700, 333], &[1029, 333], 256, false, None, Some(20.0), None),
+        (&[900, 640], &[900, 700], 256, true, window(200, 0), None, None),
+        (&[1300, 700], &[1300, 700], 256, false, None, None, Some((MaskPattern::Document, 400))),
+        (&[640, 1100], &[640, 1100], 256, true, None, None, Some((MaskPattern::Blocks, 12))),
     ];
     for (i, &(lq, lk, d, causal, win, softcap, pattern)) in shapes.iter().enumerate() {
         let (cu_q, cu_k) = (gen::cumsum(lq), gen::cumsum(lk));

@@ -3,14 +3,14 @@
 //!
 //! The host turns `cu_seqlens` (host data, so no synchronisation) into a list of work items,
 //! one per query-row block of a sequence, heaviest first; one CTA runs per (item, query head).
-//! f16/bf16 run on tensor cores: on Hopper (`sm_90a`), D <= 128 on
+//! f16/bf16 run on tensor cores: on Hopper (`sm_90a`), every D on
 //! `attention_sm90ws_d{D}_{dtype}` (`kernels/attention_sm90_ws.cu`: warp-specialised, TMA loads
-//! of K/V through tensor maps, two consumer warpgroups in ping-pong over wgmma), or with
-//! `MOEKIT_CUDA_ATTN=sm90` on `attention_sm90_d{D}_{dtype}` (`kernels/attention_sm90.cu`: wgmma,
-//! cp.async, the two warpgroups in step); elsewhere (sm_80+, or `MOEKIT_CUDA_ATTN=fa2`)
-//! D <= 128 on `attention_fa2_d{D}_{dtype}` (128-row blocks, 32 rows per warp, double-buffered
-//! K/V); D = 256 on `attention_mma_d{D}_{dtype}` (64-row blocks; also
-//! forced by `MOEKIT_CUDA_ATTN=v1`); f32 (and f16/bf16 on older GPUs) on the exact
+//! of K/V through tensor maps, two consumer warpgroups in ping-pong over wgmma; key tiles of 128,
+//! of 64 at D 256), or with `MOEKIT_CUDA_ATTN=sm90` (D <= 128) on `attention_sm90_d{D}_{dtype}`
+//! (`kernels/attention_sm90.cu`: wgmma, cp.async, the two warpgroups in step); elsewhere (sm_80+,
+//! or `MOEKIT_CUDA_ATTN=fa2`) D <= 128 on `attention_fa2_d{D}_{dtype}` (128-row blocks, 32 rows per
+//! warp, double-buffered K/V); D = 256 off Hopper on `attention_mma_d{D}_{dtype}` (64-row blocks;
+//! also forced by `MOEKIT_CUDA_ATTN=v1`, and by `fa2` or `sm90` at D 256); f32 (and f16/bf16 on older GPUs) on the exact
 //! warp-per-row kernel (`attention_rows_d{D}_{dtype}`). Batches of few query rows per sequence
 //! (decode: `Lq · Hq / Hkv <= 16`, D 64 or 128, f16/bf16, sm_80+) take the split-KV decode
 //! kernels instead (`attention_decode.rs`) unless `MOEKIT_CUDA_ATTN` forces a kernel.
@@ -36,8 +36,10 @@ const BLOCK_M2: usize = 128;
 const Q_BOX_ROWS: usize = 64;
 /// Keys per block of the tensor-core kernels; matches `ATT_BN` and `ATT2_BN`.
 const BLOCK_N: usize = 64;
-/// Keys per tile of the Hopper kernels; matches `a90::BN` and `aws::BN`.
+/// Keys per tile of the Hopper kernels; matches `a90::BN` and `aws::BN_OF<D>` for D <= 128.
 const BLOCK_N2: usize = 128;
+/// Keys per tile of the warp-specialised kernel at D 256; matches `aws::BN_OF<256>`.
+const BLOCK_N2_D256: usize = 64;
 /// Threads per CTA of the sm_80 kernels; matches `ATT_THREADS` and `ATT2_THREADS`.
 const THREADS: u32 = 128;
 /// Threads per CTA of the Hopper kernel (two warpgroups); matches `a90::THREADS`.
@@ -51,9 +53,6 @@ const THREADS_SM90WS: u32 = 384;
 const SM90WS_STAGES: usize = 2 + 2;
 /// Bytes reserved for its mbarriers; matches `aws::BAR_BYTES`.
 const SM90WS_BARS: usize = 128;
-/// Bytes of its two consumers' copies of a key tile's column ranges; matches
-/// `2 * aws::RANGE_BYTES`.
-const SM90WS_RANGES: usize = 2 * BLOCK_N2 * 16;
 /// Environment override: `v1` forces the 64-row tensor-core kernel, `fa2` the 128-row mma.sync
 /// kernel (instead of the Hopper ones), `sm90` the Hopper kernel without warp specialisation.
 const ENV_PATH: &str = "MOEKIT_CUDA_ATTN";
@@ -87,17 +86,18 @@ impl AttentionOps for CudaBackend {
         // frees stream-ordered, after the kernel. A workspace cache would save the allocations.
         let (own_items, own_ranges);
         let mut plan_slot: Option<std::sync::MutexGuard<'_, Option<PlanCache>>> = None;
+        let (block_m, block_n) = (path.block_m(), path.block_n(p.head_dim));
         let (items, ranges, n_items) = if path == Path::Sm90Ws && p.mask.column_ranges.is_some() {
             let slot = plan_slot.insert(lock(&self.flash_plan, OP, "FlashMask plan")?);
-            if !slot.as_ref().is_some_and(|c| c.key.matches(p, path.block_m())) {
-                **slot = PlanCache::new(&self.stream, p, path.block_m()).map_err(device_err(OP))?;
+            if !slot.as_ref().is_some_and(|c| c.key.matches(p, block_m, block_n)) {
+                **slot = PlanCache::new(&self.stream, p, block_m, block_n).map_err(device_err(OP))?;
             }
             match slot.as_ref() {
                 Some(c) => (&c.items, Some(&c.tables), c.n_items),
                 None => return Ok(()),
             }
         } else {
-            let host = schedule(p, path.block_m());
+            let host = schedule(p, block_m);
             if host.is_empty() {
                 return Ok(());
             }
@@ -131,9 +131,9 @@ impl AttentionOps for CudaBackend {
                 Some((
                     flags,
                     [
-                        map(&io.q.data, p.heads_q, p.total_q(), Q_BOX_ROWS, path.block_m())?,
-                        map(&io.k.data, p.heads_kv, p.total_k(), BLOCK_N2, BLOCK_N2)?,
-                        map(&io.v.data, p.heads_kv, p.total_k(), BLOCK_N2, BLOCK_N2)?,
+                        map(&io.q.data, p.heads_q, p.total_q(), Q_BOX_ROWS, block_m)?,
+                        map(&io.k.data, p.heads_kv, p.total_k(), block_n, block_n)?,
+                        map(&io.v.data, p.heads_kv, p.total_k(), block_n, block_n)?,
                     ],
                 ))
             }
@@ -178,7 +178,7 @@ enum Path {
     /// 128-row wgmma kernel, two warpgroups (Hopper, f16/bf16, D <= 128).
     Sm90,
     /// 128-row wgmma kernel, warp-specialised: a TMA producer and two consumer warpgroups in
-    /// ping-pong (Hopper, f16/bf16, D <= 128).
+    /// ping-pong (Hopper, f16/bf16, D 64, 128 and 256).
     Sm90Ws,
 }
 
@@ -187,6 +187,16 @@ impl Path {
         match self {
             Path::Fa2 | Path::Sm90 | Path::Sm90Ws => BLOCK_M2,
             Path::Rows | Path::MmaV1 => BLOCK_M,
+        }
+    }
+
+    /// Keys per K/V tile of the Hopper kernels (the warp-specialised one takes 64 at D 256:
+    /// `aws::BN_OF`); 0 for the others (whose blocks are `BLOCK_N`, not a tile of the plan).
+    fn block_n(self, d: usize) -> usize {
+        match self {
+            Path::Sm90Ws if d > 128 => BLOCK_N2_D256,
+            Path::Sm90 | Path::Sm90Ws => BLOCK_N2,
+            _ => 0,
         }
     }
 
@@ -210,8 +220,9 @@ impl Path {
 
     /// Dynamic shared memory: Q tile and one (v1) or two (v2) stages of K and V, rows padded
     /// to D + 8 elements; Hopper: unpadded 128-row tiles of Q, 2 K and 3 V stages, and 1 KiB
-    /// to align the base (`a90::Smem`); warp-specialised: Q, 2 K and 2 V stages, the barriers, the
-    /// consumers' column ranges and 1 KiB (`aws::Smem`).
+    /// to align the base (`a90::Smem`); warp-specialised: a 128-row Q tile, 2 K and 2 V stages
+    /// of `block_n` rows, the barriers, the two consumers' column ranges of a key tile and 1 KiB
+    /// (`aws::Smem`).
     fn shared_bytes(self, d: usize, elem: usize) -> u32 {
         let rows = match self {
             Path::Rows => return 0,
@@ -219,8 +230,9 @@ impl Path {
             Path::Fa2 => BLOCK_M2 + 4 * BLOCK_N,
             Path::Sm90 => return ((1 + SM90_STAGES) * BLOCK_M2 * d * elem + 1024) as u32,
             Path::Sm90Ws => {
-                let tiles = (self.block_m() + SM90WS_STAGES * BLOCK_N2) * d * elem;
-                return (tiles + SM90WS_BARS + SM90WS_RANGES + 1024) as u32;
+                let bn = self.block_n(d);
+                let tiles = (self.block_m() + SM90WS_STAGES * bn) * d * elem;
+                return (tiles + SM90WS_BARS + 2 * bn * 16 + 1024) as u32;
             }
         };
         (rows * (d + 8) * elem) as u32
@@ -228,16 +240,19 @@ impl Path {
 }
 
 /// The kernel for `p` on `arch`, given the `MOEKIT_CUDA_ATTN` override (`v1`: the 64-row
-/// kernel; `fa2`: never a Hopper kernel; `sm90`: the Hopper kernel without warp specialisation).
+/// kernel; `fa2`: never a Hopper kernel; `sm90`: the Hopper kernel without warp specialisation,
+/// D <= 128; the 64-row kernel takes D 256 under either).
 fn choose_path(p: &AttentionProblem, arch: &str, env: Option<&str>) -> Path {
     if p.dtype == DType::F32 || matches!(arch, "sm_70" | "sm_75") {
         Path::Rows
-    } else if p.head_dim > 128 || env == Some("v1") {
+    } else if env == Some("v1") {
         Path::MmaV1
-    } else if arch == "sm_90a" && env == Some("sm90") {
+    } else if arch == "sm_90a" && env == Some("sm90") && p.head_dim <= 128 {
         Path::Sm90
-    } else if arch == "sm_90a" && env != Some("fa2") {
+    } else if arch == "sm_90a" && !matches!(env, Some("fa2" | "sm90")) {
         Path::Sm90Ws
+    } else if p.head_dim > 128 {
+        Path::MmaV1
     } else {
         Path::Fa2
     }
@@ -353,7 +368,10 @@ mod tests {
         assert_eq!(choose_path(&problem(DType::F16, 64), "sm_80", None), Path::Fa2);
         assert_eq!(choose_path(&problem(DType::BF16, 64), "sm_89", None), Path::Fa2);
         assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", Some("v1")), Path::MmaV1);
-        assert_eq!(choose_path(&problem(DType::BF16, 256), "sm_90a", None), Path::MmaV1);
+        assert_eq!(choose_path(&problem(DType::BF16, 256), "sm_90a", None), Path::Sm90Ws);
+        assert_eq!(choose_path(&problem(DType::BF16, 256), "sm_90a", Some("sm90")), Path::MmaV1);
+        assert_eq!(choose_path(&problem(DType::F16, 256), "sm_90a", Some("fa2")), Path::MmaV1);
+        assert_eq!(choose_path(&problem(DType::BF16, 256), "sm_80", None), Path::MmaV1);
         assert_eq!(choose_path(&problem(DType::F32, 128), "sm_90a", None), Path::Rows);
         assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_75", None), Path::Rows);
     }
@@ -371,6 +389,9 @@ mod tests {
         assert_eq!((Path::Sm90.block_m(), Path::Sm90.threads()), (128, 256));
         // Q + 2 K + 2 V tiles, the barriers, two tiles' column ranges and the alignment slack.
         assert_eq!(Path::Sm90Ws.shared_bytes(128, 2), 5 * 32768 + 128 + 4096 + 1024);
+        // D 256: a 64 KiB Q tile, 2 K and 2 V stages of 64 keys (32 KiB each): under 227 KiB.
+        assert_eq!(Path::Sm90Ws.shared_bytes(256, 2), (65536 + 4 * 32768) + 128 + 2048 + 1024);
+        assert_eq!((Path::Sm90Ws.block_n(64), Path::Sm90Ws.block_n(128), Path::Sm90Ws.block_n(256)), (128, 128, 64));
         assert_eq!((Path::Sm90Ws.block_m(), Path::Sm90Ws.threads()), (128, 384));
     }
 
@@ -386,8 +407,9 @@ mod tests {
     #[test]
     fn token_maps_fit_the_driver_rules() {
         use super::super::grouped_gemm_tma::check_geometry;
-        for d in [64, 128] {
-            for (rows, tile_rows) in [(BLOCK_N2, BLOCK_N2), (Q_BOX_ROWS, BLOCK_M2), (Q_BOX_ROWS, 192)] {
+        for d in [64, 128, 256] {
+            let bn = Path::Sm90Ws.block_n(d);
+            for (rows, tile_rows) in [(bn, bn), (Q_BOX_ROWS, BLOCK_M2), (Q_BOX_ROWS, 192)] {
                 let g = token_map_geometry(4 * 4096, 8, d, rows, tile_rows);
                 assert!(check_geometry(&g).is_ok(), "{g:?}");
                 assert_eq!(g.box_bytes() * g.copies, (tile_rows * d * 2) as u64);

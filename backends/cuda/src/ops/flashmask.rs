@@ -8,8 +8,8 @@
 //!   it see none of those keys). So a block does not straddle two documents and run the key
 //!   tiles of both.
 //! - **Key tiles on the block's own grid.** A block's tiles start at its origin, the first key
-//!   some row of it may see (a document's first key), in steps of 128. So the first tile of a
-//!   document is not partly masked for every block of it.
+//!   some row of it may see (a document's first key), in steps of the kernel's tile (128 keys;
+//!   64 at D 256). So the first tile of a document is not partly masked for every block of it.
 //! - **Per tile**, the minima and maxima of the four range bounds over its columns: a tile whose
 //!   ranges mask every row of the block is skipped (by the producer and by the consumers); one
 //!   whose ranges mask no row of a consumer's 64 runs without the element mask.
@@ -19,7 +19,8 @@ use crate::launch::i32_of;
 use cudarc::driver::{CudaSlice, CudaStream, DriverError};
 use moekit_ops::{AttentionProblem, ColumnRanges, Window};
 
-/// What a plan depends on: the lengths, causal, the window, the ranges and the block rows.
+/// What a plan depends on: the lengths, causal, the window, the ranges, the block rows and the
+/// key tile.
 #[derive(Debug)]
 pub(crate) struct PlanKey {
     cu_q: Vec<usize>,
@@ -28,10 +29,11 @@ pub(crate) struct PlanKey {
     window: Option<Window>,
     ranges: ColumnRanges,
     block_m: usize,
+    tile: usize,
 }
 
 impl PlanKey {
-    fn of(p: &AttentionProblem, block_m: usize) -> Option<PlanKey> {
+    fn of(p: &AttentionProblem, block_m: usize, tile: usize) -> Option<PlanKey> {
         Some(PlanKey {
             cu_q: p.cu_seqlens_q.clone(),
             cu_k: p.cu_seqlens_k.clone(),
@@ -39,12 +41,15 @@ impl PlanKey {
             window: p.mask.window,
             ranges: p.mask.column_ranges.clone()?,
             block_m,
+            tile,
         })
     }
 
-    /// Whether `p` in blocks of `block_m` rows has this plan (compared, not cloned: O(Tk)).
-    pub(crate) fn matches(&self, p: &AttentionProblem, block_m: usize) -> bool {
+    /// Whether `p` in blocks of `block_m` rows and key tiles of `tile` has this plan (compared,
+    /// not cloned: O(Tk)).
+    pub(crate) fn matches(&self, p: &AttentionProblem, block_m: usize, tile: usize) -> bool {
         self.block_m == block_m
+            && self.tile == tile
             && self.causal == p.mask.causal
             && self.window == p.mask.window
             && self.cu_q == p.cu_seqlens_q
@@ -64,13 +69,17 @@ pub(crate) struct PlanCache {
 }
 
 impl PlanCache {
-    /// The plan of `p` uploaded on `stream`; `None` without column ranges or work items.
+    /// The plan of `p` (blocks of `block_m` rows, key tiles of `tile`) uploaded on `stream`;
+    /// `None` without column ranges or work items.
     pub(crate) fn new(
         stream: &std::sync::Arc<CudaStream>,
         p: &AttentionProblem,
         block_m: usize,
+        tile: usize,
     ) -> Result<Option<PlanCache>, DriverError> {
-        let (Some(plan), Some(key)) = (Plan::of(p, block_m), PlanKey::of(p, block_m)) else { return Ok(None) };
+        let (Some(plan), Some(key)) = (Plan::of(p, block_m, tile), PlanKey::of(p, block_m, tile)) else {
+            return Ok(None);
+        };
         if plan.blocks.is_empty() {
             return Ok(None);
         }
@@ -79,9 +88,6 @@ impl PlanCache {
         Ok(Some(PlanCache { key, items, tables, n_items: plan.blocks.len() }))
     }
 }
-
-/// Keys per tile: the kernel's `aws::BN`.
-pub(super) const TILE: usize = 128;
 
 /// Minima then maxima of (lts, lte, uts, ute) over some columns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,7 +121,7 @@ impl Stats {
     }
 }
 
-/// One CTA's work: rows `m0..m1` of sequence `b`, key tiles `n0, n0 + 128, ..` below `n1`
+/// One CTA's work: rows `m0..m1` of sequence `b`, key tiles `n0, n0 + tile, ..` below `n1`
 /// (local keys; none when `n0 == n1`), whose stats start at `stats[first]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Block {
@@ -134,13 +140,16 @@ pub(super) struct Block {
 pub(super) struct Plan {
     pub(super) blocks: Vec<Block>,
     pub(super) stats: Vec<Stats>,
+    /// Keys per tile: the kernel's `aws::BN_OF<D>`.
+    pub(super) tile: usize,
 }
 
 impl Plan {
-    /// The plan of `p` in blocks of at most `block_m` rows, if it has column ranges.
-    pub(super) fn of(p: &AttentionProblem, block_m: usize) -> Option<Plan> {
+    /// The plan of `p` in blocks of at most `block_m` rows and key tiles of `tile`, if it has
+    /// column ranges.
+    pub(super) fn of(p: &AttentionProblem, block_m: usize, tile: usize) -> Option<Plan> {
         let c = p.mask.column_ranges.as_ref()?;
-        let mut plan = Plan { blocks: Vec::new(), stats: Vec::new() };
+        let mut plan = Plan { blocks: Vec::new(), stats: Vec::new(), tile: tile.max(1) };
         for b in 0..p.batch() {
             plan.add_sequence(p, c, b, block_m);
         }
@@ -150,7 +159,7 @@ impl Plan {
 
     fn add_sequence(&mut self, p: &AttentionProblem, c: &ColumnRanges, b: usize, block_m: usize) {
         let (lq, lk) = p.seq_lens(b);
-        let k0 = p.cu_seqlens_k[b];
+        let (k0, tile) = (p.cu_seqlens_k[b], self.tile);
         let col = |j: usize| [c.lts[k0 + j], c.lte[k0 + j], c.uts[k0 + j], c.ute[k0 + j]];
         // The stats of local columns j0..j1 (cut at the sequence's end).
         let stats_of = |j0: usize, j1: usize| {
@@ -158,9 +167,9 @@ impl Plan {
             (j0..j1.min(lk)).for_each(|j| s.add(col(j)));
             s
         };
-        // Stats of the 128-aligned tiles, to find each block's origin without a scan of every
+        // Stats of the tile-aligned tiles, to find each block's origin without a scan of every
         // key before it.
-        let aligned: Vec<Stats> = (0..lk).step_by(TILE).map(|t0| stats_of(t0, t0 + TILE)).collect();
+        let aligned: Vec<Stats> = (0..lk).step_by(tile).map(|t0| stats_of(t0, t0 + tile)).collect();
 
         // Rows where a lower interval starts for a tile's worth of columns or more.
         let mut starts = vec![0usize; lq + 1];
@@ -170,7 +179,7 @@ impl Plan {
                 starts[lts as usize] += 1;
             }
         }
-        let cuts = (1..lq).filter(|&r| starts[r] >= TILE);
+        let cuts = (1..lq).filter(|&r| starts[r] >= tile);
 
         // Blocks: (m0, m1, origin, hi).
         let mut rows = Vec::new();
@@ -188,14 +197,14 @@ impl Plan {
             // then past the columns that mask every row; and the end, before the aligned tiles
             // they mask wholly at the end.
             let mut j = lo;
-            while j < hi && aligned[j / TILE].skips(r0, r1) {
-                j = (j / TILE + 1) * TILE;
+            while j < hi && aligned[j / tile].skips(r0, r1) {
+                j = (j / tile + 1) * tile;
             }
             while j < hi && stats_of(j, j + 1).skips(r0, r1) {
                 j += 1;
             }
-            while hi > j && aligned[(hi - 1) / TILE].skips(r0, r1) {
-                hi = (hi - 1) / TILE * TILE;
+            while hi > j && aligned[(hi - 1) / tile].skips(r0, r1) {
+                hi = (hi - 1) / tile * tile;
             }
             let origin = j.min(hi);
             rows.push((m0, m1, origin, if j < hi { hi } else { origin }));
@@ -212,19 +221,19 @@ impl Plan {
         }
         for g in &mut grids {
             g.1 = self.stats.len();
-            self.stats.extend((g.0..g.2).step_by(TILE).map(|t0| stats_of(t0, t0 + TILE)));
+            self.stats.extend((g.0..g.2).step_by(tile).map(|t0| stats_of(t0, t0 + tile)));
         }
         for (m0, m1, origin, hi) in rows {
             let g = grids.iter().find(|g| g.0 == origin).copied().unwrap_or((origin, 0, origin));
             let run: Vec<usize> = (origin..hi)
-                .step_by(TILE)
-                .filter(|&n| !self.stats[g.1 + (n - origin) / TILE].skips(m0, m1 - 1))
+                .step_by(tile)
+                .filter(|&n| !self.stats[g.1 + (n - origin) / tile].skips(m0, m1 - 1))
                 .collect();
             let (n0, n1) = match (run.first(), run.last()) {
-                (Some(&a), Some(&z)) => (a, z + TILE),
+                (Some(&a), Some(&z)) => (a, z + tile),
                 _ => (origin, origin),
             };
-            let first = g.1 + (n0 - origin) / TILE;
+            let first = g.1 + (n0 - origin) / tile;
             self.blocks.push(Block { b, m0, m1, n0, n1, first, tiles: run.len() });
         }
     }
@@ -288,8 +297,8 @@ mod tests {
     /// allowed pair lies in a tile its block runs, a skipped tile has no allowed pair, a clear
     /// one no pair the ranges mask; and the tables hold what the kernel reads. Returns the
     /// counts of (run, skipped inside spans, clear for a 64-row half) tiles.
-    fn check(p: &AttentionProblem) -> (usize, usize, usize) {
-        let plan = Plan::of(p, 128).unwrap();
+    fn check(p: &AttentionProblem, tile: usize) -> (usize, usize, usize) {
+        let plan = Plan::of(p, 128, tile).unwrap();
         let c = p.mask.column_ranges.as_ref().unwrap();
         let ranged = |b: usize, i: usize, j: usize| {
             let (col, r) = (p.cu_seqlens_k[b] + j, i as i32);
@@ -311,11 +320,11 @@ mod tests {
         for blk in &plan.blocks {
             let (_, lk) = p.seq_lens(blk.b);
             let rows = blk.m0..blk.m1;
-            assert!(blk.n0 <= blk.n1 && (blk.n1 - blk.n0) % TILE == 0, "{blk:?}");
-            let tiles: Vec<usize> = (blk.n0..blk.n1).step_by(TILE).collect();
+            assert!(blk.n0 <= blk.n1 && (blk.n1 - blk.n0) % tile == 0, "{blk:?}");
+            let tiles: Vec<usize> = (blk.n0..blk.n1).step_by(tile).collect();
             for (k, &n) in tiles.iter().enumerate() {
                 let st = plan.stats[blk.first + k];
-                let keys = n..(n + TILE).min(lk);
+                let keys = n..(n + tile).min(lk);
                 let pairs = || rows.clone().flat_map(|r| keys.clone().map(move |j| (r, j)));
                 let allowed = pairs().filter(|&(r, j)| p.allowed(blk.b, r, j)).count();
                 if st.skips(blk.m0, blk.m1 - 1) {
@@ -341,7 +350,7 @@ mod tests {
                 for j in 0..lk {
                     if p.allowed(blk.b, r, j) {
                         assert!(j >= blk.n0 && j < blk.n1, "{blk:?}: row {r} key {j} outside the span");
-                        let k = (j - blk.n0) / TILE;
+                        let k = (j - blk.n0) / tile;
                         assert!(
                             !plan.stats[blk.first + k].skips(blk.m0, blk.m1 - 1),
                             "{blk:?}: row {r} key {j} skipped"
@@ -374,8 +383,8 @@ mod tests {
         let ends: [&[usize]; 2] = [&[500, 900, 1300], &[700, 1000]];
         let p = problem(&lens, false, None, documents(&lens, &ends));
         p.validate().unwrap();
-        let (run, _, clear) = check(&p);
-        let plan = Plan::of(&p, 128).unwrap();
+        let (run, _, clear) = check(&p, 128);
+        let plan = Plan::of(&p, 128, 128).unwrap();
         // Blocks end at the documents' ends, and their tiles start at their document's start.
         for blk in &plan.blocks {
             let docs = ends[blk.b];
@@ -387,6 +396,10 @@ mod tests {
         // 1 + 2 + 3 + 4 (400), and 1 + .. + 6 (700), 1 + 2 + 3 (300) tiles; the plan runs no more.
         assert_eq!(run, 10 + 10 + 10 + 21 + 6, "tiles run");
         assert!(clear > 0);
+        // In tiles of 64 keys (D 256) the same blocks run at most twice as many tiles, and fewer
+        // keys: the diagonal tiles are cut finer.
+        let (run64, _, _) = check(&p, 64);
+        assert!(run64 > run && run64 < 2 * run, "{run64} tiles of 64");
     }
 
     #[test]
@@ -394,23 +407,24 @@ mod tests {
         let lens = [1300, 1000];
         let ends: [&[usize]; 2] = [&[500, 900, 1300], &[700, 1000]];
         let p = problem(&lens, false, None, documents(&lens, &ends));
-        let key = PlanKey::of(&p, 128).unwrap();
-        assert!(key.matches(&p, 128));
-        assert!(!key.matches(&p, 64));
+        let key = PlanKey::of(&p, 128, 128).unwrap();
+        assert!(key.matches(&p, 128, 128));
+        assert!(!key.matches(&p, 64, 128));
+        assert!(!key.matches(&p, 128, 64));
         let mut q = p.clone();
         q.mask.column_ranges.as_mut().unwrap().lts[1777] -= 1;
-        assert!(!key.matches(&q, 128));
+        assert!(!key.matches(&q, 128, 128));
         let mut q = p.clone();
         q.mask.causal = true;
-        assert!(!key.matches(&q, 128));
+        assert!(!key.matches(&q, 128, 128));
         let mut q = p.clone();
         q.mask.window = Some(Window { left: 5, right: 0 });
-        assert!(!key.matches(&q, 128));
+        assert!(!key.matches(&q, 128, 128));
         let mut q = p.clone();
         q.cu_seqlens_q = vec![0, 1299, 2300];
-        assert!(!key.matches(&q, 128));
+        assert!(!key.matches(&q, 128, 128));
         q.mask.column_ranges = None;
-        assert!(PlanKey::of(&q, 128).is_none() && !key.matches(&q, 128));
+        assert!(PlanKey::of(&q, 128, 128).is_none() && !key.matches(&q, 128, 128));
     }
 
     #[test]
@@ -432,8 +446,10 @@ mod tests {
             let ranges = gen::column_ranges_of(&mut rng, pat, &cu, &cu, seg);
             let p = problem(&lens, causal, window, ranges);
             p.validate().unwrap();
-            let (run, _, _) = check(&p);
-            assert!(run > 0, "{pat:?}");
+            for tile in [128, 64] {
+                let (run, _, _) = check(&p, tile);
+                assert!(run > 0, "{pat:?} tile {tile}");
+            }
         }
     }
 }
