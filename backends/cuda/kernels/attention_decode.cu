@@ -32,6 +32,74 @@
 // Waits until at most N of this thread's cp.async groups are pending.
 template <int N> __device__ __forceinline__ void dec_cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
 
+// The split's merge over the CTA's 4 warps (after the last block; the K/V stages hold it now):
+// each warp's row maxima m (log2 domain), sums l and O scaled to the split's maxima, summed to
+// `part_o` / `part_ml`. Every warp of the CTA calls it.
+template <int D>
+__device__ __forceinline__ void dec_merge(void* smem, const float* mrow, float* lrow, float (*oacc)[4], float* part_o,
+                                          float* part_ml, int item, int kvh, int hkv, int warp, int g, int t) {
+    constexpr int OT = D / 8;
+    att_cp_wait_all();
+    // Every warp is done with the K/V stages: they hold the merge now.
+    __syncthreads();
+
+    // The quad's row sums; each warp's (m, l) and O (scaled to the split's maxima) to shared.
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        lrow[x] += __shfl_xor_sync(0xffffffffu, lrow[x], 1);
+        lrow[x] += __shfl_xor_sync(0xffffffffu, lrow[x], 2);
+    }
+    float* sm = reinterpret_cast<float*>(smem);  // [4][16] m, [4][16] l, then [4][16][D] O
+    float* sO = sm + 2 * 4 * DEC_ROWS;
+    if (t == 0) {
+#pragma unroll
+        for (int x = 0; x < 2; ++x) {
+            sm[warp * DEC_ROWS + g + 8 * x] = mrow[x];
+            sm[4 * DEC_ROWS + warp * DEC_ROWS + g + 8 * x] = lrow[x];
+        }
+    }
+    __syncthreads();
+    float f[2];
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        const int r = g + 8 * x;
+        float m = ATT_NEG_INF;
+#pragma unroll
+        for (int w = 0; w < 4; ++w) m = fmaxf(m, sm[w * DEC_ROWS + r]);
+        // NOTE: a warp whose keys this row never saw holds m = -inf and O = 0: weight 0.
+        f[x] = mrow[x] == ATT_NEG_INF ? 0.0f : att_exp2(mrow[x] - m);
+    }
+#pragma unroll
+    for (int d = 0; d < OT; ++d) {
+        const int col = d * 8 + 2 * t;
+        float* o0 = sO + ((size_t)warp * DEC_ROWS + g) * D + col;
+        o0[0] = oacc[d][0] * f[0];
+        o0[1] = oacc[d][1] * f[0];
+        o0[8 * D] = oacc[d][2] * f[1];
+        o0[8 * D + 1] = oacc[d][3] * f[1];
+    }
+    __syncthreads();
+    const size_t base = ((size_t)item * hkv + kvh) * DEC_ROWS;
+    for (int c = threadIdx.x; c < DEC_ROWS * D; c += DEC_THREADS) {
+        const int r = c / D, d = c % D;
+        part_o[base * D + c] = sO[r * D + d] + sO[(DEC_ROWS + r) * D + d] + sO[(2 * DEC_ROWS + r) * D + d] +
+                               sO[(3 * DEC_ROWS + r) * D + d];
+    }
+    if (threadIdx.x < DEC_ROWS) {
+        const int r = threadIdx.x;
+        float m = ATT_NEG_INF, l = 0.0f;
+#pragma unroll
+        for (int w = 0; w < 4; ++w) m = fmaxf(m, sm[w * DEC_ROWS + r]);
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+            const float mw = sm[w * DEC_ROWS + r];
+            if (mw != ATT_NEG_INF) l += sm[4 * DEC_ROWS + w * DEC_ROWS + r] * att_exp2(mw - m);
+        }
+        part_ml[(base + r) * 2] = m;
+        part_ml[(base + r) * 2 + 1] = l;
+    }
+}
+
 template <typename T, int D>
 __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float* part_o, float* part_ml,
                                       const i32* items, const i32* cr, int tk, int hq, int hkv, float scale,
@@ -144,65 +212,195 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
             att_mma<T>(oacc[2 * dp + 1], pa, b[2], b[3]);
         }
     }
-    att_cp_wait_all();
-    // Every warp is done with the K/V stages: they hold the merge now.
-    __syncthreads();
+    dec_merge<D>(sKV, mrow, lrow, oacc, part_o, part_ml, item, kvh, hkv, warp, g, t);
+#endif
+}
 
-    // The quad's row sums; each warp's (m, l) and O (scaled to the split's maxima) to shared.
+// ---------------------------------------------------------------------------------------------
+// v2 (`attention_decode2_*`, MOEKIT_CUDA_DECODE=v2): the same work items, CTA, rows, masks, merge
+// and outputs as above, but every warp runs its own cp.async pipeline and the main loop has no
+// CTA barrier. The split's keys go in sub-blocks of DEC2_KB = 8 (sub-block j: keys
+// ks0 + 8j .. ks0 + 8j + 8); warp w takes sub-blocks w, w + 4, w + 8, ... through DEC2_STAGES = 4
+// stages of its own (K [8][D + 8], V [8][D + 8]), which only its own lanes fill and read: a
+// sub-block is waited for with cp.async.wait_group and __syncwarp, and its stage is refilled (the
+// warp's sub-block 4 ahead) by the same warp the moment it is computed. Per sub-block: S (16 × 8)
+// by mma.sync m16n8k16 in two chains (even and odd k-steps, summed: half the dependent latency),
+// the online softmax over 8 keys, O += P·V by mma.sync m16n8k8 (A = P 16 × 8, B = V through
+// transposed ldmatrix). Keys past ks1 are zero-filled and masked as in v1.
+// Why: v1 holds at most one 64-key block (32 KiB at D 128) in flight per CTA, issued only after
+// all 4 warps pass the barrier of the previous one, so the slowest warp and the barrier gate
+// every load. Here each warp keeps 3 sub-blocks in flight while it computes the fourth (4 once it
+// refilled): 12-16 KiB per warp, 48-64 KiB per CTA at D 128 (24-32 KiB at D 64), with no wait on
+// the other warps, in the same shared memory as v1 (16 stages of 8 keys hold what 2 stages of 64
+// did) and the same CTAs per SM (3 at D 128: 154 registers; 5 at D 64: 91 registers, no spills;
+// sm_90a).
+// Measured on the H200 (ncu --clock-control none, the kernel alone; bf16): B8 Hq32 Hkv8 S8192
+// D128 76.9 against 78.7 us (73.5 against 71.6% of DRAM peak), B16 S8192 141.7 both, B16 Hq16 Hkv16
+// S4096 D64 77.4 against 79.6 us; a call (bench, queued) B32 S4096 158 against 177 us (2 CTAs
+// per SM: fewer warps, where the barrier cost most), 1 × 65536 keys 96 against 95 us. So bytes in
+// flight were not what held v1 back. NOTE: ncu's default clock control (base clocks) put v1 at
+// 95.5 us and 60% of DRAM peak, the figure that suggested it; at free clocks the kernel is at
+// ~80% of the copy ceiling, and a call's ~94 us is the kernel, the combine (~5 us) and ~10 us
+// more. Those are not the upload from pageable memory waiting for the stream: from page-locked
+// staging buffers every call took 7-8 us longer (run 28 call A). Run 28 call A, a call (bench,
+// queued, the default pageable upload), v2 against v1: B8 S8192 92.6 / 93.0 us, B32 S4096
+// 157.1 / 176.4, 1 × 65536 95.0 / 93.6, B16 D64 92.9 / 93.3: v2 is the default.
+// Costs: twice the softmax steps per key (8-key instead of 16-key steps; O rescaled per 8 keys),
+// 8-key ldmatrix/mma steps; compute is far below the DRAM time at these shapes.
+
+#define DEC2_KB 8
+#define DEC2_STAGES 4
+#define DEC2_WARPS (DEC_THREADS / 32)
+
+// O (16 × 8) += P (16 × 8) · V (8 × 8): mma.sync m16n8k8 (sm_80+ for bf16).
+template <typename T> __device__ __forceinline__ void dec2_mma_k8(float* c, const u32* a, u32 b);
+template <> __device__ __forceinline__ void dec2_mma_k8<bf16>(float* c, const u32* a, u32 b) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5}, {%6}, "
+                 "{%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(b));
+}
+template <> __device__ __forceinline__ void dec2_mma_k8<f16>(float* c, const u32* a, u32 b) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5}, {%6}, "
+                 "{%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(b));
+}
+
+// One warp: keys n..n + 8 (local) of K and V → its stage (K [8][D + 8], then V [8][D + 8]); keys
+// at or past ks1 zero-filled (reading nothing). `off` is the lane's element offset of key 0 of
+// the sequence's kv head and chunk (`(k0 · Hkv + kvh) · D + chunk · 8`), `stride` = Hkv · D.
+template <typename T, int D>
+__device__ __forceinline__ void dec2_load(T* stage, const T* k, const T* v, size_t off, long long stride, int n,
+                                          int ks1, int lane) {
+    constexpr int CH = D / 8, LD = D + 8, RPI = 32 / CH;  // 16-byte chunks a row; rows a warp-wide copy
+    const int r0 = lane / CH, ch = lane % CH;
+#pragma unroll
+    for (int i = 0; i < DEC2_KB / RPI; ++i) {
+        const int r = r0 + i * RPI;
+        const bool ok = n + r < ks1;
+        const size_t at = off + (size_t)((long long)(n + r) * stride);
+        att_cp16(stage + r * LD + ch * 8, ok ? k + at : k, ok);
+        att_cp16(stage + (DEC2_KB + r) * LD + ch * 8, ok ? v + at : v, ok);
+    }
+}
+
+template <typename T, int D>
+__device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float* part_o, float* part_ml,
+                                       const i32* items, const i32* cr, int tk, int hq, int hkv, float scale,
+                                       float softcap, int causal, long long wl, long long wr) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    constexpr int LD = D + 8, KD = D / 16, OT = D / 8, CH = D / 8, NS = DEC2_STAGES, KB = DEC2_KB;
+    constexpr int STAGE = 2 * KB * LD;  // elements of one K + V stage of a warp
+    static_assert(32 % CH == 0 && KB % (32 / CH) == 0 && D % 32 == 0, "dec2_load / ldmatrix shapes");
+    extern __shared__ __align__(16) unsigned char att_smem[];
+    T* sQ = reinterpret_cast<T*>(att_smem);  // [16][LD]
+    T* sKV = sQ + DEC_ROWS * LD;             // [4 warps][NS stages] of K [8][LD], V [8][LD]
+
+    const int item = blockIdx.x / hkv, kvh = blockIdx.x % hkv, grp = hq / hkv;
+    const i32* it = items + (size_t)item * 6;
+    const int q0 = it[0], lq = it[1], k0 = it[2], lk = it[3], ks0 = it[4], ks1 = it[5];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int rows = lq * grp;
+    // Sub-blocks of the split (none for an empty split).
+    const int nsub = ks1 > ks0 ? (ks1 - ks0 + KB - 1) / KB : 0;
+    T* wst = sKV + warp * NS * STAGE;  // this warp's stages
+    const size_t off = ((size_t)k0 * hkv + kvh) * D + (lane % CH) * 8;
+    const long long stride = (long long)hkv * D;
+
+    // Q (one commit group, as in v1), then this warp's first NS sub-blocks, a group each (empty
+    // groups too: the wait counts below assume one group per stage).
+    for (int c = threadIdx.x; c < DEC_ROWS * CH; c += DEC_THREADS) {
+        const int r = c / CH, ch = c % CH;
+        const bool ok = r < rows;
+        const T* src = ok ? q + ((size_t)(q0 + r / grp) * hq + kvh * grp + r % grp) * D + ch * 8 : q;
+        att_cp16(sQ + r * LD + ch * 8, src, ok);
+    }
+    att_cp_commit();
+#pragma unroll
+    for (int st = 0; st < NS; ++st) {
+        const int j = warp + DEC2_WARPS * st;
+        if (j < nsub) dec2_load<T, D>(wst + st * STAGE, k, v, off, stride, ks0 + KB * j, ks1, lane);
+        att_cp_commit();
+    }
+
+    int ri[2], rlo[2], rhi[2];
 #pragma unroll
     for (int x = 0; x < 2; ++x) {
-        lrow[x] += __shfl_xor_sync(0xffffffffu, lrow[x], 1);
-        lrow[x] += __shfl_xor_sync(0xffffffffu, lrow[x], 2);
+        const int rho = g + 8 * x;
+        ri[x] = rho / grp;
+        rlo[x] = rhi[x] = 0;
+        if (rho < rows) att_row_range(ri[x], lq, lk, causal, wl, wr, rlo[x], rhi[x]);
+        rhi[x] = min(rhi[x], ks1);
     }
-    float* sm = reinterpret_cast<float*>(sKV);  // [4][16] m, [4][16] l, then [4][16][D] O
-    float* sO = sm + 2 * 4 * DEC_ROWS;
-    if (t == 0) {
+
+    float oacc[OT][4];
 #pragma unroll
-        for (int x = 0; x < 2; ++x) {
-            sm[warp * DEC_ROWS + g + 8 * x] = mrow[x];
-            sm[4 * DEC_ROWS + warp * DEC_ROWS + g + 8 * x] = lrow[x];
-        }
-    }
+    for (int n = 0; n < OT; ++n) oacc[n][0] = oacc[n][1] = oacc[n][2] = oacc[n][3] = 0.0f;
+    float mrow[2] = {ATT_NEG_INF, ATT_NEG_INF}, lrow[2] = {0.0f, 0.0f};
+    const float scale_log2 = scale * ATT_LOG2E;
+
+    // Q's group done (only the NS stage groups may be pending) and visible to every warp: the
+    // CTA's one barrier before the merge.
+    dec_cp_wait<NS>();
     __syncthreads();
-    float f[2];
+    u32 qa[KD][4];
+    const u32 q_lane = att_smem_addr(sQ) + ((lane & 15) * LD + (lane >> 4) * 8) * 2;
 #pragma unroll
-    for (int x = 0; x < 2; ++x) {
-        const int r = g + 8 * x;
-        float m = ATT_NEG_INF;
+    for (int kk = 0; kk < KD; ++kk) att2_ldsm4(qa[kk], q_lane + kk * 16 * 2);
+
+    // K (plain) and V (transposed) through the same lane addresses: matrix i of an x4 ldmatrix is
+    // keys 0..8 × columns 8i..8i + 8 of a 32-column slice; lane l gives row l % 8 of matrix l / 8.
+    const u32 kv_lane = att_smem_addr(wst) + ((lane & 7) * LD + (lane >> 3) * 8) * 2;
+
+    int stage = 0;
+    for (int j = warp; j < nsub; j += DEC2_WARPS, stage = (stage + 1) % NS) {
+        // Sub-block j's group done: one group per stage was committed, in order, and only the
+        // newest NS - 1 may still be in flight. __syncwarp: every lane's copies visible to the warp.
+        dec_cp_wait<NS - 1>();
+        __syncwarp();
+        const int nb = ks0 + KB * j;
+        const u32 kaddr = kv_lane + stage * STAGE * 2, vaddr = kaddr + KB * LD * 2;
+
+        // S = Q·K^T, 16 rows × 8 keys: even and odd k-steps in two chains.
+        float s[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}}, s2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-        for (int w = 0; w < 4; ++w) m = fmaxf(m, sm[w * DEC_ROWS + r]);
-        // NOTE: a warp whose keys this row never saw holds m = -inf and O = 0: weight 0.
-        f[x] = mrow[x] == ATT_NEG_INF ? 0.0f : att_exp2(mrow[x] - m);
-    }
-#pragma unroll
-    for (int d = 0; d < OT; ++d) {
-        const int col = d * 8 + 2 * t;
-        float* o0 = sO + ((size_t)warp * DEC_ROWS + g) * D + col;
-        o0[0] = oacc[d][0] * f[0];
-        o0[1] = oacc[d][1] * f[0];
-        o0[8 * D] = oacc[d][2] * f[1];
-        o0[8 * D + 1] = oacc[d][3] * f[1];
-    }
-    __syncthreads();
-    const size_t base = ((size_t)item * hkv + kvh) * DEC_ROWS;
-    for (int c = threadIdx.x; c < DEC_ROWS * D; c += DEC_THREADS) {
-        const int r = c / D, d = c % D;
-        part_o[base * D + c] = sO[r * D + d] + sO[(DEC_ROWS + r) * D + d] + sO[(2 * DEC_ROWS + r) * D + d] +
-                               sO[(3 * DEC_ROWS + r) * D + d];
-    }
-    if (threadIdx.x < DEC_ROWS) {
-        const int r = threadIdx.x;
-        float m = ATT_NEG_INF, l = 0.0f;
-#pragma unroll
-        for (int w = 0; w < 4; ++w) m = fmaxf(m, sm[w * DEC_ROWS + r]);
-#pragma unroll
-        for (int w = 0; w < 4; ++w) {
-            const float mw = sm[w * DEC_ROWS + r];
-            if (mw != ATT_NEG_INF) l += sm[4 * DEC_ROWS + w * DEC_ROWS + r] * att_exp2(mw - m);
+        for (int kc = 0; kc < D / 32; ++kc) {
+            u32 b[4];
+            att2_ldsm4(b, kaddr + kc * 32 * 2);
+            att_mma<T>(s[0], qa[2 * kc], b[0], b[1]);
+            att_mma<T>(s2, qa[2 * kc + 1], b[2], b[3]);
         }
-        part_ml[(base + r) * 2] = m;
-        part_ml[(base + r) * 2 + 1] = l;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[0][e] += s2[e];
+        const bool full = !cr && nb >= rlo[0] && nb >= rlo[1] && nb + KB <= rhi[0] && nb + KB <= rhi[1];
+        float mx[2] = {ATT_NEG_INF, ATT_NEG_INF};
+        att_mask_scores<1>(s, mx, nb, t, full, rlo, rhi, ri, cr, tk, k0, scale, scale_log2, softcap);
+        float alpha[2], mu[2];
+        att_online_max(mx, mrow, mu, alpha);
+        float rs[2] = {0.0f, 0.0f};
+        att_exp_rowsum<1>(s, mu, rs);
+        // P as the A fragment of m16n8k8: (row g, keys 2t, 2t + 1), (row g + 8, same keys).
+        u32 pa[2] = {att_pack<T>(s[0][0], s[0][1]), att_pack<T>(s[0][2], s[0][3])};
+#pragma unroll
+        for (int x = 0; x < 2; ++x) lrow[x] = lrow[x] * alpha[x] + rs[x];
+        att_scale_o<OT>(oacc, alpha);
+        // O += P·V: transposed ldmatrix gives lane (g, t) V[keys 2t, 2t + 1][column g] of each
+        // 8-column tile, the B fragment of m16n8k8.
+#pragma unroll
+        for (int dc = 0; dc < D / 32; ++dc) {
+            u32 b[4];
+            att2_ldsm4_t(b, vaddr + dc * 32 * 2);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) dec2_mma_k8<T>(oacc[4 * dc + i], pa, b[i]);
+        }
+        // Every lane's ldmatrix of this stage done before any lane refills it.
+        __syncwarp();
+        const int ahead = j + DEC2_WARPS * NS;
+        if (ahead < nsub) dec2_load<T, D>(wst + stage * STAGE, k, v, off, stride, ks0 + KB * ahead, ks1, lane);
+        att_cp_commit();
     }
+    dec_merge<D>(sKV, mrow, lrow, oacc, part_o, part_ml, item, kvh, hkv, warp, g, t);
 #endif
 }
 
@@ -243,7 +441,9 @@ __device__ void attention_decode_combine_impl(const float* part_o, const float* 
 }
 
 // Instantiates `attention_decode_dD_{f16,bf16}` (three CTAs per SM at D = 128: 152 registers,
-// 74 KiB of shared memory) and `attention_decode_combine_dD_{f16,bf16}`.
+// 74 KiB of shared memory), `attention_decode_combine_dD_{f16,bf16}` and v2's
+// `attention_decode2_dD_{f16,bf16}` (held to the CTAs per SM of v1: 3 at D 128, 5 at D 64).
+#define DEC2_MIN_CTAS(DIM) ((DIM) == 128 ? 3 : 5)
 #define DEC_KERNEL_1(DIM, TY, SUFFIX)                                                                         \
     namespace attention_decode_d##DIM##_##SUFFIX##_ns {                                                       \
     using T = TY;                                                                                             \
@@ -257,6 +457,14 @@ __device__ void attention_decode_combine_impl(const float* part_o, const float* 
         const float* part_o, const float* part_ml, const i32* items, const i32* seqs, T* o, float* lse,       \
         int tq, int hq, int hkv) {                                                                            \
         attention_decode_combine_impl<TY, DIM>(part_o, part_ml, items, seqs, o, lse, tq, hq, hkv);            \
+    }                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(DEC_THREADS, DEC2_MIN_CTAS(DIM))                             \
+        attention_decode2_d##DIM##_##SUFFIX(const T* q, const T* k, const T* v, float* part_o, float* part_ml,\
+                                            const i32* items, const i32* cr, int tk, int hq, int hkv,         \
+                                            float scale, float softcap, int causal, long long wl,             \
+                                            long long wr) {                                                   \
+        attention_decode2_impl<TY, DIM>(q, k, v, part_o, part_ml, items, cr, tk, hq, hkv, scale, softcap,    \
+                                        causal, wl, wr);                                                      \
     }                                                                                                         \
     }
 DEC_KERNEL_1(64, f16, f16)

@@ -59,10 +59,11 @@ pub struct CudaBackend {
     /// The grouped GEMM's autotune mode and cached kernel choices (`ops/autotune.rs`).
     #[cfg(feature = "cuda")]
     pub(crate) autotune: Mutex<crate::ops::autotune::AutotuneState>,
-    /// Blocks per multiprocessor of each register routing kernel (by name) at its launch
-    /// shape, from one occupancy query (`ops/route.rs`).
+    /// Blocks per multiprocessor of a kernel at a launch shape (keyed by its name and shape),
+    /// from one occupancy query each (the register routing kernels, `ops/route.rs`; the decode
+    /// attention kernels, `ops/attention_decode.rs`).
     #[cfg(feature = "cuda")]
-    pub(crate) route_resident: Mutex<std::collections::HashMap<String, usize>>,
+    pub(crate) resident: Mutex<std::collections::HashMap<String, usize>>,
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -179,7 +180,7 @@ impl CudaBackend {
             sms,
             fused_route: crate::ops::route::fused_route_from_env().into(),
             autotune: Mutex::default(),
-            route_resident: Mutex::default(),
+            resident: Mutex::default(),
         })
     }
 

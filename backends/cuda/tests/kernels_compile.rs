@@ -11,7 +11,7 @@ fn every_kernel_source_compiles() {
     }
     for arch in ["sm_90a", "sm_80"] {
         let ptx = moekit_cuda::compile_kernels(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
-        assert_eq!(ptx.len(), 6, "{arch}");
+        assert_eq!(ptx.len(), 7, "{arch}");
         for (name, text) in ptx {
             assert!(text.contains(".version"), "{arch} {name}: not PTX");
             // NOTE: the wgmma kernels sit behind `__CUDA_ARCH_FEAT_SM90_ALL`; they must be there
@@ -41,12 +41,20 @@ fn every_kernel_source_compiles() {
                     "{arch} {name}"
                 );
             }
-            // The warp-specialised module holds its 4 kernels (sm_90a) and none of the others.
+            // The warp-specialised module holds its 6 kernels (sm_90a) and none of the others.
             if name == "attention_sm90_ws.cu" {
-                for kernel in ["attention_sm90ws_d128_bf16", "attention_sm90ws_d64_f16"] {
+                for kernel in ["attention_sm90ws_d128_bf16", "attention_sm90ws_d64_f16", "attention_sm90ws_d256_bf16"] {
                     assert_eq!(text.contains(kernel), arch == "sm_90a", "{arch} {name}: {kernel}");
                 }
                 assert!(!text.contains("attention_fa2_") && !text.contains("attention_sm90_d"), "{arch} {name}");
+            }
+            // The decode module holds both split-KV kernels and the combine, on every arch.
+            if name == "attention_decode.cu" {
+                for kernel in
+                    ["attention_decode_d128_bf16", "attention_decode2_d64_f16", "attention_decode_combine_d128_bf16"]
+                {
+                    assert!(text.contains(kernel), "{arch} {name}: {kernel}");
+                }
             }
             if let Some(dir) = std::env::var_os("MOEKIT_PTX_OUT") {
                 let path = std::path::Path::new(&dir).join(format!("{}-{arch}.ptx", name.trim_end_matches(".cu")));

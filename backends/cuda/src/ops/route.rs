@@ -545,13 +545,13 @@ impl CudaBackend {
     fn resident_per_sm(&self, f: &CudaFunction, name: &str, rp: &RegPlan) -> Result<usize> {
         const OP: &str = "route";
         let key = format!("{name}/{}/{}", rp.warps, rp.smem_words);
-        if let Some(&n) = lock(&self.route_resident, OP, "routing occupancy")?.get(&key) {
+        if let Some(&n) = lock(&self.resident, OP, "routing occupancy")?.get(&key) {
             return Ok(n);
         }
         let n = f
             .occupancy_max_active_blocks_per_multiprocessor((rp.warps * 32) as u32, rp.smem_words * 4, None)
             .map_err(device_err(OP))? as usize;
-        lock(&self.route_resident, OP, "routing occupancy")?.insert(key, n.max(1));
+        lock(&self.resident, OP, "routing occupancy")?.insert(key, n.max(1));
         Ok(n.max(1))
     }
 
