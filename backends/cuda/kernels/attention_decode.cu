@@ -4,8 +4,9 @@
 // (Lq · G <= 16, G = Hq / Hkv the GQA group) and long keys. Its own module, after attention.cu
 // with ATT_HELPERS_ONLY (the mma.sync, ldmatrix, cp.async and softmax helpers).
 //
-// Work items `[n][6] = {q0, Lq, k0, Lk, ks0, ks1}`: a split ks0..ks1 (local keys, ks0 a multiple of
-// DEC_BN) of one sequence; a sequence's splits are consecutive items. One CTA per (item, kv head),
+// Work items `[n][8] = {q0, Lq, k0, Lk, ks0, ks1, first, splits}`: a split ks0..ks1 (local keys,
+// ks0 a multiple of DEC_BN) of one sequence, whose splits are the consecutive items first..first +
+// splits; from `items`, or when that is null from the `table` argument (up to DEC_TABLE_ITEMS). One CTA per (item, kv head),
 // `blockIdx.x = item * Hkv + kvh`, 4 warps. Its 16 rows are the group's query rows: row rho < Lq·G
 // is query row rho / G (local) of head kvh·G + rho % G; the others are zero and never stored. So
 // the K and V of a kv head are read once for its whole group, which is what bounds decode.
@@ -20,8 +21,10 @@
 // - The 4 warps merge through shared memory (after the last block, over the K/V stages): the
 //   split's row maxima M (log2 domain) and sums L, and O = sum over warps of O_w · 2^(m_w - M),
 //   unnormalised, to `part_o [n][Hkv][16][D]` and `part_ml [n][Hkv][16][2]` (f32).
-// The combine kernel, one CTA of D threads per (sequence, kv head, row) (`seqs [s][2] = {first
-// item, splits}`), merges a sequence's splits: M = max m_j, L = sum l_j 2^(m_j - M), o = sum O_j 2^(m_j - M) / L,
+// The combine, in the last CTA of each (sequence, kv head) when `counters` is given (dec_finish:
+// the host fuses it where no sequence has more than 4 splits; one CTA merging many splits after
+// the others is slower than the kernel, run 28 call B), else in the combine kernel, one CTA of D threads per (sequence, kv head, row) (`seqs [s][2] =
+// {first item, splits}`), merges a sequence's splits: M = max m_j, L = sum l_j 2^(m_j - M), o = sum O_j 2^(m_j - M) / L,
 // lse = (M + log2 L) ln 2 (NaN without a positive sum, as everywhere).
 
 #define DEC_BN 64
@@ -31,6 +34,61 @@
 
 // Waits until at most N of this thread's cp.async groups are pending.
 template <int N> __device__ __forceinline__ void dec_cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+
+// Fields of a work item (see the header).
+#define DEC_ITEM 8
+// Work items passed by value when they fit (the host's `TABLE_ITEMS`): the kernel argument, read
+// through the constant bank, in place of a copy to the device before every call.
+#define DEC_TABLE_ITEMS 112
+struct DecTable {
+    i32 items[DEC_TABLE_ITEMS * DEC_ITEM];
+};
+// The fields of work item `item`: from `items` when given, else from the table argument.
+__device__ __forceinline__ const i32* dec_item(const i32* items, const DecTable& table, int item) {
+    return items ? items + (size_t)item * DEC_ITEM : table.items + item * DEC_ITEM;
+}
+
+// The combine, fused (`counters` given): after its split's partial results, a CTA counts itself
+// in on its (sequence, kv head) (`counters [first item · Hkv + kvh]`, zero between calls); the
+// last of the sequence's `splits` CTAs merges them all into o and lse (as the combine kernel) and
+// sets the count back to zero. The classic last-block pattern: every thread's partial writes are
+// fenced device-wide before the count, and the last CTA reads them past L1 (ld.global.cg).
+// `smem` is free (the merge's reads are done once its CTA passed the barrier below).
+template <typename T, int D>
+__device__ __forceinline__ void dec_finish(int* smem, const float* part_o, const float* part_ml, int* counters, T* o,
+                                           float* lse, int first, int splits, int kvh, int hkv, int hq, int q0,
+                                           int lq, int tq) {
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int* c = counters + (size_t)first * hkv + kvh;
+        const bool last = atomicAdd(c, 1) == splits - 1;
+        if (last) atomicExch(c, 0);
+        smem[0] = last;
+    }
+    __syncthreads();
+    if (!smem[0]) return;
+    __threadfence();
+    const int grp = hq / hkv, rows = lq * grp;
+    auto row = [&](int j, int r) { return (((size_t)first + j) * hkv + kvh) * DEC_ROWS + r; };
+    for (int idx = threadIdx.x; idx < rows * D; idx += DEC_THREADS) {
+        const int r = idx / D, d = idx % D;
+        float m = ATT_NEG_INF;
+        for (int j = 0; j < splits; ++j) m = fmaxf(m, __ldcg(part_ml + row(j, r) * 2));
+        float l = 0.0f, acc = 0.0f;
+        for (int j = 0; j < splits; ++j) {
+            const size_t rj = row(j, r);
+            const float mj = __ldcg(part_ml + rj * 2);
+            // NOTE: a split none of whose keys this row sees holds m = -inf: weight 0.
+            const float w = mj == ATT_NEG_INF ? 0.0f : att_exp2(mj - m);
+            l += __ldcg(part_ml + rj * 2 + 1) * w;
+            acc += __ldcg(part_o + rj * D + d) * w;
+        }
+        const int i = r / grp, h = kvh * grp + r % grp;
+        o[((size_t)(q0 + i) * hq + h) * D + d] = from_f32<T>(l > 0.0f ? acc / l : ATT_NAN);
+        if (d == 0) lse[(size_t)h * tq + q0 + i] = att_lse(m, l);
+    }
+}
 
 // The split's merge over the CTA's 4 warps (after the last block; the K/V stages hold it now):
 // each warp's row maxima m (log2 domain), sums l and O scaled to the split's maxima, summed to
@@ -103,7 +161,8 @@ __device__ __forceinline__ void dec_merge(void* smem, const float* mrow, float* 
 template <typename T, int D>
 __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float* part_o, float* part_ml,
                                       const i32* items, const i32* cr, int tk, int hq, int hkv, float scale,
-                                      float softcap, int causal, long long wl, long long wr) {
+                                      float softcap, int causal, long long wl, long long wr, int* counters, T* o,
+                                      float* lse, int tq, const DecTable& table) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     constexpr int LD = D + 8, KD = D / 16, OT = D / 8, CH = D / 8;
     constexpr int STAGE = 2 * DEC_BN * LD;  // elements of one K + V stage
@@ -112,7 +171,7 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
     T* sKV = sQ + DEC_ROWS * LD;             // DEC_STAGES stages of K [64][LD], V [64][LD]
 
     const int item = blockIdx.x / hkv, kvh = blockIdx.x % hkv, grp = hq / hkv;
-    const i32* it = items + (size_t)item * 6;
+    const i32* it = dec_item(items, table, item);
     const int q0 = it[0], lq = it[1], k0 = it[2], lk = it[3], ks0 = it[4], ks1 = it[5];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int rows = lq * grp;
@@ -213,6 +272,9 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
         }
     }
     dec_merge<D>(sKV, mrow, lrow, oacc, part_o, part_ml, item, kvh, hkv, warp, g, t);
+    if (counters)
+        dec_finish<T, D>(reinterpret_cast<int*>(sKV), part_o, part_ml, counters, o, lse, it[6], it[7], kvh, hkv, hq,
+                         q0, lq, tq);
 #endif
 }
 
@@ -288,7 +350,8 @@ __device__ __forceinline__ void dec2_load(T* stage, const T* k, const T* v, size
 template <typename T, int D>
 __device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float* part_o, float* part_ml,
                                        const i32* items, const i32* cr, int tk, int hq, int hkv, float scale,
-                                       float softcap, int causal, long long wl, long long wr) {
+                                       float softcap, int causal, long long wl, long long wr, int* counters, T* o,
+                                       float* lse, int tq, const DecTable& table) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     constexpr int LD = D + 8, KD = D / 16, OT = D / 8, CH = D / 8, NS = DEC2_STAGES, KB = DEC2_KB;
     constexpr int STAGE = 2 * KB * LD;  // elements of one K + V stage of a warp
@@ -298,7 +361,7 @@ __device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float
     T* sKV = sQ + DEC_ROWS * LD;             // [4 warps][NS stages] of K [8][LD], V [8][LD]
 
     const int item = blockIdx.x / hkv, kvh = blockIdx.x % hkv, grp = hq / hkv;
-    const i32* it = items + (size_t)item * 6;
+    const i32* it = dec_item(items, table, item);
     const int q0 = it[0], lq = it[1], k0 = it[2], lk = it[3], ks0 = it[4], ks1 = it[5];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int rows = lq * grp;
@@ -401,6 +464,9 @@ __device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float
         att_cp_commit();
     }
     dec_merge<D>(sKV, mrow, lrow, oacc, part_o, part_ml, item, kvh, hkv, warp, g, t);
+    if (counters)
+        dec_finish<T, D>(reinterpret_cast<int*>(sKV), part_o, part_ml, counters, o, lse, it[6], it[7], kvh, hkv, hq,
+                         q0, lq, tq);
 #endif
 }
 
@@ -411,7 +477,7 @@ __device__ void attention_decode_combine_impl(const float* part_o, const float* 
     const int per = hkv * DEC_ROWS, grp = hq / hkv;
     const int s = blockIdx.x / per, kvh = (blockIdx.x % per) / DEC_ROWS, r = blockIdx.x % DEC_ROWS;
     const int first = seqs[2 * s], splits = seqs[2 * s + 1];
-    const int q0 = items[(size_t)first * 6], lq = items[(size_t)first * 6 + 1];
+    const int q0 = items[(size_t)first * DEC_ITEM], lq = items[(size_t)first * DEC_ITEM + 1];
     if (r >= lq * grp) return;
     const int d = threadIdx.x;
     auto row = [&](int j) { return (((size_t)first + j) * hkv + kvh) * DEC_ROWS + r; };
@@ -449,9 +515,10 @@ __device__ void attention_decode_combine_impl(const float* part_o, const float* 
     using T = TY;                                                                                             \
     extern "C" __global__ void __launch_bounds__(DEC_THREADS) attention_decode_d##DIM##_##SUFFIX(             \
         const T* q, const T* k, const T* v, float* part_o, float* part_ml, const i32* items, const i32* cr,  \
-        int tk, int hq, int hkv, float scale, float softcap, int causal, long long wl, long long wr) {       \
+        int tk, int hq, int hkv, float scale, float softcap, int causal, long long wl, long long wr,         \
+        int* counters, T* o, float* lse, int tq, const __grid_constant__ DecTable table) {                   \
         attention_decode_impl<TY, DIM>(q, k, v, part_o, part_ml, items, cr, tk, hq, hkv, scale, softcap,     \
-                                       causal, wl, wr);                                                       \
+                                       causal, wl, wr, counters, o, lse, tq, table);                          \
     }                                                                                                         \
     extern "C" __global__ void __launch_bounds__(DEC_THREADS) attention_decode_combine_d##DIM##_##SUFFIX(     \
         const float* part_o, const float* part_ml, const i32* items, const i32* seqs, T* o, float* lse,       \
@@ -462,9 +529,10 @@ __device__ void attention_decode_combine_impl(const float* part_o, const float* 
         attention_decode2_d##DIM##_##SUFFIX(const T* q, const T* k, const T* v, float* part_o, float* part_ml,\
                                             const i32* items, const i32* cr, int tk, int hq, int hkv,         \
                                             float scale, float softcap, int causal, long long wl,             \
-                                            long long wr) {                                                   \
+                                            long long wr, int* counters, T* o, float* lse, int tq,            \
+                                            const __grid_constant__ DecTable table) {                         \
         attention_decode2_impl<TY, DIM>(q, k, v, part_o, part_ml, items, cr, tk, hq, hkv, scale, softcap,    \
-                                        causal, wl, wr);                                                      \
+                                        causal, wl, wr, counters, o, lse, tq, table);                         \
     }                                                                                                         \
     }
 DEC_KERNEL_1(64, f16, f16)

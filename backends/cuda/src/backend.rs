@@ -39,6 +39,10 @@ pub struct CudaBackend {
     /// kernel, reused while the same mask comes again (`ops/flashmask.rs`).
     #[cfg(feature = "cuda")]
     pub(crate) flash_plan: Mutex<Option<crate::ops::flashmask::PlanCache>>,
+    /// The decode attention's fused-combine counters, zero between calls (made on the first
+    /// decode call outside a graph recording; `ops/attention_decode.rs`).
+    #[cfg(feature = "cuda")]
+    pub(crate) decode_counters: Mutex<Option<CudaSlice<i32>>>,
     /// The grid barrier of the cooperative permute index (`permute_index_coop`): two u32
     /// (arrivals, generation), zeroed when the backend is made and back to zero arrivals after
     /// every barrier. Made here, not on first use, so that no graph capture records its
@@ -175,6 +179,7 @@ impl CudaBackend {
             lt_cache,
             route_logits,
             flash_plan: Mutex::new(None),
+            decode_counters: Mutex::new(None),
             permute_bar,
             pins,
             sms,

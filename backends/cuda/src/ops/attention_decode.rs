@@ -1,7 +1,7 @@
 //! Split-KV decode attention on CUDA (`kernels/attention_decode.cu`): for batches whose sequences
 //! have few query rows against long keys (every `Lq · G <= 16`, `G = Hq / Hkv`), one CTA per
 //! (key split, kv head) runs the whole GQA group's query rows against the split's keys, so each
-//! K/V byte is read once; a combine kernel merges the splits. Splits are sized so that the grid
+//! K/V byte is read once; the splits are merged after. Splits are sized so that the grid
 //! is one full wave of the CTAs the SMs hold at once (whatever the batch): two waves, the second
 //! a quarter full, cost 1.5× (run 27 call F).
 //!
@@ -9,14 +9,16 @@
 //! 64-key blocks through 2 stages shared by the CTA's 4 warps, a CTA barrier a block) and `v2`
 //! (`attention_decode2_*`: each warp its own 4-stage pipeline of 8-key sub-blocks, no barrier in
 //! the loop; the kernel header says why). Both write the same partial results for the same
-//! splits, which the one combine kernel merges.
+//! splits. The last CTA of each (sequence, kv head) merges them where every sequence has at
+//! most `FUSE_SPLITS` (the work items then travel by value in the kernel's arguments, no copy
+//! to the device); else the combine kernel does, over uploaded items.
 
 use super::attention::{allow_shared, column_ranges, mask_args};
 use crate::backend::{device_err, lock};
 use crate::launch::{i32_of, kernel_name, launch_err};
 use crate::runtime::sources::ATTENTION_DECODE;
 use crate::{CudaBackend, CudaBuffer};
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
 use moekit_ops::{AttentionIo, AttentionProblem, DType, Result, Validated};
 
 const OP: &str = "attention";
@@ -34,8 +36,31 @@ const V2_WARPS: usize = 4;
 const ENV_VARIANT: &str = "MOEKIT_CUDA_DECODE";
 /// Threads of the decode kernel; matches `DEC_THREADS`.
 const THREADS: u32 = 128;
-/// i32 fields of one work item: `q0, Lq, k0, Lk, ks0, ks1`.
-const ITEM: usize = 6;
+/// i32 fields of one work item: `q0, Lq, k0, Lk, ks0, ks1, first, splits`; matches `DEC_ITEM`.
+const ITEM: usize = 8;
+/// Work items passed by value in the kernel argument [`Table`]; matches `DEC_TABLE_ITEMS`.
+const TABLE_ITEMS: usize = 112;
+/// The fused combine's counters (one per (sequence, kv head) of a call: the first item's index ·
+/// Hkv + kv head): calls with more items · Hkv take the combine kernel.
+const COUNTERS: usize = 1 << 16;
+/// The most splits of a sequence the fused combine merges: the last CTA of a sequence merges its
+/// splits alone, after the others, where the combine kernel spreads them over a CTA per row. Run
+/// 28 call B (a call, fused against the kernel): 1 split (B32 S4096) 152.0 against 154.6 us, 2
+/// (B16 S4096 D64) 87.7 / 92.0, 6 (B8 S8192) 94.5 / 91.9, 49 (1 × 65536) 110.6 / 94.1.
+const FUSE_SPLITS: i32 = 4;
+/// Environment probe (timing experiments; results stay exact): `combine-kernel` merges the
+/// splits in the combine kernel instead of the last CTA of each sequence, `upload-items` copies
+/// the work items to the device instead of passing them by value.
+const ENV_PROBE: &str = "MOEKIT_CUDA_DECODE_PROBE";
+
+/// The work items by value (`DecTable`): 3.5 KiB, inside the 4 KiB of kernel arguments every
+/// driver takes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Table([i32; TABLE_ITEMS * ITEM]);
+
+// SAFETY: plain i32 data in the layout of the kernel's `DecTable`.
+unsafe impl cudarc::driver::DeviceRepr for Table {}
 /// The shortest split: below it the combine's reads outweigh the parallelism.
 const MIN_SPLIT: usize = 256;
 
@@ -102,8 +127,9 @@ impl Variant {
     }
 }
 
-/// The splits: work items `[n][6] = {q0, Lq, k0, Lk, ks0, ks1}`, a sequence's consecutive, and
-/// per sequence with query rows `[s][2] = {first item, splits}`.
+/// The splits: work items `[n][8] = {q0, Lq, k0, Lk, ks0, ks1, first, splits}`, a sequence's
+/// consecutive (items `first..first + splits`), and per sequence with query rows `[s][2] =
+/// {first item, splits}` (for the combine kernel).
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Splits {
     pub(super) items: Vec<i32>,
@@ -144,12 +170,19 @@ impl Splits {
             let starts: Vec<usize> = if hi > lo { (lo..hi).step_by(split).collect() } else { vec![lo] };
             for &ks0 in &starts {
                 let ks1 = (ks0 + split).min(hi).max(ks0);
-                items.extend([p.cu_seqlens_q[b], lq, p.cu_seqlens_k[b], lk, ks0, ks1].map(i32_of));
+                let item = [p.cu_seqlens_q[b], lq, p.cu_seqlens_k[b], lk, ks0, ks1, first, starts.len()];
+                items.extend(item.map(i32_of));
             }
             seqs.extend([first, starts.len()].map(i32_of));
         }
         Splits { items, seqs }
     }
+}
+
+/// Whether the last CTA of each sequence merges its splits (the fused combine): every sequence
+/// has at most [`FUSE_SPLITS`], and the counters cover the items of every kv head.
+fn fuse_combine(splits: &Splits, heads_kv: usize) -> bool {
+    splits.items.len() / ITEM * heads_kv <= COUNTERS && splits.seqs.chunks(2).all(|s| s[1] <= FUSE_SPLITS)
 }
 
 /// Runs `p` on the decode kernels (see [`eligible`]).
@@ -167,11 +200,6 @@ pub(super) fn run_variant(
 ) -> Result<()> {
     let d = p.head_dim;
     let f = gpu.kernels.function(OP, &ATTENTION_DECODE, &kernel_name(&format!("{}_d{d}", variant.stem()), p.dtype))?;
-    let fc = gpu.kernels.function(
-        OP,
-        &ATTENTION_DECODE,
-        &kernel_name(&format!("attention_decode_combine_d{d}"), p.dtype),
-    )?;
     let shared = variant.shared_bytes(d);
     allow_shared(&f, shared)?;
     // CTAs resident per SM (H200, either variant: 3 at D 128, 5 at D 64). Splits start on a
@@ -194,16 +222,40 @@ pub(super) fn run_variant(
     if n == 0 {
         return Ok(());
     }
-    // Items then seqs in one upload (one copy on the stream, not two).
+    let probe = std::env::var(ENV_PROBE).unwrap_or_default();
+    let probe = |w: &str| probe.split(',').any(|x| x.trim() == w);
+    // The fused combine needs the backend's counters (zeroed once, and back to zero after every
+    // call); made outside a graph recording only (a recorded allocation is the graph's own).
+    let counters = if probe("combine-kernel") || !fuse_combine(&splits, p.heads_kv) {
+        None
+    } else {
+        let mut slot = lock(&gpu.decode_counters, OP, "decode counters")?;
+        if slot.is_none() && !gpu.capturing() {
+            *slot = Some(gpu.stream.alloc_zeros::<i32>(COUNTERS).map_err(device_err(OP))?);
+        }
+        slot.as_ref().map(|c| {
+            let (ptr, _sync) = c.device_ptr(&gpu.stream);
+            ptr
+        })
+    };
+    // Work items by value when the combine is fused and they fit; else items then seqs in one
+    // upload (one copy on the stream, not two).
     // NOTE: from page-locked staging buffers (a ring of 8) these uploads cost 7-8 us more per
-    // call than from the Vec (run 28 call A): the small pageable copy is not what idles the GPU.
-    let table: Vec<i32> = splits.items.iter().chain(&splits.seqs).copied().collect();
-    let table = gpu.stream.clone_htod(&table).map_err(device_err(OP))?;
-    let (items, seqs) = (table.slice(..n * ITEM), table.slice(n * ITEM..n * ITEM + nseq * 2));
+    // call than from the Vec (run 28 call A).
+    let mut table = Table([0; TABLE_ITEMS * ITEM]);
+    let upload = counters.is_none() || n > TABLE_ITEMS || probe("upload-items");
+    let uploaded = if upload {
+        let all: Vec<i32> = splits.items.iter().chain(&splits.seqs).copied().collect();
+        Some(gpu.stream.clone_htod(&all).map_err(device_err(OP))?)
+    } else {
+        table.0[..splits.items.len()].copy_from_slice(&splits.items);
+        None
+    };
     let ranges = column_ranges(gpu, p)?;
     let parts = n * p.heads_kv * ROWS;
     // SAFETY: the decode kernel writes every element of both (all 16 rows of every (item, kv
-    // head)) before the combine reads them, in stream order.
+    // head)) before the combine reads them, in stream order (or, fused, before its CTA counts
+    // itself in).
     let mut part_o = unsafe { gpu.stream.alloc::<f32>(parts * d) }.map_err(device_err(OP))?;
     let mut part_ml = unsafe { gpu.stream.alloc::<f32>(parts * 2) }.map_err(device_err(OP))?;
 
@@ -212,20 +264,37 @@ pub(super) fn run_variant(
     let null = 0u64;
 
     let mut b = gpu.stream.launch_builder(&f);
-    b.arg(&io.q.data).arg(&io.k.data).arg(&io.v.data).arg(&mut part_o).arg(&mut part_ml).arg(&items);
+    b.arg(&io.q.data).arg(&io.k.data).arg(&io.v.data).arg(&mut part_o).arg(&mut part_ml);
+    let items_view = uploaded.as_ref().map(|u| u.slice(..n * ITEM));
+    match &items_view {
+        Some(v) => b.arg(v),
+        None => b.arg(&null),
+    };
     match &ranges {
         Some(r) => b.arg(r),
         None => b.arg(&null),
     };
     b.arg(&tk).arg(&hq).arg(&hkv).arg(&p.scale).arg(&softcap).arg(&causal).arg(&wl).arg(&wr);
+    let counters_ptr = counters.unwrap_or(0);
+    b.arg(&counters_ptr).arg(&mut io.o.data).arg(&mut io.lse.data).arg(&tq).arg(&table);
     let grid = u32::try_from(n * p.heads_kv).unwrap_or(u32::MAX);
     let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: shared };
-    // SAFETY: the arguments match `attention_decode_impl` and `attention_decode2_impl`; check_io proved q holds Tq × Hq × D,
-    // k and v Tk × Hkv × D elements of the dtype; every item's rows (Lq · G <= 16) and keys
-    // (ks0..ks1 within 0..Lk) are inside its sequence; part_o and part_ml hold n × Hkv × 16 × D
-    // and × 2 f32; column ranges hold 4 × Tk i32; the shared size was raised above.
+    // SAFETY: the arguments match `attention_decode_impl` and `attention_decode2_impl`; check_io
+    // proved q holds Tq × Hq × D, k and v Tk × Hkv × D elements of the dtype, o Tq × Hq × D and lse
+    // Hq × Tq f32; every item's rows (Lq · G <= 16) and keys (ks0..ks1 within 0..Lk) are inside its
+    // sequence, its `first, splits` name its sequence's items; the items are uploaded (n × 8) or
+    // in the table (n <= TABLE_ITEMS); part_o and part_ml hold n × Hkv × 16 × D and × 2 f32; the
+    // counters (when given) hold COUNTERS >= n × Hkv zeros; column ranges hold 4 × Tk i32; the
+    // shared size was raised above.
     unsafe { b.launch(cfg) }.map(drop).map_err(launch_err(OP))?;
+    let Some(uploaded) = uploaded.filter(|_| counters.is_none()) else { return Ok(()) };
 
+    let fc = gpu.kernels.function(
+        OP,
+        &ATTENTION_DECODE,
+        &kernel_name(&format!("attention_decode_combine_d{d}"), p.dtype),
+    )?;
+    let (items, seqs) = (uploaded.slice(..n * ITEM), uploaded.slice(n * ITEM..n * ITEM + nseq * 2));
     let mut b = gpu.stream.launch_builder(&fc);
     b.arg(&part_o).arg(&part_ml).arg(&items).arg(&seqs).arg(&mut io.o.data).arg(&mut io.lse.data);
     b.arg(&tq).arg(&hq).arg(&hkv);
@@ -429,6 +498,16 @@ mod tests {
         // 1 × 65536 keys: 49 splits (392 CTAs) of 1344 keys, the last shorter.
         let s = Splits::of(&problem(&[1], &[65536], 32, 8), 396);
         assert_eq!((s.items.len() / ITEM, s.items[5] - s.items[4]), (49, 1344));
-        assert_eq!(s.items[s.items.len() - 1], 65536);
+        assert_eq!(s.items[s.items.len() - 3], 65536);
+        // 49 splits of one sequence: the combine kernel merges them.
+        assert!(!fuse_combine(&s, 8));
+        let s = Splits::of(&problem(&[1; 32], &[4096; 32], 32, 8), 396);
+        assert!(fuse_combine(&s, 8), "one split a sequence: fused");
+        assert!(!fuse_combine(&s, COUNTERS), "more items × kv heads than counters");
+        // Every item names its sequence's first item and split count.
+        for pair in s.seqs.chunks(2) {
+            let its = s.items.chunks(ITEM).skip(pair[0] as usize).take(pair[1] as usize);
+            assert!(its.into_iter().all(|it| it[6] == pair[0] && it[7] == pair[1]));
+        }
     }
 }
