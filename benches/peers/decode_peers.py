@@ -3,8 +3,10 @@
 query row per sequence against S keys, bf16, GQA. One JSON line each, in torch_peers.py's format,
 with the bench's dims (`[B, Hq, Hkv, S, D, 101]`, 101 = `dec1`) so that `moekit-bench --peers`
 matches them. One query row sees every key, so bottom-right causal is SDPA's non-causal call.
-Usage: python3 decode_peers.py [B,Hq,Hkv,S,D ...]"""
+Usage: python3 decode_peers.py [B,Hq,Hkv,S,D ...] (MOEKIT_BENCH_FLUSH=0: no cache-clearing write)"""
 import json
+import os
+import statistics
 import sys
 
 import torch
@@ -15,6 +17,17 @@ DEFAULT = ["8,32,8,8192,128", "32,32,8,4096,128", "1,32,8,65536,128", "16,16,16,
 
 def bench(fn, reps=200):
     # As torch_peers.py: triton's do_bench (a cache-clearing write before each run), the median.
+    # MOEKIT_BENCH_FLUSH=0 (as moekit-bench's): no write, events around each queued run instead.
+    if os.environ.get("MOEKIT_BENCH_FLUSH", "").strip() == "0":
+        for _ in range(25):
+            fn()
+        ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+        for start, end in ev:
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize()
+        return statistics.median(s.elapsed_time(e) for s, e in ev)
     from triton.testing import do_bench
     return do_bench(fn, warmup=25, rep=reps, return_mode="median")
 

@@ -415,13 +415,18 @@ impl Device for CudaBackend {
     #[cfg(feature = "cuda")]
     fn time_runs_ms(&self, work: &mut dyn FnMut() -> Result<()>, runs: usize) -> Result<Vec<f64>> {
         use cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT;
-        /// Bytes written before each run: `do_bench`'s cache-clearing buffer, 5× the H200's L2.
-        const FLUSH_BYTES: usize = 256 << 20;
+        /// MiB written before each run: `do_bench`'s cache-clearing buffer, 5× the H200's L2.
+        const FLUSH_MIB: usize = 256;
+        // `MOEKIT_BENCH_FLUSH=<MiB>` sizes the write (0: none), to see what it costs a short
+        // bandwidth-bound op: the next run writes back the dirty lines it leaves in L2.
+        let mib = std::env::var("MOEKIT_BENCH_FLUSH").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(FLUSH_MIB);
         // SAFETY: the buffer is only written (zeroed) and never read.
-        let mut flush = unsafe { self.stream.alloc::<u8>(FLUSH_BYTES) }.map_err(device_err("time"))?;
+        let mut flush = unsafe { self.stream.alloc::<u8>((mib << 20).max(1)) }.map_err(device_err("time"))?;
         let mut events = Vec::with_capacity(runs);
         for _ in 0..runs {
-            self.stream.memset_zeros(&mut flush).map_err(device_err("time"))?;
+            if mib > 0 {
+                self.stream.memset_zeros(&mut flush).map_err(device_err("time"))?;
+            }
             let start = self.stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(device_err("time"))?;
             work()?;
             let end = self.stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(device_err("time"))?;
