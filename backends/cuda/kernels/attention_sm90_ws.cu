@@ -1,8 +1,9 @@
 #line 1 "attention_sm90_ws.cu"
 // Attention forward on Hopper, warp-specialised: `attention_sm90ws_d{64,128,256}_{f16,bf16}` (the
-// default on sm_90a; MOEKIT_CUDA_ATTN=sm90 picks attention_sm90.cu's kernel for D <= 128).
+// default on sm_90a; MOEKIT_CUDA_ATTN=sm90 picks attention_sm90.cu's kernel for D <= 128), and
+// `attention_sm90ws3_d64_*` (three consumers, MOEKIT_CUDA_ATTN=ws3; see the instantiations).
 // Its own module (src/runtime/sources.rs: after attention.cu and attention_sm90.cu with
-// ATT_HELPERS_ONLY, which leaves their kernels out; the first call compiles 6 kernels, not 29):
+// ATT_HELPERS_ONLY, which leaves their kernels out; the first call compiles 8 kernels, not 31):
 // same work items, arguments and masking helpers, and the wgmma wrappers, descriptors, shared
 // tile layout (64-column parts of the 128-byte swizzle, a tile's rows · 128 bytes apart) and
 // accumulator fragments of attention_sm90.cu (read its header). What differs is who loads and
@@ -385,8 +386,15 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
 
     // Key tile j at n, after tile j - 1 at nprev; FIRST (a compile-time flag: a runtime one
     // around the P·V wgmma makes ptxas serialise every wgmma, C7513): no P·V pending yet.
+    // SEQ (three consumers, `attention_sm90ws3_*`): no intra-warpgroup overlap. A consumer's tile
+    // is S_j, its softmax, then O += P_j·V_j, so S and P are never live together (the overlap holds
+    // S_j, P_{j-1} and O at once: 128 registers at D 64, past 160 with the rest); the other two
+    // consumers' matrix products cover its softmax instead.
+    constexpr bool SEQ = NC == 3;
     auto tile = [&](int j, int n, int nprev, auto first_tag) {
             constexpr bool first = decltype(first_tag)::value;
+            // The P·V of the previous tile runs behind this tile's S (not in SEQ).
+            constexpr bool pv_prev = !first && !SEQ;
             const int ks_ = j % STAGES, vs_prev = (j + STAGES - 1) % STAGES;
             // Whether no row of the warpgroup needs the element mask in this tile, and this
             // thread's column range of the tile if the ranges need it (decided and loaded before
@@ -396,7 +404,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             int4 own = make_int4(0, 0, 0, 0);
             if (ranged && wt < BN && n + wt < lk) own = __ldg(fm.cols + k0 + n + wt);
             hp_bar_wait(k_full + 8 * ks_, (u32)((j / STAGES) & 1));
-            if (!first) wait_v(j - 1, nprev);
+            if (pv_prev) wait_v(j - 1, nprev);
 
             // This consumer's turn: S_j = Q·K_j, then the previous tile's O += P·V behind it.
             if (pingpong) hp_named_sync(sched_me, 256);
@@ -409,15 +417,15 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
                 AwsQk<T, BN>::run(s, dq + offq, dk + offk, ks > 0 ? 1 : 0);
             }
             a90_mma_commit();
-            if constexpr (!first) {
+            if constexpr (pv_prev) {
                 aws_pv<T, D, BN>(oacc, p, sV + vs_prev * TILE);
                 a90_mma_commit();
             }
             if (pingpong) hp_named_arrive(sched_next, 256);
-            if constexpr (first) {
-                a90_mma_wait<0>();
-            } else {
+            if constexpr (pv_prev) {
                 a90_mma_wait<1>();
+            } else {
+                a90_mma_wait<0>();
             }
             a90_fence_f<SN>(s);
             release(k_empty + 8 * ks_);  // S_j is done: K_j's stage is free
@@ -497,20 +505,31 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
 
             // The previous P·V is done: its V stage, O and p are free. Rescale O where a row's
             // shift moved, then P as the register A operand of the next P·V.
-            if constexpr (!first) {
+            if constexpr (pv_prev) {
                 a90_mma_wait<0>();
                 a90_fence_f<SN>(s);
                 a90_fence_f<ON>(oacc);
                 a90_fence_u<PN>(p);
                 release(v_empty + 8 * vs_prev);
-                // NOTE: warp-uniform vote: with the lazy shift most tiles skip this.
-                if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+            }
+            // NOTE: warp-uniform vote: with the lazy shift most tiles skip this.
+            if (!first && __any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
-                    for (int e = 0; e < ON; ++e) oacc[e] *= alpha[(e >> 1) & 1];
-                }
+                for (int e = 0; e < ON; ++e) oacc[e] *= alpha[(e >> 1) & 1];
             }
 #pragma unroll
             for (int i = 0; i < PN; ++i) p[i] = att_pack<T>(s[2 * i], s[2 * i + 1]);
+            if constexpr (SEQ) {
+                // O += P_j·V_j now (outside the turns), done before the next tile's S.
+                wait_v(j, n);
+                a90_mma_fence();
+                aws_pv<T, D, BN>(oacc, p, sV + ks_ * TILE);
+                a90_mma_commit();
+                a90_mma_wait<0>();
+                a90_fence_f<ON>(oacc);
+                a90_fence_u<PN>(p);
+                release(v_empty + 8 * ks_);
+            }
     };
 
     if (nfirst < bhi) {
@@ -522,14 +541,16 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             nprev = n;
         }
         // The last tile's P·V (outside the turns: nothing of the other consumer waits on it).
-        const int jl = j - 1;
-        wait_v(jl, nprev);
-        a90_mma_fence();
-        aws_pv<T, D, BN>(oacc, p, sV + (jl % STAGES) * TILE);
-        a90_mma_commit();
-        a90_mma_wait<0>();
-        a90_fence_f<ON>(oacc);
-        release(v_empty + 8 * (jl % STAGES));
+        if constexpr (!SEQ) {
+            const int jl = j - 1;
+            wait_v(jl, nprev);
+            a90_mma_fence();
+            aws_pv<T, D, BN>(oacc, p, sV + (jl % STAGES) * TILE);
+            a90_mma_commit();
+            a90_mma_wait<0>();
+            a90_fence_f<ON>(oacc);
+            release(v_empty + 8 * (jl % STAGES));
+        }
     }
     // Consumer 0 takes the turn consumer 1 handed over last (or at the start), so that both
     // barriers end balanced.
@@ -562,8 +583,11 @@ AWS_KERNEL_1(attention_sm90ws, 128, 2, f16, f16)
 AWS_KERNEL_1(attention_sm90ws, 128, 2, bf16, bf16)
 AWS_KERNEL_1(attention_sm90ws, 256, 2, f16, f16)
 AWS_KERNEL_1(attention_sm90ws, 256, 2, bf16, bf16)
-// NOTE: NC = 3 at D = 64 (192 rows; the softmax weighs twice as much against the matrix products
-// there) spilled 44 bytes at 160 registers and ran slower (run 26: 468 against 442 us on
-// B4 H16 S4096 causal), so it is not instantiated.
+// Three consumers at D 64 (`attention_sm90ws3_d64_*`, 192 rows, 512 threads; MOEKIT_CUDA_ATTN=ws3):
+// the softmax weighs twice as much against the matrix products there. With the intra-warpgroup
+// overlap it spilled 44 bytes at 160 registers and ran slower (run 26: 468 against 442 us on B4
+// H16 S4096 causal); without it (SEQ) S and P are never live together.
+AWS_KERNEL_1(attention_sm90ws3, 64, 3, f16, f16)
+AWS_KERNEL_1(attention_sm90ws3, 64, 3, bf16, bf16)
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL

@@ -41,9 +41,14 @@ fn every_kernel_source_compiles() {
                     "{arch} {name}"
                 );
             }
-            // The warp-specialised module holds its 6 kernels (sm_90a) and none of the others.
+            // The warp-specialised module holds its 8 kernels (sm_90a) and none of the others.
             if name == "attention_sm90_ws.cu" {
-                for kernel in ["attention_sm90ws_d128_bf16", "attention_sm90ws_d64_f16", "attention_sm90ws_d256_bf16"] {
+                for kernel in [
+                    "attention_sm90ws_d128_bf16",
+                    "attention_sm90ws_d64_f16",
+                    "attention_sm90ws_d256_bf16",
+                    "attention_sm90ws3_d64_bf16",
+                ] {
                     assert_eq!(text.contains(kernel), arch == "sm_90a", "{arch} {name}: {kernel}");
                 }
                 assert!(!text.contains("attention_fa2_") && !text.contains("attention_sm90_d"), "{arch} {name}");

@@ -49,6 +49,9 @@ const SM90_STAGES: usize = 2 + 3;
 /// Threads per CTA of the warp-specialised Hopper kernel (a producer and two consumer
 /// warpgroups); matches `aws::Cfg<2>::THREADS`.
 const THREADS_SM90WS: u32 = 384;
+/// Query rows and threads of its three-consumer form at D 64 (`aws::Cfg<3>`).
+const BLOCK_M3: usize = 192;
+const THREADS_SM90WS3: u32 = 512;
 /// Key and value stages of the warp-specialised kernel; match `2 * aws::STAGES`.
 const SM90WS_STAGES: usize = 2 + 2;
 /// Bytes reserved for its mbarriers; matches `aws::BAR_BYTES`.
@@ -87,7 +90,7 @@ impl AttentionOps for CudaBackend {
         let (own_items, own_ranges);
         let mut plan_slot: Option<std::sync::MutexGuard<'_, Option<PlanCache>>> = None;
         let (block_m, block_n) = (path.block_m(), path.block_n(p.head_dim));
-        let (items, ranges, n_items) = if path == Path::Sm90Ws && p.mask.column_ranges.is_some() {
+        let (items, ranges, n_items) = if path.warp_specialised() && p.mask.column_ranges.is_some() {
             let slot = plan_slot.insert(lock(&self.flash_plan, OP, "FlashMask plan")?);
             if !slot.as_ref().is_some_and(|c| c.key.matches(p, block_m, block_n)) {
                 **slot = PlanCache::new(&self.stream, p, block_m, block_n).map_err(device_err(OP))?;
@@ -102,7 +105,7 @@ impl AttentionOps for CudaBackend {
                 return Ok(());
             }
             own_items = self.stream.clone_htod(&host).map_err(device_err(OP))?;
-            own_ranges = if path == Path::Sm90Ws { None } else { column_ranges(self, p)? };
+            own_ranges = if path.warp_specialised() { None } else { column_ranges(self, p)? };
             (&own_items, own_ranges.as_ref(), host.len() / ITEM)
         };
         let ctas = n_items * p.heads_q;
@@ -111,7 +114,7 @@ impl AttentionOps for CudaBackend {
         }
         // The warp-specialised kernels live in a module of their own (the first call compiles 4
         // kernels, not all of them).
-        let src = if path == Path::Sm90Ws { &ATTENTION_SM90WS } else { &ATTENTION };
+        let src = if path.warp_specialised() { &ATTENTION_SM90WS } else { &ATTENTION };
         let f = self.kernels.function(OP, src, &kernel_name(&path.kernel_base(p.head_dim), p.dtype))?;
         let shared = path.shared_bytes(p.head_dim, p.dtype.size());
         allow_shared(&f, shared)?;
@@ -122,7 +125,7 @@ impl AttentionOps for CudaBackend {
         // The warp-specialised kernel reads q, k and v through tensor maps, and takes its probe
         // flags and the maps (by value) last; only it reads the probe variable.
         let extra = match path {
-            Path::Sm90Ws => {
+            Path::Sm90Ws | Path::Sm90Ws3 => {
                 let map = |data: &CudaSlice<u8>, heads: usize, tokens: usize, rows: usize, tile_rows: usize| {
                     let (ptr, _read) = data.device_ptr(&self.stream);
                     encode_map_for(OP, ptr, p.dtype, &token_map_geometry(tokens, heads, p.head_dim, rows, tile_rows))
@@ -180,11 +183,20 @@ enum Path {
     /// 128-row wgmma kernel, warp-specialised: a TMA producer and two consumer warpgroups in
     /// ping-pong (Hopper, f16/bf16, D 64, 128 and 256).
     Sm90Ws,
+    /// Its 192-row form at D 64: three consumer warpgroups in turn, each without the
+    /// intra-warpgroup overlap (`MOEKIT_CUDA_ATTN=ws3`).
+    Sm90Ws3,
 }
 
 impl Path {
+    /// The warp-specialised kernels (TMA through tensor maps, the FlashMask plan).
+    fn warp_specialised(self) -> bool {
+        matches!(self, Path::Sm90Ws | Path::Sm90Ws3)
+    }
+
     fn block_m(self) -> usize {
         match self {
+            Path::Sm90Ws3 => BLOCK_M3,
             Path::Fa2 | Path::Sm90 | Path::Sm90Ws => BLOCK_M2,
             Path::Rows | Path::MmaV1 => BLOCK_M,
         }
@@ -195,7 +207,7 @@ impl Path {
     fn block_n(self, d: usize) -> usize {
         match self {
             Path::Sm90Ws if d > 128 => BLOCK_N2_D256,
-            Path::Sm90 | Path::Sm90Ws => BLOCK_N2,
+            Path::Sm90 | Path::Sm90Ws | Path::Sm90Ws3 => BLOCK_N2,
             _ => 0,
         }
     }
@@ -204,6 +216,7 @@ impl Path {
         match self {
             Path::Sm90 => THREADS_SM90,
             Path::Sm90Ws => THREADS_SM90WS,
+            Path::Sm90Ws3 => THREADS_SM90WS3,
             _ => THREADS,
         }
     }
@@ -215,6 +228,7 @@ impl Path {
             Path::Fa2 => format!("attention_fa2_d{d}"),
             Path::Sm90 => format!("attention_sm90_d{d}"),
             Path::Sm90Ws => format!("attention_sm90ws_d{d}"),
+            Path::Sm90Ws3 => format!("attention_sm90ws3_d{d}"),
         }
     }
 
@@ -229,10 +243,10 @@ impl Path {
             Path::MmaV1 => BLOCK_M + 2 * BLOCK_N,
             Path::Fa2 => BLOCK_M2 + 4 * BLOCK_N,
             Path::Sm90 => return ((1 + SM90_STAGES) * BLOCK_M2 * d * elem + 1024) as u32,
-            Path::Sm90Ws => {
-                let bn = self.block_n(d);
+            Path::Sm90Ws | Path::Sm90Ws3 => {
+                let (bn, consumers) = (self.block_n(d), self.block_m() / 64);
                 let tiles = (self.block_m() + SM90WS_STAGES * bn) * d * elem;
-                return (tiles + SM90WS_BARS + 2 * bn * 16 + 1024) as u32;
+                return (tiles + SM90WS_BARS + consumers * bn * 16 + 1024) as u32;
             }
         };
         (rows * (d + 8) * elem) as u32
@@ -241,7 +255,8 @@ impl Path {
 
 /// The kernel for `p` on `arch`, given the `MOEKIT_CUDA_ATTN` override (`v1`: the 64-row
 /// kernel; `fa2`: never a Hopper kernel; `sm90`: the Hopper kernel without warp specialisation,
-/// D <= 128; the 64-row kernel takes D 256 under either).
+/// D <= 128; the 64-row kernel takes D 256 under either; `ws3`: the three-consumer warp-specialised
+/// kernel at D 64, the mma.sync ones elsewhere).
 fn choose_path(p: &AttentionProblem, arch: &str, env: Option<&str>) -> Path {
     if p.dtype == DType::F32 || matches!(arch, "sm_70" | "sm_75") {
         Path::Rows
@@ -249,7 +264,9 @@ fn choose_path(p: &AttentionProblem, arch: &str, env: Option<&str>) -> Path {
         Path::MmaV1
     } else if arch == "sm_90a" && env == Some("sm90") && p.head_dim <= 128 {
         Path::Sm90
-    } else if arch == "sm_90a" && !matches!(env, Some("fa2" | "sm90")) {
+    } else if arch == "sm_90a" && env == Some("ws3") && p.head_dim == 64 {
+        Path::Sm90Ws3
+    } else if arch == "sm_90a" && !matches!(env, Some("fa2" | "sm90" | "ws3")) {
         Path::Sm90Ws
     } else if p.head_dim > 128 {
         Path::MmaV1
@@ -372,6 +389,9 @@ mod tests {
         assert_eq!(choose_path(&problem(DType::BF16, 256), "sm_90a", Some("sm90")), Path::MmaV1);
         assert_eq!(choose_path(&problem(DType::F16, 256), "sm_90a", Some("fa2")), Path::MmaV1);
         assert_eq!(choose_path(&problem(DType::BF16, 256), "sm_80", None), Path::MmaV1);
+        assert_eq!(choose_path(&problem(DType::BF16, 64), "sm_90a", Some("ws3")), Path::Sm90Ws3);
+        assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", Some("ws3")), Path::Fa2);
+        assert_eq!(choose_path(&problem(DType::BF16, 64), "sm_80", Some("ws3")), Path::Fa2);
         assert_eq!(choose_path(&problem(DType::F32, 128), "sm_90a", None), Path::Rows);
         assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_75", None), Path::Rows);
     }
@@ -392,6 +412,9 @@ mod tests {
         // D 256: a 64 KiB Q tile, 2 K and 2 V stages of 64 keys (32 KiB each): under 227 KiB.
         assert_eq!(Path::Sm90Ws.shared_bytes(256, 2), (65536 + 4 * 32768) + 128 + 2048 + 1024);
         assert_eq!((Path::Sm90Ws.block_n(64), Path::Sm90Ws.block_n(128), Path::Sm90Ws.block_n(256)), (128, 128, 64));
+        // Three consumers at D 64: a 192-row Q tile, 2 K and 2 V stages, three tiles' ranges.
+        assert_eq!(Path::Sm90Ws3.shared_bytes(64, 2), (192 + 4 * 128) * 128 + 128 + 3 * 2048 + 1024);
+        assert_eq!((Path::Sm90Ws3.block_m(), Path::Sm90Ws3.threads()), (192, 512));
         assert_eq!((Path::Sm90Ws.block_m(), Path::Sm90Ws.threads()), (128, 384));
     }
 
