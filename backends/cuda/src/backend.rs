@@ -189,6 +189,28 @@ impl CudaBackend {
         })
     }
 
+    /// Blocks of kernel `name` (`f`) one multiprocessor holds at once with `threads` threads and
+    /// `shared` bytes of dynamic shared memory (at least one): the driver's occupancy answer,
+    /// asked once per kernel and shape and kept in [`CudaBackend::resident`] (a driver call on
+    /// every launch otherwise).
+    pub(crate) fn resident_blocks(
+        &self,
+        op: &'static str,
+        f: &cudarc::driver::CudaFunction,
+        name: &str,
+        threads: u32,
+        shared: usize,
+    ) -> Result<usize> {
+        let key = format!("{name}/{threads}/{shared}");
+        if let Some(&n) = crate::backend::lock(&self.resident, op, "occupancy")?.get(&key) {
+            return Ok(n);
+        }
+        let n = f.occupancy_max_active_blocks_per_multiprocessor(threads, shared, None).map_err(device_err(op))?;
+        let n = (n as usize).max(1);
+        crate::backend::lock(&self.resident, op, "occupancy")?.insert(key, n);
+        Ok(n)
+    }
+
     /// The device error record kernels write bad indices to (see `flag.rs`).
     pub(crate) fn flag(&self) -> Result<std::sync::MutexGuard<'_, ErrorFlag>> {
         self.flag.lock().map_err(|_| Error::Device { op: "launch", backend: NAME, msg: "error flag poisoned".into() })

@@ -204,19 +204,7 @@ pub(super) fn run_variant(
     allow_shared(&f, shared)?;
     // CTAs resident per SM (H200, either variant: 3 at D 128, 5 at D 64). Splits start on a
     // multiple of 64 keys for both (v1 needs it; v2 would take any start).
-    // NOTE: asked once per kernel and size (a driver call on every decode step otherwise).
-    let key = format!("{}_d{d}/{shared}", variant.stem());
-    let cached = lock(&gpu.resident, OP, "decode occupancy")?.get(&key).copied();
-    let per_sm = match cached {
-        Some(n) => n,
-        None => {
-            let n = f
-                .occupancy_max_active_blocks_per_multiprocessor(THREADS, shared as usize, None)
-                .map_err(device_err(OP))? as usize;
-            lock(&gpu.resident, OP, "decode occupancy")?.insert(key, n.max(1));
-            n.max(1)
-        }
-    };
+    let per_sm = gpu.resident_blocks(OP, &f, &format!("{}_d{d}", variant.stem()), THREADS, shared as usize)?;
     let splits = Splits::of(p, gpu.sms * per_sm);
     let (n, nseq) = (splits.items.len() / ITEM, splits.seqs.len() / 2);
     if n == 0 {

@@ -543,16 +543,7 @@ impl CudaBackend {
     /// it except for the shared memory of a group limit (E + 2G words per warp), which grows
     /// with E; the key holds it.
     fn resident_per_sm(&self, f: &CudaFunction, name: &str, rp: &RegPlan) -> Result<usize> {
-        const OP: &str = "route";
-        let key = format!("{name}/{}/{}", rp.warps, rp.smem_words);
-        if let Some(&n) = lock(&self.resident, OP, "routing occupancy")?.get(&key) {
-            return Ok(n);
-        }
-        let n = f
-            .occupancy_max_active_blocks_per_multiprocessor((rp.warps * 32) as u32, rp.smem_words * 4, None)
-            .map_err(device_err(OP))? as usize;
-        lock(&self.resident, OP, "routing occupancy")?.insert(key, n.max(1));
-        Ok(n.max(1))
+        self.resident_blocks("route", f, name, (rp.warps * 32) as u32, rp.smem_words * 4)
     }
 
     /// Queue the generic routing kernel `route_*` over `logits` of `dtype`.
