@@ -281,6 +281,25 @@ template <int OT> __device__ __forceinline__ void att_scale_o(float (*oacc)[4], 
     }
 }
 
+// One key tile's online softmax on mma.sync fragments: the scores S [NT][4] of keys nb.. in the
+// log2 domain, masked unless `full` (att_mask_scores), the running maxima mrow moved, P =
+// exp2(S - mu) in place, the row sums lrow and O [OT][4] rescaled.
+template <int NT, int OT>
+__device__ __forceinline__ void att_softmax_tile(float (*s)[4], float (*oacc)[4], float* mrow, float* lrow, int nb,
+                                                 int t, bool full, const int* rlo, const int* rhi, const int* ri,
+                                                 const i32* cr, int tk, int k0, float scale, float scale_log2,
+                                                 float softcap) {
+    float mx[2] = {ATT_NEG_INF, ATT_NEG_INF};
+    att_mask_scores<NT>(s, mx, nb, t, full, rlo, rhi, ri, cr, tk, k0, scale, scale_log2, softcap);
+    float alpha[2], mu[2];
+    att_online_max(mx, mrow, mu, alpha);
+    float rs[2] = {0.0f, 0.0f};
+    att_exp_rowsum<NT>(s, mu, rs);
+#pragma unroll
+    for (int x = 0; x < 2; ++x) lrow[x] = lrow[x] * alpha[x] + rs[x];
+    att_scale_o<OT>(oacc, alpha);
+}
+
 // Final row sums over the quad (in place) and their inverses (NaN for a row without a positive
 // sum: all its visible scores -inf, or a NaN among them; padding rows past Lq are never stored).
 __device__ __forceinline__ void att_final_inv(float* lrow, float* inv) {
@@ -419,15 +438,8 @@ __device__ void attention_mma_impl(const T* q, const T* k, const T* v, T* o, flo
 
         // Scores in the log2 domain, masked; online softmax.
         const bool full = !cr && n + ATT_BN <= lk && n >= last_lo && n + ATT_BN <= first_hi;
-        float mx[2] = {ATT_NEG_INF, ATT_NEG_INF};
-        att_mask_scores<NT>(s, mx, n, t, full, rlo, rhi, ri, cr, tk, k0, scale, scale_log2, softcap);
-        float alpha[2], mu[2];
-        att_online_max(mx, mrow, mu, alpha);
-        float rs[2] = {0.0f, 0.0f};
-        att_exp_rowsum<NT>(s, mu, rs);
-#pragma unroll
-        for (int x = 0; x < 2; ++x) lrow[x] = lrow[x] * alpha[x] + rs[x];
-        att_scale_o<OT>(oacc, alpha);
+        att_softmax_tile<NT, OT>(s, oacc, mrow, lrow, n, t, full, rlo, rhi, ri, cr, tk, k0, scale, scale_log2,
+                                 softcap);
 
         att_cp_wait_all();
         __syncthreads();  // V[n] visible; every warp is done with K[n]

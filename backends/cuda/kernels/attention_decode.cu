@@ -251,17 +251,9 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
             att_mma<T>(s[1], qa[kk], b[2], b[3]);
         }
         const bool full = !cr && nb >= rlo[0] && nb >= rlo[1] && nb + 16 <= rhi[0] && nb + 16 <= rhi[1];
-        float mx[2] = {ATT_NEG_INF, ATT_NEG_INF};
-        att_mask_scores<2>(s, mx, nb, t, full, rlo, rhi, ri, cr, tk, k0, scale, scale_log2, softcap);
-        float alpha[2], mu[2];
-        att_online_max(mx, mrow, mu, alpha);
-        float rs[2] = {0.0f, 0.0f};
-        att_exp_rowsum<2>(s, mu, rs);
+        att_softmax_tile<2, OT>(s, oacc, mrow, lrow, nb, t, full, rlo, rhi, ri, cr, tk, k0, scale, scale_log2, softcap);
         u32 pa[4];
         att_pack_a<T>(pa, s[0], s[1]);
-#pragma unroll
-        for (int x = 0; x < 2; ++x) lrow[x] = lrow[x] * alpha[x] + rs[x];
-        att_scale_o<OT>(oacc, alpha);
         // O += P·V (V through transposed ldmatrix).
 #pragma unroll
         for (int dp = 0; dp < D / 16; ++dp) {
@@ -437,17 +429,9 @@ __device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float
 #pragma unroll
         for (int e = 0; e < 4; ++e) s[0][e] += s2[e];
         const bool full = !cr && nb >= rlo[0] && nb >= rlo[1] && nb + KB <= rhi[0] && nb + KB <= rhi[1];
-        float mx[2] = {ATT_NEG_INF, ATT_NEG_INF};
-        att_mask_scores<1>(s, mx, nb, t, full, rlo, rhi, ri, cr, tk, k0, scale, scale_log2, softcap);
-        float alpha[2], mu[2];
-        att_online_max(mx, mrow, mu, alpha);
-        float rs[2] = {0.0f, 0.0f};
-        att_exp_rowsum<1>(s, mu, rs);
+        att_softmax_tile<1, OT>(s, oacc, mrow, lrow, nb, t, full, rlo, rhi, ri, cr, tk, k0, scale, scale_log2, softcap);
         // P as the A fragment of m16n8k8: (row g, keys 2t, 2t + 1), (row g + 8, same keys).
         u32 pa[2] = {att_pack<T>(s[0][0], s[0][1]), att_pack<T>(s[0][2], s[0][3])};
-#pragma unroll
-        for (int x = 0; x < 2; ++x) lrow[x] = lrow[x] * alpha[x] + rs[x];
-        att_scale_o<OT>(oacc, alpha);
         // O += P·V: transposed ldmatrix gives lane (g, t) V[keys 2t, 2t + 1][column g] of each
         // 8-column tile, the B fragment of m16n8k8.
 #pragma unroll
