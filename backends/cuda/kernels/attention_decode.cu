@@ -53,7 +53,15 @@ __device__ __forceinline__ const i32* dec_item(const i32* items, const DecTable&
 // last of the sequence's `splits` CTAs merges them all into o and lse (as the combine kernel) and
 // sets the count back to zero. The classic last-block pattern: every thread's partial writes are
 // fenced device-wide before the count, and the last CTA reads them past L1 (ld.global.cg).
-// `smem` is free (the merge's reads are done once its CTA passed the barrier below).
+// `smem` is free (the merge's reads are done once its CTA passed the barrier below); it holds
+// the splits' (m, l) of every row, `splits · DEC_ROWS · 2` floats (the host fuses only where they
+// fit). The merge is three steps of independent loads, not a chain of them: every (split, row)
+// pair's m and l at once; a warp per row reduces them (M = max m_j, L = sum l_j 2^(m_j - M)) and
+// leaves each split's weight 2^(m_j - M) / L in place of m_j; then each thread sums its 4 columns
+// of one row over the splits, DEC_MERGE_LOADS loads in flight. (Row by row and split by split, each load
+// waited for, it cost more than the combine kernel from 6 splits on: run 28 call B.)
+// Loads in flight per thread in the fused merge's sum over the splits.
+#define DEC_MERGE_LOADS 4
 template <typename T, int D>
 __device__ __forceinline__ void dec_finish(int* smem, const float* part_o, const float* part_ml, int* counters, T* o,
                                            float* lse, int first, int splits, int kvh, int hkv, int hq, int q0,
@@ -67,26 +75,76 @@ __device__ __forceinline__ void dec_finish(int* smem, const float* part_o, const
         smem[0] = last;
     }
     __syncthreads();
-    if (!smem[0]) return;
+    const bool last = smem[0];
+    __syncthreads();
+    if (!last) return;
     __threadfence();
     const int grp = hq / hkv, rows = lq * grp;
     auto row = [&](int j, int r) { return (((size_t)first + j) * hkv + kvh) * DEC_ROWS + r; };
-    for (int idx = threadIdx.x; idx < rows * D; idx += DEC_THREADS) {
-        const int r = idx / D, d = idx % D;
+    float* sw = reinterpret_cast<float*>(smem);  // [splits][DEC_ROWS]: m, then the weight
+    float* sl = sw + splits * DEC_ROWS;          // [splits][DEC_ROWS]: l
+    for (int idx = threadIdx.x; idx < splits * DEC_ROWS; idx += DEC_THREADS) {
+        const int j = idx / DEC_ROWS, r = idx % DEC_ROWS;
+        const float2 ml = r < rows ? __ldcg(reinterpret_cast<const float2*>(part_ml) + row(j, r)) : make_float2(0.0f, 0.0f);
+        sw[idx] = ml.x;
+        sl[idx] = ml.y;
+    }
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int r = warp; r < rows; r += DEC_THREADS / 32) {
         float m = ATT_NEG_INF;
-        for (int j = 0; j < splits; ++j) m = fmaxf(m, __ldcg(part_ml + row(j, r) * 2));
-        float l = 0.0f, acc = 0.0f;
-        for (int j = 0; j < splits; ++j) {
-            const size_t rj = row(j, r);
-            const float mj = __ldcg(part_ml + rj * 2);
+        for (int j = lane; j < splits; j += 32) m = fmaxf(m, sw[j * DEC_ROWS + r]);
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+        float l = 0.0f;
+        for (int j = lane; j < splits; j += 32) {
+            const float mj = sw[j * DEC_ROWS + r];
             // NOTE: a split none of whose keys this row sees holds m = -inf: weight 0.
-            const float w = mj == ATT_NEG_INF ? 0.0f : att_exp2(mj - m);
-            l += __ldcg(part_ml + rj * 2 + 1) * w;
-            acc += __ldcg(part_o + rj * D + d) * w;
+            l += mj == ATT_NEG_INF ? 0.0f : sl[j * DEC_ROWS + r] * att_exp2(mj - m);
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        __syncwarp();
+        for (int j = lane; j < splits; j += 32) {
+            const float mj = sw[j * DEC_ROWS + r];
+            sw[j * DEC_ROWS + r] = mj == ATT_NEG_INF ? 0.0f : att_exp2(mj - m) * inv;
+        }
+        if (lane == 0) {
+            const int i = r / grp, h = kvh * grp + r % grp;
+            lse[(size_t)h * tq + q0 + i] = att_lse(m, l);
+            sl[r] = l;  // (the l of split 0 is read no more) whether the row saw any key
+        }
+    }
+    __syncthreads();
+    constexpr int C4 = D / 4;  // float4 columns per row
+    for (int idx = threadIdx.x; idx < rows * C4; idx += DEC_THREADS) {
+        const int r = idx / C4, c = idx % C4;
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        int j = 0;
+        for (; j + DEC_MERGE_LOADS <= splits; j += DEC_MERGE_LOADS) {
+            float4 v[DEC_MERGE_LOADS];
+#pragma unroll
+            for (int u = 0; u < DEC_MERGE_LOADS; ++u)
+                v[u] = __ldcg(reinterpret_cast<const float4*>(part_o + row(j + u, r) * D) + c);
+#pragma unroll
+            for (int u = 0; u < DEC_MERGE_LOADS; ++u) {
+                const float w = sw[(j + u) * DEC_ROWS + r];
+                acc.x += v[u].x * w, acc.y += v[u].y * w, acc.z += v[u].z * w, acc.w += v[u].w * w;
+            }
+        }
+        for (; j < splits; ++j) {
+            const float4 v = __ldcg(reinterpret_cast<const float4*>(part_o + row(j, r) * D) + c);
+            const float w = sw[j * DEC_ROWS + r];
+            acc.x += v.x * w, acc.y += v.y * w, acc.z += v.z * w, acc.w += v.w * w;
         }
         const int i = r / grp, h = kvh * grp + r % grp;
-        o[((size_t)(q0 + i) * hq + h) * D + d] = from_f32<T>(l > 0.0f ? acc / l : ATT_NAN);
-        if (d == 0) lse[(size_t)h * tq + q0 + i] = att_lse(m, l);
+        const bool seen = sl[r] > 0.0f;
+        T* dst = o + ((size_t)(q0 + i) * hq + h) * D + 4 * c;
+        dst[0] = from_f32<T>(seen ? acc.x : ATT_NAN);
+        dst[1] = from_f32<T>(seen ? acc.y : ATT_NAN);
+        dst[2] = from_f32<T>(seen ? acc.z : ATT_NAN);
+        dst[3] = from_f32<T>(seen ? acc.w : ATT_NAN);
     }
 }
 
@@ -490,14 +548,15 @@ __device__ void attention_decode_combine_impl(const float* part_o, const float* 
     if (d == 0) lse[(size_t)h * tq + q0 + i] = att_lse(m, l);
 }
 
-// Instantiates `attention_decode_dD_{f16,bf16}` (three CTAs per SM at D = 128: 152 registers,
-// 74 KiB of shared memory), `attention_decode_combine_dD_{f16,bf16}` and v2's
-// `attention_decode2_dD_{f16,bf16}` (held to the CTAs per SM of v1: 3 at D 128, 5 at D 64).
+// Instantiates `attention_decode_dD_{f16,bf16}` (three CTAs per SM at D = 128: 74 KiB of shared
+// memory), `attention_decode_combine_dD_{f16,bf16}` and v2's `attention_decode2_dD_{f16,bf16}`,
+// both held to 3 CTAs per SM at D 128 and 5 at D 64 (the fused merge's loads took v1 at D 64 from
+// 96 to 112 registers, 4 CTAs per SM, without the bound).
 #define DEC2_MIN_CTAS(DIM) ((DIM) == 128 ? 3 : 5)
 #define DEC_KERNEL_1(DIM, TY, SUFFIX)                                                                         \
     namespace attention_decode_d##DIM##_##SUFFIX##_ns {                                                       \
     using T = TY;                                                                                             \
-    extern "C" __global__ void __launch_bounds__(DEC_THREADS) attention_decode_d##DIM##_##SUFFIX(             \
+    extern "C" __global__ void __launch_bounds__(DEC_THREADS, DEC2_MIN_CTAS(DIM)) attention_decode_d##DIM##_##SUFFIX( \
         const T* q, const T* k, const T* v, float* part_o, float* part_ml, const i32* items, const i32* cr,  \
         int tk, int hq, int hkv, float scale, float softcap, int causal, long long wl, long long wr,         \
         int* counters, T* o, float* lse, int tq, const __grid_constant__ DecTable table) {                   \

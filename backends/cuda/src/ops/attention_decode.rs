@@ -9,9 +9,9 @@
 //! 64-key blocks through 2 stages shared by the CTA's 4 warps, a CTA barrier a block) and `v2`
 //! (`attention_decode2_*`: each warp its own 4-stage pipeline of 8-key sub-blocks, no barrier in
 //! the loop; the kernel header says why). Both write the same partial results for the same
-//! splits. The last CTA of each (sequence, kv head) merges them where every sequence has at
-//! most `FUSE_SPLITS` (the work items then travel by value in the kernel's arguments, no copy
-//! to the device); else the combine kernel does, over uploaded items.
+//! splits. The last CTA of each (sequence, kv head) merges them where every sequence's splits'
+//! row statistics fit in its shared memory (the work items then travel by value in the kernel's
+//! arguments, no copy to the device); else the combine kernel does, over uploaded items.
 
 use super::attention::{allow_shared, column_ranges, mask_args};
 use crate::backend::{device_err, lock};
@@ -43,11 +43,12 @@ const TABLE_ITEMS: usize = 112;
 /// The fused combine's counters (one per (sequence, kv head) of a call: the first item's index ·
 /// Hkv + kv head): calls with more items · Hkv take the combine kernel.
 const COUNTERS: usize = 1 << 16;
-/// The most splits of a sequence the fused combine merges: the last CTA of a sequence merges its
-/// splits alone, after the others, where the combine kernel spreads them over a CTA per row. Run
-/// 28 call B (a call, fused against the kernel): 1 split (B32 S4096) 152.0 against 154.6 us, 2
-/// (B16 S4096 D64) 87.7 / 92.0, 6 (B8 S8192) 94.5 / 91.9, 49 (1 × 65536) 110.6 / 94.1.
-const FUSE_SPLITS: i32 = 4;
+/// Bytes of shared memory the fused combine takes per split of a sequence: each row's m and l
+/// (f32). Run 28 call B measured the first fused merge (row by row, split by split, each load
+/// waited for) slower than the combine kernel from 6 splits on (B8 S8192 94.5 against 91.9 us,
+/// 1 × 65536's 49 splits 110.6 / 94.1), and took it only up to 4; `dec_finish` now issues its
+/// loads together and takes every split count that fits.
+const FUSE_BYTES_PER_SPLIT: usize = ROWS * 2 * 4;
 /// Environment probe (timing experiments; results stay exact): `combine-kernel` merges the
 /// splits in the combine kernel instead of the last CTA of each sequence, `upload-items` copies
 /// the work items to the device instead of passing them by value.
@@ -179,10 +180,12 @@ impl Splits {
     }
 }
 
-/// Whether the last CTA of each sequence merges its splits (the fused combine): every sequence
-/// has at most [`FUSE_SPLITS`], and the counters cover the items of every kv head.
-fn fuse_combine(splits: &Splits, heads_kv: usize) -> bool {
-    splits.items.len() / ITEM * heads_kv <= COUNTERS && splits.seqs.chunks(2).all(|s| s[1] <= FUSE_SPLITS)
+/// Whether the last CTA of each sequence merges its splits (the fused combine): every
+/// sequence's splits' row statistics fit in the kernel's `shared` bytes
+/// ([`FUSE_BYTES_PER_SPLIT`] each), and the counters cover the items of every kv head.
+fn fuse_combine(splits: &Splits, heads_kv: usize, shared: usize) -> bool {
+    splits.items.len() / ITEM * heads_kv <= COUNTERS
+        && splits.seqs.chunks(2).all(|s| s[1] as usize * FUSE_BYTES_PER_SPLIT <= shared)
 }
 
 /// Runs `p` on the decode kernels (see [`eligible`]).
@@ -214,7 +217,7 @@ pub(super) fn run_variant(
     let probe = |w: &str| probe.split(',').any(|x| x.trim() == w);
     // The fused combine needs the backend's counters (zeroed once, and back to zero after every
     // call); made outside a graph recording only (a recorded allocation is the graph's own).
-    let counters = if probe("combine-kernel") || !fuse_combine(&splits, p.heads_kv) {
+    let counters = if probe("combine-kernel") || !fuse_combine(&splits, p.heads_kv, shared as usize) {
         None
     } else {
         let mut slot = lock(&gpu.decode_counters, OP, "decode counters")?;
@@ -487,11 +490,13 @@ mod tests {
         let s = Splits::of(&problem(&[1], &[65536], 32, 8), 396);
         assert_eq!((s.items.len() / ITEM, s.items[5] - s.items[4]), (49, 1344));
         assert_eq!(s.items[s.items.len() - 3], 65536);
-        // 49 splits of one sequence: the combine kernel merges them.
-        assert!(!fuse_combine(&s, 8));
+        // 49 splits of one sequence: fused where 49 · 128 bytes of statistics fit.
+        let shared = Variant::V2.shared_bytes(128) as usize;
+        assert!(fuse_combine(&s, 8, shared));
+        assert!(!fuse_combine(&s, 8, 48 * FUSE_BYTES_PER_SPLIT), "49 splits' statistics past the shared memory");
         let s = Splits::of(&problem(&[1; 32], &[4096; 32], 32, 8), 396);
-        assert!(fuse_combine(&s, 8), "one split a sequence: fused");
-        assert!(!fuse_combine(&s, COUNTERS), "more items × kv heads than counters");
+        assert!(fuse_combine(&s, 8, shared), "one split a sequence: fused");
+        assert!(!fuse_combine(&s, COUNTERS, shared), "more items × kv heads than counters");
         // Every item names its sequence's first item and split count.
         for pair in s.seqs.chunks(2) {
             let its = s.items.chunks(ITEM).skip(pair[0] as usize).take(pair[1] as usize);
