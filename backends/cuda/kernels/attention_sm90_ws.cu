@@ -11,22 +11,35 @@
 // accumulator registers per thread leave no room for a 128-key S and P, nor shared memory for
 // 2 stages of 128-key tiles), with the wgmma shapes that needs (S m64n64k16, O m64n256k16).
 //
-// CTA: 384 threads = 3 warpgroups, 128 query rows of one (item, query head), one CTA per SM.
-// - Warpgroup 0, the producer (setmaxnreg.dec to PRODUCER_REGS): thread 0 loads Q once and then
-//   every key tile's K and V through TMA (4-D tensor maps over [T, H, D] as (D, H, T, 1), box
+// CTA: 384 threads = 3 warpgroups, one CTA per SM, persistent: it runs units (the 128 query rows
+// of one item and query head) one after another, taken by ticket as it finishes the last
+// (aws_next_unit), until none is left. One CTA per unit cost about 3 us a unit in loads, start-up
+// and a drained pipeline (run 29 call B: causal D 64 429 -> 399 us, D 128 1.04 ms -> 970 us; by
+// ticket rather than in fixed rounds: the image mask at D 64 520 -> 502 us, docs-varlen 213 ->
+// 193 us; dense causal tiles favour fixed rounds by 1%: 395 and 956 us).
+// - Warpgroup 0, the producer (setmaxnreg.dec to Regs::PRODUCER): thread 0 takes the units,
+//   hands each one's index to the consumers through a slot, and loads its Q (two buffers, so
+//   that the next unit's Q comes in while the consumers finish the last one) and then every key
+//   tile's K and V through TMA (4-D tensor maps over [T, H, D] as (D, H, T, 1), box
 //   (64, 1, BN, 1): BN token rows of 64 columns, 128-byte swizzled = one part of the tile), into
-//   STAGES stages of K and of V, each with a FULL barrier (one expect_tx arrival + the bytes) and
-//   an EMPTY barrier (one arrival per consumer warp). The other producer threads are done.
-// - Warpgroups 1 and 2, the consumers (setmaxnreg.inc to CONSUMER_REGS): consumer c owns rows
+//   STAGES stages of K and of V (their rounds run on across units), each with a FULL barrier
+//   (one expect_tx arrival + the bytes) and an EMPTY barrier (one arrival per consumer warp); a
+//   Q buffer and its slot come back (Q_EMPTY) when the consumers have stored the unit through
+//   it. The other producer threads are done.
+// - Warpgroups 1 and 2, the consumers (setmaxnreg.inc to Regs::CONSUMER): consumer c owns rows
 //   64c..64c+64, exactly as a warpgroup of attention_sm90.cu, with its intra-warpgroup overlap
 //   (S_j = Q·K_j issued, then P_{j-1}·V_{j-1}; the softmax of S_j runs while the second is in
-//   flight).
+//   flight). A unit ends with its last P·V and its store; issuing that P·V behind the next
+//   unit's first S instead (the store in place of that tile's O rescale) measured slower at D 64
+//   (session 19, whose raw figures were lost: 415 against 404 us, the image mask -15%) and
+//   spilled at D 128.
 // - Ping-pong between the consumers (FlashAttention-3's inter-warpgroup schedule): a consumer
 //   issues a tile's two wgmma groups only in its turn (named barrier SCHED + c, 256 threads: its
 //   own 128 sync, the other's 128 arrive when they have issued theirs), so one consumer's
 //   softmax runs while the other's matrix products keep the tensor cores busy. Consumer 1
-//   arrives once at the start (consumer 0 goes first); each then arrives once per tile, and
-//   consumer 0 syncs once more at the end to take the last turn, so every phase completes.
+//   arrives once at the start (consumer 0 goes first); each then arrives once per tile (both run
+//   the same tiles of the same units), and consumer 0 syncs once more at the end to take the last
+//   turn, so every phase completes.
 // - Rescaling only when a row's maximum moves past RESCALE_LOG2 (log2 domain): below it the old
 //   maximum stays the shift, P <= 2^RESCALE_LOG2 in f32 and in the 16-bit P (no overflow, the
 //   same relative rounding), and O and l need no rescale; the final 1/l and the LSE use the same
@@ -56,22 +69,31 @@
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
 namespace aws {
-constexpr int STAGES = 2, PRODUCER_REGS = 24;
+constexpr int STAGES = 2;
 // Keys per K/V tile: 128, but 64 at D 256 (FlashAttention-3 takes 80 there). Registers per
 // consumer thread: O D/2 + S BN/2 + P BN/4 f32, 176 at D 256 (224 with 128 keys, past the 240
 // budget with the addresses); shared memory: a 128-row Q tile + 2 stages of K and V of BN rows,
 // 192 KiB at D 256 (256 with 128 keys). Each tile's matrix work at D 256 × 64 keys equals that
 // of D 128 × 128 keys; its softmax is half as large.
 template <int D> constexpr int BN_OF = D > 128 ? 64 : 128;
+// Q buffers: 2 at D <= 128, so that the producer loads a unit's Q while the consumers still run
+// the one before (a persistent grid); 1 at D 256 (two 64 KiB Q tiles leave no room for the K/V
+// stages), where the next Q waits for the last unit's store.
+template <int D> constexpr int QBUF_OF = D > 128 ? 1 : 2;
 // NC consumer warpgroups (2; see the instantiations for 3): BM = 64·NC query rows, 128·(1 + NC)
 // threads.
-// Registers per thread after setmaxnreg: 128 · 24 + 256 · 240 = 64512 (NC 2), 128 · 24 + 384 · 160
-// = 64512 (NC 3), <= 65536.
 template <int NC> struct Cfg {
     static constexpr int BM = 64 * NC, THREADS = 128 * (1 + NC);
-    static constexpr int CONSUMER_REGS = NC == 2 ? 240 : 160;
     static constexpr int EMPTY_COUNT = 4 * NC;  // one arrival per consumer warp
     static constexpr int QHALF = BM * 128;      // bytes of one 64-column half of the Q tile
+};
+// Registers per thread after setmaxnreg: 128 · 24 + 256 · 240 = 64512 (NC 2), 128 · 24 + 384 · 160
+// = 64512 (NC 3), <= 65536. The producer's unit loop spills ~40 words to L1 at 24 (it waits on
+// the consumers' barriers anyway); 40 / 232 spilled none but left the consumers less.
+template <int D, int NC> struct Regs {
+    static constexpr int PRODUCER = 24;
+    static constexpr int CONSUMER = NC == 3 ? 160 : 240;
+    static_assert(128 * PRODUCER + 128 * NC * CONSUMER <= 65536, "the register file");
 };
 // Named barriers: SCHED + c is consumer c's turn; LOCAL + c syncs consumer c's warpgroup.
 constexpr int SCHED = 1, LOCAL = 5;
@@ -81,7 +103,8 @@ constexpr float RESCALE_LOG2 = 8.0f;
 // moves a row's shift with every new maximum (as attention_sm90.cu does); NO_FOLD scales every
 // score by its own multiply before the exponent's subtraction (as attention_sm90.cu does).
 constexpr int NO_PINGPONG = 1, EAGER_RESCALE = 2, NO_FOLD = 4;
-// Barriers: Q_FULL, K_FULL[S], V_FULL[S], K_EMPTY[S], V_EMPTY[S], 8 bytes each (128 reserved).
+// Barriers: Q_FULL[2], Q_EMPTY[2], K_FULL[S], V_FULL[S], K_EMPTY[S], V_EMPTY[S], 8 bytes each (96),
+// 128 reserved.
 constexpr int BAR_BYTES = 128;
 template <int D, int NC> struct Smem {
     static constexpr int BN = BN_OF<D>;
@@ -89,9 +112,9 @@ template <int D, int NC> struct Smem {
     // tile, and per consumer the column ranges of one key tile (BN int4), staged for its element
     // mask.
     static constexpr int TILE = BN * D * 2, CHUNK = BN * 128, QTILE = Cfg<NC>::BM * D * 2, RANGE_BYTES = BN * 16;
-    // Q, K stages, V stages, barriers, the consumers' column ranges and slack to align the base
-    // to 1024 (keep in step with `Path::shared_bytes` in src/ops/attention.rs).
-    static constexpr int BYTES = QTILE + TILE * 2 * STAGES + BAR_BYTES + NC * RANGE_BYTES + 1024;
+    // Q buffers, K stages, V stages, barriers, the consumers' column ranges and slack to align
+    // the base to 1024 (keep in step with `Path::shared_bytes` in src/ops/attention.rs).
+    static constexpr int BYTES = QTILE * QBUF_OF<D> + TILE * 2 * STAGES + BAR_BYTES + NC * RANGE_BYTES + 1024;
 };
 }  // namespace aws
 
@@ -127,46 +150,139 @@ template <int BN> struct AwsFm {
         return n;
     }
 };
-template <int BN> __device__ __forceinline__ AwsFm<BN> aws_fm(const i32* fm, int item, int hq, int tk) {
+template <int BN> __device__ __forceinline__ AwsFm<BN> aws_fm(const i32* fm, int item, int n_items, int tk) {
     if (!fm) return AwsFm<BN>{nullptr, nullptr, 0, 0x7fffffff, 0x7fffffff};
     const int4* spans = reinterpret_cast<const int4*>(fm);
     const int4 sp = __ldg(spans + item);
-    const int4* cols = spans + gridDim.x / hq;
+    const int4* cols = spans + n_items;
     return AwsFm<BN>{cols, cols + tk + 2 * sp.x, sp.y, sp.z, sp.w};
 }
 
-// Thread 0 of the producer: Q (NC boxes of 64 rows per 64-column half: the Q map's box is 64
-// rows), then K and V of every key tile nstart <= n < bhi that `fm` does not skip for the CTA's
-// rows r0..r1 (the j-th such tile in stage j % STAGES, round j / STAGES), D/64 boxes of BN rows
-// each.
+// The units (work item, query head: the host's items heaviest first, times Hq) go to a grid of
+// at most one CTA per SM (the kernel is persistent): each CTA takes unit blockIdx.x first, then,
+// with a ticket counter (`tickets`, zero at launch), the next unit not yet taken, as an SM frees
+// up, as the hardware would deal one CTA per unit (and as well for units whose costs the tile
+// counts do not tell, e.g. the FlashMask patterns). Draws past the last unit end a CTA; there are
+// exactly `units` draws, and the last one (ticket units - 1) sets the counter back to zero for the
+// next launch. Without a counter (a graph recorded before the backend made one), round r of CTA
+// b takes unit r·G + b in even rounds and r·G + G - 1 - b in odd ones (G CTAs): even sums of
+// work for smoothly falling costs such as causal blocks.
+__device__ __forceinline__ int aws_next_unit(int* tickets, int r, int units) {
+    const int G = (int)gridDim.x, b = (int)blockIdx.x;
+    if (r == 0 || !tickets) return r * G + ((r & 1) ? G - 1 - b : b);
+    const int t = atomicAdd(tickets, 1);
+    if (t == units - 1) atomicExch(tickets, 0);
+    return G + t;
+}
+
+// What every role of the CTA derives from its unit `u`: the item's fields, its query head and
+// K/V head, its FlashMask tables, the rows it stores (m0..rows) and the key tiles it runs (from
+// nfirst, on its grid, below bhi; none when nfirst >= bhi).
+template <int BN, int BM> struct AwsUnit {
+    AwsFm<BN> fm;
+    int h, kvh, q0, lq, k0, lk, m0, rows, last, bhi, nfirst;
+    __device__ __forceinline__ bool has_tiles() const { return nfirst < bhi; }
+};
+template <int BN, int BM>
+__device__ __forceinline__ AwsUnit<BN, BM> aws_unit(int u, int units, const i32* items, const i32* fm_, int tk, int hq,
+                                                    int hkv, int causal, long long wl, long long wr) {
+    AwsUnit<BN, BM> w;
+    const int item = u / hq;
+    w.h = u % hq;
+    w.kvh = w.h / (hq / hkv);
+    const i32* itm = items + (size_t)item * 5;
+    w.q0 = itm[0], w.lq = itm[1], w.k0 = itm[2], w.lk = itm[3], w.m0 = itm[4];
+    // The item's rows end at `rows` (the sequence's end, or the host's m1 with ranges).
+    w.fm = aws_fm<BN>(fm_, item, units / hq, tk);
+    w.rows = min(w.lq, w.fm.m1);
+    // CTA key tiles: from the first row's lower bound to the last row's upper bound (with
+    // ranges, from the host's n0 on its grid, which is inside those bounds).
+    w.last = (w.m0 + BM < w.rows ? w.m0 + BM : w.rows) - 1;
+    int blo, unused0, unused1;
+    att_row_range(w.m0, w.lq, w.lk, causal, wl, wr, blo, unused0);
+    att_row_range(w.last, w.lq, w.lk, causal, wl, wr, unused1, w.bhi);
+    const int nstart = w.fm.none() ? (blo / BN) * BN : w.fm.n0;
+    w.bhi = min(w.bhi, w.fm.n1);
+    w.nfirst = w.fm.next(nstart, w.bhi, w.m0, w.last);
+    return w;
+}
+
+// The CTA's unit slots in the ticket buffer: an i32 per Q buffer, 16 bytes apart, past the
+// counter (the host's TICKET_* layout).
+template <int QB> __device__ __forceinline__ int* aws_slot(int* tickets, int b) {
+    return tickets + 4 + 4 * ((int)blockIdx.x * QB + b);
+}
+
+// Thread 0 of the producer, for each of the CTA's units in turn: once the consumers have stored
+// the unit QBUF units back (its Q buffer and slot are free), the unit's index into its slot and
+// Q into its buffer (NC boxes of 64 rows per 64-column half: the Q map's box is 64 rows; none
+// for a unit without key tiles), then K and V of every key tile of the unit that `fm` does not
+// skip for its rows m0..last (the CTA's j-th such tile, counted over all its units, in stage
+// j % STAGES, round j / STAGES), D/64 boxes of BN rows each. Past the last unit, -1 in the slot.
+// The slot is the CTA's own word in global memory, written before the buffer's FULL arrival
+// (a release: the consumers read it after their wait, its acquire, from L2). A word in shared
+// memory would serve as well by the memory model, but racecheck models neither that handoff nor
+// one by bulk copy (st.async, the async proxy's direct store, needs a real cluster): it flagged
+// both (sessions 19 and 20; run 29 call A: 20 reports on the bulk copy), so the word stays out
+// of what it checks (run 29 call B: 0 hazards). Without tickets (static rounds) there are no
+// slots: the consumers compute the units themselves.
 template <int D, int NC>
 __device__ __forceinline__ void aws_produce(const HpTmap* qm, const HpTmap* km, const HpTmap* vm, u32 sQ, u32 sK,
-                                            u32 sV, u32 bars, int q_row, int h, int k0, int kvh, int nstart, int bhi,
-                                            const AwsFm<aws::BN_OF<D>>& fm, int r0, int r1) {
+                                            u32 sV, u32 bars, int* tickets, int units, const i32* items, const i32* fm_, int tk, int hq,
+                                            int hkv, int causal, long long wl, long long wr) {
     using namespace aws;
-    constexpr int TILE = Smem<D, NC>::TILE, CHUNK = Smem<D, NC>::CHUNK, BN = BN_OF<D>, HALVES = D / 64;
-    const u32 q_full = bars, k_full = bars + 8, v_full = k_full + 8 * STAGES, k_empty = v_full + 8 * STAGES,
-              v_empty = k_empty + 8 * STAGES;
+    constexpr int TILE = Smem<D, NC>::TILE, CHUNK = Smem<D, NC>::CHUNK, QTILE = Smem<D, NC>::QTILE, BN = BN_OF<D>,
+                  HALVES = D / 64, QB = QBUF_OF<D>;
+    const u32 q_full = bars, q_empty = bars + 16, k_full = bars + 32, v_full = k_full + 8 * STAGES,
+              k_empty = v_full + 8 * STAGES, v_empty = k_empty + 8 * STAGES;
     hp_tma_prefetch(qm);
     hp_tma_prefetch(km);
     hp_tma_prefetch(vm);
-    hp_bar_arrive_tx(q_full, Smem<D, NC>::QTILE);
-#pragma unroll
-    for (int c = 0; c < HALVES; ++c)
-#pragma unroll
-        for (int i = 0; i < NC; ++i) hp_tma4(sQ + c * Cfg<NC>::QHALF + i * 64 * 128, qm, 64 * c, h, q_row + 64 * i, 0, q_full);
+    // Hands unit `v` (-1: none left) to the consumers in buffer b's slot, with `qbytes` of Q to
+    // come on the same barrier.
+    auto hand = [&](int b, int v, int qbytes) {
+        *reinterpret_cast<volatile int*>(aws_slot<QB>(tickets, b)) = v;
+        hp_bar_arrive_tx(q_full + 8 * b, (u32)qbytes);
+    };
     int j = 0;
-    for (int n = fm.next(nstart, bhi, r0, r1); n < bhi; n = fm.next(n + BN, bhi, r0, r1), ++j) {
-        const int s = j % STAGES;
-        const u32 parity = (u32)(((j / STAGES) & 1) ^ 1);
-        hp_bar_wait(k_empty + 8 * s, parity);
-        hp_bar_arrive_tx(k_full + 8 * s, TILE);
+    for (int r = 0;; ++r) {
+        const int u = aws_next_unit(tickets, r, units);
+        const int b = r % QB;
+        // Without tickets the consumers know the CTA's units as well: no slot, no end word.
+        if (!tickets && u >= units) break;
+        hp_bar_wait(q_empty + 8 * b, (u32)(((r / QB) & 1) ^ 1));
+        if (u >= units) {
+            hand(b, -1, 0);
+            break;
+        }
+        const AwsUnit<BN, Cfg<NC>::BM> w = aws_unit<BN, Cfg<NC>::BM>(u, units, items, fm_, tk, hq, hkv, causal, wl, wr);
+        const int qbytes = w.has_tiles() ? QTILE : 0;
+        if (tickets) {
+            hand(b, u, qbytes);
+        } else {
+            hp_bar_arrive_tx(q_full + 8 * b, (u32)qbytes);
+        }
+        if (!w.has_tiles()) continue;
+        const u32 sQb = sQ + b * QTILE;
 #pragma unroll
-        for (int c = 0; c < HALVES; ++c) hp_tma4(sK + s * TILE + c * CHUNK, km, 64 * c, kvh, k0 + n, 0, k_full + 8 * s);
-        hp_bar_wait(v_empty + 8 * s, parity);
-        hp_bar_arrive_tx(v_full + 8 * s, TILE);
+        for (int c = 0; c < HALVES; ++c)
 #pragma unroll
-        for (int c = 0; c < HALVES; ++c) hp_tma4(sV + s * TILE + c * CHUNK, vm, 64 * c, kvh, k0 + n, 0, v_full + 8 * s);
+            for (int i = 0; i < NC; ++i)
+                hp_tma4(sQb + c * Cfg<NC>::QHALF + i * 64 * 128, qm, 64 * c, w.h, w.q0 + w.m0 + 64 * i, 0, q_full + 8 * b);
+        for (int n = w.nfirst; n < w.bhi; n = w.fm.next(n + BN, w.bhi, w.m0, w.last), ++j) {
+            const int s = j % STAGES;
+            const u32 parity = (u32)(((j / STAGES) & 1) ^ 1);
+            hp_bar_wait(k_empty + 8 * s, parity);
+            hp_bar_arrive_tx(k_full + 8 * s, TILE);
+#pragma unroll
+            for (int c = 0; c < HALVES; ++c)
+                hp_tma4(sK + s * TILE + c * CHUNK, km, 64 * c, w.kvh, w.k0 + n, 0, k_full + 8 * s);
+            hp_bar_wait(v_empty + 8 * s, parity);
+            hp_bar_arrive_tx(v_full + 8 * s, TILE);
+#pragma unroll
+            for (int c = 0; c < HALVES; ++c)
+                hp_tma4(sV + s * TILE + c * CHUNK, vm, 64 * c, w.kvh, w.k0 + n, 0, v_full + 8 * s);
+        }
     }
 }
 
@@ -271,40 +387,28 @@ template <typename T, int D, int BN> __device__ __forceinline__ void aws_pv(floa
 template <typename T, int D, int NC>
 __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, const i32* fm_, int tq, int tk, int hq,
                                          int hkv, float scale, float softcap, int causal, long long wl, long long wr,
-                                         int flags, const HpTmap* qm, const HpTmap* km, const HpTmap* vm) {
+                                         int flags, int units, int* tickets, const HpTmap* qm, const HpTmap* km,
+                                         const HpTmap* vm) {
     using namespace aws;
     constexpr int TILE = Smem<D, NC>::TILE, CHUNK = Smem<D, NC>::CHUNK, KS = D / 16, ON = D / 2;
     // Keys per tile; S and P registers per thread.
     constexpr int BN = BN_OF<D>, SN = BN / 2, PN = BN / 4;
-    constexpr int BM = Cfg<NC>::BM, QHALF = Cfg<NC>::QHALF;
+    constexpr int BM = Cfg<NC>::BM, QHALF = Cfg<NC>::QHALF, QTILE = Smem<D, NC>::QTILE, QB = QBUF_OF<D>;
+    using Unit = AwsUnit<BN, BM>;
     extern __shared__ __align__(1024) unsigned char aws_smem[];
     const u32 smem = (att_smem_addr(aws_smem) + 1023u) & ~1023u;
-    const u32 sQ = smem, sK = smem + Smem<D, NC>::QTILE, sV = sK + STAGES * TILE, bars = sV + STAGES * TILE;
+    const u32 sQ = smem, sK = smem + QB * QTILE, sV = sK + STAGES * TILE, bars = sV + STAGES * TILE;
     const u32 ranges = bars + BAR_BYTES;  // NC copies of Smem::RANGE_BYTES
-    const u32 q_full = bars, k_full = bars + 8, v_full = k_full + 8 * STAGES, k_empty = v_full + 8 * STAGES,
-              v_empty = k_empty + 8 * STAGES;
-
-    const int item = blockIdx.x / hq, h = blockIdx.x % hq, kvh = h / (hq / hkv);
-    const i32* itm = items + (size_t)item * 5;
-    const int q0 = itm[0], lq = itm[1], k0 = itm[2], lk = itm[3], m0 = itm[4];
+    const u32 q_full = bars, q_empty = bars + 16, k_full = bars + 32, v_full = k_full + 8 * STAGES,
+              k_empty = v_full + 8 * STAGES, v_empty = k_empty + 8 * STAGES;
     const int tid = threadIdx.x;
 
-    // The item's rows end at `rows` (the sequence's end, or the host's m1 with ranges).
-    const AwsFm<BN> fm = aws_fm<BN>(fm_, item, hq, tk);
-    const int rows = min(lq, fm.m1);
-    // CTA key tiles: from the first row's lower bound to the last row's upper bound (with
-    // ranges, from the host's n0 on its grid, which is inside those bounds).
-    const int last = (m0 + BM < rows ? m0 + BM : rows) - 1;
-    int blo, bhi, unused0, unused1;
-    att_row_range(m0, lq, lk, causal, wl, wr, blo, unused0);
-    att_row_range(last, lq, lk, causal, wl, wr, unused1, bhi);
-    const int nstart = fm.none() ? (blo / BN) * BN : fm.n0;
-    bhi = min(bhi, fm.n1);
-    // The first key tile the CTA works on (bhi if none).
-    const int nfirst = fm.next(nstart, bhi, m0, last);
-
     if (tid == 0) {
-        hp_bar_init(q_full, 1);
+#pragma unroll
+        for (int b = 0; b < QB; ++b) {
+            hp_bar_init(q_full + 8 * b, 1);
+            hp_bar_init(q_empty + 8 * b, Cfg<NC>::EMPTY_COUNT);
+        }
 #pragma unroll
         for (int s = 0; s < STAGES; ++s) {
             hp_bar_init(k_full + 8 * s, 1);
@@ -318,12 +422,13 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
 
     const int role = hp_uniform(tid / 128);
     if (role == 0) {
-        hp_setmaxnreg_dec<PRODUCER_REGS>();
-        if (tid == 0 && nfirst < bhi)
-            aws_produce<D, NC>(qm, km, vm, sQ, sK, sV, bars, q0 + m0, h, k0, kvh, nfirst, bhi, fm, m0, last);
+        hp_setmaxnreg_dec<Regs<D, NC>::PRODUCER>();
+        if (tid == 0)
+            aws_produce<D, NC>(qm, km, vm, sQ, sK, sV, bars, tickets, units, items, fm_, tk, hq, hkv, causal, wl,
+                               wr);
         return;
     }
-    hp_setmaxnreg_inc<Cfg<NC>::CONSUMER_REGS>();
+    hp_setmaxnreg_inc<Regs<D, NC>::CONSUMER>();
     const int wg = role - 1, wt = tid - 128 * role, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int wrow = 64 * wg + 16 * ((wt >> 5) & 3) + g;  // this thread's rows: wrow, wrow + 8
     const int sched_me = SCHED + wg, sched_next = SCHED + (wg + 1 == NC ? 0 : wg + 1), local = LOCAL + wg;
@@ -335,29 +440,12 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
     // first and mul is 1 (the fma is exact then).
     const bool fold = !(softcap > 0.0f) && scale > 0.0f && !(flags & NO_FOLD);
     const float mul = fold ? scale * ATT_LOG2E : 1.0f;
-
-    // Keys every valid row of this warpgroup sees: [wlast_lo, wfirst_hi) (empty when it has no
-    // valid row); tiles inside it skip the element mask.
-    const int wfirst = m0 + 64 * wg;
-    const int wlast = (wfirst + 64 < rows ? wfirst + 64 : rows) - 1;
-    int wfirst_hi = 0, wlast_lo = 0, unused2, unused3;
-    if (wfirst < rows) {
-        att_row_range(wfirst, lq, lk, causal, wl, wr, unused2, wfirst_hi);
-        att_row_range(wlast, lq, lk, causal, wl, wr, wlast_lo, unused3);
-    }
-
-    // The ranges mask none of this warpgroup's valid rows in key tile n (no valid row: true).
-    // This thread's rows m0 + wrow and m0 + wrow + 8: their keys (the same for every tile; kept
-    // rather than lq, lk, the window and causal, which the loop needs for nothing else).
-    int rlo[2], rhi[2];
-    att_row_range(m0 + wrow, lq, lk, causal, wl, wr, rlo[0], rhi[0]);
-    att_row_range(m0 + wrow + 8, lq, lk, causal, wl, wr, rlo[1], rhi[1]);
-
-    auto fm_clear = [&](int n) {
-        if (wfirst >= rows) return true;
-        const int4* tl = fm.stats(n);
-        return aws_fm_none(__ldg(tl), __ldg(tl + 1), wfirst, wlast);
-    };
+    const float scale_log2 = scale * ATT_LOG2E;
+    // SEQ (three consumers, `attention_sm90ws3_*`): no intra-warpgroup overlap. A consumer's tile
+    // is S_j, its softmax, then O += P_j·V_j, so S and P are never live together (the overlap holds
+    // S_j, P_{j-1} and O at once: 128 registers at D 64, past 160 with the rest); the other two
+    // consumers' matrix products cover its softmax instead.
+    constexpr bool SEQ = NC == 3;
 
     float s[SN], oacc[ON];
     u32 p[PN];
@@ -368,30 +456,89 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
 #pragma unroll
     for (int e = 0; e < PN; ++e) p[e] = 0u;
     float mrow[2] = {ATT_NEG_INF, ATT_NEG_INF}, lrow[2] = {0.0f, 0.0f};
-    const float scale_log2 = scale * ATT_LOG2E;
-    const unsigned long long dq = a90_desc(sQ + wg * 64 * 128, 16, 1024);
 
-    // Consumer 0 goes first: the last consumer hands it the first turn.
-    if (pingpong && wg == NC - 1) hp_named_arrive(SCHED, 256);
-
-    // Waits for the V tile of key tile j (at n) and zeroes its rows past the sequence.
-    auto wait_v = [&](int j, int n) {
+    auto release = [&](u32 bar) {
+        if (lane == 0) hp_bar_arrive(bar);
+    };
+    // Waits for the V tile of key tile j (at n, of a unit with lk keys) and zeroes its rows past
+    // the sequence.
+    auto wait_v = [&](int j, int n, int lk) {
         const int s_ = j % STAGES;
         hp_bar_wait(v_full + 8 * s_, (u32)((j / STAGES) & 1));
         if (n + BN > lk) aws_zero_tail<D>(sV + s_ * TILE, lk - n, wt, local);
     };
-    auto release = [&](u32 bar) {
-        if (lane == 0) hp_bar_arrive(bar);
+    // The finished unit `pu` (its Q buffer qb): O normalised by the row sums and stored with the
+    // LSE through the warpgroup's own rows of the buffer (without key tiles Q was never loaded:
+    // the rows are free too), then the buffer and slot handed back to the producer: every lane's
+    // reads of them done and ordered before the async-proxy writes that refill them.
+    auto store = [&](const Unit& pu, int qb) {
+        a90_store_rows<T, D>(sQ + qb * QTILE, QHALF, local, wg, wt, wrow, t, oacc, lrow, mrow, o_, lse, pu.q0, pu.rows,
+                             pu.m0, hq, pu.h, tq);
+        hp_fence_proxy_async();
+        __syncwarp();
+        release(q_empty + 8 * qb);
     };
 
-    // Key tile j at n, after tile j - 1 at nprev; FIRST (a compile-time flag: a runtime one
-    // around the P·V wgmma makes ptxas serialise every wgmma, C7513): no P·V pending yet.
-    // SEQ (three consumers, `attention_sm90ws3_*`): no intra-warpgroup overlap. A consumer's tile
-    // is S_j, its softmax, then O += P_j·V_j, so S and P are never live together (the overlap holds
-    // S_j, P_{j-1} and O at once: 128 registers at D 64, past 160 with the rest); the other two
-    // consumers' matrix products cover its softmax instead.
-    constexpr bool SEQ = NC == 3;
-    auto tile = [&](int j, int n, int nprev, auto first_tag) {
+    // Consumer 0 goes first: the last consumer hands it the first turn (once for all the CTA's
+    // units: both consumers run the same key tiles, so the turns alternate across units too).
+    if (pingpong && wg == NC - 1) hp_named_arrive(SCHED, 256);
+
+    // The CTA's units in turn, from the producer's slots. j counts the CTA's key tiles (the
+    // stages' rounds run on across units).
+    int j = 0;
+    for (int r = 0;; ++r) {
+        const int qb = r % QB;
+        // The unit's slot and Q (or, without key tiles, the producer's word that the buffer is
+        // free).
+        int u;
+        if (tickets) {
+            hp_bar_wait(q_full + 8 * qb, (u32)((r / QB) & 1));
+            u = __ldcg(aws_slot<QB>(tickets, qb));
+            if (u < 0) break;
+        } else {
+            u = aws_next_unit(nullptr, r, units);
+            if (u >= units) break;
+            hp_bar_wait(q_full + 8 * qb, (u32)((r / QB) & 1));
+        }
+        const Unit w = aws_unit<BN, BM>(u, units, items, fm_, tk, hq, hkv, causal, wl, wr);
+        // A unit starts with O at zero and no row statistics.
+#pragma unroll
+        for (int e = 0; e < ON; ++e) oacc[e] = 0.0f;
+#pragma unroll
+        for (int x = 0; x < 2; ++x) mrow[x] = ATT_NEG_INF, lrow[x] = 0.0f;
+        if (!w.has_tiles()) {
+            store(w, qb);
+            continue;
+        }
+        const int lk = w.lk, m0 = w.m0, rows = w.rows, k0 = w.k0;
+        const AwsFm<BN>& fm = w.fm;
+
+        // Keys every valid row of this warpgroup sees: [wlast_lo, wfirst_hi) (empty when it has
+        // no valid row); tiles inside it skip the element mask.
+        const int wfirst = m0 + 64 * wg;
+        const int wlast = (wfirst + 64 < rows ? wfirst + 64 : rows) - 1;
+        int wfirst_hi = 0, wlast_lo = 0, unused2, unused3;
+        if (wfirst < rows) {
+            att_row_range(wfirst, w.lq, lk, causal, wl, wr, unused2, wfirst_hi);
+            att_row_range(wlast, w.lq, lk, causal, wl, wr, wlast_lo, unused3);
+        }
+        // This thread's rows m0 + wrow and m0 + wrow + 8: their keys (the same for every tile;
+        // kept rather than lq, lk, the window and causal, which the loop needs for nothing else).
+        int rlo[2], rhi[2];
+        att_row_range(m0 + wrow, w.lq, lk, causal, wl, wr, rlo[0], rhi[0]);
+        att_row_range(m0 + wrow + 8, w.lq, lk, causal, wl, wr, rlo[1], rhi[1]);
+        // The ranges mask none of this warpgroup's valid rows in key tile n (no valid row: true).
+        auto fm_clear = [&](int n) {
+            if (wfirst >= rows) return true;
+            const int4* tl = fm.stats(n);
+            return aws_fm_none(__ldg(tl), __ldg(tl + 1), wfirst, wlast);
+        };
+        const unsigned long long dq = a90_desc(sQ + qb * QTILE + wg * 64 * 128, 16, 1024);
+
+        // Key tile j at n, after the unit's tile j - 1 at nprev; FIRST (a compile-time flag: a
+        // runtime one around the P·V wgmma makes ptxas serialise every wgmma, C7513): the unit's
+        // first, no P·V pending.
+        auto tile = [&](int n, int nprev, auto first_tag) {
             constexpr bool first = decltype(first_tag)::value;
             // The P·V of the previous tile runs behind this tile's S (not in SEQ).
             constexpr bool pv_prev = !first && !SEQ;
@@ -404,7 +551,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             int4 own = make_int4(0, 0, 0, 0);
             if (ranged && wt < BN && n + wt < lk) own = __ldg(fm.cols + k0 + n + wt);
             hp_bar_wait(k_full + 8 * ks_, (u32)((j / STAGES) & 1));
-            if (pv_prev) wait_v(j - 1, nprev);
+            if constexpr (pv_prev) wait_v(j - 1, nprev, lk);
 
             // This consumer's turn: S_j = Q·K_j, then the previous tile's O += P·V behind it.
             if (pingpong) hp_named_sync(sched_me, 256);
@@ -521,7 +668,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             for (int i = 0; i < PN; ++i) p[i] = att_pack<T>(s[2 * i], s[2 * i + 1]);
             if constexpr (SEQ) {
                 // O += P_j·V_j now (outside the turns), done before the next tile's S.
-                wait_v(j, n);
+                wait_v(j, n, lk);
                 a90_mma_fence();
                 aws_pv<T, D, BN>(oacc, p, sV + ks_ * TILE);
                 a90_mma_commit();
@@ -530,20 +677,20 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
                 a90_fence_u<PN>(p);
                 release(v_empty + 8 * ks_);
             }
-    };
+        };
 
-    if (nfirst < bhi) {
-        hp_bar_wait(q_full, 0);
-        tile(0, nfirst, 0, a90_flag<true>());
-        int j = 1, nprev = nfirst;
-        for (int n = fm.next(nfirst + BN, bhi, m0, last); n < bhi; n = fm.next(n + BN, bhi, m0, last), ++j) {
-            tile(j, n, nprev, a90_flag<false>());
+        tile(w.nfirst, 0, a90_flag<true>());
+        ++j;
+        int nprev = w.nfirst;
+        for (int n = fm.next(w.nfirst + BN, w.bhi, m0, w.last); n < w.bhi; n = fm.next(n + BN, w.bhi, m0, w.last)) {
+            tile(n, nprev, a90_flag<false>());
             nprev = n;
+            ++j;
         }
         // The last tile's P·V (outside the turns: nothing of the other consumer waits on it).
         if constexpr (!SEQ) {
             const int jl = j - 1;
-            wait_v(jl, nprev);
+            wait_v(jl, nprev, lk);
             a90_mma_fence();
             aws_pv<T, D, BN>(oacc, p, sV + (jl % STAGES) * TILE);
             a90_mma_commit();
@@ -551,14 +698,11 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             a90_fence_f<ON>(oacc);
             release(v_empty + 8 * (jl % STAGES));
         }
+        store(w, qb);
     }
     // Consumer 0 takes the turn consumer 1 handed over last (or at the start), so that both
     // barriers end balanced.
     if (pingpong && wg == 0) hp_named_sync(SCHED, 256);
-
-    // Normalise and store through the warpgroup's own rows of sQ (without key tiles Q was never
-    // loaded: the rows are free too).
-    a90_store_rows<T, D>(sQ, QHALF, local, wg, wt, wrow, t, oacc, lrow, mrow, o_, lse, q0, rows, m0, hq, h, tq);
 }
 
 // Instantiates `attention_sm90ws_dD_f16` and `..._bf16`: 384 threads, one CTA per SM; the
@@ -571,10 +715,10 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
     extern "C" __global__ void __launch_bounds__(aws::Cfg<NC>::THREADS, 1) NAME##_d##DIM##_##SUFFIX(           \
         const T* q, const T* k, const T* v, T* o, float* lse, const i32* items, const i32* fm, int tq, int tk, \
         int hq, int hkv, float scale, float softcap, int causal, long long wl, long long wr, int flags,       \
-        const __grid_constant__ HpTmap q_map, const __grid_constant__ HpTmap k_map,                           \
+        int units, int* tickets, const __grid_constant__ HpTmap q_map, const __grid_constant__ HpTmap k_map,                           \
         const __grid_constant__ HpTmap v_map) {                                                                \
-        aws_impl<TY, DIM, NC>(o, lse, items, fm, tq, tk, hq, hkv, scale, softcap, causal, wl, wr, flags, &q_map,  \
-                          &k_map, &v_map);                                                                     \
+        aws_impl<TY, DIM, NC>(o, lse, items, fm, tq, tk, hq, hkv, scale, softcap, causal, wl, wr, flags, units,   \
+                              tickets, &q_map, &k_map, &v_map);                                                                     \
     }                                                                                                          \
     }
 AWS_KERNEL_1(attention_sm90ws, 64, 2, f16, f16)

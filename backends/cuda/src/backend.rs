@@ -43,6 +43,11 @@ pub struct CudaBackend {
     /// decode call outside a graph recording; `ops/attention_decode.rs`).
     #[cfg(feature = "cuda")]
     pub(crate) decode_counters: Mutex<Option<CudaSlice<i32>>>,
+    /// The persistent warp-specialised attention kernel's unit ticket counter (zero between
+    /// calls) and its CTAs' unit slots (made on the first call outside a graph recording;
+    /// `ops/attention.rs`).
+    #[cfg(feature = "cuda")]
+    pub(crate) attention_tickets: Mutex<Option<CudaSlice<i32>>>,
     /// The grid barrier of the cooperative permute index (`permute_index_coop`): two u32
     /// (arrivals, generation), zeroed when the backend is made and back to zero arrivals after
     /// every barrier. Made here, not on first use, so that no graph capture records its
@@ -180,6 +185,7 @@ impl CudaBackend {
             route_logits,
             flash_plan: Mutex::new(None),
             decode_counters: Mutex::new(None),
+            attention_tickets: Mutex::new(None),
             permute_bar,
             pins,
             sms,

@@ -54,7 +54,7 @@ const BLOCK_M3: usize = 192;
 const THREADS_SM90WS3: u32 = 512;
 /// Key and value stages of the warp-specialised kernel; match `2 * aws::STAGES`.
 const SM90WS_STAGES: usize = 2 + 2;
-/// Bytes reserved for its mbarriers; matches `aws::BAR_BYTES`.
+/// Bytes reserved for its mbarriers and unit slots; matches `aws::BAR_BYTES`.
 const SM90WS_BARS: usize = 128;
 /// Environment override: `v1` forces the 64-row tensor-core kernel, `fa2` the 128-row mma.sync
 /// kernel (instead of the Hopper ones), `sm90` the Hopper kernel without warp specialisation.
@@ -63,10 +63,18 @@ const ENV_PATH: &str = "MOEKIT_CUDA_ATTN";
 const ITEM: usize = 5;
 /// Dynamic shared memory a kernel gets without opting in.
 const DEFAULT_SHARED: u32 = 48 * 1024;
+/// The warp-specialised kernel's ticket buffer, in i32: the counter padded to 16 bytes, then per
+/// CTA (at most `TICKET_CTAS`) two 16-byte unit slots, one per Q buffer, where its producer hands
+/// each unit's index to its consumers (`aws_slot`, `aws_produce`).
+const TICKET_HEAD: usize = 4;
+const TICKET_SLOTS: usize = 2 * 4;
+const TICKET_CTAS: usize = 1024;
 /// Environment probe of the warp-specialised kernel (timing experiments; results stay exact): a
 /// comma-separated list of `no-pingpong` (the consumer warpgroups issue their wgmma without
-/// taking turns), `eager-rescale` (O is rescaled whenever a row maximum grows) and `no-fold` (the
-/// scores are scaled one by one, not in the exponent's fma).
+/// taking turns), `eager-rescale` (O is rescaled whenever a row maximum grows), `no-fold` (the
+/// scores are scaled one by one, not in the exponent's fma), `no-persist` (one CTA per unit
+/// instead of a persistent wave), `static` (the persistent CTAs take their units in fixed
+/// rounds, not by ticket) and `grid=N` (at most N CTAs: many units per CTA in tests).
 const ENV_PROBE: &str = "MOEKIT_CUDA_ATTN_PROBE";
 /// A null device pointer for an absent optional argument.
 const NULL: u64 = 0;
@@ -123,14 +131,43 @@ impl AttentionOps for CudaBackend {
         let (softcap, causal, wl, wr) = mask_args(p);
 
         // The warp-specialised kernel reads q, k and v through tensor maps, and takes its probe
-        // flags and the maps (by value) last; only it reads the probe variable.
+        // flags, the number of units (item, query head), its ticket counter and the maps (by
+        // value) last; only it reads the probe variable. It is persistent: a grid of one wave of
+        // CTAs takes the units as SMs free up (the ticket; without one, or `static` in the probe,
+        // in fixed rounds), each CTA loading its next unit's Q and K/V while it finishes the last
+        // one (`no-persist` in the probe: one CTA per unit).
+        let mut grid = ctas;
+        let mut tickets = NULL;
         let extra = match path {
             Path::Sm90Ws | Path::Sm90Ws3 => {
                 let map = |data: &CudaSlice<u8>, heads: usize, tokens: usize, rows: usize, tile_rows: usize| {
                     let (ptr, _read) = data.device_ptr(&self.stream);
                     encode_map_for(OP, ptr, p.dtype, &token_map_geometry(tokens, heads, p.head_dim, rows, tile_rows))
                 };
-                let flags = probe_flags(std::env::var(ENV_PROBE).ok().as_deref());
+                let probe = std::env::var(ENV_PROBE).ok();
+                let flags = probe_flags(probe.as_deref());
+                let words = || probe.as_deref().unwrap_or("").split(',').map(str::trim);
+                if !words().any(|w| w == "no-persist") {
+                    let name = path.kernel_base(p.head_dim);
+                    let per_sm = self.resident_blocks(OP, &f, &name, path.threads(), shared as usize)?;
+                    grid = ctas.min(self.sms * per_sm);
+                }
+                // `grid=N` caps the wave (tests: many rounds per CTA on small problems).
+                if let Some(cap) = words().find_map(|w| w.strip_prefix("grid=")?.parse::<usize>().ok()) {
+                    grid = grid.min(cap.max(1));
+                }
+                // Tickets need a CTA's unit slots in the buffer: past TICKET_CTAS, static rounds.
+                if !words().any(|w| w == "static") && grid <= TICKET_CTAS {
+                    let mut slot = lock(&self.attention_tickets, OP, "attention tickets")?;
+                    if slot.is_none() && !self.capturing() {
+                        let len = TICKET_HEAD + TICKET_CTAS * TICKET_SLOTS;
+                        *slot = Some(self.stream.alloc_zeros::<i32>(len).map_err(device_err(OP))?);
+                    }
+                    if let Some(t) = slot.as_ref() {
+                        let (ptr, _sync) = t.device_ptr(&self.stream);
+                        tickets = ptr;
+                    }
+                }
                 Some((
                     flags,
                     [
@@ -150,11 +187,12 @@ impl AttentionOps for CudaBackend {
             None => b.arg(&NULL),
         };
         b.arg(&tq).arg(&tk).arg(&hq).arg(&hkv).arg(&p.scale).arg(&softcap).arg(&causal).arg(&wl).arg(&wr);
+        let units = ctas as i32;
         if let Some((flags, m)) = &extra {
-            b.arg(flags).arg(&m[0]).arg(&m[1]).arg(&m[2]);
+            b.arg(flags).arg(&units).arg(&tickets).arg(&m[0]).arg(&m[1]).arg(&m[2]);
         }
         let cfg =
-            LaunchConfig { grid_dim: (ctas as u32, 1, 1), block_dim: (path.threads(), 1, 1), shared_mem_bytes: shared };
+            LaunchConfig { grid_dim: (grid as u32, 1, 1), block_dim: (path.threads(), 1, 1), shared_mem_bytes: shared };
         // SAFETY: the arguments match `attention_rows_impl` / `attention_mma_impl` /
         // `attention_fa2_impl` / `a90_impl` / `aws_impl` (plus the flags and the three tensor
         // maps, over q, k and v as [T, H, D], which live through the launch), whose rows per CTA
@@ -234,7 +272,8 @@ impl Path {
 
     /// Dynamic shared memory: Q tile and one (v1) or two (v2) stages of K and V, rows padded
     /// to D + 8 elements; Hopper: unpadded 128-row tiles of Q, 2 K and 3 V stages, and 1 KiB
-    /// to align the base (`a90::Smem`); warp-specialised: a 128-row Q tile, 2 K and 2 V stages
+    /// to align the base (`a90::Smem`); warp-specialised: two 128-row Q tiles (one at D 256:
+    /// `aws::QBUF_OF`), 2 K and 2 V stages
     /// of `block_n` rows, the barriers, the two consumers' column ranges of a key tile and 1 KiB
     /// (`aws::Smem`).
     fn shared_bytes(self, d: usize, elem: usize) -> u32 {
@@ -245,7 +284,8 @@ impl Path {
             Path::Sm90 => return ((1 + SM90_STAGES) * BLOCK_M2 * d * elem + 1024) as u32,
             Path::Sm90Ws | Path::Sm90Ws3 => {
                 let (bn, consumers) = (self.block_n(d), self.block_m() / 64);
-                let tiles = (self.block_m() + SM90WS_STAGES * bn) * d * elem;
+                let q_buffers = if d > 128 { 1 } else { 2 };
+                let tiles = (q_buffers * self.block_m() + SM90WS_STAGES * bn) * d * elem;
                 return (tiles + SM90WS_BARS + consumers * bn * 16 + 1024) as u32;
             }
         };
@@ -407,13 +447,14 @@ mod tests {
         assert_eq!(Path::Sm90.shared_bytes(128, 2), 6 * 32768 + 1024);
         assert_eq!(Path::Sm90.shared_bytes(64, 2), 6 * 16384 + 1024);
         assert_eq!((Path::Sm90.block_m(), Path::Sm90.threads()), (128, 256));
-        // Q + 2 K + 2 V tiles, the barriers, two tiles' column ranges and the alignment slack.
-        assert_eq!(Path::Sm90Ws.shared_bytes(128, 2), 5 * 32768 + 128 + 4096 + 1024);
+        // 2 Q buffers + 2 K + 2 V tiles, the barriers, two tiles' column ranges and the
+        // alignment slack: 197 KiB, under 227.
+        assert_eq!(Path::Sm90Ws.shared_bytes(128, 2), 6 * 32768 + 128 + 4096 + 1024);
         // D 256: a 64 KiB Q tile, 2 K and 2 V stages of 64 keys (32 KiB each): under 227 KiB.
         assert_eq!(Path::Sm90Ws.shared_bytes(256, 2), (65536 + 4 * 32768) + 128 + 2048 + 1024);
         assert_eq!((Path::Sm90Ws.block_n(64), Path::Sm90Ws.block_n(128), Path::Sm90Ws.block_n(256)), (128, 128, 64));
-        // Three consumers at D 64: a 192-row Q tile, 2 K and 2 V stages, three tiles' ranges.
-        assert_eq!(Path::Sm90Ws3.shared_bytes(64, 2), (192 + 4 * 128) * 128 + 128 + 3 * 2048 + 1024);
+        // Three consumers at D 64: two 192-row Q tiles, 2 K and 2 V stages, three tiles' ranges.
+        assert_eq!(Path::Sm90Ws3.shared_bytes(64, 2), (2 * 192 + 4 * 128) * 128 + 128 + 3 * 2048 + 1024);
         assert_eq!((Path::Sm90Ws3.block_m(), Path::Sm90Ws3.threads()), (192, 512));
         assert_eq!((Path::Sm90Ws.block_m(), Path::Sm90Ws.threads()), (128, 384));
     }
