@@ -379,6 +379,15 @@ template <> __device__ __forceinline__ void dec2_mma_k8<f16>(float* c, const u32
                  : "r"(a[0]), "r"(a[1]), "r"(b));
 }
 
+// A K/V row chunk of v2 (16 bytes) with the L2 prefetch hint of 128 bytes: the line a lane's
+// chunk lies in is the half row its quarter-warp reads. Run 29 call F (interleaved, 2 rounds):
+// 1.5-2% faster on every decode shape (B8 S8192 89.1 -> 87.1 us, B32 S4096 150.3 -> 147.3,
+// 1 x 65536 92.7 -> 91.1, B16 D64 88.4 -> 87.1); 256 bytes: no change.
+__device__ __forceinline__ void dec2_cp16(void* dst, const void* src, bool pred) {
+    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;" ::"r"(att_smem_addr(dst)), "l"(src),
+                 "r"(pred ? 16 : 0));
+}
+
 // One warp: keys n..n + 8 (local) of K and V → its stage (K [8][D + 8], then V [8][D + 8]); keys
 // at or past ks1 zero-filled (reading nothing). `off` is the lane's element offset of key 0 of
 // the sequence's kv head and chunk (`(k0 · Hkv + kvh) · D + chunk · 8`), `stride` = Hkv · D.
@@ -392,8 +401,8 @@ __device__ __forceinline__ void dec2_load(T* stage, const T* k, const T* v, size
         const int r = r0 + i * RPI;
         const bool ok = n + r < ks1;
         const size_t at = off + (size_t)((long long)(n + r) * stride);
-        att_cp16(stage + r * LD + ch * 8, ok ? k + at : k, ok);
-        att_cp16(stage + (DEC2_KB + r) * LD + ch * 8, ok ? v + at : v, ok);
+        dec2_cp16(stage + r * LD + ch * 8, ok ? k + at : k, ok);
+        dec2_cp16(stage + (DEC2_KB + r) * LD + ch * 8, ok ? v + at : v, ok);
     }
 }
 
