@@ -144,20 +144,18 @@ impl AttentionOps for CudaBackend {
                     let (ptr, _read) = data.device_ptr(&self.stream);
                     encode_map_for(OP, ptr, p.dtype, &token_map_geometry(tokens, heads, p.head_dim, rows, tile_rows))
                 };
-                let probe = std::env::var(ENV_PROBE).ok();
-                let flags = probe_flags(probe.as_deref());
-                let words = || probe.as_deref().unwrap_or("").split(',').map(str::trim);
-                if !words().any(|w| w == "no-persist") {
+                let probe = Probe::parse(std::env::var(ENV_PROBE).ok().as_deref());
+                if !probe.no_persist {
                     let name = path.kernel_base(p.head_dim);
                     let per_sm = self.resident_blocks(OP, &f, &name, path.threads(), shared as usize)?;
                     grid = ctas.min(self.sms * per_sm);
                 }
                 // `grid=N` caps the wave (tests: many rounds per CTA on small problems).
-                if let Some(cap) = words().find_map(|w| w.strip_prefix("grid=")?.parse::<usize>().ok()) {
+                if let Some(cap) = probe.grid_cap {
                     grid = grid.min(cap.max(1));
                 }
                 // Tickets need a CTA's unit slots in the buffer: past TICKET_CTAS, static rounds.
-                if !words().any(|w| w == "static") && grid <= TICKET_CTAS {
+                if !probe.fixed_rounds && grid <= TICKET_CTAS {
                     let mut slot = lock(&self.attention_tickets, OP, "attention tickets")?;
                     if slot.is_none() && !self.capturing() {
                         let len = TICKET_HEAD + TICKET_CTAS * TICKET_SLOTS;
@@ -169,7 +167,7 @@ impl AttentionOps for CudaBackend {
                     }
                 }
                 Some((
-                    flags,
+                    probe.flags,
                     [
                         map(&io.q.data, p.heads_q, p.total_q(), Q_BOX_ROWS, block_m)?,
                         map(&io.k.data, p.heads_kv, p.total_k(), block_n, block_n)?,
@@ -315,15 +313,39 @@ fn choose_path(p: &AttentionProblem, arch: &str, env: Option<&str>) -> Path {
     }
 }
 
-/// The `flags` argument of the warp-specialised kernel (`aws::NO_PINGPONG`, `aws::EAGER_RESCALE`,
-/// `aws::NO_FOLD`) from the `MOEKIT_CUDA_ATTN_PROBE` list; unknown words are ignored.
-fn probe_flags(env: Option<&str>) -> i32 {
-    env.unwrap_or("").split(',').fold(0, |f, w| match w.trim() {
-        "no-pingpong" => f | 1,
-        "eager-rescale" => f | 2,
-        "no-fold" => f | 4,
-        _ => f,
-    })
+/// The warp-specialised kernel's `MOEKIT_CUDA_ATTN_PROBE` list, parsed once; unknown words are
+/// ignored.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Probe {
+    /// The kernel's `flags` argument (`aws::NO_PINGPONG`, `aws::EAGER_RESCALE`, `aws::NO_FOLD`).
+    flags: i32,
+    /// `no-persist`: one CTA per unit instead of a persistent wave.
+    no_persist: bool,
+    /// `static`: the persistent CTAs take their units in fixed rounds, not by ticket.
+    fixed_rounds: bool,
+    /// `grid=N` (the first such word): at most N CTAs.
+    grid_cap: Option<usize>,
+}
+
+impl Probe {
+    fn parse(env: Option<&str>) -> Self {
+        let mut probe = Probe::default();
+        for w in env.unwrap_or("").split(',').map(str::trim) {
+            match w {
+                "no-pingpong" => probe.flags |= 1,
+                "eager-rescale" => probe.flags |= 2,
+                "no-fold" => probe.flags |= 4,
+                "no-persist" => probe.no_persist = true,
+                "static" => probe.fixed_rounds = true,
+                _ => {
+                    if probe.grid_cap.is_none() {
+                        probe.grid_cap = w.strip_prefix("grid=").and_then(|n| n.parse().ok());
+                    }
+                }
+            }
+        }
+        probe
+    }
 }
 
 /// The tensor map geometry of q, k or v (`[tokens, heads, D]`, 2-byte elements) for the
@@ -461,11 +483,21 @@ mod tests {
 
     #[test]
     fn probe_words_set_their_flags() {
-        assert_eq!(probe_flags(None), 0);
-        assert_eq!(probe_flags(Some("no-pingpong")), 1);
-        assert_eq!(probe_flags(Some("eager-rescale, no-pingpong")), 3);
-        assert_eq!(probe_flags(Some("no-fold")), 4);
-        assert_eq!(probe_flags(Some("bogus")), 0);
+        let flags = |env| Probe::parse(env).flags;
+        assert_eq!(flags(None), 0);
+        assert_eq!(flags(Some("no-pingpong")), 1);
+        assert_eq!(flags(Some("eager-rescale, no-pingpong")), 3);
+        assert_eq!(flags(Some("no-fold")), 4);
+        assert_eq!(flags(Some("bogus")), 0);
+        assert_eq!(Probe::parse(None), Probe::default());
+        assert_eq!(
+            Probe::parse(Some("static, grid=3,grid=5, no-fold")),
+            Probe { flags: 4, no_persist: false, fixed_rounds: true, grid_cap: Some(3) }
+        );
+        assert_eq!(
+            Probe::parse(Some("no-persist,grid=x")),
+            Probe { flags: 0, no_persist: true, fixed_rounds: false, grid_cap: None }
+        );
     }
 
     #[test]
