@@ -5,8 +5,9 @@
 // with ATT_HELPERS_ONLY (the mma.sync, ldmatrix, cp.async and softmax helpers).
 //
 // Work items `[n][8] = {q0, Lq, k0, Lk, ks0, ks1, first, splits}`: a split ks0..ks1 (local keys,
-// ks0 a multiple of DEC_BN) of one sequence, whose splits are the consecutive items first..first +
-// splits; from `items`, or when that is null from the `table` argument (up to DEC_TABLE_ITEMS). One CTA per (item, kv head),
+// ks0 a multiple of DEC_BN for v1, of DEC2_KB for v2) of one sequence, whose splits are the
+// consecutive items first..first + splits; from `items`, or when that is null from the `table`
+// argument (up to DEC_TABLE_ITEMS). One CTA per (item, kv head),
 // `blockIdx.x = item * Hkv + kvh`, 4 warps. Its 16 rows are the group's query rows: row rho < Lq·G
 // is query row rho / G (local) of head kvh·G + rho % G; the others are zero and never stored. So
 // the K and V of a kv head are read once for its whole group, which is what bounds decode.
@@ -331,21 +332,34 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
 // ---------------------------------------------------------------------------------------------
 // v2 (`attention_decode2_*`, MOEKIT_CUDA_DECODE=v2): the same work items, CTA, rows, masks, merge
 // and outputs as above, but every warp runs its own cp.async pipeline and the main loop has no
-// CTA barrier. The split's keys go in sub-blocks of DEC2_KB = 8 (sub-block j: keys
-// ks0 + 8j .. ks0 + 8j + 8); warp w takes sub-blocks w, w + 4, w + 8, ... through DEC2_STAGES = 4
-// stages of its own (K [8][D + 8], V [8][D + 8]), which only its own lanes fill and read: a
+// CTA barrier. The split's keys go in sub-blocks of DEC2_KB = 16 (sub-block j: keys
+// ks0 + 16j .. ks0 + 16j + 16); warp w takes sub-blocks w, w + 4, w + 8, ... through DEC2_STAGES =
+// 3 stages of its own (K [16][D + 8], V [16][D + 8]), which only its own lanes fill and read: a
 // sub-block is waited for with cp.async.wait_group and __syncwarp, and its stage is refilled (the
-// warp's sub-block 4 ahead) by the same warp the moment it is computed. Per sub-block: S (16 × 8)
-// by mma.sync m16n8k16 in two chains (even and odd k-steps, summed: half the dependent latency),
-// the online softmax over 8 keys, O += P·V by mma.sync m16n8k8 (A = P 16 × 8, B = V through
-// transposed ldmatrix). Keys past ks1 are zero-filled and masked as in v1.
+// warp's sub-block 3 ahead) by the same warp the moment it is computed. Per sub-block: S (16 × 16)
+// by mma.sync m16n8k16 (two tiles of 8 keys, two chains), the online softmax over 16 keys, O +=
+// P·V by mma.sync m16n8k16 (V through transposed ldmatrix). Keys past ks1 are zero-filled and
+// masked as in v1.
 // Why: v1 holds at most one 64-key block (32 KiB at D 128) in flight per CTA, issued only after
 // all 4 warps pass the barrier of the previous one, so the slowest warp and the barrier gate
-// every load. Here each warp keeps 3 sub-blocks in flight while it computes the fourth (4 once it
-// refilled): 12-16 KiB per warp, 48-64 KiB per CTA at D 128 (24-32 KiB at D 64), with no wait on
-// the other warps, in the same shared memory as v1 (16 stages of 8 keys hold what 2 stages of 64
-// did) and the same CTAs per SM (3 at D 128: 154 registers; 5 at D 64: 91 registers, no spills;
-// sm_90a).
+// every load. Here each warp keeps 2 sub-blocks in flight while it computes a third (3 once it
+// refilled): 16-24 KiB per warp, 64-96 KiB per CTA at D 128 (32-48 KiB at D 64), with no wait on
+// the other warps: 106 KiB of shared memory (D 128; 56 KiB at D 64), 2 CTAs per SM at D 128 and 3
+// at D 64 (166 and 96 registers, no spills; sm_90a and sm_80).
+// Run 30 call C (H200, interleaved, 2 rounds, a call with the cache-clearing write): 3 stages
+// against 2 (2 CTAs per SM against 3 at D 128): B8 S8192 84.7 / 86.4 us, 1 × 65536 87.7 / 90.8,
+// B64 S2048 152.3 / 168.0 (512 CTAs: 1.94 waves of 264 against 1.29 of 396), B32 S4096 148.0 both,
+// B16 D64 87.0 / 86.6 (3 CTAs per SM against 5); ncu, B8: 73.6 against 75.7 us. 4 stages (1 CTA
+// per SM at D 128) were slower (B8 87.1, B32 160.4 us).
+// Run 30 call A (H200, interleaved, 2 rounds; ncu at free clocks): 16-key sub-blocks (then as 2
+// stages of 8 keys taken together) against the 8-key ones of 4 stages that came first: kernel
+// B8 S8192 76.6 against 78.4 us, B32 S4096 137.8 against 139.5 us; a call 1-2% faster on every
+// decode shape (B8 86.3 / 87.5 us, B32 147.7 / 149.3, 1 × 65536 90.6 / 91.6, B16 D64 86.4 /
+// 88.3): half the softmax steps and O rescales, half the mma instructions for P·V. The loads
+// alone (DEC2_LDONLY) take 72.0 and 132.4 us: the rest of the gap to SDPA-cuDNN (its kernel
+// 123-125 us on B32) is in how the loads reach DRAM, not the compute. Bulk copies (sm_90
+// cp.async.bulk a row, an mbarrier a stage) instead of cp.async: no faster alone (72.6, 133.3
+// us), slower with the compute (B32 172 us a call). The history of v2 with 8-key sub-blocks:
 // Measured on the H200 (ncu --clock-control none, the kernel alone; bf16): B8 Hq32 Hkv8 S8192
 // D128 76.9 against 78.7 us (73.5 against 71.6% of DRAM peak), B16 S8192 141.7 both, B16 Hq16 Hkv16
 // S4096 D64 77.4 against 79.6 us; a call (bench, queued) B32 S4096 158 against 177 us (2 CTAs
@@ -357,27 +371,15 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
 // staging buffers every call took 7-8 us longer (run 28 call A). Run 28 call A, a call (bench,
 // queued, the default pageable upload), v2 against v1: B8 S8192 92.6 / 93.0 us, B32 S4096
 // 157.1 / 176.4, 1 × 65536 95.0 / 93.6, B16 D64 92.9 / 93.3: v2 is the default.
-// Costs: twice the softmax steps per key (8-key instead of 16-key steps; O rescaled per 8 keys),
-// 8-key ldmatrix/mma steps; compute is far below the DRAM time at these shapes.
 
-#define DEC2_KB 8
-#define DEC2_STAGES 4
+#define DEC2_KB 16
+#define DEC2_STAGES 3
 #define DEC2_WARPS (DEC_THREADS / 32)
-
-// O (16 × 8) += P (16 × 8) · V (8 × 8): mma.sync m16n8k8 (sm_80+ for bf16).
-template <typename T> __device__ __forceinline__ void dec2_mma_k8(float* c, const u32* a, u32 b);
-template <> __device__ __forceinline__ void dec2_mma_k8<bf16>(float* c, const u32* a, u32 b) {
-    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5}, {%6}, "
-                 "{%0, %1, %2, %3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(b));
-}
-template <> __device__ __forceinline__ void dec2_mma_k8<f16>(float* c, const u32* a, u32 b) {
-    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5}, {%6}, "
-                 "{%0, %1, %2, %3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(b));
-}
+// The loop's loads alone, for measurement (`#define DEC2_LDONLY 1` ahead of this file in a
+// variant build; wrong results): the copy ceiling of this pipeline (run 30 calls A, B).
+#ifndef DEC2_LDONLY
+#define DEC2_LDONLY 0
+#endif
 
 // A K/V row chunk of v2 (16 bytes) with the L2 prefetch hint of 128 bytes: the line a lane's
 // chunk lies in is the half row its quarter-warp reads. Run 29 call F (interleaved, 2 rounds):
@@ -388,9 +390,9 @@ __device__ __forceinline__ void dec2_cp16(void* dst, const void* src, bool pred)
                  "r"(pred ? 16 : 0));
 }
 
-// One warp: keys n..n + 8 (local) of K and V → its stage (K [8][D + 8], then V [8][D + 8]); keys
-// at or past ks1 zero-filled (reading nothing). `off` is the lane's element offset of key 0 of
-// the sequence's kv head and chunk (`(k0 · Hkv + kvh) · D + chunk · 8`), `stride` = Hkv · D.
+// One warp: keys n..n + KB (local) of K and V → its stage (K [KB][D + 8], then V [KB][D + 8]);
+// keys at or past ks1 zero-filled (reading nothing). `off` is the lane's element offset of key 0
+// of the sequence's kv head and chunk (`(k0 · Hkv + kvh) · D + chunk · 8`), `stride` = Hkv · D.
 template <typename T, int D>
 __device__ __forceinline__ void dec2_load(T* stage, const T* k, const T* v, size_t off, long long stride, int n,
                                           int ks1, int lane) {
@@ -414,10 +416,10 @@ __device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     constexpr int LD = D + 8, KD = D / 16, OT = D / 8, CH = D / 8, NS = DEC2_STAGES, KB = DEC2_KB;
     constexpr int STAGE = 2 * KB * LD;  // elements of one K + V stage of a warp
-    static_assert(32 % CH == 0 && KB % (32 / CH) == 0 && D % 32 == 0, "dec2_load / ldmatrix shapes");
+    static_assert(32 % CH == 0 && KB % (32 / CH) == 0 && KB == 16, "dec2_load / ldmatrix shapes");
     extern __shared__ __align__(16) unsigned char att_smem[];
     T* sQ = reinterpret_cast<T*>(att_smem);  // [16][LD]
-    T* sKV = sQ + DEC_ROWS * LD;             // [4 warps][NS stages] of K [8][LD], V [8][LD]
+    T* sKV = sQ + DEC_ROWS * LD;             // [4 warps][NS stages] of K [KB][LD], V [KB][LD]
 
     const int item = blockIdx.x / hkv, kvh = blockIdx.x % hkv, grp = hq / hkv;
     const i32* it = dec_item(items, table, item);
@@ -471,9 +473,13 @@ __device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float
 #pragma unroll
     for (int kk = 0; kk < KD; ++kk) att2_ldsm4(qa[kk], q_lane + kk * 16 * 2);
 
-    // K (plain) and V (transposed) through the same lane addresses: matrix i of an x4 ldmatrix is
-    // keys 0..8 × columns 8i..8i + 8 of a 32-column slice; lane l gives row l % 8 of matrix l / 8.
-    const u32 kv_lane = att_smem_addr(wst) + ((lane & 7) * LD + (lane >> 3) * 8) * 2;
+    // ldmatrix x4 lane addresses (lane l gives row l % 8 of matrix l / 8), as v1's: K's matrices
+    // are (keys 0..8, columns 0..8), (0..8, 8..16), (8..16, 0..8), (8..16, 8..16) of a 16-column
+    // slice, so b[0], b[1] are the B fragment of keys 0..8 and b[2], b[3] of keys 8..16; V's
+    // (transposed) are (keys 0..8, columns 0..8), (8..16, 0..8), (0..8, 8..16), (8..16, 8..16), the
+    // B fragments of m16n8k16 for two 8-column tiles of O.
+    const u32 k_lane = att_smem_addr(wst) + (((lane >> 4) * 8 + (lane & 7)) * LD + ((lane >> 3) & 1) * 8) * 2;
+    const u32 v_lane = att_smem_addr(wst + KB * LD) + ((((lane >> 3) & 1) * 8 + (lane & 7)) * LD + (lane >> 4) * 8) * 2;
 
     int stage = 0;
     for (int j = warp; j < nsub; j += DEC2_WARPS, stage = (stage + 1) % NS) {
@@ -481,33 +487,31 @@ __device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float
         // newest NS - 1 may still be in flight. __syncwarp: every lane's copies visible to the warp.
         dec_cp_wait<NS - 1>();
         __syncwarp();
+#if !DEC2_LDONLY
         const int nb = ks0 + KB * j;
-        const u32 kaddr = kv_lane + stage * STAGE * 2, vaddr = kaddr + KB * LD * 2;
-
-        // S = Q·K^T, 16 rows × 8 keys: even and odd k-steps in two chains.
-        float s[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}}, s2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        const u32 kaddr = k_lane + stage * STAGE * 2, vaddr = v_lane + stage * STAGE * 2;
+        // S = Q·K^T, 16 rows × 16 keys: two tiles of 8 keys, two independent chains.
+        float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
-        for (int kc = 0; kc < D / 32; ++kc) {
+        for (int kk = 0; kk < KD; ++kk) {
             u32 b[4];
-            att2_ldsm4(b, kaddr + kc * 32 * 2);
-            att_mma<T>(s[0], qa[2 * kc], b[0], b[1]);
-            att_mma<T>(s2, qa[2 * kc + 1], b[2], b[3]);
+            att2_ldsm4(b, kaddr + kk * 16 * 2);
+            att_mma<T>(s[0], qa[kk], b[0], b[1]);
+            att_mma<T>(s[1], qa[kk], b[2], b[3]);
         }
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[0][e] += s2[e];
         const bool full = !cr && nb >= rlo[0] && nb >= rlo[1] && nb + KB <= rhi[0] && nb + KB <= rhi[1];
-        att_softmax_tile<1, OT>(s, oacc, mrow, lrow, nb, t, full, rlo, rhi, ri, cr, tk, k0, scale, scale_log2, softcap);
-        // P as the A fragment of m16n8k8: (row g, keys 2t, 2t + 1), (row g + 8, same keys).
-        u32 pa[2] = {att_pack<T>(s[0][0], s[0][1]), att_pack<T>(s[0][2], s[0][3])};
-        // O += P·V: transposed ldmatrix gives lane (g, t) V[keys 2t, 2t + 1][column g] of each
-        // 8-column tile, the B fragment of m16n8k8.
+        att_softmax_tile<2, OT>(s, oacc, mrow, lrow, nb, t, full, rlo, rhi, ri, cr, tk, k0, scale, scale_log2, softcap);
+        u32 pa[4];
+        att_pack_a<T>(pa, s[0], s[1]);
+        // O += P·V by mma.sync m16n8k16.
 #pragma unroll
-        for (int dc = 0; dc < D / 32; ++dc) {
+        for (int dp = 0; dp < D / 16; ++dp) {
             u32 b[4];
-            att2_ldsm4_t(b, vaddr + dc * 32 * 2);
-#pragma unroll
-            for (int i = 0; i < 4; ++i) dec2_mma_k8<T>(oacc[4 * dc + i], pa, b[i]);
+            att2_ldsm4_t(b, vaddr + dp * 16 * 2);
+            att_mma<T>(oacc[2 * dp], pa, b[0], b[1]);
+            att_mma<T>(oacc[2 * dp + 1], pa, b[2], b[3]);
         }
+#endif
         // Every lane's ldmatrix of this stage done before any lane refills it.
         __syncwarp();
         const int ahead = j + DEC2_WARPS * NS;

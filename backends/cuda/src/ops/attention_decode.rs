@@ -7,7 +7,7 @@
 //!
 //! Two decode kernels, picked by `MOEKIT_CUDA_DECODE` ([`Variant`]): `v1` (`attention_decode_*`:
 //! 64-key blocks through 2 stages shared by the CTA's 4 warps, a CTA barrier a block) and `v2`
-//! (`attention_decode2_*`: each warp its own 4-stage pipeline of 8-key sub-blocks, no barrier in
+//! (`attention_decode2_*`: each warp its own 3-stage pipeline of 16-key sub-blocks, no barrier in
 //! the loop; the kernel header says why). Both write the same partial results for the same
 //! splits. The last CTA of each (sequence, kv head) merges them where every sequence's splits'
 //! row statistics fit in its shared memory (the work items then travel by value in the kernel's
@@ -29,8 +29,8 @@ const BLOCK: usize = 64;
 /// K/V stages; matches `DEC_STAGES`.
 const STAGES: usize = 2;
 /// v2: keys per sub-block (`DEC2_KB`), stages per warp (`DEC2_STAGES`), warps (`DEC2_WARPS`).
-const V2_KEYS: usize = 8;
-const V2_STAGES: usize = 4;
+const V2_KEYS: usize = 16;
+const V2_STAGES: usize = 3;
 const V2_WARPS: usize = 4;
 /// Environment switch of the decode kernel: `v1` or `v2` (see [`Variant`]).
 const ENV_VARIANT: &str = "MOEKIT_CUDA_DECODE";
@@ -64,6 +64,8 @@ struct Table([i32; TABLE_ITEMS * ITEM]);
 unsafe impl cudarc::driver::DeviceRepr for Table {}
 /// The shortest split: below it the combine's reads outweigh the parallelism.
 const MIN_SPLIT: usize = 256;
+/// The most waves of CTAs a split plan is sized for ([`Splits::of`]).
+const MAX_WAVES: usize = 4;
 
 /// Whether the decode kernels run `p` on `arch` (with the `MOEKIT_CUDA_ATTN` override, which
 /// forces another kernel when set): f16/bf16, D 64 or 128, sm_80 or later, and every
@@ -83,7 +85,7 @@ pub(super) fn eligible(p: &AttentionProblem, arch: &str, env: Option<&str>) -> b
 pub(super) enum Variant {
     /// `attention_decode_*`: 64-key blocks through 2 cp.async stages shared by the CTA's warps.
     V1,
-    /// `attention_decode2_*`: per-warp pipelines of 4 stages of 8 keys, no CTA barrier a block.
+    /// `attention_decode2_*`: per-warp pipelines of 3 stages of 16 keys, no CTA barrier a block.
     V2,
 }
 
@@ -107,6 +109,17 @@ impl Variant {
     /// SM); 1 × 65536 keys ran 1% slower (96 against 95 us a call).
     const DEFAULT: Variant = Variant::V2;
 
+    /// The key granule of its splits: v1's blocks of 64 keys start on a multiple of 64; v2 takes
+    /// any start, and splits in multiples of its 16-key sub-blocks leave the longest split of a
+    /// sequence at most 15 keys over the others (64-key splits of B8 S8192: 1408 keys against a
+    /// mean of 1365).
+    pub(super) fn granule(self) -> usize {
+        match self {
+            Variant::V1 => BLOCK,
+            Variant::V2 => V2_KEYS,
+        }
+    }
+
     /// The kernel's name stem.
     fn stem(self) -> &'static str {
         match self {
@@ -116,7 +129,7 @@ impl Variant {
     }
 
     /// Dynamic shared memory at head dim `d`: Q [16][D + 8] and the K/V stages ([64][D + 8] each
-    /// of K and V, 2 stages; v2: [8][D + 8] each, 4 stages a warp), the merge reusing them.
+    /// of K and V, 2 stages; v2: [16][D + 8] each, 3 stages a warp), the merge reusing them.
     pub(super) fn shared_bytes(self, d: usize) -> u32 {
         let rows = match self {
             Variant::V1 => ROWS + 2 * STAGES * BLOCK,
@@ -139,11 +152,16 @@ pub(super) struct Splits {
 
 impl Splits {
     /// Splits of the keys every sequence's rows may see (causal and window bounds; column
-    /// ranges are masked in the kernel). With `slots` CTAs resident at once on the device, a
-    /// CTA should take `keys · Hkv / slots` keys (at least 256); a sequence gets that many
-    /// splits, rounded down (at least one), of equal length rounded up to 64 keys, so the grid
-    /// is at most one wave but for sequences shorter than a split.
-    pub(super) fn of(p: &AttentionProblem, slots: usize) -> Splits {
+    /// ranges are masked in the kernel), for `slots` CTAs resident at once on the device: the
+    /// plan of [`Splits::with_target`] for a CTA's share of `keys · Hkv / slots` keys, one wave,
+    /// whenever its CTAs fit in that wave. Past one wave (more pairs of sequence and kv head than
+    /// slots), of the plans sized for 1..=[`MAX_WAVES`] waves the one whose waves are fullest
+    /// (CTAs over waves · slots), the fewest CTAs on a tie: a last wave a quarter full leaves the
+    /// DRAM idle while it runs (B48 Hkv 8 S2048 on 264 slots: 384 CTAs in two waves, 135 us a
+    /// call, or 768 in three, 125 us; run 30 call D). Within one wave the CTAs share the DRAM, so
+    /// more, shorter splits do not help: 1 × 65536 keys in 784 CTAs (three waves) took 104.7 us,
+    /// in 264 (one) 87.7 us; B16 D64 S4096 in 768 (two) 92.2 us, in 256 (one) 87.0 (calls C, D).
+    pub(super) fn of(p: &AttentionProblem, slots: usize, granule: usize) -> Splits {
         let spans: Vec<(usize, usize)> = (0..p.batch())
             .map(|b| {
                 let (lq, _) = p.seq_lens(b);
@@ -152,11 +170,37 @@ impl Splits {
                 }
                 let (lo, _) = p.key_range(b, 0);
                 let (_, hi) = p.key_range(b, lq - 1);
-                (lo / BLOCK * BLOCK, hi.max(lo))
+                (lo / granule * granule, hi.max(lo))
             })
             .collect();
         let keys: usize = spans.iter().map(|&(lo, hi)| hi - lo).sum();
-        let per_cta = (keys * p.heads_kv).div_ceil(slots.max(1)).max(MIN_SPLIT);
+        let slots = slots.max(1);
+        let plan = |waves: usize| {
+            let per_cta = (keys * p.heads_kv).div_ceil(waves * slots).max(MIN_SPLIT);
+            Splits::with_target(p, &spans, per_cta, granule)
+        };
+        let ctas = |s: &Splits| s.items.len() / ITEM * p.heads_kv;
+        let one = plan(1);
+        if ctas(&one) <= slots {
+            return one;
+        }
+        // Fill n / (ceil(n / slots) · slots), compared as cross products.
+        let cap = |n: usize| n.div_ceil(slots) * slots;
+        let mut best = one;
+        for waves in 2..=MAX_WAVES {
+            let cand = plan(waves);
+            let (n, b) = (ctas(&cand), ctas(&best));
+            if n * cap(b) > b * cap(n) {
+                best = cand;
+            }
+        }
+        best
+    }
+
+    /// The plan for CTAs of about `per_cta` keys: each sequence (key span `lo..hi` of `spans`)
+    /// gets `(hi - lo) / per_cta` splits, rounded down (at least one), of equal length rounded
+    /// up to `granule` keys (the kernel's block: [`Variant::granule`]).
+    fn with_target(p: &AttentionProblem, spans: &[(usize, usize)], per_cta: usize, granule: usize) -> Splits {
         let (mut items, mut seqs) = (Vec::new(), Vec::new());
         for (b, &(lo, hi)) in spans.iter().enumerate() {
             let (lq, lk) = p.seq_lens(b);
@@ -167,7 +211,7 @@ impl Splits {
             // A sequence whose rows see no key still gets one (empty) split: its rows come out
             // NaN, as on every backend.
             let count = ((hi - lo) / per_cta).max(1);
-            let split = (hi - lo).div_ceil(count).next_multiple_of(BLOCK).max(BLOCK);
+            let split = (hi - lo).div_ceil(count).next_multiple_of(granule).max(granule);
             let starts: Vec<usize> = if hi > lo { (lo..hi).step_by(split).collect() } else { vec![lo] };
             for &ks0 in &starts {
                 let ks1 = (ks0 + split).min(hi).max(ks0);
@@ -205,10 +249,9 @@ pub(super) fn run_variant(
     let f = gpu.kernels.function(OP, &ATTENTION_DECODE, &kernel_name(&format!("{}_d{d}", variant.stem()), p.dtype))?;
     let shared = variant.shared_bytes(d);
     allow_shared(&f, shared)?;
-    // CTAs resident per SM (H200, either variant: 3 at D 128, 5 at D 64). Splits start on a
-    // multiple of 64 keys for both (v1 needs it; v2 would take any start).
+    // CTAs resident per SM (H200, either variant: 3 at D 128, 5 at D 64).
     let per_sm = gpu.resident_blocks(OP, &f, &format!("{}_d{d}", variant.stem()), THREADS, shared as usize)?;
-    let splits = Splits::of(p, gpu.sms * per_sm);
+    let splits = Splits::of(p, gpu.sms * per_sm, variant.granule());
     let (n, nseq) = (splits.items.len() / ITEM, splits.seqs.len() / 2);
     if n == 0 {
         return Ok(());
@@ -336,16 +379,15 @@ mod tests {
     }
 
     #[test]
-    fn both_variants_fit_the_same_ctas_per_sm() {
-        // v1: Q [16][136] + 2 stages of K, V [64][136] bf16 = 73984 bytes at D 128; v2: Q + 4
-        // warps × 4 stages × K, V [8][136]: the same. D 64: 39168 each.
-        for v in [Variant::V1, Variant::V2] {
-            assert_eq!(v.shared_bytes(128), 73984, "{v:?}");
-            assert_eq!(v.shared_bytes(64), 39168, "{v:?}");
-        }
-        // H200: 228 KiB a SM, 1 KiB reserved a CTA: 3 CTAs at D 128, 5 at D 64.
+    fn shared_memory_and_ctas_per_sm() {
+        // v1: Q [16][136] + 2 stages of K, V [64][136] bf16 = 73984 bytes at D 128 (39168 at
+        // D 64); v2: Q + 4 warps × 3 stages × K, V [16][136] = 108800 (57600 at D 64).
+        assert_eq!((Variant::V1.shared_bytes(128), Variant::V1.shared_bytes(64)), (73984, 39168));
+        assert_eq!((Variant::V2.shared_bytes(128), Variant::V2.shared_bytes(64)), (108800, 57600));
+        // H200: 228 KiB a SM, 1 KiB reserved a CTA: v1 3 CTAs at D 128, 5 at D 64; v2 2 and 3.
         let per_sm = |bytes: u32| (228 * 1024) / (bytes as usize + 1024);
-        assert_eq!((per_sm(Variant::V2.shared_bytes(128)), per_sm(Variant::V2.shared_bytes(64))), (3, 5));
+        assert_eq!((per_sm(Variant::V1.shared_bytes(128)), per_sm(Variant::V1.shared_bytes(64))), (3, 5));
+        assert_eq!((per_sm(Variant::V2.shared_bytes(128)), per_sm(Variant::V2.shared_bytes(64))), (2, 3));
     }
 
     /// v2 against v1 on the GPU (skipped without one, a failure under `MOEKIT_NO_SKIP`): the
@@ -459,42 +501,67 @@ mod tests {
         // 528 slots, 8 kv heads: 66 CTAs a head over ~8300 keys -> 256 keys each (the minimum).
         let mut p = problem(&[1, 0, 1, 3], &[5000, 40, 300, 9000], 32, 8);
         p.mask.window = Some(Window { left: 4000, right: 0 });
-        let s = Splits::of(&p, 528);
-        assert_eq!(s.seqs.len(), 3 * 2, "the empty sequence has no split");
-        for pair in s.seqs.chunks(2) {
-            let (first, count) = (pair[0] as usize, pair[1] as usize);
-            let its: Vec<&[i32]> = s.items.chunks(ITEM).skip(first).take(count).collect();
-            let (q0, lq, lk) = (its[0][0], its[0][1] as usize, its[0][3] as usize);
-            // Sequences are named by their first key (each has keys here).
-            let b = p.cu_seqlens_k.iter().position(|&x| x == its[0][2] as usize).unwrap();
-            let (lo, _) = p.key_range(b, 0);
-            let (_, hi) = p.key_range(b, lq - 1);
-            // Consecutive splits from the block holding lo to hi, each at most 256 keys.
-            assert_eq!(its[0][4] as usize, lo / BLOCK * BLOCK);
-            assert_eq!(its[count - 1][5] as usize, hi);
-            for w in its.windows(2) {
-                assert_eq!(w[0][5], w[1][4]);
+        for granule in [Variant::V1.granule(), Variant::V2.granule()] {
+            let s = Splits::of(&p, 528, granule);
+            assert_eq!(s.seqs.len(), 3 * 2, "the empty sequence has no split");
+            for pair in s.seqs.chunks(2) {
+                let (first, count) = (pair[0] as usize, pair[1] as usize);
+                let its: Vec<&[i32]> = s.items.chunks(ITEM).skip(first).take(count).collect();
+                let (q0, lq, lk) = (its[0][0], its[0][1] as usize, its[0][3] as usize);
+                // Sequences are named by their first key (each has keys here).
+                let b = p.cu_seqlens_k.iter().position(|&x| x == its[0][2] as usize).unwrap();
+                let (lo, _) = p.key_range(b, 0);
+                let (_, hi) = p.key_range(b, lq - 1);
+                // Consecutive splits from the block holding lo to hi, each at most 256 keys.
+                assert_eq!(its[0][4] as usize, lo / granule * granule);
+                assert_eq!(its[count - 1][5] as usize, hi);
+                for w in its.windows(2) {
+                    assert_eq!(w[0][5], w[1][4]);
+                }
+                // Splits of at least 256 keys (the minimum) but for a sequence's last, under 2 · 256.
+                assert!(its.iter().all(|it| it[4] % granule as i32 == 0 && it[4] < it[5] && it[5] - it[4] < 512));
+                assert!(its[..count - 1].iter().all(|it| it[5] - it[4] >= 256));
+                assert!(its.iter().all(|it| it[0] == q0 && it[3] as usize == lk));
             }
-            // Splits of at least 256 keys (the minimum) but for a sequence's last, under 2 · 256.
-            assert!(its.iter().all(|it| it[4] % BLOCK as i32 == 0 && it[4] < it[5] && it[5] - it[4] < 512));
-            assert!(its[..count - 1].iter().all(|it| it[5] - it[4] >= 256));
-            assert!(its.iter().all(|it| it[0] == q0 && it[3] as usize == lk));
+            // At most one wave: 8 kv heads × the splits <= 528 slots.
+            assert!(8 * s.items.len() / ITEM <= 528);
         }
-        // At most one wave: 8 kv heads × the splits <= 528 slots.
-        assert!(8 * s.items.len() / ITEM <= 528);
         // One wave: 8 × 8192 keys, 8 kv heads, 396 slots (3 CTAs on 132 SMs): 6 splits a
         // sequence (384 CTAs), not 7 (448: a second wave).
-        let s = Splits::of(&problem(&[1; 8], &[8192; 8], 32, 8), 396);
+        let s = Splits::of(&problem(&[1; 8], &[8192; 8], 32, 8), 396, BLOCK);
         assert_eq!((s.items.len() / ITEM, s.items[5] - s.items[4]), (48, 1408));
+        // v2's granule: 5 splits of 1376 keys and one of 1312.
+        let s = Splits::of(&problem(&[1; 8], &[8192; 8], 32, 8), 396, Variant::V2.granule());
+        assert_eq!(
+            (s.items.len() / ITEM, s.items[5] - s.items[4], s.items[5 * ITEM + 5] - s.items[5 * ITEM + 4]),
+            (48, 1376, 1312)
+        );
+        // Past one wave: B48 × 8 kv heads = 384 pairs on 264 slots (2 CTAs on 132 SMs). One
+        // split a sequence is two waves of 2048 keys; two splits, three waves of 1024.
+        let s = Splits::of(&problem(&[1; 48], &[2048; 48], 32, 8), 264, Variant::V2.granule());
+        assert_eq!((s.items.len() / ITEM, s.items[5] - s.items[4]), (96, 1024));
+        // B64 (512 pairs): 1.94 waves of 2048 keys, already as full as splitting makes them.
+        let s = Splits::of(&problem(&[1; 64], &[2048; 64], 32, 8), 264, Variant::V2.granule());
+        assert_eq!((s.items.len() / ITEM, s.items[5] - s.items[4]), (64, 2048));
+        // One wave whenever it holds the plan: 1 × 65536 keys on 264 slots in 32 splits of 2048
+        // keys (256 CTAs), not 98 of 672 (784 CTAs in three waves); B16 Hkv 16 S4096 on 396
+        // slots one split a sequence (256 CTAs), not three (768 in two waves).
+        let s = Splits::of(&problem(&[1], &[65536], 32, 8), 264, Variant::V2.granule());
+        assert_eq!((s.items.len() / ITEM, s.items[5] - s.items[4]), (32, 2048));
+        let s = Splits::of(&problem(&[1; 16], &[4096; 16], 16, 16), 396, Variant::V2.granule());
+        assert_eq!((s.items.len() / ITEM, s.items[5] - s.items[4]), (16, 4096));
+        // B8 S8192 on 264 slots: one wave of 4 splits a sequence (256 CTAs).
+        let s = Splits::of(&problem(&[1; 8], &[8192; 8], 32, 8), 264, Variant::V2.granule());
+        assert_eq!((s.items.len() / ITEM, s.items[5] - s.items[4]), (32, 2048));
         // 1 × 65536 keys: 49 splits (392 CTAs) of 1344 keys, the last shorter.
-        let s = Splits::of(&problem(&[1], &[65536], 32, 8), 396);
+        let s = Splits::of(&problem(&[1], &[65536], 32, 8), 396, BLOCK);
         assert_eq!((s.items.len() / ITEM, s.items[5] - s.items[4]), (49, 1344));
         assert_eq!(s.items[s.items.len() - 3], 65536);
         // 49 splits of one sequence: fused where 49 · 128 bytes of statistics fit.
         let shared = Variant::V2.shared_bytes(128) as usize;
         assert!(fuse_combine(&s, 8, shared));
         assert!(!fuse_combine(&s, 8, 48 * FUSE_BYTES_PER_SPLIT), "49 splits' statistics past the shared memory");
-        let s = Splits::of(&problem(&[1; 32], &[4096; 32], 32, 8), 396);
+        let s = Splits::of(&problem(&[1; 32], &[4096; 32], 32, 8), 396, BLOCK);
         assert!(fuse_combine(&s, 8, shared), "one split a sequence: fused");
         assert!(!fuse_combine(&s, COUNTERS, shared), "more items × kv heads than counters");
         // Every item names its sequence's first item and split count.
