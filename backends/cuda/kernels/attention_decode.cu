@@ -525,6 +525,190 @@ __device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float
 #endif
 }
 
+// ---------------------------------------------------------------------------------------------
+// v3 (`attention_decode3_*`, MOEKIT_CUDA_DECODE=v3; sm_90a only): v1's split of the work (warp w
+// takes keys 16w..16w + 16 of each 64-key tile, its own online softmax, the same merge), with the
+// K/V tiles brought in by TMA (the attention tensor maps over [T, H, D]: a tile is D / 64 boxes of
+// 64 token rows × 64 columns, 128-byte swizzled) through DEC3_STAGES stages shared by the warps,
+// each with a FULL barrier (one expect_tx arrival and the bytes) and an EMPTY barrier (one
+// arrival per warp). Thread 0 issues every copy: the first DEC3_STAGES tiles before the loop, then
+// at tile t the refill of the stage of tile t - 2 (with tile t - 2 + DEC3_STAGES) once all four
+// warps released it, so a warp one tile behind does not hold the issuing warp back. One CTA per
+// SM at D 128 (6 stages of 32 KiB: up to 5 tiles, 160 KiB, in flight), two at D 64.
+// Why: v2's per-warp cp.async pipelines stop at ~80% of the DRAM peak even without the compute
+// (run 30 call A: the loads alone 72.0 us on B8 S8192), and fewer, deeper CTAs read faster (8
+// stages of 8 keys at one CTA per SM, loads alone: 70.6 us, call B), but with the copies issued
+// by the computing warps one CTA per SM was slower (4 stages of 16 keys: 87.1 against 84.7 us a
+// call, call C): here one thread issues a tile in 2 · D / 64 instructions and the warps only wait.
+// NOTE: written in session 22 with no device time left: compiled (ptxas sm_90a, no spills) and
+// unmeasured; the GPU test compares it with v1 (`v2_gives_the_v1_output_on_the_gpu`).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define DEC3_BN 64
+#define DEC3_STAGES 6
+
+template <typename T, int D>
+__device__ void attention_decode3_impl(const T* q, const T* k, const T* v, float* part_o, float* part_ml,
+                                       const i32* items, const i32* cr, int tk, int hq, int hkv, float scale,
+                                       float softcap, int causal, long long wl, long long wr, int* counters, T* o,
+                                       float* lse, int tq, const DecTable& table, const HpTmap* km,
+                                       const HpTmap* vm) {
+    constexpr int LD = D + 8, KD = D / 16, OT = D / 8, CH = D / 8, NS = DEC3_STAGES, BN = DEC3_BN;
+    constexpr int PARTS = D / 64, PART = BN * 128, TILE = PARTS * PART;  // bytes: a 64-column part, a tile
+    extern __shared__ __align__(16) unsigned char att_smem[];
+    T* sQ = reinterpret_cast<T*>(att_smem);  // [16][LD]
+    const u32 smem0 = att_smem_addr(att_smem);
+    // K/V stages (K then V, TILE bytes each), 1024-aligned for the swizzle, then FULL[NS], EMPTY[NS].
+    const u32 st0 = (smem0 + DEC_ROWS * LD * (u32)sizeof(T) + 1023u) & ~1023u;
+    const u32 bars = st0 + NS * 2 * TILE;
+    unsigned char* stages = att_smem + (st0 - smem0);
+
+    const int item = blockIdx.x / hkv, kvh = blockIdx.x % hkv, grp = hq / hkv;
+    const i32* it = dec_item(items, table, item);
+    const int q0 = it[0], lq = it[1], k0 = it[2], lk = it[3], ks0 = it[4], ks1 = it[5];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int rows = lq * grp;
+    const int ntiles = ks1 > ks0 ? (ks1 - ks0 + BN - 1) / BN : 0;
+
+    // Tile j (keys ks0 + 64j..) into stage j % NS: K and V, D / 64 boxes each.
+    auto issue = [&](int j) {
+        const int s = j % NS, tok = k0 + ks0 + BN * j;
+        const u32 kdst = st0 + s * 2 * TILE, full = bars + 8 * s;
+        hp_bar_arrive_tx(full, 2 * TILE);
+#pragma unroll
+        for (int p = 0; p < PARTS; ++p) {
+            hp_tma4(kdst + p * PART, km, 64 * p, kvh, tok, 0, full);
+            hp_tma4(kdst + TILE + p * PART, vm, 64 * p, kvh, tok, 0, full);
+        }
+    };
+    if (threadIdx.x == 0) {
+        hp_tma_prefetch(km);
+        hp_tma_prefetch(vm);
+#pragma unroll
+        for (int s = 0; s < NS; ++s) {
+            hp_bar_init(bars + 8 * s, 1);
+            hp_bar_init(bars + 8 * (NS + s), DEC2_WARPS);
+        }
+        hp_bar_init_fence();
+        for (int j = 0; j < NS && j < ntiles; ++j) issue(j);
+    }
+
+    // Q (cp.async, as v1 and v2).
+    for (int c = threadIdx.x; c < DEC_ROWS * CH; c += DEC_THREADS) {
+        const int r = c / CH, ch = c % CH;
+        const bool ok = r < rows;
+        const T* src = ok ? q + ((size_t)(q0 + r / grp) * hq + kvh * grp + r % grp) * D + ch * 8 : q;
+        att_cp16(sQ + r * LD + ch * 8, src, ok);
+    }
+    att_cp_commit();
+
+    int ri[2], rlo[2], rhi[2];
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        const int rho = g + 8 * x;
+        ri[x] = rho / grp;
+        rlo[x] = rhi[x] = 0;
+        if (rho < rows) att_row_range(ri[x], lq, lk, causal, wl, wr, rlo[x], rhi[x]);
+        rhi[x] = min(rhi[x], ks1);
+    }
+    float oacc[OT][4];
+#pragma unroll
+    for (int n = 0; n < OT; ++n) oacc[n][0] = oacc[n][1] = oacc[n][2] = oacc[n][3] = 0.0f;
+    float mrow[2] = {ATT_NEG_INF, ATT_NEG_INF}, lrow[2] = {0.0f, 0.0f};
+    const float scale_log2 = scale * ATT_LOG2E;
+
+    // Q visible to every warp, and the barriers initialised before any wait on them.
+    att_cp_wait_all();
+    __syncthreads();
+    u32 qa[KD][4];
+    const u32 q_lane = att_smem_addr(sQ) + ((lane & 15) * LD + (lane >> 4) * 8) * 2;
+#pragma unroll
+    for (int kk = 0; kk < KD; ++kk) att2_ldsm4(qa[kk], q_lane + kk * 16 * 2);
+
+    // ldmatrix lane addresses in the swizzled tiles (v2's matrices): row r of a part is 128 bytes
+    // at r · 128, its 16-byte chunk c at (c ^ (r % 8)) · 16; every lane's rows are ≡ lane (mod 8).
+    // K: row 16w + 8(lane / 16) + lane % 8, chunk 2kk + (lane / 8) % 2 of 16-column step kk; V
+    // (transposed): row 16w + 8((lane / 8) % 2) + lane % 8, chunk 2dp + lane / 16.
+    const int x7 = lane & 7;
+    const u32 k_row = (16 * warp + 8 * (lane >> 4) + x7) * 128, v_row = (16 * warp + 8 * ((lane >> 3) & 1) + x7) * 128;
+    u32 k_chunk[4], v_chunk[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        k_chunk[i] = ((2 * i + ((lane >> 3) & 1)) ^ x7) << 4;
+        v_chunk[i] = ((2 * i + (lane >> 4)) ^ x7) << 4;
+    }
+
+    for (int j = 0; j < ntiles; ++j) {
+        const int s = j % NS;
+        // The refill two tiles back: every warp has released tile j - 2 (or waits only for one
+        // that is two tiles behind thread 0's warp).
+        if (threadIdx.x == 0 && j >= 2 && j - 2 + NS < ntiles) {
+            hp_bar_wait(bars + 8 * (NS + (j - 2) % NS), ((j - 2) / NS) & 1);
+            issue(j - 2 + NS);
+        }
+        hp_bar_wait(bars + 8 * s, (j / NS) & 1);
+        const u32 kst = st0 + s * 2 * TILE, vst = kst + TILE;
+        const int nb = ks0 + BN * j + 16 * warp;
+        // This warp's V rows at or past ks1 hold another split's or sequence's keys (zeros past
+        // the tensor): zeroed, so that p = 0 times them is 0 whatever they hold. The writes are
+        // fenced to the async proxy before the stage goes back to TMA.
+        if (nb + 16 > ks1) {
+            for (int idx = lane; idx < 16 * PARTS * 8; idx += 32) {
+                const int r = idx / (PARTS * 8), ch = idx % (PARTS * 8), row = 16 * warp + r;
+                if (nb + r >= ks1)
+                    asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(
+                                     vst + (ch >> 3) * PART + row * 128 + (((ch & 7) ^ (row & 7)) << 4)),
+                                 "r"(0u)
+                                 : "memory");
+            }
+            hp_fence_proxy_async();
+            __syncwarp();
+        }
+        float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+        for (int kk = 0; kk < KD; ++kk) {
+            u32 b[4];
+            att2_ldsm4(b, kst + (kk >> 2) * PART + k_row + k_chunk[kk & 3]);
+            att_mma<T>(sc[0], qa[kk], b[0], b[1]);
+            att_mma<T>(sc[1], qa[kk], b[2], b[3]);
+        }
+        const bool full = !cr && nb >= rlo[0] && nb >= rlo[1] && nb + 16 <= rhi[0] && nb + 16 <= rhi[1];
+        att_softmax_tile<2, OT>(sc, oacc, mrow, lrow, nb, t, full, rlo, rhi, ri, cr, tk, k0, scale, scale_log2,
+                                softcap);
+        u32 pa[4];
+        att_pack_a<T>(pa, sc[0], sc[1]);
+#pragma unroll
+        for (int dp = 0; dp < D / 16; ++dp) {
+            u32 b[4];
+            att2_ldsm4_t(b, vst + (dp >> 2) * PART + v_row + v_chunk[dp & 3]);
+            att_mma<T>(oacc[2 * dp], pa, b[0], b[1]);
+            att_mma<T>(oacc[2 * dp + 1], pa, b[2], b[3]);
+        }
+        // Every lane's reads of the stage done before the warp releases it.
+        __syncwarp();
+        if (lane == 0) hp_bar_arrive(bars + 8 * (NS + s));
+    }
+    // Every tile was waited for (no copy in flight): the stages hold the merge.
+    dec_merge<D>(stages, mrow, lrow, oacc, part_o, part_ml, item, kvh, hkv, warp, g, t);
+    if (counters)
+        dec_finish<T, D>(reinterpret_cast<int*>(stages), part_o, part_ml, counters, o, lse, it[6], it[7], kvh, hkv,
+                         hq, q0, lq, tq);
+}
+
+#define DEC_KERNEL_3(DIM, TY, SUFFIX)                                                                          \
+    extern "C" __global__ void __launch_bounds__(DEC_THREADS, 1) attention_decode3_d##DIM##_##SUFFIX(           \
+        const TY* q, const TY* k, const TY* v, float* part_o, float* part_ml, const i32* items, const i32* cr, \
+        int tk, int hq, int hkv, float scale, float softcap, int causal, long long wl, long long wr,           \
+        int* counters, TY* o, float* lse, int tq, const __grid_constant__ DecTable table,                       \
+        const __grid_constant__ HpTmap k_map, const __grid_constant__ HpTmap v_map) {                           \
+        attention_decode3_impl<TY, DIM>(q, k, v, part_o, part_ml, items, cr, tk, hq, hkv, scale, softcap,      \
+                                        causal, wl, wr, counters, o, lse, tq, table, &k_map, &v_map);           \
+    }
+DEC_KERNEL_3(64, f16, f16)
+DEC_KERNEL_3(64, bf16, bf16)
+DEC_KERNEL_3(128, f16, f16)
+DEC_KERNEL_3(128, bf16, bf16)
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
 template <typename T, int D>
 __device__ void attention_decode_combine_impl(const float* part_o, const float* part_ml, const i32* items,
                                               const i32* seqs, T* o, float* lse, int tq, int hq, int hkv) {

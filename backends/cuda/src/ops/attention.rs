@@ -352,7 +352,7 @@ impl Probe {
 /// warp-specialised kernel: dims (D, H, T, 1), box (64, 1, rows, 1) = `rows` token rows of one
 /// head's 64 columns (one 128-byte swizzle atom wide: a half of the kernel's tile, or a part of
 /// one), so a tile of `tile_rows` rows takes D / 64 · tile_rows / rows boxes.
-fn token_map_geometry(tokens: usize, heads: usize, d: usize, rows: usize, tile_rows: usize) -> MapGeometry {
+pub(super) fn token_map_geometry(tokens: usize, heads: usize, d: usize, rows: usize, tile_rows: usize) -> MapGeometry {
     let (t, h, d) = (tokens as u64, heads as u64, d as u64);
     MapGeometry {
         dims: [d, h, t, 1],

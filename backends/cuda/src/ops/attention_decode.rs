@@ -13,12 +13,13 @@
 //! row statistics fit in its shared memory (the work items then travel by value in the kernel's
 //! arguments, no copy to the device); else the combine kernel does, over uploaded items.
 
-use super::attention::{allow_shared, column_ranges, mask_args};
+use super::attention::{allow_shared, column_ranges, mask_args, token_map_geometry};
+use super::grouped_gemm_tma::encode_map_for;
 use crate::backend::{device_err, lock};
 use crate::launch::{i32_of, kernel_name, launch_err};
 use crate::runtime::sources::ATTENTION_DECODE;
 use crate::{CudaBackend, CudaBuffer};
-use cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use moekit_ops::{AttentionIo, AttentionProblem, DType, Result, Validated};
 
 const OP: &str = "attention";
@@ -32,6 +33,8 @@ const STAGES: usize = 2;
 const V2_KEYS: usize = 16;
 const V2_STAGES: usize = 3;
 const V2_WARPS: usize = 4;
+/// v3: K/V stages of 64-key tiles (`DEC3_STAGES`).
+const V3_STAGES: usize = 6;
 /// Environment switch of the decode kernel: `v1` or `v2` (see [`Variant`]).
 const ENV_VARIANT: &str = "MOEKIT_CUDA_DECODE";
 /// Threads of the decode kernel; matches `DEC_THREADS`.
@@ -87,6 +90,9 @@ pub(super) enum Variant {
     V1,
     /// `attention_decode2_*`: per-warp pipelines of 3 stages of 16 keys, no CTA barrier a block.
     V2,
+    /// `attention_decode3_*` (sm_90a): v1's split of 64-key tiles among the warps, the tiles by
+    /// TMA through 6 stages with mbarriers, one thread issuing. Unmeasured (session 22).
+    V3,
 }
 
 impl Variant {
@@ -96,9 +102,10 @@ impl Variant {
             None | Some("") => Ok(Variant::DEFAULT),
             Some("v1") => Ok(Variant::V1),
             Some("v2") => Ok(Variant::V2),
+            Some("v3") => Ok(Variant::V3),
             Some(other) => Err(moekit_ops::Error::invalid(
                 OP,
-                format!("{ENV_VARIANT}={other}: expected v1 or v2 (the split-KV decode kernel)"),
+                format!("{ENV_VARIANT}={other}: expected v1, v2 or v3 (the split-KV decode kernel)"),
             )),
         }
     }
@@ -115,7 +122,7 @@ impl Variant {
     /// mean of 1365).
     pub(super) fn granule(self) -> usize {
         match self {
-            Variant::V1 => BLOCK,
+            Variant::V1 | Variant::V3 => BLOCK,
             Variant::V2 => V2_KEYS,
         }
     }
@@ -125,19 +132,23 @@ impl Variant {
         match self {
             Variant::V1 => "attention_decode",
             Variant::V2 => "attention_decode2",
+            Variant::V3 => "attention_decode3",
         }
     }
 
     /// Dynamic shared memory at head dim `d`: Q [16][D + 8] and the K/V stages ([64][D + 8] each
-    /// of K and V, 2 stages; v2: [16][D + 8] each, 3 stages a warp), the merge reusing them.
+    /// of K and V, 2 stages; v2: [16][D + 8] each, 3 stages a warp; v3: 64 × D each, swizzled,
+    /// 1024-aligned, 6 stages, then 12 mbarriers), the merge reusing them.
     pub(super) fn shared_bytes(self, d: usize) -> u32 {
-        let rows = match self {
-            Variant::V1 => ROWS + 2 * STAGES * BLOCK,
-            Variant::V2 => ROWS + 2 * V2_WARPS * V2_STAGES * V2_KEYS,
+        let q = ROWS * (d + 8) * 2;
+        let bytes = match self {
+            Variant::V1 => q + 2 * STAGES * BLOCK * (d + 8) * 2,
+            Variant::V2 => q + 2 * V2_WARPS * V2_STAGES * V2_KEYS * (d + 8) * 2,
+            Variant::V3 => q + 1023 + V3_STAGES * 2 * BLOCK * d * 2 + 2 * V3_STAGES * 8,
         };
         // The merge over the stages: m and l [2][4][16], O [4][16][D] f32.
-        debug_assert!((rows - ROWS) * (d + 8) * 2 >= (2 * 4 * ROWS + 4 * ROWS * d) * 4);
-        u32::try_from(rows * (d + 8) * 2).unwrap_or(u32::MAX)
+        debug_assert!(bytes - q >= (2 * 4 * ROWS + 4 * ROWS * d) * 4);
+        u32::try_from(bytes).unwrap_or(u32::MAX)
     }
 }
 
@@ -246,10 +257,16 @@ pub(super) fn run_variant(
     variant: Variant,
 ) -> Result<()> {
     let d = p.head_dim;
+    if variant == Variant::V3 && gpu.arch() != "sm_90a" {
+        return Err(moekit_ops::Error::unsupported(
+            OP,
+            format!("{ENV_VARIANT}=v3 needs Hopper (sm_90a) for its TMA copies, not {}", gpu.arch()),
+        ));
+    }
     let f = gpu.kernels.function(OP, &ATTENTION_DECODE, &kernel_name(&format!("{}_d{d}", variant.stem()), p.dtype))?;
     let shared = variant.shared_bytes(d);
     allow_shared(&f, shared)?;
-    // CTAs resident per SM (H200, either variant: 3 at D 128, 5 at D 64).
+    // CTAs resident per SM (H200: v1 3 at D 128, 5 at D 64; v2 2 and 3; v3 1 and 2).
     let per_sm = gpu.resident_blocks(OP, &f, &format!("{}_d{d}", variant.stem()), THREADS, shared as usize)?;
     let splits = Splits::of(p, gpu.sms * per_sm, variant.granule());
     let (n, nseq) = (splits.items.len() / ITEM, splits.seqs.len() / 2);
@@ -311,9 +328,24 @@ pub(super) fn run_variant(
     b.arg(&tk).arg(&hq).arg(&hkv).arg(&p.scale).arg(&softcap).arg(&causal).arg(&wl).arg(&wr);
     let counters_ptr = counters.unwrap_or(0);
     b.arg(&counters_ptr).arg(&mut io.o.data).arg(&mut io.lse.data).arg(&tq).arg(&table);
+    // v3 reads K and V through tensor maps over [Tk, Hkv, D], boxes of 64 rows × 64 columns.
+    let maps = if variant == Variant::V3 {
+        let map = |data: &CudaSlice<u8>| {
+            let (ptr, _read) = data.device_ptr(&gpu.stream);
+            let geometry = token_map_geometry(p.total_k(), p.heads_kv, d, BLOCK, BLOCK);
+            encode_map_for(OP, ptr, p.dtype, &geometry)
+        };
+        Some([map(&io.k.data)?, map(&io.v.data)?])
+    } else {
+        None
+    };
+    if let Some(m) = &maps {
+        b.arg(&m[0]).arg(&m[1]);
+    }
     let grid = u32::try_from(n * p.heads_kv).unwrap_or(u32::MAX);
     let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: shared };
-    // SAFETY: the arguments match `attention_decode_impl` and `attention_decode2_impl`; check_io
+    // SAFETY: the arguments match `attention_decode_impl`, `attention_decode2_impl` and (with the
+    // two tensor maps, over k and v, which live through the launch) `attention_decode3_impl`; check_io
     // proved q holds Tq × Hq × D, k and v Tk × Hkv × D elements of the dtype, o Tq × Hq × D and lse
     // Hq × Tq f32; every item's rows (Lq · G <= 16) and keys (ks0..ks1 within 0..Lk) are inside its
     // sequence, its `first, splits` name its sequence's items; the items are uploaded (n × 8) or
@@ -372,10 +404,12 @@ mod tests {
         assert_eq!(Variant::from_env(Some("")).unwrap(), Variant::DEFAULT);
         assert_eq!(Variant::from_env(Some("v1")).unwrap(), Variant::V1);
         assert_eq!(Variant::from_env(Some(" v2 ")).unwrap(), Variant::V2);
-        let e = Variant::from_env(Some("v3")).unwrap_err();
-        assert!(e.to_string().contains("MOEKIT_CUDA_DECODE=v3"), "{e}");
+        assert_eq!(Variant::from_env(Some("v3")).unwrap(), Variant::V3);
+        let e = Variant::from_env(Some("v4")).unwrap_err();
+        assert!(e.to_string().contains("MOEKIT_CUDA_DECODE=v4"), "{e}");
         assert_eq!(Variant::V1.stem(), "attention_decode");
         assert_eq!(Variant::V2.stem(), "attention_decode2");
+        assert_eq!(Variant::V3.stem(), "attention_decode3");
     }
 
     #[test]
@@ -384,14 +418,18 @@ mod tests {
         // D 64); v2: Q + 4 warps × 3 stages × K, V [16][136] = 108800 (57600 at D 64).
         assert_eq!((Variant::V1.shared_bytes(128), Variant::V1.shared_bytes(64)), (73984, 39168));
         assert_eq!((Variant::V2.shared_bytes(128), Variant::V2.shared_bytes(64)), (108800, 57600));
-        // H200: 228 KiB a SM, 1 KiB reserved a CTA: v1 3 CTAs at D 128, 5 at D 64; v2 2 and 3.
+        // v3: Q, 1023 bytes to align the stages to 1024, 6 stages of K, V [64][D] and 12 barriers.
+        assert_eq!((Variant::V3.shared_bytes(128), Variant::V3.shared_bytes(64)), (202079, 101727));
+        // H200: 228 KiB a SM, 1 KiB reserved a CTA: v1 3 CTAs at D 128, 5 at D 64; v2 2 and 3;
+        // v3 1 and 2.
         let per_sm = |bytes: u32| (228 * 1024) / (bytes as usize + 1024);
         assert_eq!((per_sm(Variant::V1.shared_bytes(128)), per_sm(Variant::V1.shared_bytes(64))), (3, 5));
         assert_eq!((per_sm(Variant::V2.shared_bytes(128)), per_sm(Variant::V2.shared_bytes(64))), (2, 3));
+        assert_eq!((per_sm(Variant::V3.shared_bytes(128)), per_sm(Variant::V3.shared_bytes(64))), (1, 2));
     }
 
-    /// v2 against v1 on the GPU (skipped without one, a failure under `MOEKIT_NO_SKIP`): the
-    /// decode test's kinds of shapes (one split and many, ragged last sub-blocks, empty
+    /// v2 (and on Hopper v3) against v1 on the GPU (skipped without one, a failure under
+    /// `MOEKIT_NO_SKIP`): the decode test's kinds of shapes (one split and many, ragged last sub-blocks, empty
     /// sequences, GQA 1-8, causal, window, softcap, column ranges, D 64 and 128, bf16 and f16);
     /// outputs within rounding of each other (both accumulate in f32, in another order), NaN
     /// where the other has NaN.
@@ -458,7 +496,12 @@ mod tests {
                 };
                 let (q, k, vb) = (up(&qv, tq, hq).unwrap(), up(&kv, tk, hkv).unwrap(), up(&vv, tk, hkv).unwrap());
                 let mut outs = Vec::new();
-                for variant in [Variant::V1, Variant::V2] {
+                let variants: &[Variant] = if gpu.arch() == "sm_90a" {
+                    &[Variant::V1, Variant::V2, Variant::V3]
+                } else {
+                    &[Variant::V1, Variant::V2]
+                };
+                for &variant in variants {
                     let mut o = gpu.alloc(dtype, &[tq, hq, d]).unwrap();
                     let mut lse = gpu.alloc(DType::F32, &[hq, tq]).unwrap();
                     let io = AttentionIo { q: &q, k: &k, v: &vb, o: &mut o, lse: &mut lse };
@@ -466,10 +509,12 @@ mod tests {
                     outs.push((gpu.download(&o).unwrap().to_f32_vec(), gpu.download(&lse).unwrap().to_f32_vec()));
                 }
                 let tol = if dtype == DType::BF16 { 1.6e-2 } else { 2e-3 };
-                for (what, a, b, tol) in [("o", &outs[0].0, &outs[1].0, tol), ("lse", &outs[0].1, &outs[1].1, 1e-4)] {
-                    for (j, (x, y)) in a.iter().zip(b.iter()).enumerate() {
-                        let ok = (x.is_nan() && y.is_nan()) || (x - y).abs() <= tol * (1.0 + x.abs());
-                        assert!(ok, "shape {i} {dtype} {what}[{j}]: v1 {x} v2 {y}");
+                for (n, other) in outs.iter().enumerate().skip(1) {
+                    for (what, a, b, tol) in [("o", &outs[0].0, &other.0, tol), ("lse", &outs[0].1, &other.1, 1e-4)] {
+                        for (j, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+                            let ok = (x.is_nan() && y.is_nan()) || (x - y).abs() <= tol * (1.0 + x.abs());
+                            assert!(ok, "shape {i} {dtype} {what}[{j}]: v1 {x} {:?} {y}", variants[n]);
+                        }
                     }
                 }
             }

@@ -61,12 +61,15 @@ pub(crate) static ATTENTION_SM90WS: Source = Source {
     ),
 };
 /// Split-KV decode attention (few query rows per sequence, long keys; `Path::Decode`): the
-/// portable attention file for its helpers only, then the decode and combine kernels.
+/// portable attention file for its helpers only, the Hopper helpers (for v3's TMA; nothing
+/// elsewhere), then the decode and combine kernels.
 pub(crate) static ATTENTION_DECODE: Source = Source {
     name: "attention_decode.cu",
     code: concat!(
         "#define ATT_HELPERS_ONLY\n",
         include_str!("../../kernels/attention.cu"),
+        "\n",
+        include_str!("../../kernels/hopper.cuh"),
         "\n",
         include_str!("../../kernels/attention_decode.cu")
     ),
