@@ -49,6 +49,33 @@ __device__ __forceinline__ const i32* dec_item(const i32* items, const DecTable&
     return items ? items + (size_t)item * DEC_ITEM : table.items + item * DEC_ITEM;
 }
 
+// The CTA's 16 query rows → sQ [16][D + 8] by cp.async (the caller commits): row rho < rows =
+// Lq · G is token q0 + rho / G of head kvh·G + rho % G; the rest zero-filled. Every kernel's.
+template <typename T, int D>
+__device__ __forceinline__ void dec_load_q(T* sQ, const T* q, int q0, int rows, int grp, int hq, int kvh) {
+    constexpr int CH = D / 8, LD = D + 8;
+    for (int c = threadIdx.x; c < DEC_ROWS * CH; c += DEC_THREADS) {
+        const int r = c / CH, ch = c % CH;
+        const bool ok = r < rows;
+        const T* src = ok ? q + ((size_t)(q0 + r / grp) * hq + kvh * grp + r % grp) * D + ch * 8 : q;
+        att_cp16(sQ + r * LD + ch * 8, src, ok);
+    }
+}
+
+// This thread's rows g and g + 8: their local query rows `ri` and key ranges `rlo..rhi`, cut to
+// the split's end ks1 (rows past `rows` see no key). Every kernel's.
+__device__ __forceinline__ void dec_row_ranges(int g, int rows, int grp, int lq, int lk, int causal, long long wl,
+                                               long long wr, int ks1, int* ri, int* rlo, int* rhi) {
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        const int rho = g + 8 * x;
+        ri[x] = rho / grp;
+        rlo[x] = rhi[x] = 0;
+        if (rho < rows) att_row_range(ri[x], lq, lk, causal, wl, wr, rlo[x], rhi[x]);
+        rhi[x] = min(rhi[x], ks1);
+    }
+}
+
 // The combine, fused (`counters` given): after its split's partial results, a CTA counts itself
 // in on its (sequence, kv head) (`counters [first item · Hkv + kvh]`, zero between calls); the
 // last of the sequence's `splits` CTAs merges them all into o and lse (as the combine kernel) and
@@ -223,7 +250,7 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
                                       float softcap, int causal, long long wl, long long wr, int* counters, T* o,
                                       float* lse, int tq, const DecTable& table) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    constexpr int LD = D + 8, KD = D / 16, OT = D / 8, CH = D / 8;
+    constexpr int LD = D + 8, KD = D / 16, OT = D / 8;
     constexpr int STAGE = 2 * DEC_BN * LD;  // elements of one K + V stage
     extern __shared__ __align__(16) unsigned char att_smem[];
     T* sQ = reinterpret_cast<T*>(att_smem);  // [16][LD]
@@ -235,13 +262,8 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int rows = lq * grp;
 
-    // Q: row rho < rows is token q0 + rho / G of head kvh·G + rho % G; the rest zero-filled.
-    for (int c = threadIdx.x; c < DEC_ROWS * CH; c += DEC_THREADS) {
-        const int r = c / CH, ch = c % CH;
-        const bool ok = r < rows;
-        const T* src = ok ? q + ((size_t)(q0 + r / grp) * hq + kvh * grp + r % grp) * D + ch * 8 : q;
-        att_cp16(sQ + r * LD + ch * 8, src, ok);
-    }
+    // Q (the CTA's 16 rows).
+    dec_load_q<T, D>(sQ, q, q0, rows, grp, hq, kvh);
     // The first DEC_STAGES - 1 blocks, a commit group each (Q in the first).
 #pragma unroll
     for (int st = 0; st < DEC_STAGES - 1; ++st) {
@@ -253,17 +275,8 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
         att_cp_commit();
     }
 
-    // This thread's rows g and g + 8: their local query rows and key ranges, cut to the split
-    // (rows past `rows` see no key).
     int ri[2], rlo[2], rhi[2];
-#pragma unroll
-    for (int x = 0; x < 2; ++x) {
-        const int rho = g + 8 * x;
-        ri[x] = rho / grp;
-        rlo[x] = rhi[x] = 0;
-        if (rho < rows) att_row_range(ri[x], lq, lk, causal, wl, wr, rlo[x], rhi[x]);
-        rhi[x] = min(rhi[x], ks1);
-    }
+    dec_row_ranges(g, rows, grp, lq, lk, causal, wl, wr, ks1, ri, rlo, rhi);
 
     float oacc[OT][4];
 #pragma unroll
@@ -434,12 +447,7 @@ __device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float
 
     // Q (one commit group, as in v1), then this warp's first NS sub-blocks, a group each (empty
     // groups too: the wait counts below assume one group per stage).
-    for (int c = threadIdx.x; c < DEC_ROWS * CH; c += DEC_THREADS) {
-        const int r = c / CH, ch = c % CH;
-        const bool ok = r < rows;
-        const T* src = ok ? q + ((size_t)(q0 + r / grp) * hq + kvh * grp + r % grp) * D + ch * 8 : q;
-        att_cp16(sQ + r * LD + ch * 8, src, ok);
-    }
+    dec_load_q<T, D>(sQ, q, q0, rows, grp, hq, kvh);
     att_cp_commit();
 #pragma unroll
     for (int st = 0; st < NS; ++st) {
@@ -449,14 +457,7 @@ __device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float
     }
 
     int ri[2], rlo[2], rhi[2];
-#pragma unroll
-    for (int x = 0; x < 2; ++x) {
-        const int rho = g + 8 * x;
-        ri[x] = rho / grp;
-        rlo[x] = rhi[x] = 0;
-        if (rho < rows) att_row_range(ri[x], lq, lk, causal, wl, wr, rlo[x], rhi[x]);
-        rhi[x] = min(rhi[x], ks1);
-    }
+    dec_row_ranges(g, rows, grp, lq, lk, causal, wl, wr, ks1, ri, rlo, rhi);
 
     float oacc[OT][4];
 #pragma unroll
@@ -552,7 +553,7 @@ __device__ void attention_decode3_impl(const T* q, const T* k, const T* v, float
                                        float softcap, int causal, long long wl, long long wr, int* counters, T* o,
                                        float* lse, int tq, const DecTable& table, const HpTmap* km,
                                        const HpTmap* vm) {
-    constexpr int LD = D + 8, KD = D / 16, OT = D / 8, CH = D / 8, NS = DEC3_STAGES, BN = DEC3_BN;
+    constexpr int LD = D + 8, KD = D / 16, OT = D / 8, NS = DEC3_STAGES, BN = DEC3_BN;
     constexpr int PARTS = D / 64, PART = BN * 128, TILE = PARTS * PART;  // bytes: a 64-column part, a tile
     extern __shared__ __align__(16) unsigned char att_smem[];
     T* sQ = reinterpret_cast<T*>(att_smem);  // [16][LD]
@@ -593,23 +594,11 @@ __device__ void attention_decode3_impl(const T* q, const T* k, const T* v, float
     }
 
     // Q (cp.async, as v1 and v2).
-    for (int c = threadIdx.x; c < DEC_ROWS * CH; c += DEC_THREADS) {
-        const int r = c / CH, ch = c % CH;
-        const bool ok = r < rows;
-        const T* src = ok ? q + ((size_t)(q0 + r / grp) * hq + kvh * grp + r % grp) * D + ch * 8 : q;
-        att_cp16(sQ + r * LD + ch * 8, src, ok);
-    }
+    dec_load_q<T, D>(sQ, q, q0, rows, grp, hq, kvh);
     att_cp_commit();
 
     int ri[2], rlo[2], rhi[2];
-#pragma unroll
-    for (int x = 0; x < 2; ++x) {
-        const int rho = g + 8 * x;
-        ri[x] = rho / grp;
-        rlo[x] = rhi[x] = 0;
-        if (rho < rows) att_row_range(ri[x], lq, lk, causal, wl, wr, rlo[x], rhi[x]);
-        rhi[x] = min(rhi[x], ks1);
-    }
+    dec_row_ranges(g, rows, grp, lq, lk, causal, wl, wr, ks1, ri, rlo, rhi);
     float oacc[OT][4];
 #pragma unroll
     for (int n = 0; n < OT; ++n) oacc[n][0] = oacc[n][1] = oacc[n][2] = oacc[n][3] = 0.0f;

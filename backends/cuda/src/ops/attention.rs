@@ -17,7 +17,7 @@
 
 use super::attention_decode as decode;
 use super::flashmask::PlanCache;
-use super::grouped_gemm_tma::{encode_map_for, MapGeometry};
+use super::grouped_gemm_tma::{encode_map_for, MapGeometry, TensorMap};
 use crate::backend::{device_err, lock};
 use crate::launch::{i32_of, kernel_name, launch_err};
 use crate::runtime::sources::{ATTENTION, ATTENTION_SM90WS};
@@ -141,8 +141,7 @@ impl AttentionOps for CudaBackend {
         let extra = match path {
             Path::Sm90Ws | Path::Sm90Ws3 => {
                 let map = |data: &CudaSlice<u8>, heads: usize, tokens: usize, rows: usize, tile_rows: usize| {
-                    let (ptr, _read) = data.device_ptr(&self.stream);
-                    encode_map_for(OP, ptr, p.dtype, &token_map_geometry(tokens, heads, p.head_dim, rows, tile_rows))
+                    token_map(self, data, p, tokens, heads, rows, tile_rows)
                 };
                 let probe = Probe::parse(std::env::var(ENV_PROBE).ok().as_deref());
                 if !probe.no_persist {
@@ -348,11 +347,26 @@ impl Probe {
     }
 }
 
+/// The tensor map of q, k or v (`data`, `[tokens, heads, D]` of `p`'s dtype and head dim) in
+/// boxes of `rows` token rows, for tiles of `tile_rows` ([`token_map_geometry`]).
+pub(super) fn token_map(
+    gpu: &CudaBackend,
+    data: &CudaSlice<u8>,
+    p: &AttentionProblem,
+    tokens: usize,
+    heads: usize,
+    rows: usize,
+    tile_rows: usize,
+) -> Result<TensorMap> {
+    let (ptr, _read) = data.device_ptr(&gpu.stream);
+    encode_map_for(OP, ptr, p.dtype, &token_map_geometry(tokens, heads, p.head_dim, rows, tile_rows))
+}
+
 /// The tensor map geometry of q, k or v (`[tokens, heads, D]`, 2-byte elements) for the
 /// warp-specialised kernel: dims (D, H, T, 1), box (64, 1, rows, 1) = `rows` token rows of one
 /// head's 64 columns (one 128-byte swizzle atom wide: a half of the kernel's tile, or a part of
 /// one), so a tile of `tile_rows` rows takes D / 64 · tile_rows / rows boxes.
-pub(super) fn token_map_geometry(tokens: usize, heads: usize, d: usize, rows: usize, tile_rows: usize) -> MapGeometry {
+fn token_map_geometry(tokens: usize, heads: usize, d: usize, rows: usize, tile_rows: usize) -> MapGeometry {
     let (t, h, d) = (tokens as u64, heads as u64, d as u64);
     MapGeometry {
         dims: [d, h, t, 1],

@@ -13,13 +13,12 @@
 //! row statistics fit in its shared memory (the work items then travel by value in the kernel's
 //! arguments, no copy to the device); else the combine kernel does, over uploaded items.
 
-use super::attention::{allow_shared, column_ranges, mask_args, token_map_geometry};
-use super::grouped_gemm_tma::encode_map_for;
+use super::attention::{allow_shared, column_ranges, mask_args, token_map};
 use crate::backend::{device_err, lock};
 use crate::launch::{i32_of, kernel_name, launch_err};
 use crate::runtime::sources::ATTENTION_DECODE;
 use crate::{CudaBackend, CudaBuffer};
-use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
 use moekit_ops::{AttentionIo, AttentionProblem, DType, Result, Validated};
 
 const OP: &str = "attention";
@@ -116,10 +115,10 @@ impl Variant {
     /// SM); 1 × 65536 keys ran 1% slower (96 against 95 us a call).
     const DEFAULT: Variant = Variant::V2;
 
-    /// The key granule of its splits: v1's blocks of 64 keys start on a multiple of 64; v2 takes
-    /// any start, and splits in multiples of its 16-key sub-blocks leave the longest split of a
-    /// sequence at most 15 keys over the others (64-key splits of B8 S8192: 1408 keys against a
-    /// mean of 1365).
+    /// The key granule of its splits: v1's blocks (and v3's tiles) of 64 keys start on a multiple
+    /// of 64; v2 takes any start, and splits in multiples of its 16-key sub-blocks leave the
+    /// longest split of a sequence at most 15 keys over the others (64-key splits of B8 S8192:
+    /// 1408 keys against a mean of 1365).
     pub(super) fn granule(self) -> usize {
         match self {
             Variant::V1 | Variant::V3 => BLOCK,
@@ -330,11 +329,7 @@ pub(super) fn run_variant(
     b.arg(&counters_ptr).arg(&mut io.o.data).arg(&mut io.lse.data).arg(&tq).arg(&table);
     // v3 reads K and V through tensor maps over [Tk, Hkv, D], boxes of 64 rows × 64 columns.
     let maps = if variant == Variant::V3 {
-        let map = |data: &CudaSlice<u8>| {
-            let (ptr, _read) = data.device_ptr(&gpu.stream);
-            let geometry = token_map_geometry(p.total_k(), p.heads_kv, d, BLOCK, BLOCK);
-            encode_map_for(OP, ptr, p.dtype, &geometry)
-        };
+        let map = |data| token_map(gpu, data, p, p.total_k(), p.heads_kv, BLOCK, BLOCK);
         Some([map(&io.k.data)?, map(&io.v.data)?])
     } else {
         None
