@@ -346,8 +346,10 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
 // v2 (`attention_decode2_*`, MOEKIT_CUDA_DECODE=v2): the same work items, CTA, rows, masks, merge
 // and outputs as above, but every warp runs its own cp.async pipeline and the main loop has no
 // CTA barrier. The split's keys go in sub-blocks of DEC2_KB = 16 (sub-block j: keys
-// ks0 + 16j .. ks0 + 16j + 16); warp w takes sub-blocks w, w + 4, w + 8, ... through DEC2_STAGES =
-// 3 stages of its own (K [16][D + 8], V [16][D + 8]), which only its own lanes fill and read: a
+// ks0 + 16j .. ks0 + 16j + 16); warp w takes sub-blocks w, w + 4, w + 8, ... through NS = 3
+// stages of its own (2 in `attention_decode2s2_*`, which fits 3 CTAs per SM at D 128 and 5 at
+// D 64: the host takes it where only that holds every (sequence, kv head) of the batch in one
+// wave) (K [16][D + 8], V [16][D + 8]), which only its own lanes fill and read: a
 // sub-block is waited for with cp.async.wait_group and __syncwarp, and its stage is refilled (the
 // warp's sub-block 3 ahead) by the same warp the moment it is computed. Per sub-block: S (16 × 16)
 // by mma.sync m16n8k16 (two tiles of 8 keys, two chains), the online softmax over 16 keys, O +=
@@ -386,7 +388,6 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
 // 157.1 / 176.4, 1 × 65536 95.0 / 93.6, B16 D64 92.9 / 93.3: v2 is the default.
 
 #define DEC2_KB 16
-#define DEC2_STAGES 3
 #define DEC2_WARPS (DEC_THREADS / 32)
 // The loop's loads alone, for measurement (`#define DEC2_LDONLY 1` ahead of this file in a
 // variant build; wrong results): the copy ceiling of this pipeline (run 30 calls A, B).
@@ -421,13 +422,14 @@ __device__ __forceinline__ void dec2_load(T* stage, const T* k, const T* v, size
     }
 }
 
-template <typename T, int D>
+// NS: stages a warp (3 in `attention_decode2_*`, 2 in `attention_decode2s2_*`).
+template <typename T, int D, int NS>
 __device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float* part_o, float* part_ml,
                                        const i32* items, const i32* cr, int tk, int hq, int hkv, float scale,
                                        float softcap, int causal, long long wl, long long wr, int* counters, T* o,
                                        float* lse, int tq, const DecTable& table) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    constexpr int LD = D + 8, KD = D / 16, OT = D / 8, CH = D / 8, NS = DEC2_STAGES, KB = DEC2_KB;
+    constexpr int LD = D + 8, KD = D / 16, OT = D / 8, CH = D / 8, KB = DEC2_KB;
     constexpr int STAGE = 2 * KB * LD;  // elements of one K + V stage of a warp
     static_assert(32 % CH == 0 && KB % (32 / CH) == 0 && KB == 16, "dec2_load / ldmatrix shapes");
     extern __shared__ __align__(16) unsigned char att_smem[];
@@ -533,19 +535,36 @@ __device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float
 // 64 token rows × 64 columns, 128-byte swizzled) through DEC3_STAGES stages shared by the warps,
 // each with a FULL barrier (one expect_tx arrival and the bytes) and an EMPTY barrier (one
 // arrival per warp). Thread 0 issues every copy: the first DEC3_STAGES tiles before the loop, then
-// at tile t the refill of the stage of tile t - 2 (with tile t - 2 + DEC3_STAGES) once all four
-// warps released it, so a warp one tile behind does not hold the issuing warp back. One CTA per
-// SM at D 128 (6 stages of 32 KiB: up to 5 tiles, 160 KiB, in flight), two at D 64.
+// at tile t the refill of the stage of tile t - DEC3_LAG (with tile t - DEC3_LAG + DEC3_STAGES)
+// once all four warps released it. Two CTAs per SM at D 128 (3 stages of 32 KiB), four at D 64.
 // Why: v2's per-warp cp.async pipelines stop at ~80% of the DRAM peak even without the compute
 // (run 30 call A: the loads alone 72.0 us on B8 S8192), and fewer, deeper CTAs read faster (8
 // stages of 8 keys at one CTA per SM, loads alone: 70.6 us, call B), but with the copies issued
 // by the computing warps one CTA per SM was slower (4 stages of 16 keys: 87.1 against 84.7 us a
 // call, call C): here one thread issues a tile in 2 · D / 64 instructions and the warps only wait.
-// NOTE: written in session 22 with no device time left: compiled (ptxas sm_90a, no spills) and
-// unmeasured; the GPU test compares it with v1 (`v2_gives_the_v1_output_on_the_gpu`).
+// Measured (run 31, H200, a call with the cache-clearing write; the decode test, the v1
+// comparison, memcheck and racecheck pass): no faster than v2. As first written (6 stages, refill
+// two tiles back, 1 CTA per SM at D 128) 3-17% slower (B8 S8192 87.2 against 83.6 us, B32 S4096
+// 164.1 / 146.2, B64 S2048 178.4 / 150.4); 3 stages refilled one tile back (2 CTAs per SM, now
+// the default) within 2% of v2 (83.5, 148.8, 153.7; D 64 84.0 against 86.0). Its loads alone
+// (DEC3_LDONLY, ncu) take 71.6 / 135.5 us, as v2's cp.async (72.0 / 132.4): TMA does not read
+// the rows faster, so the ~80% of the DRAM peak the loads reach is not how they are issued.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define DEC3_BN 64
-#define DEC3_STAGES 6
+#ifndef DEC3_STAGES
+#define DEC3_STAGES 3
+#endif
+// Thread 0 refills the stage of tile t - DEC3_LAG at tile t: 1 (default) waits for the warps'
+// release one tile sooner, 2 lets a warp trail by a tile without holding the copies back (run
+// 31: at 6 stages 1 and 2 are equal; at 3 stages only 1 keeps two tiles in flight).
+#ifndef DEC3_LAG
+#define DEC3_LAG 1
+#endif
+// DEC3_LDONLY: a build switch for measurements: the loop waits for its tiles and releases them,
+// with no arithmetic (the output is wrong).
+#ifndef DEC3_LDONLY
+#define DEC3_LDONLY 0
+#endif
 
 template <typename T, int D>
 __device__ void attention_decode3_impl(const T* q, const T* k, const T* v, float* part_o, float* part_ml,
@@ -630,13 +649,14 @@ __device__ void attention_decode3_impl(const T* q, const T* k, const T* v, float
         const int s = j % NS;
         // The refill two tiles back: every warp has released tile j - 2 (or waits only for one
         // that is two tiles behind thread 0's warp).
-        if (threadIdx.x == 0 && j >= 2 && j - 2 + NS < ntiles) {
-            hp_bar_wait(bars + 8 * (NS + (j - 2) % NS), ((j - 2) / NS) & 1);
-            issue(j - 2 + NS);
+        if (threadIdx.x == 0 && j >= DEC3_LAG && j - DEC3_LAG + NS < ntiles) {
+            hp_bar_wait(bars + 8 * (NS + (j - DEC3_LAG) % NS), ((j - DEC3_LAG) / NS) & 1);
+            issue(j - DEC3_LAG + NS);
         }
         hp_bar_wait(bars + 8 * s, (j / NS) & 1);
         const u32 kst = st0 + s * 2 * TILE, vst = kst + TILE;
         const int nb = ks0 + BN * j + 16 * warp;
+#if !DEC3_LDONLY
         // This warp's V rows at or past ks1 hold another split's or sequence's keys (zeros past
         // the tensor): zeroed, so that p = 0 times them is 0 whatever they hold. The writes are
         // fenced to the async proxy before the stage goes back to TMA.
@@ -672,6 +692,7 @@ __device__ void attention_decode3_impl(const T* q, const T* k, const T* v, float
             att_mma<T>(oacc[2 * dp], pa, b[0], b[1]);
             att_mma<T>(oacc[2 * dp + 1], pa, b[2], b[3]);
         }
+#endif
         // Every lane's reads of the stage done before the warp releases it.
         __syncwarp();
         if (lane == 0) hp_bar_arrive(bars + 8 * (NS + s));
@@ -760,8 +781,17 @@ __device__ void attention_decode_combine_impl(const float* part_o, const float* 
                                             float scale, float softcap, int causal, long long wl,             \
                                             long long wr, int* counters, T* o, float* lse, int tq,            \
                                             const __grid_constant__ DecTable table) {                         \
-        attention_decode2_impl<TY, DIM>(q, k, v, part_o, part_ml, items, cr, tk, hq, hkv, scale, softcap,    \
-                                        causal, wl, wr, counters, o, lse, tq, table);                         \
+        attention_decode2_impl<TY, DIM, 3>(q, k, v, part_o, part_ml, items, cr, tk, hq, hkv, scale, softcap, \
+                                           causal, wl, wr, counters, o, lse, tq, table);                      \
+    }                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(DEC_THREADS, DEC2_MIN_CTAS(DIM))                             \
+        attention_decode2s2_d##DIM##_##SUFFIX(const T* q, const T* k, const T* v, float* part_o,             \
+                                              float* part_ml, const i32* items, const i32* cr, int tk,        \
+                                              int hq, int hkv, float scale, float softcap, int causal,        \
+                                              long long wl, long long wr, int* counters, T* o, float* lse,    \
+                                              int tq, const __grid_constant__ DecTable table) {               \
+        attention_decode2_impl<TY, DIM, 2>(q, k, v, part_o, part_ml, items, cr, tk, hq, hkv, scale, softcap, \
+                                           causal, wl, wr, counters, o, lse, tq, table);                      \
     }                                                                                                         \
     }
 DEC_KERNEL_1(64, f16, f16)

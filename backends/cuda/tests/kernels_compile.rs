@@ -53,11 +53,15 @@ fn every_kernel_source_compiles() {
                 }
                 assert!(!text.contains("attention_fa2_") && !text.contains("attention_sm90_d"), "{arch} {name}");
             }
-            // The decode module holds v1, v2 and the combine on every arch, v3 (TMA) on sm_90a only.
+            // The decode module holds v1, v2 (3 and 2 stages) and the combine on every arch, v3
+            // (TMA) on sm_90a only.
             if name == "attention_decode.cu" {
-                for kernel in
-                    ["attention_decode_d128_bf16", "attention_decode2_d64_f16", "attention_decode_combine_d128_bf16"]
-                {
+                for kernel in [
+                    "attention_decode_d128_bf16",
+                    "attention_decode2_d64_f16",
+                    "attention_decode2s2_d128_bf16",
+                    "attention_decode_combine_d128_bf16",
+                ] {
                     assert!(text.contains(kernel), "{arch} {name}: {kernel}");
                 }
                 for kernel in ["attention_decode3_d128_bf16", "attention_decode3_d64_f16"] {

@@ -5,11 +5,12 @@
 //! is one full wave of the CTAs the SMs hold at once (whatever the batch): two waves, the second
 //! a quarter full, cost 1.5× (run 27 call F).
 //!
-//! Two decode kernels, picked by `MOEKIT_CUDA_DECODE` ([`Variant`]): `v1` (`attention_decode_*`:
-//! 64-key blocks through 2 stages shared by the CTA's 4 warps, a CTA barrier a block) and `v2`
-//! (`attention_decode2_*`: each warp its own 3-stage pipeline of 16-key sub-blocks, no barrier in
-//! the loop; the kernel header says why). Both write the same partial results for the same
-//! splits. The last CTA of each (sequence, kv head) merges them where every sequence's splits'
+//! Three decode kernels, picked by `MOEKIT_CUDA_DECODE` ([`Variant`]): `v1` (`attention_decode_*`:
+//! 64-key blocks through 2 stages shared by the CTA's 4 warps, a CTA barrier a block), `v2` (the
+//! default; `attention_decode2_*`: each warp its own 3-stage pipeline of 16-key sub-blocks, no
+//! barrier in the loop; the kernel header says why; `attention_decode2s2_*` with 2 stages where
+//! only its extra CTA per SM holds the batch in one wave, [`Stages`]) and `v3` (sm_90a: 64-key
+//! tiles by TMA, as fast as v2). All write the same partial results for the same splits. The last CTA of each (sequence, kv head) merges them where every sequence's splits'
 //! row statistics fit in its shared memory (the work items then travel by value in the kernel's
 //! arguments, no copy to the device); else the combine kernel does, over uploaded items.
 
@@ -30,11 +31,10 @@ const BLOCK: usize = 64;
 const STAGES: usize = 2;
 /// v2: keys per sub-block (`DEC2_KB`), stages per warp (`DEC2_STAGES`), warps (`DEC2_WARPS`).
 const V2_KEYS: usize = 16;
-const V2_STAGES: usize = 3;
 const V2_WARPS: usize = 4;
 /// v3: K/V stages of 64-key tiles (`DEC3_STAGES`).
-const V3_STAGES: usize = 6;
-/// Environment switch of the decode kernel: `v1` or `v2` (see [`Variant`]).
+const V3_STAGES: usize = 3;
+/// Environment switch of the decode kernel: `v1`, `v2`, `v2s2`, `v2s3` or `v3` (see [`Variant`]).
 const ENV_VARIANT: &str = "MOEKIT_CUDA_DECODE";
 /// Threads of the decode kernel; matches `DEC_THREADS`.
 const THREADS: u32 = 128;
@@ -82,29 +82,59 @@ pub(super) fn eligible(p: &AttentionProblem, arch: &str, env: Option<&str>) -> b
         && (0..p.batch()).all(|b| p.seq_lens(b).0 * group <= ROWS)
 }
 
-/// The decode kernel: both take the same work items and write the same partial results.
+/// The decode kernel: all take the same work items and write the same partial results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Variant {
     /// `attention_decode_*`: 64-key blocks through 2 cp.async stages shared by the CTA's warps.
     V1,
-    /// `attention_decode2_*`: per-warp pipelines of 3 stages of 16 keys, no CTA barrier a block.
-    V2,
+    /// `attention_decode2_*` (3 stages) and `attention_decode2s2_*` (2): per-warp pipelines of
+    /// 16-key sub-blocks, no CTA barrier a block.
+    V2(Stages),
     /// `attention_decode3_*` (sm_90a): v1's split of 64-key tiles among the warps, the tiles by
-    /// TMA through 6 stages with mbarriers, one thread issuing. Unmeasured (session 22).
+    /// TMA through 3 stages with mbarriers, one thread issuing. Within 2% of v2 (run 31).
     V3,
 }
 
+/// v2's stages a warp. Three (2 CTAs per SM at D 128, 3 at D 64) read 2-4% faster than two
+/// (3 and 5) within one wave (run 30 call C: B8 S8192 84.7 / 86.4 us, 1 × 65536 87.7 / 90.8), but
+/// where the batch's (sequence, kv head) pairs overflow one wave of 3-stage CTAs and fit one of
+/// 2-stage ones, the extra CTA per SM saves the second wave ([`pick_stages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stages {
+    /// [`pick_stages`] for the batch (`v2`).
+    Auto,
+    /// `attention_decode2s2_*` (`v2s2`).
+    Two,
+    /// `attention_decode2_*` (`v2s3`).
+    Three,
+}
+
+/// v2's stage count for `pairs` (sequence with query rows, kv head) pairs on `slots3` resident
+/// 3-stage or `slots2` 2-stage CTAs: two only where the pairs fit one wave of those and not of
+/// the others (run 31 call B, v3 with the same CTAs per SM: B48 S2048, 384 pairs, 116.6 us in one
+/// wave of 396 slots against 127.5 in the plan over 264).
+pub(super) fn pick_stages(pairs: usize, slots3: usize, slots2: usize) -> Stages {
+    if pairs > slots3 && pairs <= slots2 {
+        Stages::Two
+    } else {
+        Stages::Three
+    }
+}
+
 impl Variant {
-    /// The variant `MOEKIT_CUDA_DECODE` names (`v1`, `v2`), or the default without it.
+    /// The variant `MOEKIT_CUDA_DECODE` names (`v1`, `v2`, `v2s2`, `v2s3`, `v3`), or the default
+    /// without it.
     pub(super) fn from_env(env: Option<&str>) -> Result<Variant> {
         match env.map(str::trim) {
             None | Some("") => Ok(Variant::DEFAULT),
             Some("v1") => Ok(Variant::V1),
-            Some("v2") => Ok(Variant::V2),
+            Some("v2") => Ok(Variant::V2(Stages::Auto)),
+            Some("v2s2") => Ok(Variant::V2(Stages::Two)),
+            Some("v2s3") => Ok(Variant::V2(Stages::Three)),
             Some("v3") => Ok(Variant::V3),
             Some(other) => Err(moekit_ops::Error::invalid(
                 OP,
-                format!("{ENV_VARIANT}={other}: expected v1, v2 or v3 (the split-KV decode kernel)"),
+                format!("{ENV_VARIANT}={other}: expected v1, v2, v2s2, v2s3 or v3 (the split-KV decode kernel)"),
             )),
         }
     }
@@ -113,7 +143,7 @@ impl Variant {
     /// took 76.9 against 78.7 us (B8 Hq32 Hkv8 S8192 D128, ncu at free clocks), 77.4 against
     /// 79.6 (D 64), the same at S 16384 and 158 against 177 us a call on B32 S4096 (2 CTAs per
     /// SM); 1 × 65536 keys ran 1% slower (96 against 95 us a call).
-    const DEFAULT: Variant = Variant::V2;
+    const DEFAULT: Variant = Variant::V2(Stages::Auto);
 
     /// The key granule of its splits: v1's blocks (and v3's tiles) of 64 keys start on a multiple
     /// of 64; v2 takes any start, and splits in multiples of its 16-key sub-blocks leave the
@@ -122,7 +152,7 @@ impl Variant {
     pub(super) fn granule(self) -> usize {
         match self {
             Variant::V1 | Variant::V3 => BLOCK,
-            Variant::V2 => V2_KEYS,
+            Variant::V2(_) => V2_KEYS,
         }
     }
 
@@ -130,19 +160,23 @@ impl Variant {
     fn stem(self) -> &'static str {
         match self {
             Variant::V1 => "attention_decode",
-            Variant::V2 => "attention_decode2",
+            Variant::V2(Stages::Two) => "attention_decode2s2",
+            Variant::V2(_) => "attention_decode2",
             Variant::V3 => "attention_decode3",
         }
     }
 
     /// Dynamic shared memory at head dim `d`: Q [16][D + 8] and the K/V stages ([64][D + 8] each
-    /// of K and V, 2 stages; v2: [16][D + 8] each, 3 stages a warp; v3: 64 × D each, swizzled,
-    /// 1024-aligned, 6 stages, then 12 mbarriers), the merge reusing them.
+    /// of K and V, 2 stages; v2: [16][D + 8] each, 3 (or 2) stages a warp; v3: 64 × D each,
+    /// swizzled, 1024-aligned, 3 stages, then 6 mbarriers), the merge reusing them.
     pub(super) fn shared_bytes(self, d: usize) -> u32 {
         let q = ROWS * (d + 8) * 2;
         let bytes = match self {
             Variant::V1 => q + 2 * STAGES * BLOCK * (d + 8) * 2,
-            Variant::V2 => q + 2 * V2_WARPS * V2_STAGES * V2_KEYS * (d + 8) * 2,
+            Variant::V2(stages) => {
+                let n = if stages == Stages::Two { 2 } else { 3 };
+                q + 2 * V2_WARPS * n * V2_KEYS * (d + 8) * 2
+            }
             Variant::V3 => q + 1023 + V3_STAGES * 2 * BLOCK * d * 2 + 2 * V3_STAGES * 8,
         };
         // The merge over the stages: m and l [2][4][16], O [4][16][D] f32.
@@ -262,11 +296,32 @@ pub(super) fn run_variant(
             format!("{ENV_VARIANT}=v3 needs Hopper (sm_90a) for its TMA copies, not {}", gpu.arch()),
         ));
     }
-    let f = gpu.kernels.function(OP, &ATTENTION_DECODE, &kernel_name(&format!("{}_d{d}", variant.stem()), p.dtype))?;
-    let shared = variant.shared_bytes(d);
-    allow_shared(&f, shared)?;
-    // CTAs resident per SM (H200: v1 3 at D 128, 5 at D 64; v2 2 and 3; v3 1 and 2).
-    let per_sm = gpu.resident_blocks(OP, &f, &format!("{}_d{d}", variant.stem()), THREADS, shared as usize)?;
+    // The kernel, its shared bytes and CTAs resident per SM (H200: v1 3 at D 128, 5 at D 64; v2
+    // 2 and 3, with 2 stages 3 and 5; v3 2 and 4).
+    let kernel = |variant: Variant| -> Result<_> {
+        let f =
+            gpu.kernels.function(OP, &ATTENTION_DECODE, &kernel_name(&format!("{}_d{d}", variant.stem()), p.dtype))?;
+        let shared = variant.shared_bytes(d);
+        allow_shared(&f, shared)?;
+        let per_sm = gpu.resident_blocks(OP, &f, &format!("{}_d{d}", variant.stem()), THREADS, shared as usize)?;
+        Ok((f, shared, per_sm))
+    };
+    let (variant, (f, shared, per_sm)) = match variant {
+        Variant::V2(Stages::Auto) => {
+            let three = kernel(Variant::V2(Stages::Three))?;
+            let pairs = (0..p.batch()).filter(|&b| p.seq_lens(b).0 > 0).count() * p.heads_kv;
+            if pairs > gpu.sms * three.2 {
+                let two = kernel(Variant::V2(Stages::Two))?;
+                match pick_stages(pairs, gpu.sms * three.2, gpu.sms * two.2) {
+                    Stages::Two => (Variant::V2(Stages::Two), two),
+                    _ => (Variant::V2(Stages::Three), three),
+                }
+            } else {
+                (Variant::V2(Stages::Three), three)
+            }
+        }
+        v => (v, kernel(v)?),
+    };
     let splits = Splits::of(p, gpu.sms * per_sm, variant.granule());
     let (n, nseq) = (splits.items.len() / ITEM, splits.seqs.len() / 2);
     if n == 0 {
@@ -398,32 +453,52 @@ mod tests {
         assert_eq!(Variant::from_env(None).unwrap(), Variant::DEFAULT);
         assert_eq!(Variant::from_env(Some("")).unwrap(), Variant::DEFAULT);
         assert_eq!(Variant::from_env(Some("v1")).unwrap(), Variant::V1);
-        assert_eq!(Variant::from_env(Some(" v2 ")).unwrap(), Variant::V2);
+        assert_eq!(Variant::from_env(Some(" v2 ")).unwrap(), Variant::V2(Stages::Auto));
+        assert_eq!(Variant::from_env(Some("v2s2")).unwrap(), Variant::V2(Stages::Two));
+        assert_eq!(Variant::from_env(Some("v2s3")).unwrap(), Variant::V2(Stages::Three));
         assert_eq!(Variant::from_env(Some("v3")).unwrap(), Variant::V3);
         let e = Variant::from_env(Some("v4")).unwrap_err();
         assert!(e.to_string().contains("MOEKIT_CUDA_DECODE=v4"), "{e}");
         assert_eq!(Variant::V1.stem(), "attention_decode");
-        assert_eq!(Variant::V2.stem(), "attention_decode2");
+        assert_eq!(Variant::V2(Stages::Three).stem(), "attention_decode2");
+        assert_eq!(Variant::V2(Stages::Auto).stem(), "attention_decode2");
+        assert_eq!(Variant::V2(Stages::Two).stem(), "attention_decode2s2");
         assert_eq!(Variant::V3.stem(), "attention_decode3");
     }
 
     #[test]
     fn shared_memory_and_ctas_per_sm() {
         // v1: Q [16][136] + 2 stages of K, V [64][136] bf16 = 73984 bytes at D 128 (39168 at
-        // D 64); v2: Q + 4 warps × 3 stages × K, V [16][136] = 108800 (57600 at D 64).
+        // D 64); v2: Q + 4 warps × 3 stages × K, V [16][136] = 108800 (57600 at D 64), with 2
+        // stages 73984 (39168).
+        let (v2, v2s2) = (Variant::V2(Stages::Auto), Variant::V2(Stages::Two));
         assert_eq!((Variant::V1.shared_bytes(128), Variant::V1.shared_bytes(64)), (73984, 39168));
-        assert_eq!((Variant::V2.shared_bytes(128), Variant::V2.shared_bytes(64)), (108800, 57600));
-        // v3: Q, 1023 bytes to align the stages to 1024, 6 stages of K, V [64][D] and 12 barriers.
-        assert_eq!((Variant::V3.shared_bytes(128), Variant::V3.shared_bytes(64)), (202079, 101727));
-        // H200: 228 KiB a SM, 1 KiB reserved a CTA: v1 3 CTAs at D 128, 5 at D 64; v2 2 and 3;
-        // v3 1 and 2.
+        assert_eq!((v2.shared_bytes(128), v2.shared_bytes(64)), (108800, 57600));
+        assert_eq!(Variant::V2(Stages::Three).shared_bytes(128), 108800);
+        assert_eq!((v2s2.shared_bytes(128), v2s2.shared_bytes(64)), (73984, 39168));
+        // v3: Q, 1023 bytes to align the stages to 1024, 3 stages of K, V [64][D] and 6 barriers.
+        assert_eq!((Variant::V3.shared_bytes(128), Variant::V3.shared_bytes(64)), (103727, 52527));
+        // H200: 228 KiB a SM, 1 KiB reserved a CTA: v1 3 CTAs at D 128, 5 at D 64; v2 2 and 3
+        // (with 2 stages 3 and 5); v3 2 and 4.
         let per_sm = |bytes: u32| (228 * 1024) / (bytes as usize + 1024);
         assert_eq!((per_sm(Variant::V1.shared_bytes(128)), per_sm(Variant::V1.shared_bytes(64))), (3, 5));
-        assert_eq!((per_sm(Variant::V2.shared_bytes(128)), per_sm(Variant::V2.shared_bytes(64))), (2, 3));
-        assert_eq!((per_sm(Variant::V3.shared_bytes(128)), per_sm(Variant::V3.shared_bytes(64))), (1, 2));
+        assert_eq!((per_sm(v2.shared_bytes(128)), per_sm(v2.shared_bytes(64))), (2, 3));
+        assert_eq!((per_sm(v2s2.shared_bytes(128)), per_sm(v2s2.shared_bytes(64))), (3, 5));
+        assert_eq!((per_sm(Variant::V3.shared_bytes(128)), per_sm(Variant::V3.shared_bytes(64))), (2, 4));
     }
 
-    /// v2 (and on Hopper v3) against v1 on the GPU (skipped without one, a failure under
+    #[test]
+    fn two_stages_only_where_they_alone_hold_the_batch_in_one_wave() {
+        // H200 at D 128: 264 slots of 3-stage CTAs, 396 of 2-stage ones.
+        assert_eq!(pick_stages(384, 264, 396), Stages::Two); // B48 Hkv 8
+        assert_eq!(pick_stages(396, 264, 396), Stages::Two);
+        assert_eq!(pick_stages(264, 264, 396), Stages::Three); // fits the 3-stage wave
+        assert_eq!(pick_stages(64, 264, 396), Stages::Three);
+        assert_eq!(pick_stages(397, 264, 396), Stages::Three); // two waves either way
+        assert_eq!(pick_stages(512, 264, 396), Stages::Three); // B64: 3 stages measured faster
+    }
+
+    /// v2 (3 and 2 stages; and on Hopper v3) against v1 on the GPU (skipped without one, a failure under
     /// `MOEKIT_NO_SKIP`): the decode test's kinds of shapes (one split and many, ragged last sub-blocks, empty
     /// sequences, GQA 1-8, causal, window, softcap, column ranges, D 64 and 128, bf16 and f16);
     /// outputs within rounding of each other (both accumulate in f32, in another order), NaN
@@ -492,9 +567,9 @@ mod tests {
                 let (q, k, vb) = (up(&qv, tq, hq).unwrap(), up(&kv, tk, hkv).unwrap(), up(&vv, tk, hkv).unwrap());
                 let mut outs = Vec::new();
                 let variants: &[Variant] = if gpu.arch() == "sm_90a" {
-                    &[Variant::V1, Variant::V2, Variant::V3]
+                    &[Variant::V1, Variant::V2(Stages::Three), Variant::V2(Stages::Two), Variant::V3]
                 } else {
-                    &[Variant::V1, Variant::V2]
+                    &[Variant::V1, Variant::V2(Stages::Three), Variant::V2(Stages::Two)]
                 };
                 for &variant in variants {
                     let mut o = gpu.alloc(dtype, &[tq, hq, d]).unwrap();
@@ -541,7 +616,7 @@ mod tests {
         // 528 slots, 8 kv heads: 66 CTAs a head over ~8300 keys -> 256 keys each (the minimum).
         let mut p = problem(&[1, 0, 1, 3], &[5000, 40, 300, 9000], 32, 8);
         p.mask.window = Some(Window { left: 4000, right: 0 });
-        for granule in [Variant::V1.granule(), Variant::V2.granule()] {
+        for granule in [Variant::V1.granule(), Variant::V2(Stages::Auto).granule()] {
             let s = Splits::of(&p, 528, granule);
             assert_eq!(s.seqs.len(), 3 * 2, "the empty sequence has no split");
             for pair in s.seqs.chunks(2) {
@@ -571,34 +646,34 @@ mod tests {
         let s = Splits::of(&problem(&[1; 8], &[8192; 8], 32, 8), 396, BLOCK);
         assert_eq!((s.items.len() / ITEM, s.items[5] - s.items[4]), (48, 1408));
         // v2's granule: 5 splits of 1376 keys and one of 1312.
-        let s = Splits::of(&problem(&[1; 8], &[8192; 8], 32, 8), 396, Variant::V2.granule());
+        let s = Splits::of(&problem(&[1; 8], &[8192; 8], 32, 8), 396, Variant::V2(Stages::Auto).granule());
         assert_eq!(
             (s.items.len() / ITEM, s.items[5] - s.items[4], s.items[5 * ITEM + 5] - s.items[5 * ITEM + 4]),
             (48, 1376, 1312)
         );
         // Past one wave: B48 × 8 kv heads = 384 pairs on 264 slots (2 CTAs on 132 SMs). One
         // split a sequence is two waves of 2048 keys; two splits, three waves of 1024.
-        let s = Splits::of(&problem(&[1; 48], &[2048; 48], 32, 8), 264, Variant::V2.granule());
+        let s = Splits::of(&problem(&[1; 48], &[2048; 48], 32, 8), 264, Variant::V2(Stages::Auto).granule());
         assert_eq!((s.items.len() / ITEM, s.items[5] - s.items[4]), (96, 1024));
         // B64 (512 pairs): 1.94 waves of 2048 keys, already as full as splitting makes them.
-        let s = Splits::of(&problem(&[1; 64], &[2048; 64], 32, 8), 264, Variant::V2.granule());
+        let s = Splits::of(&problem(&[1; 64], &[2048; 64], 32, 8), 264, Variant::V2(Stages::Auto).granule());
         assert_eq!((s.items.len() / ITEM, s.items[5] - s.items[4]), (64, 2048));
         // One wave whenever it holds the plan: 1 × 65536 keys on 264 slots in 32 splits of 2048
         // keys (256 CTAs), not 98 of 672 (784 CTAs in three waves); B16 Hkv 16 S4096 on 396
         // slots one split a sequence (256 CTAs), not three (768 in two waves).
-        let s = Splits::of(&problem(&[1], &[65536], 32, 8), 264, Variant::V2.granule());
+        let s = Splits::of(&problem(&[1], &[65536], 32, 8), 264, Variant::V2(Stages::Auto).granule());
         assert_eq!((s.items.len() / ITEM, s.items[5] - s.items[4]), (32, 2048));
-        let s = Splits::of(&problem(&[1; 16], &[4096; 16], 16, 16), 396, Variant::V2.granule());
+        let s = Splits::of(&problem(&[1; 16], &[4096; 16], 16, 16), 396, Variant::V2(Stages::Auto).granule());
         assert_eq!((s.items.len() / ITEM, s.items[5] - s.items[4]), (16, 4096));
         // B8 S8192 on 264 slots: one wave of 4 splits a sequence (256 CTAs).
-        let s = Splits::of(&problem(&[1; 8], &[8192; 8], 32, 8), 264, Variant::V2.granule());
+        let s = Splits::of(&problem(&[1; 8], &[8192; 8], 32, 8), 264, Variant::V2(Stages::Auto).granule());
         assert_eq!((s.items.len() / ITEM, s.items[5] - s.items[4]), (32, 2048));
         // 1 × 65536 keys: 49 splits (392 CTAs) of 1344 keys, the last shorter.
         let s = Splits::of(&problem(&[1], &[65536], 32, 8), 396, BLOCK);
         assert_eq!((s.items.len() / ITEM, s.items[5] - s.items[4]), (49, 1344));
         assert_eq!(s.items[s.items.len() - 3], 65536);
         // 49 splits of one sequence: fused where 49 · 128 bytes of statistics fit.
-        let shared = Variant::V2.shared_bytes(128) as usize;
+        let shared = Variant::V2(Stages::Auto).shared_bytes(128) as usize;
         assert!(fuse_combine(&s, 8, shared));
         assert!(!fuse_combine(&s, 8, 48 * FUSE_BYTES_PER_SPLIT), "49 splits' statistics past the shared memory");
         let s = Splits::of(&problem(&[1; 32], &[4096; 32], 32, 8), 396, BLOCK);
