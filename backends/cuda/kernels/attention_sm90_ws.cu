@@ -69,7 +69,13 @@
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
 namespace aws {
-constexpr int STAGES = 2;
+// K and V stages each (their FULL / EMPTY barriers: 32 bytes a stage, after Q's 32, in
+// BAR_BYTES). WS_D64_STAGES: a build switch for measurements (D 64 only; 4 needs 256 bytes of
+// barriers, which the host's `SM90WS_BARS` must then match).
+#ifndef WS_D64_STAGES
+#define WS_D64_STAGES 2
+#endif
+template <int D> constexpr int STAGES_OF = D == 64 ? WS_D64_STAGES : 2;
 // Keys per K/V tile: 128, but 64 at D 256 (FlashAttention-3 takes 80 there). Registers per
 // consumer thread: O D/2 + S BN/2 + P BN/4 f32, 176 at D 256 (224 with 128 keys, past the 240
 // budget with the addresses); shared memory: a 128-row Q tile + 2 stages of K and V of BN rows,
@@ -105,7 +111,7 @@ constexpr float RESCALE_LOG2 = 8.0f;
 constexpr int NO_PINGPONG = 1, EAGER_RESCALE = 2, NO_FOLD = 4;
 // Barriers: Q_FULL[2], Q_EMPTY[2], K_FULL[S], V_FULL[S], K_EMPTY[S], V_EMPTY[S], 8 bytes each (96),
 // 128 reserved.
-constexpr int BAR_BYTES = 128;
+constexpr int BAR_BYTES = WS_D64_STAGES > 3 ? 256 : 128;
 template <int D, int NC> struct Smem {
     static constexpr int BN = BN_OF<D>;
     // A K or V tile (BN rows of D columns: D/64 parts of 64 columns, CHUNK bytes apart), the Q
@@ -114,7 +120,7 @@ template <int D, int NC> struct Smem {
     static constexpr int TILE = BN * D * 2, CHUNK = BN * 128, QTILE = Cfg<NC>::BM * D * 2, RANGE_BYTES = BN * 16;
     // Q buffers, K stages, V stages, barriers, the consumers' column ranges and slack to align
     // the base to 1024 (keep in step with `Path::shared_bytes` in src/ops/attention.rs).
-    static constexpr int BYTES = QTILE * QBUF_OF<D> + TILE * 2 * STAGES + BAR_BYTES + NC * RANGE_BYTES + 1024;
+    static constexpr int BYTES = QTILE * QBUF_OF<D> + TILE * 2 * STAGES_OF<D> + BAR_BYTES + NC * RANGE_BYTES + 1024;
 };
 }  // namespace aws
 
@@ -231,6 +237,7 @@ __device__ __forceinline__ void aws_produce(const HpTmap* qm, const HpTmap* km, 
                                             u32 sV, u32 bars, int* tickets, int units, const i32* items, const i32* fm_, int tk, int hq,
                                             int hkv, int causal, long long wl, long long wr) {
     using namespace aws;
+    constexpr int STAGES = STAGES_OF<D>;
     constexpr int TILE = Smem<D, NC>::TILE, CHUNK = Smem<D, NC>::CHUNK, QTILE = Smem<D, NC>::QTILE, BN = BN_OF<D>,
                   HALVES = D / 64, QB = QBUF_OF<D>;
     const u32 q_full = bars, q_empty = bars + 16, k_full = bars + 32, v_full = k_full + 8 * STAGES,
@@ -390,6 +397,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
                                          int flags, int units, int* tickets, const HpTmap* qm, const HpTmap* km,
                                          const HpTmap* vm) {
     using namespace aws;
+    constexpr int STAGES = STAGES_OF<D>;
     constexpr int TILE = Smem<D, NC>::TILE, CHUNK = Smem<D, NC>::CHUNK, KS = D / 16, ON = D / 2;
     // Keys per tile; S and P registers per thread.
     constexpr int BN = BN_OF<D>, SN = BN / 2, PN = BN / 4;

@@ -52,10 +52,12 @@ const THREADS_SM90WS: u32 = 384;
 /// Query rows and threads of its three-consumer form at D 64 (`aws::Cfg<3>`).
 const BLOCK_M3: usize = 192;
 const THREADS_SM90WS3: u32 = 512;
-/// Key and value stages of the warp-specialised kernel; match `2 * aws::STAGES`.
+/// Key and value stages of the warp-specialised kernel at D 128 and 256; match `2 * aws::STAGES_OF<D>`.
 const SM90WS_STAGES: usize = 2 + 2;
+/// K and V stages each of the warp-specialised kernel at D 64; matches `WS_D64_STAGES`.
+const SM90WS_D64_STAGES: usize = 2;
 /// Bytes reserved for its mbarriers and unit slots; matches `aws::BAR_BYTES`.
-const SM90WS_BARS: usize = 128;
+const SM90WS_BARS: usize = if SM90WS_D64_STAGES > 3 { 256 } else { 128 };
 /// Environment override: `v1` forces the 64-row tensor-core kernel, `fa2` the 128-row mma.sync
 /// kernel (instead of the Hopper ones), `sm90` the Hopper kernel without warp specialisation.
 const ENV_PATH: &str = "MOEKIT_CUDA_ATTN";
@@ -282,7 +284,8 @@ impl Path {
             Path::Sm90Ws | Path::Sm90Ws3 => {
                 let (bn, consumers) = (self.block_n(d), self.block_m() / 64);
                 let q_buffers = if d > 128 { 1 } else { 2 };
-                let tiles = (q_buffers * self.block_m() + SM90WS_STAGES * bn) * d * elem;
+                let stages = if d == 64 { 2 * SM90WS_D64_STAGES } else { SM90WS_STAGES };
+                let tiles = (q_buffers * self.block_m() + stages * bn) * d * elem;
                 return (tiles + SM90WS_BARS + consumers * bn * 16 + 1024) as u32;
             }
         };
