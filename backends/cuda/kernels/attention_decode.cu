@@ -351,7 +351,7 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
 // D 64: the host takes it where only that holds every (sequence, kv head) of the batch in one
 // wave) (K [16][D + 8], V [16][D + 8]), which only its own lanes fill and read: a
 // sub-block is waited for with cp.async.wait_group and __syncwarp, and its stage is refilled (the
-// warp's sub-block 3 ahead) by the same warp the moment it is computed. Per sub-block: S (16 × 16)
+// warp's sub-block NS ahead) by the same warp the moment it is computed. Per sub-block: S (16 × 16)
 // by mma.sync m16n8k16 (two tiles of 8 keys, two chains), the online softmax over 16 keys, O +=
 // P·V by mma.sync m16n8k16 (V through transposed ldmatrix). Keys past ks1 are zero-filled and
 // masked as in v1.
@@ -647,8 +647,7 @@ __device__ void attention_decode3_impl(const T* q, const T* k, const T* v, float
 
     for (int j = 0; j < ntiles; ++j) {
         const int s = j % NS;
-        // The refill two tiles back: every warp has released tile j - 2 (or waits only for one
-        // that is two tiles behind thread 0's warp).
+        // The refill DEC3_LAG tiles back, once every warp has released that tile.
         if (threadIdx.x == 0 && j >= DEC3_LAG && j - DEC3_LAG + NS < ntiles) {
             hp_bar_wait(bars + 8 * (NS + (j - DEC3_LAG) % NS), ((j - DEC3_LAG) / NS) & 1);
             issue(j - DEC3_LAG + NS);

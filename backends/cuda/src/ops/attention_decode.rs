@@ -10,9 +10,10 @@
 //! default; `attention_decode2_*`: each warp its own 3-stage pipeline of 16-key sub-blocks, no
 //! barrier in the loop; the kernel header says why; `attention_decode2s2_*` with 2 stages where
 //! only its extra CTA per SM holds the batch in one wave, [`Stages`]) and `v3` (sm_90a: 64-key
-//! tiles by TMA, as fast as v2). All write the same partial results for the same splits. The last CTA of each (sequence, kv head) merges them where every sequence's splits'
-//! row statistics fit in its shared memory (the work items then travel by value in the kernel's
-//! arguments, no copy to the device); else the combine kernel does, over uploaded items.
+//! tiles by TMA, as fast as v2). All write the same partial results for the same splits. The
+//! last CTA of each (sequence, kv head) merges them where every sequence's splits' row statistics
+//! fit in its shared memory (the work items then travel by value in the kernel's arguments, no
+//! copy to the device); else the combine kernel does, over uploaded items.
 
 use super::attention::{allow_shared, column_ranges, mask_args, token_map};
 use crate::backend::{device_err, lock};
@@ -29,7 +30,7 @@ const ROWS: usize = 16;
 const BLOCK: usize = 64;
 /// K/V stages; matches `DEC_STAGES`.
 const STAGES: usize = 2;
-/// v2: keys per sub-block (`DEC2_KB`), stages per warp (`DEC2_STAGES`), warps (`DEC2_WARPS`).
+/// v2: keys per sub-block (`DEC2_KB`), warps (`DEC2_WARPS`); its stages a warp are [`Stages`].
 const V2_KEYS: usize = 16;
 const V2_WARPS: usize = 4;
 /// v3: K/V stages of 64-key tiles (`DEC3_STAGES`).
