@@ -218,12 +218,11 @@ fn permutation_bugs_are_caught() {
     assert!(!passes(Bug::PermutePadding, 64, permute_cases(), permute_matches_reference));
     assert!(!passes(Bug::PermutePadding, 64, permute_cases(), permute_invariants));
     assert!(!passes(Bug::CombineDropsAdd, 32, combine_cases(), combine_matches_reference));
-    assert!(!passes(
-        Bug::PermuteClampsIds,
-        64,
-        crate::props::invalid::invalid_cases(),
-        crate::props::invalid::invalid_inputs_rejected
-    ));
+    // The invalid-input property over the permute op alone: over every op (`invalid_cases`),
+    // 64 cases missed the permute with probability (14/15)^64 = 1.2% and the test failed by
+    // chance (CI on c31c960).
+    use crate::props::invalid::{invalid_cases_of, invalid_inputs_rejected, Op};
+    assert!(!passes(Bug::PermuteClampsIds, 8, invalid_cases_of(Op::Permute), invalid_inputs_rejected));
 }
 
 #[test]

@@ -81,6 +81,13 @@ pub fn invalid_cases() -> impl Strategy<Value = InvalidCase> {
     (proptest::sample::select(Op::ALL.to_vec()), seed()).prop_map(|(op, seed)| InvalidCase { op, seed })
 }
 
+/// Invalid cases of one op (every corruption of `op` on random valid bases): for a check
+/// that must reach a given op on every case, where [`invalid_cases`] reaches each op with
+/// probability 1/15 a case.
+pub fn invalid_cases_of(op: Op) -> impl Strategy<Value = InvalidCase> {
+    seed().prop_map(move |seed| InvalidCase { op, seed })
+}
+
 /// A named corruption of a problem `P` and its buffers `X`.
 pub type Corruption<P, X> = (&'static str, fn(&mut P, &mut X));
 
