@@ -3,7 +3,9 @@
 query row per sequence against S keys, bf16, GQA. One JSON line each, in torch_peers.py's format,
 with the bench's dims (`[B, Hq, Hkv, S, D, 101]`, 101 = `dec1`) so that `moekit-bench --peers`
 matches them. One query row sees every key, so bottom-right causal is SDPA's non-causal call.
-Usage: python3 decode_peers.py [B,Hq,Hkv,S,D ...] (MOEKIT_BENCH_FLUSH=0: no cache-clearing write)"""
+Usage: python3 decode_peers.py [B,Hq,Hkv,S,D ...] (MOEKIT_BENCH_FLUSH=0: no cache-clearing write;
+MOEKIT_BENCH_FLUSH_READ=1: the 256 MiB buffer read before each run instead of written, as
+moekit-bench does with the same variable)"""
 import json
 import os
 import statistics
@@ -23,6 +25,20 @@ def bench(fn, reps=200):
             fn()
         ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
         for start, end in ev:
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize()
+        return statistics.median(s.elapsed_time(e) for s, e in ev)
+    if os.environ.get("MOEKIT_BENCH_FLUSH_READ", "").strip() == "1":
+        # A read of 256 MiB (a sum) before each run: L2 left holding clean lines, none of them the
+        # inputs'. The sum's one-element output is the only write.
+        buf = torch.ones(64 << 20, device="cuda", dtype=torch.float32)
+        for _ in range(25):
+            fn()
+        ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+        for start, end in ev:
+            buf.sum()
             start.record()
             fn()
             end.record()

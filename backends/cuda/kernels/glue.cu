@@ -83,3 +83,17 @@ __device__ void embedding_impl(const T* table, const i32* ids, T* out, int token
 }
 MOEKIT_FLOAT_KERNELS(embedding, (const T* table, const i32* ids, T* out, int tokens, int vocab, int h, i32* rec),
                      (table, ids, out, tokens, vocab, h, rec))
+
+// The benchmark's cache flush by reading (`MOEKIT_BENCH_FLUSH_READ=1`, src/backend.rs): each
+// 16-byte word of `p` loaded once, so that L2 holds the flush buffer's clean lines and the timed
+// run writes none back (the zeroing write leaves up to the L2's 50 MB dirty, which the next run
+// writes back while it reads). `sink` is written only if the words XOR to a value the zeroed
+// buffer never gives, so the loads stay.
+extern "C" __global__ void bench_read_flush(const uint4* p, long long n, unsigned* sink) {
+    unsigned acc = 0;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        const uint4 v = p[i];
+        acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    if (acc == 0x9e3779b9u) *sink = acc;
+}

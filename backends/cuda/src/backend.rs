@@ -448,12 +448,30 @@ impl Device for CudaBackend {
         // `MOEKIT_BENCH_FLUSH=<MiB>` sizes the write (0: none), to see what it costs a short
         // bandwidth-bound op: the next run writes back the dirty lines it leaves in L2.
         let mib = std::env::var("MOEKIT_BENCH_FLUSH").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(FLUSH_MIB);
-        // SAFETY: the buffer is only written (zeroed) and never read.
-        let mut flush = unsafe { self.stream.alloc::<u8>((mib << 20).max(1)) }.map_err(device_err("time"))?;
+        // `MOEKIT_BENCH_FLUSH_READ=1` flushes by reading the buffer instead (a kernel; it leaves
+        // clean lines in L2, so the run pays for no write-back of the flush's own lines).
+        let read = std::env::var("MOEKIT_BENCH_FLUSH_READ").is_ok_and(|v| v.trim() == "1");
+        let mut flush = self.stream.alloc_zeros::<u8>((mib << 20).max(16)).map_err(device_err("time"))?;
+        let mut sink = self.stream.alloc_zeros::<u32>(1).map_err(device_err("time"))?;
+        let reader = if read && mib > 0 {
+            Some(self.kernels.function("time", &crate::runtime::sources::GLUE, "bench_read_flush")?)
+        } else {
+            None
+        };
+        let words = ((mib << 20) / 16) as i64;
         let mut events = Vec::with_capacity(runs);
         for _ in 0..runs {
-            if mib > 0 {
-                self.stream.memset_zeros(&mut flush).map_err(device_err("time"))?;
+            match &reader {
+                Some(f) => {
+                    use cudarc::driver::PushKernelArg;
+                    let mut b = self.stream.launch_builder(f);
+                    b.arg(&flush).arg(&words).arg(&mut sink);
+                    // SAFETY: arguments match `bench_read_flush`; the buffer holds `words`
+                    // 16-byte words (mib MiB), `sink` one u32.
+                    unsafe { b.launch(crate::launch::blocks(1056, 256)) }.map_err(crate::launch::launch_err("time"))?;
+                }
+                None if mib > 0 => self.stream.memset_zeros(&mut flush).map_err(device_err("time"))?,
+                None => {}
             }
             let start = self.stream.record_event(Some(CU_EVENT_DEFAULT)).map_err(device_err("time"))?;
             work()?;
