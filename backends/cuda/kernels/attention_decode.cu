@@ -349,7 +349,7 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
 // ks0 + 16j .. ks0 + 16j + 16); warp w takes sub-blocks w, w + 4, w + 8, ... through NS = 3
 // stages of its own (2 in `attention_decode2s2_*`, which fits 3 CTAs per SM at D 128 and 5 at
 // D 64: the host takes it where only that holds every (sequence, kv head) of the batch in one
-// wave) (K [16][D + 8], V [16][D + 8]), which only its own lanes fill and read: a
+// wave) (K [16][D], V [16][D], swizzled: see dec2_chunk), which only its own lanes fill and read: a
 // sub-block is waited for with cp.async.wait_group and __syncwarp, and its stage is refilled (the
 // warp's sub-block NS ahead) by the same warp the moment it is computed. Per sub-block: S (16 × 16)
 // by mma.sync m16n8k16 (two tiles of 8 keys, two chains), the online softmax over 16 keys, O +=
@@ -359,8 +359,8 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
 // all 4 warps pass the barrier of the previous one, so the slowest warp and the barrier gate
 // every load. Here each warp keeps 2 sub-blocks in flight while it computes a third (3 once it
 // refilled): 16-24 KiB per warp, 64-96 KiB per CTA at D 128 (32-48 KiB at D 64), with no wait on
-// the other warps: 106 KiB of shared memory (D 128; 56 KiB at D 64), 2 CTAs per SM at D 128 and 3
-// at D 64 (166 and 96 registers, no spills; sm_90a and sm_80).
+// the other warps: 100 KiB of shared memory (D 128; 50 KiB at D 64; 106 and 56 with the padded
+// rows before run 32), 2 CTAs per SM at D 128 (166 registers, no spills; sm_90a and sm_80).
 // Run 30 call C (H200, interleaved, 2 rounds, a call with the cache-clearing write): 3 stages
 // against 2 (2 CTAs per SM against 3 at D 128): B8 S8192 84.7 / 86.4 us, 1 × 65536 87.7 / 90.8,
 // B64 S2048 152.3 / 168.0 (512 CTAs: 1.94 waves of 264 against 1.29 of 396), B32 S4096 148.0 both,
@@ -399,26 +399,56 @@ __device__ void attention_decode_impl(const T* q, const T* k, const T* v, float*
 // chunk lies in is the half row its quarter-warp reads. Run 29 call F (interleaved, 2 rounds):
 // 1.5-2% faster on every decode shape (B8 S8192 89.1 -> 87.1 us, B32 S4096 150.3 -> 147.3,
 // 1 x 65536 92.7 -> 91.1, B16 D64 88.4 -> 87.1); 256 bytes: no change.
+// DEC2_HINT 0 (a build switch for measurements): no hint, as SDPA-cuDNN's copies. With the
+// swizzled stages (dec2_chunk) the hint no longer matters: run 32 call C, 2 rounds interleaved,
+// every decode shape within 0.5% either way (B8 S8192 72.7 / 72.7 us, ncu 71.4 / 71.3 us). Issuing
+// a sub-block's K rows before its V rows (instead of row by row) was 2-6% slower (B8 76.7 us,
+// DRAM 75.5% of peak against 79.0%) and left.
+#ifndef DEC2_HINT
+#define DEC2_HINT 1
+#endif
 __device__ __forceinline__ void dec2_cp16(void* dst, const void* src, bool pred) {
+#if DEC2_HINT
     asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;" ::"r"(att_smem_addr(dst)), "l"(src),
                  "r"(pred ? 16 : 0));
+#else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(att_smem_addr(dst)), "l"(src), "r"(pred ? 16 : 0));
+#endif
 }
 
-// One warp: keys n..n + KB (local) of K and V → its stage (K [KB][D + 8], then V [KB][D + 8]);
-// keys at or past ks1 zero-filled (reading nothing). `off` is the lane's element offset of key 0
-// of the sequence's kv head and chunk (`(k0 · Hkv + kvh) · D + chunk · 8`), `stride` = Hkv · D.
+// The stage layout of v2: K [KB][D] then V [KB][D], rows D · 2 bytes apart (no padding), the
+// 16-byte chunk c of row r stored at chunk c ^ (r & 7): each warp-wide copy (D / 8 chunks of
+// 32 / (D / 8) whole rows) fills whole aligned 128-byte lines, and the 8 rows an ldmatrix reads
+// at one logical chunk fall in 8 different bank groups.
+// Why: the padded rows (D + 8) this replaced put a row's 16-byte chunks off the 128-byte lines,
+// and each warp's cp.async went to shared memory in 2-3 wavefronts, each asking L2 again for the
+// sectors it shared with the others: ncu (run 32 call A, B8 S8192) counted 24 L2 sectors per
+// warp-wide copy where its 512 bytes are 16, 1.5x the K/V bytes crossing from L2 to the SMs (403
+// against 269 MB), an L2 hit rate of 48% (SDPA-cuDNN's kernel, 128-byte aligned stages: 16
+// sectors, 0.6%), and DRAM at 77.5% of its peak against cuDNN's 86%. Run 32 call B (read flush,
+// 2 rounds interleaved with the padded kernel): every decode shape 3.5-4.5% faster (B8 S8192 75.7
+// -> 73.0 us, B32 S4096 139.4 -> 133.5, 1 x 65536 78.6 -> 75.4, B16 D64 77.0 -> 73.4); ncu B8: 8.42M
+// sectors from L2 (the ideal), L2 hit rate 1.8%, DRAM 75.8 -> 78.9% of its peak, 74.4 -> 71.5 us.
+// A plain grid-stride 16-byte load of the same bytes (bench_read_flush) reads at 86.9%.
+__device__ __forceinline__ int dec2_chunk(int r, int c) { return c ^ (r & 7); }
+
+// One warp: keys n..n + KB (local) of K and V → its stage (the layout above); keys at or past
+// ks1 zero-filled (reading nothing). `off` is the lane's element offset of key 0 of the
+// sequence's kv head and chunk (`(k0 · Hkv + kvh) · D + chunk · 8`), `stride` = Hkv · D.
 template <typename T, int D>
 __device__ __forceinline__ void dec2_load(T* stage, const T* k, const T* v, size_t off, long long stride, int n,
                                           int ks1, int lane) {
-    constexpr int CH = D / 8, LD = D + 8, RPI = 32 / CH;  // 16-byte chunks a row; rows a warp-wide copy
+    constexpr int CH = D / 8, RPI = 32 / CH;  // 16-byte chunks a row; rows a warp-wide copy
     const int r0 = lane / CH, ch = lane % CH;
 #pragma unroll
     for (int i = 0; i < DEC2_KB / RPI; ++i) {
         const int r = r0 + i * RPI;
         const bool ok = n + r < ks1;
         const size_t at = off + (size_t)((long long)(n + r) * stride);
-        dec2_cp16(stage + r * LD + ch * 8, ok ? k + at : k, ok);
-        dec2_cp16(stage + (DEC2_KB + r) * LD + ch * 8, ok ? v + at : v, ok);
+        // (KB + r) & 7 == r & 7: V's rows take K's swizzle.
+        const int sc = dec2_chunk(r, ch) * 8;
+        dec2_cp16(stage + r * D + sc, ok ? k + at : k, ok);
+        dec2_cp16(stage + (DEC2_KB + r) * D + sc, ok ? v + at : v, ok);
     }
 }
 
@@ -430,11 +460,11 @@ __device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float
                                        float* lse, int tq, const DecTable& table) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     constexpr int LD = D + 8, KD = D / 16, OT = D / 8, CH = D / 8, KB = DEC2_KB;
-    constexpr int STAGE = 2 * KB * LD;  // elements of one K + V stage of a warp
+    constexpr int STAGE = 2 * KB * D;  // elements of one K + V stage of a warp (dec2_chunk's layout)
     static_assert(32 % CH == 0 && KB % (32 / CH) == 0 && KB == 16, "dec2_load / ldmatrix shapes");
     extern __shared__ __align__(16) unsigned char att_smem[];
     T* sQ = reinterpret_cast<T*>(att_smem);  // [16][LD]
-    T* sKV = sQ + DEC_ROWS * LD;             // [4 warps][NS stages] of K [KB][LD], V [KB][LD]
+    T* sKV = sQ + DEC_ROWS * LD;             // [4 warps][NS stages] of K [KB][D], V [KB][D]
 
     const int item = blockIdx.x / hkv, kvh = blockIdx.x % hkv, grp = hq / hkv;
     const i32* it = dec_item(items, table, item);
@@ -480,9 +510,12 @@ __device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float
     // are (keys 0..8, columns 0..8), (0..8, 8..16), (8..16, 0..8), (8..16, 8..16) of a 16-column
     // slice, so b[0], b[1] are the B fragment of keys 0..8 and b[2], b[3] of keys 8..16; V's
     // (transposed) are (keys 0..8, columns 0..8), (8..16, 0..8), (0..8, 8..16), (8..16, 8..16), the
-    // B fragments of m16n8k16 for two 8-column tiles of O.
-    const u32 k_lane = att_smem_addr(wst) + (((lane >> 4) * 8 + (lane & 7)) * LD + ((lane >> 3) & 1) * 8) * 2;
-    const u32 v_lane = att_smem_addr(wst + KB * LD) + ((((lane >> 3) & 1) * 8 + (lane & 7)) * LD + (lane >> 4) * 8) * 2;
+    // B fragments of m16n8k16 for two 8-column tiles of O. Swizzled (dec2_chunk): the lane's row
+    // r has r & 7 == lane & 7, and its chunk at k step kk is c0 + 2kk = c0 ^ 2kk (c0 0 or 1), so it
+    // lies at chunk (c0 ^ (lane & 7)) ^ 2kk of the row.
+    const u32 k_lane = att_smem_addr(wst) + ((lane >> 4) * 8 + (lane & 7)) * D * 2;
+    const u32 v_lane = att_smem_addr(wst + KB * D) + (((lane >> 3) & 1) * 8 + (lane & 7)) * D * 2;
+    const int k_c0 = ((lane >> 3) & 1) ^ (lane & 7), v_c0 = (lane >> 4) ^ (lane & 7);
 
     int stage = 0;
     for (int j = warp; j < nsub; j += DEC2_WARPS, stage = (stage + 1) % NS) {
@@ -498,7 +531,7 @@ __device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float
 #pragma unroll
         for (int kk = 0; kk < KD; ++kk) {
             u32 b[4];
-            att2_ldsm4(b, kaddr + kk * 16 * 2);
+            att2_ldsm4(b, kaddr + ((k_c0 ^ (2 * kk)) << 4));
             att_mma<T>(s[0], qa[kk], b[0], b[1]);
             att_mma<T>(s[1], qa[kk], b[2], b[3]);
         }
@@ -510,7 +543,7 @@ __device__ void attention_decode2_impl(const T* q, const T* k, const T* v, float
 #pragma unroll
         for (int dp = 0; dp < D / 16; ++dp) {
             u32 b[4];
-            att2_ldsm4_t(b, vaddr + dp * 16 * 2);
+            att2_ldsm4_t(b, vaddr + ((v_c0 ^ (2 * dp)) << 4));
             att_mma<T>(oacc[2 * dp], pa, b[0], b[1]);
             att_mma<T>(oacc[2 * dp + 1], pa, b[2], b[3]);
         }

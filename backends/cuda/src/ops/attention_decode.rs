@@ -168,7 +168,7 @@ impl Variant {
     }
 
     /// Dynamic shared memory at head dim `d`: Q [16][D + 8] and the K/V stages ([64][D + 8] each
-    /// of K and V, 2 stages; v2: [16][D + 8] each, 3 (or 2) stages a warp; v3: 64 × D each,
+    /// of K and V, 2 stages; v2: [16][D] each, swizzled, 3 (or 2) stages a warp; v3: 64 × D each,
     /// swizzled, 1024-aligned, 3 stages, then 6 mbarriers), the merge reusing them.
     pub(super) fn shared_bytes(self, d: usize) -> u32 {
         let q = ROWS * (d + 8) * 2;
@@ -176,7 +176,7 @@ impl Variant {
             Variant::V1 => q + 2 * STAGES * BLOCK * (d + 8) * 2,
             Variant::V2(stages) => {
                 let n = if stages == Stages::Two { 2 } else { 3 };
-                q + 2 * V2_WARPS * n * V2_KEYS * (d + 8) * 2
+                q + 2 * V2_WARPS * n * V2_KEYS * d * 2
             }
             Variant::V3 => q + 1023 + V3_STAGES * 2 * BLOCK * d * 2 + 2 * V3_STAGES * 8,
         };
@@ -270,7 +270,7 @@ impl Splits {
 }
 
 /// Whether the last CTA of each sequence merges its splits (the fused combine): every
-/// sequence's splits' row statistics fit in the kernel's `shared` bytes
+/// sequence's splits' row statistics fit in the `shared` bytes past the kernel's Q tile
 /// ([`FUSE_BYTES_PER_SPLIT`] each), and the counters cover the items of every kv head.
 fn fuse_combine(splits: &Splits, heads_kv: usize, shared: usize) -> bool {
     splits.items.len() / ITEM * heads_kv <= COUNTERS
@@ -297,8 +297,8 @@ pub(super) fn run_variant(
             format!("{ENV_VARIANT}=v3 needs Hopper (sm_90a) for its TMA copies, not {}", gpu.arch()),
         ));
     }
-    // The kernel, its shared bytes and CTAs resident per SM (H200: v1 3 at D 128, 5 at D 64; v2
-    // 2 and 3, with 2 stages 3 and 5; v3 2 and 4).
+    // The kernel, its shared bytes and CTAs resident per SM (H200, by shared memory: v1 3 at D 128,
+    // 5 at D 64; v2 2 and 4, with 2 stages 3 and 6; v3 2 and 4; the registers may allow fewer).
     let kernel = |variant: Variant| -> Result<_> {
         let f =
             gpu.kernels.function(OP, &ATTENTION_DECODE, &kernel_name(&format!("{}_d{d}", variant.stem()), p.dtype))?;
@@ -332,7 +332,9 @@ pub(super) fn run_variant(
     let probe = |w: &str| probe.split(',').any(|x| x.trim() == w);
     // The fused combine needs the backend's counters (zeroed once, and back to zero after every
     // call); made outside a graph recording only (a recorded allocation is the graph's own).
-    let counters = if probe("combine-kernel") || !fuse_combine(&splits, p.heads_kv, shared as usize) {
+    // The merge's statistics go where the K/V stages were, past Q's [16][D + 8].
+    let merge_bytes = (shared as usize).saturating_sub(ROWS * (d + 8) * 2);
+    let counters = if probe("combine-kernel") || !fuse_combine(&splits, p.heads_kv, merge_bytes) {
         None
     } else {
         let mut slot = lock(&gpu.decode_counters, OP, "decode counters")?;
@@ -470,21 +472,21 @@ mod tests {
     #[test]
     fn shared_memory_and_ctas_per_sm() {
         // v1: Q [16][136] + 2 stages of K, V [64][136] bf16 = 73984 bytes at D 128 (39168 at
-        // D 64); v2: Q + 4 warps × 3 stages × K, V [16][136] = 108800 (57600 at D 64), with 2
-        // stages 73984 (39168).
+        // D 64); v2: Q + 4 warps × 3 stages × K, V [16][128] = 102656 (51456 at D 64), with 2
+        // stages 69888 (35072).
         let (v2, v2s2) = (Variant::V2(Stages::Auto), Variant::V2(Stages::Two));
         assert_eq!((Variant::V1.shared_bytes(128), Variant::V1.shared_bytes(64)), (73984, 39168));
-        assert_eq!((v2.shared_bytes(128), v2.shared_bytes(64)), (108800, 57600));
-        assert_eq!(Variant::V2(Stages::Three).shared_bytes(128), 108800);
-        assert_eq!((v2s2.shared_bytes(128), v2s2.shared_bytes(64)), (73984, 39168));
+        assert_eq!((v2.shared_bytes(128), v2.shared_bytes(64)), (102656, 51456));
+        assert_eq!(Variant::V2(Stages::Three).shared_bytes(128), 102656);
+        assert_eq!((v2s2.shared_bytes(128), v2s2.shared_bytes(64)), (69888, 35072));
         // v3: Q, 1023 bytes to align the stages to 1024, 3 stages of K, V [64][D] and 6 barriers.
         assert_eq!((Variant::V3.shared_bytes(128), Variant::V3.shared_bytes(64)), (103727, 52527));
-        // H200: 228 KiB a SM, 1 KiB reserved a CTA: v1 3 CTAs at D 128, 5 at D 64; v2 2 and 3
-        // (with 2 stages 3 and 5); v3 2 and 4.
+        // H200: 228 KiB a SM, 1 KiB reserved a CTA: v1 3 CTAs at D 128, 5 at D 64; v2 2 and 4
+        // (with 2 stages 3 and 6; the registers may allow fewer); v3 2 and 4.
         let per_sm = |bytes: u32| (228 * 1024) / (bytes as usize + 1024);
         assert_eq!((per_sm(Variant::V1.shared_bytes(128)), per_sm(Variant::V1.shared_bytes(64))), (3, 5));
-        assert_eq!((per_sm(v2.shared_bytes(128)), per_sm(v2.shared_bytes(64))), (2, 3));
-        assert_eq!((per_sm(v2s2.shared_bytes(128)), per_sm(v2s2.shared_bytes(64))), (3, 5));
+        assert_eq!((per_sm(v2.shared_bytes(128)), per_sm(v2.shared_bytes(64))), (2, 4));
+        assert_eq!((per_sm(v2s2.shared_bytes(128)), per_sm(v2s2.shared_bytes(64))), (3, 6));
         assert_eq!((per_sm(Variant::V3.shared_bytes(128)), per_sm(Variant::V3.shared_bytes(64))), (2, 4));
     }
 
