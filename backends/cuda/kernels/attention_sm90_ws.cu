@@ -81,7 +81,16 @@ template <int D> constexpr int STAGES_OF = D == 64 ? WS_D64_STAGES : 2;
 // budget with the addresses); shared memory: a 128-row Q tile + 2 stages of K and V of BN rows,
 // 192 KiB at D 256 (256 with 128 keys). Each tile's matrix work at D 256 × 64 keys equals that
 // of D 128 × 128 keys; its softmax is half as large.
-template <int D> constexpr int BN_OF = D > 128 ? 64 : 128;
+// WS_D64_BN: a build switch for measurements, the key tile at D 64 (128, or 192: S 96, P 48 and O
+// 32 registers a consumer thread; the host's `SM90WS_D64_BN` must match). 192 keys halve no
+// bottleneck: run 32 call D (interleaved, 2 rounds, the bench's reference check passing) causal
+// S4096 399.5 -> 434.5 us, non-causal S8192 1.31 -> 1.32 ms, the image mask 500.5 -> 515.8 us,
+// docs-varlen 191.2 -> 237.6 us (the wider diagonal and document-edge tiles, and 28 bytes more of
+// spills, with nothing gained where no tile is masked).
+#ifndef WS_D64_BN
+#define WS_D64_BN 128
+#endif
+template <int D> constexpr int BN_OF = D > 128 ? 64 : D == 64 ? WS_D64_BN : 128;
 // Q buffers: 2 at D <= 128, so that the producer loads a unit's Q while the consumers still run
 // the one before (a persistent grid); 1 at D 256 (two 64 KiB Q tiles leave no room for the K/V
 // stages), where the next Q waits for the last unit's store.
@@ -365,11 +374,40 @@ template <> struct A90Pv<f16, 256> {
     static __device__ __forceinline__ void run(float* d, const u32* a, unsigned long long db) { AWS_RS256("f16"); }
 };
 
+// S (64 × 192 keys) = Q · K^T as m64n192k16 (96 accumulator registers), for WS_D64_BN 192.
+#define AWS_D96 \
+    A90_D64, "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), \
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), \
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), \
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+#define AWS_R96 \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, " \
+    "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, " \
+    "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, " \
+    "%62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, " \
+    "%82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}"
+#define AWS_SS192(TY)                                                                                \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"                                      \
+                 "wgmma.mma_async.sync.aligned.m64n192k16.f32." TY "." TY " " AWS_R96              \
+                 ", %96, %97, p, 1, 1, 0, 0;\n}\n"                                                \
+                 : AWS_D96                                                                          \
+                 : "l"(da), "l"(db), "r"(acc))
+
 // One k step of S (64 × BN) (=|+=) Q · K^T; `acc` 0 overwrites.
 template <typename T, int BN> struct AwsQk;
 template <typename T> struct AwsQk<T, 128> {
     static __device__ __forceinline__ void run(float* d, unsigned long long da, unsigned long long db, int acc) {
         a90_qk<T>(d, da, db, acc);
+    }
+};
+template <> struct AwsQk<bf16, 192> {
+    static __device__ __forceinline__ void run(float* d, unsigned long long da, unsigned long long db, int acc) {
+        AWS_SS192("bf16");
+    }
+};
+template <> struct AwsQk<f16, 192> {
+    static __device__ __forceinline__ void run(float* d, unsigned long long da, unsigned long long db, int acc) {
+        AWS_SS192("f16");
     }
 };
 template <> struct AwsQk<bf16, 64> {
@@ -556,8 +594,11 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             // the waits, so that the loads overlap them).
             const bool full = n + BN <= lk && n >= wlast_lo && n + BN <= wfirst_hi && (fm.none() || fm_clear(n));
             const bool ranged = !full && !fm.none();
-            int4 own = make_int4(0, 0, 0, 0);
+            int4 own = make_int4(0, 0, 0, 0), own2 = make_int4(0, 0, 0, 0);  // own2: column wt + 128 (BN 192)
             if (ranged && wt < BN && n + wt < lk) own = __ldg(fm.cols + k0 + n + wt);
+            if constexpr (BN > 128) {
+                if (ranged && wt + 128 < BN && n + wt + 128 < lk) own2 = __ldg(fm.cols + k0 + n + wt + 128);
+            }
             hp_bar_wait(k_full + 8 * ks_, (u32)((j / STAGES) & 1));
             if constexpr (pv_prev) wait_v(j - 1, nprev, lk);
 
@@ -610,6 +651,12 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
                         asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};" ::"r"(sF + 16 * wt), "r"(own.x),
                                      "r"(own.y), "r"(own.z), "r"(own.w)
                                      : "memory");
+                    if constexpr (BN > 128) {
+                        if (wt + 128 < BN)
+                            asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};" ::"r"(sF + 16 * (wt + 128)),
+                                         "r"(own2.x), "r"(own2.y), "r"(own2.z), "r"(own2.w)
+                                         : "memory");
+                    }
                     hp_named_sync(local, 128);
                 }
                 // The scores mapped first (uniform branches: inside the element loop the

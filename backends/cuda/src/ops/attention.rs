@@ -38,6 +38,9 @@ const Q_BOX_ROWS: usize = 64;
 const BLOCK_N: usize = 64;
 /// Keys per tile of the Hopper kernels; matches `a90::BN` and `aws::BN_OF<D>` for D <= 128.
 const BLOCK_N2: usize = 128;
+/// Keys per tile of the warp-specialised kernels at D 64; matches `WS_D64_BN` (a build switch
+/// for measurements: 128, or 192).
+const SM90WS_D64_BN: usize = 128;
 /// Keys per tile of the warp-specialised kernel at D 256; matches `aws::BN_OF<256>`.
 const BLOCK_N2_D256: usize = 64;
 /// Threads per CTA of the sm_80 kernels; matches `ATT_THREADS` and `ATT2_THREADS`.
@@ -244,6 +247,7 @@ impl Path {
     fn block_n(self, d: usize) -> usize {
         match self {
             Path::Sm90Ws if d > 128 => BLOCK_N2_D256,
+            Path::Sm90Ws | Path::Sm90Ws3 if d == 64 => SM90WS_D64_BN,
             Path::Sm90 | Path::Sm90Ws | Path::Sm90Ws3 => BLOCK_N2,
             _ => 0,
         }
