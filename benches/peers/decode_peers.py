@@ -17,33 +17,30 @@ import torch.nn.functional as F
 DEFAULT = ["8,32,8,8192,128", "32,32,8,4096,128", "1,32,8,65536,128", "16,16,16,4096,64"]
 
 
+def timed_runs(fn, reps, before=lambda: None):
+    # Events around each queued run, `before` ahead of each (outside the events); the median.
+    for _ in range(25):
+        fn()
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+    for start, end in ev:
+        before()
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in ev)
+
+
 def bench(fn, reps=200):
     # As torch_peers.py: triton's do_bench (a cache-clearing write before each run), the median.
     # MOEKIT_BENCH_FLUSH=0 (as moekit-bench's): no write, events around each queued run instead.
     if os.environ.get("MOEKIT_BENCH_FLUSH", "").strip() == "0":
-        for _ in range(25):
-            fn()
-        ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-        for start, end in ev:
-            start.record()
-            fn()
-            end.record()
-        torch.cuda.synchronize()
-        return statistics.median(s.elapsed_time(e) for s, e in ev)
+        return timed_runs(fn, reps)
     if os.environ.get("MOEKIT_BENCH_FLUSH_READ", "").strip() == "1":
         # A read of 256 MiB (a sum) before each run: L2 left holding clean lines, none of them the
         # inputs'. The sum's one-element output is the only write.
         buf = torch.ones(64 << 20, device="cuda", dtype=torch.float32)
-        for _ in range(25):
-            fn()
-        ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-        for start, end in ev:
-            buf.sum()
-            start.record()
-            fn()
-            end.record()
-        torch.cuda.synchronize()
-        return statistics.median(s.elapsed_time(e) for s, e in ev)
+        return timed_runs(fn, reps, before=buf.sum)
     from triton.testing import do_bench
     return do_bench(fn, warmup=25, rep=reps, return_mode="median")
 

@@ -171,7 +171,7 @@ impl Variant {
     /// of K and V, 2 stages; v2: [16][D] each, swizzled, 3 (or 2) stages a warp; v3: 64 × D each,
     /// swizzled, 1024-aligned, 3 stages, then 6 mbarriers), the merge reusing them.
     pub(super) fn shared_bytes(self, d: usize) -> u32 {
-        let q = ROWS * (d + 8) * 2;
+        let q = q_bytes(d);
         let bytes = match self {
             Variant::V1 => q + 2 * STAGES * BLOCK * (d + 8) * 2,
             Variant::V2(stages) => {
@@ -184,6 +184,11 @@ impl Variant {
         debug_assert!(bytes - q >= (2 * 4 * ROWS + 4 * ROWS * d) * 4);
         u32::try_from(bytes).unwrap_or(u32::MAX)
     }
+}
+
+/// Bytes of every decode kernel's Q tile in shared memory at head dim `d`: [16][D + 8] bf16 / f16.
+fn q_bytes(d: usize) -> usize {
+    ROWS * (d + 8) * 2
 }
 
 /// The splits: work items `[n][8] = {q0, Lq, k0, Lk, ks0, ks1, first, splits}`, a sequence's
@@ -332,8 +337,8 @@ pub(super) fn run_variant(
     let probe = |w: &str| probe.split(',').any(|x| x.trim() == w);
     // The fused combine needs the backend's counters (zeroed once, and back to zero after every
     // call); made outside a graph recording only (a recorded allocation is the graph's own).
-    // The merge's statistics go where the K/V stages were, past Q's [16][D + 8].
-    let merge_bytes = (shared as usize).saturating_sub(ROWS * (d + 8) * 2);
+    // The merge's statistics go where the K/V stages were, past Q's tile.
+    let merge_bytes = (shared as usize).saturating_sub(q_bytes(d));
     let counters = if probe("combine-kernel") || !fuse_combine(&splits, p.heads_kv, merge_bytes) {
         None
     } else {
