@@ -68,6 +68,12 @@
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
+// WS_DIAG_FAST: tiles partly masked without column ranges (causal diagonal, window edges,
+// sequence ends) take a loop of interval compares alone (0: the general loop, for measurements).
+#ifndef WS_DIAG_FAST
+#define WS_DIAG_FAST 1
+#endif
+
 namespace aws {
 // K and V stages each (their FULL / EMPTY barriers: 32 bytes a stage, after Q's 32, in
 // BAR_BYTES). WS_D64_STAGES: a build switch for measurements (D 64 only; 4 needs 256 bytes of
@@ -592,8 +598,13 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             // Whether no row of the warpgroup needs the element mask in this tile, and this
             // thread's column range of the tile if the ranges need it (decided and loaded before
             // the waits, so that the loads overlap them).
-            const bool full = n + BN <= lk && n >= wlast_lo && n + BN <= wfirst_hi && (fm.none() || fm_clear(n));
-            const bool ranged = !full && !fm.none();
+            // `ranged` only where the ranges may mask a row of the warpgroup here: a causal
+            // diagonal tile the ranges leave alone takes the interval loop (run 33 call D: the
+            // docs mask at D 128 339 -> 343 TFLOP/s; most of its partial tiles are cut by the
+            // ranges and stay in the general loop).
+            const bool clear = fm.none() || fm_clear(n);
+            const bool full = clear && n + BN <= lk && n >= wlast_lo && n + BN <= wfirst_hi;
+            const bool ranged = !clear;
             int4 own = make_int4(0, 0, 0, 0), own2 = make_int4(0, 0, 0, 0);  // own2: column wt + 128 (BN 192)
             if (ranged && wt < BN && n + wt < lk) own = __ldg(fm.cols + k0 + n + wt);
             if constexpr (BN > 128) {
@@ -670,6 +681,29 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
 #pragma unroll
                     for (int e = 0; e < SN; ++e) s[e] *= scale_log2;
                 }
+#if WS_DIAG_FAST
+                if (!ranged) {
+                    // Without ranges each row's keys are one interval [rlo, rhi): two compares of
+                    // the interval, shifted to this thread's first column, with each element's
+                    // compile-time offset. The general loop below (its range test, with the loads
+                    // and the ranges a runtime choice) took ~1075 instructions a warp per diagonal
+                    // tile against ~465 for a whole one: 10% of the D 64 causal kernel's
+                    // instructions and 9% of its stall samples (ncu, run 33 call A).
+                    const int c0 = n + 2 * t;
+                    const int lo[2] = {rlo[0] - c0, rlo[1] - c0}, hi[2] = {rhi[0] - c0, rhi[1] - c0};
+#pragma unroll
+                    for (int kb = 0; kb < PN; ++kb) {
+                        const int off = 8 * (kb >> 1) + (kb & 1);
+#pragma unroll
+                        for (int x = 0; x < 2; ++x) {
+                            const int e = 4 * (kb >> 1) + 2 * x + (kb & 1);
+                            const float sc = off < lo[x] || off >= hi[x] ? ATT_NEG_INF : s[e];
+                            s[e] = sc;
+                            mx[x] = fmaxf(mx[x], sc);
+                        }
+                    }
+                } else
+#endif
 #pragma unroll
                 for (int kb = 0; kb < PN; ++kb) {
                     const int col = 8 * (kb >> 1) + 2 * t + (kb & 1), key = n + col;
@@ -782,10 +816,15 @@ AWS_KERNEL_1(attention_sm90ws, 128, 2, f16, f16)
 AWS_KERNEL_1(attention_sm90ws, 128, 2, bf16, bf16)
 AWS_KERNEL_1(attention_sm90ws, 256, 2, f16, f16)
 AWS_KERNEL_1(attention_sm90ws, 256, 2, bf16, bf16)
-// Three consumers at D 64 (`attention_sm90ws3_d64_*`, 192 rows, 512 threads; MOEKIT_CUDA_ATTN=ws3):
-// the softmax weighs twice as much against the matrix products there. With the intra-warpgroup
-// overlap it spilled 44 bytes at 160 registers and ran slower (run 26: 468 against 442 us on B4
-// H16 S4096 causal); without it (SEQ) S and P are never live together.
+// Three consumers at D 64 (`attention_sm90ws3_d64_*`, 192 rows, 512 threads; the default there,
+// MOEKIT_CUDA_ATTN=ws2 takes the two-consumer kernel): the softmax weighs twice as much against
+// the matrix products there. With the intra-warpgroup overlap it spilled 44 bytes at 160 registers
+// and ran slower (run 26: 468 against 442 us on B4 H16 S4096 causal; 336 bytes of spills in
+// session 25's source); without it (SEQ) S and P are never live together. It lost to two
+// consumers on causal shapes while the diagonal tiles' general mask loop cost ~2.3x a whole tile
+// (192-row blocks have more of them); with the interval loop (WS_DIAG_FAST) it wins at D 64
+// (run 33 call B: causal S4096 376 -> 342 us, non-causal S8192 1.33 -> 1.15 ms; call D: ranges
+// +5%, image +10%) but on the docs mask (-6.5%).
 AWS_KERNEL_1(attention_sm90ws3, 64, 3, f16, f16)
 AWS_KERNEL_1(attention_sm90ws3, 64, 3, bf16, bf16)
 

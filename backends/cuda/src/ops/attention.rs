@@ -6,7 +6,8 @@
 //! f16/bf16 run on tensor cores: on Hopper (`sm_90a`), every D on
 //! `attention_sm90ws_d{D}_{dtype}` (`kernels/attention_sm90_ws.cu`: warp-specialised, TMA loads
 //! of K/V through tensor maps, two consumer warpgroups in ping-pong over wgmma; key tiles of 128,
-//! of 64 at D 256), or with `MOEKIT_CUDA_ATTN=sm90` (D <= 128) on `attention_sm90_d{D}_{dtype}`
+//! of 64 at D 256; at D 64 its three-consumer form `attention_sm90ws3_d64_{dtype}`, 192-row
+//! blocks, or the two-consumer one with `MOEKIT_CUDA_ATTN=ws2`), or with `MOEKIT_CUDA_ATTN=sm90` (D <= 128) on `attention_sm90_d{D}_{dtype}`
 //! (`kernels/attention_sm90.cu`: wgmma, cp.async, the two warpgroups in step); elsewhere (sm_80+,
 //! or `MOEKIT_CUDA_ATTN=fa2`) D <= 128 on `attention_fa2_d{D}_{dtype}` (128-row blocks, 32 rows per
 //! warp, double-buffered K/V); D = 256 off Hopper on `attention_mma_d{D}_{dtype}` (64-row blocks;
@@ -223,8 +224,8 @@ enum Path {
     /// 128-row wgmma kernel, warp-specialised: a TMA producer and two consumer warpgroups in
     /// ping-pong (Hopper, f16/bf16, D 64, 128 and 256).
     Sm90Ws,
-    /// Its 192-row form at D 64: three consumer warpgroups in turn, each without the
-    /// intra-warpgroup overlap (`MOEKIT_CUDA_ATTN=ws3`).
+    /// Its 192-row form, the default at D 64: three consumer warpgroups in turn, each without
+    /// the intra-warpgroup overlap (`MOEKIT_CUDA_ATTN=ws2` takes the two-consumer one).
     Sm90Ws3,
 }
 
@@ -299,8 +300,11 @@ impl Path {
 
 /// The kernel for `p` on `arch`, given the `MOEKIT_CUDA_ATTN` override (`v1`: the 64-row
 /// kernel; `fa2`: never a Hopper kernel; `sm90`: the Hopper kernel without warp specialisation,
-/// D <= 128; the 64-row kernel takes D 256 under either; `ws3`: the three-consumer warp-specialised
-/// kernel at D 64, the mma.sync ones elsewhere).
+/// D <= 128; the 64-row kernel takes D 256 under either; `ws2`: the two-consumer warp-specialised
+/// kernel at D 64 too, where three consumers are the default; `ws3`: the default). At D 64 three
+/// consumers (192 rows, no intra-warpgroup overlap) beat two since the causal diagonal's mask loop
+/// is cheap (run 33 call B: causal 376 -> 342 us, non-causal 1.33 -> 1.15 ms, image 507 -> 482,
+/// docs-varlen 164 -> 157; call D: ranges +5%), all but the docs mask (call D: -6.5%).
 fn choose_path(p: &AttentionProblem, arch: &str, env: Option<&str>) -> Path {
     if p.dtype == DType::F32 || matches!(arch, "sm_70" | "sm_75") {
         Path::Rows
@@ -308,9 +312,9 @@ fn choose_path(p: &AttentionProblem, arch: &str, env: Option<&str>) -> Path {
         Path::MmaV1
     } else if arch == "sm_90a" && env == Some("sm90") && p.head_dim <= 128 {
         Path::Sm90
-    } else if arch == "sm_90a" && env == Some("ws3") && p.head_dim == 64 {
+    } else if arch == "sm_90a" && p.head_dim == 64 && !matches!(env, Some("fa2" | "sm90" | "ws2")) {
         Path::Sm90Ws3
-    } else if arch == "sm_90a" && !matches!(env, Some("fa2" | "sm90" | "ws3")) {
+    } else if arch == "sm_90a" && !matches!(env, Some("fa2" | "sm90")) {
         Path::Sm90Ws
     } else if p.head_dim > 128 {
         Path::MmaV1
@@ -461,7 +465,9 @@ mod tests {
     #[test]
     fn path_choice_and_override() {
         assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", None), Path::Sm90Ws);
-        assert_eq!(choose_path(&problem(DType::F16, 64), "sm_90a", None), Path::Sm90Ws);
+        assert_eq!(choose_path(&problem(DType::F16, 64), "sm_90a", None), Path::Sm90Ws3);
+        assert_eq!(choose_path(&problem(DType::F16, 64), "sm_90a", Some("ws2")), Path::Sm90Ws);
+        assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", Some("ws2")), Path::Sm90Ws);
         assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", Some("sm90")), Path::Sm90);
         assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_80", Some("sm90")), Path::Fa2);
         assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", Some("fa2")), Path::Fa2);
@@ -473,7 +479,7 @@ mod tests {
         assert_eq!(choose_path(&problem(DType::F16, 256), "sm_90a", Some("fa2")), Path::MmaV1);
         assert_eq!(choose_path(&problem(DType::BF16, 256), "sm_80", None), Path::MmaV1);
         assert_eq!(choose_path(&problem(DType::BF16, 64), "sm_90a", Some("ws3")), Path::Sm90Ws3);
-        assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", Some("ws3")), Path::Fa2);
+        assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_90a", Some("ws3")), Path::Sm90Ws);
         assert_eq!(choose_path(&problem(DType::BF16, 64), "sm_80", Some("ws3")), Path::Fa2);
         assert_eq!(choose_path(&problem(DType::F32, 128), "sm_90a", None), Path::Rows);
         assert_eq!(choose_path(&problem(DType::BF16, 128), "sm_75", None), Path::Rows);
