@@ -73,6 +73,12 @@
 #ifndef WS_DIAG_FAST
 #define WS_DIAG_FAST 1
 #endif
+// WS_RANGED_FAST: the tiles the column ranges may cut by the interval loop's offsets and one
+// unsigned compare per row interval, instead of the general loop (session 25, not yet measured
+// on the GPU: 0 until it is).
+#ifndef WS_RANGED_FAST
+#define WS_RANGED_FAST 0
+#endif
 
 namespace aws {
 // K and V stages each (their FULL / EMPTY barriers: 32 bytes a stage, after Q's 32, in
@@ -704,6 +710,32 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
                     }
                 } else
 #endif
+#if WS_DIAG_FAST && WS_RANGED_FAST
+                {
+                    // The ranged tiles by the same offsets; each of a column's two row intervals
+                    // [lts, lte), [uts, ute) as one unsigned compare of row - start against the
+                    // interval's length (0 when empty), the lengths once a column for both rows.
+                    const int c0 = n + 2 * t;
+                    const int lo[2] = {rlo[0] - c0, rlo[1] - c0}, hi[2] = {rhi[0] - c0, rhi[1] - c0};
+#pragma unroll
+                    for (int kb = 0; kb < PN; ++kb) {
+                        const int off = 8 * (kb >> 1) + (kb & 1);
+                        int4 c;
+                        asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];"
+                                     : "=r"(c.x), "=r"(c.y), "=r"(c.z), "=r"(c.w)
+                                     : "r"(sF + 16 * (off + 2 * t)));
+                        const u32 ll = (u32)max(c.y - c.x, 0), ul = (u32)max(c.w - c.z, 0);
+#pragma unroll
+                        for (int x = 0; x < 2; ++x) {
+                            const int e = 4 * (kb >> 1) + 2 * x + (kb & 1), row = r + 8 * x;
+                            const bool hidden = (u32)(row - c.x) < ll || (u32)(row - c.z) < ul;
+                            const float sc = off < lo[x] || off >= hi[x] || hidden ? ATT_NEG_INF : s[e];
+                            s[e] = sc;
+                            mx[x] = fmaxf(mx[x], sc);
+                        }
+                    }
+                }
+#else
 #pragma unroll
                 for (int kb = 0; kb < PN; ++kb) {
                     const int col = 8 * (kb >> 1) + 2 * t + (kb & 1), key = n + col;
@@ -722,6 +754,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
                         mx[x] = fmaxf(mx[x], sc);
                     }
                 }
+#endif
             }
             float alpha[2], mu[2];
             mx[0] *= mul;
