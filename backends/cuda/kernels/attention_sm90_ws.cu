@@ -68,18 +68,6 @@
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
-// WS_DIAG_FAST: tiles partly masked without column ranges (causal diagonal, window edges,
-// sequence ends) take a loop of interval compares alone (0: the general loop, for measurements).
-#ifndef WS_DIAG_FAST
-#define WS_DIAG_FAST 1
-#endif
-// WS_RANGED_FAST: the tiles the column ranges may cut by the interval loop's offsets and one
-// unsigned compare per row interval, instead of the general loop (session 25, not yet measured
-// on the GPU: 0 until it is).
-#ifndef WS_RANGED_FAST
-#define WS_RANGED_FAST 0
-#endif
-
 namespace aws {
 // K and V stages each (their FULL / EMPTY barriers: 32 bytes a stage, after Q's 32, in
 // BAR_BYTES). WS_D64_STAGES: a build switch for measurements (D 64 only; 4 needs 256 bytes of
@@ -605,9 +593,8 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             // thread's column range of the tile if the ranges need it (decided and loaded before
             // the waits, so that the loads overlap them).
             // `ranged` only where the ranges may mask a row of the warpgroup here: a causal
-            // diagonal tile the ranges leave alone takes the interval loop (run 33 call D: the
-            // docs mask at D 128 339 -> 343 TFLOP/s; most of its partial tiles are cut by the
-            // ranges and stay in the general loop).
+            // diagonal tile the ranges leave alone skips their staging and compares (run 33 call
+            // D: the docs mask at D 128 339 -> 343 TFLOP/s).
             const bool clear = fm.none() || fm_clear(n);
             const bool full = clear && n + BN <= lk && n >= wlast_lo && n + BN <= wfirst_hi;
             const bool ranged = !clear;
@@ -687,74 +674,47 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
 #pragma unroll
                     for (int e = 0; e < SN; ++e) s[e] *= scale_log2;
                 }
-#if WS_DIAG_FAST
-                if (!ranged) {
-                    // Without ranges each row's keys are one interval [rlo, rhi): two compares of
-                    // the interval, shifted to this thread's first column, with each element's
-                    // compile-time offset. The general loop below (its range test, with the loads
-                    // and the ranges a runtime choice) took ~1075 instructions a warp per diagonal
-                    // tile against ~465 for a whole one: 10% of the D 64 causal kernel's
-                    // instructions and 9% of its stall samples (ncu, run 33 call A).
-                    const int c0 = n + 2 * t;
-                    const int lo[2] = {rlo[0] - c0, rlo[1] - c0}, hi[2] = {rhi[0] - c0, rhi[1] - c0};
+                // Each row's keys are one interval [rlo, rhi) (causal, the window, the sequence's
+                // end), compared with each element's compile-time column offset, shifted to this
+                // thread's first column; with RANGED, also the column's two row intervals
+                // [lts, lte), [uts, ute) from the staged copy, each as one unsigned compare of
+                // row - start against its length (0 when empty). A loop with the column, the
+                // range test and the loads as runtime choices took ~1075 instructions a warp per
+                // diagonal tile against ~465 for a whole one (ncu, run 33 call A); run 34 call A
+                // (interleaved, 3 rounds) for the RANGED form against it: D 64 ranges 411.7 ->
+                // 391.4 us, image 453.4 -> 433.0, docs 218.7 -> 194.6; D 128 -2% to -6%.
+                const int c0 = n + 2 * t;
+                const int lo[2] = {rlo[0] - c0, rlo[1] - c0}, hi[2] = {rhi[0] - c0, rhi[1] - c0};
+                auto mask_tile = [&](auto ranged_tag) {
+                    constexpr bool RANGED = decltype(ranged_tag)::value;
 #pragma unroll
                     for (int kb = 0; kb < PN; ++kb) {
                         const int off = 8 * (kb >> 1) + (kb & 1);
-#pragma unroll
-                        for (int x = 0; x < 2; ++x) {
-                            const int e = 4 * (kb >> 1) + 2 * x + (kb & 1);
-                            const float sc = off < lo[x] || off >= hi[x] ? ATT_NEG_INF : s[e];
-                            s[e] = sc;
-                            mx[x] = fmaxf(mx[x], sc);
+                        int4 c = make_int4(0, 0, 0, 0);
+                        u32 ll = 0, ul = 0;
+                        if constexpr (RANGED) {
+                            asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];"
+                                         : "=r"(c.x), "=r"(c.y), "=r"(c.z), "=r"(c.w)
+                                         : "r"(sF + 16 * (off + 2 * t)));
+                            ll = (u32)max(c.y - c.x, 0);
+                            ul = (u32)max(c.w - c.z, 0);
                         }
-                    }
-                } else
-#endif
-#if WS_DIAG_FAST && WS_RANGED_FAST
-                {
-                    // The ranged tiles by the same offsets; each of a column's two row intervals
-                    // [lts, lte), [uts, ute) as one unsigned compare of row - start against the
-                    // interval's length (0 when empty), the lengths once a column for both rows.
-                    const int c0 = n + 2 * t;
-                    const int lo[2] = {rlo[0] - c0, rlo[1] - c0}, hi[2] = {rhi[0] - c0, rhi[1] - c0};
-#pragma unroll
-                    for (int kb = 0; kb < PN; ++kb) {
-                        const int off = 8 * (kb >> 1) + (kb & 1);
-                        int4 c;
-                        asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];"
-                                     : "=r"(c.x), "=r"(c.y), "=r"(c.z), "=r"(c.w)
-                                     : "r"(sF + 16 * (off + 2 * t)));
-                        const u32 ll = (u32)max(c.y - c.x, 0), ul = (u32)max(c.w - c.z, 0);
 #pragma unroll
                         for (int x = 0; x < 2; ++x) {
                             const int e = 4 * (kb >> 1) + 2 * x + (kb & 1), row = r + 8 * x;
-                            const bool hidden = (u32)(row - c.x) < ll || (u32)(row - c.z) < ul;
-                            const float sc = off < lo[x] || off >= hi[x] || hidden ? ATT_NEG_INF : s[e];
+                            bool hidden = off < lo[x] || off >= hi[x];
+                            if constexpr (RANGED) hidden = hidden || (u32)(row - c.x) < ll || (u32)(row - c.z) < ul;
+                            const float sc = hidden ? ATT_NEG_INF : s[e];
                             s[e] = sc;
                             mx[x] = fmaxf(mx[x], sc);
                         }
                     }
+                };
+                if (ranged) {
+                    mask_tile(a90_flag<true>());
+                } else {
+                    mask_tile(a90_flag<false>());
                 }
-#else
-#pragma unroll
-                for (int kb = 0; kb < PN; ++kb) {
-                    const int col = 8 * (kb >> 1) + 2 * t + (kb & 1), key = n + col;
-                    int4 c = make_int4(0, 0, 0, 0);
-                    if (ranged)
-                        asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];"
-                                     : "=r"(c.x), "=r"(c.y), "=r"(c.z), "=r"(c.w)
-                                     : "r"(sF + 16 * col));
-#pragma unroll
-                    for (int x = 0; x < 2; ++x) {
-                        const int e = 4 * (kb >> 1) + 2 * x + (kb & 1), row = r + 8 * x;
-                        float sc = s[e];
-                        const bool hidden = (c.x <= row && row < c.y) || (c.z <= row && row < c.w);
-                        if (key < rlo[x] || key >= rhi[x] || hidden) sc = ATT_NEG_INF;
-                        s[e] = sc;
-                        mx[x] = fmaxf(mx[x], sc);
-                    }
-                }
-#endif
             }
             float alpha[2], mu[2];
             mx[0] *= mul;
@@ -855,9 +815,10 @@ AWS_KERNEL_1(attention_sm90ws, 256, 2, bf16, bf16)
 // and ran slower (run 26: 468 against 442 us on B4 H16 S4096 causal; 336 bytes of spills in
 // session 25's source); without it (SEQ) S and P are never live together. It lost to two
 // consumers on causal shapes while the diagonal tiles' general mask loop cost ~2.3x a whole tile
-// (192-row blocks have more of them); with the interval loop (WS_DIAG_FAST) it wins at D 64
+// (192-row blocks have more of them); with the interval loop (run 33) it wins at D 64
 // (run 33 call B: causal S4096 376 -> 342 us, non-causal S8192 1.33 -> 1.15 ms; call D: ranges
-// +5%, image +10%) but on the docs mask (-6.5%).
+// +5%, image +10%) but on the docs mask (-6.5%; run 34 call B, with the ranged tiles' interval
+// loop and causal ranges as the flag, docs too: 164.7 against 173.6 us).
 AWS_KERNEL_1(attention_sm90ws3, 64, 3, f16, f16)
 AWS_KERNEL_1(attention_sm90ws3, 64, 3, bf16, bf16)
 

@@ -7,14 +7,17 @@
 //! `attention_sm90ws_d{D}_{dtype}` (`kernels/attention_sm90_ws.cu`: warp-specialised, TMA loads
 //! of K/V through tensor maps, two consumer warpgroups in ping-pong over wgmma; key tiles of 128,
 //! of 64 at D 256; at D 64 its three-consumer form `attention_sm90ws3_d64_{dtype}`, 192-row
-//! blocks, or the two-consumer one with `MOEKIT_CUDA_ATTN=ws2`), or with `MOEKIT_CUDA_ATTN=sm90` (D <= 128) on `attention_sm90_d{D}_{dtype}`
-//! (`kernels/attention_sm90.cu`: wgmma, cp.async, the two warpgroups in step); elsewhere (sm_80+,
-//! or `MOEKIT_CUDA_ATTN=fa2`) D <= 128 on `attention_fa2_d{D}_{dtype}` (128-row blocks, 32 rows per
-//! warp, double-buffered K/V); D = 256 off Hopper on `attention_mma_d{D}_{dtype}` (64-row blocks;
-//! also forced by `MOEKIT_CUDA_ATTN=v1`, and by `fa2` or `sm90` at D 256); f32 (and f16/bf16 on older GPUs) on the exact
-//! warp-per-row kernel (`attention_rows_d{D}_{dtype}`). Batches of few query rows per sequence
-//! (decode: `Lq · Hq / Hkv <= 16`, D 64 or 128, f16/bf16, sm_80+) take the split-KV decode
-//! kernels instead (`attention_decode.rs`) unless `MOEKIT_CUDA_ATTN` forces a kernel.
+//! blocks, or the two-consumer one with `MOEKIT_CUDA_ATTN=ws2`), or with `MOEKIT_CUDA_ATTN=sm90`
+//! (D <= 128) on `attention_sm90_d{D}_{dtype}` (`kernels/attention_sm90.cu`: wgmma, cp.async,
+//! the two warpgroups in step); elsewhere (sm_80+, or `MOEKIT_CUDA_ATTN=fa2`) D <= 128 on
+//! `attention_fa2_d{D}_{dtype}` (128-row blocks, 32 rows per warp, double-buffered K/V); D = 256
+//! off Hopper on `attention_mma_d{D}_{dtype}` (64-row blocks; also forced by
+//! `MOEKIT_CUDA_ATTN=v1`, and by `fa2` or `sm90` at D 256); f32 (and f16/bf16 on older GPUs) on
+//! the exact warp-per-row kernel (`attention_rows_d{D}_{dtype}`). Batches of few query rows per
+//! sequence (decode: `Lq · Hq / Hkv <= 16`, D 64 or 128, f16/bf16, sm_80+) take the split-KV
+//! decode kernels instead (`attention_decode.rs`) unless `MOEKIT_CUDA_ATTN` forces a kernel.
+//! The kernels' build switches (`#define`s with defaults, for measurements) can be set at run time
+//! with `MOEKIT_CUDA_DEFINES` (see `runtime::compile::env_defines`).
 
 use super::attention_decode as decode;
 use super::flashmask::PlanCache;
@@ -80,7 +83,9 @@ const TICKET_CTAS: usize = 1024;
 /// taking turns), `eager-rescale` (O is rescaled whenever a row maximum grows), `no-fold` (the
 /// scores are scaled one by one, not in the exponent's fma), `no-persist` (one CTA per unit
 /// instead of a persistent wave), `static` (the persistent CTAs take their units in fixed
-/// rounds, not by ticket) and `grid=N` (at most N CTAs: many units per CTA in tests).
+/// rounds, not by ticket), `grid=N` (at most N CTAs: many units per CTA in tests) and
+/// `ranges-as-given` (column ranges whose upper intervals are causal are not turned into the
+/// causal flag).
 const ENV_PROBE: &str = "MOEKIT_CUDA_ATTN_PROBE";
 /// A null device pointer for an absent optional argument.
 const NULL: u64 = 0;
@@ -104,13 +109,19 @@ impl AttentionOps for CudaBackend {
         let (own_items, own_ranges);
         let mut plan_slot: Option<std::sync::MutexGuard<'_, Option<PlanCache>>> = None;
         let (block_m, block_n) = (path.block_m(), path.block_n(p.head_dim));
+        let probe = Probe::parse(std::env::var(ENV_PROBE).ok().as_deref());
+        let (softcap, mut causal, wl, wr) = mask_args(p);
         let (items, ranges, n_items) = if path.warp_specialised() && p.mask.column_ranges.is_some() {
             let slot = plan_slot.insert(lock(&self.flash_plan, OP, "FlashMask plan")?);
-            if !slot.as_ref().is_some_and(|c| c.key.matches(p, block_m, block_n)) {
-                **slot = PlanCache::new(&self.stream, p, block_m, block_n).map_err(device_err(OP))?;
+            let as_causal = !probe.ranges_as_given;
+            if !slot.as_ref().is_some_and(|c| c.key.matches(p, block_m, block_n, as_causal)) {
+                **slot = PlanCache::new(&self.stream, p, block_m, block_n, as_causal).map_err(device_err(OP))?;
             }
             match slot.as_ref() {
-                Some(c) => (&c.items, Some(&c.tables), c.n_items),
+                Some(c) => {
+                    causal = i32::from(c.causal);
+                    (&c.items, Some(&c.tables), c.n_items)
+                }
                 None => return Ok(()),
             }
         } else {
@@ -134,7 +145,6 @@ impl AttentionOps for CudaBackend {
         allow_shared(&f, shared)?;
 
         let (tq, tk, hq, hkv) = (i32_of(p.total_q()), i32_of(p.total_k()), i32_of(p.heads_q), i32_of(p.heads_kv));
-        let (softcap, causal, wl, wr) = mask_args(p);
 
         // The warp-specialised kernel reads q, k and v through tensor maps, and takes its probe
         // flags, the number of units (item, query head), its ticket counter and the maps (by
@@ -149,7 +159,6 @@ impl AttentionOps for CudaBackend {
                 let map = |data: &CudaSlice<u8>, heads: usize, tokens: usize, rows: usize, tile_rows: usize| {
                     token_map(self, data, p, tokens, heads, rows, tile_rows)
                 };
-                let probe = Probe::parse(std::env::var(ENV_PROBE).ok().as_deref());
                 if !probe.no_persist {
                     let name = path.kernel_base(p.head_dim);
                     let per_sm = self.resident_blocks(OP, &f, &name, path.threads(), shared as usize)?;
@@ -335,6 +344,9 @@ struct Probe {
     fixed_rounds: bool,
     /// `grid=N` (the first such word): at most N CTAs.
     grid_cap: Option<usize>,
+    /// `ranges-as-given`: column ranges whose upper intervals are causal stay ranges instead of
+    /// the causal flag (`flashmask::causal_from_ranges`).
+    ranges_as_given: bool,
 }
 
 impl Probe {
@@ -347,6 +359,7 @@ impl Probe {
                 "no-fold" => probe.flags |= 4,
                 "no-persist" => probe.no_persist = true,
                 "static" => probe.fixed_rounds = true,
+                "ranges-as-given" => probe.ranges_as_given = true,
                 _ => {
                     if probe.grid_cap.is_none() {
                         probe.grid_cap = w.strip_prefix("grid=").and_then(|n| n.parse().ok());
@@ -519,12 +532,10 @@ mod tests {
         assert_eq!(Probe::parse(None), Probe::default());
         assert_eq!(
             Probe::parse(Some("static, grid=3,grid=5, no-fold")),
-            Probe { flags: 4, no_persist: false, fixed_rounds: true, grid_cap: Some(3) }
+            Probe { flags: 4, fixed_rounds: true, grid_cap: Some(3), ..Probe::default() }
         );
-        assert_eq!(
-            Probe::parse(Some("no-persist,grid=x")),
-            Probe { flags: 0, no_persist: true, fixed_rounds: false, grid_cap: None }
-        );
+        assert_eq!(Probe::parse(Some("no-persist,grid=x")), Probe { no_persist: true, ..Probe::default() });
+        assert_eq!(Probe::parse(Some("ranges-as-given")), Probe { ranges_as_given: true, ..Probe::default() });
     }
 
     #[test]

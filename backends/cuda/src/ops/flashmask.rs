@@ -13,16 +13,21 @@
 //! - **Per tile**, the minima and maxima of the four range bounds over its columns: a tile whose
 //!   ranges mask every row of the block is skipped (by the producer and by the consumers); one
 //!   whose ranges mask no row of a consumer's 64 runs without the element mask.
+//! - **Causal written as ranges** (every column's upper interval exactly the rows causal hides,
+//!   FlashMask's `uts = 0, ute = j`) runs as the causal flag with those intervals emptied
+//!   ([`causal_from_ranges`]): the same allowed pairs, but the diagonal tiles compare each row's
+//!   key interval instead of staging and testing the column ranges.
 
 use super::attention::work_item;
 use crate::launch::i32_of;
 use cudarc::driver::{CudaSlice, CudaStream, DriverError};
 use moekit_ops::{AttentionProblem, ColumnRanges, Window};
 
-/// What a plan depends on: the lengths, causal, the window, the ranges, the block rows and the
-/// key tile.
+/// What a plan depends on: the lengths, causal, the window, the ranges, the block rows, the
+/// key tile, and whether causal upper intervals may become the causal flag.
 #[derive(Debug)]
 pub(crate) struct PlanKey {
+    as_causal: bool,
     cu_q: Vec<usize>,
     cu_k: Vec<usize>,
     causal: bool,
@@ -33,8 +38,9 @@ pub(crate) struct PlanKey {
 }
 
 impl PlanKey {
-    fn of(p: &AttentionProblem, block_m: usize, tile: usize) -> Option<PlanKey> {
+    fn of(p: &AttentionProblem, block_m: usize, tile: usize, as_causal: bool) -> Option<PlanKey> {
         Some(PlanKey {
+            as_causal,
             cu_q: p.cu_seqlens_q.clone(),
             cu_k: p.cu_seqlens_k.clone(),
             causal: p.mask.causal,
@@ -45,10 +51,11 @@ impl PlanKey {
         })
     }
 
-    /// Whether `p` in blocks of `block_m` rows and key tiles of `tile` has this plan (compared,
-    /// not cloned: O(Tk)).
-    pub(crate) fn matches(&self, p: &AttentionProblem, block_m: usize, tile: usize) -> bool {
-        self.block_m == block_m
+    /// Whether `p` in blocks of `block_m` rows and key tiles of `tile` (and `as_causal` as in
+    /// [`PlanCache::new`]) has this plan (compared, not cloned: O(Tk)).
+    pub(crate) fn matches(&self, p: &AttentionProblem, block_m: usize, tile: usize, as_causal: bool) -> bool {
+        self.as_causal == as_causal
+            && self.block_m == block_m
             && self.tile == tile
             && self.causal == p.mask.causal
             && self.window == p.mask.window
@@ -66,27 +73,62 @@ pub(crate) struct PlanCache {
     pub(crate) items: CudaSlice<i32>,
     pub(crate) tables: CudaSlice<i32>,
     pub(crate) n_items: usize,
+    /// The causal flag the kernel takes: the problem's, or set by [`causal_from_ranges`].
+    pub(crate) causal: bool,
 }
 
 impl PlanCache {
     /// The plan of `p` (blocks of `block_m` rows, key tiles of `tile`) uploaded on `stream`;
-    /// `None` without column ranges or work items.
+    /// `None` without column ranges or work items. With `as_causal`, of
+    /// [`causal_from_ranges`]`(p)` where that applies.
     pub(crate) fn new(
         stream: &std::sync::Arc<CudaStream>,
         p: &AttentionProblem,
         block_m: usize,
         tile: usize,
+        as_causal: bool,
     ) -> Result<Option<PlanCache>, DriverError> {
-        let (Some(plan), Some(key)) = (Plan::of(p, block_m, tile), PlanKey::of(p, block_m, tile)) else {
-            return Ok(None);
-        };
+        let Some(key) = PlanKey::of(p, block_m, tile, as_causal) else { return Ok(None) };
+        let causal_form = if as_causal { causal_from_ranges(p) } else { None };
+        let p = causal_form.as_ref().unwrap_or(p);
+        let Some(plan) = Plan::of(p, block_m, tile) else { return Ok(None) };
         if plan.blocks.is_empty() {
             return Ok(None);
         }
         let items = stream.clone_htod(&plan.items(p))?;
         let tables = stream.clone_htod(&plan.tables(p))?;
-        Ok(Some(PlanCache { key, items, tables, n_items: plan.blocks.len() }))
+        Ok(Some(PlanCache { key, items, tables, n_items: plan.blocks.len(), causal: p.mask.causal }))
     }
+}
+
+/// `p` as a causal problem, when the upper interval of every column of every sequence holds
+/// exactly the rows causal hides from it: rows `uts..ute` and rows `0..j - (Lk - Lq)` of column
+/// `j`, both clipped to `0..Lq`, are the same (FlashMask's causal form `uts = 0, ute = j`). The
+/// problem then takes the causal flag, and its upper intervals are emptied: the same allowed
+/// pairs, with the diagonal tiles left to the kernel's interval compares and the tiles no lower
+/// interval cuts run without the element mask (run 34: the `docs` and `ranges` masks of the
+/// bench). `None` without ranges or when some upper interval is anything else. O(Tk).
+pub(super) fn causal_from_ranges(p: &AttentionProblem) -> Option<AttentionProblem> {
+    let c = p.mask.column_ranges.as_ref()?;
+    for b in 0..p.batch() {
+        let (lq, lk) = p.seq_lens(b);
+        let (k0, shift) = (p.cu_seqlens_k[b], lk as i64 - lq as i64);
+        let clip = |x: i64| x.clamp(0, lq as i64);
+        for j in 0..lk {
+            let (u0, u1) = (clip(i64::from(c.uts[k0 + j])), clip(i64::from(c.ute[k0 + j])));
+            let hidden = clip(j as i64 - shift);
+            let same = if u0 < u1 { u0 == 0 && u1 == hidden } else { hidden == 0 };
+            if !same {
+                return None;
+            }
+        }
+    }
+    let mut q = p.clone();
+    q.mask.causal = true;
+    let r = q.mask.column_ranges.as_mut()?;
+    r.uts.fill(0);
+    r.ute.fill(0);
+    Some(q)
 }
 
 /// Minima then maxima of (lts, lte, uts, ute) over some columns.
@@ -407,24 +449,87 @@ mod tests {
         let lens = [1300, 1000];
         let ends: [&[usize]; 2] = [&[500, 900, 1300], &[700, 1000]];
         let p = problem(&lens, false, None, documents(&lens, &ends));
-        let key = PlanKey::of(&p, 128, 128).unwrap();
-        assert!(key.matches(&p, 128, 128));
-        assert!(!key.matches(&p, 64, 128));
-        assert!(!key.matches(&p, 128, 64));
+        let key = PlanKey::of(&p, 128, 128, true).unwrap();
+        assert!(key.matches(&p, 128, 128, true));
+        assert!(!key.matches(&p, 128, 128, false));
+        assert!(!key.matches(&p, 64, 128, true));
+        assert!(!key.matches(&p, 128, 64, true));
         let mut q = p.clone();
         q.mask.column_ranges.as_mut().unwrap().lts[1777] -= 1;
-        assert!(!key.matches(&q, 128, 128));
+        assert!(!key.matches(&q, 128, 128, true));
         let mut q = p.clone();
         q.mask.causal = true;
-        assert!(!key.matches(&q, 128, 128));
+        assert!(!key.matches(&q, 128, 128, true));
         let mut q = p.clone();
         q.mask.window = Some(Window { left: 5, right: 0 });
-        assert!(!key.matches(&q, 128, 128));
+        assert!(!key.matches(&q, 128, 128, true));
         let mut q = p.clone();
         q.cu_seqlens_q = vec![0, 1299, 2300];
-        assert!(!key.matches(&q, 128, 128));
+        assert!(!key.matches(&q, 128, 128, true));
         q.mask.column_ranges = None;
-        assert!(PlanKey::of(&q, 128, 128).is_none() && !key.matches(&q, 128, 128));
+        assert!(PlanKey::of(&q, 128, 128, true).is_none() && !key.matches(&q, 128, 128, true));
+    }
+
+    /// Every (row, key) pair of every sequence is allowed in `a` iff it is in `b`.
+    fn same_pairs(a: &AttentionProblem, b: &AttentionProblem) -> bool {
+        (0..a.batch()).all(|s| {
+            let (lq, lk) = a.seq_lens(s);
+            (0..lq).all(|i| (0..lk).all(|j| a.allowed(s, i, j) == b.allowed(s, i, j)))
+        })
+    }
+
+    #[test]
+    fn causal_upper_intervals_become_the_causal_flag() {
+        let lens = [300, 170, 1];
+        let ends: [&[usize]; 3] = [&[100, 260, 300], &[170], &[1]];
+        let p = problem(&lens, false, None, documents(&lens, &ends));
+        p.validate().unwrap();
+        let q = causal_from_ranges(&p).expect("documents written with uts = 0, ute = j are causal");
+        let (c, d) = (p.mask.column_ranges.as_ref().unwrap(), q.mask.column_ranges.as_ref().unwrap());
+        assert!(q.mask.causal && d.uts.iter().chain(&d.ute).all(|&x| x == 0));
+        assert_eq!((&c.lts, &c.lte), (&d.lts, &d.lte), "the lower intervals stay");
+        assert!(same_pairs(&p, &q));
+        // Its plan runs no more tiles than the ranges' own, and covers every allowed pair.
+        assert!(check(&q, 128).0 <= check(&p, 128).0);
+        // With a window, or already causal, the same.
+        for (causal, window) in [(true, None), (false, Some(Window { left: 40, right: 3 }))] {
+            let w = problem(&lens, causal, window, documents(&lens, &ends));
+            let q = causal_from_ranges(&w).unwrap();
+            assert!(q.mask.causal && q.mask.window == window && same_pairs(&w, &q));
+        }
+
+        // One column's upper interval one row short, or one past the diagonal: not causal.
+        for delta in [-1, 1] {
+            let mut r = documents(&lens, &ends);
+            r.ute[57] += delta;
+            assert!(causal_from_ranges(&problem(&lens, false, None, r)).is_none(), "{delta}");
+        }
+        // Bidirectional blocks, and no ranges at all: not causal.
+        let cu = gen::cumsum(&lens);
+        let blocks = gen::column_ranges_of(&mut gen::rng(3), MaskPattern::Blocks, &cu, &cu, 50);
+        assert!(causal_from_ranges(&problem(&lens, false, None, blocks)).is_none());
+        let mut none = p.clone();
+        none.mask.column_ranges = None;
+        assert!(causal_from_ranges(&none).is_none());
+    }
+
+    #[test]
+    fn causal_upper_intervals_follow_the_bottom_right_diagonal() {
+        // Fewer query rows than keys (a chunk after a prefix): causal hides rows below
+        // j - (Lk - Lq); the generator's causal pattern writes exactly that, the document
+        // pattern (ute = j) hides more and stays ranges.
+        let (cu_q, cu_k) = (gen::cumsum(&[40, 200, 7]), gen::cumsum(&[300, 200, 90]));
+        let with = |pat| {
+            let ranges = gen::column_ranges_of(&mut gen::rng(11), pat, &cu_q, &cu_k, 64);
+            let mut p = problem(&[1], false, None, ranges);
+            (p.cu_seqlens_q, p.cu_seqlens_k) = (cu_q.clone(), cu_k.clone());
+            p.validate().unwrap();
+            p
+        };
+        let p = with(MaskPattern::Causal);
+        let q = causal_from_ranges(&p).expect("the generator's causal pattern");
+        assert!(same_pairs(&p, &q));
+        assert!(causal_from_ranges(&with(MaskPattern::Document)).is_none());
     }
 
     #[test]
@@ -449,6 +554,10 @@ mod tests {
             for tile in [128, 64] {
                 let (run, _, _) = check(&p, tile);
                 assert!(run > 0, "{pat:?} tile {tile}");
+                if let Some(q) = causal_from_ranges(&p) {
+                    assert!(same_pairs(&p, &q), "{pat:?}");
+                    assert!(check(&q, tile).0 <= run, "{pat:?} tile {tile}");
+                }
             }
         }
     }

@@ -10,6 +10,37 @@ const COMMON: &str = include_str!("../../kernels/common.cuh");
 /// Options every kernel is compiled with (part of the cache key).
 const OPTIONS: [&str; 2] = ["-std=c++17", "-default-device"];
 
+/// The kernels' build switches set from `MOEKIT_CUDA_DEFINES` (`NAME=VALUE` or `NAME`, separated
+/// by commas or spaces; e.g. `WS_RANGED_FAST=1`), as `-D` options: a measurement aid, so that one
+/// binary runs each variant of a kernel (each variant's PTX has its own cache entry). Unset or
+/// empty: none, the default build.
+///
+/// # Errors
+/// An entry whose name is not a C identifier or whose value holds anything but letters, digits,
+/// `_`, `.` and `-`.
+pub(crate) fn env_defines() -> Result<Vec<String>, String> {
+    let raw = std::env::var("MOEKIT_CUDA_DEFINES").unwrap_or_default();
+    parse_defines(&raw)
+}
+
+fn parse_defines(raw: &str) -> Result<Vec<String>, String> {
+    raw.split([',', ' '])
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            let (name, value) = d.split_once('=').unwrap_or((d, "1"));
+            let ident = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let val_ok = !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if ident && val_ok {
+                Ok(format!("-D{name}={value}"))
+            } else {
+                Err(format!("MOEKIT_CUDA_DEFINES: `{d}` is not NAME=VALUE (NAME a C identifier)"))
+            }
+        })
+        .collect()
+}
+
 /// One embedded `.cu` file.
 #[derive(Debug)]
 pub(crate) struct Source {
@@ -74,17 +105,14 @@ fn fnv1a(parts: &[&str]) -> u64 {
 /// The NVRTC log (with the file name) when compilation fails.
 pub(crate) fn compile(src: &Source, arch: &'static str, cache: Option<&Path>) -> Result<Ptx, String> {
     let text = src.full_text();
-    let key = fnv1a(&[&text, arch, &OPTIONS.join(" ")]);
+    let defines = env_defines()?;
+    let options: Vec<String> = OPTIONS.iter().map(|s| s.to_string()).chain(defines).collect();
+    let key = fnv1a(&[&text, arch, &options.join(" ")]);
     let path = cache.map(|d| d.join(format!("{}-{arch}-{key:016x}.ptx", src.name.trim_end_matches(".cu"))));
     if let Some(ptx) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
         return Ok(Ptx::from_src(ptx));
     }
-    let opts = CompileOptions {
-        arch: Some(arch),
-        options: OPTIONS.iter().map(|s| s.to_string()).collect(),
-        name: Some(src.name.to_string()),
-        ..Default::default()
-    };
+    let opts = CompileOptions { arch: Some(arch), options, name: Some(src.name.to_string()), ..Default::default() };
     let ptx = compile_ptx_with_opts(&text, opts).map_err(|e| match e {
         CompileError::CompileError { log, .. } => format!("{}: NVRTC:\n{}", src.name, log.to_string_lossy()),
         other => format!("{}: {other}", src.name),
@@ -105,5 +133,22 @@ fn store(path: &Path, ptx: &str) {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     if std::fs::write(&tmp, ptx).is_ok() && std::fs::rename(&tmp, path).is_err() {
         let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_defines;
+
+    #[test]
+    fn defines_parse_and_reject() {
+        assert_eq!(parse_defines("").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            parse_defines("WS_RANGED_FAST=1, WS_D64_BN=192,X").unwrap(),
+            vec!["-DWS_RANGED_FAST=1", "-DWS_D64_BN=192", "-DX=1"]
+        );
+        for bad in ["1X=2", "A=", "A=$(rm)", "A-B=1", "=3"] {
+            assert!(parse_defines(bad).is_err(), "{bad}");
+        }
     }
 }
