@@ -52,8 +52,9 @@
 // Query rows past the sequence are computed and never stored.
 //
 // FlashMask column ranges (`fm`, null without them; the host's plan, src/ops/flashmask.rs), three
-// int4 arrays: `[items]` per work item (the index of its first key tile's stats, that tile's first
-// key n0, the end n1 past its last tile, the end m1 of its rows), `[Tk]` (lts, lte, uts, ute) per
+// int4 arrays: `[items]` per work item (the index of its first key tile's stats, or -1 where the
+// ranges skip none of its tiles and mask none of its rows in any: then they are not read; that
+// tile's first key n0, the end n1 past its last tile, the end m1 of its rows), `[Tk]` (lts, lte, uts, ute) per
 // packed key column, then `[tiles][2]` the minima and maxima of the four over each key tile's
 // columns. An item's key tiles start at n0, in steps of BN (not 128-aligned: a document's tiles
 // start at its first key); tile n has stats first + (n - n0) / BN. Its rows are m0..m1 (m1 - m0 <=
@@ -148,14 +149,17 @@ __device__ __forceinline__ bool aws_fm_none(int4 mn, int4 mx, int r0, int r1) {
 // there are no ranges.
 template <int BN> struct AwsFm {
     const int4* cols;   // [Tk]: (lts, lte, uts, ute) per packed column
-    const int4* tiles;  // this item's key tiles: [(n - n0) / BN][2] = minima, maxima
+    const int4* tiles;  // this item's key tiles: [(n - n0) / BN][2] = minima, maxima (none: clear)
     int n0, n1, m1;     // the key tiles it may run: n = n0 + BN·i < n1; its rows end at m1
     __device__ __forceinline__ bool none() const { return cols == nullptr; }
+    // No tile of the item is skipped or cut by the ranges (none, or the host's clear block, whose
+    // stats are not read).
+    __device__ __forceinline__ bool clear() const { return tiles == nullptr; }
     // The stats of key tile `n`.
     __device__ __forceinline__ const int4* stats(int n) const { return tiles + 2 * ((n - n0) / BN); }
     // Key tile `n` is masked for all rows r0..r1 (never without ranges).
     __device__ __forceinline__ bool skip(int n, int r0, int r1) const {
-        if (none()) return false;
+        if (clear()) return false;
         const int4* t = stats(n);
         return aws_fm_all(__ldg(t), __ldg(t + 1), r0, r1);
     }
@@ -170,7 +174,7 @@ template <int BN> __device__ __forceinline__ AwsFm<BN> aws_fm(const i32* fm, int
     const int4* spans = reinterpret_cast<const int4*>(fm);
     const int4 sp = __ldg(spans + item);
     const int4* cols = spans + n_items;
-    return AwsFm<BN>{cols, cols + tk + 2 * sp.x, sp.y, sp.z, sp.w};
+    return AwsFm<BN>{cols, sp.x < 0 ? nullptr : cols + tk + 2 * sp.x, sp.y, sp.z, sp.w};
 }
 
 // The units (work item, query head: the host's items heaviest first, times Hq) go to a grid of
@@ -595,7 +599,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             // `ranged` only where the ranges may mask a row of the warpgroup here: a causal
             // diagonal tile the ranges leave alone skips their staging and compares (run 33 call
             // D: the docs mask at D 128 339 -> 343 TFLOP/s).
-            const bool clear = fm.none() || fm_clear(n);
+            const bool clear = fm.clear() || fm_clear(n);
             const bool full = clear && n + BN <= lk && n >= wlast_lo && n + BN <= wfirst_hi;
             const bool ranged = !clear;
             int4 own = make_int4(0, 0, 0, 0), own2 = make_int4(0, 0, 0, 0);  // own2: column wt + 128 (BN 192)

@@ -13,6 +13,10 @@
 //! - **Per tile**, the minima and maxima of the four range bounds over its columns: a tile whose
 //!   ranges mask every row of the block is skipped (by the producer and by the consumers); one
 //!   whose ranges mask no row of a consumer's 64 runs without the element mask.
+//! - **Clear blocks.** A block whose ranges skip none of its tiles and mask none of its rows in
+//!   any (inside one document, once causal is the flag) is marked so (`first` -1 in its table
+//!   entry): the kernel runs it as a plain problem over its span, without reading any tile's
+//!   stats (run 34 D: `docs` 9% → 1% over varlen at D 128).
 //! - **Causal written as ranges** (every column's upper interval exactly the rows causal hides,
 //!   FlashMask's `uts = 0, ute = j`) runs as the causal flag with those intervals emptied
 //!   ([`causal_from_ranges`]): the same allowed pairs, but the diagonal tiles compare each row's
@@ -155,7 +159,6 @@ impl Stats {
 
     /// Whether they mask no row `r0..=r1` of any column: in every column each interval starts
     /// past `r1` or ends by `r0` (the kernel's `aws_fm_none`).
-    #[cfg(test)]
     pub(super) fn clear(&self, r0: usize, r1: usize) -> bool {
         let (r0, r1) = (r0 as i64, r1 as i64);
         let [mn_lts, _, mn_uts, _, _, mx_lte, _, mx_ute] = self.0.map(i64::from);
@@ -175,6 +178,9 @@ pub(super) struct Block {
     pub(super) first: usize,
     /// Key tiles it runs (not skipped).
     pub(super) tiles: usize,
+    /// Its ranges skip none of the tiles in `n0..n1` and mask no row of it in any: the kernel
+    /// runs it without reading the stats (the table's `first` is -1).
+    pub(super) clear: bool,
 }
 
 /// The blocks of a problem with column ranges, heaviest first, and the stats of their tiles.
@@ -276,7 +282,9 @@ impl Plan {
                 _ => (origin, origin),
             };
             let first = g.1 + (n0 - origin) / tile;
-            self.blocks.push(Block { b, m0, m1, n0, n1, first, tiles: run.len() });
+            let clear =
+                run.len() == (n1 - n0) / tile && (0..run.len()).all(|k| self.stats[first + k].clear(m0, m1 - 1));
+            self.blocks.push(Block { b, m0, m1, n0, n1, first, tiles: run.len(), clear });
         }
     }
 
@@ -286,13 +294,16 @@ impl Plan {
     }
 
     /// The kernel's tables (`fm` in `kernels/attention_sm90_ws.cu`), i32, all 16-byte aligned:
-    /// `[n][4]` per block (first stat, n0, n1, m1), `[Tk][4]` (lts, lte, uts, ute) per column,
+    /// `[n][4]` per block (first stat or -1 for a [`Block::clear`] one, n0, n1, m1), `[Tk][4]` (lts, lte, uts, ute) per column,
     /// then `[stats][8]`.
     pub(super) fn tables(&self, p: &AttentionProblem) -> Vec<i32> {
         let Some(c) = &p.mask.column_ranges else { return Vec::new() };
         let tk = p.total_k();
         let mut out = Vec::with_capacity(4 * self.blocks.len() + 4 * tk + 8 * self.stats.len());
-        out.extend(self.blocks.iter().flat_map(|blk| [blk.first, blk.n0, blk.n1, blk.m1].map(i32_of)));
+        out.extend(self.blocks.iter().flat_map(|blk| {
+            let first = if blk.clear { -1 } else { i32_of(blk.first) };
+            [first, i32_of(blk.n0), i32_of(blk.n1), i32_of(blk.m1)]
+        }));
         out.extend((0..tk).flat_map(|j| [c.lts[j], c.lte[j], c.uts[j], c.ute[j]]));
         out.extend(self.stats.iter().flat_map(|s| s.0));
         out
@@ -387,6 +398,12 @@ mod tests {
                 blk.tiles,
                 tiles.iter().enumerate().filter(|(k, _)| !plan.stats[blk.first + k].skips(blk.m0, blk.m1 - 1)).count()
             );
+            // A clear block: every tile of its span run, none with a pair the ranges mask.
+            if blk.clear {
+                assert_eq!(blk.tiles, tiles.len(), "{blk:?}");
+                let hidden = rows.clone().flat_map(|r| (blk.n0..blk.n1.min(lk)).map(move |j| (r, j)));
+                assert_eq!(hidden.filter(|&(r, j)| ranged(blk.b, r, j)).count(), 0, "{blk:?}");
+            }
             // Every allowed pair of the block's rows lies in a tile it runs.
             for r in rows.clone() {
                 for j in 0..lk {
@@ -406,7 +423,8 @@ mod tests {
         let (nb, tk) = (plan.blocks.len(), p.total_k());
         assert_eq!(t.len(), 4 * nb + 4 * tk + 8 * plan.stats.len());
         for (i, blk) in plan.blocks.iter().enumerate() {
-            assert_eq!(t[4 * i..4 * i + 4], [blk.first, blk.n0, blk.n1, blk.m1].map(|x| x as i32));
+            let first = if blk.clear { -1 } else { blk.first as i32 };
+            assert_eq!(t[4 * i..4 * i + 4], [first, blk.n0 as i32, blk.n1 as i32, blk.m1 as i32]);
         }
         assert_eq!(t[4 * nb..4 * nb + 4], [c.lts[0], c.lte[0], c.uts[0], c.ute[0]]);
         assert_eq!(t[4 * nb + 4 * tk..4 * nb + 4 * tk + 8], plan.stats[0].0);
@@ -489,8 +507,24 @@ mod tests {
         assert!(q.mask.causal && d.uts.iter().chain(&d.ute).all(|&x| x == 0));
         assert_eq!((&c.lts, &c.lte), (&d.lts, &d.lte), "the lower intervals stay");
         assert!(same_pairs(&p, &q));
-        // Its plan runs no more tiles than the ranges' own, and covers every allowed pair.
+        // Its plan runs no more tiles than the ranges' own, and covers every allowed pair. Its
+        // blocks inside one document are clear (the kernel reads no stats; the first block of
+        // sequence 0 holds the 100-row document and the next one's start); of the ranges' own,
+        // all but the one-token sequence's are cut by their diagonals.
         assert!(check(&q, 128).0 <= check(&p, 128).0);
+        let clear = |p: &AttentionProblem| {
+            Plan::of(p, 128, 128)
+                .unwrap()
+                .blocks
+                .iter()
+                .filter(|b| b.clear)
+                .map(|b| (b.b, b.m0, b.m1))
+                .collect::<Vec<_>>()
+        };
+        let mut q_clear = clear(&q);
+        q_clear.sort();
+        assert_eq!(q_clear, [(0, 128, 256), (0, 256, 260), (0, 260, 300), (1, 0, 128), (1, 128, 170), (2, 0, 1)]);
+        assert_eq!(clear(&p), [(2, 0, 1)]);
         // With a window, or already causal, the same.
         for (causal, window) in [(true, None), (false, Some(Window { left: 40, right: 3 }))] {
             let w = problem(&lens, causal, window, documents(&lens, &ends));
