@@ -313,7 +313,9 @@ impl Path {
 /// kernel at D 64 too, where three consumers are the default; `ws3`: the default). At D 64 three
 /// consumers (192 rows, no intra-warpgroup overlap) beat two since the causal diagonal's mask loop
 /// is cheap (run 33 call B: causal 376 -> 342 us, non-causal 1.33 -> 1.15 ms, image 507 -> 482,
-/// docs-varlen 164 -> 157; call D: ranges +5%), all but the docs mask (call D: -6.5%).
+/// docs-varlen 164 -> 157; call D: ranges +5%), and since the ranged tiles' interval loop and
+/// causal ranges as the flag (run 34 call B) on the docs mask too (164.7 against 173.6 us; run 33
+/// call D had it 6.5% slower).
 fn choose_path(p: &AttentionProblem, arch: &str, env: Option<&str>) -> Path {
     if p.dtype == DType::F32 || matches!(arch, "sm_70" | "sm_75") {
         Path::Rows

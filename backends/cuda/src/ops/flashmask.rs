@@ -294,8 +294,8 @@ impl Plan {
     }
 
     /// The kernel's tables (`fm` in `kernels/attention_sm90_ws.cu`), i32, all 16-byte aligned:
-    /// `[n][4]` per block (first stat or -1 for a [`Block::clear`] one, n0, n1, m1), `[Tk][4]` (lts, lte, uts, ute) per column,
-    /// then `[stats][8]`.
+    /// `[n][4]` per block (first stat or -1 for a [`Block::clear`] one, n0, n1, m1), `[Tk][4]`
+    /// (lts, lte, uts, ute) per column, then `[stats][8]`.
     pub(super) fn tables(&self, p: &AttentionProblem) -> Vec<i32> {
         let Some(c) = &p.mask.column_ranges else { return Vec::new() };
         let tk = p.total_k();

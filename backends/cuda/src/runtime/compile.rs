@@ -18,7 +18,7 @@ const OPTIONS: [&str; 2] = ["-std=c++17", "-default-device"];
 /// # Errors
 /// An entry whose name is not a C identifier or whose value holds anything but letters, digits,
 /// `_`, `.` and `-`.
-pub(crate) fn env_defines() -> Result<Vec<String>, String> {
+fn env_defines() -> Result<Vec<String>, String> {
     let raw = std::env::var("MOEKIT_CUDA_DEFINES").unwrap_or_default();
     parse_defines(&raw)
 }
