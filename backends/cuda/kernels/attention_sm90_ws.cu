@@ -1,9 +1,10 @@
 #line 1 "attention_sm90_ws.cu"
 // Attention forward on Hopper, warp-specialised: `attention_sm90ws_d{64,128,256}_{f16,bf16}` (the
 // default on sm_90a; MOEKIT_CUDA_ATTN=sm90 picks attention_sm90.cu's kernel for D <= 128), and
-// `attention_sm90ws3_d64_*` (three consumers, MOEKIT_CUDA_ATTN=ws3; see the instantiations).
+// `attention_sm90ws3_d64_*` (three consumers; see the instantiations) with its banded form
+// `attention_sm90ws3s_d64_*` (causal or windowed problems: SKIP and SPLIT in `aws_impl`).
 // Its own module (src/runtime/sources.rs: after attention.cu and attention_sm90.cu with
-// ATT_HELPERS_ONLY, which leaves their kernels out; the first call compiles 8 kernels, not 31):
+// ATT_HELPERS_ONLY, which leaves their kernels out; the first call compiles 10 kernels, not 33):
 // same work items, arguments and masking helpers, and the wgmma wrappers, descriptors, shared
 // tile layout (64-column parts of the 128-byte swizzle, a tile's rows · 128 bytes apart) and
 // accumulator fragments of attention_sm90.cu (read its header). What differs is who loads and
@@ -72,7 +73,7 @@
 namespace aws {
 // K and V stages each (their FULL / EMPTY barriers: 32 bytes a stage, after Q's 32, in
 // BAR_BYTES). WS_D64_STAGES: a build switch for measurements (D 64 only; 4 needs 256 bytes of
-// barriers, which the host's `SM90WS_BARS` must then match).
+// barriers: the host reads the switch from MOEKIT_CUDA_DEFINES for its layout).
 #ifndef WS_D64_STAGES
 #define WS_D64_STAGES 2
 #endif
@@ -83,8 +84,8 @@ template <int D> constexpr int STAGES_OF = D == 64 ? WS_D64_STAGES : 2;
 // 192 KiB at D 256 (256 with 128 keys). Each tile's matrix work at D 256 × 64 keys equals that
 // of D 128 × 128 keys; its softmax is half as large.
 // WS_D64_BN: a build switch for measurements, the key tile at D 64 (128, or 192: S 96, P 48 and O
-// 32 registers a consumer thread; the host's `SM90WS_D64_BN` must match). 192 keys halve no
-// bottleneck: run 32 call D (interleaved, 2 rounds, the bench's reference check passing) causal
+// 32 registers a consumer thread; the host reads it from MOEKIT_CUDA_DEFINES too). 192 keys
+// halve no bottleneck: run 32 call D (interleaved, 2 rounds, the bench's reference check passing) causal
 // S4096 399.5 -> 434.5 us, non-causal S8192 1.31 -> 1.32 ms, the image mask 500.5 -> 515.8 us,
 // docs-varlen 191.2 -> 237.6 us (the wider diagonal and document-edge tiles, and 28 bytes more of
 // spills, with nothing gained where no tile is masked).
@@ -133,6 +134,17 @@ template <int D, int NC> struct Smem {
     static constexpr int BYTES = QTILE * QBUF_OF<D> + TILE * 2 * STAGES_OF<D> + BAR_BYTES + NC * RANGE_BYTES + 1024;
 };
 }  // namespace aws
+
+// Calls f(AwsI<I>()) for I = 0..N - 1 in order: a loop whose index is a compile-time constant.
+template <int I> struct AwsI {
+    static constexpr int value = I;
+};
+template <int N, int I = 0, typename F> __device__ __forceinline__ void aws_parts(F&& f) {
+    if constexpr (I < N) {
+        f(AwsI<I>());
+        aws_parts<N, I + 1>(f);
+    }
+}
 
 // Whether the ranges of a key tile, minima `mn` and maxima `mx`, mask every column for every row
 // r0..r1: all the lower intervals contain r0..r1, or all the upper ones do.
@@ -427,13 +439,15 @@ template <> struct AwsQk<f16, 64> {
 
 // o [D/2] += P (64 × BN keys: p [BN/4] registers) · V (the BN-row tile at shared address `vt`,
 // its 64-column parts BN·128 bytes apart: the descriptor's LBO).
-template <typename T, int D, int BN> __device__ __forceinline__ void aws_pv(float* o, const u32* p, u32 vt) {
+// Key steps KK0..KK0 + NK only (16 keys each; default all of them): a part of the tile's P·V.
+template <typename T, int D, int BN, int KK0 = 0, int NK = BN / 16>
+__device__ __forceinline__ void aws_pv(float* o, const u32* p, u32 vt) {
     const unsigned long long dv = a90_desc(vt, BN * 128, 1024);
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) A90Pv<T, D>::run(o, p + 4 * kk, dv + ((kk * 16 * 128) >> 4));
+    for (int kk = KK0; kk < KK0 + NK; ++kk) A90Pv<T, D>::run(o, p + 4 * kk, dv + ((kk * 16 * 128) >> 4));
 }
 
-template <typename T, int D, int NC>
+template <typename T, int D, int NC, int SPLIT, bool SKIP>
 __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, const i32* fm_, int tq, int tk, int hq,
                                          int hkv, float scale, float softcap, int causal, long long wl, long long wr,
                                          int flags, int units, int* tickets, const HpTmap* qm, const HpTmap* km,
@@ -496,6 +510,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
     // S_j, P_{j-1} and O at once: 128 registers at D 64, past 160 with the rest); the other two
     // consumers' matrix products cover its softmax instead.
     constexpr bool SEQ = NC == 3;
+    static_assert(SEQ || (SPLIT == 1 && !SKIP), "the banded form (SPLIT, SKIP) needs three consumers");
 
     float s[SN], oacc[ON];
     u32 p[PN];
@@ -567,10 +582,12 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
         // no valid row); tiles inside it skip the element mask.
         const int wfirst = m0 + 64 * wg;
         const int wlast = (wfirst + 64 < rows ? wfirst + 64 : rows) - 1;
-        int wfirst_hi = 0, wlast_lo = 0, unused2, unused3;
+        int wfirst_lo = 0, wfirst_hi = 0, wlast_lo = 0, wlast_hi = 0;
         if (wfirst < rows) {
-            att_row_range(wfirst, w.lq, lk, causal, wl, wr, unused2, wfirst_hi);
-            att_row_range(wlast, w.lq, lk, causal, wl, wr, wlast_lo, unused3);
+            att_row_range(wfirst, w.lq, lk, causal, wl, wr, wfirst_lo, wfirst_hi);
+            att_row_range(wlast, w.lq, lk, causal, wl, wr, wlast_lo, wlast_hi);
+        } else {
+            wlast_hi = -0x7fffffff;  // no valid row: every tile skipped (SKIP)
         }
         // This thread's rows m0 + wrow and m0 + wrow + 8: their keys (the same for every tile;
         // kept rather than lq, lk, the window and causal, which the loop needs for nothing else).
@@ -727,6 +744,47 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             // NOTE: a quarter of these exp2 on the FMA pipe (range reduction and a degree-5
             // polynomial) instead of the MUFU ran slower: D 64 447 -> 461 us, D 128 1.02 -> 1.08 ms
             // (run 26 call G); the MUFU is busy but not the limit.
+            if constexpr (SEQ && SPLIT > 1) {
+                // The banded form: O += P_j·V_j now (outside the turns), done before the next
+                // tile's S, in SPLIT parts of the keys, each part's P·V issued as soon as its
+                // exponents are, so that the tensor cores run it while the next part's exponents
+                // are computed: a consumer's chain per tile (S, softmax, P·V; the pace of the CTA
+                // at D 64, where neither the tensor cores nor the MUFU are busy half the time) gets
+                // shorter. Before the first part's P·V, O rescaled (the previous P·V is done) and V
+                // waited for. Run 35 call C (interleaved, 3 rounds, with SKIP): causal D 64 345.8 ->
+                // 344.3 / 334.2 / 329.7 us in 2 / 4 / 8 parts, docs 158.3 -> 144.3; without a band
+                // (nothing skipped) slower: non-causal 1.15 -> 1.22 ms, the image mask 432.1 ->
+                // 442.0 us, hence the host's choice of kernel.
+                float rs[2] = {0.0f, 0.0f};
+                aws_parts<SPLIT>([&](auto part_tag) {
+                    constexpr int part = decltype(part_tag)::value, SE = SN / SPLIT, PE = PN / SPLIT;
+#pragma unroll
+                    for (int e = part * SE; e < (part + 1) * SE; ++e) {
+                        s[e] = att_exp2(fmaf(s[e], mul, -mu[(e >> 1) & 1]));
+                        rs[(e >> 1) & 1] += s[e];
+                    }
+                    if constexpr (part == 0) {
+                        // NOTE: warp-uniform vote: with the lazy shift most tiles skip this.
+                        if (!first && __any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+#pragma unroll
+                            for (int e = 0; e < ON; ++e) oacc[e] *= alpha[(e >> 1) & 1];
+                        }
+                    }
+#pragma unroll
+                    for (int i = part * PE; i < (part + 1) * PE; ++i) p[i] = att_pack<T>(s[2 * i], s[2 * i + 1]);
+                    if constexpr (part == 0) wait_v(j, n, lk);
+                    a90_mma_fence();
+                    aws_pv<T, D, BN, part * BN / 16 / SPLIT, BN / 16 / SPLIT>(oacc, p, sV + ks_ * TILE);
+                    a90_mma_commit();
+                });
+#pragma unroll
+                for (int x = 0; x < 2; ++x) lrow[x] = lrow[x] * alpha[x] + rs[x];
+                a90_mma_wait<0>();
+                a90_fence_f<ON>(oacc);
+                a90_fence_u<PN>(p);
+                release(v_empty + 8 * ks_);
+                return;
+            }
             float rs[2] = {0.0f, 0.0f};
 #pragma unroll
             for (int e = 0; e < SN; ++e) {
@@ -765,25 +823,55 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             }
         };
 
-        tile(w.nfirst, 0, a90_flag<true>());
-        ++j;
-        int nprev = w.nfirst;
-        for (int n = fm.next(w.nfirst + BN, w.bhi, m0, w.last); n < w.bhi; n = fm.next(n + BN, w.bhi, m0, w.last)) {
-            tile(n, nprev, a90_flag<false>());
-            nprev = n;
+        // SKIP (the banded form; with SEQ, so that a tile's work is all within it), with the turns:
+        // this warpgroup skips the key tiles that hold no key any of its valid rows may see (it has
+        // no valid row, or the tile lies before its first row's keys or past its last row's:
+        // causal and the window leave no gap in the CTA's span, so those lead or trail the tiles
+        // it runs, and other rows of the CTA need them). A skipped tile is its turn passed on and
+        // its stages released, without waiting for them to fill (the wait loops spilled 44 bytes
+        // more): a consumer's turn for tile j comes after every consumer has finished tile j - 2
+        // (each finishes a tile before its next turn, and the turns go round in order), so its
+        // releases count for tile j's round, and another consumer runs tile j, waiting for its
+        // loads before the producer may refill the stage. Not the tiles that only the ranges mask
+        // for its rows: every consumer might skip one of those, and none would wait for its loads.
+        // The softmax state is as if those scores were all masked (p = 0). Skipping alone saves
+        // little (the CTA waits for its slowest consumer, whose chain of S, softmax and P·V per
+        // tile sets the pace: run 35 call A, causal D 64 344.7 -> 343.6 us); with SPLIT's shorter
+        // chain it gains 9% (call C: 365.9 -> 334.2 us at 4 parts).
+        auto pass = [&]() {
+            hp_named_sync(sched_me, 256);
+            hp_named_arrive(sched_next, 256);
+            release(k_empty + 8 * (j % STAGES));
+            release(v_empty + 8 * (j % STAGES));
             ++j;
+        };
+        int n = w.nfirst;
+        if (SKIP && pingpong)
+            for (; n < w.bhi && n + BN <= wfirst_lo; n = fm.next(n + BN, w.bhi, m0, w.last)) pass();
+        const int nend = SKIP && pingpong ? min(w.bhi, wlast_hi) : w.bhi;
+        if (n < nend) {
+            tile(n, 0, a90_flag<true>());
+            ++j;
+            int nprev = n;
+            for (n = fm.next(n + BN, w.bhi, m0, w.last); n < nend; n = fm.next(n + BN, w.bhi, m0, w.last)) {
+                tile(n, nprev, a90_flag<false>());
+                nprev = n;
+                ++j;
+            }
+            // The last tile's P·V (outside the turns: nothing of the other consumer waits on it).
+            if constexpr (!SEQ) {
+                const int jl = j - 1;
+                wait_v(jl, nprev, lk);
+                a90_mma_fence();
+                aws_pv<T, D, BN>(oacc, p, sV + (jl % STAGES) * TILE);
+                a90_mma_commit();
+                a90_mma_wait<0>();
+                a90_fence_f<ON>(oacc);
+                release(v_empty + 8 * (jl % STAGES));
+            }
         }
-        // The last tile's P·V (outside the turns: nothing of the other consumer waits on it).
-        if constexpr (!SEQ) {
-            const int jl = j - 1;
-            wait_v(jl, nprev, lk);
-            a90_mma_fence();
-            aws_pv<T, D, BN>(oacc, p, sV + (jl % STAGES) * TILE);
-            a90_mma_commit();
-            a90_mma_wait<0>();
-            a90_fence_f<ON>(oacc);
-            release(v_empty + 8 * (jl % STAGES));
-        }
+        if (SKIP && pingpong)
+            for (; n < w.bhi; n = fm.next(n + BN, w.bhi, m0, w.last)) pass();
         store(w, qb);
     }
     // Consumer 0 takes the turn consumer 1 handed over last (or at the start), so that both
@@ -795,7 +883,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
 // arguments of the other attention kernels (q, k, v are read through the tensor maps only; the
 // FlashMask tables `fm` in place of the column ranges), the probe flags, then the maps of q, k and
 // v by value.
-#define AWS_KERNEL_1(NAME, DIM, NC, TY, SUFFIX)                                                                \
+#define AWS_KERNEL_1(NAME, DIM, NC, SPLIT, SKIP, TY, SUFFIX)                                                   \
     namespace NAME##_d##DIM##_##SUFFIX##_ns {                                                                  \
     using T = TY;                                                                                              \
     extern "C" __global__ void __launch_bounds__(aws::Cfg<NC>::THREADS, 1) NAME##_d##DIM##_##SUFFIX(           \
@@ -803,16 +891,16 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
         int hq, int hkv, float scale, float softcap, int causal, long long wl, long long wr, int flags,       \
         int units, int* tickets, const __grid_constant__ HpTmap q_map, const __grid_constant__ HpTmap k_map,                           \
         const __grid_constant__ HpTmap v_map) {                                                                \
-        aws_impl<TY, DIM, NC>(o, lse, items, fm, tq, tk, hq, hkv, scale, softcap, causal, wl, wr, flags, units,   \
-                              tickets, &q_map, &k_map, &v_map);                                                                     \
+        aws_impl<TY, DIM, NC, SPLIT, SKIP>(o, lse, items, fm, tq, tk, hq, hkv, scale, softcap, causal, wl, wr, \
+                                           flags, units, tickets, &q_map, &k_map, &v_map);                     \
     }                                                                                                          \
     }
-AWS_KERNEL_1(attention_sm90ws, 64, 2, f16, f16)
-AWS_KERNEL_1(attention_sm90ws, 64, 2, bf16, bf16)
-AWS_KERNEL_1(attention_sm90ws, 128, 2, f16, f16)
-AWS_KERNEL_1(attention_sm90ws, 128, 2, bf16, bf16)
-AWS_KERNEL_1(attention_sm90ws, 256, 2, f16, f16)
-AWS_KERNEL_1(attention_sm90ws, 256, 2, bf16, bf16)
+AWS_KERNEL_1(attention_sm90ws, 64, 2, 1, false, f16, f16)
+AWS_KERNEL_1(attention_sm90ws, 64, 2, 1, false, bf16, bf16)
+AWS_KERNEL_1(attention_sm90ws, 128, 2, 1, false, f16, f16)
+AWS_KERNEL_1(attention_sm90ws, 128, 2, 1, false, bf16, bf16)
+AWS_KERNEL_1(attention_sm90ws, 256, 2, 1, false, f16, f16)
+AWS_KERNEL_1(attention_sm90ws, 256, 2, 1, false, bf16, bf16)
 // Three consumers at D 64 (`attention_sm90ws3_d64_*`, 192 rows, 512 threads; the default there,
 // MOEKIT_CUDA_ATTN=ws2 takes the two-consumer kernel): the softmax weighs twice as much against
 // the matrix products there. With the intra-warpgroup overlap it spilled 44 bytes at 160 registers
@@ -823,7 +911,12 @@ AWS_KERNEL_1(attention_sm90ws, 256, 2, bf16, bf16)
 // (run 33 call B: causal S4096 376 -> 342 us, non-causal S8192 1.33 -> 1.15 ms; call D: ranges
 // +5%, image +10%) but on the docs mask (-6.5%; run 34 call B, with the ranged tiles' interval
 // loop and causal ranges as the flag, docs too: 164.7 against 173.6 us).
-AWS_KERNEL_1(attention_sm90ws3, 64, 3, f16, f16)
-AWS_KERNEL_1(attention_sm90ws3, 64, 3, bf16, bf16)
+AWS_KERNEL_1(attention_sm90ws3, 64, 3, 1, false, f16, f16)
+AWS_KERNEL_1(attention_sm90ws3, 64, 3, 1, false, bf16, bf16)
+// Their banded form (`attention_sm90ws3s_d64_*`, the host's choice for causal or windowed
+// problems): each consumer skips the key tiles outside its rows' band, and a tile's exponents and
+// P·V run in 8 parts (run 35 call C: causal D 64 345.8 -> 329.7 us, 1.02x SDPA-cuDNN in its record).
+AWS_KERNEL_1(attention_sm90ws3s, 64, 3, 8, true, f16, f16)
+AWS_KERNEL_1(attention_sm90ws3s, 64, 3, 8, true, bf16, bf16)
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL

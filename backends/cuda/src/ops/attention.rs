@@ -7,7 +7,8 @@
 //! `attention_sm90ws_d{D}_{dtype}` (`kernels/attention_sm90_ws.cu`: warp-specialised, TMA loads
 //! of K/V through tensor maps, two consumer warpgroups in ping-pong over wgmma; key tiles of 128,
 //! of 64 at D 256; at D 64 its three-consumer form `attention_sm90ws3_d64_{dtype}`, 192-row
-//! blocks, or the two-consumer one with `MOEKIT_CUDA_ATTN=ws2`), or with `MOEKIT_CUDA_ATTN=sm90`
+//! blocks, on causal or windowed problems in its banded form `attention_sm90ws3s_d64_{dtype}`,
+//! or the two-consumer one with `MOEKIT_CUDA_ATTN=ws2`), or with `MOEKIT_CUDA_ATTN=sm90`
 //! (D <= 128) on `attention_sm90_d{D}_{dtype}` (`kernels/attention_sm90.cu`: wgmma, cp.async,
 //! the two warpgroups in step); elsewhere (sm_80+, or `MOEKIT_CUDA_ATTN=fa2`) D <= 128 on
 //! `attention_fa2_d{D}_{dtype}` (128-row blocks, 32 rows per warp, double-buffered K/V); D = 256
@@ -24,6 +25,7 @@ use super::flashmask::PlanCache;
 use super::grouped_gemm_tma::{encode_map_for, MapGeometry, TensorMap};
 use crate::backend::{device_err, lock};
 use crate::launch::{i32_of, kernel_name, launch_err};
+use crate::runtime::define_usize;
 use crate::runtime::sources::{ATTENTION, ATTENTION_SM90WS};
 use crate::{CudaBackend, CudaBuffer};
 use cudarc::driver::sys::CUfunction_attribute_enum;
@@ -42,9 +44,11 @@ const Q_BOX_ROWS: usize = 64;
 const BLOCK_N: usize = 64;
 /// Keys per tile of the Hopper kernels; matches `a90::BN` and `aws::BN_OF<D>` for D <= 128.
 const BLOCK_N2: usize = 128;
-/// Keys per tile of the warp-specialised kernels at D 64; matches `WS_D64_BN` (a build switch
-/// for measurements: 128, or 192).
-const SM90WS_D64_BN: usize = 128;
+/// Keys per tile of the warp-specialised kernels at D 64: `WS_D64_BN`, a build switch for
+/// measurements (128, or 192), read from `MOEKIT_CUDA_DEFINES` as the kernels are built.
+fn sm90ws_d64_bn() -> usize {
+    define_usize("WS_D64_BN", 128)
+}
 /// Keys per tile of the warp-specialised kernel at D 256; matches `aws::BN_OF<256>`.
 const BLOCK_N2_D256: usize = 64;
 /// Threads per CTA of the sm_80 kernels; matches `ATT_THREADS` and `ATT2_THREADS`.
@@ -61,10 +65,19 @@ const BLOCK_M3: usize = 192;
 const THREADS_SM90WS3: u32 = 512;
 /// Key and value stages of the warp-specialised kernel at D 128 and 256; match `2 * aws::STAGES_OF<D>`.
 const SM90WS_STAGES: usize = 2 + 2;
-/// K and V stages each of the warp-specialised kernel at D 64; matches `WS_D64_STAGES`.
-const SM90WS_D64_STAGES: usize = 2;
+/// K and V stages each of the warp-specialised kernel at D 64: `WS_D64_STAGES`, a build switch
+/// (2; 3 or 4 for measurements), read as `sm90ws_d64_bn`.
+fn sm90ws_d64_stages() -> usize {
+    define_usize("WS_D64_STAGES", 2)
+}
 /// Bytes reserved for its mbarriers and unit slots; matches `aws::BAR_BYTES`.
-const SM90WS_BARS: usize = if SM90WS_D64_STAGES > 3 { 256 } else { 128 };
+fn sm90ws_bars() -> usize {
+    if sm90ws_d64_stages() > 3 {
+        256
+    } else {
+        128
+    }
+}
 /// Environment override: `v1` forces the 64-row tensor-core kernel, `fa2` the 128-row mma.sync
 /// kernel (instead of the Hopper ones), `sm90` the Hopper kernel without warp specialisation.
 const ENV_PATH: &str = "MOEKIT_CUDA_ATTN";
@@ -83,9 +96,10 @@ const TICKET_CTAS: usize = 1024;
 /// taking turns), `eager-rescale` (O is rescaled whenever a row maximum grows), `no-fold` (the
 /// scores are scaled one by one, not in the exponent's fma), `no-persist` (one CTA per unit
 /// instead of a persistent wave), `static` (the persistent CTAs take their units in fixed
-/// rounds, not by ticket), `grid=N` (at most N CTAs: many units per CTA in tests) and
+/// rounds, not by ticket), `grid=N` (at most N CTAs: many units per CTA in tests),
 /// `ranges-as-given` (column ranges whose upper intervals are causal are not turned into the
-/// causal flag).
+/// causal flag) and `whole-tiles` (at D 64, causal and windowed problems on the three-consumer
+/// kernel without the banded form's skips and split).
 const ENV_PROBE: &str = "MOEKIT_CUDA_ATTN_PROBE";
 /// A null device pointer for an absent optional argument.
 const NULL: u64 = 0;
@@ -140,7 +154,12 @@ impl AttentionOps for CudaBackend {
         // The warp-specialised kernels live in a module of their own (the first call compiles 4
         // kernels, not all of them).
         let src = if path.warp_specialised() { &ATTENTION_SM90WS } else { &ATTENTION };
-        let f = self.kernels.function(OP, src, &kernel_name(&path.kernel_base(p.head_dim), p.dtype))?;
+        // Causal or windowed rows see a band of keys: there the three consumers take the kernel
+        // that skips each consumer's tiles outside its rows' band (`whole-tiles` in the probe:
+        // the one that runs them).
+        let banded = (causal != 0 || wl >= 0) && !probe.whole_tiles;
+        let base = path.kernel_base(p.head_dim, banded);
+        let f = self.kernels.function(OP, src, &kernel_name(&base, p.dtype))?;
         let shared = path.shared_bytes(p.head_dim, p.dtype.size());
         allow_shared(&f, shared)?;
 
@@ -160,8 +179,7 @@ impl AttentionOps for CudaBackend {
                     token_map(self, data, p, tokens, heads, rows, tile_rows)
                 };
                 if !probe.no_persist {
-                    let name = path.kernel_base(p.head_dim);
-                    let per_sm = self.resident_blocks(OP, &f, &name, path.threads(), shared as usize)?;
+                    let per_sm = self.resident_blocks(OP, &f, &base, path.threads(), shared as usize)?;
                     grid = ctas.min(self.sms * per_sm);
                 }
                 // `grid=N` caps the wave (tests: many rounds per CTA on small problems).
@@ -257,7 +275,7 @@ impl Path {
     fn block_n(self, d: usize) -> usize {
         match self {
             Path::Sm90Ws if d > 128 => BLOCK_N2_D256,
-            Path::Sm90Ws | Path::Sm90Ws3 if d == 64 => SM90WS_D64_BN,
+            Path::Sm90Ws | Path::Sm90Ws3 if d == 64 => sm90ws_d64_bn(),
             Path::Sm90 | Path::Sm90Ws | Path::Sm90Ws3 => BLOCK_N2,
             _ => 0,
         }
@@ -272,13 +290,19 @@ impl Path {
         }
     }
 
-    fn kernel_base(self, d: usize) -> String {
+    /// The kernel's name without its dtype; `banded` (causal or windowed rows) takes the
+    /// three-consumer kernel's banded form, `attention_sm90ws3s_*`: each consumer skips the key
+    /// tiles outside its own rows' band and splits a tile's exponents and P·V into 8 parts (run
+    /// 35 call C: causal D 64 345.8 -> 329.7 us, docs 158.3 -> 144.3; on problems without a band
+    /// the split alone is slower: non-causal 1.15 -> 1.22 ms, the image mask 432.1 -> 442.0).
+    fn kernel_base(self, d: usize, banded: bool) -> String {
         match self {
             Path::Rows => format!("attention_rows_d{d}"),
             Path::MmaV1 => format!("attention_mma_d{d}"),
             Path::Fa2 => format!("attention_fa2_d{d}"),
             Path::Sm90 => format!("attention_sm90_d{d}"),
             Path::Sm90Ws => format!("attention_sm90ws_d{d}"),
+            Path::Sm90Ws3 if banded => format!("attention_sm90ws3s_d{d}"),
             Path::Sm90Ws3 => format!("attention_sm90ws3_d{d}"),
         }
     }
@@ -298,9 +322,9 @@ impl Path {
             Path::Sm90Ws | Path::Sm90Ws3 => {
                 let (bn, consumers) = (self.block_n(d), self.block_m() / 64);
                 let q_buffers = if d > 128 { 1 } else { 2 };
-                let stages = if d == 64 { 2 * SM90WS_D64_STAGES } else { SM90WS_STAGES };
+                let stages = if d == 64 { 2 * sm90ws_d64_stages() } else { SM90WS_STAGES };
                 let tiles = (q_buffers * self.block_m() + stages * bn) * d * elem;
-                return (tiles + SM90WS_BARS + consumers * bn * 16 + 1024) as u32;
+                return (tiles + sm90ws_bars() + consumers * bn * 16 + 1024) as u32;
             }
         };
         (rows * (d + 8) * elem) as u32
@@ -349,6 +373,9 @@ struct Probe {
     /// `ranges-as-given`: column ranges whose upper intervals are causal stay ranges instead of
     /// the causal flag (`flashmask::causal_from_ranges`).
     ranges_as_given: bool,
+    /// `whole-tiles`: the three-consumer kernel runs every key tile of its rows' span on causal
+    /// or windowed problems too (`attention_sm90ws3_*`, not the banded form).
+    whole_tiles: bool,
 }
 
 impl Probe {
@@ -362,6 +389,7 @@ impl Probe {
                 "no-persist" => probe.no_persist = true,
                 "static" => probe.fixed_rounds = true,
                 "ranges-as-given" => probe.ranges_as_given = true,
+                "whole-tiles" => probe.whole_tiles = true,
                 _ => {
                     if probe.grid_cap.is_none() {
                         probe.grid_cap = w.strip_prefix("grid=").and_then(|n| n.parse().ok());
@@ -524,6 +552,15 @@ mod tests {
     }
 
     #[test]
+    fn banded_problems_take_the_banded_three_consumer_kernel() {
+        assert_eq!(Path::Sm90Ws3.kernel_base(64, true), "attention_sm90ws3s_d64");
+        assert_eq!(Path::Sm90Ws3.kernel_base(64, false), "attention_sm90ws3_d64");
+        // The other kernels have no banded form.
+        assert_eq!(Path::Sm90Ws.kernel_base(128, true), "attention_sm90ws_d128");
+        assert_eq!(Path::Fa2.kernel_base(64, true), "attention_fa2_d64");
+    }
+
+    #[test]
     fn probe_words_set_their_flags() {
         let flags = |env| Probe::parse(env).flags;
         assert_eq!(flags(None), 0);
@@ -538,6 +575,7 @@ mod tests {
         );
         assert_eq!(Probe::parse(Some("no-persist,grid=x")), Probe { no_persist: true, ..Probe::default() });
         assert_eq!(Probe::parse(Some("ranges-as-given")), Probe { ranges_as_given: true, ..Probe::default() });
+        assert_eq!(Probe::parse(Some("whole-tiles")), Probe { whole_tiles: true, ..Probe::default() });
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileError, CompileOptions, Ptx};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// The prelude every kernel source starts with.
 const COMMON: &str = include_str!("../../kernels/common.cuh");
@@ -11,16 +12,38 @@ const COMMON: &str = include_str!("../../kernels/common.cuh");
 const OPTIONS: [&str; 2] = ["-std=c++17", "-default-device"];
 
 /// The kernels' build switches set from `MOEKIT_CUDA_DEFINES` (`NAME=VALUE` or `NAME`, separated
-/// by commas or spaces; e.g. `WS_RANGED_FAST=1`), as `-D` options: a measurement aid, so that one
+/// by commas or spaces; e.g. `WS_D64_STAGES=3`), as `-D` options: a measurement aid, so that one
 /// binary runs each variant of a kernel (each variant's PTX has its own cache entry). Unset or
-/// empty: none, the default build.
+/// empty: none, the default build. Read once per process ([`define_usize`] sees the same list).
 ///
 /// # Errors
 /// An entry whose name is not a C identifier or whose value holds anything but letters, digits,
 /// `_`, `.` and `-`.
 fn env_defines() -> Result<Vec<String>, String> {
-    let raw = std::env::var("MOEKIT_CUDA_DEFINES").unwrap_or_default();
-    parse_defines(&raw)
+    parse_defines(env_raw())
+}
+
+/// `MOEKIT_CUDA_DEFINES` as the process first read it (the kernels and the host's layouts see the
+/// same switches however the variable changes later).
+fn env_raw() -> &'static str {
+    static RAW: OnceLock<String> = OnceLock::new();
+    RAW.get_or_init(|| std::env::var("MOEKIT_CUDA_DEFINES").unwrap_or_default())
+}
+
+/// The value of build switch `name` in `MOEKIT_CUDA_DEFINES`, for the host's side of a layout
+/// that the switch changes (e.g. `WS_D64_STAGES`, the shared memory); `default` when it is not
+/// set there as a number.
+pub(crate) fn define_usize(name: &str, default: usize) -> usize {
+    define_in(env_raw(), name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The value of `name` in a `MOEKIT_CUDA_DEFINES` list (`1` for a bare name; the last one wins,
+/// as with repeated `-D`).
+fn define_in<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
+    raw.split([',', ' ']).rev().find_map(|d| {
+        let (n, v) = d.split_once('=').unwrap_or((d, "1"));
+        (n == name).then_some(v)
+    })
 }
 
 fn parse_defines(raw: &str) -> Result<Vec<String>, String> {
@@ -138,7 +161,17 @@ fn store(path: &Path, ptx: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_defines;
+    use super::{define_in, parse_defines};
+
+    #[test]
+    fn a_define_is_looked_up_by_name() {
+        let raw = "WS_SPLIT=4, WS_D64_STAGES=3,X WS_D64_STAGES=5";
+        assert_eq!(define_in(raw, "WS_SPLIT"), Some("4"));
+        assert_eq!(define_in(raw, "WS_D64_STAGES"), Some("5"));
+        assert_eq!(define_in(raw, "X"), Some("1"));
+        assert_eq!(define_in(raw, "WS"), None);
+        assert_eq!(define_in("", "X"), None);
+    }
 
     #[test]
     fn defines_parse_and_reject() {

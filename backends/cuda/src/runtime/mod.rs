@@ -5,7 +5,7 @@
 mod compile;
 pub(crate) mod sources;
 
-pub(crate) use compile::{arch_for, cache_dir, compile, Source};
+pub(crate) use compile::{arch_for, cache_dir, compile, define_usize, Source};
 
 use crate::NAME;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
