@@ -741,6 +741,14 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             mx[0] *= mul;
             mx[1] *= mul;
             aws_online_max(mx, mrow, mu, alpha, lazy);
+            // O rescaled where a row's shift moved (once the previous P·V is done).
+            auto rescale_o = [&]() {
+                // NOTE: warp-uniform vote: with the lazy shift most tiles skip this.
+                if (!first && __any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+#pragma unroll
+                    for (int e = 0; e < ON; ++e) oacc[e] *= alpha[(e >> 1) & 1];
+                }
+            };
             // NOTE: a quarter of these exp2 on the FMA pipe (range reduction and a degree-5
             // polynomial) instead of the MUFU ran slower: D 64 447 -> 461 us, D 128 1.02 -> 1.08 ms
             // (run 26 call G); the MUFU is busy but not the limit.
@@ -763,13 +771,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
                         s[e] = att_exp2(fmaf(s[e], mul, -mu[(e >> 1) & 1]));
                         rs[(e >> 1) & 1] += s[e];
                     }
-                    if constexpr (part == 0) {
-                        // NOTE: warp-uniform vote: with the lazy shift most tiles skip this.
-                        if (!first && __any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
-#pragma unroll
-                            for (int e = 0; e < ON; ++e) oacc[e] *= alpha[(e >> 1) & 1];
-                        }
-                    }
+                    if constexpr (part == 0) rescale_o();
 #pragma unroll
                     for (int i = part * PE; i < (part + 1) * PE; ++i) p[i] = att_pack<T>(s[2 * i], s[2 * i + 1]);
                     if constexpr (part == 0) wait_v(j, n, lk);
@@ -803,11 +805,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
                 a90_fence_u<PN>(p);
                 release(v_empty + 8 * vs_prev);
             }
-            // NOTE: warp-uniform vote: with the lazy shift most tiles skip this.
-            if (!first && __any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
-#pragma unroll
-                for (int e = 0; e < ON; ++e) oacc[e] *= alpha[(e >> 1) & 1];
-            }
+            rescale_o();
 #pragma unroll
             for (int i = 0; i < PN; ++i) p[i] = att_pack<T>(s[2 * i], s[2 * i + 1]);
             if constexpr (SEQ) {
