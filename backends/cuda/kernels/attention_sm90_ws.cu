@@ -2,7 +2,9 @@
 // Attention forward on Hopper, warp-specialised: `attention_sm90ws_d{64,128,256}_{f16,bf16}` (the
 // default on sm_90a; MOEKIT_CUDA_ATTN=sm90 picks attention_sm90.cu's kernel for D <= 128), and
 // `attention_sm90ws3_d64_*` (three consumers; see the instantiations) with its banded form
-// `attention_sm90ws3s_d64_*` (causal or windowed problems: SKIP and SPLIT in `aws_impl`).
+// `attention_sm90ws3s_d64_*` (causal or windowed problems: SKIP and SPLIT in `aws_impl`); and
+// their forms for FlashMask plans with causal blocks (CB: `attention_sm90wsc_d{128,256}_*`,
+// `attention_sm90ws3sc_d64_*`, with AWS_CAUSAL_BLOCKS defined, in a module of their own).
 // Its own module (src/runtime/sources.rs: after attention.cu and attention_sm90.cu with
 // ATT_HELPERS_ONLY, which leaves their kernels out; the first call compiles 10 kernels, not 33):
 // same work items, arguments and masking helpers, and the wgmma wrappers, descriptors, shared
@@ -212,9 +214,10 @@ __device__ __forceinline__ int aws_next_unit(int* tickets, int r, int units) {
 template <int BN, int BM> struct AwsUnit {
     AwsFm<BN> fm;
     int h, kvh, q0, lq, k0, lk, m0, rows, last, bhi, nfirst;
+    int causal;  // the problem's flag, or (CB) the host's causal block
     __device__ __forceinline__ bool has_tiles() const { return nfirst < bhi; }
 };
-template <int BN, int BM>
+template <int BN, int BM, bool CB>
 __device__ __forceinline__ AwsUnit<BN, BM> aws_unit(int u, int units, const i32* items, const i32* fm_, int tk, int hq,
                                                     int hkv, int causal, long long wl, long long wr) {
     AwsUnit<BN, BM> w;
@@ -226,12 +229,20 @@ __device__ __forceinline__ AwsUnit<BN, BM> aws_unit(int u, int units, const i32*
     // The item's rows end at `rows` (the sequence's end, or the host's m1 with ranges).
     w.fm = aws_fm<BN>(fm_, item, units / hq, tk);
     w.rows = min(w.lq, w.fm.m1);
+    // CB (the kernels for plans with causal blocks): a causal block takes the causal flag. A
+    // per-unit flag in every kernel cost 1% on the plain problems (run 36 call B: causal D 128
+    // 918.7 -> 927.9 us, non-causal D 64 1.15 -> 1.16 ms), hence kernels of their own.
+    w.causal = causal;
+    if constexpr (CB) {
+        // A causal block: its entry's first word -2 (a clear block, `tiles` none).
+        if (fm_ && __ldg(fm_ + 4 * item) == -2) w.causal = 1;
+    }
     // CTA key tiles: from the first row's lower bound to the last row's upper bound (with
     // ranges, from the host's n0 on its grid, which is inside those bounds).
     w.last = (w.m0 + BM < w.rows ? w.m0 + BM : w.rows) - 1;
     int blo, unused0, unused1;
-    att_row_range(w.m0, w.lq, w.lk, causal, wl, wr, blo, unused0);
-    att_row_range(w.last, w.lq, w.lk, causal, wl, wr, unused1, w.bhi);
+    att_row_range(w.m0, w.lq, w.lk, w.causal, wl, wr, blo, unused0);
+    att_row_range(w.last, w.lq, w.lk, w.causal, wl, wr, unused1, w.bhi);
     const int nstart = w.fm.none() ? (blo / BN) * BN : w.fm.n0;
     w.bhi = min(w.bhi, w.fm.n1);
     w.nfirst = w.fm.next(nstart, w.bhi, w.m0, w.last);
@@ -257,7 +268,7 @@ template <int QB> __device__ __forceinline__ int* aws_slot(int* tickets, int b) 
 // both (sessions 19 and 20; run 29 call A: 20 reports on the bulk copy), so the word stays out
 // of what it checks (run 29 call B: 0 hazards). Without tickets (static rounds) there are no
 // slots: the consumers compute the units themselves.
-template <int D, int NC>
+template <int D, int NC, bool CB>
 __device__ __forceinline__ void aws_produce(const HpTmap* qm, const HpTmap* km, const HpTmap* vm, u32 sQ, u32 sK,
                                             u32 sV, u32 bars, int* tickets, int units, const i32* items, const i32* fm_, int tk, int hq,
                                             int hkv, int causal, long long wl, long long wr) {
@@ -287,7 +298,7 @@ __device__ __forceinline__ void aws_produce(const HpTmap* qm, const HpTmap* km, 
             hand(b, -1, 0);
             break;
         }
-        const AwsUnit<BN, Cfg<NC>::BM> w = aws_unit<BN, Cfg<NC>::BM>(u, units, items, fm_, tk, hq, hkv, causal, wl, wr);
+        const AwsUnit<BN, Cfg<NC>::BM> w = aws_unit<BN, Cfg<NC>::BM, CB>(u, units, items, fm_, tk, hq, hkv, causal, wl, wr);
         const int qbytes = w.has_tiles() ? QTILE : 0;
         if (tickets) {
             hand(b, u, qbytes);
@@ -447,7 +458,7 @@ __device__ __forceinline__ void aws_pv(float* o, const u32* p, u32 vt) {
     for (int kk = KK0; kk < KK0 + NK; ++kk) A90Pv<T, D>::run(o, p + 4 * kk, dv + ((kk * 16 * 128) >> 4));
 }
 
-template <typename T, int D, int NC, int SPLIT, bool SKIP>
+template <typename T, int D, int NC, int SPLIT, bool SKIP, bool CB>
 __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, const i32* fm_, int tq, int tk, int hq,
                                          int hkv, float scale, float softcap, int causal, long long wl, long long wr,
                                          int flags, int units, int* tickets, const HpTmap* qm, const HpTmap* km,
@@ -488,7 +499,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
     if (role == 0) {
         hp_setmaxnreg_dec<Regs<D, NC>::PRODUCER>();
         if (tid == 0)
-            aws_produce<D, NC>(qm, km, vm, sQ, sK, sV, bars, tickets, units, items, fm_, tk, hq, hkv, causal, wl,
+            aws_produce<D, NC, CB>(qm, km, vm, sQ, sK, sV, bars, tickets, units, items, fm_, tk, hq, hkv, causal, wl,
                                wr);
         return;
     }
@@ -565,7 +576,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
             if (u >= units) break;
             hp_bar_wait(q_full + 8 * qb, (u32)((r / QB) & 1));
         }
-        const Unit w = aws_unit<BN, BM>(u, units, items, fm_, tk, hq, hkv, causal, wl, wr);
+        const Unit w = aws_unit<BN, BM, CB>(u, units, items, fm_, tk, hq, hkv, causal, wl, wr);
         // A unit starts with O at zero and no row statistics.
 #pragma unroll
         for (int e = 0; e < ON; ++e) oacc[e] = 0.0f;
@@ -584,16 +595,16 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
         const int wlast = (wfirst + 64 < rows ? wfirst + 64 : rows) - 1;
         int wfirst_lo = 0, wfirst_hi = 0, wlast_lo = 0, wlast_hi = 0;
         if (wfirst < rows) {
-            att_row_range(wfirst, w.lq, lk, causal, wl, wr, wfirst_lo, wfirst_hi);
-            att_row_range(wlast, w.lq, lk, causal, wl, wr, wlast_lo, wlast_hi);
+            att_row_range(wfirst, w.lq, lk, w.causal, wl, wr, wfirst_lo, wfirst_hi);
+            att_row_range(wlast, w.lq, lk, w.causal, wl, wr, wlast_lo, wlast_hi);
         } else {
             wlast_hi = -0x7fffffff;  // no valid row: every tile skipped (SKIP)
         }
         // This thread's rows m0 + wrow and m0 + wrow + 8: their keys (the same for every tile;
         // kept rather than lq, lk, the window and causal, which the loop needs for nothing else).
         int rlo[2], rhi[2];
-        att_row_range(m0 + wrow, w.lq, lk, causal, wl, wr, rlo[0], rhi[0]);
-        att_row_range(m0 + wrow + 8, w.lq, lk, causal, wl, wr, rlo[1], rhi[1]);
+        att_row_range(m0 + wrow, w.lq, lk, w.causal, wl, wr, rlo[0], rhi[0]);
+        att_row_range(m0 + wrow + 8, w.lq, lk, w.causal, wl, wr, rlo[1], rhi[1]);
         // The ranges mask none of this warpgroup's valid rows in key tile n (no valid row: true).
         auto fm_clear = [&](int n) {
             if (wfirst >= rows) return true;
@@ -881,7 +892,7 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
 // arguments of the other attention kernels (q, k, v are read through the tensor maps only; the
 // FlashMask tables `fm` in place of the column ranges), the probe flags, then the maps of q, k and
 // v by value.
-#define AWS_KERNEL_1(NAME, DIM, NC, SPLIT, SKIP, TY, SUFFIX)                                                   \
+#define AWS_KERNEL_1(NAME, DIM, NC, SPLIT, SKIP, CB, TY, SUFFIX)                                               \
     namespace NAME##_d##DIM##_##SUFFIX##_ns {                                                                  \
     using T = TY;                                                                                              \
     extern "C" __global__ void __launch_bounds__(aws::Cfg<NC>::THREADS, 1) NAME##_d##DIM##_##SUFFIX(           \
@@ -889,16 +900,17 @@ __device__ __forceinline__ void aws_impl(T* o_, float* lse, const i32* items, co
         int hq, int hkv, float scale, float softcap, int causal, long long wl, long long wr, int flags,       \
         int units, int* tickets, const __grid_constant__ HpTmap q_map, const __grid_constant__ HpTmap k_map,                           \
         const __grid_constant__ HpTmap v_map) {                                                                \
-        aws_impl<TY, DIM, NC, SPLIT, SKIP>(o, lse, items, fm, tq, tk, hq, hkv, scale, softcap, causal, wl, wr, \
-                                           flags, units, tickets, &q_map, &k_map, &v_map);                     \
+        aws_impl<TY, DIM, NC, SPLIT, SKIP, CB>(o, lse, items, fm, tq, tk, hq, hkv, scale, softcap, causal, wl, \
+                                               wr, flags, units, tickets, &q_map, &k_map, &v_map);             \
     }                                                                                                          \
     }
-AWS_KERNEL_1(attention_sm90ws, 64, 2, 1, false, f16, f16)
-AWS_KERNEL_1(attention_sm90ws, 64, 2, 1, false, bf16, bf16)
-AWS_KERNEL_1(attention_sm90ws, 128, 2, 1, false, f16, f16)
-AWS_KERNEL_1(attention_sm90ws, 128, 2, 1, false, bf16, bf16)
-AWS_KERNEL_1(attention_sm90ws, 256, 2, 1, false, f16, f16)
-AWS_KERNEL_1(attention_sm90ws, 256, 2, 1, false, bf16, bf16)
+#ifndef AWS_CAUSAL_BLOCKS
+AWS_KERNEL_1(attention_sm90ws, 64, 2, 1, false, false, f16, f16)
+AWS_KERNEL_1(attention_sm90ws, 64, 2, 1, false, false, bf16, bf16)
+AWS_KERNEL_1(attention_sm90ws, 128, 2, 1, false, false, f16, f16)
+AWS_KERNEL_1(attention_sm90ws, 128, 2, 1, false, false, bf16, bf16)
+AWS_KERNEL_1(attention_sm90ws, 256, 2, 1, false, false, f16, f16)
+AWS_KERNEL_1(attention_sm90ws, 256, 2, 1, false, false, bf16, bf16)
 // Three consumers at D 64 (`attention_sm90ws3_d64_*`, 192 rows, 512 threads; the default there,
 // MOEKIT_CUDA_ATTN=ws2 takes the two-consumer kernel): the softmax weighs twice as much against
 // the matrix products there. With the intra-warpgroup overlap it spilled 44 bytes at 160 registers
@@ -909,12 +921,26 @@ AWS_KERNEL_1(attention_sm90ws, 256, 2, 1, false, bf16, bf16)
 // (run 33 call B: causal S4096 376 -> 342 us, non-causal S8192 1.33 -> 1.15 ms; call D: ranges
 // +5%, image +10%) but on the docs mask (-6.5%; run 34 call B, with the ranged tiles' interval
 // loop and causal ranges as the flag, docs too: 164.7 against 173.6 us).
-AWS_KERNEL_1(attention_sm90ws3, 64, 3, 1, false, f16, f16)
-AWS_KERNEL_1(attention_sm90ws3, 64, 3, 1, false, bf16, bf16)
+AWS_KERNEL_1(attention_sm90ws3, 64, 3, 1, false, false, f16, f16)
+AWS_KERNEL_1(attention_sm90ws3, 64, 3, 1, false, false, bf16, bf16)
 // Their banded form (`attention_sm90ws3s_d64_*`, the host's choice for causal or windowed
 // problems): each consumer skips the key tiles outside its rows' band, and a tile's exponents and
 // P·V run in 8 parts (run 35 call C: causal D 64 345.8 -> 329.7 us, 1.02x SDPA-cuDNN in its record).
-AWS_KERNEL_1(attention_sm90ws3s, 64, 3, 8, true, f16, f16)
-AWS_KERNEL_1(attention_sm90ws3s, 64, 3, 8, true, bf16, bf16)
+AWS_KERNEL_1(attention_sm90ws3s, 64, 3, 8, true, false, f16, f16)
+AWS_KERNEL_1(attention_sm90ws3s, 64, 3, 8, true, false, bf16, bf16)
+#else
+// The FlashMask plans with causal blocks (flashmask.rs: blocks whose ranges are causal over their
+// span run as clear blocks with the causal flag) on kernels of their own (CB; the host's choice
+// where the plan has any; the module with AWS_CAUSAL_BLOCKS defined holds these only), `attention_sm90wsc_*` at D 128 and 256 and the banded form at D 64,
+// `attention_sm90ws3sc_d64_*` (its causal blocks skip as causal ones do). Run 36 call B
+// (interleaved, 3 rounds): the image mask at D 64 430.3 -> 404.2 us (412.4 on the three-consumer
+// kernel without the band), at D 128 1.16 -> 1.12 ms.
+AWS_KERNEL_1(attention_sm90wsc, 128, 2, 1, false, true, f16, f16)
+AWS_KERNEL_1(attention_sm90wsc, 128, 2, 1, false, true, bf16, bf16)
+AWS_KERNEL_1(attention_sm90wsc, 256, 2, 1, false, true, f16, f16)
+AWS_KERNEL_1(attention_sm90wsc, 256, 2, 1, false, true, bf16, bf16)
+AWS_KERNEL_1(attention_sm90ws3sc, 64, 3, 8, true, true, f16, f16)
+AWS_KERNEL_1(attention_sm90ws3sc, 64, 3, 8, true, true, bf16, bf16)
+#endif
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL

@@ -167,7 +167,8 @@ fn fused_route_of_several_shapes_on_one_backend_matches_the_reference() {
 /// several sequences of 300–1100 tokens (many 128-key tiles, ragged ends, Lk > Lq), GQA 4:1,
 /// causal and not, windows, softcap and FlashMask column ranges (segments of up to 12 keys, and
 /// of up to 400, whose key tiles the Hopper kernel skips or runs unmasked: documents, blocks and
-/// causal written as ranges alone), D 64, 128 and 256, f16 and bf16.
+/// causal written as ranges alone; at D 64 the key tiles that some of a block's consumers skip),
+/// D 64, 128 and 256, f16 and bf16.
 /// On Hopper this runs the warp-specialised wgmma kernel (`attention_sm90ws_*`, 64-key tiles at
 /// D 256; the earlier `attention_sm90_*` with `MOEKIT_CUDA_ATTN=sm90`), elsewhere the mma.sync
 /// ones.
@@ -181,7 +182,7 @@ fn attention_matches_the_reference_on_long_sequences() {
     // (q lengths, k lengths, D, causal, window, softcap, column-range pattern and longest segment)
     type Pattern = Option<(MaskPattern, usize)>;
     type Shape = (&'static [usize], &'static [usize], usize, bool, Option<Window>, Option<f32>, Pattern);
-    let shapes: [Shape; 18] = [
+    let shapes: [Shape; 22] = [
         (&[300, 1100, 517], &[300, 1100, 517], 128, true, None, None, None),
         (&[700, 333], &[1029, 333], 128, false, None, None, None),
         (&[450, 1000], &[600, 1000], 64, true, None, None, None),
@@ -200,6 +201,12 @@ fn attention_matches_the_reference_on_long_sequences() {
         (&[900, 640], &[900, 700], 256, true, window(200, 0), None, None),
         (&[1300, 700], &[1300, 700], 256, false, None, None, Some((MaskPattern::Document, 400))),
         (&[640, 1100], &[640, 1100], 256, true, None, None, Some((MaskPattern::Blocks, 12))),
+        // D 64 with ranges: blocks and documents in long segments, a prefix-LM (the rows past
+        // its prefix: the plan's causal blocks, on the banded kernel), documents with a window.
+        (&[1500, 650], &[1500, 650], 64, false, None, None, Some((MaskPattern::Blocks, 150))),
+        (&[1400, 900], &[1400, 900], 64, false, None, Some(15.0), Some((MaskPattern::Document, 250))),
+        (&[1000, 700], &[1000, 700], 64, false, None, None, Some((MaskPattern::PrefixLm, 300))),
+        (&[1100, 600], &[1100, 600], 64, true, window(150, 0), None, Some((MaskPattern::Document, 200))),
     ];
     for (i, &(lq, lk, d, causal, win, softcap, pattern)) in shapes.iter().enumerate() {
         let (cu_q, cu_k) = (gen::cumsum(lq), gen::cumsum(lk));

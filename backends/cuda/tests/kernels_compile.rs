@@ -11,7 +11,7 @@ fn every_kernel_source_compiles() {
     }
     for arch in ["sm_90a", "sm_80"] {
         let ptx = moekit_cuda::compile_kernels(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
-        assert_eq!(ptx.len(), 7, "{arch}");
+        assert_eq!(ptx.len(), 8, "{arch}");
         for (name, text) in ptx {
             assert!(text.contains(".version"), "{arch} {name}: not PTX");
             // NOTE: the wgmma kernels sit behind `__CUDA_ARCH_FEAT_SM90_ALL`; they must be there
@@ -41,16 +41,21 @@ fn every_kernel_source_compiles() {
                     "{arch} {name}"
                 );
             }
-            // The warp-specialised module holds its 8 kernels (sm_90a) and none of the others.
-            if name == "attention_sm90_ws.cu" {
-                for kernel in [
-                    "attention_sm90ws_d128_bf16",
-                    "attention_sm90ws_d64_f16",
-                    "attention_sm90ws_d256_bf16",
-                    "attention_sm90ws3_d64_bf16",
-                ] {
+            // The warp-specialised module holds its 10 kernels (sm_90a; with the banded form), the
+            // causal-block one its 6, and neither any of the other's.
+            let plain = ["attention_sm90ws_d128_bf16", "attention_sm90ws_d64_f16", "attention_sm90ws3s_d64_f16"];
+            let cb = ["attention_sm90ws3sc_d64_bf16", "attention_sm90wsc_d128_f16", "attention_sm90wsc_d256_bf16"];
+            if name == "attention_sm90_ws_cb.cu" {
+                for kernel in cb {
                     assert_eq!(text.contains(kernel), arch == "sm_90a", "{arch} {name}: {kernel}");
                 }
+                assert!(plain.iter().all(|k| !text.contains(k)) && !text.contains("attention_fa2_"), "{arch} {name}");
+            }
+            if name == "attention_sm90_ws.cu" {
+                for kernel in ["attention_sm90ws_d256_bf16", "attention_sm90ws3_d64_bf16"].into_iter().chain(plain) {
+                    assert_eq!(text.contains(kernel), arch == "sm_90a", "{arch} {name}: {kernel}");
+                }
+                assert!(cb.iter().all(|k| !text.contains(k)), "{arch} {name}");
                 assert!(!text.contains("attention_fa2_") && !text.contains("attention_sm90_d"), "{arch} {name}");
             }
             // The decode module holds v1, v2 (3 and 2 stages) and the combine on every arch, v3

@@ -8,7 +8,9 @@
 //! of K/V through tensor maps, two consumer warpgroups in ping-pong over wgmma; key tiles of 128,
 //! of 64 at D 256; at D 64 its three-consumer form `attention_sm90ws3_d64_{dtype}`, 192-row
 //! blocks, on causal or windowed problems in its banded form `attention_sm90ws3s_d64_{dtype}`,
-//! or the two-consumer one with `MOEKIT_CUDA_ATTN=ws2`), or with `MOEKIT_CUDA_ATTN=sm90`
+//! or the two-consumer one with `MOEKIT_CUDA_ATTN=ws2`; FlashMask plans with causal blocks on
+//! `attention_sm90wsc_d{128,256}_{dtype}` and `attention_sm90ws3sc_d64_{dtype}`, a module of
+//! their own), or with `MOEKIT_CUDA_ATTN=sm90`
 //! (D <= 128) on `attention_sm90_d{D}_{dtype}` (`kernels/attention_sm90.cu`: wgmma, cp.async,
 //! the two warpgroups in step); elsewhere (sm_80+, or `MOEKIT_CUDA_ATTN=fa2`) D <= 128 on
 //! `attention_fa2_d{D}_{dtype}` (128-row blocks, 32 rows per warp, double-buffered K/V); D = 256
@@ -21,12 +23,12 @@
 //! with `MOEKIT_CUDA_DEFINES` (see `runtime::compile::env_defines`).
 
 use super::attention_decode as decode;
-use super::flashmask::PlanCache;
+use super::flashmask::{Forms, PlanCache};
 use super::grouped_gemm_tma::{encode_map_for, MapGeometry, TensorMap};
 use crate::backend::{device_err, lock};
 use crate::launch::{i32_of, kernel_name, launch_err};
-use crate::runtime::define_usize;
-use crate::runtime::sources::{ATTENTION, ATTENTION_SM90WS};
+use crate::runtime::sources::{ATTENTION, ATTENTION_SM90WS, ATTENTION_SM90WS_CB};
+use crate::runtime::{define_usize, Source};
 use crate::{CudaBackend, CudaBuffer};
 use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
@@ -125,15 +127,19 @@ impl AttentionOps for CudaBackend {
         let (block_m, block_n) = (path.block_m(), path.block_n(p.head_dim));
         let probe = Probe::parse(std::env::var(ENV_PROBE).ok().as_deref());
         let (softcap, mut causal, wl, wr) = mask_args(p);
+        let mut causal_blocks = false;
         let (items, ranges, n_items) = if path.warp_specialised() && p.mask.column_ranges.is_some() {
             let slot = plan_slot.insert(lock(&self.flash_plan, OP, "FlashMask plan")?);
-            let as_causal = !probe.ranges_as_given;
-            if !slot.as_ref().is_some_and(|c| c.key.matches(p, block_m, block_n, as_causal)) {
-                **slot = PlanCache::new(&self.stream, p, block_m, block_n, as_causal).map_err(device_err(OP))?;
+            // Causal blocks only where the kernel has a form that takes them.
+            let cb = !probe.no_causal_blocks && path.takes_causal_blocks(p.head_dim, probe.whole_tiles);
+            let forms = Forms { as_causal: !probe.ranges_as_given, causal_blocks: cb };
+            if !slot.as_ref().is_some_and(|c| c.key.matches(p, block_m, block_n, forms)) {
+                **slot = PlanCache::new(&self.stream, p, block_m, block_n, forms).map_err(device_err(OP))?;
             }
             match slot.as_ref() {
                 Some(c) => {
                     causal = i32::from(c.causal);
+                    causal_blocks = c.causal_blocks;
                     (&c.items, Some(&c.tables), c.n_items)
                 }
                 None => return Ok(()),
@@ -151,14 +157,12 @@ impl AttentionOps for CudaBackend {
         if ctas > i32::MAX as usize {
             return Err(Error::unsupported(OP, format!("{ctas} blocks exceed the grid limit")));
         }
-        // The warp-specialised kernels live in a module of their own (the first call compiles 4
-        // kernels, not all of them).
-        let src = if path.warp_specialised() { &ATTENTION_SM90WS } else { &ATTENTION };
-        // Causal or windowed rows see a band of keys: there the three consumers take the kernel
-        // that skips each consumer's tiles outside its rows' band (`whole-tiles` in the probe:
-        // the one that runs them).
-        let banded = (causal != 0 || wl >= 0) && !probe.whole_tiles;
-        let base = path.kernel_base(p.head_dim, banded);
+        let src = path.source(causal_blocks);
+        // Causal or windowed rows (or the FlashMask plan's causal blocks) see a band of keys:
+        // there the three consumers take the kernel that skips each consumer's tiles outside its
+        // rows' band (`whole-tiles` in the probe: the one that runs them).
+        let banded = (causal != 0 || wl >= 0 || causal_blocks) && !probe.whole_tiles;
+        let base = path.kernel_base(p.head_dim, banded, causal_blocks);
         let f = self.kernels.function(OP, src, &kernel_name(&base, p.dtype))?;
         let shared = path.shared_bytes(p.head_dim, p.dtype.size());
         allow_shared(&f, shared)?;
@@ -290,18 +294,43 @@ impl Path {
         }
     }
 
-    /// The kernel's name without its dtype; `banded` (causal or windowed rows) takes the
+    /// The module of its kernels: the warp-specialised ones live in a module of their own (the
+    /// first call compiles 10 kernels, not all of them), their causal-block forms in another.
+    fn source(self, causal_blocks: bool) -> &'static Source {
+        match (self.warp_specialised(), causal_blocks) {
+            (true, true) => &ATTENTION_SM90WS_CB,
+            (true, false) => &ATTENTION_SM90WS,
+            _ => &ATTENTION,
+        }
+    }
+
+    /// Whether the kernel that runs head dim `d` has a form for FlashMask plans with causal
+    /// blocks (`flashmask::Block::causal`): the two-consumer kernel at D 128 and 256, the
+    /// three-consumer one's banded form at D 64 (not with `whole-tiles`).
+    fn takes_causal_blocks(self, d: usize, whole_tiles: bool) -> bool {
+        match self {
+            Path::Sm90Ws => d != 64,
+            Path::Sm90Ws3 => !whole_tiles,
+            _ => false,
+        }
+    }
+
+    /// The kernel's name without its dtype; `causal_blocks` (a FlashMask plan with
+    /// `flashmask::Block::causal` ones; [`Path::takes_causal_blocks`]) the forms that read them,
+    /// in `ATTENTION_SM90WS_CB`; `banded` (causal or windowed rows, or causal blocks) takes the
     /// three-consumer kernel's banded form, `attention_sm90ws3s_*`: each consumer skips the key
     /// tiles outside its own rows' band and splits a tile's exponents and P·V into 8 parts (run
     /// 35 call C: causal D 64 345.8 -> 329.7 us, docs 158.3 -> 144.3; on problems without a band
     /// the split alone is slower: non-causal 1.15 -> 1.22 ms, the image mask 432.1 -> 442.0).
-    fn kernel_base(self, d: usize, banded: bool) -> String {
+    fn kernel_base(self, d: usize, banded: bool, causal_blocks: bool) -> String {
         match self {
             Path::Rows => format!("attention_rows_d{d}"),
             Path::MmaV1 => format!("attention_mma_d{d}"),
             Path::Fa2 => format!("attention_fa2_d{d}"),
             Path::Sm90 => format!("attention_sm90_d{d}"),
+            Path::Sm90Ws if causal_blocks => format!("attention_sm90wsc_d{d}"),
             Path::Sm90Ws => format!("attention_sm90ws_d{d}"),
+            Path::Sm90Ws3 if banded && causal_blocks => format!("attention_sm90ws3sc_d{d}"),
             Path::Sm90Ws3 if banded => format!("attention_sm90ws3s_d{d}"),
             Path::Sm90Ws3 => format!("attention_sm90ws3_d{d}"),
         }
@@ -376,6 +405,9 @@ struct Probe {
     /// `whole-tiles`: the three-consumer kernel runs every key tile of its rows' span on causal
     /// or windowed problems too (`attention_sm90ws3_*`, not the banded form).
     whole_tiles: bool,
+    /// `no-causal-blocks`: FlashMask blocks whose ranges are causal over their span keep the
+    /// ranges (not the causal flag; `flashmask::Block::causal`).
+    no_causal_blocks: bool,
 }
 
 impl Probe {
@@ -390,6 +422,7 @@ impl Probe {
                 "static" => probe.fixed_rounds = true,
                 "ranges-as-given" => probe.ranges_as_given = true,
                 "whole-tiles" => probe.whole_tiles = true,
+                "no-causal-blocks" => probe.no_causal_blocks = true,
                 _ => {
                     if probe.grid_cap.is_none() {
                         probe.grid_cap = w.strip_prefix("grid=").and_then(|n| n.parse().ok());
@@ -553,11 +586,28 @@ mod tests {
 
     #[test]
     fn banded_problems_take_the_banded_three_consumer_kernel() {
-        assert_eq!(Path::Sm90Ws3.kernel_base(64, true), "attention_sm90ws3s_d64");
-        assert_eq!(Path::Sm90Ws3.kernel_base(64, false), "attention_sm90ws3_d64");
+        assert_eq!(Path::Sm90Ws3.kernel_base(64, true, false), "attention_sm90ws3s_d64");
+        assert_eq!(Path::Sm90Ws3.kernel_base(64, false, false), "attention_sm90ws3_d64");
         // The other kernels have no banded form.
-        assert_eq!(Path::Sm90Ws.kernel_base(128, true), "attention_sm90ws_d128");
-        assert_eq!(Path::Fa2.kernel_base(64, true), "attention_fa2_d64");
+        assert_eq!(Path::Sm90Ws.kernel_base(128, true, false), "attention_sm90ws_d128");
+        assert_eq!(Path::Fa2.kernel_base(64, true, false), "attention_fa2_d64");
+    }
+
+    #[test]
+    fn plans_with_causal_blocks_take_the_kernels_that_read_them() {
+        // The FlashMask plan marks causal blocks only for a kernel with a CB form.
+        assert!(Path::Sm90Ws.takes_causal_blocks(128, false) && Path::Sm90Ws.takes_causal_blocks(256, true));
+        assert!(!Path::Sm90Ws.takes_causal_blocks(64, false));
+        assert!(Path::Sm90Ws3.takes_causal_blocks(64, false) && !Path::Sm90Ws3.takes_causal_blocks(64, true));
+        assert!(!Path::Fa2.takes_causal_blocks(128, false) && !Path::Sm90.takes_causal_blocks(128, false));
+        // With causal blocks the plan makes the D 64 problem banded.
+        assert_eq!(Path::Sm90Ws.kernel_base(128, false, true), "attention_sm90wsc_d128");
+        assert_eq!(Path::Sm90Ws.kernel_base(256, false, true), "attention_sm90wsc_d256");
+        assert_eq!(Path::Sm90Ws3.kernel_base(64, true, true), "attention_sm90ws3sc_d64");
+        // From the module that holds them (kernels_compile checks its contents).
+        assert_eq!(Path::Sm90Ws3.source(true).name, "attention_sm90_ws_cb.cu");
+        assert_eq!(Path::Sm90Ws.source(false).name, "attention_sm90_ws.cu");
+        assert_eq!(Path::Fa2.source(false).name, "attention.cu");
     }
 
     #[test]
@@ -576,6 +626,7 @@ mod tests {
         assert_eq!(Probe::parse(Some("no-persist,grid=x")), Probe { no_persist: true, ..Probe::default() });
         assert_eq!(Probe::parse(Some("ranges-as-given")), Probe { ranges_as_given: true, ..Probe::default() });
         assert_eq!(Probe::parse(Some("whole-tiles")), Probe { whole_tiles: true, ..Probe::default() });
+        assert_eq!(Probe::parse(Some("no-causal-blocks")), Probe { no_causal_blocks: true, ..Probe::default() });
     }
 
     #[test]

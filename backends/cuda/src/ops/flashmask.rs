@@ -21,17 +21,34 @@
 //!   FlashMask's `uts = 0, ute = j`) runs as the causal flag with those intervals emptied
 //!   ([`causal_from_ranges`]): the same allowed pairs, but the diagonal tiles compare each row's
 //!   key interval instead of staging and testing the column ranges.
+//! - **Causal blocks.** Without the causal flag or a window, a block whose ranges hide, in each
+//!   column of its span, exactly the rows of it that causal hides (the text around an image
+//!   whose blocks see themselves whole: the rest of the sequence is causal) is marked so (`first`
+//!   -2): the kernel runs it as a clear block with the causal flag, its diagonal tiles by the
+//!   interval compares, and at D 64 on the banded kernel, which skips each consumer's tiles past
+//!   its rows' diagonal.
 
 use super::attention::work_item;
 use crate::launch::i32_of;
 use cudarc::driver::{CudaSlice, CudaStream, DriverError};
 use moekit_ops::{AttentionProblem, ColumnRanges, Window};
 
+/// Which of the plan's causal forms apply (both by default; the probe words `ranges-as-given`
+/// and `no-causal-blocks` turn them off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Forms {
+    /// Causal upper intervals become the causal flag ([`causal_from_ranges`]).
+    pub(crate) as_causal: bool,
+    /// Blocks whose ranges are causal over their span run with the causal flag
+    /// ([`Block::causal`]).
+    pub(crate) causal_blocks: bool,
+}
+
 /// What a plan depends on: the lengths, causal, the window, the ranges, the block rows, the
-/// key tile, and whether causal upper intervals may become the causal flag.
+/// key tile, and its causal forms.
 #[derive(Debug)]
 pub(crate) struct PlanKey {
-    as_causal: bool,
+    forms: Forms,
     cu_q: Vec<usize>,
     cu_k: Vec<usize>,
     causal: bool,
@@ -42,9 +59,9 @@ pub(crate) struct PlanKey {
 }
 
 impl PlanKey {
-    fn of(p: &AttentionProblem, block_m: usize, tile: usize, as_causal: bool) -> Option<PlanKey> {
+    fn of(p: &AttentionProblem, block_m: usize, tile: usize, forms: Forms) -> Option<PlanKey> {
         Some(PlanKey {
-            as_causal,
+            forms,
             cu_q: p.cu_seqlens_q.clone(),
             cu_k: p.cu_seqlens_k.clone(),
             causal: p.mask.causal,
@@ -55,10 +72,10 @@ impl PlanKey {
         })
     }
 
-    /// Whether `p` in blocks of `block_m` rows and key tiles of `tile` (and `as_causal` as in
+    /// Whether `p` in blocks of `block_m` rows and key tiles of `tile` (and `forms` as in
     /// [`PlanCache::new`]) has this plan (compared, not cloned: O(Tk)).
-    pub(crate) fn matches(&self, p: &AttentionProblem, block_m: usize, tile: usize, as_causal: bool) -> bool {
-        self.as_causal == as_causal
+    pub(crate) fn matches(&self, p: &AttentionProblem, block_m: usize, tile: usize, forms: Forms) -> bool {
+        self.forms == forms
             && self.block_m == block_m
             && self.tile == tile
             && self.causal == p.mask.causal
@@ -79,29 +96,32 @@ pub(crate) struct PlanCache {
     pub(crate) n_items: usize,
     /// The causal flag the kernel takes: the problem's, or set by [`causal_from_ranges`].
     pub(crate) causal: bool,
+    /// Some block runs with the causal flag ([`Block::causal`]).
+    pub(crate) causal_blocks: bool,
 }
 
 impl PlanCache {
     /// The plan of `p` (blocks of `block_m` rows, key tiles of `tile`) uploaded on `stream`;
-    /// `None` without column ranges or work items. With `as_causal`, of
+    /// `None` without column ranges or work items. With `forms.as_causal`, of
     /// [`causal_from_ranges`]`(p)` where that applies.
     pub(crate) fn new(
         stream: &std::sync::Arc<CudaStream>,
         p: &AttentionProblem,
         block_m: usize,
         tile: usize,
-        as_causal: bool,
+        forms: Forms,
     ) -> Result<Option<PlanCache>, DriverError> {
-        let Some(key) = PlanKey::of(p, block_m, tile, as_causal) else { return Ok(None) };
-        let causal_form = if as_causal { causal_from_ranges(p) } else { None };
+        let Some(key) = PlanKey::of(p, block_m, tile, forms) else { return Ok(None) };
+        let causal_form = if forms.as_causal { causal_from_ranges(p) } else { None };
         let p = causal_form.as_ref().unwrap_or(p);
-        let Some(plan) = Plan::of(p, block_m, tile) else { return Ok(None) };
+        let Some(plan) = Plan::of(p, block_m, tile, forms.causal_blocks) else { return Ok(None) };
         if plan.blocks.is_empty() {
             return Ok(None);
         }
         let items = stream.clone_htod(&plan.items(p))?;
         let tables = stream.clone_htod(&plan.tables(p))?;
-        Ok(Some(PlanCache { key, items, tables, n_items: plan.blocks.len(), causal: p.mask.causal }))
+        let causal_blocks = plan.blocks.iter().any(|blk| blk.causal);
+        Ok(Some(PlanCache { key, items, tables, n_items: plan.blocks.len(), causal: p.mask.causal, causal_blocks }))
     }
 }
 
@@ -181,6 +201,21 @@ pub(super) struct Block {
     /// Its ranges skip none of the tiles in `n0..n1` and mask no row of it in any: the kernel
     /// runs it without reading the stats (the table's `first` is -1).
     pub(super) clear: bool,
+    /// Its ranges hide, in each column of `n0..n1`, exactly the rows of it that causal hides
+    /// (bottom-right aligned), in a problem without the causal flag or a window: the kernel runs
+    /// it as a clear block with the causal flag (the table's `first` is -2).
+    pub(super) causal: bool,
+}
+
+impl Block {
+    /// Its table entry's first word: -1 clear, -2 causal, else its first stat.
+    fn table_first(&self) -> i32 {
+        match (self.clear, self.causal) {
+            (true, _) => -1,
+            (_, true) => -2,
+            _ => i32_of(self.first),
+        }
+    }
 }
 
 /// The blocks of a problem with column ranges, heaviest first, and the stats of their tiles.
@@ -194,18 +229,19 @@ pub(super) struct Plan {
 
 impl Plan {
     /// The plan of `p` in blocks of at most `block_m` rows and key tiles of `tile`, if it has
-    /// column ranges.
-    pub(super) fn of(p: &AttentionProblem, block_m: usize, tile: usize) -> Option<Plan> {
+    /// column ranges; with `causal_blocks`, marking the [`Block::causal`] ones.
+    pub(super) fn of(p: &AttentionProblem, block_m: usize, tile: usize, causal_blocks: bool) -> Option<Plan> {
         let c = p.mask.column_ranges.as_ref()?;
         let mut plan = Plan { blocks: Vec::new(), stats: Vec::new(), tile: tile.max(1) };
+        let causal_blocks = causal_blocks && !p.mask.causal && p.mask.window.is_none();
         for b in 0..p.batch() {
-            plan.add_sequence(p, c, b, block_m);
+            plan.add_sequence(p, c, b, block_m, causal_blocks);
         }
         plan.blocks.sort_by_key(|blk| std::cmp::Reverse(blk.tiles));
         Some(plan)
     }
 
-    fn add_sequence(&mut self, p: &AttentionProblem, c: &ColumnRanges, b: usize, block_m: usize) {
+    fn add_sequence(&mut self, p: &AttentionProblem, c: &ColumnRanges, b: usize, block_m: usize, causal_blocks: bool) {
         let (lq, lk) = p.seq_lens(b);
         let (k0, tile) = (p.cu_seqlens_k[b], self.tile);
         let col = |j: usize| [c.lts[k0 + j], c.lte[k0 + j], c.uts[k0 + j], c.ute[k0 + j]];
@@ -228,6 +264,27 @@ impl Plan {
             }
         }
         let cuts = (1..lq).filter(|&r| starts[r] >= tile);
+        // Whether the ranges hide, in each column of n0..n1, exactly the rows of m0..m1 that
+        // causal hides (rows before the column's diagonal): the intervals' parts inside the
+        // block, joined, are the block's rows up to the diagonal.
+        let shift = lk as i64 - lq as i64;
+        let causal_over = |m0: usize, m1: usize, n0: usize, n1: usize| {
+            let (m0, m1) = (m0 as i64, m1 as i64);
+            (n0..n1.min(lk)).all(|j| {
+                let h = (j as i64 - shift).clamp(m0, m1);
+                let [lts, lte, uts, ute] = col(j).map(i64::from);
+                let mut parts = [(lts.max(m0), lte.min(m1)), (uts.max(m0), ute.min(m1))];
+                parts.sort_unstable();
+                let mut end = m0;
+                for (a, z) in parts.into_iter().filter(|&(a, z)| a < z) {
+                    if a > end {
+                        return false;
+                    }
+                    end = end.max(z);
+                }
+                end == h
+            })
+        };
 
         // Blocks: (m0, m1, origin, hi).
         let mut rows = Vec::new();
@@ -284,7 +341,8 @@ impl Plan {
             let first = g.1 + (n0 - origin) / tile;
             let clear =
                 run.len() == (n1 - n0) / tile && (0..run.len()).all(|k| self.stats[first + k].clear(m0, m1 - 1));
-            self.blocks.push(Block { b, m0, m1, n0, n1, first, tiles: run.len(), clear });
+            let causal = causal_blocks && !clear && causal_over(m0, m1, n0, n1);
+            self.blocks.push(Block { b, m0, m1, n0, n1, first, tiles: run.len(), clear, causal });
         }
     }
 
@@ -294,14 +352,15 @@ impl Plan {
     }
 
     /// The kernel's tables (`fm` in `kernels/attention_sm90_ws.cu`), i32, all 16-byte aligned:
-    /// `[n][4]` per block (first stat or -1 for a [`Block::clear`] one, n0, n1, m1), `[Tk][4]`
-    /// (lts, lte, uts, ute) per column, then `[stats][8]`.
+    /// `[n][4]` per block (first stat, or -1 for a [`Block::clear`] one, -2 for a
+    /// [`Block::causal`] one; n0, n1, m1), `[Tk][4]` (lts, lte, uts, ute) per column, then
+    /// `[stats][8]`.
     pub(super) fn tables(&self, p: &AttentionProblem) -> Vec<i32> {
         let Some(c) = &p.mask.column_ranges else { return Vec::new() };
         let tk = p.total_k();
         let mut out = Vec::with_capacity(4 * self.blocks.len() + 4 * tk + 8 * self.stats.len());
         out.extend(self.blocks.iter().flat_map(|blk| {
-            let first = if blk.clear { -1 } else { i32_of(blk.first) };
+            let first = blk.table_first();
             [first, i32_of(blk.n0), i32_of(blk.n1), i32_of(blk.m1)]
         }));
         out.extend((0..tk).flat_map(|j| [c.lts[j], c.lte[j], c.uts[j], c.ute[j]]));
@@ -351,7 +410,7 @@ mod tests {
     /// one no pair the ranges mask; and the tables hold what the kernel reads. Returns the
     /// counts of (run, skipped inside spans, clear for a 64-row half) tiles.
     fn check(p: &AttentionProblem, tile: usize) -> (usize, usize, usize) {
-        let plan = Plan::of(p, 128, tile).unwrap();
+        let plan = Plan::of(p, 128, tile, true).unwrap();
         let c = p.mask.column_ranges.as_ref().unwrap();
         let ranged = |b: usize, i: usize, j: usize| {
             let (col, r) = (p.cu_seqlens_k[b] + j, i as i32);
@@ -398,6 +457,18 @@ mod tests {
                 blk.tiles,
                 tiles.iter().enumerate().filter(|(k, _)| !plan.stats[blk.first + k].skips(blk.m0, blk.m1 - 1)).count()
             );
+            // A causal block: in each column of its span the ranges hide exactly the rows causal
+            // hides (never with the causal flag or a window, never a clear one).
+            if blk.causal {
+                assert!(!p.mask.causal && p.mask.window.is_none() && !blk.clear, "{blk:?}");
+                let (lq, _) = p.seq_lens(blk.b);
+                let shift = lk as i64 - lq as i64;
+                for r in rows.clone() {
+                    for j in blk.n0..blk.n1.min(lk) {
+                        assert_eq!(ranged(blk.b, r, j), (r as i64) < j as i64 - shift, "{blk:?} row {r} key {j}");
+                    }
+                }
+            }
             // A clear block: every tile of its span run, none with a pair the ranges mask.
             if blk.clear {
                 assert_eq!(blk.tiles, tiles.len(), "{blk:?}");
@@ -423,7 +494,13 @@ mod tests {
         let (nb, tk) = (plan.blocks.len(), p.total_k());
         assert_eq!(t.len(), 4 * nb + 4 * tk + 8 * plan.stats.len());
         for (i, blk) in plan.blocks.iter().enumerate() {
-            let first = if blk.clear { -1 } else { blk.first as i32 };
+            let first = if blk.clear {
+                -1
+            } else if blk.causal {
+                -2
+            } else {
+                blk.first as i32
+            };
             assert_eq!(t[4 * i..4 * i + 4], [first, blk.n0 as i32, blk.n1 as i32, blk.m1 as i32]);
         }
         assert_eq!(t[4 * nb..4 * nb + 4], [c.lts[0], c.lte[0], c.uts[0], c.ute[0]]);
@@ -444,7 +521,7 @@ mod tests {
         let p = problem(&lens, false, None, documents(&lens, &ends));
         p.validate().unwrap();
         let (run, _, clear) = check(&p, 128);
-        let plan = Plan::of(&p, 128, 128).unwrap();
+        let plan = Plan::of(&p, 128, 128, true).unwrap();
         // Blocks end at the documents' ends, and their tiles start at their document's start.
         for blk in &plan.blocks {
             let docs = ends[blk.b];
@@ -463,29 +540,67 @@ mod tests {
     }
 
     #[test]
+    fn text_around_an_image_runs_as_causal_blocks() {
+        // 1200 tokens: text, an image [300, 700) that sees itself whole, text (the bench's image
+        // mask in one scale): column j hides rows 0..j, or 0..300 inside the image.
+        let s = 1200;
+        let ute: Vec<i32> = (0..s as i32).map(|j| if (300..700).contains(&j) { 300 } else { j }).collect();
+        let ranges = ColumnRanges { lts: vec![s as i32; s], lte: vec![s as i32; s], uts: vec![0; s], ute };
+        let p = problem(&[s], false, None, ranges);
+        p.validate().unwrap();
+        check(&p, 128);
+        let causal_rows = |plan: &Plan| {
+            let mut r: Vec<usize> = plan.blocks.iter().filter(|b| b.causal).map(|b| b.m0).collect();
+            r.sort();
+            r
+        };
+        // Blocks of text rows only, before the image or past it: causal. Those holding image
+        // rows see keys past their diagonal (the image's own; 256.., 640..) and keep the ranges.
+        let plan = Plan::of(&p, 128, 128, true).unwrap();
+        assert_eq!(causal_rows(&plan), [0, 128, 768, 896, 1024, 1152]);
+        assert!(plan.tables(&p).chunks(4).take(plan.blocks.len()).filter(|e| e[0] == -2).count() == 6);
+        assert!(causal_rows(&Plan::of(&p, 128, 128, false).unwrap()).is_empty());
+        // Not with the causal flag (already causal) or a window.
+        let mut q = p.clone();
+        q.mask.window = Some(Window { left: 5000, right: 5000 });
+        assert!(causal_rows(&Plan::of(&q, 128, 128, true).unwrap()).is_empty());
+        // Bottom-right aligned: 100 more keys than queries shift every diagonal.
+        let (lq, lk) = (1100, 1200);
+        let ute: Vec<i32> = (0..lk as i32).map(|j| (j - 100).max(0)).collect();
+        let ranges = ColumnRanges { lts: vec![lq; lk], lte: vec![lq; lk], uts: vec![0; lk], ute };
+        let mut r = problem(&[lq as usize], false, None, ranges);
+        r.cu_seqlens_k = vec![0, lk];
+        r.validate().unwrap();
+        check(&r, 128);
+        assert_eq!(Plan::of(&r, 128, 128, true).unwrap().blocks.iter().filter(|b| b.causal).count(), 9);
+    }
+
+    #[test]
     fn a_plan_key_matches_only_the_same_mask_and_lengths() {
+        const ALL: Forms = Forms { as_causal: true, causal_blocks: true };
         let lens = [1300, 1000];
         let ends: [&[usize]; 2] = [&[500, 900, 1300], &[700, 1000]];
         let p = problem(&lens, false, None, documents(&lens, &ends));
-        let key = PlanKey::of(&p, 128, 128, true).unwrap();
-        assert!(key.matches(&p, 128, 128, true));
-        assert!(!key.matches(&p, 128, 128, false));
-        assert!(!key.matches(&p, 64, 128, true));
-        assert!(!key.matches(&p, 128, 64, true));
+        let key = PlanKey::of(&p, 128, 128, ALL).unwrap();
+        assert!(key.matches(&p, 128, 128, ALL));
+        assert!(!key.matches(&p, 128, 128, Forms { as_causal: false, ..ALL }));
+        assert!(!key.matches(&p, 128, 128, Forms { causal_blocks: false, ..ALL }));
+        assert!(!key.matches(&p, 64, 128, ALL));
+        assert!(!key.matches(&p, 128, 64, ALL));
         let mut q = p.clone();
         q.mask.column_ranges.as_mut().unwrap().lts[1777] -= 1;
-        assert!(!key.matches(&q, 128, 128, true));
+        assert!(!key.matches(&q, 128, 128, ALL));
         let mut q = p.clone();
         q.mask.causal = true;
-        assert!(!key.matches(&q, 128, 128, true));
+        assert!(!key.matches(&q, 128, 128, ALL));
         let mut q = p.clone();
         q.mask.window = Some(Window { left: 5, right: 0 });
-        assert!(!key.matches(&q, 128, 128, true));
+        assert!(!key.matches(&q, 128, 128, ALL));
         let mut q = p.clone();
         q.cu_seqlens_q = vec![0, 1299, 2300];
-        assert!(!key.matches(&q, 128, 128, true));
+        assert!(!key.matches(&q, 128, 128, ALL));
         q.mask.column_ranges = None;
-        assert!(PlanKey::of(&q, 128, 128, true).is_none() && !key.matches(&q, 128, 128, true));
+        assert!(PlanKey::of(&q, 128, 128, ALL).is_none() && !key.matches(&q, 128, 128, ALL));
     }
 
     /// Every (row, key) pair of every sequence is allowed in `a` iff it is in `b`.
@@ -513,7 +628,7 @@ mod tests {
         // all but the one-token sequence's are cut by their diagonals.
         assert!(check(&q, 128).0 <= check(&p, 128).0);
         let clear = |p: &AttentionProblem| {
-            Plan::of(p, 128, 128)
+            Plan::of(p, 128, 128, true)
                 .unwrap()
                 .blocks
                 .iter()

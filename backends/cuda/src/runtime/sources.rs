@@ -45,12 +45,28 @@ pub(crate) static ATTENTION: Source = Source {
 };
 /// The warp-specialised Hopper attention (the default on `sm_90a`) in a module of its own: the
 /// two files above for their helpers only (`ATT_HELPERS_ONLY` leaves their kernels out), the
-/// Hopper helpers, then its kernels. Its first use compiles 4 kernels instead of the 27 of one
+/// Hopper helpers, then its kernels. Its first use compiles 10 kernels instead of the 27 of one
 /// module (NVRTC took ~40 s for those on the H200, run 26).
 pub(crate) static ATTENTION_SM90WS: Source = Source {
     name: "attention_sm90_ws.cu",
     code: concat!(
         "#define ATT_HELPERS_ONLY\n",
+        include_str!("../../kernels/attention.cu"),
+        "\n",
+        include_str!("../../kernels/attention_sm90.cu"),
+        "\n",
+        include_str!("../../kernels/hopper.cuh"),
+        "\n",
+        include_str!("../../kernels/attention_sm90_ws.cu")
+    ),
+};
+/// The same file's kernels for FlashMask plans with causal blocks (`AWS_CAUSAL_BLOCKS`: those
+/// six only), compiled on their first use, not with the others (the ten took 32 s, all sixteen
+/// 52 s, through NVRTC and ptxas on a 2-core host).
+pub(crate) static ATTENTION_SM90WS_CB: Source = Source {
+    name: "attention_sm90_ws_cb.cu",
+    code: concat!(
+        "#define ATT_HELPERS_ONLY\n#define AWS_CAUSAL_BLOCKS\n",
         include_str!("../../kernels/attention.cu"),
         "\n",
         include_str!("../../kernels/attention_sm90.cu"),
@@ -78,5 +94,5 @@ pub(crate) static ATTENTION_DECODE: Source = Source {
 pub(crate) static GLUE: Source = Source { name: "glue.cu", code: include_str!("../../kernels/glue.cu") };
 
 /// Every source, for the compile check.
-pub(crate) static ALL: [&Source; 7] =
-    [&ROUTE, &PERMUTE, &GROUPED_GEMM, &ATTENTION, &ATTENTION_SM90WS, &ATTENTION_DECODE, &GLUE];
+pub(crate) static ALL: [&Source; 8] =
+    [&ROUTE, &PERMUTE, &GROUPED_GEMM, &ATTENTION, &ATTENTION_SM90WS, &ATTENTION_SM90WS_CB, &ATTENTION_DECODE, &GLUE];
