@@ -56,8 +56,9 @@
 //
 // FlashMask column ranges (`fm`, null without them; the host's plan, src/ops/flashmask.rs), three
 // int4 arrays: `[items]` per work item (the index of its first key tile's stats, or -1 where the
-// ranges skip none of its tiles and mask none of its rows in any: then they are not read; that
-// tile's first key n0, the end n1 past its last tile, the end m1 of its rows), `[Tk]` (lts, lte,
+// ranges skip none of its tiles and mask none of its rows in any: then they are not read, or -2
+// where they hide exactly what causal hides, read by the CB kernels only: the item runs as a
+// clear one with the causal flag; that tile's first key n0, the end n1 past its last tile, the end m1 of its rows), `[Tk]` (lts, lte,
 // uts, ute) per packed key column, then `[tiles][2]` the minima and maxima of the four over each key tile's
 // columns. An item's key tiles start at n0, in steps of BN (not 128-aligned: a document's tiles
 // start at its first key); tile n has stats first + (n - n0) / BN. Its rows are m0..m1 (m1 - m0 <=
